@@ -1,0 +1,133 @@
+/**
+ * What every run command does before touching a host: load the recipe, inventory and vars,
+ * resolve targets and vars per host. Any problem here is exit 2 and no host is contacted.
+ */
+import { resolve } from 'node:path';
+import { homedir } from 'node:os';
+import { InputError } from '../errors.js';
+import type { HostTarget } from '../engine/fleet.js';
+import { loadRecipe } from '../recipe/load.js';
+import type { Recipe } from '../recipe/types.js';
+import { loadVarsFile, missingPromptVars, parseVarArgs, resolveVars } from '../recipe/vars.js';
+import type { ShellTransport } from '../transport/base.js';
+import { LocalTransport } from '../transport/local.js';
+import { SshTransport } from '../transport/ssh.js';
+import { loadInventory, resolveTargets, type TargetSpec } from '../transport/targets.js';
+import { defaultStateDir, loadConfig, type Config } from './config.js';
+
+export interface GlobalOptions {
+  json?: boolean;
+  stateDir?: string;
+  color?: boolean;
+  verbose?: boolean;
+}
+
+export interface TargetCliOptions {
+  hosts?: string;
+  inventory?: string;
+  identity?: string;
+  knownHosts?: string;
+  acceptNewHostKeys?: boolean;
+  sudo?: boolean;
+  concurrency?: string;
+  var?: string[];
+  varsFile?: string;
+}
+
+export interface Prepared {
+  recipe: Recipe;
+  targets: HostTarget[];
+  specs: TargetSpec[];
+  secrets: string[];
+  config: Config;
+  stateDir: string;
+  concurrency: number;
+  cliVars: Record<string, string>;
+  close(): Promise<void>;
+}
+
+export function stateDirOf(g: GlobalOptions, config: Config = loadConfig()): string {
+  return resolve(g.stateDir ?? config.stateDir ?? defaultStateDir());
+}
+
+export async function prepare(
+  recipeFile: string,
+  o: TargetCliOptions & GlobalOptions,
+  ask?: (recipe: Recipe, missing: ReturnType<typeof missingPromptVars>) => Promise<Record<string, string>>,
+): Promise<Prepared> {
+  const config = loadConfig();
+  const concurrency = o.concurrency !== undefined ? Number(o.concurrency) : (config.concurrency ?? 10);
+  if (!Number.isInteger(concurrency) || concurrency < 1) throw new InputError(`--concurrency: "${o.concurrency}" is not a whole number ≥ 1`);
+  const recipe = await loadRecipe(resolve(recipeFile));
+  const inventoryFile = o.inventory ?? config.inventory;
+  const inventory = inventoryFile ? await loadInventory(resolve(inventoryFile)) : undefined;
+  const fileVars = o.varsFile ? await loadVarsFile(resolve(o.varsFile)) : undefined;
+  const cliVars = parseVarArgs(o.var ?? []);
+  const specs = resolveTargets({ hosts: o.hosts, inventory, identity: o.identity, sudo: o.sudo ?? config.sudo });
+
+  if (ask) {
+    const base = resolveVarsLenient(recipe, cliVars, fileVars);
+    const missing = missingPromptVars(recipe, base).filter((v) => cliVars[v.name] === undefined && fileVars?.[v.name] === undefined);
+    if (missing.length) Object.assign(cliVars, await ask(recipe, missing));
+  }
+
+  const secrets = new Set<string>();
+  const perHost = specs.map((s) => {
+    const r = resolveVars(recipe, { cli: cliVars, file: fileVars, inventory: s.vars });
+    r.secrets.forEach((x) => secrets.add(x));
+    return r.values;
+  });
+
+  const knownHostsFile = resolve(o.knownHosts ?? config.knownHosts ?? `${homedir()}/.ssh/known_hosts`);
+  const acceptNew = o.acceptNewHostKeys ?? config.acceptNewHostKeys ?? false;
+  const open: ShellTransport[] = [];
+  const targets: HostTarget[] = specs.map((s, i) => {
+    let conn: Promise<ShellTransport> | undefined;
+    return {
+      name: s.name,
+      vars: perHost[i]!,
+      sudo: s.sudo,
+      connect: () => {
+        conn ??= (async () => {
+          const t: ShellTransport =
+            s.kind === 'local'
+              ? new LocalTransport(s.name)
+              : await SshTransport.connect({
+                  name: s.name,
+                  host: s.host,
+                  port: s.port,
+                  user: s.user,
+                  identities: s.identities,
+                  knownHostsFile,
+                  acceptNewHostKeys: acceptNew,
+                });
+          open.push(t);
+          return t;
+        })();
+        return conn;
+      },
+    };
+  });
+  return {
+    recipe,
+    targets,
+    specs,
+    secrets: [...secrets],
+    config,
+    stateDir: stateDirOf(o, config),
+    concurrency,
+    cliVars,
+    close: async () => {
+      await Promise.all(open.map((t) => t.close().catch(() => {})));
+    },
+  };
+}
+
+/** Vars as far as they resolve without failing on missing ones, to see what to ask for. */
+function resolveVarsLenient(recipe: Recipe, cli: Record<string, string>, file?: Record<string, unknown>): Record<string, unknown> {
+  const values: Record<string, unknown> = {};
+  for (const [name, spec] of Object.entries(recipe.vars)) {
+    values[name] = cli[name] ?? file?.[name] ?? spec.default ?? null;
+  }
+  return values;
+}

@@ -1,0 +1,175 @@
+/**
+ * Turns run events into what a person or a script reads. `--json`: one event per line on
+ * stdout and nothing else. Otherwise: a spinner per step on a TTY (one host), plain lines elsewhere.
+ */
+import ora, { type Ora } from 'ora';
+import type { RunEvent } from '../engine/events.js';
+import type { RunReport } from '../engine/fleet.js';
+
+export interface OutputOptions {
+  json: boolean;
+  color: boolean;
+  verbose: boolean;
+  /** Spinners only make sense on a terminal. */
+  tty: boolean;
+  out?: NodeJS.WritableStream;
+  err?: NodeJS.WritableStream;
+}
+
+const SYMBOL: Record<string, string> = {
+  changed: '~',
+  planned: '~',
+  unchanged: '=',
+  skipped: '-',
+  failed: '✖',
+  'rolled-back': '↺',
+  'rollback-failed': '✖',
+};
+
+function secs(ms: number): string {
+  return `${(ms / 1000).toFixed(1)}s`;
+}
+
+export class Output {
+  private spinner: Ora | undefined;
+  private hostCount = 0;
+  private mode: 'plan' | 'apply' = 'apply';
+  private readonly out: NodeJS.WritableStream;
+  private readonly err: NodeJS.WritableStream;
+
+  constructor(private readonly o: OutputOptions) {
+    this.out = o.out ?? process.stdout;
+    this.err = o.err ?? process.stderr;
+  }
+
+  private paint(code: number, s: string): string {
+    return this.o.color ? `\x1b[${code}m${s}\x1b[0m` : s;
+  }
+
+  /** Human text: stdout normally, stderr when stdout carries JSON. */
+  say(line = ''): void {
+    if (this.spinner) this.spinner.clear();
+    (this.o.json ? this.err : this.out).write(line + '\n');
+    if (this.spinner) this.spinner.render();
+  }
+
+  warn(line: string): void {
+    this.stopSpinner();
+    this.err.write(line + '\n');
+  }
+
+  private stopSpinner(): void {
+    this.spinner?.stop();
+    this.spinner = undefined;
+  }
+
+  event(e: RunEvent): void {
+    if (this.o.json) {
+      if (e.event !== 'step-started') this.out.write(JSON.stringify(e) + '\n');
+      return;
+    }
+    const prefix = (host: string) => (this.hostCount > 1 ? `${host}  ` : '  ');
+    switch (e.event) {
+      case 'run-started':
+        this.mode = e.mode;
+        this.hostCount = e.hosts.length;
+        this.say(`${e.mode === 'plan' ? 'Plan' : 'Apply'}: recipe ${e.recipe} on ${e.hosts.join(', ')} (run ${e.runId})`);
+        break;
+      case 'host-connected': {
+        const f = e.facts as { os?: { id?: string; version_id?: string }; arch?: string; user?: string };
+        this.say(`${e.host}: connected as ${f.user} (${f.os?.id} ${f.os?.version_id}, ${f.arch})`);
+        break;
+      }
+      case 'step-started':
+        if (this.o.tty && this.hostCount === 1) this.spinner = ora({ text: `${e.step}`, stream: this.out as NodeJS.WriteStream }).start();
+        break;
+      case 'step-finished': {
+        const label = e.status === 'planned' ? 'will change' : e.status;
+        const irr = e.irreversible ? this.paint(33, ' [irreversible: no rollback]') : '';
+        const color = e.status === 'failed' ? 31 : e.status === 'changed' || e.status === 'planned' ? 33 : 32;
+        const line = `${prefix(e.host)}${SYMBOL[e.status] ?? ' '} ${e.step}  ${this.paint(color, label)}: ${e.summary}${irr}${this.mode === 'apply' ? `  (${secs(e.durationMs)})` : ''}`;
+        if (this.spinner) {
+          if (e.status === 'failed') this.spinner.fail(line.trimStart());
+          else this.spinner.stopAndPersist({ symbol: SYMBOL[e.status] ?? ' ', text: line.trimStart().slice(2) });
+          this.spinner = undefined;
+        } else this.say(line);
+        if (e.error) this.say(`${prefix(e.host)}    error: ${e.error}`);
+        if (e.diff && (this.mode === 'plan' || this.o.verbose)) this.say(this.indentDiff(e.diff, prefix(e.host) + '    '));
+        break;
+      }
+      case 'rollback-finished':
+        this.stopSpinner();
+        this.say(
+          `${prefix(e.host)}${SYMBOL[e.status]} rollback of ${e.step}: ${e.status === 'rolled-back' ? this.paint(32, 'rolled back') : this.paint(31, `FAILED: ${e.error}`)}`,
+        );
+        break;
+      case 'host-finished':
+        this.stopSpinner();
+        if (e.error && e.status !== 'ok') this.say(`${e.host}: ${this.paint(31, e.status)}: ${e.error.startsWith(e.host) ? e.error.slice(e.host.length + 2) : e.error}`);
+        break;
+      case 'run-finished':
+        this.stopSpinner();
+        break;
+    }
+  }
+
+  private indentDiff(diff: string, pad: string): string {
+    return diff
+      .trimEnd()
+      .split('\n')
+      .map((l) => pad + (l.startsWith('+') && !l.startsWith('+++') ? this.paint(32, l) : l.startsWith('-') && !l.startsWith('---') ? this.paint(31, l) : l))
+      .join('\n');
+  }
+
+  /** The closing table and what to do next. */
+  summary(r: RunReport): void {
+    if (this.o.json) return;
+    const rows = Object.entries(r.hosts);
+    this.say('');
+    const head = ['host', 'status', 'changed', 'unchanged', 'skipped', 'failed', 'rolled back', 'time'];
+    const body = rows.map(([h, s]) => [h, s.status, String(s.changed), String(s.unchanged), String(s.skipped), String(s.failed), String(s.rolledBack), secs(s.durationMs)]);
+    if (r.mode === 'plan') {
+      head[2] = 'to change';
+      head.splice(6, 1);
+      body.forEach((b) => b.splice(6, 1));
+    }
+    const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)));
+    const fmt = (cells: string[]) => cells.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd();
+    this.say(fmt(head));
+    body.forEach((b) => this.say(fmt(b)));
+    this.say('');
+    for (const line of nextSteps(r)) this.say(line);
+  }
+}
+
+/** What happened and what to do now, in words, for the person reading at 3 a.m. */
+export function nextSteps(r: RunReport): string[] {
+  const out: string[] = [];
+  const journal = r.journalFile ? ` Journal: ${r.journalFile}` : '';
+  for (const [h, s] of Object.entries(r.hosts)) {
+    switch (s.status) {
+      case 'rolled-back':
+        out.push(`${h}: a step failed; all ${s.rolledBack} completed step(s) were rolled back, so the host is as before the run. Fix the cause above and run again.`);
+        break;
+      case 'failed':
+        out.push(`${h}: failed before changing anything. ${s.error ?? ''}`.trim());
+        break;
+      case 'rollback-incomplete':
+        out.push(`${h}: ROLLBACK INCOMPLETE — some changes are still on the host. See \`hostsmith show ${r.runId}\` for what is left, undo it by hand or run \`hostsmith recover\`.${journal}`);
+        break;
+      case 'unreachable':
+        out.push(`${h}: not reached — nothing was changed there.`);
+        break;
+      case 'interrupted':
+        out.push(`${h}: interrupted; ${s.rolledBack} completed step(s) were rolled back.`);
+        break;
+    }
+  }
+  if (r.mode === 'plan') {
+    const n = Object.values(r.hosts).reduce((a, s) => a + s.changed, 0);
+    out.push(n ? `Plan: ${n} step(s) to change. Nothing was changed; run \`hostsmith apply\` to make it so.` : 'Plan: nothing to change.');
+  } else if (r.status === 'ok') {
+    out.push(`Done (run ${r.runId}).`);
+  }
+  return out;
+}

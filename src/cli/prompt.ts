@@ -1,0 +1,29 @@
+import { confirm, input, password } from '@inquirer/prompts';
+import type { VarSpec } from '../recipe/types.js';
+
+/** Prompts write to stderr so that stdout stays clean (and JSON-only with --json). */
+const io = { output: process.stderr };
+
+export function interactive(): boolean {
+  return Boolean(process.stdin.isTTY && process.stderr.isTTY);
+}
+
+export async function askYesNo(message: string, dflt = false): Promise<boolean> {
+  return confirm({ message, default: dflt }, io);
+}
+
+export async function askVars(specs: VarSpec[]): Promise<Record<string, string>> {
+  const answers: Record<string, string> = {};
+  for (const v of specs) {
+    const message = `${v.description ?? v.name} (${v.name})`;
+    const validate = (s: string) => {
+      if (v.required && !s) return `${v.name} is required`;
+      if (v.pattern && s && !new RegExp(v.pattern).test(s)) return `must match ${v.pattern}`;
+      return true;
+    };
+    answers[v.name] = v.secret
+      ? await password({ message, mask: '*', validate }, io)
+      : await input({ message, default: v.default === undefined || v.default === null ? undefined : String(v.default), validate }, io);
+  }
+  return answers;
+}

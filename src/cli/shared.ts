@@ -1,0 +1,35 @@
+import type { Command } from 'commander';
+import { Output } from './output.js';
+import type { GlobalOptions } from './context.js';
+
+/** What commands get from main: the one place that exits, and a verbose logger. */
+export interface Ctx {
+  exit(code: number): void;
+  log(msg: string): void;
+}
+
+const collect = (v: string, prev: string[] = []) => [...prev, v];
+
+export function addTargetOptions(c: Command): Command {
+  return c
+    .option('--hosts <list>', 'comma list of local, [user@]host[:port], inventory names or groups')
+    .option('-i, --inventory <file>', 'inventory file (YAML)')
+    .option('--identity <keyfile>', 'SSH private key to use')
+    .option('--known-hosts <file>', 'known_hosts file (default ~/.ssh/known_hosts)')
+    .option('--accept-new-host-keys', 'record keys of hosts not yet known (a changed key is still refused)')
+    .option('--sudo', 'run commands through sudo')
+    .option('--concurrency <n>', 'hosts at once (default 10)');
+}
+
+export function addVarOptions(c: Command): Command {
+  return c.option('--var <name=value>', 'set a var (repeatable)', collect).option('--vars-file <yaml>', 'vars from a YAML file');
+}
+
+export function outputFor(o: GlobalOptions): Output {
+  return new Output({
+    json: Boolean(o.json),
+    color: o.color !== false && !process.env.NO_COLOR && Boolean(process.stdout.isTTY),
+    verbose: Boolean(o.verbose),
+    tty: Boolean(process.stdout.isTTY),
+  });
+}

@@ -1,0 +1,66 @@
+/** Events as SPEC §5 names them; the CLI renders them, `--json` prints them as they are. */
+
+export type StepStatus = 'changed' | 'unchanged' | 'skipped' | 'failed' | 'planned';
+export type HostStatus = 'ok' | 'failed' | 'rolled-back' | 'rollback-incomplete' | 'unreachable' | 'interrupted';
+export type RunStatus = HostStatus;
+
+export interface Counts {
+  changed: number;
+  unchanged: number;
+  skipped: number;
+  failed: number;
+  rolledBack: number;
+}
+
+interface Base {
+  runId: string;
+  time: string;
+}
+
+export type RunEvent =
+  | (Base & { event: 'run-started'; recipe: string; mode: 'plan' | 'apply'; hosts: string[] })
+  | (Base & { event: 'host-connected'; host: string; facts: unknown })
+  | (Base & { event: 'step-started'; host: string; step: string; type: string })
+  | (Base & {
+      event: 'step-finished';
+      host: string;
+      step: string;
+      type: string;
+      status: StepStatus;
+      summary: string;
+      diff?: string;
+      irreversible: boolean;
+      durationMs: number;
+      error?: string;
+      handler?: boolean;
+    })
+  | (Base & { event: 'rollback-finished'; host: string; step: string; type: string; status: 'rolled-back' | 'rollback-failed'; error?: string })
+  | (Base & { event: 'host-finished'; host: string; status: HostStatus; error?: string; durationMs: number } & Counts)
+  | (Base & {
+      event: 'run-finished';
+      status: RunStatus;
+      exitCode: number;
+      durationMs: number;
+      hosts: Record<string, { status: HostStatus } & Counts>;
+    });
+
+export type Emit = (e: RunEvent) => void;
+
+export const EXIT_FOR: Record<HostStatus, number> = {
+  ok: 0,
+  failed: 1,
+  'rolled-back': 1,
+  'rollback-incomplete': 3,
+  unreachable: 4,
+  interrupted: 130,
+};
+
+/** The worst host wins: 3, 4, 1, 0 — and 130 when the user interrupted. */
+export function worstStatus(statuses: HostStatus[], interrupted: boolean): { status: RunStatus; exitCode: number } {
+  const order: HostStatus[] = ['rollback-incomplete', 'unreachable', 'rolled-back', 'failed', 'ok'];
+  if (interrupted) {
+    return statuses.includes('rollback-incomplete') ? { status: 'rollback-incomplete', exitCode: 3 } : { status: 'interrupted', exitCode: 130 };
+  }
+  for (const s of order) if (statuses.includes(s)) return { status: s, exitCode: EXIT_FOR[s] };
+  return { status: 'ok', exitCode: 0 };
+}

@@ -1,0 +1,55 @@
+import type { Transport } from '../transport/transport.js';
+import { HostsmithError } from '../errors.js';
+
+export interface Facts {
+  os: { id: string; version_id: string; name: string };
+  arch: string;
+  hostname: string;
+  /** The login user. */
+  user: string;
+  home: string;
+  /** Package manager: apt, dnf, yum, apk, or unknown. */
+  pkg: string;
+  /** Init system: systemd or sysvinit. */
+  init: string;
+}
+
+/** One round trip: a small script prints key=value lines. */
+export const FACTS_SCRIPT = [
+  '. /etc/os-release 2>/dev/null',
+  'echo "os_id=$ID"',
+  'echo "os_version_id=$VERSION_ID"',
+  'echo "os_name=$PRETTY_NAME"',
+  'echo "arch=$(uname -m)"',
+  'echo "hostname=$(hostname 2>/dev/null || cat /proc/sys/kernel/hostname)"',
+  'echo "user=$(id -un)"',
+  'echo "home=$HOME"',
+  'for p in apt-get dnf yum apk; do if command -v $p >/dev/null 2>&1; then echo "pkg=$p"; break; fi; done',
+  'if [ -d /run/systemd/system ]; then echo init=systemd; else echo init=sysvinit; fi',
+].join('\n');
+
+export function parseFacts(out: string): Facts {
+  const kv: Record<string, string> = {};
+  for (const line of out.split('\n')) {
+    const i = line.indexOf('=');
+    if (i > 0) kv[line.slice(0, i)] = line.slice(i + 1).trim();
+  }
+  const pkg = kv.pkg === 'apt-get' ? 'apt' : (kv.pkg ?? 'unknown');
+  return {
+    os: { id: kv.os_id ?? 'unknown', version_id: kv.os_version_id ?? '', name: kv.os_name ?? '' },
+    arch: kv.arch ?? 'unknown',
+    hostname: kv.hostname ?? '',
+    user: kv.user ?? '',
+    home: kv.home ?? '',
+    pkg,
+    init: kv.init ?? 'sysvinit',
+  };
+}
+
+export async function gatherFacts(t: Transport): Promise<Facts> {
+  const r = await t.exec(FACTS_SCRIPT);
+  if (r.code !== 0 && !r.stdout) {
+    throw new HostsmithError(`${t.name}: could not gather facts (exit ${r.code}): ${r.stderr.trim()}`, 4);
+  }
+  return parseFacts(r.stdout);
+}

@@ -1,0 +1,118 @@
+/**
+ * The journal: one NDJSON file per run under <state-dir>/runs/. Every entry is written and
+ * fsynced before the change it announces, so a crash leaves enough to finish or undo the run.
+ */
+import { mkdir, open, readdir, readFile, type FileHandle } from 'node:fs/promises';
+import { join } from 'node:path';
+import { HostsmithError, InputError } from '../errors.js';
+import type { Masker } from './mask.js';
+
+export type JournalEntry =
+  | { kind: 'run-started'; runId: string; time: string; recipe: string; recipeFile: string; mode: 'apply'; hosts: string[]; vars: Record<string, unknown>; pid: number; controller: string }
+  | { kind: 'host-started'; time: string; host: string; facts: unknown; backupDir: string }
+  | {
+      kind: 'step-started';
+      time: string;
+      host: string;
+      step: string;
+      type: string;
+      handler?: boolean;
+      params: unknown;
+      undo: unknown;
+      irreversible: boolean;
+      summary: string;
+      /** sha256 of the pre-state the step saw. */
+      pre: string;
+    }
+  | {
+      kind: 'step-finished';
+      time: string;
+      host: string;
+      step: string;
+      type: string;
+      status: string;
+      summary: string;
+      changed: boolean;
+      durationMs: number;
+      /** sha256 of the state after apply (for drift checks on undo). */
+      post?: string;
+      error?: string;
+    }
+  | { kind: 'rollback-started'; time: string; host: string; step: string; type: string }
+  | { kind: 'rollback-finished'; time: string; host: string; step: string; type: string; status: 'rolled-back' | 'rollback-failed'; error?: string }
+  | { kind: 'host-finished'; time: string; host: string; status: string; counts: import('./events.js').Counts; error?: string }
+  | { kind: 'run-finished'; time: string; status: string; exitCode: number };
+
+export type Entry = JournalEntry;
+
+export function runsDir(stateDir: string): string {
+  return join(stateDir, 'runs');
+}
+
+export class Journal {
+  private chain: Promise<void> = Promise.resolve();
+
+  private constructor(
+    private readonly fh: FileHandle,
+    readonly file: string,
+    private readonly masker: Masker,
+  ) {}
+
+  static async create(stateDir: string, runId: string, masker: Masker): Promise<Journal> {
+    const dir = runsDir(stateDir);
+    try {
+      await mkdir(dir, { recursive: true, mode: 0o700 });
+    } catch (e) {
+      throw new HostsmithError(`cannot create the journal folder ${dir}: ${(e as Error).message}; pass --state-dir <dir>`, 2);
+    }
+    const file = join(dir, `${runId}.ndjson`);
+    const fh = await open(file, 'wx', 0o600);
+    return new Journal(fh, file, masker);
+  }
+
+  /** Appends one entry and waits until it is on disk. */
+  write(entry: JournalEntry): Promise<void> {
+    const line = this.masker.text(JSON.stringify(entry)) + '\n';
+    const next = this.chain.then(async () => {
+      await this.fh.write(line);
+      await this.fh.datasync();
+    });
+    this.chain = next.catch(() => {});
+    return next;
+  }
+
+  async close(): Promise<void> {
+    await this.chain;
+    await this.fh.close();
+  }
+}
+
+export async function readRun(stateDir: string, runId: string): Promise<JournalEntry[]> {
+  if (!/^[A-Za-z0-9T_.-]+$/.test(runId)) throw new InputError(`"${runId}" is not a run id (see hostsmith history)`);
+  const file = join(runsDir(stateDir), `${runId}.ndjson`);
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch {
+    throw new InputError(`no run "${runId}" in ${runsDir(stateDir)} (see hostsmith history)`);
+  }
+  const entries: JournalEntry[] = [];
+  for (const line of text.split('\n')) {
+    if (!line.trim()) continue;
+    try {
+      entries.push(JSON.parse(line) as JournalEntry);
+    } catch {
+      // A crash can cut the last line short; everything before it still counts.
+    }
+  }
+  return entries;
+}
+
+export async function listRunIds(stateDir: string): Promise<string[]> {
+  try {
+    const files = await readdir(runsDir(stateDir));
+    return files.filter((f) => f.endsWith('.ndjson')).map((f) => f.slice(0, -'.ndjson'.length)).sort();
+  } catch {
+    return [];
+  }
+}

@@ -1,0 +1,62 @@
+/** A recipe after loading and validation: what the engine runs. */
+
+export type VarType = 'string' | 'number' | 'boolean' | 'list' | 'map';
+
+export interface VarSpec {
+  name: string;
+  type: VarType;
+  default?: unknown;
+  required: boolean;
+  pattern?: string;
+  secret: boolean;
+  prompt: boolean;
+  description?: string;
+}
+
+export interface RetrySpec {
+  attempts: number;
+  delayMs: number;
+  backoff: number;
+}
+
+export interface SourceLoc {
+  file: string;
+  line: number;
+  col: number;
+}
+
+export interface StepSpec {
+  /** Unique in the recipe; included steps are prefixed "<included recipe name>/". */
+  name: string;
+  /** The step type key: command, file, template, ... */
+  type: string;
+  /** The type's params as written (strings still templates); validated against the type's schema. */
+  params: unknown;
+  when?: string;
+  unless?: string;
+  fatal: boolean;
+  retry: RetrySpec;
+  timeoutMs?: number;
+  /** Resolved: explicit `needs`, else the step before it (none for the first). */
+  needs: string[];
+  notify: string[];
+  sudo?: boolean;
+  loc: SourceLoc;
+  /** Folder of the recipe file the step came from (src files resolve from here). */
+  dir: string;
+  /** Vars that apply only to this step's scope (an include's vars and its recipe's defaults); templates. */
+  scopeVars?: Record<string, unknown>;
+}
+
+export interface Recipe {
+  name: string;
+  description?: string;
+  /** Absolute path of the recipe file. */
+  file: string;
+  dir: string;
+  sudo: boolean;
+  vars: Record<string, VarSpec>;
+  steps: StepSpec[];
+  handlers: StepSpec[];
+  defaults: { timeoutMs?: number; retry?: RetrySpec; sudo?: boolean; parallel: number };
+}

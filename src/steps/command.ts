@@ -1,0 +1,72 @@
+import { z } from 'zod';
+import { StepError } from '../errors.js';
+import { quote } from '../transport/shell.js';
+import type { StepContext, StepType } from './step.js';
+
+export const commandSchema = z
+  .object({
+    run: z.string().min(1),
+    rollback: z.string().optional(),
+    creates: z.string().optional(),
+    removes: z.string().optional(),
+    cwd: z.string().optional(),
+    env: z.record(z.union([z.string(), z.number(), z.boolean()]).transform(String)).optional(),
+    user: z.string().optional(),
+  })
+  .strict();
+
+export type CommandParams = z.output<typeof commandSchema>;
+
+export interface CommandState {
+  createsExists?: boolean;
+  removesExists?: boolean;
+}
+
+export interface CommandUndo {
+  run: string;
+  cwd?: string;
+  env?: Record<string, string>;
+  user?: string;
+}
+
+function tail(s: string, n = 20): string {
+  return s.trim().split('\n').slice(-n).join('\n');
+}
+
+async function runChecked(ctx: StepContext, cmd: string, o: Omit<CommandUndo, 'run'>, what: string) {
+  const r = await ctx.exec(cmd, { cwd: o.cwd, env: o.env, user: o.user });
+  if (r.timedOut) throw new StepError(`${what} timed out`, { code: r.code, stderr: r.stderr });
+  if (r.code !== 0) {
+    const err = tail(r.stderr) || tail(r.stdout);
+    throw new StepError(`${what} exited ${r.code}${err ? `: ${err}` : ''}`, { code: r.code, stderr: r.stderr });
+  }
+  return r;
+}
+
+export const commandStep: StepType<CommandParams, CommandState, CommandUndo> = {
+  type: 'command',
+  schema: commandSchema,
+  async check(ctx, p) {
+    const s: CommandState = {};
+    const test = async (path: string) => (await ctx.exec(`test -e ${quote(path)}`)).code === 0;
+    if (p.creates) s.createsExists = await test(p.creates);
+    if (p.removes) s.removesExists = await test(p.removes);
+    return s;
+  },
+  plan(p, s) {
+    if (p.creates && s.createsExists) return { changed: false, summary: `${p.creates} exists`, undo: null };
+    if (p.removes && s.removesExists === false) return { changed: false, summary: `${p.removes} does not exist`, undo: null };
+    return {
+      changed: true,
+      summary: `run: ${p.run}`,
+      undo: p.rollback ? { run: p.rollback, cwd: p.cwd, env: p.env, user: p.user } : null,
+    };
+  },
+  async apply(ctx, p) {
+    const r = await runChecked(ctx, p.run, p, `command "${p.run}"`);
+    return { stdout: r.stdout, stderr: r.stderr };
+  },
+  async rollback(ctx, _p, undo) {
+    await runChecked(ctx, undo.run, undo, `rollback command "${undo.run}"`);
+  },
+};

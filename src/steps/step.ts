@@ -1,0 +1,88 @@
+import { createHash } from 'node:crypto';
+import type { z } from 'zod';
+import type { ExecOptions, ExecResult, Transport, WriteOptions } from '../transport/transport.js';
+import type { Facts } from '../engine/facts.js';
+
+/** What the engine hands a step: one host, one step, everything injected. */
+export interface StepContext {
+  host: string;
+  transport: Transport;
+  facts: Facts;
+  runId: string;
+  step: string;
+  /** Folder on the host for this run's backups (root-only): /var/lib/hostsmith/backups/<run-id>. */
+  backupDir: string;
+  /** Effective sudo for this step (recipe > step > host). */
+  sudo: boolean;
+  timeoutMs?: number;
+  signal?: AbortSignal;
+  /** Exec with this step's sudo, timeout and abort signal applied (override per call). */
+  exec(cmd: string, o?: ExecOptions): Promise<ExecResult>;
+  readFile(path: string): Promise<Buffer | null>;
+  writeFile(path: string, data: Buffer, o?: WriteOptions): Promise<void>;
+  /** Reads a local source (template/file `src`), resolved from the recipe's folder. */
+  readSource(src: string, kind: 'templates' | 'files'): Promise<{ path: string; content: Buffer }>;
+  /** Renders a Handlebars text with the step's scope (vars, facts, steps) plus `extra`. */
+  render(text: string, extra?: Record<string, unknown>, where?: string): string;
+}
+
+/** Facts about the run a plan may depend on, kept apart so plan() stays pure. */
+export interface PlanEnv {
+  runId: string;
+  step: string;
+  /** Folder on the host for backups of this run: /var/lib/hostsmith/backups/<run-id>. */
+  backupDir: string;
+}
+
+export interface Plan<Undo> {
+  /** Would apply change the host? false = already in the wanted state. */
+  changed: boolean;
+  /** One line: what would change, e.g. "create /etc/motd (12 bytes, 0644 root:root)". */
+  summary: string;
+  /** Unified diff, when the step has content to compare. */
+  diff?: string;
+  /** What rollback needs; null when there is no way back (the plan shows it irreversible). */
+  undo: Undo | null;
+}
+
+export interface ApplyResult {
+  stdout?: string;
+  stderr?: string;
+}
+
+export interface StepType<P = any, S = any, U = any> {
+  type: string;
+  schema: z.ZodType<P, z.ZodTypeDef, unknown>;
+  /**
+   * Optional: resolves params that need local work before the host is read, e.g. a template
+   * step renders its source file here. What it returns is what the journal records.
+   */
+  prepare?(ctx: StepContext, p: P): Promise<P>;
+  /** Reads only. */
+  check(ctx: StepContext, p: P): Promise<S>;
+  /** Pure: from params and current state to what would change. */
+  plan(p: P, s: S, env: PlanEnv): Plan<U>;
+  /** Makes it so; re-checks what it must just before writing. Throws StepError on failure. */
+  apply(ctx: StepContext, p: P, plan: Plan<U>): Promise<ApplyResult>;
+  /** Puts back what was there, from the undo data alone (it may come from the journal). */
+  rollback(ctx: StepContext, p: P, undo: U): Promise<void>;
+}
+
+/** sha256 of a state value, stable across key order; Buffers are hashed by content. */
+export function fingerprint(value: unknown): string {
+  const norm = (v: unknown): unknown => {
+    if (Buffer.isBuffer(v)) return { sha256: createHash('sha256').update(v).digest('hex') };
+    if (Array.isArray(v)) return v.map(norm);
+    if (v && typeof v === 'object') {
+      const o: Record<string, unknown> = {};
+      for (const k of Object.keys(v).sort()) o[k] = norm((v as Record<string, unknown>)[k]);
+      return o;
+    }
+    return v;
+  };
+  return createHash('sha256').update(JSON.stringify(norm(value) ?? null)).digest('hex');
+}
+
+export function sha256(data: Buffer | string): string {
+  return createHash('sha256').update(data).digest('hex');
+}

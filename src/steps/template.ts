@@ -1,0 +1,42 @@
+import { z } from 'zod';
+import { InputError } from '../errors.js';
+import type { StepType } from './step.js';
+import { modeSchema } from './modes.js';
+import { applyPath, checkPath, planPath, rollbackPath, type FileUndo, type PathState, type Wanted } from './file-state.js';
+
+export const templateSchema = z
+  .object({
+    src: z.string().min(1),
+    dest: z.string().min(1).refine((p) => p.startsWith('/'), 'must be an absolute path'),
+    vars: z.record(z.unknown()).optional(),
+    mode: modeSchema.optional(),
+    owner: z.string().optional(),
+    group: z.string().optional(),
+  })
+  .strict();
+
+export type TemplateParams = z.output<typeof templateSchema> & { rendered?: string };
+
+function wanted(p: TemplateParams): Wanted {
+  if (p.rendered === undefined) throw new Error(`template ${p.src} was not rendered before use`);
+  return { path: p.dest, state: 'present', content: Buffer.from(p.rendered, 'utf8'), mode: p.mode, owner: p.owner, group: p.group };
+}
+
+export const templateStep: StepType<TemplateParams, PathState, FileUndo> = {
+  type: 'template',
+  schema: templateSchema,
+  async prepare(ctx, p) {
+    const { path, content } = await ctx.readSource(p.src, 'templates').catch((e: unknown) => {
+      throw new InputError(`step "${ctx.step}": template.src: ${(e as Error).message}`);
+    });
+    const rendered = ctx.render(content.toString('utf8'), p.vars ?? {}, `template ${path}`);
+    return { ...p, rendered };
+  },
+  check: (ctx, p) => checkPath(ctx, p.dest),
+  plan: (p, s, env) => planPath(wanted(p), s, env),
+  apply: async (ctx, p, plan) => {
+    await applyPath(ctx, wanted(p), plan);
+    return {};
+  },
+  rollback: (ctx, _p, undo) => rollbackPath(ctx, undo),
+};

@@ -1,0 +1,50 @@
+import { HostsmithError } from '../errors.js';
+import { atomicWriteScript, readFileScript, wrapCommand } from './shell.js';
+import type { ExecOptions, ExecResult, Transport, WriteOptions } from './transport.js';
+
+export interface RawExec {
+  /** Runs a complete shell command line as the login user. */
+  (cmdline: string, o: { stdin?: string | Buffer; timeoutMs?: number; signal?: AbortSignal }): Promise<ExecResult>;
+}
+
+/**
+ * Transports differ only in how a command line gets to a shell; reading and writing files,
+ * sudo, cwd, env and timeouts are built once here on top of that.
+ */
+export abstract class ShellTransport implements Transport {
+  abstract readonly name: string;
+  /** The login user, once known (facts); sudo is skipped for root. */
+  loginUser: string | undefined;
+  /** Host-level sudo default (inventory/CLI). */
+  defaultSudo = false;
+
+  protected abstract raw(cmdline: string, o: { stdin?: string | Buffer; timeoutMs?: number; signal?: AbortSignal }): Promise<ExecResult>;
+  abstract close(): Promise<void>;
+
+  exec(cmd: string, o: ExecOptions = {}): Promise<ExecResult> {
+    const line = wrapCommand(cmd, {
+      sudo: o.sudo ?? this.defaultSudo,
+      user: o.user,
+      cwd: o.cwd,
+      env: o.env,
+      timeoutMs: o.timeoutMs,
+      loginUser: this.loginUser,
+    });
+    return this.raw(line, { stdin: o.stdin, timeoutMs: o.timeoutMs, signal: o.signal });
+  }
+
+  async readFile(path: string, o: { sudo?: boolean } = {}): Promise<Buffer | null> {
+    const r = await this.exec(readFileScript(path), { sudo: o.sudo });
+    if (r.code === 44) return null;
+    if (r.code !== 0) throw new HostsmithError(`${this.name}: cannot read ${path}: ${r.stderr.trim() || `exit ${r.code}`}`);
+    return r.stdoutRaw;
+  }
+
+  async writeFile(path: string, data: Buffer, o: WriteOptions = {}): Promise<void> {
+    const r = await this.exec(atomicWriteScript(path, o), { sudo: o.sudo, stdin: data });
+    if (r.code !== 0) throw new HostsmithError(`${this.name}: cannot write ${path}: ${r.stderr.trim() || `exit ${r.code}`}`);
+  }
+}
+
+/** Timeouts are enforced on the host by `timeout`; this is the controller's backstop. */
+export const BACKSTOP_MS = 15_000;

@@ -1,0 +1,214 @@
+import { readFile } from 'node:fs/promises';
+import { homedir } from 'node:os';
+import { join } from 'node:path';
+import { Client, utils, type AnyAuthMethod, type ClientChannel, type ConnectConfig } from 'ssh2';
+import { ConnectError } from '../errors.js';
+import { BACKSTOP_MS, ShellTransport } from './base.js';
+import { knownKeyTypes, verifyHostKey, type Verdict } from './known-hosts.js';
+import type { ExecResult } from './transport.js';
+
+export interface SshTarget {
+  /** Name used in messages (inventory name or what was typed). */
+  name: string;
+  host: string;
+  port: number;
+  user: string;
+  /** Private key files to offer, in order; when empty the agent and ~/.ssh/id_* are used. */
+  identities: string[];
+  knownHostsFile: string;
+  acceptNewHostKeys: boolean;
+  connectTimeoutMs?: number;
+}
+
+/** Which signature algorithms to offer for the key types known_hosts records for this host. */
+const ALGOS_FOR_TYPE: Record<string, string[]> = {
+  'ssh-ed25519': ['ssh-ed25519'],
+  'ecdsa-sha2-nistp256': ['ecdsa-sha2-nistp256'],
+  'ecdsa-sha2-nistp384': ['ecdsa-sha2-nistp384'],
+  'ecdsa-sha2-nistp521': ['ecdsa-sha2-nistp521'],
+  'ssh-rsa': ['rsa-sha2-512', 'rsa-sha2-256', 'ssh-rsa'],
+};
+const ALL_HOSTKEY_ALGOS = Object.values(ALGOS_FOR_TYPE).flat();
+
+/** OpenSSH limits sessions per connection (MaxSessions, default 10); stay under it. */
+const MAX_CHANNELS = 8;
+
+async function authMethods(t: SshTarget): Promise<{ methods: AnyAuthMethod[]; notes: string[] }> {
+  const methods: AnyAuthMethod[] = [];
+  const notes: string[] = [];
+  const explicit = t.identities.length > 0;
+  if (!explicit && process.env.SSH_AUTH_SOCK) methods.push({ type: 'agent', username: t.user, agent: process.env.SSH_AUTH_SOCK });
+  const files = explicit ? t.identities : ['id_ed25519', 'id_ecdsa', 'id_rsa'].map((f) => join(homedir(), '.ssh', f));
+  for (const file of files) {
+    let buf: Buffer;
+    try {
+      buf = await readFile(file);
+    } catch (e) {
+      if (explicit) notes.push(`cannot read identity ${file}: ${(e as Error).message}`);
+      continue;
+    }
+    const parsed = utils.parseKey(buf);
+    if (parsed instanceof Error) {
+      notes.push(
+        /encrypted|passphrase/i.test(parsed.message)
+          ? `identity ${file} is passphrase-protected: load it into ssh-agent (ssh-add ${file}) instead`
+          : `identity ${file} is not a usable private key: ${parsed.message}`,
+      );
+      continue;
+    }
+    methods.push({ type: 'publickey', username: t.user, key: buf });
+  }
+  if (explicit && process.env.SSH_AUTH_SOCK) methods.push({ type: 'agent', username: t.user, agent: process.env.SSH_AUTH_SOCK });
+  return { methods, notes };
+}
+
+/** One SSH connection per host; every command is a channel on it. */
+export class SshTransport extends ShellTransport {
+  readonly name: string;
+  private active = 0;
+  private waiting: Array<() => void> = [];
+  private closed = false;
+
+  private constructor(
+    private readonly conn: Client,
+    readonly target: SshTarget,
+  ) {
+    super();
+    this.name = target.name;
+    conn.on('close', () => (this.closed = true));
+  }
+
+  static async connect(t: SshTarget): Promise<SshTransport> {
+    const { methods, notes } = await authMethods(t);
+    const where = `${t.user}@${t.host}:${t.port}`;
+    if (!methods.length) {
+      throw new ConnectError(t.name, `no SSH credentials to offer ${where}: ${notes.join('; ') || 'no ssh-agent and no ~/.ssh/id_* key'}; pass --identity <keyfile>`);
+    }
+    const known = await knownKeyTypes({ file: t.knownHostsFile, host: t.host, port: t.port, acceptNew: t.acceptNewHostKeys });
+    const preferred = known.flatMap((k) => ALGOS_FOR_TYPE[k] ?? []);
+    const serverHostKey = [...preferred, ...ALL_HOSTKEY_ALGOS.filter((a) => !preferred.includes(a))];
+    const conn = new Client();
+    let verdict: Verdict | undefined;
+    const queue = [...methods];
+    const config: ConnectConfig = {
+      host: t.host,
+      port: t.port,
+      username: t.user,
+      readyTimeout: t.connectTimeoutMs ?? 20_000,
+      keepaliveInterval: 15_000,
+      keepaliveCountMax: 4,
+      algorithms: { serverHostKey: serverHostKey as never },
+      hostVerifier: (key: Buffer, verify: (ok: boolean) => void) => {
+        verifyHostKey(key, { file: t.knownHostsFile, host: t.host, port: t.port, acceptNew: t.acceptNewHostKeys }).then(
+          (v) => {
+            verdict = v;
+            verify(v.ok);
+          },
+          (e: unknown) => {
+            verdict = { ok: false, reason: 'unknown', message: `cannot check ${t.knownHostsFile}: ${(e as Error).message}` };
+            verify(false);
+          },
+        );
+      },
+      authHandler: (_left, _partial, next) => {
+        const m = queue.shift();
+        next(m ?? (false as never));
+      },
+    };
+    return new Promise<SshTransport>((resolve, reject) => {
+      const fail = (e: Error & { level?: string; code?: string }) => {
+        conn.removeAllListeners('ready');
+        conn.end();
+        let msg: string;
+        if (verdict && !verdict.ok) msg = verdict.message;
+        else if (e.level === 'client-authentication') {
+          msg = `authentication as ${t.user} failed at ${t.host}:${t.port} (offered: ${methods.map((m) => m.type).join(', ')}). ${notes.join('; ')} Check the user and --identity.`;
+        } else if (e.code === 'ECONNREFUSED') msg = `connection refused at ${t.host}:${t.port}: is sshd running and listening there?`;
+        else if (e.level === 'client-timeout' || e.code === 'ETIMEDOUT') msg = `timed out connecting to ${t.host}:${t.port}`;
+        else if (e.code === 'ENOTFOUND' || e.code === 'EAI_AGAIN') msg = `cannot resolve host name ${t.host}`;
+        else msg = `cannot connect to ${where}: ${e.message}`;
+        reject(new ConnectError(t.name, msg, { cause: e }));
+      };
+      conn.once('error', fail);
+      conn.once('ready', () => {
+        conn.removeListener('error', fail);
+        // Later connection errors surface through the channels that fail; keep the process alive.
+        conn.on('error', () => {});
+        resolve(new SshTransport(conn, t));
+      });
+      conn.connect(config);
+    });
+  }
+
+  private async slot(): Promise<void> {
+    if (this.active < MAX_CHANNELS) {
+      this.active++;
+      return;
+    }
+    await new Promise<void>((r) => this.waiting.push(r));
+  }
+
+  private release(): void {
+    const next = this.waiting.shift();
+    if (next) next();
+    else this.active--;
+  }
+
+  protected async raw(cmdline: string, o: { stdin?: string | Buffer; timeoutMs?: number; signal?: AbortSignal }): Promise<ExecResult> {
+    if (this.closed) throw new ConnectError(this.name, 'the SSH connection is closed');
+    await this.slot();
+    try {
+      return await new Promise<ExecResult>((resolve, reject) => {
+        this.conn.exec(cmdline, (err: Error | undefined, stream: ClientChannel) => {
+          if (err) {
+            reject(new ConnectError(this.name, `cannot open a channel: ${err.message}`, { cause: err }));
+            return;
+          }
+          const out: Buffer[] = [];
+          const errs: Buffer[] = [];
+          let timedOut = false;
+          const timer = o.timeoutMs
+            ? setTimeout(() => {
+                timedOut = true;
+                stream.close();
+              }, o.timeoutMs + BACKSTOP_MS)
+            : undefined;
+          stream.on('data', (d: Buffer) => out.push(d));
+          stream.stderr.on('data', (d: Buffer) => errs.push(d));
+          stream.on('close', (code: number | null, signal?: string) => {
+            clearTimeout(timer);
+            if (code === null && !timedOut && this.closed) {
+              reject(new ConnectError(this.name, 'the SSH connection was lost while a command ran'));
+              return;
+            }
+            const stdoutRaw = Buffer.concat(out);
+            const exit = code ?? (signal ? 255 : timedOut ? 124 : 255);
+            resolve({
+              code: exit,
+              stdout: stdoutRaw.toString('utf8'),
+              stderr: Buffer.concat(errs).toString('utf8'),
+              stdoutRaw,
+              timedOut: timedOut || (o.timeoutMs !== undefined && exit === 124),
+            });
+          });
+          stream.end(o.stdin ?? '');
+        });
+      });
+    } finally {
+      this.release();
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    await new Promise<void>((resolve) => {
+      const t = setTimeout(resolve, 2000);
+      this.conn.once('close', () => {
+        clearTimeout(t);
+        resolve();
+      });
+      this.conn.end();
+    });
+    this.closed = true;
+  }
+}
