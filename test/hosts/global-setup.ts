@@ -1,0 +1,61 @@
+/**
+ * vitest globalSetup: decides once per run whether real-host tests can run,
+ * builds the Debian rootfs up front (so test workers never race to build it),
+ * and at the end stops every sandbox this run started and left behind.
+ */
+import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { TestProject } from 'vitest/node';
+import { describeMissing, prerequisites, RUN_DIR_ENV, stopRun, sweepStale } from './hosts.js';
+import './provided-context.js';
+import { ensureRootfs } from './rootfs.js';
+import { log, procId, removeTree, SANDBOX_ROOT } from './util.js';
+
+const REQUIRE_ENV = 'HOSTSMITH_REQUIRE_HOSTS';
+const SKIP_ENV = 'HOSTSMITH_SKIP_HOSTS';
+
+function banner(reason: string): void {
+  const bar = '!'.repeat(78);
+  process.stderr.write(
+    `\n${bar}\n!!  REAL-HOST TESTS WILL BE SKIPPED\n!!  ${reason.replace(/\n/g, '\n!!  ')}\n` +
+      `!!  (set ${REQUIRE_ENV}=1 to make this an error instead, as CI does)\n${bar}\n\n`,
+  );
+}
+
+/** Why sandbox hosts cannot run here, or undefined if they can (the rootfs is then built). */
+async function unavailableReason(): Promise<string | undefined> {
+  if (process.env[SKIP_ENV] === '1') return `disabled by ${SKIP_ENV}=1`;
+  const pre = prerequisites();
+  if (!pre.ok) return `sandbox hosts need: ${describeMissing(pre.missing)}`;
+  try {
+    await ensureRootfs();
+    return undefined;
+  } catch (e) {
+    return `building the Debian rootfs failed: ${(e as Error).message}`;
+  }
+}
+
+export default async function setup(project: TestProject): Promise<() => Promise<void>> {
+  const reason = await unavailableReason();
+  if (reason) {
+    if (process.env[REQUIRE_ENV] === '1') throw new Error(`${REQUIRE_ENV}=1 but real-host tests cannot run.\n${reason}`);
+    banner(reason);
+    project.provide('hostsAvailable', false);
+    project.provide('hostsReason', reason);
+    return async () => undefined;
+  }
+  const swept = await sweepStale();
+  if (swept.length) log(`cleaned up after earlier runs: ${swept.join(', ')}`);
+  mkdirSync(SANDBOX_ROOT, { recursive: true });
+  const runDir = mkdtempSync(join(SANDBOX_ROOT, 'run-'));
+  writeFileSync(join(runDir, 'owner.json'), JSON.stringify(procId(process.pid)));
+  process.env[RUN_DIR_ENV] = runDir; // inherited by the test workers, which are forked after this
+  project.provide('hostsAvailable', true);
+  project.provide('hostsReason', '');
+  return async () => {
+    const left = await stopRun(runDir);
+    if (left.length) log(`stopped ${left.length} sandbox(es) a test left running: ${left.join(', ')}`);
+    await removeTree(runDir);
+    delete process.env[RUN_DIR_ENV];
+  };
+}
