@@ -1,0 +1,469 @@
+import { readFile, stat } from 'node:fs/promises';
+import { dirname, resolve } from 'node:path';
+import { errorMessage, InputError, type InputIssue } from '../errors.js';
+import { checkTemplate, suggestion } from '../render/template.js';
+import { stepType, stepTypes } from '../steps/registry.js';
+import {
+  cronProblem,
+  defaultsSchema,
+  displayPath,
+  formatPath,
+  includeSchema,
+  recipeSchema,
+  STEP_COMMON_KEYS,
+  stepCommonSchema,
+  unknownKeyMessage,
+  YamlSource,
+  zodIssues,
+  type PathIssue,
+  type PathSeg,
+  type RetryInput,
+} from './schema.js';
+import { findSource, sourceCandidates } from './sources.js';
+import type { Recipe, RetrySpec, StepSpec, VarSpec } from './types.js';
+import { convertVar, parseVarDecls } from './vars.js';
+
+type Where = Omit<InputIssue, 'message'>;
+
+interface Ref {
+  name: string;
+  where: Where;
+}
+
+/** A step on its way to a StepSpec: cross-references are resolved once every file is read. */
+interface Draft {
+  spec: StepSpec;
+  needs?: Ref[];
+  notify: Ref[];
+  retry?: RetryInput;
+  /** The `retry` of the nearest recipe `defaults:` that has one. */
+  retryDefaults?: RetryInput;
+  /** Where the step's name is, and where its `needs` are (its name when it has none). */
+  at: Where;
+  needsAt: Where;
+  /** The outermost include that brought the step in. */
+  site?: Where;
+}
+
+interface Part {
+  name: string;
+  file: string;
+  dir: string;
+  description?: string;
+  sudo?: boolean;
+  vars: Record<string, VarSpec>;
+  defaults: { timeoutMs?: number; retry?: RetryInput; sudo?: boolean; parallel?: number };
+  steps: Draft[];
+  handlers: Draft[];
+}
+
+const isMap = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === 'object' && !Array.isArray(v);
+const BASE_RETRY: RetrySpec = { attempts: 1, delayMs: 0, backoff: 1 };
+const knownTypes = () => Object.keys(stepTypes).join(', ');
+
+function retrySpec(r: RetryInput | undefined): Partial<RetrySpec> {
+  const out: Partial<RetrySpec> = {};
+  if (r?.attempts !== undefined) out.attempts = r.attempts;
+  if (r?.delay !== undefined) out.delayMs = r.delay;
+  if (r?.backoff !== undefined) out.backoff = r.backoff;
+  return out;
+}
+
+function valueAt(v: unknown, path: readonly PathSeg[]): unknown {
+  for (const seg of path) {
+    if (v === null || typeof v !== 'object') return undefined;
+    v = (v as Record<string, unknown>)[seg];
+  }
+  return v;
+}
+
+const isFile = (p: string) => stat(p).then((s) => s.isFile(), () => false);
+
+const stringList = (v: unknown): string[] | undefined =>
+  typeof v === 'string' ? [v] : Array.isArray(v) && v.every((x) => typeof x === 'string') ? (v as string[]) : undefined;
+
+class Loader {
+  readonly issues: InputIssue[] = [];
+  private readonly fileOrder = new Map<string, number>();
+
+  report(src: YamlSource, p: PathIssue): void {
+    this.issues.push(src.issue(p));
+  }
+
+  private where(src: YamlSource, path: PathSeg[], at: PathIssue['at'] = 'value'): Where {
+    return { file: src.file, ...src.pos(path, at), path: formatPath(path) };
+  }
+
+  /** Reads one recipe file; included recipes are read recursively and flattened into it. */
+  async part(file: string, stack: string[], outerNames: ReadonlySet<string>): Promise<Part | undefined> {
+    const shown = displayPath(file);
+    if (!this.fileOrder.has(shown)) this.fileOrder.set(shown, this.fileOrder.size);
+    let text: string;
+    try {
+      text = await readFile(file, 'utf8');
+    } catch (e) {
+      this.issues.push({ file: shown, message: `cannot read recipe: ${errorMessage(e)}` });
+      return undefined;
+    }
+    const src = new YamlSource(shown, text);
+    if (src.errors.length) {
+      this.issues.push(...src.errors);
+      return undefined;
+    }
+    const raw = src.value;
+    if (!isMap(raw)) {
+      this.issues.push({ file: shown, line: 1, col: 1, message: 'a recipe must be a map with at least name and steps' });
+      return undefined;
+    }
+    const top = recipeSchema.safeParse(raw);
+    if (!top.success) for (const i of zodIssues(top.error, [], recipeSchema)) this.report(src, i);
+
+    const { vars, issues } = parseVarDecls(raw.vars);
+    for (const i of issues) this.report(src, i);
+    const names = new Set([...outerNames, ...Object.keys(vars)]);
+    const defaults = defaultsSchema.safeParse(raw.defaults ?? {});
+    const part: Part = {
+      name: typeof raw.name === 'string' ? raw.name : '',
+      file,
+      dir: dirname(file),
+      vars,
+      defaults: {},
+      steps: [],
+      handlers: [],
+    };
+    if (typeof raw.description === 'string') part.description = raw.description;
+    if (typeof raw.sudo === 'boolean') part.sudo = raw.sudo;
+    if (defaults.success) {
+      const d = defaults.data;
+      part.defaults = { timeoutMs: d.timeout, retry: d.retry, sudo: d.sudo, parallel: d.parallel };
+    }
+
+    const nested = [...stack, file];
+    for (const key of ['steps', 'handlers'] as const) {
+      const list = raw[key];
+      if (!Array.isArray(list)) continue;
+      for (const [i, item] of list.entries()) {
+        const path = [key, i];
+        if (isMap(item) && 'include' in item) {
+          if (key === 'handlers') {
+            this.report(src, { path: [...path, 'include'], at: 'key', message: 'include is only allowed in steps' });
+            continue;
+          }
+          const inc = await this.include(src, item, path, part, nested, names);
+          part.steps.push(...inc.steps);
+          part.handlers.push(...inc.handlers);
+        } else {
+          const d = await this.step(src, item, path, part, names, key === 'handlers');
+          if (d) part[key].push(d);
+        }
+      }
+    }
+
+    // The nearest recipe's defaults win: included steps already carry their own recipe's.
+    for (const d of [...part.steps, ...part.handlers]) {
+      if (part.defaults.timeoutMs !== undefined) d.spec.timeoutMs ??= part.defaults.timeoutMs;
+      if (part.defaults.retry !== undefined) d.retryDefaults ??= part.defaults.retry;
+      const sudo = part.sudo ?? part.defaults.sudo;
+      if (stack.length && sudo !== undefined) d.spec.sudo ??= sudo;
+    }
+    return part;
+  }
+
+  private async step(src: YamlSource, item: unknown, path: PathSeg[], part: Part, names: ReadonlySet<string>, handler: boolean): Promise<Draft | undefined> {
+    if (!isMap(item)) {
+      this.report(src, { path, message: `a ${handler ? 'handler' : 'step'} must be a map with a name and one type key (${knownTypes()})` });
+      return undefined;
+    }
+    const keys = Object.keys(item);
+    const typeKeys = keys.filter((k) => stepType(k));
+    const other = keys.filter((k) => !STEP_COMMON_KEYS.includes(k) && !stepType(k));
+    for (const k of other) {
+      const message = typeKeys.length
+        ? unknownKeyMessage(k, [...STEP_COMMON_KEYS, ...typeKeys])
+        : `unknown step type "${k}"${suggestion(k, Object.keys(stepTypes)) || ` (known types: ${knownTypes()})`}`;
+      this.report(src, { path: [...path, k], at: 'key', message });
+    }
+    if (typeKeys.length === 0 && other.length === 0) {
+      this.report(src, { path, message: `a step needs exactly one type key: ${knownTypes()}` });
+    } else if (typeKeys.length > 1) {
+      this.report(src, { path: [...path, typeKeys[1]!], at: 'key', message: `a step has exactly one type key, this one has ${typeKeys.join(', ')}` });
+    }
+
+    const common = Object.fromEntries(keys.filter((k) => STEP_COMMON_KEYS.includes(k)).map((k) => [k, item[k]]));
+    const parsed = stepCommonSchema.safeParse(common);
+    if (!parsed.success) for (const i of zodIssues(parsed.error, path, stepCommonSchema)) this.report(src, i);
+    const c = parsed.success ? parsed.data : undefined;
+
+    const type = typeKeys.length === 1 ? typeKeys[0]! : undefined;
+    if (type) {
+      const schema = stepType(type)!.schema;
+      const r = schema.safeParse(item[type]);
+      // A field that is a template can only be judged once rendered (the engine checks again then).
+      const templated = (p: PathSeg[]) => {
+        const v = valueAt(item, p.slice(path.length));
+        return typeof v === 'string' && v.includes('{{');
+      };
+      if (!r.success) for (const i of zodIssues(r.error, [...path, type], schema)) if (!templated(i.path)) this.report(src, i);
+    }
+    await this.checkStepStrings(src, item, path, part.dir, names);
+
+    if (typeof item.name !== 'string' || !item.name) return undefined;
+    const spec: StepSpec = {
+      name: item.name,
+      type: type ?? '',
+      params: type ? item[type] : undefined,
+      fatal: c?.fatal ?? true,
+      retry: BASE_RETRY,
+      needs: [],
+      notify: [],
+      loc: { file: part.file, ...src.pos(path) },
+      dir: part.dir,
+    };
+    if (c?.when !== undefined) spec.when = c.when;
+    if (c?.unless !== undefined) spec.unless = c.unless;
+    if (c?.timeout !== undefined) spec.timeoutMs = c.timeout;
+    if (c?.sudo !== undefined) spec.sudo = c.sudo;
+    const refs = (key: 'needs' | 'notify'): Ref[] | undefined => {
+      const v = stringList(item[key]);
+      if (!v) return undefined;
+      const one = typeof item[key] === 'string';
+      return v.map((name, k) => ({ name, where: this.where(src, one ? [...path, key] : [...path, key, k]) }));
+    };
+    const at = this.where(src, [...path, 'name']);
+    const draft: Draft = { spec, notify: refs('notify') ?? [], at, needsAt: 'needs' in item ? this.where(src, [...path, 'needs']) : at };
+    const needs = refs('needs');
+    if (needs) draft.needs = needs;
+    if (c?.retry) draft.retry = c.retry;
+    return draft;
+  }
+
+  /** Every string of a step is a template: syntax, helpers and names are checked here. */
+  private async checkStepStrings(src: YamlSource, item: Record<string, unknown>, path: PathSeg[], dir: string, names: ReadonlySet<string>): Promise<void> {
+    for (const [k, v] of Object.entries(item)) {
+      if (k === 'name' || k === 'needs' || k === 'notify') continue;
+      this.checkStrings(src, v, [...path, k], names);
+    }
+    const cron = item.cron;
+    const schedulePath = formatPath([...path, 'cron', 'schedule']);
+    const reported = this.issues.some((i) => i.file === src.file && i.path === schedulePath);
+    if (isMap(cron) && typeof cron.schedule === 'string' && !cron.schedule.includes('{{') && !reported) {
+      const why = cronProblem(cron.schedule);
+      if (why) this.report(src, { path: [...path, 'cron', 'schedule'], message: why });
+    }
+    for (const [type, kind] of [['template', 'templates'], ['file', 'files']] as const) {
+      const params = item[type];
+      if (!isMap(params) || typeof params.src !== 'string' || !params.src || params.src.includes('{{')) continue;
+      const srcPath = [...path, type, 'src'];
+      const found = await findSource(dir, params.src, kind);
+      if (!found) {
+        const looked = sourceCandidates(dir, params.src, kind).map(displayPath).join(', ');
+        this.report(src, { path: srcPath, message: `${type === 'template' ? 'template' : 'file'} "${params.src}" not found (looked in ${looked})` });
+      } else if (type === 'template') {
+        const local = new Set([...names, ...(isMap(params.vars) ? Object.keys(params.vars) : [])]);
+        await this.checkTemplateFile(found, srcPath, local);
+      }
+    }
+  }
+
+  private async checkTemplateFile(file: string, fieldPath: PathSeg[], names: ReadonlySet<string>): Promise<void> {
+    const shown = displayPath(file);
+    if (!this.fileOrder.has(shown)) this.fileOrder.set(shown, this.fileOrder.size);
+    let text: string;
+    try {
+      text = await readFile(file, 'utf8');
+    } catch (e) {
+      this.issues.push({ file: shown, path: formatPath(fieldPath), message: `cannot read template: ${errorMessage(e)}` });
+      return;
+    }
+    for (const p of checkTemplate(text, names)) {
+      this.issues.push({ file: shown, line: p.line, col: p.column + 1, path: formatPath(fieldPath), message: p.message });
+    }
+  }
+
+  private checkStrings(src: YamlSource, value: unknown, path: PathSeg[], names: ReadonlySet<string>): void {
+    if (typeof value === 'string') {
+      for (const p of checkTemplate(value, names)) {
+        this.issues.push({ file: src.file, ...src.posInString(path, p.line, p.column), path: formatPath(path), message: p.message });
+      }
+    } else if (Array.isArray(value)) value.forEach((v, i) => this.checkStrings(src, v, [...path, i], names));
+    else if (isMap(value)) for (const [k, v] of Object.entries(value)) this.checkStrings(src, v, [...path, k], names);
+  }
+
+  private async include(src: YamlSource, item: Record<string, unknown>, path: PathSeg[], parent: Part, stack: string[], names: ReadonlySet<string>): Promise<{ steps: Draft[]; handlers: Draft[] }> {
+    const none = { steps: [], handlers: [] };
+    const r = includeSchema.safeParse(item);
+    if (!r.success) {
+      for (const i of zodIssues(r.error, path, includeSchema)) this.report(src, i);
+      if (typeof (item.include as { recipe?: unknown } | null)?.recipe !== 'string') return none;
+    }
+    const inc = item.include as { recipe: string; vars?: unknown };
+    const recipePath = [...path, 'include', 'recipe'];
+    const target = resolve(parent.dir, inc.recipe);
+    if (stack.includes(target)) {
+      const chain = [...stack.slice(stack.indexOf(target)), target].map(displayPath).join(' → ');
+      this.report(src, { path: recipePath, message: `include cycle: ${chain}` });
+      return none;
+    }
+    if (!(await isFile(target))) {
+      this.report(src, { path: recipePath, message: `included recipe "${inc.recipe}" not found (looked for ${displayPath(target)})` });
+      return none;
+    }
+    const part = await this.part(target, stack, names);
+    if (!part) return none;
+
+    const given = isMap(inc.vars) ? inc.vars : {};
+    for (const [k, v] of Object.entries(given)) {
+      const spec = part.vars[k];
+      const varPath = [...path, 'include', 'vars', k];
+      if (!spec) {
+        const hint = suggestion(k, Object.keys(part.vars));
+        this.report(src, { path: varPath, at: 'key', message: `included recipe "${part.name}" declares no var "${k}"${hint}` });
+      } else if (v !== null && !(typeof v === 'string' && v.includes('{{'))) {
+        const c = convertVar(spec, v);
+        if ('error' in c) this.report(src, { path: varPath, message: c.error });
+      }
+    }
+    const scopeVars: Record<string, unknown> = {};
+    for (const spec of Object.values(part.vars)) {
+      scopeVars[spec.name] = spec.default ?? null;
+      const value = given[spec.name];
+      if (value !== undefined && value !== null) scopeVars[spec.name] = value;
+      else if (spec.required && (spec.default === undefined || spec.default === null)) {
+        this.report(src, { path: [...path, 'include'], at: 'key', message: `included recipe "${part.name}" needs var "${spec.name}" (set it in include.vars)` });
+      }
+    }
+
+    const site = this.where(src, [...path, 'include'], 'key');
+    const prefix = `${part.name}/`;
+    const rename = (d: Draft): Draft => ({
+      ...d,
+      spec: { ...d.spec, name: prefix + d.spec.name, scopeVars: { ...scopeVars, ...d.spec.scopeVars } },
+      needs: d.needs?.map((n) => ({ ...n, name: prefix + n.name })),
+      notify: d.notify.map((n) => ({ ...n, name: prefix + n.name })),
+      site,
+    });
+    return { steps: part.steps.map(rename), handlers: part.handlers.map(rename) };
+  }
+
+  /** Names, needs and notify across the flattened recipe; fills the defaults. */
+  finish(root: Part): { steps: StepSpec[]; handlers: StepSpec[] } {
+    const seen = new Map<string, Draft>();
+    const sitesReported = new Set<string>();
+    for (const d of [...root.steps, ...root.handlers]) {
+      const first = seen.get(d.spec.name);
+      if (!first) {
+        seen.set(d.spec.name, d);
+        continue;
+      }
+      // The same step twice from one file means its recipe was included twice.
+      const sameSource = first.at.file === d.at.file && first.at.line === d.at.line && first.at.col === d.at.col;
+      const here = sameSource && d.site ? d.site : d.at;
+      const there = sameSource && first.site ? first.site : first.at;
+      const more = sameSource ? '; is a recipe included twice?' : '';
+      if (sameSource && d.site) {
+        const site = `${here.file}:${here.line}:${here.col}`;
+        if (sitesReported.has(site)) continue;
+        sitesReported.add(site);
+      }
+      this.issues.push({ ...here, message: `duplicate step name "${d.spec.name}" (first at ${there.file}:${there.line}:${there.col}${more})` });
+    }
+    const stepNames = new Set(root.steps.map((d) => d.spec.name));
+    const handlerNames = new Set(root.handlers.map((d) => d.spec.name));
+
+    const resolveRefs = (refs: Ref[], want: Set<string>, what: 'step' | 'handler', self?: string): string[] => {
+      const out: string[] = [];
+      for (const r of refs) {
+        if (r.name === self) this.issues.push({ ...r.where, message: `a ${what} cannot need itself` });
+        else if (want.has(r.name)) out.push(r.name);
+        else if ((what === 'step' ? handlerNames : stepNames).has(r.name)) {
+          this.issues.push({ ...r.where, message: `"${r.name}" is a ${what === 'step' ? 'handler' : 'step'}, not a ${what}` });
+        } else this.issues.push({ ...r.where, message: `unknown ${what} "${r.name}"${suggestion(r.name, want)}` });
+      }
+      return out;
+    };
+
+    const finishOne = (d: Draft, previous: string | undefined, pool: Set<string>, what: 'step' | 'handler'): StepSpec => {
+      const needs = d.needs ? resolveRefs(d.needs, pool, what, d.spec.name) : previous !== undefined ? [previous] : [];
+      const notify = resolveRefs(d.notify, handlerNames, 'handler');
+      const retry = { ...BASE_RETRY, ...retrySpec(d.retryDefaults ?? root.defaults.retry), ...retrySpec(d.retry) };
+      return { ...d.spec, needs, notify, retry };
+    };
+    const steps = root.steps.map((d, i) => finishOne(d, root.steps[i - 1]?.spec.name, stepNames, 'step'));
+    const handlers = root.handlers.map((d) => finishOne(d, undefined, handlerNames, 'handler'));
+    this.findCycles(steps, root.steps);
+    this.findCycles(handlers, root.handlers);
+    return { steps, handlers };
+  }
+
+  /** Reports each `needs` cycle once, naming it, at the `needs` of its first step. */
+  private findCycles(specs: StepSpec[], drafts: Draft[]): void {
+    const byName = new Map<string, number>();
+    specs.forEach((s, i) => byName.has(s.name) || byName.set(s.name, i)); // duplicates are reported elsewhere
+    const state = new Map<string, 'open' | 'done'>();
+    const stack: string[] = [];
+    const reported = new Set<string>();
+    const visit = (name: string): void => {
+      state.set(name, 'open');
+      stack.push(name);
+      for (const next of specs[byName.get(name)!]!.needs) {
+        if (!byName.has(next)) continue;
+        if (state.get(next) === 'open') {
+          const cycle = stack.slice(stack.indexOf(next));
+          if (cycle.some((n) => reported.has(n))) continue;
+          cycle.forEach((n) => reported.add(n));
+          const first = cycle.reduce((a, b) => (byName.get(a)! <= byName.get(b)! ? a : b));
+          this.issues.push({ ...drafts[byName.get(first)!]!.needsAt, message: `needs cycle: ${cycleText(cycle, first)}` });
+        } else if (!state.has(next)) visit(next);
+      }
+      stack.pop();
+      state.set(name, 'done');
+    };
+    for (const s of specs) if (!state.has(s.name)) visit(s.name);
+  }
+
+  sorted(): InputIssue[] {
+    // A file included twice is checked twice: its problems are reported once.
+    const key = (i: InputIssue) => `${i.file}|${i.line}|${i.col}|${i.path}|${i.message}`;
+    const unique = new Map<string, InputIssue>();
+    for (const i of this.issues) if (!unique.has(key(i))) unique.set(key(i), i);
+    const order = (f: string | undefined) => this.fileOrder.get(f ?? '') ?? -1;
+    return [...unique.values()].sort((a, b) => order(a.file) - order(b.file) || (a.line ?? 0) - (b.line ?? 0) || (a.col ?? 0) - (b.col ?? 0));
+  }
+}
+
+/** A cycle where each step needs the next and the last needs the first: "A" → "B" → "A". */
+function cycleText(cycle: string[], first: string): string {
+  const i = cycle.indexOf(first);
+  const rotated = [...cycle.slice(i), ...cycle.slice(0, i)];
+  return [...rotated, first].map((n) => JSON.stringify(n)).join(' → ');
+}
+
+/**
+ * Loads and validates a recipe: YAML with positions, the recipe structure, each step type's
+ * params, templates (syntax and names, template files included), cron schedules, includes,
+ * names, needs and notify. Every problem is collected and thrown as one InputError.
+ */
+export async function loadRecipe(file: string): Promise<Recipe> {
+  const abs = resolve(file);
+  const loader = new Loader();
+  const root = await loader.part(abs, [], new Set());
+  const flat = root ? loader.finish(root) : undefined;
+  if (loader.issues.length || !root || !flat) throw new InputError(loader.sorted());
+
+  const d = root.defaults;
+  const recipe: Recipe = {
+    name: root.name,
+    file: abs,
+    dir: root.dir,
+    sudo: root.sudo ?? d.sudo ?? false,
+    vars: root.vars,
+    steps: flat.steps,
+    handlers: flat.handlers,
+    defaults: { parallel: d.parallel ?? 1 },
+  };
+  if (root.description !== undefined) recipe.description = root.description;
+  if (d.timeoutMs !== undefined) recipe.defaults.timeoutMs = d.timeoutMs;
+  if (d.retry !== undefined) recipe.defaults.retry = { ...BASE_RETRY, ...retrySpec(d.retry) };
+  if (d.sudo !== undefined) recipe.defaults.sudo = d.sudo;
+  return recipe;
+}
