@@ -3,7 +3,7 @@
  * order `needs` allows; on a fatal failure every completed step is rolled back, newest first.
  */
 import { HostsmithError, StepError, errorMessage } from '../errors.js';
-import { buildScope, render, renderDeep } from '../render/template.js';
+import { buildScope, render, renderDeep, renderScopeVars } from '../render/template.js';
 import type { Recipe, RetrySpec, StepSpec } from '../recipe/types.js';
 import { readSource } from '../recipe/sources.js';
 import { stepType } from '../steps/registry.js';
@@ -78,10 +78,10 @@ export async function runHost(o: HostRunOptions): Promise<HostResult> {
   const baseSudo = o.sudo || o.recipe.sudo || o.recipe.defaults.sudo === true;
 
   function scopeFor(spec: StepSpec): Record<string, unknown> {
-    const base = buildScope(o.vars, o.facts, results);
-    if (!spec.scopeVars) return base;
-    const extra = renderDeep(spec.scopeVars, base, { step: spec.name, field: 'vars' }) as Record<string, unknown>;
-    return buildScope({ ...o.vars, ...extra }, o.facts, results);
+    if (!spec.scopeVars) return buildScope(o.vars, o.facts, results);
+    // An include's vars may use the vars before them, so they render one at a time.
+    const values = renderScopeVars(spec.scopeVars, o.vars, o.facts, results, { step: spec.name, field: 'vars' });
+    return buildScope(values, o.facts, results);
   }
 
   function contextFor(spec: StepSpec, scope: Record<string, unknown>): StepContext {

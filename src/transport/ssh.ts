@@ -1,7 +1,11 @@
 import { readFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
-import { Client, utils, type AnyAuthMethod, type ClientChannel, type ConnectConfig } from 'ssh2';
+import ssh2, { type AnyAuthMethod, type ClientChannel, type ConnectConfig } from 'ssh2';
+
+// ssh2 is CommonJS; its named exports are only reachable through the default export.
+const { Client, utils } = ssh2;
+type Client = InstanceType<typeof Client>;
 import { ConnectError } from '../errors.js';
 import { BACKSTOP_MS, ShellTransport } from './base.js';
 import { knownKeyTypes, verifyHostKey, type Verdict } from './known-hosts.js';
