@@ -66,8 +66,9 @@ export async function prepare(
   const specs = resolveTargets({ hosts: o.hosts, inventory, identity: o.identity, sudo: o.sudo ?? config.sudo });
 
   if (ask) {
-    const base = resolveVarsLenient(recipe, cliVars, fileVars);
-    const missing = missingPromptVars(recipe, base).filter((v) => cliVars[v.name] === undefined && fileVars?.[v.name] === undefined);
+    // Ask for what no source gives: prompt vars, and required vars without a value anywhere.
+    const given: Record<string, unknown> = { ...fileVars, ...cliVars };
+    const missing = missingPromptVars(recipe, given).filter((v) => specs.every((s) => s.vars[v.name] === undefined));
     if (missing.length) Object.assign(cliVars, await ask(recipe, missing));
   }
 
@@ -121,13 +122,4 @@ export async function prepare(
       await Promise.all(open.map((t) => t.close().catch(() => {})));
     },
   };
-}
-
-/** Vars as far as they resolve without failing on missing ones, to see what to ask for. */
-function resolveVarsLenient(recipe: Recipe, cli: Record<string, string>, file?: Record<string, unknown>): Record<string, unknown> {
-  const values: Record<string, unknown> = {};
-  for (const [name, spec] of Object.entries(recipe.vars)) {
-    values[name] = cli[name] ?? file?.[name] ?? spec.default ?? null;
-  }
-  return values;
 }

@@ -122,7 +122,7 @@ export class Output {
   }
 
   /** The closing table and what to do next. */
-  summary(r: RunReport): void {
+  summary(r: RunReport, o: { confirming?: boolean } = {}): void {
     if (this.o.json) return;
     const rows = Object.entries(r.hosts);
     this.say('');
@@ -138,7 +138,8 @@ export class Output {
     this.say(fmt(head));
     body.forEach((b) => this.say(fmt(b)));
     this.say('');
-    for (const line of nextSteps(r)) this.say(line);
+    // While apply asks for confirmation, "run hostsmith apply" would be the wrong advice.
+    for (const line of nextSteps(r)) if (!(o.confirming && line.startsWith('Plan:'))) this.say(line);
   }
 }
 

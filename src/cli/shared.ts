@@ -30,6 +30,7 @@ export function outputFor(o: GlobalOptions): Output {
     json: Boolean(o.json),
     color: o.color !== false && !process.env.NO_COLOR && Boolean(process.stdout.isTTY),
     verbose: Boolean(o.verbose),
-    tty: Boolean(process.stdout.isTTY),
+    // A terminal that reports no width (some pseudo-terminals) makes spinners redraw without end.
+    tty: Boolean(process.stdout.isTTY) && (process.stdout.columns ?? 0) > 0,
   });
 }

@@ -91,7 +91,7 @@ async function runCommand(mode: 'plan' | 'apply', recipeFile: string, o: RunCli,
   try {
     if (mode === 'plan' || (!o.yes && tty)) {
       const plan = await runRecipe({ ...common, mode: 'plan', keepOpen: mode === 'apply' });
-      out.summary(plan);
+      out.summary(plan, { confirming: mode === 'apply' });
       if (o.out) await savePlan(o.out, plan, events, prep.recipe.file, new Masker(prep.secrets));
       if (mode === 'plan' || plan.exitCode !== 0) return plan.exitCode;
       const toChange = Object.values(plan.hosts).reduce((a, h) => a + h.changed, 0);
