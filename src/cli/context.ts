@@ -11,7 +11,7 @@ import type { Recipe } from '../recipe/types.js';
 import { loadVarsFile, missingPromptVars, parseVarArgs, resolveVars } from '../recipe/vars.js';
 import type { ShellTransport } from '../transport/base.js';
 import { LocalTransport } from '../transport/local.js';
-import { SshTransport } from '../transport/ssh.js';
+import { SshTransport, type SshTarget } from '../transport/ssh.js';
 import { loadInventory, resolveTargets, type TargetSpec } from '../transport/targets.js';
 import { defaultStateDir, loadConfig, type Config } from './config.js';
 
@@ -93,15 +93,7 @@ export async function prepare(
           const t: ShellTransport =
             s.kind === 'local'
               ? new LocalTransport(s.name)
-              : await SshTransport.connect({
-                  name: s.name,
-                  host: s.host,
-                  port: s.port,
-                  user: s.user,
-                  identities: s.identities,
-                  knownHostsFile,
-                  acceptNewHostKeys: acceptNew,
-                });
+              : await SshTransport.connect(sshTarget(s, knownHostsFile, acceptNew));
           open.push(t);
           return t;
         })();
@@ -121,5 +113,18 @@ export async function prepare(
     close: async () => {
       await Promise.all(open.map((t) => t.close().catch(() => {})));
     },
+  };
+}
+
+function sshTarget(s: TargetSpec, knownHostsFile: string, acceptNewHostKeys: boolean): SshTarget {
+  return {
+    name: s.name,
+    host: s.host,
+    port: s.port,
+    user: s.user,
+    identities: s.identities,
+    knownHostsFile,
+    acceptNewHostKeys,
+    ...(s.jump ? { jump: sshTarget(s.jump, knownHostsFile, acceptNewHostKeys) } : {}),
   };
 }

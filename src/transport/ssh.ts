@@ -22,6 +22,8 @@ export interface SshTarget {
   knownHostsFile: string;
   acceptNewHostKeys: boolean;
   connectTimeoutMs?: number;
+  /** Reach the host through this one first (ProxyJump); its own key is verified too. */
+  jump?: SshTarget;
 }
 
 /** Which signature algorithms to offer for the key types known_hosts records for this host. */
@@ -76,6 +78,7 @@ export class SshTransport extends ShellTransport {
   private constructor(
     private readonly conn: Client,
     readonly target: SshTarget,
+    private readonly via?: SshTransport,
   ) {
     super();
     this.name = target.name;
@@ -83,6 +86,25 @@ export class SshTransport extends ShellTransport {
   }
 
   static async connect(t: SshTarget): Promise<SshTransport> {
+    const via = t.jump ? await SshTransport.connect({ ...t.jump, name: `${t.name} (via ${t.jump.host})` }) : undefined;
+    try {
+      return await SshTransport.open(t, via);
+    } catch (e) {
+      await via?.close();
+      throw e;
+    }
+  }
+
+  /** A channel on the jump host's connection to the target's sshd. */
+  private forward(host: string, port: number): Promise<ClientChannel> {
+    return new Promise((resolve, reject) => {
+      this.conn.forwardOut('127.0.0.1', 0, host, port, (err: Error | undefined, ch: ClientChannel) =>
+        err ? reject(new ConnectError(this.name, `cannot forward to ${host}:${port}: ${err.message}`)) : resolve(ch),
+      );
+    });
+  }
+
+  private static async open(t: SshTarget, via?: SshTransport): Promise<SshTransport> {
     const { methods, notes } = await authMethods(t);
     const where = `${t.user}@${t.host}:${t.port}`;
     if (!methods.length) {
@@ -91,6 +113,7 @@ export class SshTransport extends ShellTransport {
     const known = await knownKeyTypes({ file: t.knownHostsFile, host: t.host, port: t.port, acceptNew: t.acceptNewHostKeys });
     const preferred = known.flatMap((k) => ALGOS_FOR_TYPE[k] ?? []);
     const serverHostKey = [...preferred, ...ALL_HOSTKEY_ALGOS.filter((a) => !preferred.includes(a))];
+    const sock = via ? await via.forward(t.host, t.port) : undefined;
     const conn = new Client();
     let verdict: Verdict | undefined;
     const queue = [...methods];
@@ -102,6 +125,7 @@ export class SshTransport extends ShellTransport {
       keepaliveInterval: 15_000,
       keepaliveCountMax: 4,
       algorithms: { serverHostKey: serverHostKey as never },
+      ...(sock ? { sock } : {}),
       hostVerifier: (key: Buffer, verify: (ok: boolean) => void) => {
         verifyHostKey(key, { file: t.knownHostsFile, host: t.host, port: t.port, acceptNew: t.acceptNewHostKeys }).then(
           (v) => {
@@ -138,7 +162,7 @@ export class SshTransport extends ShellTransport {
         conn.removeListener('error', fail);
         // Later connection errors surface through the channels that fail; keep the process alive.
         conn.on('error', () => {});
-        resolve(new SshTransport(conn, t));
+        resolve(new SshTransport(conn, t, via));
       });
       conn.connect(config);
     });
@@ -214,5 +238,6 @@ export class SshTransport extends ShellTransport {
       this.conn.end();
     });
     this.closed = true;
+    await this.via?.close();
   }
 }

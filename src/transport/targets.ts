@@ -20,7 +20,8 @@ export interface TargetSpec {
   sudo: boolean;
   /** Inventory vars for this host: group vars, then host vars on top. */
   vars: Record<string, unknown>;
-  proxyJump?: string;
+  /** ProxyJump from ~/.ssh/config, resolved the same way (user, port, key). */
+  jump?: TargetSpec;
 }
 
 const hostSchema = z
@@ -190,9 +191,33 @@ export function resolveTargets(o: TargetOptions): TargetSpec[] {
         identities: identities.map((p) => expandHome(p)),
         sudo: o.sudo ?? false,
         vars: {},
-        proxyJump: c?.ProxyJump as string | undefined,
+        jump: jumpOf(c?.ProxyJump, sshConfigFile, o.identity, defaultUser),
       });
     }
   }
   return out;
+}
+
+/** The first hop of a ProxyJump value (`[user@]host[:port]`, itself looked up in ssh config). */
+function jumpOf(value: unknown, sshConfigFile: string, identity: string | undefined, defaultUser: string, depth = 0): TargetSpec | undefined {
+  const raw = Array.isArray(value) ? value[0] : value;
+  if (typeof raw !== 'string' || !raw || raw === 'none') return undefined;
+  if (depth > 4) throw new InputError(`ProxyJump chain in ${sshConfigFile} is too long or loops`);
+  const hops = raw.split(',').map((h) => h.trim());
+  // A chain a,b: connect to b through a.
+  const last = parseAddress(hops[hops.length - 1]!);
+  const c = sshConfigFor(last.host, sshConfigFile);
+  const idf = c?.IdentityFile;
+  const earlier = hops.length > 1 ? hops.slice(0, -1).join(',') : c?.ProxyJump;
+  return {
+    name: hops[hops.length - 1]!,
+    kind: 'ssh',
+    host: (c?.HostName as string | undefined) ?? last.host,
+    port: last.port ?? (c?.Port ? Number(c.Port) : 22),
+    user: last.user ?? (c?.User as string | undefined) ?? defaultUser,
+    identities: (idf ? (Array.isArray(idf) ? idf : [idf]) : identity ? [identity] : []).map((p) => expandHome(p)),
+    sudo: false,
+    vars: {},
+    jump: jumpOf(earlier, sshConfigFile, identity, defaultUser, depth + 1),
+  };
 }

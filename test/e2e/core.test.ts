@@ -325,4 +325,70 @@ steps:
     expect(missing.code).toBe(2);
     expect(missing.stderr).toContain('no run "no-such-run"');
   });
+
+  it('--concurrency 1 runs hosts one after the other; every connection is closed afterwards', async () => {
+    const sb = sandbox();
+    const dir = fixture({ 'r.yml': `name: serial\nsteps:\n  - name: Wait\n    command: { run: "sleep 0.5" }\n` });
+    const r = await hostsmith(args('apply', join(dir, 'r.yml'), '--hosts', 'h1,h2', '--concurrency', '1', '--yes', '--json'));
+    expect(r.code).toBe(0);
+    const order = r.events.filter((e) => e.event === 'host-connected' || e.event === 'host-finished').map((e) => `${e.event}:${e.host}`);
+    expect(order).toEqual(['host-connected:h1', 'host-finished:h1', 'host-connected:h2', 'host-finished:h2']);
+    // Only our own checking session is left on each host: hostsmith closed its connection.
+    for (const h of sb.hosts) expect(await sshOk(sb, h, "ps -eo args | grep -c '^sshd: root@notty$'")).toBe('1\n');
+    const bad = await hostsmith(args('plan', join(dir, 'r.yml'), '--hosts', 'h1', '--concurrency', 'many'));
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain('--concurrency: "many" is not a whole number');
+  });
+
+  it('a second Ctrl-C stops the rollback and leaves the run open in the journal (exit 3)', async () => {
+    const sb = sandbox();
+    const h = sb.hosts[0]!;
+    const dir = fixture({
+      'r.yml': `name: twice
+steps:
+  - name: Made
+    file: { path: /root/twice-made, content: "x" }
+  - name: Slow
+    command: { run: "touch /root/twice-started; sleep 2", rollback: "sleep 2; rm -f /root/twice-started" }
+`,
+    });
+    let sent = 0;
+    const r = await hostsmith(args('apply', join(dir, 'r.yml'), '--hosts', h.name, '--yes', '--json'), {
+      onSpawn: (child) => {
+        const poll = setInterval(async () => {
+          if (sent === 0 && (await sshRun(sb, h, 'test -e /root/twice-started')).code === 0 && sent === 0) {
+            sent = 1;
+            child.kill('SIGINT');
+            setTimeout(() => child.kill('SIGINT'), 2500);
+            clearInterval(poll);
+          }
+        }, 150);
+      },
+    });
+    expect(r.code, r.stdout + r.stderr).toBe(3);
+    const journal = journalText(state);
+    expect(journal).toContain('"kind":"rollback-started"');
+    expect(journal).not.toContain('"kind":"run-finished"');
+    expect(r.stderr).toMatch(/hostsmith recover/);
+    // The newest step was rolled back; the oldest was left for recover.
+    expect(await sshOk(sb, h, 'ls /root/twice-made')).toBe('/root/twice-made\n');
+  });
+
+  it('reaches a host through a ProxyJump from ~/.ssh/config', async () => {
+    const sb = sandbox();
+    const [jump, target] = sb.hosts as [typeof sb.hosts[0], typeof sb.hosts[0]];
+    const home = fixture({
+      '.ssh/config': `Host inner\n  HostName ${target!.address}\n  Port ${target!.port}\n  User root\n  IdentityFile ${sb.keyPath}\n  ProxyJump root@${jump!.address}:${jump!.port}\n`,
+    });
+    const dir = fixture({ 'r.yml': `name: jump\nsteps:\n  - name: Mark\n    file: { path: /root/jumped, content: "{{facts.hostname}}\\n" }\n` });
+    const r = await hostsmith(['apply', join(dir, 'r.yml'), '--hosts', 'inner', '--identity', sb.keyPath, '--known-hosts', sb.knownHostsPath, '--state-dir', state, '--yes'], { env: { HOME: home } });
+    expect(r.code, r.stdout + r.stderr).toBe(0);
+    expect(await sshOk(sb, target!, 'cat /root/jumped')).toBe(`${target!.name}\n`);
+    expect((await sshRun(sb, jump!, 'test -e /root/jumped')).code).toBe(1);
+    // Proof that the jump is really used: through a jump host that is down, the target is unreachable.
+    writeFileSync(join(home, '.ssh/config'), readFileSync(join(home, '.ssh/config'), 'utf8').replace(/ProxyJump .*/, 'ProxyJump root@127.0.0.1:1'));
+    const down = await hostsmith(['apply', join(dir, 'r.yml'), '--hosts', 'inner', '--identity', sb.keyPath, '--known-hosts', sb.knownHostsPath, '--state-dir', state, '--yes'], { env: { HOME: home } });
+    expect(down.code).toBe(4);
+    expect(down.stdout + down.stderr).toContain('connection refused at 127.0.0.1:1');
+  });
 });
