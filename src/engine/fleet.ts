@@ -40,6 +40,8 @@ export interface RunRecipeOptions {
   keepOpen?: boolean;
   /** Vars as given, for the journal header (masked). */
   journalVars?: Record<string, unknown>;
+  /** Where hostsmith keeps its lock and backups on each host (default /var/lib/hostsmith, or ~/.local/state/hostsmith without root). */
+  hostStateDir?: string;
 }
 
 export interface HostReport extends Counts {
@@ -155,7 +157,7 @@ export async function runRecipe(o: RunRecipeOptions): Promise<RunReport> {
       transport.defaultSudo = false;
       emit({ event: 'host-connected', runId, time: time(), host: target.name, facts });
       const privileged = facts.user === 'root' || sudo;
-      const base = privileged ? '/var/lib/hostsmith' : `${facts.home || '/tmp'}/.local/state/hostsmith`;
+      const base = o.hostStateDir ?? (privileged ? '/var/lib/hostsmith' : `${facts.home || '/tmp'}/.local/state/hostsmith`);
       const backupDir = `${base}/backups/${runId}`;
       if (o.mode === 'apply') {
         release = await acquireLock(transport, base, runId, sudo);
