@@ -156,8 +156,9 @@ export async function runRecipe(o: RunRecipeOptions): Promise<RunReport> {
       const sudo = target.sudo || o.recipe.sudo || o.recipe.defaults.sudo === true;
       transport.defaultSudo = false;
       emit({ event: 'host-connected', runId, time: time(), host: target.name, facts });
-      const privileged = facts.user === 'root' || sudo;
-      const base = o.hostStateDir ?? (privileged ? '/var/lib/hostsmith' : `${facts.home || '/tmp'}/.local/state/hostsmith`);
+      const baseFor = (withSudo: boolean) =>
+        o.hostStateDir ?? (facts.user === 'root' || withSudo ? '/var/lib/hostsmith' : `${facts.home || '/tmp'}/.local/state/hostsmith`);
+      const base = baseFor(sudo);
       const backupDir = `${base}/backups/${runId}`;
       if (o.mode === 'apply') {
         release = await acquireLock(transport, base, runId, sudo);
@@ -172,7 +173,7 @@ export async function runRecipe(o: RunRecipeOptions): Promise<RunReport> {
         facts,
         vars: target.vars,
         sudo: target.sudo,
-        backupDir,
+        backupDirFor: (withSudo) => `${baseFor(withSudo)}/backups/${runId}`,
         emit,
         journal,
         interrupt: o.interrupt,

@@ -16,7 +16,10 @@ export async function acquireLock(t: Transport, baseDir: string, runId: string, 
     `else echo HELD; cat ${quote(`${dir}/owner`)} 2>/dev/null; fi`,
   ].join('\n');
   const r = await t.exec(script, { sudo });
-  if (r.code !== 0) throw new LockedError(t.name, `cannot create the lock in ${baseDir}: ${r.stderr.trim() || `exit ${r.code}`} (try --sudo)`);
+  if (r.code !== 0) {
+    const hint = sudo ? 'the login user may lack sudo rights on this host' : 'log in as root, or use sudo (--sudo, sudo: true)';
+    throw new LockedError(t.name, `cannot create the lock in ${baseDir}: ${r.stderr.trim() || `exit ${r.code}`} (${hint})`);
+  }
   if (!r.stdout.startsWith('LOCKED-BY-US')) {
     const holder = r.stdout.replace(/^HELD\n?/, '').trim() || 'an unknown run';
     throw new LockedError(

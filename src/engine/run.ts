@@ -23,8 +23,11 @@ export interface HostRunOptions {
   vars: Record<string, unknown>;
   /** Host-level sudo (inventory or --sudo). */
   sudo: boolean;
-  /** Where backups of this run go on the host. */
-  backupDir: string;
+  /**
+   * Where backups of this run go on the host, for a step with or without sudo: a non-root
+   * login keeps its own backups in its home, but a sudo step's must be root's.
+   */
+  backupDirFor(sudo: boolean): string;
   emit: Emit;
   journal?: Journal;
   /** First Ctrl-C: finish the step in flight, then roll back. */
@@ -93,7 +96,7 @@ export async function runHost(o: HostRunOptions): Promise<HostResult> {
       facts: o.facts,
       runId: o.runId,
       step: spec.name,
-      backupDir: o.backupDir,
+      backupDir: o.backupDirFor(sudo),
       sudo,
       timeoutMs,
       exec: (cmd, eo = {}) => o.transport.exec(cmd, { sudo, timeoutMs, ...eo }),
@@ -160,7 +163,7 @@ export async function runHost(o: HostRunOptions): Promise<HostResult> {
         if (r.code === 0) return finish(spec, spec.type, 'skipped', started, { summary: `unless: \`${cmd}\` succeeded`, handler });
       }
       const state = await type.check(ctx, params);
-      plan = type.plan(params, state, { runId: o.runId, step: spec.name, backupDir: o.backupDir });
+      plan = type.plan(params, state, { runId: o.runId, step: spec.name, backupDir: ctx.backupDir });
       const irreversible = plan.changed && plan.undo === null;
       if (!plan.changed) return finish(spec, spec.type, 'unchanged', started, { summary: plan.summary, handler });
       if (o.mode === 'plan') {
