@@ -1,0 +1,205 @@
+import { CronExpressionParser } from 'cron-parser';
+import cronstrue from 'cronstrue';
+import { z } from 'zod';
+import { StepError } from '../errors.js';
+import { cronProblem } from '../recipe/schema.js';
+import { unifiedDiff } from '../render/diff.js';
+import { quote } from '../transport/shell.js';
+import type { Plan, StepContext, StepType } from './step.js';
+
+const oneLine = (what: string) =>
+  z
+    .string()
+    .min(1, `${what} must not be empty`)
+    .refine((s) => !/[\r\n]/.test(s), `${what} must be a single line (a crontab entry is one line)`);
+
+export const cronSchema = z
+  .object({
+    name: oneLine('name').refine((s) => s === s.trim(), 'name must not start or end with spaces'),
+    schedule: z.string().superRefine((s, ctx) => {
+      const why = cronProblem(s);
+      if (why) ctx.addIssue({ code: z.ZodIssueCode.custom, message: why });
+    }).optional(),
+    command: oneLine('command').optional(),
+    user: z
+      .string()
+      .regex(/^[a-z_][a-z0-9_.-]*\$?$/i, 'not a valid user name')
+      .default('root'),
+    state: z.enum(['present', 'absent']).default('present'),
+  })
+  .strict()
+  .superRefine((p, ctx) => {
+    if (p.state !== 'present') return;
+    for (const k of ['schedule', 'command'] as const) {
+      if (p[k] === undefined) ctx.addIssue({ code: z.ZodIssueCode.custom, message: `${k} is required with state: present`, path: [k] });
+    }
+  });
+
+export type CronParams = z.output<typeof cronSchema>;
+
+export interface CronState {
+  user: string;
+  /** The user's crontab as `crontab -l` prints it; null when the user has none. */
+  text: string | null;
+  /** The host's clock (ms since epoch) and time zone, for the next run times in the plan. */
+  clock?: { now: number; tz: string };
+}
+
+/** The crontab exactly as it was, or null: the user had none (rollback removes it). */
+export interface CronUndo {
+  user: string;
+  previous: string | null;
+}
+
+export const marker = (name: string) => `# hostsmith: ${name}`;
+const isMarker = (l: string) => /^# hostsmith: /.test(l);
+
+/**
+ * The crontab with `p` applied, or null when nothing would be left (the crontab is removed).
+ * The entry is the line right after its marker; every other line stays as it is.
+ */
+export function editCrontab(text: string | null, p: CronParams): string | null {
+  const lines = text === null || text === '' ? [] : text.replace(/\n$/, '').split('\n');
+  const mark = marker(p.name);
+  const out: string[] = [];
+  let placed = false;
+  for (let i = 0; i < lines.length; i++) {
+    const l = lines[i]!;
+    if (l.trimEnd() !== mark) {
+      out.push(l);
+      continue;
+    }
+    const next = lines[i + 1];
+    if (next !== undefined && !isMarker(next)) i++;
+    // A second block with the same name is dropped: one entry per name.
+    if (p.state === 'present' && !placed) {
+      out.push(l, entryLine(p));
+      placed = true;
+    }
+  }
+  if (p.state === 'present' && !placed) out.push(mark, entryLine(p));
+  if (out.length === lines.length && out.every((l, i) => l === lines[i])) return text;
+  return out.length ? `${out.join('\n')}\n` : null;
+}
+
+export const entryLine = (p: CronParams) => `${p.schedule!.trim()} ${p.command}`;
+
+function pad(n: number): string {
+  return String(n).padStart(2, '0');
+}
+
+/** "At 03:00 AM; next 2026-11-23 03:00, 2026-11-24 03:00, 2026-11-25 03:00" in the host's zone. */
+export function describeSchedule(schedule: string, now?: number, tz?: string): string {
+  const s = schedule.trim();
+  let words: string;
+  try {
+    words = cronstrue.toString(s);
+  } catch {
+    words = s;
+  }
+  if (now === undefined) return words;
+  const zone = tz || 'UTC';
+  let next: string[];
+  try {
+    const it = CronExpressionParser.parse(s, { currentDate: new Date(now), tz: zone });
+    next = it.take(3).map((d) => `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${pad(d.getHours())}:${pad(d.getMinutes())}`);
+  } catch {
+    return zone === 'UTC' ? words : describeSchedule(s, now, 'UTC');
+  }
+  return `${words}; next ${next.join(', ')}${zone === 'UTC' || zone === 'Etc/UTC' ? ' UTC' : ` ${zone}`}`;
+}
+
+export function planCron(p: CronParams, s: CronState): Plan<CronUndo> {
+  const next = editCrontab(s.text, p);
+  const whose = `${p.user}'s crontab`;
+  if (next === s.text) {
+    return { changed: false, summary: p.state === 'present' ? `"${p.name}" is in ${whose} as wanted` : `"${p.name}" is not in ${whose}`, undo: null };
+  }
+  const diff = unifiedDiff(`crontab(${p.user})`, s.text, next);
+  const undo = { user: p.user, previous: s.text };
+  if (p.state === 'absent') {
+    return { changed: true, summary: `remove "${p.name}" from ${whose}${next === null ? ' (and the crontab, left empty)' : ''}`, diff, undo };
+  }
+  const had = (s.text ?? '').split('\n').some((l) => l.trimEnd() === marker(p.name));
+  const verb = had ? `update "${p.name}" in` : `add "${p.name}" to`;
+  return {
+    changed: true,
+    summary: `${verb} ${whose}: ${p.schedule!.trim()} (${s.clock ? describeSchedule(p.schedule!, s.clock.now, s.clock.tz) : describeSchedule(p.schedule!)})`,
+    diff,
+    undo,
+  };
+}
+
+function tail(s: string, n = 5): string {
+  return s.trim().split('\n').slice(-n).join('\n');
+}
+
+function hostSaid(user: string, stderr: string, code: number): string {
+  const said = tail(stderr) || `exit ${code}`;
+  return /must be privileged/.test(stderr) ? `${said} (another user's crontab needs root: set sudo: true on the recipe or step, or pass --sudo)` : said;
+}
+
+const utf8 = new TextDecoder('utf-8', { fatal: true });
+
+/** One round trip: the host's clock and zone on the first line, then the crontab. */
+export function checkScript(user: string): string {
+  return [
+    `tz=$(cat /etc/timezone 2>/dev/null || readlink /etc/localtime 2>/dev/null | sed 's|^.*/zoneinfo/||')`,
+    `printf '%s %s\\n' "$(date +%s)" "$tz"`,
+    `exec crontab -l -u ${quote(user)}`,
+  ].join('\n');
+}
+
+export function parseCheck(user: string, r: { code: number; stdoutRaw: Buffer; stderr: string }): CronState {
+  const nl = r.stdoutRaw.indexOf(0x0a);
+  const [secs, tz] = r.stdoutRaw.subarray(0, nl < 0 ? r.stdoutRaw.length : nl).toString('utf8').trim().split(' ');
+  if (nl < 0 || !/^\d+$/.test(secs ?? '')) throw new StepError(`cannot read ${user}'s crontab: ${hostSaid(user, r.stderr, r.code)}`, { code: r.code, stderr: r.stderr });
+  const clock = { now: Number(secs) * 1000, tz: tz || 'UTC' };
+  const withClock = (st: CronState): CronState =>
+    // Not enumerable, so fingerprint() (the drift check of `undo`) sees only the crontab, not the time.
+    Object.defineProperty(st, 'clock', { value: clock, enumerable: false });
+  if (r.code === 1 && /no crontab for/.test(r.stderr)) return withClock({ user, text: null });
+  if (r.code !== 0) throw new StepError(`cannot read ${user}'s crontab: ${hostSaid(user, r.stderr, r.code)}`, { code: r.code, stderr: r.stderr });
+  let text: string;
+  try {
+    text = utf8.decode(r.stdoutRaw.subarray(nl + 1));
+  } catch {
+    throw new StepError(`${user}'s crontab is not UTF-8 text; hostsmith only edits UTF-8 crontabs`);
+  }
+  return withClock({ user, text });
+}
+
+async function readCrontab(ctx: StepContext, user: string): Promise<CronState> {
+  return parseCheck(user, await ctx.exec(checkScript(user)));
+}
+
+/** Installs `text` as the user's crontab, or removes the crontab when `text` is null. */
+async function writeCrontab(ctx: StepContext, user: string, text: string | null): Promise<void> {
+  const u = quote(user);
+  const r =
+    text === null
+      ? // Already gone is fine: rollback may run twice (recover, undo).
+        await ctx.exec(`err=$(crontab -r -u ${u} 2>&1 >/dev/null) || case "$err" in *'no crontab for'*) ;; *) printf '%s\\n' "$err" >&2; exit 1 ;; esac`)
+      : await ctx.exec(`crontab -u ${u} -`, { stdin: text });
+  if (r.code !== 0) {
+    const what = text === null ? `removing ${user}'s crontab` : `installing ${user}'s crontab`;
+    throw new StepError(`${what} failed: ${hostSaid(user, r.stderr, r.code)}`, { code: r.code, stderr: r.stderr });
+  }
+}
+
+export const cronStep: StepType<CronParams, CronState, CronUndo> = {
+  type: 'cron',
+  schema: cronSchema,
+  check: (ctx, p) => readCrontab(ctx, p.user),
+  plan: (p, s) => planCron(p, s),
+  async apply(ctx, p, plan) {
+    const now = await readCrontab(ctx, p.user);
+    // Rollback reinstalls the crontab as it was read; refusing here keeps that promise.
+    if (plan.undo && now.text !== plan.undo.previous) {
+      throw new StepError(`${p.user}'s crontab changed between check and apply; nothing was written, run again`);
+    }
+    await writeCrontab(ctx, p.user, editCrontab(now.text, p));
+    return {};
+  },
+  rollback: (ctx, _p, undo) => writeCrontab(ctx, undo.user, undo.previous),
+};
