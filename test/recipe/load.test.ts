@@ -207,7 +207,7 @@ describe('loadRecipe: each problem with its position', () => {
     },
     {
       name: 'cron schedule with seconds',
-      lines: ['name: r', 'steps:', '  - name: C', '    cron:', '      schedule: "0 0 3 * * *"'],
+      lines: ['name: r', 'steps:', '  - name: C', '    cron:', '      schedule: "0 0 3 * * *"', '      name: nightly', '      command: "true"'],
       want: '5:17 steps[0].cron.schedule: a cron schedule has five fields',
     },
     {

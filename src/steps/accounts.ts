@@ -1,0 +1,201 @@
+/**
+ * What the `user` and `group` steps share: name and number schemas, and putting account entries
+ * back exactly.
+ *
+ * Why not undo with usermod/groupadd: re-adding a user to a group appends it to the member list
+ * (order changes), a re-created account gets a new last-change date in /etc/shadow, and a removed
+ * password hash would have to travel through the journal. Instead apply copies the account files
+ * (passwd, shadow, group, gshadow, subuid, subgid) into the run's root-only backup folder first,
+ * and rollback writes back, from that copy, only the entries (lines, by name) the step touches,
+ * each at its old position. Other lines stay as they are now, so changes made by others since
+ * are kept; when nobody else touched the files they come back byte for byte.
+ */
+import { posix } from 'node:path';
+import { z } from 'zod';
+import { StepError } from '../errors.js';
+import { quote } from '../transport/shell.js';
+import { backupPath } from './file-state.js';
+import { sha256, type PlanEnv, type StepContext } from './step.js';
+
+export const ACCOUNT_FILES = ['passwd', 'shadow', 'group', 'gshadow', 'subuid', 'subgid'] as const;
+export type AccountFile = (typeof ACCOUNT_FILES)[number];
+
+/** Per account file, the names (first field) of the entries a step may change. */
+export type Touched = Partial<Record<AccountFile, string[]>>;
+
+export interface AccountUndo {
+  /** Folder on the host with the account files as they were just before apply. */
+  backup: string;
+  touched: Touched;
+}
+
+const NAME = /^[a-z_][a-z0-9_.-]*\$?$/;
+export const accountName = (what: 'user' | 'group') =>
+  z
+    .string()
+    .max(32, `a ${what} name has at most 32 characters`)
+    .regex(NAME, `invalid ${what} name: use lower-case letters, digits, "_", "-" and ".", starting with a letter or "_"`);
+
+/** A uid/gid: a number, or the string a template rendered to. */
+export const idNumber = z.union([
+  z.number().int().min(0).max(4294967294),
+  z.string().regex(/^\d+$/, 'must be a whole number').transform(Number),
+]);
+
+/** A boolean, or "true"/"false" as a template renders it. */
+export const flag = z.union([z.boolean(), z.enum(['true', 'false']).transform((v) => v === 'true')]);
+
+/** A passwd field: no ":" (the separator) and no line break. */
+export const passwdField = (what: string) => z.string().refine((v) => !/[:\n]/.test(v), `${what} cannot contain ":" or a line break`);
+
+export function accountBackupDir(env: PlanEnv): string {
+  return backupPath(env, 'accounts');
+}
+
+export function uniq<T>(xs: T[]): T[] {
+  return [...new Set(xs)];
+}
+
+export async function runOk(ctx: StepContext, script: string, what: string): Promise<string> {
+  const r = await ctx.exec(script);
+  if (r.code !== 0) {
+    const err = r.stderr.trim().split('\n').slice(-10).join('\n') || r.stdout.trim().split('\n').slice(-5).join('\n');
+    throw new StepError(`${what} failed (exit ${r.code})${err ? `: ${err}` : ''}`, { code: r.code, stderr: r.stderr });
+  }
+  return r.stdout;
+}
+
+/** Copies the account files once per step: a retried apply must not overwrite the first copy. */
+export async function backupAccounts(ctx: StepContext, dir: string): Promise<void> {
+  const d = quote(dir);
+  const root = quote(posix.dirname(ctx.backupDir));
+  await runOk(
+    ctx,
+    [
+      `if [ ! -e ${d}/complete ]; then`,
+      `umask 077 && mkdir -p ${root} && chmod 0700 ${root} && mkdir -p ${d} || exit 1`,
+      `for f in ${ACCOUNT_FILES.join(' ')}; do if [ -e /etc/$f ]; then cp -p /etc/$f ${d}/$f || exit 1; fi; done`,
+      `: > ${d}/complete; fi`,
+    ].join('\n'),
+    `backing up the account files to ${dir}`,
+  );
+}
+
+interface Lines {
+  lines: string[];
+  trailingNewline: boolean;
+}
+
+function splitLines(text: string): Lines {
+  const lines = text.split('\n');
+  const trailingNewline = lines.length > 1 && lines[lines.length - 1] === '';
+  if (trailingNewline || text === '') lines.pop();
+  return { lines, trailingNewline };
+}
+
+const keyOf = (line: string): string => line.split(':', 1)[0]!;
+
+/**
+ * The current file with the entries named `keys` put back as they were in `before`: changed
+ * entries replaced in place, added ones dropped, removed ones re-inserted after the line that
+ * preceded them. Pure, so rollback's exactness is testable without a host.
+ */
+export function mergeEntries(before: string, current: string, keys: string[]): string {
+  const wanted = new Set(keys);
+  const b = splitLines(before);
+  const c = splitLines(current);
+  const old = new Map<string, string[]>();
+  for (const l of b.lines) if (wanted.has(keyOf(l))) old.set(keyOf(l), [...(old.get(keyOf(l)) ?? []), l]);
+
+  const out: string[] = [];
+  const done = new Set<string>();
+  for (const l of c.lines) {
+    const k = keyOf(l);
+    if (!wanted.has(k)) out.push(l);
+    else if (!done.has(k)) {
+      done.add(k);
+      out.push(...(old.get(k) ?? []));
+    }
+  }
+  b.lines.forEach((l, i) => {
+    const k = keyOf(l);
+    if (!wanted.has(k) || done.has(k)) return;
+    done.add(k);
+    let at = 0;
+    for (let j = i - 1; j >= 0; j--) {
+      const found = out.lastIndexOf(b.lines[j]!);
+      if (found >= 0) {
+        at = found + 1;
+        break;
+      }
+    }
+    out.splice(at, 0, ...old.get(k)!);
+  });
+  if (!out.length) return '';
+  const newline = c.lines.length ? c.trailingNewline : b.trailingNewline;
+  return out.join('\n') + (newline ? '\n' : '');
+}
+
+const LOCKED = 75;
+const CHANGED = 76;
+
+interface Change {
+  path: string;
+  /** sha256 of the file we merged into; null = it was absent. */
+  sha: string | null;
+  data: string;
+  /** Where to copy mode and owner from. */
+  reference: string;
+}
+
+/**
+ * Takes the same `<file>.lock` hard-link lock the shadow tools (useradd, passwd, …) take, checks
+ * that nobody changed the files since we read them, then renames the new versions into place.
+ */
+function writeScript(changes: Change[]): string {
+  const lines = [
+    'locks=""; tmps=""',
+    `trap 'rm -f -- $tmps $locks' EXIT`,
+    `lock() { printf %s $$ > "$1.$$" && ln "$1.$$" "$1.lock" 2>/dev/null; r=$?; rm -f -- "$1.$$"; [ $r -eq 0 ] || { echo "$1 is locked by another program ($1.lock exists)" >&2; exit ${LOCKED}; }; locks="$locks $1.lock"; }`,
+    `same() { if [ "$2" = absent ]; then [ ! -e "$1" ]; else [ "$(sha256sum < "$1" | cut -c1-64)" = "$2" ]; fi || { echo "$1 changed while it was being restored" >&2; exit ${CHANGED}; }; }`,
+    `put() { t="$1.hostsmith-new"; tmps="$tmps $t"; printf %s "$3" | base64 -d > "$t" && chmod --reference="$2" "$t" && chown --reference="$2" "$t" && mv -f -- "$t" "$1" || exit 1; }`,
+  ];
+  for (const c of changes) lines.push(`lock ${quote(c.path)}`);
+  for (const c of changes) lines.push(`same ${quote(c.path)} ${c.sha ?? 'absent'}`);
+  for (const c of changes) lines.push(`put ${quote(c.path)} ${quote(c.reference)} ${quote(Buffer.from(c.data, 'latin1').toString('base64'))}`);
+  return lines.join('\n');
+}
+
+/** latin1 maps every byte to one char and back, so merging never alters bytes it does not move. */
+async function read(ctx: StepContext, path: string): Promise<string | null> {
+  const b = await ctx.readFile(path);
+  return b === null ? null : b.toString('latin1');
+}
+
+/** Puts the touched entries back from the backup; retries when a tool edits the files meanwhile. */
+export async function restoreAccounts(ctx: StepContext, undo: AccountUndo): Promise<void> {
+  if ((await ctx.exec(`test -e ${quote(posix.join(undo.backup, 'complete'))}`)).code !== 0) {
+    throw new StepError(`the backup of the account files (${undo.backup}) is missing; cannot restore ${Object.values(undo.touched).flat().join(', ')}`);
+  }
+  for (let attempt = 1; ; attempt++) {
+    const changes: Change[] = [];
+    for (const f of ACCOUNT_FILES) {
+      const keys = undo.touched[f] ?? [];
+      if (!keys.length) continue;
+      const path = `/etc/${f}`;
+      const saved = posix.join(undo.backup, f);
+      const [before, current] = await Promise.all([read(ctx, saved), read(ctx, path)]);
+      const merged = mergeEntries(before ?? '', current ?? '', keys);
+      if (merged === (current ?? '')) continue;
+      changes.push({ path, sha: current === null ? null : sha256(Buffer.from(current, 'latin1')), data: merged, reference: current === null ? saved : path });
+    }
+    if (!changes.length) return;
+    const r = await ctx.exec(writeScript(changes));
+    if (r.code === 0) return;
+    if ((r.code === LOCKED || r.code === CHANGED) && attempt < 5) {
+      await new Promise((res) => setTimeout(res, 300 * attempt));
+      continue;
+    }
+    throw new StepError(`restoring ${changes.map((c) => c.path).join(', ')} failed (exit ${r.code}): ${r.stderr.trim()}`, { code: r.code, stderr: r.stderr });
+  }
+}

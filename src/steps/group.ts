@@ -1,0 +1,108 @@
+import { z } from 'zod';
+import { StepError } from '../errors.js';
+import { quote } from '../transport/shell.js';
+import { accountBackupDir, accountName, backupAccounts, flag, idNumber, restoreAccounts, runOk, type AccountUndo } from './accounts.js';
+import type { Plan, StepContext, StepType } from './step.js';
+
+export const groupSchema = z
+  .object({
+    name: accountName('group'),
+    gid: idNumber.optional(),
+    system: flag.optional(),
+    state: z.enum(['present', 'absent']).default('present'),
+  })
+  .strict()
+  .superRefine((p, ctx) => {
+    for (const k of ['gid', 'system'] as const) {
+      if (p.state === 'absent' && p[k] !== undefined) ctx.addIssue({ code: z.ZodIssueCode.custom, message: `${k} makes no sense with state: absent`, path: [k] });
+    }
+  });
+
+export type GroupParams = z.output<typeof groupSchema>;
+
+export interface GroupState {
+  group: { gid: number; members: string[] } | null;
+  /** The group that already has the wanted gid, if another one does. */
+  gidOwner: string | null;
+  /** Users whose primary group this is. */
+  primaryOf: string[];
+}
+
+export type GroupUndo = AccountUndo;
+
+export function checkScript(p: GroupParams): string {
+  return [
+    `n=${quote(p.name)}`,
+    `g=$(getent group "$n") && echo "group $g"`,
+    ...(p.gid !== undefined ? [`o=$(getent group ${p.gid}) && echo "gidowner $o"`] : []),
+    `if [ -n "$g" ]; then gid=$(printf %s "$g" | cut -d: -f3); getent passwd | awk -F: -v g="$gid" '$4 == g { print "primaryof " $1 }'; fi`,
+    'exit 0',
+  ].join('\n');
+}
+
+export function parseGroupCheck(out: string): GroupState {
+  const s: GroupState = { group: null, gidOwner: null, primaryOf: [] };
+  for (const line of out.split('\n')) {
+    const sp = line.indexOf(' ');
+    const [key, rest] = sp < 0 ? [line, ''] : [line.slice(0, sp), line.slice(sp + 1)];
+    const f = rest.split(':');
+    if (key === 'group') s.group = { gid: Number(f[2]), members: (f[3] ?? '').split(',').filter(Boolean) };
+    else if (key === 'gidowner') s.gidOwner = f[0] ?? null;
+    else if (key === 'primaryof') s.primaryOf.push(rest);
+  }
+  return s;
+}
+
+const unchanged = (summary: string): Plan<GroupUndo> => ({ changed: false, summary, undo: null });
+
+/** The groupadd/groupmod/groupdel command for (params, state); '' when nothing changes. */
+export function groupCommand(p: GroupParams, s: GroupState): string {
+  const n = quote(p.name);
+  if (p.state === 'absent') return s.group ? `groupdel -- ${n}` : '';
+  if (!s.group) return `groupadd ${p.system ? '-r ' : ''}${p.gid !== undefined ? `-g ${p.gid} ` : ''}-- ${n}`;
+  return p.gid !== undefined && p.gid !== s.group.gid ? `groupmod -g ${p.gid} -- ${n}` : '';
+}
+
+export const groupStep: StepType<GroupParams, GroupState, GroupUndo> = {
+  type: 'group',
+  schema: groupSchema,
+  async check(ctx, p) {
+    const r = await ctx.exec(checkScript(p));
+    if (r.code !== 0) throw new StepError(`cannot read group ${p.name}: ${r.stderr.trim() || `exit ${r.code}`}`, { code: r.code, stderr: r.stderr });
+    return parseGroupCheck(r.stdout);
+  },
+  plan(p, s, env) {
+    const backup = accountBackupDir(env);
+    const name = p.name;
+    const g = s.group;
+    const members = (m: string[]) => (m.length ? `members ${m.join(', ')}` : 'no members');
+    if (p.state === 'absent') {
+      if (!g) return unchanged(`group ${name} is absent`);
+      if (s.primaryOf.length) throw new StepError(`group ${name} is the primary group of ${s.primaryOf.join(', ')}; remove or change ${s.primaryOf.length > 1 ? 'those users' : 'that user'} first`);
+      return { changed: true, summary: `remove group ${name} (gid ${g.gid}, ${members(g.members)})`, undo: { backup, touched: { group: [name], gshadow: [name] } } };
+    }
+    if (p.gid !== undefined && s.gidOwner && s.gidOwner !== name) throw new StepError(`gid ${p.gid} is already used by group ${s.gidOwner}`);
+    if (!g) {
+      const what = [...(p.gid !== undefined ? [`gid ${p.gid}`] : []), ...(p.system ? ['system'] : [])];
+      return { changed: true, summary: `create group ${name}${what.length ? ` (${what.join(', ')})` : ''}`, undo: { backup, touched: { group: [name], gshadow: [name] } } };
+    }
+    if (p.gid === undefined || p.gid === g.gid) return unchanged(`group ${name} is as wanted (gid ${g.gid})`);
+    // groupmod -g moves the users whose primary group it is along (their passwd gid field).
+    const users = s.primaryOf.length ? `; primary group of ${s.primaryOf.join(', ')}, whose gid follows` : '';
+    return {
+      changed: true,
+      summary: `modify group ${name}: gid ${g.gid} → ${p.gid}${users}`,
+      undo: { backup, touched: { group: [name], gshadow: [name], ...(s.primaryOf.length ? { passwd: s.primaryOf } : {}) } },
+    };
+  },
+  async apply(ctx: StepContext, p, plan) {
+    const s = await groupStep.check(ctx, p);
+    const again = groupStep.plan(p, s, { runId: ctx.runId, step: ctx.step, backupDir: ctx.backupDir });
+    if (again.summary !== plan.summary) throw new StepError(`group ${p.name} changed since it was checked: now "${again.summary}"`);
+    const cmd = groupCommand(p, s);
+    await backupAccounts(ctx, plan.undo!.backup);
+    await runOk(ctx, cmd, cmd.split(' ')[0]!);
+    return {};
+  },
+  rollback: (ctx, _p, undo) => restoreAccounts(ctx, undo),
+};
