@@ -3,6 +3,7 @@ import { StepError } from '../errors.js';
 import { unifiedDiff } from '../render/diff.js';
 import { applyPath, backupPath, checkPath, rollbackPath, type FileUndo, type PathState } from './file-state.js';
 import type { Plan, PlanEnv, StepType } from './step.js';
+import { fmtMode, modeSchema } from './modes.js';
 
 const regex = z.string().min(1).superRefine((s, ctx) => {
   try {
@@ -23,6 +24,10 @@ export const lineSchema = z
     state: z.enum(['present', 'absent']).default('present'),
     after: regex.optional(),
     create: z.boolean().default(false),
+    /** Metadata the file must have, as with `file` (e.g. 0440 for /etc/sudoers.d). */
+    mode: modeSchema.optional(),
+    owner: z.string().optional(),
+    group: z.string().optional(),
   })
   .strict()
   .superRefine((p, ctx) => {
@@ -127,9 +132,23 @@ function wanted(p: LineParams, s: PathState): { content: string | null; what: st
   return { content: r.text, what: `${p.path}: ${r.what}` };
 }
 
+function metaChanges(p: LineParams, s: PathState): string[] {
+  if (s.kind !== 'file') return [];
+  const out: string[] = [];
+  if (p.mode !== undefined && p.mode !== s.mode) out.push(`mode ${fmtMode(s.mode)} → ${fmtMode(p.mode)}`);
+  if (p.owner !== undefined && p.owner !== s.owner) out.push(`owner ${s.owner} → ${p.owner}`);
+  if (p.group !== undefined && p.group !== s.group) out.push(`group ${s.group} → ${p.group}`);
+  return out;
+}
+
 export function planLine(p: LineParams, s: PathState, env: PlanEnv): Plan<FileUndo> {
   const w = wanted(p, s);
+  const meta = metaChanges(p, s);
+  if (w.content === null && meta.length && s.kind === 'file') {
+    return { changed: true, summary: `${p.path}: ${meta.join(', ')}`, undo: { kind: 'file', path: p.path, mode: s.mode, owner: s.owner, group: s.group } };
+  }
   if (w.content === null) return { changed: false, summary: w.what, undo: null };
+  if (meta.length) w.what += `; ${meta.join(', ')}`;
   const diff = unifiedDiff(p.path, s.kind === 'file' ? (s.content ?? Buffer.alloc(0)) : null, w.content);
   // The undo names a root-only backup on the host, never the content (it may hold secrets).
   const undo: FileUndo =
@@ -153,7 +172,7 @@ export const lineStep: StepType<LineParams, PathState, FileUndo> = {
     }
     // Even when someone else made the edit meanwhile, the write keeps the backup rollback needs.
     const content = w.content !== null ? Buffer.from(w.content, 'utf8') : (now.content ?? Buffer.alloc(0));
-    await applyPath(ctx, { path: p.path, state: 'present', content }, plan);
+    await applyPath(ctx, { path: p.path, state: 'present', content, mode: p.mode, owner: p.owner, group: p.group }, plan);
     return {};
   },
   rollback: (ctx, _p, undo) => rollbackPath(ctx, undo),

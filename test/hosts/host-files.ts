@@ -21,7 +21,7 @@ PermitRootLogin prohibit-password
 PubkeyAuthentication yes
 PasswordAuthentication no
 KbdInteractiveAuthentication no
-UsePAM no
+UsePAM yes
 UseDNS no
 PrintMotd no
 MaxSessions 50
@@ -39,13 +39,14 @@ Subsystem sftp /usr/lib/openssh/sftp-server
 export function provisionScript(h: HostSpec): string {
   return `set -eu
 echo ${h.name} > /etc/hostname
+# As on Debian servers, sshd uses PAM, so key logins work for accounts without a password ("!").
+# pam_loginuid cannot write the audit uid in a namespace; it must not fail the login there.
+sed -i 's/^session\s\+required\s\+pam_loginuid.so/session optional pam_loginuid.so/' /etc/pam.d/sshd
 printf '127.0.0.1\\tlocalhost\\n${h.address}\\t${h.name}\\n::1\\tlocalhost ip6-localhost ip6-loopback\\n' > /etc/hosts
 install -d -m 700 /root/.ssh
 install -m 600 /run/hostsmith/authorized_keys /root/.ssh/authorized_keys
 for u in deploy nosudo; do
   id -u "$u" >/dev/null 2>&1 || useradd --create-home --shell /bin/bash "$u"
-  # "*" = no password but not locked: sshd (UsePAM no) refuses keys for "!" accounts
-  usermod -p '*' "$u"
   home=$(getent passwd "$u" | cut -d: -f6)
   install -d -m 700 -o "$u" -g "$u" "$home/.ssh"
   install -m 600 -o "$u" -g "$u" /run/hostsmith/authorized_keys "$home/.ssh/authorized_keys"

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { editLines, lineSchema, lineStep } from '../../src/steps/line.js';
+import { editLines, lineSchema, lineStep, planLine } from '../../src/steps/line.js';
 import { parseCheck, type PathState } from '../../src/steps/file-state.js';
 import { StepError } from '../../src/errors.js';
 
@@ -93,5 +93,24 @@ describe('line schema', () => {
     expect(issues({ line: 'a', path: 'etc/x' })).toEqual(['path: must be an absolute path']);
     expect(issues({ state: 'absent', line: 'a', after: 'x', create: true })).toEqual(['after: after is only for state: present', 'create: create is only for state: present']);
     expect(issues({ line: 'a', insertafter: 'x' })).toEqual([expect.stringMatching(/insertafter/)]);
+  });
+});
+
+describe('line metadata (mode, owner, group)', () => {
+  const env = { runId: 'R', step: 'Sudoers', backupDir: '/var/lib/hostsmith/backups/R' };
+  const st = (content: string, mode = 0o644): PathState => ({ kind: 'file', content: Buffer.from(content), mode, owner: 'root', group: 'root', missing: [] });
+  it('changes only the mode when the line is already there', () => {
+    const p = lineSchema.parse({ path: '/etc/sudoers.d/x', line: 'a ALL=(ALL) ALL', mode: '0440' });
+    const plan = planLine(p, st('a ALL=(ALL) ALL\n'), env);
+    expect(plan).toMatchObject({ changed: true, summary: '/etc/sudoers.d/x: mode 0644 → 0440', undo: { kind: 'file', mode: 0o644, owner: 'root', group: 'root' } });
+    expect((plan.undo as { backup?: string }).backup).toBeUndefined();
+  });
+  it('is unchanged when line and mode are as wanted', () => {
+    const p = lineSchema.parse({ path: '/etc/x', line: 'a', mode: 440 });
+    expect(planLine(p, st('a\n', 0o440), env).changed).toBe(false);
+  });
+  it('names the metadata change next to the content change', () => {
+    const p = lineSchema.parse({ path: '/etc/x', line: 'b', owner: 'www' });
+    expect(planLine(p, st('a\n'), env).summary).toMatch(/; owner root → www$/);
   });
 });
