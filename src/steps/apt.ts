@@ -1,0 +1,233 @@
+/**
+ * apt/dpkg plumbing for the `package` step: the scripts it runs and the parsing of what they
+ * print. Everything here is either a pure function or a string builder, so it is unit-tested.
+ */
+import { quote } from '../transport/shell.js';
+
+/** Environment for every apt/dpkg call: never prompt, stable English output for the parsers. */
+export const APT_ENV: Record<string, string> = {
+  DEBIAN_FRONTEND: 'noninteractive',
+  APT_LISTCHANGES_FRONTEND: 'none',
+  NEEDRESTART_MODE: 'a',
+  LC_ALL: 'C',
+  PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin',
+};
+
+/** How long apt waits for another apt/dpkg to release its lock before giving up. */
+export const LOCK_TIMEOUT_S = 300;
+
+/** Options for apt-get runs that change the host: no questions, keep local config files, wait for the lock. */
+export const APT_WRITE_OPTS = [
+  '-y',
+  '-q',
+  `-o DPkg::Lock::Timeout=${LOCK_TIMEOUT_S}`,
+  '-o Dpkg::Options::=--force-confdef',
+  '-o Dpkg::Options::=--force-confold',
+].join(' ');
+
+/** Where a successful refresh is stamped (the path Ubuntu's update-notifier uses too). */
+export const UPDATE_STAMP = '/var/lib/apt/periodic/update-success-stamp';
+
+/** Debian package name (policy §5.6.1), optionally pinned to a version: `name=version`. */
+export const PKG_NAME_RE = /^[a-z0-9][a-z0-9+.-]+$/;
+export const PKG_VERSION_RE = /^(?:\d+:)?\d[A-Za-z0-9.+~-]*$/;
+
+export interface PkgSpec {
+  name: string;
+  version?: string;
+}
+
+export function parseSpec(s: string): PkgSpec {
+  const i = s.indexOf('=');
+  return i < 0 ? { name: s } : { name: s.slice(0, i), version: s.slice(i + 1) };
+}
+
+export function formatSpec(s: PkgSpec): string {
+  return s.version ? `${s.name}=${s.version}` : s.name;
+}
+
+export interface DpkgEntry {
+  version: string;
+  /** dpkg's Status field, e.g. "install ok installed", "deinstall ok config-files". */
+  status: string;
+}
+
+export const isInstalled = (e: DpkgEntry | undefined): boolean => e?.status === 'install ok installed';
+/** Removed, but its configuration files are still there. */
+export const hasConfigOnly = (e: DpkgEntry | undefined): boolean => !!e && / config-files$/.test(e.status);
+
+/**
+ * `dpkg-query -W -f='${Package}\t${Architecture}\t${Version}\t${Status}\n'` → entries under
+ * `name:arch` and, for the native architecture and `all`, under the bare name — the two ways
+ * apt names packages in its output.
+ */
+export function parseDpkg(out: string, nativeArch: string): Record<string, DpkgEntry> {
+  const map: Record<string, DpkgEntry> = {};
+  for (const line of out.split('\n')) {
+    const [name, arch, version, status] = line.split('\t');
+    if (!name || !arch || version === undefined || status === undefined) continue;
+    const e = { version, status: status.trim() };
+    map[`${name}:${arch}`] = e;
+    if (arch === nativeArch || arch === 'all' || !(name in map)) map[name] = e;
+  }
+  return map;
+}
+
+export interface SimInst {
+  name: string;
+  version: string;
+  /** Version installed now, when this is an upgrade or downgrade. */
+  from?: string;
+}
+
+export interface SimResult {
+  inst: SimInst[];
+  /** Packages apt would remove (Remv) or purge (Purg), with the version installed now. */
+  remv: Array<{ name: string; version: string }>;
+}
+
+/** The `Inst`/`Remv`/`Purg` lines of `apt-get -s` output. `Conf` lines repeat `Inst` and are ignored. */
+export function parseSim(out: string): SimResult {
+  const res: SimResult = { inst: [], remv: [] };
+  for (const line of out.split('\n')) {
+    let m = /^Inst (\S+) (?:\[([^\]]*)\] )?\((\S+)/.exec(line);
+    if (m) {
+      res.inst.push({ name: m[1]!, version: m[3]!, ...(m[2] ? { from: m[2] } : {}) });
+      continue;
+    }
+    m = /^(?:Remv|Purg) (\S+)(?: \[([^\]]*)\])?/.exec(line);
+    if (m) res.remv.push({ name: m[1]!, version: m[2] ?? '' });
+  }
+  return res;
+}
+
+/** apt's `E:` lines, for error messages. */
+export function aptErrors(stderr: string): string[] {
+  return stderr
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => l.startsWith('E:'));
+}
+
+/** dpkg's own complaints (e.g. a file conflict), which apt passes through on stdout: each `dpkg: error` line and its indented details. */
+export function dpkgErrors(out: string): string[] {
+  const res: string[] = [];
+  let inError = false;
+  for (const line of out.split('\n')) {
+    if (/^dpkg: error/.test(line)) inError = true;
+    else if (!/^\s/.test(line)) inError = false;
+    if (inError && line.trim()) res.push(line.trim());
+  }
+  return res;
+}
+
+/** Names apt says it does not know, or cannot install at the asked version. */
+export function unknownPackages(stderr: string): string[] {
+  const out: string[] = [];
+  for (const l of aptErrors(stderr)) {
+    const m =
+      /Unable to locate package (\S+)/.exec(l) ??
+      /Package '([^']+)' has no installation candidate/.exec(l) ??
+      /Version '[^']*' for '([^']+)' was not found/.exec(l);
+    if (m && !out.includes(m[1]!)) out.push(m[1]!);
+  }
+  return out;
+}
+
+/** Names whose pinned version apt cannot find (`E: Version 'v' for 'name' was not found`). */
+export function missingVersions(stderr: string): string[] {
+  return [...stderr.matchAll(/Version '[^']*' for '([^']+)' was not found/g)].map((m) => m[1]!);
+}
+
+export function tail(s: string, n = 15): string {
+  return s.trim().split('\n').slice(-n).join('\n');
+}
+
+const DPKG_FORMAT = quote('${Package}\t${Architecture}\t${Version}\t${Status}\n');
+
+/**
+ * One round trip: the native architecture, every package dpkg knows, then the age in seconds of the apt lists
+ * (newest of the refresh stamp and the Release files; -1 when there are no lists).
+ */
+export function stateScript(): string {
+  return [
+    'dpkg --print-architecture || exit $?',
+    `dpkg-query -W -f=${DPKG_FORMAT} || exit $?`,
+    'echo "--- lists-age"',
+    `newest=$(stat -c %Y ${UPDATE_STAMP} /var/lib/apt/lists/*Release 2>/dev/null | sort -n | tail -n 1)`,
+    'if [ -n "$newest" ]; then echo $(( $(date +%s) - newest )); else echo -1; fi',
+  ].join('\n');
+}
+
+export function splitState(out: string): { dpkg: Record<string, DpkgEntry>; listsAgeS: number | null } {
+  const [head = '', age = ''] = out.split('--- lists-age\n');
+  const nl = head.indexOf('\n');
+  const n = Number(age.trim());
+  return { dpkg: parseDpkg(head.slice(nl + 1), head.slice(0, nl).trim()), listsAgeS: Number.isFinite(n) && n >= 0 ? n : null };
+}
+
+/** `apt-get install` arguments: `name[=version]` installs, `name-` removes, in one transaction. */
+export function transactionArgs(install: PkgSpec[], remove: string[]): string {
+  return [...install.map((s) => quote(formatSpec(s))), ...remove.map((n) => quote(`${n}-`))].join(' ');
+}
+
+/**
+ * The dry run of a transaction, then (only when it would remove or change installed packages)
+ * the packages apt marked as automatically installed, so rollback can mark them again.
+ * With `privateLists` the simulation uses freshly downloaded lists in a temporary folder,
+ * leaving the host's own lists and caches untouched.
+ */
+export function simulateScript(args: string, privateLists = false): string {
+  const lines: string[] = [];
+  let opts = '';
+  if (privateLists) {
+    lines.push(
+      'd=$(mktemp -d /tmp/hostsmith-apt.XXXXXXXX) || exit 1',
+      `trap 'rm -rf "$d"' EXIT`,
+      'mkdir -p "$d/lists/partial"',
+    );
+    opts =
+      ' -o Dir::State::Lists="$d/lists" -o Dir::Cache::pkgcache= -o Dir::Cache::srcpkgcache=' +
+      ' -o APT::Sandbox::User=root -o Acquire::Languages=none -o Acquire::GzipIndexes=true';
+    lines.push(`apt-get -q${opts} update >"$d/out" 2>&1 || { cat "$d/out" >&2; exit 100; }`);
+  }
+  lines.push(
+    `out=$(apt-get -s -q${opts} install ${args}) || exit $?`,
+    'printf "%s\\n" "$out"',
+    `if printf "%s\\n" "$out" | grep -q -e '^Remv ' -e '^Inst [^ ]* \\['; then echo "--- auto"; apt-mark showauto; fi`,
+  );
+  return lines.join('\n');
+}
+
+export function splitSim(out: string): { sim: SimResult; auto: string[] } {
+  const [sim = '', auto = ''] = out.split('--- auto\n');
+  return { sim: parseSim(sim), auto: auto.split('\n').map((l) => l.trim()).filter(Boolean) };
+}
+
+/**
+ * Refreshes the apt lists, waiting for another refresh to finish (apt-get update does not honour
+ * DPkg::Lock::Timeout for the lists lock), then stamps the time of the refresh.
+ */
+export function updateScript(): string {
+  return [
+    'i=0',
+    `while :; do`,
+    `  if out=$(apt-get -q update 2>&1); then break; fi`,
+    `  if printf "%s" "$out" | grep -q "Could not get lock" && [ $i -lt ${LOCK_TIMEOUT_S} ]; then i=$((i+2)); sleep 2; continue; fi`,
+    `  printf "%s\\n" "$out" >&2; exit 100`,
+    'done',
+    `printf "%s\\n" "$out" | grep -q '^[WE]: ' && printf "%s\\n" "$out" | grep '^[WE]: ' >&2`,
+    `mkdir -p ${quote(UPDATE_STAMP.replace(/\/[^/]+$/, ''))} && touch ${UPDATE_STAMP}`,
+  ].join('\n');
+}
+
+/** Runs a plain dpkg command, waiting (like apt's DPkg::Lock::Timeout) while another run holds the lock. */
+export function dpkgWaitScript(cmd: string): string {
+  return [
+    'i=0',
+    `while ! out=$(${cmd} 2>&1); do`,
+    `  if printf "%s" "$out" | grep -q "lock" && [ $i -lt ${LOCK_TIMEOUT_S} ]; then i=$((i+2)); sleep 2; continue; fi`,
+    '  printf "%s\\n" "$out" >&2; exit 1',
+    'done',
+  ].join('\n');
+}

@@ -1,0 +1,211 @@
+import { z } from 'zod';
+import { StepError } from '../errors.js';
+import { quote } from '../transport/shell.js';
+import type { Plan, StepContext, StepType } from './step.js';
+
+export const serviceSchema = z
+  .object({
+    name: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9@_.:+-]*$/, 'not a valid service name (letters, digits, @ _ . : + -)'),
+    state: z.enum(['started', 'stopped', 'restarted', 'reloaded']).optional(),
+    enabled: z.boolean().optional(),
+  })
+  .strict()
+  .superRefine((p, ctx) => {
+    if (p.state === undefined && p.enabled === undefined) {
+      ctx.addIssue({ code: z.ZodIssueCode.custom, message: 'nothing to do: give state and/or enabled', path: ['state'] });
+    }
+  });
+
+export type ServiceParams = z.output<typeof serviceSchema>;
+export type Init = 'systemd' | 'sysvinit';
+
+export interface ServiceState {
+  init: Init;
+  exists: boolean;
+  running: boolean;
+  /**
+   * sysvinit: `enabled` (an S link in a runlevel 2–5), `disabled` (only K links there), `none` (no rc links).
+   * systemd: what `systemctl is-enabled` says (enabled, disabled, static, masked, …).
+   */
+  enabled: string;
+}
+
+/** The previous state of what the step changes: rollback converges back to it. */
+export interface ServiceUndo {
+  name: string;
+  init: Init;
+  running?: boolean;
+  enabled?: string;
+}
+
+type RunAction = 'start' | 'stop' | 'restart' | 'reload';
+
+const SYSTEMD_ENABLED = ['enabled', 'enabled-runtime', 'static', 'indirect', 'generated', 'alias'];
+
+export function isEnabled(s: Pick<ServiceState, 'init' | 'enabled'>): boolean {
+  return s.init === 'systemd' ? SYSTEMD_ENABLED.includes(s.enabled) : s.enabled === 'enabled';
+}
+
+/** What must be done to reach `p` from `s`; shared by plan and apply (which re-checks first). */
+export function actions(p: ServiceParams, s: ServiceState): { run?: RunAction; enable?: boolean } {
+  const out: { run?: RunAction; enable?: boolean } = {};
+  if (p.state === 'started' && !s.running) out.run = 'start';
+  if (p.state === 'stopped' && s.running) out.run = 'stop';
+  if (p.state === 'restarted') out.run = s.running ? 'restart' : 'start';
+  // A reload of a stopped service starts it, as Ansible does: afterwards it runs the new config.
+  if (p.state === 'reloaded') out.run = s.running ? 'reload' : 'start';
+  if (p.enabled !== undefined && p.enabled !== isEnabled(s)) out.enable = p.enabled;
+  if (s.exists && s.init === 'systemd' && out.enable !== undefined) {
+    if (s.enabled === 'masked') throw new StepError(`${p.name} is masked: unmask it first (systemctl unmask ${p.name})`);
+    if (!out.enable && s.enabled === 'static') throw new StepError(`${p.name} is a static unit: it cannot be disabled`);
+  }
+  return out;
+}
+
+const STATE_WORDS: Record<NonNullable<ServiceParams['state']>, RunAction> = { started: 'start', stopped: 'stop', restarted: 'restart', reloaded: 'reload' };
+
+export function planService(p: ServiceParams, s: ServiceState): Plan<ServiceUndo> {
+  const a = actions(p, s);
+  const n = p.name;
+  if (!s.exists) {
+    const what = [p.state ? `${STATE_WORDS[p.state]} ${n}` : '', p.enabled !== undefined ? `${p.enabled ? 'enable' : 'disable'} ${n}` : '']
+      .filter(Boolean)
+      .join(', ');
+    return {
+      changed: true,
+      summary: `${what} — ${n} is not installed yet: apply fails unless an earlier step installs it`,
+      undo: { name: n, init: s.init, running: false, ...(p.enabled !== undefined ? { enabled: s.enabled } : {}) },
+    };
+  }
+  if (a.run === undefined && a.enable === undefined) {
+    const now = [s.running ? 'running' : 'stopped', p.enabled !== undefined ? (isEnabled(s) ? 'enabled' : 'disabled') : '']
+      .filter(Boolean)
+      .join(' and ');
+    return { changed: false, summary: `${n} is ${now}`, undo: null };
+  }
+  const parts: string[] = [];
+  if (a.run) {
+    const why = a.run === 'start' && p.state === 'restarted' ? ' (restart: it was stopped)' : a.run === 'start' && p.state === 'reloaded' ? ' (reload: it was stopped)' : '';
+    parts.push(`${a.run} ${n}${why}`);
+  }
+  if (a.enable !== undefined) parts.push(`${a.enable ? 'enable' : 'disable'} ${n} at boot (${s.enabled} → ${a.enable ? 'enabled' : 'disabled'})`);
+  return {
+    changed: true,
+    summary: parts.join('; '),
+    undo: { name: n, init: s.init, ...(a.run ? { running: s.running } : {}), ...(a.enable !== undefined ? { enabled: s.enabled } : {}) },
+  };
+}
+
+const PATH = 'PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin; export PATH';
+
+export function checkScript(name: string, init: Init): string {
+  const n = quote(name);
+  if (init === 'systemd') {
+    return [
+      PATH,
+      `load=$(systemctl show -p LoadState --value -- ${n} 2>/dev/null)`,
+      'if [ -z "$load" ] || [ "$load" = not-found ]; then echo exists=0; exit 0; fi',
+      'echo exists=1',
+      `echo "active=$(systemctl is-active -- ${n} 2>/dev/null)"`,
+      `echo "enabled=$(systemctl is-enabled -- ${n} 2>/dev/null)"`,
+    ].join('\n');
+  }
+  return [
+    PATH,
+    `if [ ! -x /etc/init.d/${n} ]; then echo exists=0; exit 0; fi`,
+    'echo exists=1',
+    `service ${n} status >/dev/null 2>&1 </dev/null; echo "status=$?"`,
+    `for f in /etc/rc[0-6S].d/[SK][0-9][0-9]${n}; do if [ -e "$f" ] || [ -L "$f" ]; then echo "link=$f"; fi; done`,
+  ].join('\n');
+}
+
+export function parseCheck(out: string, init: Init): ServiceState {
+  const kv: Record<string, string> = {};
+  const links: string[] = [];
+  for (const line of out.split('\n')) {
+    const i = line.indexOf('=');
+    if (i <= 0) continue;
+    const k = line.slice(0, i);
+    const v = line.slice(i + 1).trim();
+    if (k === 'link') links.push(v);
+    else kv[k] = v;
+  }
+  const exists = kv.exists === '1';
+  if (init === 'systemd') {
+    const active = kv.active ?? '';
+    return { init, exists, running: exists && ['active', 'reloading', 'activating'].includes(active), enabled: exists ? kv.enabled || 'disabled' : 'not-found' };
+  }
+  const enabled = links.some((l) => /^\/etc\/rc[2-5]\.d\/S/.test(l)) ? 'enabled' : links.length ? 'disabled' : 'none';
+  return { init, exists, running: exists && kv.status === '0', enabled };
+}
+
+async function checkService(ctx: StepContext, name: string, init: Init): Promise<ServiceState> {
+  const r = await ctx.exec(checkScript(name, init));
+  if (r.code !== 0) throw new StepError(`cannot read the state of service ${name} on ${ctx.host}: ${r.stderr.trim() || `exit ${r.code}`}`, { code: r.code, stderr: r.stderr });
+  return parseCheck(r.stdout, init);
+}
+
+const initOf = (ctx: StepContext): Init => (ctx.facts.init === 'systemd' ? 'systemd' : 'sysvinit');
+
+/** Runs a control command; its output goes to a file, so a daemon it starts cannot hold the SSH channel open. */
+async function control(ctx: StepContext, cmd: string, what: string): Promise<void> {
+  const r = await ctx.exec(
+    [PATH, 'out=$(mktemp)', `${cmd} >"$out" 2>&1 </dev/null`, 'rc=$?', 'cat "$out"; rm -f "$out"', 'exit $rc'].join('\n'),
+  );
+  if (r.code !== 0) {
+    const said = r.stdout.trim().split('\n').slice(-10).join('\n') || r.stderr.trim();
+    throw new StepError(`${what} on ${ctx.host} failed (exit ${r.code})${said ? `: ${said}` : ''}`, { code: r.code, stderr: r.stderr || r.stdout });
+  }
+}
+
+function runCommand(name: string, init: Init, a: RunAction): string {
+  return init === 'systemd' ? `systemctl ${a} -- ${quote(name)}` : `service ${quote(name)} ${a}`;
+}
+
+function enableCommand(name: string, init: Init, target: string): string {
+  const n = quote(name);
+  if (init === 'systemd') return `systemctl ${SYSTEMD_ENABLED.includes(target) ? 'enable' : 'disable'} -- ${n}`;
+  if (target === 'enabled') return `update-rc.d ${n} defaults && update-rc.d ${n} enable`;
+  if (target === 'disabled') return `update-rc.d ${n} defaults && update-rc.d ${n} disable`;
+  return `update-rc.d -f ${n} remove`;
+}
+
+async function setRunning(ctx: StepContext, name: string, init: Init, a: RunAction): Promise<void> {
+  await control(ctx, runCommand(name, init, a), `${a} ${name}`);
+  const after = await checkService(ctx, name, init);
+  const want = a !== 'stop';
+  if (after.running !== want) {
+    throw new StepError(`${a} ${name} on ${ctx.host} reported success, but the service is ${after.running ? 'still running' : 'not running'}`);
+  }
+}
+
+function missing(ctx: StepContext, name: string, init: Init): StepError {
+  return new StepError(`service ${name} does not exist on ${ctx.host} (${init === 'systemd' ? 'no systemd unit of that name' : `no /etc/init.d/${name}`})`);
+}
+
+export const serviceStep: StepType<ServiceParams, ServiceState, ServiceUndo> = {
+  type: 'service',
+  schema: serviceSchema,
+  check: (ctx, p) => checkService(ctx, p.name, initOf(ctx)),
+  plan: (p, s) => planService(p, s),
+  async apply(ctx, p) {
+    const init = initOf(ctx);
+    const s = await checkService(ctx, p.name, init);
+    if (!s.exists) throw missing(ctx, p.name, init);
+    const a = actions(p, s);
+    if (a.enable !== undefined) await control(ctx, enableCommand(p.name, init, a.enable ? 'enabled' : 'disabled'), `${a.enable ? 'enable' : 'disable'} ${p.name}`);
+    if (a.run) await setRunning(ctx, p.name, init, a.run);
+    return {};
+  },
+  async rollback(ctx, _p, undo) {
+    const s = await checkService(ctx, undo.name, undo.init);
+    if (!s.exists) {
+      if (undo.running || (undo.enabled !== undefined && isEnabled({ init: undo.init, enabled: undo.enabled }))) throw missing(ctx, undo.name, undo.init);
+      return;
+    }
+    if (undo.enabled !== undefined && undo.enabled !== s.enabled) {
+      await control(ctx, enableCommand(undo.name, undo.init, undo.enabled), `restore ${undo.name} to ${undo.enabled} at boot`);
+    }
+    if (undo.running !== undefined && undo.running !== s.running) await setRunning(ctx, undo.name, undo.init, undo.running ? 'start' : 'stop');
+  },
+};

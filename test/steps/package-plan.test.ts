@@ -1,0 +1,192 @@
+import { describe, expect, it } from 'vitest';
+import { packageSchema, planPackage, type PackageState } from '../../src/steps/package.js';
+import { dpkgErrors, parseSim, simulateScript, splitSim, splitState, transactionArgs, unknownPackages, missingVersions } from '../../src/steps/apt.js';
+
+const params = (o: Record<string, unknown>) => packageSchema.parse(o);
+const ok = (version: string) => ({ version, status: 'install ok installed' });
+const rc = (version: string) => ({ version, status: 'deinstall ok config-files' });
+
+/** apt-get -s output for `install hello jq` on a host that has none of them. */
+const SIM_JQ = `Reading package lists...
+Building dependency tree...
+The following additional packages will be installed:
+  libjq1 libonig5
+The following NEW packages will be installed:
+  hello jq libjq1 libonig5
+0 upgraded, 4 newly installed, 0 to remove and 0 not upgraded.
+Inst hello (2.10-3 Debian:12.15/oldstable [amd64])
+Inst libonig5 (6.9.8-1 Debian:12.15/oldstable [amd64])
+Inst libjq1 (1.6-2.1+deb12u2 Debian:12.15/oldstable [amd64])
+Inst jq (1.6-2.1+deb12u2 Debian:12.15/oldstable [amd64])
+Conf hello (2.10-3 Debian:12.15/oldstable [amd64])
+Conf libonig5 (6.9.8-1 Debian:12.15/oldstable [amd64])
+Conf libjq1 (1.6-2.1+deb12u2 Debian:12.15/oldstable [amd64])
+Conf jq (1.6-2.1+deb12u2 Debian:12.15/oldstable [amd64])
+`;
+
+describe('package schema', () => {
+  it('accepts names, name=version and a single name', () => {
+    expect(params({ install: ['hello', 'libnginx-mod-http-echo=1:0.63-4', 'g++', 'libstdc++6'] }).install).toHaveLength(4);
+    expect(params({ install: 'hello' }).install).toEqual(['hello']);
+    expect(params({ update_cache: true })).toMatchObject({ install: [], remove: [], update_cache: true, cache_valid_time: 3_600_000 });
+    expect(params({ update_cache: true, cache_valid_time: '1d' }).cache_valid_time).toBe(86_400_000);
+  });
+  const bad: Array<[string, Record<string, unknown>, RegExp, Array<string | number>]> = [
+    ['upper case', { install: ['hello', 'Nginx'] }, /"Nginx": not a valid Debian package name/, ['install', 1]],
+    ['a shell injection', { install: ['hello; rm -rf /'] }, /not a valid Debian package name/, ['install', 0]],
+    ['an option', { remove: ['-y'] }, /not a valid Debian package name/, ['remove', 0]],
+    ['one letter', { install: ['a'] }, /not a valid Debian package name/, ['install', 0]],
+    ['a bad version', { install: ['hello=latest'] }, /"latest" is not a valid Debian version/, ['install', 0]],
+    ['a version on remove', { remove: ['hello=2.10-3'] }, /not a valid Debian package name/, ['remove', 0]],
+    ['nothing to do', {}, /nothing to do/, ['install']],
+    ['install and remove the same', { install: ['hello'], remove: ['hello'] }, /both installed and removed/, ['remove', 0]],
+    ['an unknown key', { name: 'hello' }, /Unrecognized key/, []],
+    ['a bad cache_valid_time', { update_cache: true, cache_valid_time: 'soon' }, /invalid duration "soon"/, ['cache_valid_time']],
+  ];
+  it.each(bad)('rejects %s', (_n, input, message, path) => {
+    const r = packageSchema.safeParse(input);
+    expect(r.success).toBe(false);
+    const issue = r.error!.issues.find((i) => message.test(i.message));
+    expect(issue, JSON.stringify(r.error!.issues)).toBeDefined();
+    expect(issue!.path).toEqual(path);
+  });
+});
+
+describe('planPackage: (params, state) → plan', () => {
+  const base: PackageState = { dpkg: { bash: ok('5.2.15-2+b7') }, listsAgeS: 600 };
+
+  it('is unchanged when every package is as wanted, without simulating', () => {
+    const s: PackageState = { ...base, dpkg: { ...base.dpkg, hello: ok('2.10-3'), sl: rc('5.02-1+b1') } };
+    const p = planPackage(params({ install: ['hello'], remove: ['sl', 'nosuch'] }), s);
+    expect(p).toEqual({ changed: false, summary: 'hello installed; sl, nosuch absent', undo: null });
+  });
+
+  it('installs named packages and the dependencies apt pulls in; undo purges exactly those', () => {
+    const p = planPackage(params({ install: ['hello', 'jq'] }), { ...base, sim: parseSim(SIM_JQ) });
+    expect(p.changed).toBe(true);
+    expect(p.summary).toBe('install hello, jq + dependencies libjq1, libonig5');
+    expect(p.undo).toEqual({ purge: ['hello', 'jq', 'libjq1', 'libonig5'], remove: [], reinstall: [] });
+    expect(p.diff).toContain('+libonig5 6.9.8-1');
+    expect(p.diff).toContain('+jq 1.6-2.1+deb12u2');
+  });
+
+  it('a package that only had config files left is removed, not purged, on rollback', () => {
+    const s: PackageState = { ...base, dpkg: { ...base.dpkg, libonig5: rc('6.9.8-1') }, sim: parseSim(SIM_JQ) };
+    expect(planPackage(params({ install: ['hello', 'jq'] }), s).undo).toEqual({ purge: ['hello', 'jq', 'libjq1'], remove: ['libonig5'], reinstall: [] });
+  });
+
+  it('removes a package with its reverse dependencies; undo reinstalls the same versions and auto marks', () => {
+    const sim = parseSim('Remv jq [1.6-2.1+deb12u2]\nRemv libjq1 [1.6-2.1+deb12u2]\nRemv libonig5 [6.9.8-1]\n');
+    const dpkg = { ...base.dpkg, jq: ok('1.6-2.1+deb12u2'), libjq1: ok('1.6-2.1+deb12u2'), libonig5: ok('6.9.8-1') };
+    const p = planPackage(params({ remove: ['libonig5'] }), { ...base, dpkg, sim, auto: ['libjq1', 'libonig5'] });
+    expect(p.summary).toBe('remove libonig5 + dependents jq, libjq1');
+    expect(p.undo).toEqual({
+      purge: [],
+      remove: [],
+      reinstall: [
+        { name: 'jq', version: '1.6-2.1+deb12u2', auto: false },
+        { name: 'libjq1', version: '1.6-2.1+deb12u2', auto: true },
+        { name: 'libonig5', version: '6.9.8-1', auto: true },
+      ],
+    });
+    expect(p.diff).toContain('-jq 1.6-2.1+deb12u2');
+  });
+
+  it('a pinned version that differs from the installed one is a change; undo goes back to the old version', () => {
+    const dpkg = { ...base.dpkg, hello: ok('2.10-2') };
+    const p = planPackage(params({ install: ['hello=2.10-3'] }), { ...base, dpkg, sim: parseSim('Inst hello [2.10-2] (2.10-3 Debian:12 [amd64])\n'), auto: [] });
+    expect(p.summary).toBe('change hello 2.10-2 → 2.10-3');
+    expect(p.undo).toEqual({ purge: [], remove: [], reinstall: [{ name: 'hello', version: '2.10-2', auto: false }] });
+    expect(planPackage(params({ install: ['hello=2.10-2'] }), { ...base, dpkg }).changed).toBe(false);
+  });
+
+  it('a virtual package apt finds satisfied is unchanged', () => {
+    const p = planPackage(params({ install: ['mail-transport-agent'] }), { ...base, sim: parseSim('Reading package lists...\n') });
+    expect(p).toMatchObject({ changed: false, summary: 'mail-transport-agent installed (already satisfied)' });
+  });
+
+  describe('update_cache', () => {
+    it('alone: refreshes only when the lists are older than cache_valid_time', () => {
+      expect(planPackage(params({ update_cache: true }), { ...base, listsAgeS: 7200 })).toEqual({
+        changed: true,
+        summary: 'refresh apt lists (refreshed 2 h ago)',
+        undo: { purge: [], remove: [], reinstall: [] },
+      });
+      expect(planPackage(params({ update_cache: true }), { ...base, listsAgeS: 600 })).toMatchObject({ changed: false, summary: 'apt lists are fresh (refreshed 10 min ago)' });
+      expect(planPackage(params({ update_cache: true, cache_valid_time: 60 }), { ...base, listsAgeS: 600 }).changed).toBe(true);
+      expect(planPackage(params({ update_cache: true }), { ...base, listsAgeS: null }).summary).toBe('refresh apt lists (never refreshed)');
+    });
+    it('with packages already installed: nothing changes, however old the lists', () => {
+      const s: PackageState = { ...base, dpkg: { hello: ok('2.10-3') }, listsAgeS: 999_999 };
+      expect(planPackage(params({ install: ['hello'], update_cache: true }), s).changed).toBe(false);
+    });
+    it('with packages to install: refreshes first when stale or when fresh lists were needed to plan', () => {
+      const sim = parseSim(SIM_JQ);
+      expect(planPackage(params({ install: ['hello', 'jq'], update_cache: true }), { ...base, listsAgeS: 90_000, sim }).summary).toMatch(/^refresh apt lists \(refreshed 25 h ago\), then install hello, jq/);
+      expect(planPackage(params({ install: ['hello', 'jq'], update_cache: true }), { ...base, sim }).summary).toMatch(/^install hello/);
+      expect(planPackage(params({ install: ['hello', 'jq'], update_cache: true }), { ...base, sim, freshLists: true }).summary).toMatch(/^refresh apt lists/);
+    });
+  });
+});
+
+describe('apt output parsing', () => {
+  it('reads Inst, Remv and Purg lines, with and without old versions, ignoring Conf', () => {
+    const sim = parseSim(`Inst libfoo:i386 [1.0] (1.1 Debian:12 [i386]) []
+Inst hello (2.10-3 Debian:12.15/oldstable [amd64])
+Remv sl [5.02-1+b1]
+Purg jq [1.6-2.1+deb12u2]
+Conf hello (2.10-3 Debian:12.15/oldstable [amd64])
+`);
+    expect(sim).toEqual({
+      inst: [
+        { name: 'libfoo:i386', version: '1.1', from: '1.0' },
+        { name: 'hello', version: '2.10-3' },
+      ],
+      remv: [
+        { name: 'sl', version: '5.02-1+b1' },
+        { name: 'jq', version: '1.6-2.1+deb12u2' },
+      ],
+    });
+  });
+  it('splits the dry run from the auto-installed list', () => {
+    expect(splitSim('Remv jq [1.6]\n--- auto\nlibjq1\nlibonig5\n')).toEqual({ sim: { inst: [], remv: [{ name: 'jq', version: '1.6' }] }, auto: ['libjq1', 'libonig5'] });
+    expect(splitSim(SIM_JQ).auto).toEqual([]);
+  });
+  it('reads dpkg-query output and the age of the lists', () => {
+    const s = splitState('amd64\nhello\tamd64\t2.10-3\tinstall ok installed\nsl\tamd64\t5.02-1+b1\tdeinstall ok config-files\n--- lists-age\n42\n');
+    expect(s).toEqual({ dpkg: { hello: ok('2.10-3'), 'hello:amd64': ok('2.10-3'), sl: rc('5.02-1+b1'), 'sl:amd64': rc('5.02-1+b1') }, listsAgeS: 42 });
+    expect(splitState('amd64\n--- lists-age\n-1\n').listsAgeS).toBeNull();
+  });
+  it('finds packages of a foreign architecture by name:arch, as apt names them, and native ones by bare name', () => {
+    const { dpkg } = splitState('amd64\nlibc6\ti386\t2.36-9\tinstall ok installed\nlibc6\tamd64\t2.36-8\tinstall ok installed\ntzdata\tall\t2024a\tinstall ok installed\n--- lists-age\n1\n');
+    expect(dpkg['libc6']).toEqual(ok('2.36-8'));
+    expect(dpkg['libc6:i386']).toEqual(ok('2.36-9'));
+    expect(dpkg['tzdata']).toEqual(ok('2024a'));
+  });
+  it('finds the names apt does not know', () => {
+    const err = `E: Unable to locate package nosuch\nE: Package 'ghost' has no installation candidate\nE: Version '9.9' for 'hello' was not found\n`;
+    expect(unknownPackages(err)).toEqual(['nosuch', 'ghost', 'hello']);
+    expect(missingVersions(err)).toEqual(['hello']);
+    expect(unknownPackages('E: Unable to correct problems, you have held broken packages.')).toEqual([]);
+  });
+  it('builds one quoted transaction: installs, then removals with a trailing -', () => {
+    expect(transactionArgs([{ name: 'hello' }, { name: 'jq', version: '1:1.6' }], ['sl'])).toBe('hello jq=1:1.6 sl-');
+    expect(simulateScript('hello')).toContain('apt-get -s -q install hello');
+    expect(simulateScript('hello', true)).toMatch(/Dir::State::Lists="\$d\/lists".*update/);
+  });
+});
+
+describe('apt failure messages', () => {
+  it('keeps dpkg errors and their details from apt output', () => {
+    const out = `Unpacking jq (1.6-2.1+deb12u2) ...
+dpkg: error processing archive /var/cache/apt/archives/jq_1.6-2.1+deb12u2_amd64.deb (--unpack):
+ trying to overwrite '/usr/bin/jq', which is also in package blocker 1.0
+Errors were encountered while processing:
+ /var/cache/apt/archives/jq_1.6-2.1+deb12u2_amd64.deb
+`;
+    expect(dpkgErrors(out)).toEqual([
+      'dpkg: error processing archive /var/cache/apt/archives/jq_1.6-2.1+deb12u2_amd64.deb (--unpack):',
+      "trying to overwrite '/usr/bin/jq', which is also in package blocker 1.0",
+    ]);
+  });
+});

@@ -1,0 +1,75 @@
+import { describe, expect, it } from 'vitest';
+import { checkScript, parseCheck, planService, serviceSchema, type ServiceState } from '../../src/steps/service.js';
+
+const params = (o: Record<string, unknown>) => serviceSchema.parse({ name: 'cron', ...o });
+const sysv = (running: boolean, enabled: 'enabled' | 'disabled' | 'none' = 'enabled'): ServiceState => ({ init: 'sysvinit', exists: true, running, enabled });
+const sd = (running: boolean, enabled: string): ServiceState => ({ init: 'systemd', exists: true, running, enabled });
+
+describe('service schema', () => {
+  it('needs state or enabled, and a plain service name', () => {
+    expect(serviceSchema.safeParse({ name: 'cron' }).error?.issues[0]).toMatchObject({ path: ['state'], message: expect.stringMatching(/give state and\/or enabled/) });
+    expect(serviceSchema.safeParse({ name: 'cron; reboot', state: 'started' }).error?.issues[0]).toMatchObject({ path: ['name'], message: expect.stringMatching(/not a valid service name/) });
+    expect(serviceSchema.safeParse({ name: '../x', state: 'started' }).success).toBe(false);
+    expect(serviceSchema.safeParse({ name: 'cron', state: 'running' }).error?.issues[0]?.path).toEqual(['state']);
+    expect(serviceSchema.safeParse({ name: 'getty@tty1.service', enabled: true }).success).toBe(true);
+  });
+});
+
+describe('planService: (params, state) → plan', () => {
+  const cases: Array<[string, Record<string, unknown>, ServiceState, { changed: boolean; summary: string; undo: unknown }]> = [
+    ['starts a stopped service', { state: 'started' }, sysv(false), { changed: true, summary: 'start cron', undo: { name: 'cron', init: 'sysvinit', running: false } }],
+    ['leaves a running one alone', { state: 'started' }, sysv(true), { changed: false, summary: 'cron is running', undo: null }],
+    ['stops a running service', { state: 'stopped' }, sysv(true), { changed: true, summary: 'stop cron', undo: { name: 'cron', init: 'sysvinit', running: true } }],
+    ['leaves a stopped one alone', { state: 'stopped' }, sysv(false), { changed: false, summary: 'cron is stopped', undo: null }],
+    ['always restarts; undo keeps it running', { state: 'restarted' }, sysv(true), { changed: true, summary: 'restart cron', undo: { name: 'cron', init: 'sysvinit', running: true } }],
+    ['restart of a stopped service starts it; undo stops it', { state: 'restarted' }, sysv(false), { changed: true, summary: 'start cron (restart: it was stopped)', undo: { name: 'cron', init: 'sysvinit', running: false } }],
+    ['always reloads', { state: 'reloaded' }, sysv(true), { changed: true, summary: 'reload cron', undo: { name: 'cron', init: 'sysvinit', running: true } }],
+    ['reload of a stopped service starts it', { state: 'reloaded' }, sysv(false), { changed: true, summary: 'start cron (reload: it was stopped)', undo: { name: 'cron', init: 'sysvinit', running: false } }],
+    ['disables at boot', { enabled: false }, sysv(true), { changed: true, summary: 'disable cron at boot (enabled → disabled)', undo: { name: 'cron', init: 'sysvinit', enabled: 'enabled' } }],
+    ['enables a service with no rc links', { enabled: true }, sysv(false, 'none'), { changed: true, summary: 'enable cron at boot (none → enabled)', undo: { name: 'cron', init: 'sysvinit', enabled: 'none' } }],
+    ['no links counts as disabled', { enabled: false }, sysv(false, 'none'), { changed: false, summary: 'cron is stopped and disabled', undo: null }],
+    [
+      'both at once; undo records both',
+      { state: 'started', enabled: true },
+      sysv(false, 'disabled'),
+      { changed: true, summary: 'start cron; enable cron at boot (disabled → enabled)', undo: { name: 'cron', init: 'sysvinit', running: false, enabled: 'disabled' } },
+    ],
+    ['only the part that changes goes into undo', { state: 'started', enabled: true }, sysv(false, 'enabled'), { changed: true, summary: 'start cron', undo: { name: 'cron', init: 'sysvinit', running: false } }],
+    ['systemd: static counts as enabled', { enabled: true }, sd(true, 'static'), { changed: false, summary: 'cron is running and enabled', undo: null }],
+    ['systemd: disables an enabled unit', { state: 'stopped', enabled: false }, sd(true, 'enabled'), { changed: true, summary: 'stop cron; disable cron at boot (enabled → disabled)', undo: { name: 'cron', init: 'systemd', running: true, enabled: 'enabled' } }],
+    [
+      'a service not installed yet: planned, apply will fail unless an earlier step installs it',
+      { state: 'started', enabled: true },
+      { init: 'sysvinit', exists: false, running: false, enabled: 'none' },
+      { changed: true, summary: 'start cron, enable cron — cron is not installed yet: apply fails unless an earlier step installs it', undo: { name: 'cron', init: 'sysvinit', running: false, enabled: 'none' } },
+    ],
+  ];
+  it.each(cases)('%s', (_n, p, s, expected) => {
+    expect(planService(params(p), s)).toEqual(expected);
+  });
+
+  it('refuses what systemd cannot do', () => {
+    expect(() => planService(params({ enabled: true }), sd(false, 'masked'))).toThrow(/cron is masked: unmask it first/);
+    expect(() => planService(params({ enabled: false }), sd(false, 'static'))).toThrow(/static unit: it cannot be disabled/);
+  });
+});
+
+describe('service check output', () => {
+  it('sysvinit: status exit code and rc links', () => {
+    expect(parseCheck('exists=1\nstatus=0\nlink=/etc/rc2.d/S01cron\nlink=/etc/rc3.d/S01cron\n', 'sysvinit')).toEqual(sysv(true, 'enabled'));
+    expect(parseCheck('exists=1\nstatus=3\nlink=/etc/rc2.d/K01cron\nlink=/etc/rc0.d/K01cron\n', 'sysvinit')).toEqual(sysv(false, 'disabled'));
+    expect(parseCheck('exists=1\nstatus=3\n', 'sysvinit')).toEqual(sysv(false, 'none'));
+    // An S link outside runlevels 2–5 does not make it start at boot in multi-user mode.
+    expect(parseCheck('exists=1\nstatus=3\nlink=/etc/rcS.d/S01cron\n', 'sysvinit').enabled).toBe('disabled');
+    expect(parseCheck('exists=0\n', 'sysvinit')).toEqual({ init: 'sysvinit', exists: false, running: false, enabled: 'none' });
+  });
+  it('systemd: is-active and is-enabled', () => {
+    expect(parseCheck('exists=1\nactive=active\nenabled=enabled\n', 'systemd')).toEqual(sd(true, 'enabled'));
+    expect(parseCheck('exists=1\nactive=failed\nenabled=disabled\n', 'systemd')).toEqual(sd(false, 'disabled'));
+    expect(parseCheck('exists=0\n', 'systemd')).toMatchObject({ exists: false, enabled: 'not-found' });
+  });
+  it('puts the name into the scripts', () => {
+    expect(checkScript('cron', 'sysvinit')).toContain('[SK][0-9][0-9]cron;');
+    expect(checkScript('getty@tty1', 'systemd')).toContain('systemctl is-active -- getty@tty1 ');
+  });
+});
