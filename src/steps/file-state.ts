@@ -235,7 +235,8 @@ export async function applyPath(ctx: StepContext, w: Wanted, plan: Plan<FileUndo
 export async function rollbackPath(ctx: StepContext, undo: FileUndo): Promise<void> {
   const p = quote(undo.path);
   if (undo.kind === 'absent') {
-    const parents = [...undo.created].reverse().map((d) => `rmdir -- ${quote(d)}`);
+    // What is already gone (a later rollback, e.g. a package purge, took it) needs no undoing.
+    const parents = [...undo.created].reverse().map((d) => `if [ -d ${quote(d)} ]; then rmdir -- ${quote(d)}; fi`);
     // A directory we created is removed only if empty: anything else in it is not ours to delete.
     const remove = `if [ -d ${p} ] && [ ! -L ${p} ]; then rmdir -- ${p}; else rm -f -- ${p}; fi`;
     return run(ctx, [remove, ...parents].join(' && '), `removing ${undo.path}`);

@@ -66,4 +66,11 @@ describe('runRecipe with the local transport', () => {
     expect(report.hosts.down).toMatchObject({ status: 'unreachable', error: 'down: connection refused at 10.9.9.9:22' });
     expect(report.hosts.here).toMatchObject({ status: 'ok', changed: 1 });
   });
+
+  it('rolling back a created file whose folder a later step already removed succeeds', async () => {
+    const { dir, target } = setup(`  - name: Deep\n    file: { path: $D/x/y/f, content: "f" }\n  - name: Wipe\n    command: { run: "rm -rf $D/x", rollback: "true" }\n  - name: Fail\n    command: { run: "exit 1" }\n`);
+    const r = await run(dir, target, 'apply');
+    expect(r.report).toMatchObject({ status: 'rolled-back', exitCode: 1 });
+    expect(r.events.filter((e) => e.event === 'rollback-finished').map((e) => (e as { status: string }).status)).toEqual(['rolled-back', 'rolled-back']);
+  });
 });
