@@ -1,5 +1,18 @@
 import { confirm, input, password } from '@inquirer/prompts';
+import { HostsmithError } from '../errors.js';
 import type { VarSpec } from '../recipe/types.js';
+
+/** Ctrl-C or Ctrl-D at a prompt: nothing has been changed yet, so say so and exit 130. */
+async function asked<T>(p: Promise<T>): Promise<T> {
+  try {
+    return await p;
+  } catch (e) {
+    if (e instanceof Error && (e.name === 'ExitPromptError' || e.name === 'AbortPromptError')) {
+      throw new HostsmithError('stopped at the prompt; nothing was changed', 130);
+    }
+    throw e;
+  }
+}
 
 /** Prompts write to stderr so that stdout stays clean (and JSON-only with --json). */
 const io = { output: process.stderr };
@@ -9,7 +22,7 @@ export function interactive(): boolean {
 }
 
 export async function askYesNo(message: string, dflt = false): Promise<boolean> {
-  return confirm({ message, default: dflt }, io);
+  return asked(confirm({ message, default: dflt }, io));
 }
 
 export async function askVars(specs: VarSpec[]): Promise<Record<string, string>> {
@@ -21,9 +34,11 @@ export async function askVars(specs: VarSpec[]): Promise<Record<string, string>>
       if (v.pattern && s && !new RegExp(v.pattern).test(s)) return `must match ${v.pattern}`;
       return true;
     };
-    answers[v.name] = v.secret
-      ? await password({ message, mask: '*', validate }, io)
-      : await input({ message, default: v.default === undefined || v.default === null ? undefined : String(v.default), validate }, io);
+    answers[v.name] = await asked(
+      v.secret
+        ? password({ message, mask: '*', validate }, io)
+        : input({ message, default: v.default === undefined || v.default === null ? undefined : String(v.default), validate }, io),
+    );
   }
   return answers;
 }

@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect, it } from 'vitest';
 import { describeHosts, useSandbox } from '../hosts/use-sandbox.js';
-import { sshRun } from '../hosts/ssh.js';
+import { sshOk, sshRun } from '../hosts/ssh.js';
 import { ROOT, sandboxArgs } from './cli.js';
 
 function onTerminal(args: string[], answers: Array<[RegExp, string]>): Promise<{ code: number; screen: string }> {
@@ -54,5 +54,16 @@ describeHosts('apply on a terminal', () => {
     expect(yes.code, yes.screen.slice(-3000)).toBe(0);
     expect(yes.screen).toMatch(/Done \(run \S+\)/);
     expect((await sshRun(sb, h, 'head -1 /etc/motd')).stdout).toBe('Ahoy to h1 (Debian GNU/Linux 12 (bookworm)).\n');
+  });
+
+  it('Ctrl-C at the confirmation stops with 130 and changes nothing', async () => {
+    const sb = sandbox();
+    const h = sb.hosts[0]!;
+    await sshOk(sb, h, 'rm -rf /opt/hostsmith-demo');
+    const state = mkdtempSync(join(tmpdir(), 'hostsmith-state-'));
+    const r = await onTerminal(['apply', 'recipes/motd.yml', '--hosts', h.name, '--var', 'greeting=Hi', ...sandboxArgs(sb, state)], [[/Apply these \d+ change\(s\)\?/, '\x03']]);
+    expect(r.code, r.screen.slice(-2000)).toBe(130);
+    expect(r.screen).toContain('stopped at the prompt; nothing was changed');
+    expect((await sshRun(sb, h, 'test -e /opt/hostsmith-demo')).code).toBe(1);
   });
 });
