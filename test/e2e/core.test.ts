@@ -2,8 +2,9 @@
  * The walking skeleton, proven over real SSH against throwaway Debian hosts. Host state is
  * always checked with the plain OpenSSH client, never with hostsmith's own transport.
  */
+import { spawn, spawnSync } from 'node:child_process';
 import { createServer } from 'node:net';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { beforeEach, expect, it } from 'vitest';
@@ -390,5 +391,28 @@ steps:
     const down = await hostsmith(['apply', join(dir, 'r.yml'), '--hosts', 'inner', '--identity', sb.keyPath, '--known-hosts', sb.knownHostsPath, '--state-dir', state, '--yes'], { env: { HOME: home } });
     expect(down.code).toBe(4);
     expect(down.stdout + down.stderr).toContain('connection refused at 127.0.0.1:1');
+  });
+
+  it('authenticates through ssh-agent when no key file is given, and says so when there is nothing to offer', async () => {
+    const sb = sandbox();
+    const h = sb.hosts[0]!;
+    const home = fixture({ '.keep': '' });
+    const sock = join(home, 'agent.sock');
+    const agent = spawn('ssh-agent', ['-D', '-a', sock], { stdio: 'ignore' });
+    try {
+      for (let i = 0; i < 50 && !existsSync(sock); i++) await new Promise((r) => setTimeout(r, 50));
+      const added = spawnSync('ssh-add', [sb.keyPath], { env: { ...process.env, SSH_AUTH_SOCK: sock }, encoding: 'utf8' });
+      expect(added.status, added.stderr).toBe(0);
+      const dir = fixture({ 'r.yml': `name: agent\nsteps:\n  - name: Mark\n    file: { path: /root/agent, content: "x" }\n` });
+      const base = ['apply', join(dir, 'r.yml'), '--hosts', `root@${h.address}:${h.port}`, '--known-hosts', sb.knownHostsPath, '--state-dir', state, '--yes'];
+      const viaAgent = await hostsmith(base, { env: { HOME: home, SSH_AUTH_SOCK: sock } });
+      expect(viaAgent.code, viaAgent.stdout + viaAgent.stderr).toBe(0);
+      expect(await sshOk(sb, h, 'cat /root/agent')).toBe('x');
+      const nothing = await hostsmith(base, { env: { HOME: home, SSH_AUTH_SOCK: '' } });
+      expect(nothing.code).toBe(4);
+      expect(nothing.stdout + nothing.stderr).toContain('no SSH credentials to offer');
+    } finally {
+      agent.kill();
+    }
   });
 });
