@@ -1,6 +1,7 @@
 /**
  * argv → command; errors → exit codes. The only place that calls process.exit.
  */
+import { readFileSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
 import { HostsmithError, errorMessage } from '../errors.js';
 import { registerHistory } from './commands/history.js';
@@ -9,6 +10,14 @@ import { registerShow } from './commands/show.js';
 import { registerValidate } from './commands/validate.js';
 import type { Ctx } from './shared.js';
 
+function version(): string {
+  try {
+    return (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+  } catch {
+    return 'unknown';
+  }
+}
+
 class Exit {
   constructor(readonly code: number) {}
 }
@@ -16,6 +25,7 @@ class Exit {
 export function buildProgram(ctx: Ctx): Command {
   const program = new Command('hostsmith')
     .description('set up servers over SSH from recipe files, and roll back what it did when a step fails')
+    .version(version(), '-V, --version')
     .option('--json', 'one JSON event per line on stdout, nothing else there')
     .option('--state-dir <dir>', 'where the journal lives (default $XDG_STATE_HOME/hostsmith or ~/.local/state/hostsmith)')
     .option('--no-color', 'no colors')
