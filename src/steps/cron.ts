@@ -4,8 +4,10 @@ import { z } from 'zod';
 import { StepError } from '../errors.js';
 import { cronProblem } from '../recipe/schema.js';
 import { unifiedDiff } from '../render/diff.js';
+import { posix } from 'node:path';
 import { quote } from '../transport/shell.js';
-import type { Plan, StepContext, StepType } from './step.js';
+import { backupPath } from './file-state.js';
+import { sha256, type Plan, type PlanEnv, type StepContext, type StepType } from './step.js';
 
 const oneLine = (what: string) =>
   z
@@ -45,10 +47,14 @@ export interface CronState {
   clock?: { now: number; tz: string };
 }
 
-/** The crontab exactly as it was, or null: the user had none (rollback removes it). */
+/**
+ * Where the crontab as it was is kept, or null: the user had none (rollback removes it). The
+ * text itself lives in a root-only backup on the host, not in the journal: a crontab may hold
+ * secrets, and a masked copy could not be reinstalled by a later undo.
+ */
 export interface CronUndo {
   user: string;
-  previous: string | null;
+  previous: { backup: string; sha256: string } | null;
 }
 
 export const marker = (name: string) => `# hostsmith: ${name}`;
@@ -109,14 +115,14 @@ export function describeSchedule(schedule: string, now?: number, tz?: string): s
   return `${words}; next ${next.join(', ')}${zone === 'UTC' || zone === 'Etc/UTC' ? ' UTC' : ` ${zone}`}`;
 }
 
-export function planCron(p: CronParams, s: CronState): Plan<CronUndo> {
+export function planCron(p: CronParams, s: CronState, env: PlanEnv): Plan<CronUndo> {
   const next = editCrontab(s.text, p);
   const whose = `${p.user}'s crontab`;
   if (next === s.text) {
     return { changed: false, summary: p.state === 'present' ? `"${p.name}" is in ${whose} as wanted` : `"${p.name}" is not in ${whose}`, undo: null };
   }
   const diff = unifiedDiff(`crontab(${p.user})`, s.text, next);
-  const undo = { user: p.user, previous: s.text };
+  const undo: CronUndo = { user: p.user, previous: s.text === null ? null : { backup: backupPath(env, `/crontabs/${p.user}`), sha256: sha256(s.text) } };
   if (p.state === 'absent') {
     return { changed: true, summary: `remove "${p.name}" from ${whose}${next === null ? ' (and the crontab, left empty)' : ''}`, diff, undo };
   }
@@ -169,6 +175,14 @@ export function parseCheck(user: string, r: { code: number; stdoutRaw: Buffer; s
   return withClock({ user, text });
 }
 
+/** Keeps the crontab as it was in a root-only file on the host, before it is replaced. */
+async function saveBackup(ctx: StepContext, path: string, text: string): Promise<void> {
+  const dir = posix.dirname(path);
+  const root = posix.dirname(ctx.backupDir);
+  const r = await ctx.exec(`umask 077 && mkdir -p ${quote(root)} && chmod 0700 ${quote(root)} && mkdir -p ${quote(dir)} && cat > ${quote(path)}`, { stdin: text });
+  if (r.code !== 0) throw new StepError(`backing up the crontab to ${path} failed: ${tail(r.stderr) || `exit ${r.code}`}`, { code: r.code, stderr: r.stderr });
+}
+
 async function readCrontab(ctx: StepContext, user: string): Promise<CronState> {
   return parseCheck(user, await ctx.exec(checkScript(user)));
 }
@@ -191,15 +205,23 @@ export const cronStep: StepType<CronParams, CronState, CronUndo> = {
   type: 'cron',
   schema: cronSchema,
   check: (ctx, p) => readCrontab(ctx, p.user),
-  plan: (p, s) => planCron(p, s),
+  plan: planCron,
   async apply(ctx, p, plan) {
     const now = await readCrontab(ctx, p.user);
     // Rollback reinstalls the crontab as it was read; refusing here keeps that promise.
-    if (plan.undo && now.text !== plan.undo.previous) {
+    const prev = plan.undo?.previous ?? null;
+    if (plan.undo && (now.text === null ? prev !== null : prev === null || sha256(now.text) !== prev.sha256)) {
       throw new StepError(`${p.user}'s crontab changed between check and apply; nothing was written, run again`);
     }
+    if (prev && now.text !== null) await saveBackup(ctx, prev.backup, now.text);
     await writeCrontab(ctx, p.user, editCrontab(now.text, p));
     return {};
   },
-  rollback: (ctx, _p, undo) => writeCrontab(ctx, undo.user, undo.previous),
+  async rollback(ctx, _p, undo) {
+    if (!undo.previous) return writeCrontab(ctx, undo.user, null);
+    const text = await ctx.readFile(undo.previous.backup);
+    if (text === null) throw new StepError(`the backup of ${undo.user}'s crontab (${undo.previous.backup}) is gone; reinstall it by hand`);
+    if (sha256(text) !== undo.previous.sha256) throw new StepError(`the backup of ${undo.user}'s crontab (${undo.previous.backup}) does not match what was saved; not installing it`);
+    return writeCrontab(ctx, undo.user, text.toString('utf8'));
+  },
 };

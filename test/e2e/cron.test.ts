@@ -9,7 +9,7 @@ import { beforeEach, expect, it } from 'vitest';
 import { describeHosts, useSandbox } from '../hosts/use-sandbox.js';
 import { sshOk, sshRun } from '../hosts/ssh.js';
 import type { Sandbox, SandboxHost } from '../hosts/hosts.js';
-import { fixture, hostsmith, sandboxArgs, stepEvents } from './cli.js';
+import { fixture, hostsmith, journalText, sandboxArgs, stepEvents } from './cli.js';
 
 /** Unmanaged lines a user wrote by hand: comments, env, a trailing space, a blank line, an escaped %. */
 const HAND = 'MAILTO=""\n# m h dom mon dow command \n*/10 * * * * date +\\%F >> /tmp/dates\n\n@weekly /usr/bin/weekly\n';
@@ -136,6 +136,10 @@ steps:
       ['Nightly upgrade', 'rolled-back'],
     ]);
     expect(await sshOk(sb, h, CRONTABS)).toBe(before);
+    // The previous crontab is kept on the host, root-only, and never copied into the journal.
+    const runId = r.events[0]!.runId;
+    expect(await sshOk(sb, h, `stat -c %a /var/lib/hostsmith/backups/${runId}/Nightly_upgrade/crontabs/root`)).toBe('600\n');
+    expect(journalText(state)).not.toContain('/usr/local/bin/old');
   });
 
   it("a login user manages its own crontab without sudo; root's needs sudo and says so", async () => {

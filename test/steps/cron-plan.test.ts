@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { cronSchema, cronStep, describeSchedule, editCrontab, parseCheck, type CronState } from '../../src/steps/cron.js';
 import { StepError } from '../../src/errors.js';
@@ -51,8 +52,12 @@ describe('cron plan: (params, crontab) → plan', () => {
     expect(plan.changed).toBe(exp.changed);
     if (typeof exp.summary === 'string') expect(plan.summary).toBe(exp.summary);
     else expect(plan.summary).toMatch(exp.summary);
-    // Rollback puts back exactly what was read (null: there was no crontab).
-    expect(plan.undo).toEqual(exp.changed ? { user: p.user, previous: text } : null);
+    // Rollback puts back exactly what was read, from an on-host backup (null: there was no crontab).
+    expect(plan.undo).toEqual(
+      exp.changed
+        ? { user: p.user, previous: text === null ? null : { backup: `/var/lib/hostsmith/backups/R/Nightly/crontabs/${p.user}`, sha256: createHash('sha256').update(text).digest('hex') } }
+        : null,
+    );
   });
 
   it('shows the crontab diff under crontab(<user>)', () => {
