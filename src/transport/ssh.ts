@@ -162,6 +162,8 @@ export class SshTransport extends ShellTransport {
         conn.removeListener('error', fail);
         // Later connection errors surface through the channels that fail; keep the process alive.
         conn.on('error', () => {});
+        // Each command is a few small packets each way; Nagle plus delayed ACKs would add ~40 ms to every one.
+        conn.setNoDelay(true);
         resolve(new SshTransport(conn, t, via));
       });
       conn.connect(config);

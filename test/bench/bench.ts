@@ -17,15 +17,15 @@ const STEPS = Number(process.env.BENCH_STEPS ?? 60);
 
 const TARGETS = {
   /** An unchanged re-apply of STEPS file/template steps on HOSTS hosts. */
-  idempotentApplyMs: 8_000,
-  firstApplyMs: 15_000,
-  planMs: 8_000,
+  idempotentApplyMs: 2_000,
+  firstApplyMs: 5_000,
+  planMs: 2_000,
   /** Round trips per unchanged step (the check). */
   execsPerUnchangedStep: 1.05,
   /** Round trips per changed file step: check, backup-or-not, write, post-check. */
   execsPerChangedStep: 4,
   connectionsPerHost: 1,
-  peakRssMb: 250,
+  peakRssMb: 200,
 };
 
 function recipe(dir: string): string {
