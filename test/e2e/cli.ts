@@ -76,6 +76,13 @@ export function journalText(stateDir: string): string {
   }
 }
 
+/** With --json, stdout must be JSON lines and nothing else: throws on any other line. */
+export function onlyJsonLines(r: CliResult): number {
+  const lines = r.stdout.split('\n').filter((l) => l !== '');
+  for (const l of lines) JSON.parse(l);
+  return lines.length;
+}
+
 export function stepEvents(r: CliResult, host?: string): Array<Record<string, any>> {
   return r.events.filter((e) => e.event === 'step-finished' && (!host || e.host === host));
 }

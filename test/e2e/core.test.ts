@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { beforeEach, expect, it } from 'vitest';
 import { describeHosts, useSandbox } from '../hosts/use-sandbox.js';
 import { sshOk, sshRun } from '../hosts/ssh.js';
-import { fixture, hostsmith, journalText, sandboxArgs, stepEvents } from './cli.js';
+import { fixture, hostsmith, journalText, onlyJsonLines, sandboxArgs, stepEvents } from './cli.js';
 
 /** Path, content hash, mode, owner and group of everything under the given paths. */
 const SNAPSHOT = (paths: string) =>
@@ -52,6 +52,7 @@ describeHosts('core: plan, apply, idempotence, rollback over SSH', () => {
     const before = await sshOk(sb, h, SNAPSHOT('/srv /etc /var/lib/hostsmith /root'));
     const r = await hostsmith(args('plan', join(dir, 'site.yml'), '--hosts', h.name, '--json'));
     expect(r.code, r.stderr).toBe(0);
+    expect(onlyJsonLines(r)).toBe(r.events.length);
     const steps = stepEvents(r);
     expect(steps.map((e) => [e.step, e.status])).toEqual([
       ['App dir', 'planned'],
@@ -110,6 +111,7 @@ steps:
     const before = await sshOk(sb, h, SNAPSHOT(watched));
     const r = await hostsmith(args('apply', join(dir, 'r.yml'), '--hosts', h.name, '--yes', '--json'));
     expect(r.code, r.stderr).toBe(1);
+    expect(onlyJsonLines(r)).toBe(r.events.length);
     expect(await sshOk(sb, h, SNAPSHOT(watched))).toBe(before);
     const failed = stepEvents(r).find((e) => e.status === 'failed')!;
     expect(failed).toMatchObject({ step: 'Breaks', type: 'command' });
