@@ -153,10 +153,10 @@ export function nextSteps(r: RunReport): string[] {
         out.push(`${h}: a step failed; all ${s.rolledBack} completed step(s) were rolled back, so the host is as before the run. Fix the cause above and run again.`);
         break;
       case 'failed':
-        out.push(`${h}: failed before changing anything. ${s.error ?? ''}`.trim());
+        out.push(r.mode === 'plan' ? `${h}: the plan found a problem: ${s.error ?? ''}` : `${h}: failed before changing anything. ${s.error ?? ''}`.trim());
         break;
       case 'rollback-incomplete':
-        out.push(`${h}: ROLLBACK INCOMPLETE — some changes are still on the host. See \`hostsmith show ${r.runId}\` for what is left, undo it by hand or run \`hostsmith recover\`.${journal}`);
+        out.push(`${h}: ROLLBACK INCOMPLETE — some changes are still on the host. See \`hostsmith show ${r.runId}\` for what is left and undo it by hand.${journal}`);
         break;
       case 'unreachable':
         out.push(`${h}: not reached — nothing was changed there.`);
@@ -168,7 +168,8 @@ export function nextSteps(r: RunReport): string[] {
   }
   if (r.mode === 'plan') {
     const n = Object.values(r.hosts).reduce((a, s) => a + s.changed, 0);
-    out.push(n ? `Plan: ${n} step(s) to change. Nothing was changed; run \`hostsmith apply\` to make it so.` : 'Plan: nothing to change.');
+    if (r.exitCode !== 0) out.push(`Plan: ${n} step(s) to change, but fix the problems above before applying. Nothing was changed.`);
+    else out.push(n ? `Plan: ${n} step(s) to change. Nothing was changed; run \`hostsmith apply\` to make it so.` : 'Plan: nothing to change.');
   } else if (r.status === 'ok') {
     out.push(`Done (run ${r.runId}).`);
   }

@@ -129,7 +129,7 @@ export async function runRecipe(o: RunRecipeOptions): Promise<RunReport> {
       o.interrupt?.aborted === true,
     );
     const report: RunReport = { runId, mode: o.mode, status, exitCode, hosts, journalFile: journal?.file, durationMs: Date.now() - started };
-    // A second Ctrl-C leaves the run open on purpose: `hostsmith recover` finishes it.
+    // A second Ctrl-C leaves the run open on purpose: the journal shows what was not rolled back.
     if (!o.abortRollback?.aborted) await journal?.write({ kind: 'run-finished', time: time(), status, exitCode });
     emit({
       event: 'run-finished',
@@ -140,7 +140,8 @@ export async function runRecipe(o: RunRecipeOptions): Promise<RunReport> {
       durationMs: report.durationMs,
       hosts: Object.fromEntries(names.map((n) => [n, { status: hosts[n]!.status, ...countsOf(hosts[n]!) }])),
     });
-    return report;
+    // Errors quote commands, and commands may hold secrets: the report is masked like the events.
+    return masker.value(report);
   } finally {
     await journal?.close();
   }
@@ -180,6 +181,7 @@ export async function runRecipe(o: RunRecipeOptions): Promise<RunReport> {
         abortRollback: o.abortRollback,
         defaultTimeoutMs: o.defaultTimeoutMs,
         defaultRetry: o.defaultRetry,
+        sensitive: (text) => masker.holds(text),
       });
       return { status: r.status, ...r.counts, ...(r.error ? { error: `${target.name}: ${r.error}` } : {}), facts, durationMs: took() };
     } catch (e) {

@@ -32,11 +32,13 @@ export interface HostRunOptions {
   journal?: Journal;
   /** First Ctrl-C: finish the step in flight, then roll back. */
   interrupt?: AbortSignal;
-  /** Second Ctrl-C: stop rolling back; `hostsmith recover` finishes it from the journal. */
+  /** Second Ctrl-C: stop rolling back; the run stays open in the journal with what is left. */
   abortRollback?: AbortSignal;
   defaultTimeoutMs?: number;
   defaultRetry?: RetrySpec;
   sleep?: (ms: number) => Promise<void>;
+  /** Does this text hold a secret value? Diffs of such content are not shown at all. */
+  sensitive?: (text: string) => boolean;
 }
 
 export interface HostResult {
@@ -62,6 +64,7 @@ interface Completed {
 }
 
 const KNOWN_AFTER_APPLY = '(known after apply)';
+const HIDDEN_DIFF = '(diff hidden: the content holds secret values)\n';
 const now = () => new Date().toISOString();
 const defaultSleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
@@ -113,8 +116,9 @@ export async function runHost(o: HostRunOptions): Promise<HostResult> {
     results[spec.name] = {
       status,
       changed: extra.changed ?? (status === 'changed' || status === 'planned'),
-      stdout: extra.stdout ?? '',
-      stderr: extra.stderr ?? '',
+      // As Ansible does: `echo x` gives "x", so it can be used inside a command line.
+      stdout: (extra.stdout ?? '').replace(/[\r\n]+$/, ''),
+      stderr: (extra.stderr ?? '').replace(/[\r\n]+$/, ''),
       summary: extra.summary,
     };
     o.emit({
@@ -164,6 +168,8 @@ export async function runHost(o: HostRunOptions): Promise<HostResult> {
       }
       const state = await type.check(ctx, params);
       plan = type.plan(params, state, { runId: o.runId, step: spec.name, backupDir: ctx.backupDir });
+      // Masking the new secret is not enough: the old content may hold the value it replaces.
+      if (plan.diff && o.sensitive?.(JSON.stringify(params))) plan = { ...plan, diff: HIDDEN_DIFF };
       const irreversible = plan.changed && plan.undo === null;
       if (!plan.changed) return finish(spec, spec.type, 'unchanged', started, { summary: plan.summary, handler });
       if (o.mode === 'plan') {
@@ -242,9 +248,11 @@ export async function runHost(o: HostRunOptions): Promise<HostResult> {
 
   const parallel = Math.max(1, o.recipe.defaults.parallel || 1);
   try {
-    await schedule(o.recipe.steps, parallel, (s) => runStep(s, false), () => fatal !== undefined || o.interrupt?.aborted === true);
+    // A plan goes on past a failing step, so one dry run shows every problem; apply stops.
+    const stop = () => (o.mode === 'apply' && fatal !== undefined) || o.interrupt?.aborted === true;
+    await schedule(o.recipe.steps, parallel, (s) => runStep(s, false), stop);
     for (const h of o.recipe.handlers) {
-      if (fatal || o.interrupt?.aborted) break;
+      if (stop()) break;
       if (notified.has(h.name)) await runStep(h, true);
     }
   } catch (e) {
@@ -254,7 +262,7 @@ export async function runHost(o: HostRunOptions): Promise<HostResult> {
     return {
       status: left.length && o.mode === 'apply' ? 'rollback-incomplete' : 'unreachable',
       counts,
-      error: `${e.message}${left.length && o.mode === 'apply' ? `; not rolled back: ${left.join(', ')} — run \`hostsmith recover\` once the host is reachable` : ''}`,
+      error: `${e.message}${left.length && o.mode === 'apply' ? `; not rolled back: ${left.join(', ')} — see \`hostsmith show ${o.runId}\` and undo them by hand once the host is reachable` : ''}`,
     };
   }
 

@@ -29,7 +29,9 @@ steps:
   - name: Read hostname
     command: { run: "cat /etc/hostname" }
   - name: Use result
-    file: { path: /root/sem-result, content: "host={{steps.[Read hostname].stdout}}changed={{steps.[Read hostname].changed}}\\n" }
+    file: { path: /root/sem-result, content: "host={{steps.[Read hostname].stdout}}\\nchanged={{steps.[Read hostname].changed}}\\n" }
+  - name: Result in a command line
+    command: { run: "echo got-{{steps.[Read hostname].stdout}}-end > /root/sem-cmd", rollback: "rm -f /root/sem-cmd" }
   - name: Only on debian
     when: "{{eq facts.os.id 'debian'}}"
     file: { path: /root/sem-debian, content: "yes\\n" }
@@ -49,12 +51,13 @@ steps:
     expect(stepEvents(r).map((e) => [e.step, e.status])).toEqual([
       ['Read hostname', 'changed'],
       ['Use result', 'changed'],
+      ['Result in a command line', 'changed'],
       ['Only on debian', 'changed'],
       ['Only on alpine', 'skipped'],
       ['Extra', 'skipped'],
       ['Unless present', 'skipped'],
     ]);
-    expect(await sshOk(sb, sb.hosts[0]!, 'cat /root/sem-result /root/sem-debian')).toBe('host=h1\nchanged=true\nyes\n');
+    expect(await sshOk(sb, sb.hosts[0]!, 'cat /root/sem-result /root/sem-debian /root/sem-cmd')).toBe('host=h1\nchanged=true\nyes\ngot-h1-end\n');
     expect((await sshRun(sb, sb.hosts[0]!, 'ls /root/sem-alpine /root/sem-extra /root/sem-unless')).stdout).toBe('');
     const r2 = await apply(join(dir, 'r.yml'), '--var', 'enable_extra=true');
     expect(stepEvents(r2).find((e) => e.step === 'Extra')!.status).toBe('changed');
@@ -216,5 +219,34 @@ steps:
     expect(r.code).toBe(2);
     expect(r.stderr).toMatch(/pass --yes/);
     expect((await sshRun(sandbox(), sandbox().hosts[0]!, 'test -e /root/noyes')).code).toBe(1);
+  });
+
+  it('a plan goes on past a failing step and reports every problem; apply stops at the first', async () => {
+    const sb = sandbox();
+    const dir = fixture({
+      'r.yml': `name: planprobs
+steps:
+  - name: Clash one
+    file: { path: /etc, content: "x" }
+  - name: Fine
+    file: { path: /root/pp-fine, content: "b" }
+  - name: Clash two
+    file: { path: /usr, content: "y" }
+`,
+    });
+    const plan = await hostsmith(['plan', join(dir, 'r.yml'), '--hosts', 'h1', '--json', ...sandboxArgs(sb, state)]);
+    expect(plan.code).toBe(1);
+    expect(stepEvents(plan).map((e) => [e.step, e.status])).toEqual([
+      ['Clash one', 'failed'],
+      ['Fine', 'planned'],
+      ['Clash two', 'failed'],
+    ]);
+    expect(stepEvents(plan)[0]!.error).toMatch(/\/etc is a directory, not a regular file/);
+    const human = await hostsmith(['plan', join(dir, 'r.yml'), '--hosts', 'h1', ...sandboxArgs(sb, state)]);
+    expect(human.stdout).toContain('fix the problems above before applying. Nothing was changed.');
+    const apply = await hostsmith(['apply', join(dir, 'r.yml'), '--hosts', 'h1', '--yes', '--json', ...sandboxArgs(sb, state)]);
+    expect(apply.code).toBe(1);
+    expect(stepEvents(apply).map((e) => e.step)).toEqual(['Clash one']);
+    expect((await sshRun(sb, sb.hosts[0]!, 'test -e /root/pp-fine')).code).toBe(1);
   });
 });

@@ -15,16 +15,16 @@ interface RunCli extends TargetCliOptions, GlobalOptions {
   out?: string;
 }
 
-/** First Ctrl-C: stop after the step in flight and roll back; second: leave it to `recover`. */
+/** First Ctrl-C: stop after the step in flight and roll back; second: stop rolling back. */
 function interrupts(out: Output): { interrupt: AbortController; abortRollback: AbortController; dispose(): void } {
   const interrupt = new AbortController();
   const abortRollback = new AbortController();
   const onSignal = (sig: string) => {
     if (!interrupt.signal.aborted) {
-      out.warn(`\n${sig}: stopping after the step in flight, then rolling back completed steps. Press Ctrl-C again to stop the rollback and leave it to \`hostsmith recover\`.`);
+      out.warn(`\n${sig}: stopping after the step in flight, then rolling back completed steps. Press Ctrl-C again to stop the rollback (what is left stays in the journal).`);
       interrupt.abort();
     } else if (!abortRollback.signal.aborted) {
-      out.warn(`\n${sig} again: stopping the rollback. Run \`hostsmith recover\` to finish it.`);
+      out.warn(`\n${sig} again: stopping the rollback. What was not rolled back is listed by \`hostsmith show <run-id>\`.`);
       abortRollback.abort();
     }
   };
@@ -93,7 +93,11 @@ async function runCommand(mode: 'plan' | 'apply', recipeFile: string, o: RunCli,
       const plan = await runRecipe({ ...common, mode: 'plan', keepOpen: mode === 'apply' });
       out.summary(plan, { confirming: mode === 'apply' });
       if (o.out) await savePlan(o.out, plan, events, prep.recipe.file, new Masker(prep.secrets));
-      if (mode === 'plan' || plan.exitCode !== 0) return plan.exitCode;
+      if (mode === 'plan') return plan.exitCode;
+      if (plan.exitCode !== 0) {
+        out.say('Not applied: the plan found the problems above. Nothing was changed.');
+        return plan.exitCode;
+      }
       const toChange = Object.values(plan.hosts).reduce((a, h) => a + h.changed, 0);
       if (!toChange) {
         out.say('Nothing to change; not applying.');
