@@ -213,7 +213,6 @@ class Loader {
       type: type ?? '',
       params: type ? item[type] : undefined,
       fatal: c?.fatal ?? true,
-      retry: BASE_RETRY,
       needs: [],
       notify: [],
       loc: { file: part.file, ...src.pos(path) },
@@ -385,7 +384,9 @@ class Loader {
     const finishOne = (d: Draft, previous: string | undefined, pool: Set<string>, what: 'step' | 'handler'): StepSpec => {
       const needs = d.needs ? resolveRefs(d.needs, pool, what, d.spec.name) : previous !== undefined ? [previous] : [];
       const notify = resolveRefs(d.notify, handlerNames, 'handler');
-      const retry = { ...BASE_RETRY, ...retrySpec(d.retryDefaults ?? root.defaults.retry), ...retrySpec(d.retry) };
+      const given = d.retryDefaults ?? root.defaults.retry;
+      if (given === undefined && d.retry === undefined) return { ...d.spec, needs, notify };
+      const retry = { ...BASE_RETRY, ...retrySpec(given), ...retrySpec(d.retry) };
       return { ...d.spec, needs, notify, retry };
     };
     const steps = root.steps.map((d, i) => finishOne(d, root.steps[i - 1]?.spec.name, stepNames, 'step'));

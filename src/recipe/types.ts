@@ -35,7 +35,8 @@ export interface StepSpec {
   when?: string;
   unless?: string;
   fatal: boolean;
-  retry: RetrySpec;
+  /** Only when the step or a recipe `defaults:` sets it; else the config file's (SPEC §7), else one attempt. */
+  retry?: RetrySpec;
   timeoutMs?: number;
   /** Resolved: explicit `needs`, else the step before it (none for the first). */
   needs: string[];

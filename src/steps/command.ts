@@ -29,13 +29,22 @@ export interface CommandUndo {
   user?: string;
 }
 
+function formatMs(ms: number): string {
+  if (ms % 3_600_000 === 0) return `${ms / 3_600_000}h`;
+  if (ms % 60_000 === 0) return `${ms / 60_000}m`;
+  return ms % 1000 === 0 ? `${ms / 1000}s` : `${ms}ms`;
+}
+
 function tail(s: string, n = 20): string {
   return s.trim().split('\n').slice(-n).join('\n');
 }
 
 async function runChecked(ctx: StepContext, cmd: string, o: Omit<CommandUndo, 'run'>, what: string) {
   const r = await ctx.exec(cmd, { cwd: o.cwd, env: o.env, user: o.user });
-  if (r.timedOut) throw new StepError(`${what} timed out`, { code: r.code, stderr: r.stderr });
+  if (r.timedOut) {
+    const limit = ctx.timeoutMs !== undefined ? ` after ${formatMs(ctx.timeoutMs)}` : '';
+    throw new StepError(`${what} timed out${limit} and was stopped; if it needs longer, raise the step's timeout:`, { code: r.code, stderr: r.stderr });
+  }
   if (r.code !== 0) {
     const err = tail(r.stderr) || tail(r.stdout);
     throw new StepError(`${what} exited ${r.code}${err ? `: ${err}` : ''}`, { code: r.code, stderr: r.stderr });

@@ -249,4 +249,29 @@ steps:
     expect(stepEvents(apply).map((e) => e.step)).toEqual(['Clash one']);
     expect((await sshRun(sb, sb.hosts[0]!, 'test -e /root/pp-fine')).code).toBe(1);
   });
+
+  it('hostsmith.config.yml in the working directory sets retry and timeout defaults', async () => {
+    const sb = sandbox();
+    await sshOk(sb, sb.hosts[0]!, 'rm -f /root/cfg-attempts');
+    const dir = fixture({
+      'hostsmith.config.yml': 'retry: { attempts: 3 }\ntimeout: 1s\n',
+      'r.yml': `name: cfg
+steps:
+  - name: Flaky
+    command: { run: "echo x >> /root/cfg-attempts; test $(wc -l < /root/cfg-attempts) -ge 3", rollback: "true" }
+  - name: Slow
+    command: { run: "sleep 20" }
+`,
+    });
+    const t0 = Date.now();
+    const r = await hostsmith(['apply', 'r.yml', '--hosts', 'h1', '--yes', '--json', ...sandboxArgs(sb, state)], { cwd: dir });
+    expect(r.code).toBe(1);
+    expect(stepEvents(r).map((e) => [e.step, e.status])).toEqual([
+      ['Flaky', 'changed'],
+      ['Slow', 'failed'],
+    ]);
+    expect(stepEvents(r)[1]!.error).toMatch(/timed out after 1s/);
+    expect(Date.now() - t0).toBeLessThan(15_000);
+    expect(await sshOk(sb, sb.hosts[0]!, 'wc -l < /root/cfg-attempts')).toBe('3\n');
+  });
 });

@@ -68,10 +68,10 @@ describe('loadRecipe: a valid recipe', () => {
     expect(r.handlers[0]).toMatchObject({ name: 'Reload nginx', needs: [], notify: [] });
   });
 
-  it('uses the built-in retry when the recipe sets none, and leaves timeout to the engine', async () => {
+  it('leaves retry and timeout to the engine (config file, then built-in) when the recipe sets none', async () => {
     const dir = fixture({ 'r.yml': yaml('name: r', 'steps:', ...ok('A'), ...ok('B')) });
     const r = await loadRecipe(join(dir, 'r.yml'));
-    expect(r.steps[0]!.retry).toEqual({ attempts: 1, delayMs: 0, backoff: 1 });
+    expect(r.steps[0]!.retry).toBeUndefined();
     expect(r.steps[0]!.timeoutMs).toBeUndefined();
     expect(r.steps[1]!.needs).toEqual(['A']);
     expect(r.defaults).toEqual({ parallel: 1 });
