@@ -2,6 +2,7 @@
  * What every run command does before touching a host: load the recipe, inventory and vars,
  * resolve targets and vars per host. Any problem here is exit 2 and no host is contacted.
  */
+import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { homedir } from 'node:os';
 import { InputError } from '../errors.js';
@@ -63,6 +64,7 @@ export async function prepare(
   const inventory = inventoryFile ? await loadInventory(resolve(inventoryFile)) : undefined;
   const fileVars = o.varsFile ? await loadVarsFile(resolve(o.varsFile)) : undefined;
   const cliVars = parseVarArgs(o.var ?? []);
+  if (o.identity && !existsSync(o.identity)) throw new InputError(`--identity: no such key file ${o.identity}`);
   const specs = resolveTargets({ hosts: o.hosts, inventory, identity: o.identity, sudo: o.sudo ?? config.sudo });
 
   if (ask) {
@@ -88,6 +90,7 @@ export async function prepare(
       name: s.name,
       vars: perHost[i]!,
       sudo: s.sudo,
+      describe: { ...s, vars: undefined, knownHostsFile },
       connect: () => {
         conn ??= (async () => {
           const t: ShellTransport =

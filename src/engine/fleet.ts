@@ -21,6 +21,8 @@ export interface HostTarget {
   /** Vars resolved for this host. */
   vars: Record<string, unknown>;
   sudo: boolean;
+  /** How to reach the host again (address, port, user, key files); journaled for later undo and recovery. */
+  describe?: Record<string, unknown>;
 }
 
 export interface RunRecipeOptions {
@@ -149,6 +151,7 @@ export async function runRecipe(o: RunRecipeOptions): Promise<RunReport> {
   async function runOneHost(target: HostTarget, hostStarted: number): Promise<HostReport> {
     let transport: ShellTransport | undefined;
     let release: (() => Promise<void>) | undefined;
+    let report: HostReport | undefined;
     const took = () => Date.now() - hostStarted;
     try {
       transport = await target.connect();
@@ -163,7 +166,7 @@ export async function runRecipe(o: RunRecipeOptions): Promise<RunReport> {
       const backupDir = `${base}/backups/${runId}`;
       if (o.mode === 'apply') {
         release = await acquireLock(transport, base, runId, sudo);
-        await journal?.write({ kind: 'host-started', time: time(), host: target.name, facts, backupDir });
+        await journal?.write({ kind: 'host-started', time: time(), host: target.name, facts, backupDir, ...(target.describe ? { target: target.describe } : {}) });
       }
       const r = await runHost({
         runId,
@@ -183,14 +186,20 @@ export async function runRecipe(o: RunRecipeOptions): Promise<RunReport> {
         defaultRetry: o.defaultRetry,
         sensitive: (text) => masker.holds(text),
       });
-      return { status: r.status, ...r.counts, ...(r.error ? { error: `${target.name}: ${r.error}` } : {}), facts, durationMs: took() };
+      report = { status: r.status, ...r.counts, ...(r.error ? { error: `${target.name}: ${r.error}` } : {}), facts, durationMs: took() };
     } catch (e) {
       const unreachable = e instanceof HostsmithError && e.exitCode === 4;
-      return { status: unreachable ? 'unreachable' : 'failed', ...zero(), error: errorMessage(e), durationMs: took() };
+      report = { status: unreachable ? 'unreachable' : 'failed', ...zero(), error: errorMessage(e), durationMs: took() };
     } finally {
-      if (release) await release().catch(() => {});
+      if (release) {
+        await release().catch(() => {
+          // Say so: the next run would otherwise find the host locked with no idea why.
+          if (report) report.error = `${report.error ?? target.name}; the run lock could not be released (connection lost): remove /run/lock/hostsmith.lock on the host once you have checked it`;
+        });
+      }
       if (transport && !o.keepOpen) await transport.close().catch(() => {});
     }
+    return report;
   }
 }
 

@@ -9,7 +9,7 @@ import type { Masker } from './mask.js';
 
 export type JournalEntry =
   | { kind: 'run-started'; runId: string; time: string; recipe: string; recipeFile: string; mode: 'apply'; hosts: string[]; vars: Record<string, unknown>; pid: number; controller: string }
-  | { kind: 'host-started'; time: string; host: string; facts: unknown; backupDir: string }
+  | { kind: 'host-started'; time: string; host: string; facts: unknown; backupDir: string; target?: Record<string, unknown> }
   | {
       kind: 'step-started';
       time: string;

@@ -7,7 +7,7 @@ import { buildScope, render, renderDeep, renderScopeVars } from '../render/templ
 import type { Recipe, RetrySpec, StepSpec } from '../recipe/types.js';
 import { readSource } from '../recipe/sources.js';
 import { stepType } from '../steps/registry.js';
-import { fingerprint, type Plan, type StepContext, type StepType } from '../steps/step.js';
+import { fingerprint, sha256, type Plan, type StepContext, type StepType } from '../steps/step.js';
 import type { Transport } from '../transport/transport.js';
 import type { Counts, Emit, HostStatus, StepStatus } from './events.js';
 import type { Facts } from './facts.js';
@@ -189,7 +189,7 @@ export async function runHost(o: HostRunOptions): Promise<HostResult> {
         step: spec.name,
         type: spec.type,
         ...(handler ? { handler } : {}),
-        params,
+        params: forJournal(params),
         undo: plan.undo,
         irreversible,
         summary: plan.summary,
@@ -300,6 +300,21 @@ export async function runHost(o: HostRunOptions): Promise<HostResult> {
     o.emit({ event: 'rollback-finished', runId: o.runId, time: now(), host: o.host, step: c.spec.name, type: c.spec.type, status, ...(error ? { error } : {}) });
     return !error;
   }
+}
+
+/**
+ * Params as the journal keeps them: content a step resolved locally (a rendered template, a
+ * copied file) is recorded by fingerprint only — it can be large, the recipe can make it again,
+ * and rollback never needs it (backups live on the host).
+ */
+function forJournal(params: unknown): unknown {
+  if (!params || typeof params !== 'object') return params;
+  const out: Record<string, unknown> = { ...(params as Record<string, unknown>) };
+  for (const k of ['rendered', 'resolvedContent']) {
+    const v = out[k];
+    if (typeof v === 'string') out[k] = `sha256:${sha256(v)} (${Buffer.byteLength(v)} bytes)`;
+  }
+  return out;
 }
 
 async function withRetry<T>(retry: RetrySpec | undefined, sleep: (ms: number) => Promise<void>, fn: () => Promise<T>): Promise<T> {

@@ -207,8 +207,9 @@ export class SshTransport extends ShellTransport {
           stream.stderr.on('data', (d: Buffer) => errs.push(d));
           stream.on('close', (code: number | null, signal?: string) => {
             clearTimeout(timer);
-            if (code === null && !timedOut && this.closed) {
-              reject(new ConnectError(this.name, 'the SSH connection was lost while a command ran'));
+            // No exit status and no signal: the channel died with the connection, not the command.
+            if (code == null && !signal && !timedOut) {
+              reject(new ConnectError(this.name, 'the SSH connection was lost while a command ran; the command may or may not have finished'));
               return;
             }
             const stdoutRaw = Buffer.concat(out);

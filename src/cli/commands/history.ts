@@ -50,7 +50,7 @@ export function registerHistory(program: Command, ctx: Ctx): void {
         if (s && (!o.host || s.hosts.includes(o.host))) rows.push(s);
       }
       const out = outputFor(g);
-      if (g.json) rows.forEach((r) => process.stdout.write(JSON.stringify({ event: 'run', ...r }) + '\n'));
+      if (g.json) rows.forEach((r) => process.stdout.write(JSON.stringify({ event: 'run', ...r }) + '\n')); // time: when the run started
       else if (!rows.length) out.say(`no runs recorded in ${dir}`);
       else {
         out.say(['run', 'started', 'recipe', 'hosts', 'status', 'changed'].join('\t'));

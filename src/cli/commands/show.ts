@@ -14,7 +14,8 @@ export function registerShow(program: Command, ctx: Ctx): void {
       const entries = await readRun(stateDirOf(g), runId);
       const out = outputFor(g);
       if (g.json) {
-        entries.forEach((e) => process.stdout.write(JSON.stringify(e) + '\n'));
+        // As events (SPEC §5: event, runId, time on each): the journal entry's kind is the event.
+        entries.forEach(({ kind, ...rest }) => process.stdout.write(JSON.stringify({ event: kind, ...rest, runId }) + '\n'));
         return ctx.exit(0);
       }
       const s = summarize(runId, entries);
