@@ -82,6 +82,7 @@ export async function runHost(o: HostRunOptions): Promise<HostResult> {
   let fatal: string | undefined;
 
   const baseSudo = o.sudo || o.recipe.sudo || o.recipe.defaults.sudo === true;
+  o = { ...o, vars: renderDefaults(o.recipe, o.vars, o.facts) };
 
   function scopeFor(spec: StepSpec): Record<string, unknown> {
     if (!spec.scopeVars) return buildScope(o.vars, o.facts, results);
@@ -300,6 +301,22 @@ export async function runHost(o: HostRunOptions): Promise<HostResult> {
     o.emit({ event: 'rollback-finished', runId: o.runId, time: now(), host: o.host, step: c.spec.name, type: c.spec.type, status, ...(error ? { error } : {}) });
     return !error;
   }
+}
+
+/**
+ * Vars still at a default that is a template (`url: "https://{{domain}}/"`) are rendered, in
+ * declaration order, with the vars before them and the host's facts. Given values are not: a
+ * value from the command line or a file is taken as written.
+ */
+function renderDefaults(recipe: Recipe, vars: Record<string, unknown>, facts: Facts): Record<string, unknown> {
+  const out = { ...vars };
+  for (const [name, spec] of Object.entries(recipe.vars)) {
+    const v = out[name];
+    if (typeof v === 'string' && v === spec.default && v.includes('{{')) {
+      out[name] = render(v, buildScope(out, facts, {}), { field: `vars.${name}` });
+    }
+  }
+  return out;
 }
 
 /**

@@ -121,6 +121,12 @@ class Loader {
     const { vars, issues } = parseVarDecls(raw.vars);
     for (const i of issues) this.report(src, i);
     const names = new Set([...outerNames, ...Object.keys(vars)]);
+    // A string default is a template too (rendered by the engine, in declaration order).
+    for (const [name, spec] of Object.entries(vars)) {
+      if (typeof spec.default !== 'string') continue;
+      const decl = (raw.vars as Record<string, unknown>)[name];
+      this.checkStrings(src, spec.default, isMap(decl) ? ['vars', name, 'default'] : ['vars', name], names);
+    }
     const defaults = defaultsSchema.safeParse(raw.defaults ?? {});
     const part: Part = {
       name: typeof raw.name === 'string' ? raw.name : '',

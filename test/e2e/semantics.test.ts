@@ -274,4 +274,28 @@ steps:
     expect(Date.now() - t0).toBeLessThan(15_000);
     expect(await sshOk(sb, sb.hosts[0]!, 'wc -l < /root/cfg-attempts')).toBe('3\n');
   });
+
+  it('a string default is a template: rendered with the vars before it and the facts; a typo there is caught by validate', async () => {
+    const sb = sandbox();
+    const dir = fixture({
+      'r.yml': `name: defaults
+vars:
+  domain: example.com
+  url: "https://{{domain}}/on/{{facts.hostname}}"
+steps:
+  - name: Write
+    file: { path: /root/def-url, content: "{{url}}\\n" }
+`,
+      'typo.yml': `name: typo\nvars:\n  domain: example.com\n  url: { default: "https://{{domian}}/" }\nsteps:\n  - name: W\n    command: { run: "true" }\n`,
+    });
+    const r = await hostsmith(['apply', join(dir, 'r.yml'), '--hosts', 'h1', '--yes', ...sandboxArgs(sb, state)]);
+    expect(r.code, r.stdout + r.stderr).toBe(0);
+    expect(await sshOk(sb, sb.hosts[0]!, 'cat /root/def-url')).toBe('https://example.com/on/h1\n');
+    const given = await hostsmith(['apply', join(dir, 'r.yml'), '--hosts', 'h1', '--yes', '--var', 'url=literal{{x}}', ...sandboxArgs(sb, state)]);
+    expect(given.code).toBe(0);
+    expect(await sshOk(sb, sb.hosts[0]!, 'cat /root/def-url')).toBe('literal{{x}}\n');
+    const v = await hostsmith(['validate', join(dir, 'typo.yml')]);
+    expect(v.code).toBe(2);
+    expect(v.stderr).toMatch(/typo\.yml:4:\d+: vars\.url\.default: unknown variable "domian"/);
+  });
 });
