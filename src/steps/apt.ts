@@ -25,6 +25,12 @@ export const APT_WRITE_OPTS = [
   '-o Dpkg::Options::=--force-confold',
 ].join(' ');
 
+/**
+ * For apt runs that must only read (check, plan, dry runs): no binary caches in /var/cache/apt,
+ * no planner log in /var/log/apt — which apt writes even for `-s` when run as root.
+ */
+export const APT_READ_OPTS = '-o Dir::Cache::pkgcache= -o Dir::Cache::srcpkgcache= -o Dir::Log::Planner=/dev/null';
+
 /** Where a successful refresh is stamped (the path Ubuntu's update-notifier uses too). */
 export const UPDATE_STAMP = '/var/lib/apt/periodic/update-success-stamp';
 
@@ -179,22 +185,20 @@ export function transactionArgs(install: PkgSpec[], remove: string[]): string {
  */
 export function simulateScript(args: string, privateLists = false): string {
   const lines: string[] = [];
-  let opts = '';
+  let opts = ` ${APT_READ_OPTS}`;
   if (privateLists) {
     lines.push(
       'd=$(mktemp -d /tmp/hostsmith-apt.XXXXXXXX) || exit 1',
       `trap 'rm -rf "$d"' EXIT`,
       'mkdir -p "$d/lists/partial"',
     );
-    opts =
-      ' -o Dir::State::Lists="$d/lists" -o Dir::Cache::pkgcache= -o Dir::Cache::srcpkgcache=' +
-      ' -o APT::Sandbox::User=root -o Acquire::Languages=none -o Acquire::GzipIndexes=true';
+    opts += ' -o Dir::State::Lists="$d/lists" -o APT::Sandbox::User=root -o Acquire::Languages=none -o Acquire::GzipIndexes=true';
     lines.push(`apt-get -q${opts} update >"$d/out" 2>&1 || { cat "$d/out" >&2; exit 100; }`);
   }
   lines.push(
     `out=$(apt-get -s -q${opts} install ${args}) || exit $?`,
     'printf "%s\\n" "$out"',
-    `if printf "%s\\n" "$out" | grep -q -e '^Remv ' -e '^Inst [^ ]* \\['; then echo "--- auto"; apt-mark showauto; fi`,
+    `if printf "%s\\n" "$out" | grep -q -e '^Remv ' -e '^Inst [^ ]* \\['; then echo "--- auto"; apt-mark ${APT_READ_OPTS} showauto; fi`,
   );
   return lines.join('\n');
 }

@@ -2,6 +2,7 @@
  * Reading, planning, writing and restoring one path on a host. Shared by the `file` and
  * `template` step types, which differ only in where the wanted content comes from.
  */
+import { createHash } from 'node:crypto';
 import { posix } from 'node:path';
 import { StepError } from '../errors.js';
 import { unifiedDiff } from '../render/diff.js';
@@ -25,6 +26,7 @@ export interface PathState {
 export interface Wanted {
   path: string;
   state: 'present' | 'absent' | 'directory' | 'link';
+  /** For state present: the wanted bytes; undefined = keep what is there (an absent file is created empty). */
   content?: Buffer;
   target?: string;
   mode?: number;
@@ -85,12 +87,17 @@ export async function checkPath(ctx: StepContext, path: string): Promise<PathSta
   return parseCheck(r.stdoutRaw);
 }
 
-function slug(s: string): string {
-  return s.replace(/[^A-Za-z0-9._-]+/g, '_').slice(0, 80) || 'step';
+/**
+ * The step's own backup folder: a readable slug plus a hash of the full name, since different
+ * names can slug alike ("Conf (1)", "Conf [1]", long shared prefixes) and must not share backups.
+ */
+export function backupFolder(step: string): string {
+  const slug = step.replace(/[^A-Za-z0-9._-]+/g, '_').slice(0, 60) || 'step';
+  return `${slug}-${createHash('sha256').update(step).digest('hex').slice(0, 8)}`;
 }
 
 export function backupPath(env: PlanEnv, path: string): string {
-  return posix.join(env.backupDir, slug(env.step), path);
+  return posix.join(env.backupDir, backupFolder(env.step), path);
 }
 
 function metaDiffs(w: Wanted, s: PathState): string[] {
@@ -101,11 +108,21 @@ function metaDiffs(w: Wanted, s: PathState): string[] {
   return out;
 }
 
-function describeNew(w: Wanted): string {
-  const meta = [w.mode !== undefined ? fmtMode(w.mode) : '', w.owner ?? '', w.group ? `:${w.group}` : '']
+/** Owner and group of a link; its mode means nothing (symlinks are always 0777). */
+function ownerDiffs(w: Wanted, s: PathState): string[] {
+  return metaDiffs({ ...w, mode: undefined }, s);
+}
+
+function metaOfNew(w: Wanted): string {
+  return [w.mode !== undefined ? fmtMode(w.mode) : '', w.owner ?? '', w.group ? `:${w.group}` : '']
     .join(' ')
-    .trim();
-  return meta ? `, ${meta.replace(' :', ':')}` : '';
+    .trim()
+    .replace(' :', ':');
+}
+
+function describeNew(w: Wanted): string {
+  const meta = metaOfNew(w);
+  return meta ? `, ${meta}` : '';
 }
 
 const unchanged = (summary: string): Plan<FileUndo> => ({ changed: false, summary, undo: null });
@@ -140,17 +157,21 @@ export function planPath(w: Wanted, s: PathState, env: PlanEnv): Plan<FileUndo> 
   if (w.state === 'link') {
     const target = w.target ?? '';
     if (s.kind === 'absent') {
-      return { changed: true, summary: `link ${path} → ${target}`, undo: { kind: 'absent', path, created: s.missing } };
+      const meta = metaOfNew({ ...w, mode: undefined });
+      return { changed: true, summary: `link ${path} → ${target}${meta ? ` (${meta})` : ''}`, undo: { kind: 'absent', path, created: s.missing } };
     }
     if (s.kind !== 'link') throw new StepError(`${path} is a ${s.kind}, not a link; remove it first (state: absent)`);
-    if (s.target === target) return unchanged(`${path} already links to ${target}`);
+    const diffs = ownerDiffs(w, s);
+    if (s.target === target && !diffs.length) return unchanged(`${path} already links to ${target}`);
+    const summary = s.target === target ? `${path}: ${diffs.join(', ')}` : [`relink ${path}: ${s.target} → ${target}`, ...diffs].join(', ');
     return {
       changed: true,
-      summary: `relink ${path}: ${s.target} → ${target}`,
+      summary,
       undo: { kind: 'link', ...existing, target: s.target },
     };
   }
-  const content = w.content ?? Buffer.alloc(0);
+  if (w.content === undefined) return planMetadataOnly(w, s);
+  const content = w.content;
   if (s.kind === 'absent') {
     return {
       changed: true,
@@ -170,6 +191,19 @@ export function planPath(w: Wanted, s: PathState, env: PlanEnv): Plan<FileUndo> 
     diff: sameContent ? undefined : unifiedDiff(path, s.content ?? null, content),
     undo: { kind: 'file', ...existing, backup: sameContent ? undefined : backupPath(env, path) },
   };
+}
+
+/** state: present without content: create an empty file if none is there, else only metadata. */
+function planMetadataOnly(w: Wanted, s: PathState): Plan<FileUndo> {
+  const path = w.path;
+  if (s.kind === 'absent') {
+    const meta = metaOfNew(w);
+    return { changed: true, summary: `create empty ${path}${meta ? ` (${meta})` : ''}`, undo: { kind: 'absent', path, created: s.missing } };
+  }
+  if (s.kind !== 'file') throw new StepError(`${path} is a ${s.kind}, not a regular file; remove it first (state: absent)`);
+  const diffs = metaDiffs(w, s);
+  if (!diffs.length) return unchanged(`${path} exists${metaOfNew(w) ? ` (${metaOfNew(w)})` : ''}; content not managed`);
+  return { changed: true, summary: `${path}: ${diffs.join(', ')}`, undo: { kind: 'file', path, mode: s.mode, owner: s.owner, group: s.group } };
 }
 
 function chownSpec(owner?: string, group?: string): string | null {
@@ -204,10 +238,8 @@ export async function applyPath(ctx: StepContext, w: Wanted, plan: Plan<FileUndo
   const p = quote(w.path);
   if (undo && undo.kind !== 'absent' && undo.backup) await backup(ctx, w.path, undo.backup);
   const own = chownSpec(w.owner, w.group);
-  const meta = [
-    w.mode !== undefined ? `chmod ${fmtMode(w.mode)} -- ${p}` : '',
-    own ? `chown ${w.state === 'link' ? '-h ' : ''}${quote(own)} -- ${p}` : '',
-  ].filter(Boolean);
+  const chown = own ? [`chown ${w.state === 'link' ? '-h ' : ''}${quote(own)} -- ${p}`] : [];
+  const meta = [...(w.mode !== undefined ? [`chmod ${fmtMode(w.mode)} -- ${p}`] : []), ...chown];
   switch (w.state) {
     case 'absent':
       return run(ctx, `rm -rf -- ${p}`, `removing ${w.path}`);
@@ -216,7 +248,7 @@ export async function applyPath(ctx: StepContext, w: Wanted, plan: Plan<FileUndo
     case 'link':
       return run(
         ctx,
-        [`mkdir -p -- ${quote(posix.dirname(w.path))}`, `ln -sfn -- ${quote(w.target ?? '')} ${p}`, ...meta.slice(1)].join(' && '),
+        [`mkdir -p -- ${quote(posix.dirname(w.path))}`, `ln -sfn -- ${quote(w.target ?? '')} ${p}`, ...chown].join(' && '),
         `linking ${w.path}`,
       );
     case 'present': {

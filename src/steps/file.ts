@@ -28,6 +28,9 @@ export const fileSchema = z
     if (p.state !== 'link' && p.target !== undefined) {
       ctx.addIssue({ code: z.ZodIssueCode.custom, message: 'target is only for state: link', path: ['target'] });
     }
+    if (p.state === 'link' && p.mode !== undefined) {
+      ctx.addIssue({ code: z.ZodIssueCode.custom, message: 'mode does not apply to state: link (a symlink has no mode of its own)', path: ['mode'] });
+    }
     if ((p.state === 'absent' || p.state === 'directory' || p.state === 'link') && (p.content !== undefined || p.src !== undefined)) {
       ctx.addIssue({ code: z.ZodIssueCode.custom, message: `content/src make no sense with state: ${p.state}`, path: ['state'] });
     }
@@ -39,10 +42,15 @@ export function wantedOf(p: FileParams): Wanted {
   return {
     path: p.path,
     state: p.state,
+    // Neither content nor src: the content is not managed (an absent file is created empty).
     content:
-      p.state === 'present'
-        ? Buffer.from(p.resolvedContent !== undefined ? p.resolvedContent : (p.content ?? ''), p.resolvedContent !== undefined ? 'base64' : 'utf8')
-        : undefined,
+      p.state !== 'present'
+        ? undefined
+        : p.resolvedContent !== undefined
+          ? Buffer.from(p.resolvedContent, 'base64')
+          : p.content !== undefined
+            ? Buffer.from(p.content, 'utf8')
+            : undefined,
     target: p.target,
     mode: p.mode,
     owner: p.owner,

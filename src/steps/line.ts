@@ -142,6 +142,17 @@ function metaChanges(p: LineParams, s: PathState): string[] {
 }
 
 export function planLine(p: LineParams, s: PathState, env: PlanEnv): Plan<FileUndo> {
+  if (s.kind === 'absent' && p.state === 'present' && !p.create) {
+    // As `service` does for a service not installed yet: an earlier step (a package) may create
+    // the file, which a dry run cannot see. apply checks again and fails if it is still missing.
+    const edit = p.match !== undefined ? `set the line matching /${p.match}/ to ${show(p.line!)}` : `add ${show(p.line!)}`;
+    return {
+      changed: true,
+      summary: `${p.path} does not exist yet: will ${edit} once an earlier step creates it (apply fails if none does)`,
+      // The backup copy holds content, mode and owner, so this undo is enough on its own.
+      undo: { kind: 'file', path: p.path, backup: backupPath(env, p.path) },
+    };
+  }
   const w = wanted(p, s);
   const meta = metaChanges(p, s);
   if (w.content === null && meta.length && s.kind === 'file') {

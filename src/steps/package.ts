@@ -6,6 +6,7 @@ import { quote } from '../transport/shell.js';
 import type { Plan, StepContext, StepType } from './step.js';
 import {
   APT_ENV,
+  APT_READ_OPTS,
   APT_WRITE_OPTS,
   PKG_NAME_RE,
   PKG_VERSION_RE,
@@ -288,7 +289,7 @@ export async function rollbackPackages(ctx: StepContext, undo: PackageUndo): Pro
   const remove = undo.remove.filter((n) => dpkg[n] !== undefined && !/ not-installed$/.test(dpkg[n]!.status) && !hasConfigOnly(dpkg[n]));
   if (purge.length || remove.length) {
     const all = [...purge, ...remove];
-    const sim = await exec(ctx, `apt-get -s -q purge ${all.map(quote).join(' ')}`);
+    const sim = await exec(ctx, `apt-get -s -q ${APT_READ_OPTS} purge ${all.map(quote).join(' ')}`);
     if (sim.code !== 0) throw failure(`cannot plan removing ${all.join(', ')} on ${ctx.host}`, sim);
     const extra = parseSim(sim.stdout).remv.map((r) => r.name).filter((n) => !all.includes(n));
     if (extra.length) {

@@ -82,6 +82,14 @@ describeHosts('core: plan, apply, idempotence, rollback over SSH', () => {
     expect(stepEvents(r2).map((e) => e.status)).toEqual(['unchanged', 'unchanged', 'unchanged', 'unchanged']);
     const fin = r2.events.find((e) => e.event === 'run-finished')!;
     expect(fin.hosts[h.name]).toMatchObject({ status: 'ok', changed: 0, unchanged: 4 });
+    // The journal knows how to reach the host again, and keeps rendered content by fingerprint only.
+    const entries = journalText(state).trim().split('\n').map((l) => JSON.parse(l));
+    expect(entries.find((e) => e.kind === 'host-started').target).toMatchObject({ host: h.address, port: h.port, user: 'root', kind: 'ssh' });
+    const tpl = entries.find((e) => e.kind === 'step-started' && e.step === 'Site config');
+    expect(tpl.params).toMatchObject({ dest: '/srv/app/shop.test.conf', rendered: expect.stringMatching(/^sha256:[0-9a-f]{64} \(\d+ bytes\)$/) });
+    expect(tpl.undo).toMatchObject({ kind: 'absent', path: '/srv/app/shop.test.conf' });
+    expect(tpl.pre).toMatch(/^[0-9a-f]{64}$/);
+    expect(entries.find((e) => e.kind === 'step-finished' && e.step === 'Site config').post).toMatch(/^[0-9a-f]{64}$/);
   });
 
   it('a failure at step k puts every touched file back exactly (content, mode, owner) and exits 1', async () => {
@@ -127,7 +135,7 @@ steps:
     // Backups of replaced files are kept on the host, readable by root only.
     const runId = r.events[0]!.runId;
     expect(await sshOk(sb, h, `stat -c %a /var/lib/hostsmith/backups /var/lib/hostsmith/backups/${runId}`)).toBe('700\n700\n');
-    expect(await sshOk(sb, h, `cat /var/lib/hostsmith/backups/${runId}/Replace_main/etc/app/main.conf`)).toBe('old\n');
+    expect(await sshOk(sb, h, `cat /var/lib/hostsmith/backups/${runId}/Replace_main-6e60ca45/etc/app/main.conf`)).toBe('old\n');
   });
 
   it('a failed rollback is reported, the other rollbacks still run, exit 3', async () => {
@@ -187,6 +195,12 @@ steps:
       expect(r.stderr).toMatch(/bad\.yml:5:\d+: .*duplicate/i);
       expect(r.stderr).toMatch(/bad\.yml:6:\d+: .*bogus/);
       expect(connections).toBe(0);
+      // Options count as input too: a missing key file is exit 2, before any connection.
+      writeFileSync(join(dir, 'good.yml'), 'name: good\nsteps:\n  - name: T\n    command: { run: "true" }\n');
+      const noKey = await hostsmith(['plan', join(dir, 'good.yml'), '--hosts', `root@127.0.0.1:${port}`, '--identity', join(dir, 'no-such-key'), '--state-dir', state]);
+      expect(noKey.code).toBe(2);
+      expect(noKey.stderr).toContain('--identity: no such key file');
+      expect(connections).toBe(0);
     } finally {
       server.close();
     }
@@ -220,7 +234,7 @@ steps:
   it('a secret var appears nowhere: not in output, plan file or journal', async () => {
     const sb = sandbox();
     const h = sb.hosts[0]!;
-    const secret = 'pa$$-W0rd"quoted';
+    const secret = `pa$$-W0'rd"quoted`;
     const dir = fixture({
       'r.yml': `name: secrets
 vars:
@@ -245,6 +259,12 @@ steps:
     expect(everything).toContain('***');
     expect(everything).not.toContain(secret);
     expect(everything).not.toContain(JSON.stringify(secret).slice(1, -1));
+    expect(everything).not.toContain(`W0'\\''rd`); // as the quote helper writes it into a command
+    // The summary's error line quotes the failing command: masked too.
+    expect(a2.stdout).toMatch(/step "Fails" failed: command "echo \*\*\* >&2; exit 1"/);
+    // A diff of secret-bearing content is not shown at all: the old content may hold an old secret.
+    const conf = stepEvents(pj).find((e) => e.step === 'Config with secret')!;
+    expect(conf.diff).toBe('(diff hidden: the content holds secret values)\n');
     expect(journalText(state).length).toBeGreaterThan(100);
   });
 
@@ -254,15 +274,19 @@ steps:
     const dir = fixture({ 'slow.yml': `name: slow\nsteps:\n  - name: Wait\n    command: { run: "sleep 6" }\n` });
     const first = hostsmith(args('apply', join(dir, 'slow.yml'), '--hosts', h.name, '--yes'));
     // Wait until the first run holds the lock.
-    for (let i = 0; i < 50 && (await sshRun(sb, h, 'test -d /var/lib/hostsmith/lock')).code !== 0; i++) await new Promise((r) => setTimeout(r, 100));
+    for (let i = 0; i < 50 && (await sshRun(sb, h, 'test -d /run/lock/hostsmith.lock')).code !== 0; i++) await new Promise((r) => setTimeout(r, 100));
     const t0 = Date.now();
     const second = await hostsmith(args('apply', join(dir, 'slow.yml'), '--hosts', h.name, '--yes'));
     const took = Date.now() - t0;
     expect(second.code).not.toBe(0);
     expect(second.stdout + second.stderr).toMatch(/locked by another hostsmith run \(run=\S+ controller=/);
     expect(took).toBeLessThan(5000);
+    // The lock is the host's, not the login's: another user (without sudo) meets it too.
+    const other = await hostsmith(['apply', join(dir, 'slow.yml'), '--hosts', `nosudo@${h.address}:${h.port}`, '--identity', sb.keyPath, '--known-hosts', sb.knownHostsPath, '--state-dir', state, '--yes']);
+    expect(other.code).toBe(1);
+    expect(other.stdout + other.stderr).toMatch(/locked by another hostsmith run \(run=/);
     expect((await first).code).toBe(0);
-    expect((await sshRun(sb, h, 'test -e /var/lib/hostsmith/lock')).code).toBe(1);
+    expect((await sshRun(sb, h, 'test -e /run/lock/hostsmith.lock')).code).toBe(1);
   });
 
   it('runs on several hosts; an unreachable one exits 4 while the others succeed', async () => {
@@ -372,8 +396,8 @@ steps:
     const journal = journalText(state);
     expect(journal).toContain('"kind":"rollback-started"');
     expect(journal).not.toContain('"kind":"run-finished"');
-    expect(r.stderr).toMatch(/hostsmith recover/);
-    // The newest step was rolled back; the oldest was left for recover.
+    expect(r.stderr).toMatch(/stopping the rollback. What was not rolled back is listed by `hostsmith show/);
+    // The newest step was rolled back; the oldest is left, and the journal says so.
     expect(await sshOk(sb, h, 'ls /root/twice-made')).toBe('/root/twice-made\n');
   });
 
@@ -416,5 +440,27 @@ steps:
     } finally {
       agent.kill();
     }
+  });
+
+  it('a connection lost mid-run is reported as such: nothing can be rolled back from here, exit 3', async () => {
+    const sb = sandbox();
+    const h = sb.hosts[1]!;
+    const dir = fixture({
+      'r.yml': `name: lost
+steps:
+  - name: Made
+    file: { path: /root/lost-made, content: "x" }
+  - name: Cut the line
+    command: { run: "pkill -9 -f 'sshd: root@notty'; sleep 2", rollback: "true" }
+`,
+    });
+    const r = await hostsmith(args('apply', join(dir, 'r.yml'), '--hosts', h.name, '--yes', '--json'));
+    expect(r.code, r.stdout + r.stderr).toBe(3);
+    const fin = r.events.find((e) => e.event === 'host-finished')!;
+    expect(fin.status).toBe('rollback-incomplete');
+    expect(fin.error).toMatch(/SSH connection was lost while a command ran.*not rolled back: Made/);
+    expect(await sshOk(sb, h, 'cat /root/lost-made')).toBe('x');
+    expect(fin.error).toMatch(/run lock could not be released .*remove \/run\/lock\/hostsmith.lock/);
+    await sshOk(sb, h, 'test -d /run/lock/hostsmith.lock && rm -rf /run/lock/hostsmith.lock');
   });
 });

@@ -138,7 +138,7 @@ steps:
     expect(await sshOk(sb, h, CRONTABS)).toBe(before);
     // The previous crontab is kept on the host, root-only, and never copied into the journal.
     const runId = r.events[0]!.runId;
-    expect(await sshOk(sb, h, `stat -c %a /var/lib/hostsmith/backups/${runId}/Nightly_upgrade/crontabs/root`)).toBe('600\n');
+    expect(await sshOk(sb, h, `stat -c %a /var/lib/hostsmith/backups/${runId}/Nightly_upgrade-a518f5e7/crontabs/root`)).toBe('600\n');
     expect(journalText(state)).not.toContain('/usr/local/bin/old');
   });
 

@@ -8,7 +8,7 @@ import { beforeEach, expect, it } from 'vitest';
 import { describeHosts, useSandbox } from '../hosts/use-sandbox.js';
 import { sshOk, sshRun } from '../hosts/ssh.js';
 import type { Sandbox, SandboxHost } from '../hosts/hosts.js';
-import { fixture, hostsmith, journalText, sandboxArgs, stepEvents } from './cli.js';
+import { ROOT, fixture, hostsmith, journalText, sandboxArgs, stepEvents } from './cli.js';
 
 const SSHD = '# sshd\nPort 22\n#PermitRootLogin prohibit-password\nPermitRootLogin yes\nUsePAM yes\n';
 /** Ends without a newline and holds a secret the journal must never see. */
@@ -92,7 +92,7 @@ steps:
     expect(await sshOk(sb, h, 'cat /etc/lt/app.conf')).toBe(APP);
     // Undo data names root-only backups on the host; the file's content never reaches the journal.
     const runId = r.events[0]!.runId;
-    expect(journalText(state)).toContain(`/var/lib/hostsmith/backups/${runId}/More_workers/etc/lt/app.conf`);
+    expect(journalText(state)).toContain(`/var/lib/hostsmith/backups/${runId}/More_workers-28708236/etc/lt/app.conf`);
     expect(journalText(state)).not.toContain('s3cr3t-in-file');
     expect(await sshOk(sb, h, `stat -c %a /var/lib/hostsmith/backups/${runId}`)).toBe('700\n');
   });
@@ -115,5 +115,19 @@ steps:
     expect(stepEvents(r)[1]).toMatchObject({ status: 'failed', error: '/etc/lt-missing.conf does not exist; set create: true to create it' });
     expect(await sshOk(sb, h, 'cat /etc/lt/keep.conf')).toBe('keep\n');
     expect((await sshRun(sb, h, 'test -e /etc/lt-missing.conf')).code).toBe(1);
+  });
+
+  it('plan of recipes/web-server.yml on a host without nginx: the line step is planned, not an error', async () => {
+    const sb = sandbox();
+    const h = sb.hosts[0]!;
+    // The file the line step edits comes with the nginx package an earlier step installs.
+    expect((await sshRun(sb, h, 'test -e /etc/logrotate.d/nginx')).code).toBe(1);
+    const r = await hostsmith(args('plan', join(ROOT, 'recipes/web-server.yml'), '--hosts', h.name, '--var', `listen=${h.address}:8080`, '--json'));
+    expect(r.code, r.stderr + r.stdout).toBe(0);
+    expect(stepEvents(r).find((e) => e.step === 'Keep logs longer')).toMatchObject({
+      status: 'planned',
+      summary: '/etc/logrotate.d/nginx does not exist yet: will set the line matching /^\\s*rotate\\s/ to "\\trotate 30" once an earlier step creates it (apply fails if none does)',
+    });
+    expect((await sshRun(sb, h, 'test -e /etc/logrotate.d/nginx')).code).toBe(1);
   });
 });

@@ -41,6 +41,29 @@ describeHosts('package step (apt) on real hosts', () => {
     expect(await sshOk(sb, h, PACKAGES)).toBe(before);
   });
 
+  it('plan writes nothing on the host: no apt cache, no planner log, with the host\'s lists or temporary ones', async () => {
+    const sb = sandbox();
+    const h = sb.hosts[0]!;
+    // A removal makes the dry run read apt's auto marks too.
+    await sshOk(sb, h, 'DEBIAN_FRONTEND=noninteractive apt-get install -y -q sl >/dev/null && rm -f /var/cache/apt/*.bin /var/log/apt/eipp.log.xz');
+    const marker = '/tmp/hostsmith-plan-marker';
+    // Everything modified after the marker; /tmp holds only the plan's documented private scratch lists.
+    const changedSince = `find / -xdev \\( -path /proc -o -path /tmp -o -path /run -o -path /dev \\) -prune -o -newer ${marker} -print`;
+    await sshOk(sb, h, `touch ${marker} && sleep 1`);
+    const r1 = await hostsmith(args('plan', recipe('  - name: Tools\n    package: { install: [hello, jq], remove: [sl] }\n'), '--hosts', h.name, '--json'));
+    expect(r1.code, r1.stderr).toBe(0);
+    expect(stepEvents(r1)[0]).toMatchObject({ status: 'planned', summary: 'install hello, jq + dependencies libjq1, libonig5; remove sl' });
+    expect(await sshOk(sb, h, changedSince)).toBe('');
+
+    // Without lists, the dry run downloads temporary ones: still nothing outside its scratch folder.
+    await sshOk(sb, h, `rm -rf /var/lib/apt/lists/* && touch ${marker} && sleep 1`);
+    const r2 = await hostsmith(args('plan', recipe('  - name: Hello\n    package: { install: [hello], update_cache: true }\n'), '--hosts', h.name, '--json'));
+    expect(r2.code, r2.stderr).toBe(0);
+    expect(stepEvents(r2)[0]).toMatchObject({ status: 'planned', summary: 'refresh apt lists (never refreshed), then install hello' });
+    expect(await sshOk(sb, h, changedSince)).toBe('');
+    expect(await sshOk(sb, h, 'ls -A /tmp | grep -c "^hostsmith-apt" || true')).toBe('0\n');
+  });
+
   it('apply installs the packages and their dependencies; a second apply changes nothing', async () => {
     const sb = sandbox();
     const h = sb.hosts[0]!;

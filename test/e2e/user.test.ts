@@ -171,7 +171,7 @@ ${fail ? '  - name: Breaks\n    command: { run: "exit 9" }\n' : ''}`;
     expect(journalText(state)).toContain('olduser');
     expect(journalText(state)).not.toContain('$6$');
     const runId = r.events[0]!.runId;
-    expect(await sshOk(sb, h, `stat -c %a /var/lib/hostsmith/backups /var/lib/hostsmith/backups/${runId}/Remove_olduser/accounts/shadow`)).toBe('700\n640\n');
+    expect(await sshOk(sb, h, `stat -c %a /var/lib/hostsmith/backups /var/lib/hostsmith/backups/${runId}/Remove_olduser-3d5b78a0/accounts/shadow`)).toBe('700\n640\n');
 
     const ok = await apply(join(dir, 'ok.yml'), h.name);
     expect(ok.code, ok.stderr + ok.stdout).toBe(0);

@@ -55,7 +55,7 @@ describe('cron plan: (params, crontab) → plan', () => {
     // Rollback puts back exactly what was read, from an on-host backup (null: there was no crontab).
     expect(plan.undo).toEqual(
       exp.changed
-        ? { user: p.user, previous: text === null ? null : { backup: `/var/lib/hostsmith/backups/R/Nightly/crontabs/${p.user}`, sha256: createHash('sha256').update(text).digest('hex') } }
+        ? { user: p.user, previous: text === null ? null : { backup: `/var/lib/hostsmith/backups/R/Nightly-ab6b5a4d/crontabs/${p.user}`, sha256: createHash('sha256').update(text).digest('hex') } }
         : null,
     );
   });

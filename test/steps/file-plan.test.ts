@@ -1,5 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import { planPath, parseCheck, type PathState, type Wanted } from '../../src/steps/file-state.js';
+import { applyPath, backupFolder, backupPath, planPath, parseCheck, type PathState, type Wanted } from '../../src/steps/file-state.js';
+import { fileSchema, fileStep } from '../../src/steps/file.js';
+import type { StepContext } from '../../src/steps/step.js';
 
 const env = { runId: 'R1', step: 'Site config', backupDir: '/var/lib/hostsmith/backups/R1' };
 const file = (content: string, mode = 0o644, owner = 'root', group = 'root'): PathState => ({
@@ -13,6 +15,22 @@ const file = (content: string, mode = 0o644, owner = 'root', group = 'root'): Pa
 const absent = (missing: string[] = []): PathState => ({ kind: 'absent', missing });
 const want = (w: Partial<Wanted>): Wanted => ({ path: '/etc/app.conf', state: 'present', ...w });
 
+/** A host that records what it is asked to run and write, and says yes to all of it. */
+function fakeCtx() {
+  const cmds: string[] = [];
+  const writes: Array<{ path: string; data: string }> = [];
+  const ctx = {
+    exec: async (cmd: string) => {
+      cmds.push(cmd);
+      return { code: 0, stdout: '', stderr: '', stdoutRaw: Buffer.alloc(0) };
+    },
+    writeFile: async (path: string, data: Buffer) => {
+      writes.push({ path, data: data.toString('utf8') });
+    },
+  } as unknown as StepContext;
+  return { ctx, cmds, writes };
+}
+
 describe('planPath: (wanted, state) → plan', () => {
   const cases: Array<[string, Wanted, PathState, { changed: boolean; summary: RegExp; undo: unknown; diff?: boolean }]> = [
     ['creates a missing file', want({ content: Buffer.from('a\n'), mode: 0o600 }), absent(), { changed: true, summary: /^create \/etc\/app.conf \(2 bytes, 0600\)/, undo: { kind: 'absent', path: '/etc/app.conf', created: [] }, diff: true }],
@@ -23,7 +41,7 @@ describe('planPath: (wanted, state) → plan', () => {
       'updates content with a backup',
       want({ content: Buffer.from('b\n') }),
       file('a\n'),
-      { changed: true, summary: /update \/etc\/app.conf: content/, undo: { kind: 'file', path: '/etc/app.conf', mode: 0o644, owner: 'root', group: 'root', backup: '/var/lib/hostsmith/backups/R1/Site_config/etc/app.conf' }, diff: true },
+      { changed: true, summary: /update \/etc\/app.conf: content/, undo: { kind: 'file', path: '/etc/app.conf', mode: 0o644, owner: 'root', group: 'root', backup: '/var/lib/hostsmith/backups/R1/Site_config-22b0d78b/etc/app.conf' }, diff: true },
     ],
     [
       'changes only the mode without a backup',
@@ -71,5 +89,100 @@ describe('parseCheck', () => {
   });
   it('reads a link target containing a pipe', () => {
     expect(parseCheck(Buffer.from('link|777|root|root||/x|y\n'))).toMatchObject({ kind: 'link', target: '/x|y' });
+  });
+});
+
+describe('file with state: present and neither content nor src', () => {
+  const plan = (o: Record<string, unknown>, s: PathState) => fileStep.plan(fileSchema.parse({ path: '/etc/app.conf', ...o }), s, env);
+  const cases: Array<[string, Record<string, unknown>, PathState, { changed: boolean; summary: string; undo: unknown }]> = [
+    ['creates an empty file when none is there', {}, absent(), { changed: true, summary: 'create empty /etc/app.conf', undo: { kind: 'absent', path: '/etc/app.conf', created: [] } }],
+    ['says which metadata a new empty file gets', { mode: '0600', owner: 'www' }, absent(['/etc']), { changed: true, summary: 'create empty /etc/app.conf (0600 www)', undo: { kind: 'absent', path: '/etc/app.conf', created: ['/etc'] } }],
+    ['leaves the content of an existing file alone', {}, file('keep me\n'), { changed: false, summary: '/etc/app.conf exists; content not managed', undo: null }],
+    ['leaves a file whose metadata is as wanted', { mode: '0644', owner: 'root' }, file('keep me\n'), { changed: false, summary: '/etc/app.conf exists (0644 root); content not managed', undo: null }],
+    [
+      'changes only the metadata of an existing file, without a backup',
+      { mode: '0600', group: 'adm' },
+      file('keep me\n'),
+      { changed: true, summary: '/etc/app.conf: mode 0644 → 0600, group root → adm', undo: { kind: 'file', path: '/etc/app.conf', mode: 0o644, owner: 'root', group: 'root' } },
+    ],
+    [
+      'content: "" still empties the file',
+      { content: '' },
+      file('x\n'),
+      { changed: true, summary: 'update /etc/app.conf: content', undo: expect.objectContaining({ backup: '/var/lib/hostsmith/backups/R1/Site_config-22b0d78b/etc/app.conf' }) },
+    ],
+  ];
+  it.each(cases)('%s', (_name, o, s, expected) => {
+    const p = plan(o, s);
+    expect(p).toMatchObject({ changed: expected.changed, summary: expected.summary });
+    expect(p.undo).toEqual(expected.undo);
+    if (o.content === undefined) expect(p.diff).toBeUndefined();
+  });
+
+  it('apply sets only the metadata of an existing file and never writes it', async () => {
+    const fake = fakeCtx();
+    const p = fileSchema.parse({ path: '/etc/app.conf', mode: '0600' });
+    await fileStep.apply(fake.ctx, p, plan({ mode: '0600' }, file('keep me\n')));
+    expect(fake.writes).toEqual([]);
+    expect(fake.cmds).toEqual(['chmod 0600 -- /etc/app.conf']);
+  });
+
+  it('apply creates a missing file empty', async () => {
+    const fake = fakeCtx();
+    const p = fileSchema.parse({ path: '/etc/app.conf' });
+    await fileStep.apply(fake.ctx, p, plan({}, absent()));
+    expect(fake.writes).toEqual([{ path: '/etc/app.conf', data: '' }]);
+  });
+});
+
+describe('links: owner and group', () => {
+  const link = (owner = 'root', group = 'root', target = '/t'): PathState => ({ kind: 'link', target, mode: 0o777, owner, group, missing: [] });
+  const cases: Array<[string, Wanted, PathState, { changed: boolean; summary: string; undo: unknown }]> = [
+    ['creates a link with its owner', want({ path: '/l', state: 'link', target: '/t', owner: 'www', group: 'adm' }), absent(), { changed: true, summary: 'link /l → /t (www:adm)', undo: { kind: 'absent', path: '/l', created: [] } }],
+    ['a link as wanted', want({ path: '/l', state: 'link', target: '/t', owner: 'www' }), link('www'), { changed: false, summary: '/l already links to /t', undo: null }],
+    [
+      'changes the owner of a link to the right target',
+      want({ path: '/l', state: 'link', target: '/t', owner: 'www' }),
+      link(),
+      { changed: true, summary: '/l: owner root → www', undo: { kind: 'link', path: '/l', mode: 0o777, owner: 'root', group: 'root', target: '/t' } },
+    ],
+    [
+      'relinks and changes the group',
+      want({ path: '/l', state: 'link', target: '/t2', group: 'adm' }),
+      link(),
+      { changed: true, summary: 'relink /l: /t → /t2, group root → adm', undo: { kind: 'link', path: '/l', mode: 0o777, owner: 'root', group: 'root', target: '/t' } },
+    ],
+  ];
+  it.each(cases)('%s', (_name, w, s, expected) => {
+    const p = planPath(w, s, env);
+    expect(p).toMatchObject({ changed: expected.changed, summary: expected.summary });
+    expect(p.undo).toEqual(expected.undo);
+  });
+
+  it('apply chowns the link itself (chown -h) when no mode is given', async () => {
+    const fake = fakeCtx();
+    const w = want({ path: '/l', state: 'link', target: '/t', owner: 'www', group: 'adm' });
+    await applyPath(fake.ctx, w, planPath(w, absent(), env));
+    expect(fake.cmds).toEqual(['mkdir -p -- / && ln -sfn -- /t /l && chown -h www:adm -- /l']);
+  });
+
+  it('a link cannot have a mode', () => {
+    const r = fileSchema.safeParse({ path: '/l', state: 'link', target: '/t', mode: '0644' });
+    expect(r.success ? [] : r.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`)).toEqual(['mode: mode does not apply to state: link (a symlink has no mode of its own)']);
+  });
+});
+
+describe('backup folders', () => {
+  const bp = (step: string) => backupPath({ ...env, step }, '/etc/x');
+  it('are readable, and unique per step name even when the names slug alike', () => {
+    expect(bp('Write conf (1)')).toMatch(/^\/var\/lib\/hostsmith\/backups\/R1\/Write_conf_1_-[0-9a-f]{8}\/etc\/x$/);
+    expect(bp('Write conf (1)')).not.toBe(bp('Write conf [1]'));
+    const long = 'x'.repeat(100);
+    expect(bp(`${long} one`)).not.toBe(bp(`${long} two`));
+    expect(backupFolder(`${long} one`).length).toBeLessThanOrEqual(69);
+  });
+  it('stay inside the run folder whatever the name', () => {
+    for (const name of ['..', '.', '/', '../../etc']) expect(bp(name).startsWith('/var/lib/hostsmith/backups/R1/')).toBe(true);
+    expect(backupFolder('..')).toMatch(/^\.\.-[0-9a-f]{8}$/);
   });
 });

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { groupCommand, groupSchema, groupStep, parseGroupCheck, type GroupState } from '../../src/steps/group.js';
 
 const env = { runId: 'R1', step: 'App group', backupDir: '/var/lib/hostsmith/backups/R1' };
-const BK = '/var/lib/hostsmith/backups/R1/App_group/accounts';
+const BK = '/var/lib/hostsmith/backups/R1/App_group-4229a49f/accounts';
 const params = (o: Record<string, unknown>) => groupSchema.parse({ name: 'app', ...o });
 const none: GroupState = { group: null, gidOwner: null, primaryOf: [] };
 const app = (gid = 1001, members: string[] = [], primaryOf: string[] = []): GroupState => ({ group: { gid, members }, gidOwner: null, primaryOf });

@@ -2,11 +2,31 @@ import { describe, expect, it } from 'vitest';
 import { editLines, lineSchema, lineStep, planLine } from '../../src/steps/line.js';
 import { parseCheck, type PathState } from '../../src/steps/file-state.js';
 import { StepError } from '../../src/errors.js';
+import type { StepContext } from '../../src/steps/step.js';
 
 const env = { runId: 'R1', step: 'Harden ssh', backupDir: '/var/lib/hostsmith/backups/R1' };
 const P = '/etc/ssh/sshd_config';
 const params = (o: Record<string, unknown>) => lineSchema.parse({ path: P, ...o });
 const file = (content: string, mode = 0o640, owner = 'root', group = 'adm'): PathState => ({ kind: 'file', content: Buffer.from(content), mode, owner, group, missing: [] });
+
+/** A host whose check finds `at` at every path; records commands and writes. */
+function fakeHost(at: { kind: 'absent' } | { kind: 'file'; content: string }) {
+  const cmds: string[] = [];
+  const writes: Array<{ path: string; data: string }> = [];
+  const header = at.kind === 'absent' ? 'absent||||' : `file|644|root|root||\n${at.content}`;
+  const ctx = {
+    backupDir: env.backupDir,
+    exec: async (cmd: string) => {
+      cmds.push(cmd);
+      const out = cmds.length === 1 ? Buffer.from(at.kind === 'absent' ? `${header}|\n` : header) : Buffer.alloc(0);
+      return { code: 0, stdout: out.toString(), stderr: '', stdoutRaw: out };
+    },
+    writeFile: async (path: string, data: Buffer) => {
+      writes.push({ path, data: data.toString('utf8') });
+    },
+  } as unknown as StepContext;
+  return { ctx, cmds, writes };
+}
 
 const SSHD = '# sshd\nPort 22\n#PermitRootLogin prohibit-password\nPermitRootLogin yes\nUsePAM yes\n';
 
@@ -43,7 +63,7 @@ describe('line plan: (params, file state) → plan', () => {
   it('edits an existing file with a backup, no content in the undo', () => {
     const plan = lineStep.plan(params({ line: 'PermitRootLogin no', match: '^PermitRootLogin' }), file(SSHD), env);
     expect(plan).toMatchObject({ changed: true, summary: `${P}: replace line 4 "PermitRootLogin yes" with "PermitRootLogin no"` });
-    expect(plan.undo).toEqual({ kind: 'file', path: P, mode: 0o640, owner: 'root', group: 'adm', backup: '/var/lib/hostsmith/backups/R1/Harden_ssh/etc/ssh/sshd_config' });
+    expect(plan.undo).toEqual({ kind: 'file', path: P, mode: 0o640, owner: 'root', group: 'adm', backup: '/var/lib/hostsmith/backups/R1/Harden_ssh-80ee2432/etc/ssh/sshd_config' });
     expect(plan.diff).toContain('--- a/etc/ssh/sshd_config');
     expect(plan.diff).toContain('-PermitRootLogin yes');
     expect(plan.diff).toContain('+PermitRootLogin no');
@@ -51,11 +71,35 @@ describe('line plan: (params, file state) → plan', () => {
   it('is unchanged without undo when the line is there', () => {
     expect(lineStep.plan(params({ line: 'Port 22' }), file(SSHD), env)).toEqual({ changed: false, summary: `${P}: line 2 is "Port 22"`, undo: null });
   });
-  it('refuses a missing file unless create is set', () => {
+  it('plans a missing file (an earlier step may create it) instead of failing, unless create is set', () => {
     const absent: PathState = { kind: 'absent', missing: [] };
-    expect(() => lineStep.plan(params({ line: 'a' }), absent, env)).toThrow(StepError);
-    expect(() => lineStep.plan(params({ line: 'a' }), absent, env)).toThrow(`${P} does not exist; set create: true to create it`);
+    const backup = '/var/lib/hostsmith/backups/R1/Harden_ssh-80ee2432/etc/ssh/sshd_config';
+    expect(lineStep.plan(params({ line: 'a' }), absent, env)).toEqual({
+      changed: true,
+      summary: `${P} does not exist yet: will add "a" once an earlier step creates it (apply fails if none does)`,
+      undo: { kind: 'file', path: P, backup },
+    });
+    expect(lineStep.plan(params({ line: '\trotate 30', match: '^\\s*rotate\\s' }), absent, env)).toMatchObject({
+      changed: true,
+      summary: `${P} does not exist yet: will set the line matching /^\\s*rotate\\s/ to "\\trotate 30" once an earlier step creates it (apply fails if none does)`,
+    });
     expect(lineStep.plan(params({ line: 'a', state: 'absent' }), absent, env)).toEqual({ changed: false, summary: `${P} does not exist`, undo: null });
+  });
+  it('apply checks again: still missing is the clear error, and nothing is written', async () => {
+    const fake = fakeHost({ kind: 'absent' });
+    const p = params({ line: 'a' });
+    const plan = lineStep.plan(p, { kind: 'absent', missing: [] }, env);
+    await expect(lineStep.apply(fake.ctx, p, plan)).rejects.toThrow(new StepError(`${P} does not exist; set create: true to create it`));
+    expect(fake.cmds.slice(1)).toEqual([]);
+    expect(fake.writes).toEqual([]);
+  });
+  it('apply edits the file an earlier step created, after backing it up where the undo says', async () => {
+    const fake = fakeHost({ kind: 'file', content: 'x\n' });
+    const p = params({ line: 'a' });
+    const plan = lineStep.plan(p, { kind: 'absent', missing: [] }, env);
+    await lineStep.apply(fake.ctx, p, plan);
+    expect(fake.cmds[1]).toContain(`cp -a -- ${P} ${(plan.undo as { backup: string }).backup}`);
+    expect(fake.writes).toEqual([{ path: P, data: 'x\na\n' }]);
   });
   it('creates the file (and parents) with create: true; rollback removes them', () => {
     const plan = lineStep.plan(lineSchema.parse({ path: '/opt/app/conf/x.conf', line: 'a=1', create: true }), { kind: 'absent', missing: ['/opt/app', '/opt/app/conf'] }, env);

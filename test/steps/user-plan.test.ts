@@ -3,7 +3,7 @@ import { mergeEntries } from '../../src/steps/accounts.js';
 import { accountCommand, parseUserCheck, planUser, userSchema, type UserState } from '../../src/steps/user.js';
 
 const env = { runId: 'R1', step: 'Deploy user', backupDir: '/var/lib/hostsmith/backups/R1' };
-const BK = '/var/lib/hostsmith/backups/R1/Deploy_user';
+const BK = '/var/lib/hostsmith/backups/R1/Deploy_user-bc83310f';
 const params = (o: Record<string, unknown>) => userSchema.parse({ name: 'deploy2', ...o });
 const dir = (mode: number, uid: number, gid = uid, owner = 'deploy2', group = owner) => ({ kind: 'dir' as const, mode, uid, gid, owner, group });
 const file = (mode: number, uid: number, content: string, gid = uid) => ({ kind: 'file' as const, mode, uid, gid, owner: 'deploy2', group: 'deploy2', content: Buffer.from(content) });
