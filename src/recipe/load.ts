@@ -1,7 +1,7 @@
 import { readFile, stat } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import { errorMessage, InputError, type InputIssue } from '../errors.js';
-import { checkTemplate, suggestion } from '../render/template.js';
+import { checkTemplate, suggestion, templateNames, type TemplateRef } from '../render/template.js';
 import { stepType, stepTypes } from '../steps/registry.js';
 import {
   cronProblem,
@@ -82,8 +82,12 @@ const isFile = (p: string) => stat(p).then((s) => s.isFile(), () => false);
 const stringList = (v: unknown): string[] | undefined =>
   typeof v === 'string' ? [v] : Array.isArray(v) && v.every((x) => typeof x === 'string') ? (v as string[]) : undefined;
 
+/** What `steps.<name>` holds for each step that ran (see engine/run.ts). */
+const STEP_RESULT_FIELDS = ['stdout', 'stderr', 'changed', 'status', 'summary'];
+
 class Loader {
   readonly issues: InputIssue[] = [];
+  private readonly stepRefs: Array<{ where: Omit<InputIssue, 'message'>; ref: TemplateRef }> = [];
   private readonly fileOrder = new Map<string, number>();
 
   report(src: YamlSource, p: PathIssue): void {
@@ -287,8 +291,15 @@ class Loader {
 
   private checkStrings(src: YamlSource, value: unknown, path: PathSeg[], names: ReadonlySet<string>): void {
     if (typeof value === 'string') {
-      for (const p of checkTemplate(value, names)) {
+      const problems = checkTemplate(value, names);
+      for (const p of problems) {
         this.issues.push({ file: src.file, ...src.posInString(path, p.line, p.column), path: formatPath(path), message: p.message });
+      }
+      // `steps.<name>` can only be checked once every step name is known: kept for then.
+      if (!problems.length && value.includes('{{')) {
+        for (const r of templateNames(value)) {
+          if (r.parts[0] === 'steps' && r.parts.length > 1) this.stepRefs.push({ where: { file: src.file, ...src.posInString(path, r.line, r.column), path: formatPath(path) }, ref: r });
+        }
       }
     } else if (Array.isArray(value)) value.forEach((v, i) => this.checkStrings(src, v, [...path, i], names));
     else if (isMap(value)) for (const [k, v] of Object.entries(value)) this.checkStrings(src, v, [...path, k], names);
@@ -374,6 +385,15 @@ class Loader {
     }
     const stepNames = new Set(root.steps.map((d) => d.spec.name));
     const handlerNames = new Set(root.handlers.map((d) => d.spec.name));
+    for (const { where, ref } of this.stepRefs) {
+      const [, name, field] = ref.parts;
+      const all = [...stepNames, ...handlerNames];
+      if (!all.includes(name!)) {
+        this.issues.push({ ...where, message: `"${ref.original}": no step named "${name}"${suggestion(name!, all)}` });
+      } else if (field !== undefined && !STEP_RESULT_FIELDS.includes(field)) {
+        this.issues.push({ ...where, message: `"${ref.original}": a step result has ${STEP_RESULT_FIELDS.join(', ')}, not "${field}"${suggestion(field, STEP_RESULT_FIELDS)}` });
+      }
+    }
 
     const resolveRefs = (refs: Ref[], want: Set<string>, what: 'step' | 'handler', self?: string): string[] => {
       const out: string[] = [];

@@ -445,3 +445,28 @@ describe('loadRecipe: include', () => {
     expect(issues.map((i) => `${i.file!.replace(/.*\//, '')} ${brief(i)}`)).toEqual(['inc.yml 5:30 steps[0].command.run: unknown variable "b"']);
   });
 });
+
+describe('loadRecipe: steps.<name> references', () => {
+  it('reports unknown step names and result fields, with positions, and accepts good ones', async () => {
+    const dir = fixture({
+      'r.yml': [
+        'name: r',
+        'steps:',
+        '  - name: Echo one',
+        '    command: { run: "echo 1" }',
+        '  - name: Use',
+        '    command: { run: "echo {{steps.[Echo one].stdout}} {{steps.Nope.stdout}} {{steps.[Echo one].bogus}}" }',
+        'handlers:',
+        '  - name: H',
+        '    command: { run: "echo {{steps.Use.changed}} {{steps.[Echo one].status}}" }',
+      ].join('\n'),
+    });
+    const err = await loadRecipe(join(dir, 'r.yml')).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(InputError);
+    const msgs = (err as InputError).issues.map((i) => `${i.line}:${i.col} ${i.message}`);
+    expect(msgs).toEqual([
+      '6:57 "steps.Nope.stdout": no step named "Nope"',
+      '6:79 "steps.[Echo one].bogus": a step result has stdout, stderr, changed, status, summary, not "bogus"',
+    ]);
+  });
+});
