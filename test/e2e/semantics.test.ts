@@ -2,7 +2,7 @@
  * Run semantics from SPEC §2/§4 on a real host: when/unless, retry, timeout, needs, handlers,
  * results of earlier steps, fatal: false, parallel steps, includes and var precedence.
  */
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { beforeEach, expect, it } from 'vitest';
@@ -147,6 +147,10 @@ steps:
   });
 
   it('parallel steps run side by side when their needs allow, and roll back in completion order', async () => {
+    // Each slow step waits (up to 5 s) for the other to have started: both succeed only if they
+    // really run at the same time — a proof by rendezvous, not by timing.
+    const meet = (me: string, other: string) =>
+      `touch /root/par/${me}-started; i=0; while [ ! -e /root/par/${other}-started ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done; test -e /root/par/${other}-started && touch /root/par/${me}`;
     const dir = fixture({
       'r.yml': `name: parallel
 defaults: { parallel: 3 }
@@ -155,31 +159,32 @@ steps:
     file: { path: /root/par, state: directory }
   - name: Slow A
     needs: [Base]
-    command: { run: "sleep 1; touch /root/par/a", rollback: "rm -f /root/par/a" }
+    command: { run: "${meet('a', 'b')}", rollback: "rm -f /root/par/a /root/par/a-started" }
   - name: Slow B
     needs: [Base]
-    command: { run: "sleep 1; touch /root/par/b", rollback: "rm -f /root/par/b" }
+    command: { run: "${meet('b', 'a')}", rollback: "rm -f /root/par/b /root/par/b-started" }
   - name: Fast C
     needs: [Base]
     command: { run: "touch /root/par/c", rollback: "rm -f /root/par/c" }
   - name: Last
     needs: [Slow A, Slow B, Fast C]
-    command: { run: "exit 1" }
+    command: { run: "ls /root/par/a /root/par/b /root/par/c && exit 1" }
 `,
     });
-    const t0 = Date.now();
     const r = await apply(join(dir, 'r.yml'));
-    const took = Date.now() - t0;
     expect(r.code).toBe(1);
-    expect(took).toBeLessThan(1900 + 1500); // two 1 s sleeps side by side, plus overhead
-    const finished = stepEvents(r).map((e) => e.step);
-    expect(finished[0]).toBe('Base');
-    expect(finished.indexOf('Fast C')).toBeLessThan(finished.indexOf('Slow A'));
-    expect(finished.at(-1)).toBe('Last');
+    const finished = stepEvents(r).map((e) => [e.step, e.status]);
+    expect(finished.filter(([, st]) => st === 'changed').map(([s]) => s).sort()).toEqual(['Base', 'Fast C', 'Slow A', 'Slow B']);
+    expect(finished.at(-1)).toEqual(['Last', 'failed']);
+    const order = finished.map(([s]) => s);
+    expect(order[0]).toBe('Base');
     const rolled = r.events.filter((e) => e.event === 'rollback-finished').map((e) => e.step);
-    const completed = finished.filter((s) => s !== 'Last');
-    expect(rolled).toEqual([...completed].reverse());
+    expect(rolled).toEqual(order.filter((s) => s !== 'Last').reverse());
     expect((await sshRun(sandbox(), sandbox().hosts[0]!, 'test -e /root/par')).code).toBe(1);
+    // With parallel: 1 the same recipe cannot meet: the first slow step gives up waiting and fails.
+    const serial = fixture({ 'r.yml': readFileSync(join(dir, 'r.yml'), 'utf8').replace('parallel: 3', 'parallel: 1') });
+    const s1 = await apply(join(serial, 'r.yml'));
+    expect(stepEvents(s1).find((e) => e.step === 'Slow A')!.status).toBe('failed');
   });
 
   it('include inserts another recipe with its own vars; precedence is cli > vars file > inventory > default', async () => {
