@@ -22,7 +22,10 @@ export const cronSchema = z
       const why = cronProblem(s);
       if (why) ctx.addIssue({ code: z.ZodIssueCode.custom, message: why });
     }).optional(),
-    command: oneLine('command').optional(),
+    command: oneLine('command')
+      // cron ends the command at an unescaped % and feeds the rest as stdin: `date +%F` would run `date +`.
+      .refine((s) => !/(^|[^\\])%/.test(s), 'an unescaped % ends a crontab command (cron turns it into a newline); write \\% for a literal %')
+      .optional(),
     user: z
       .string()
       .regex(/^[a-z_][a-z0-9_.-]*\$?$/i, 'not a valid user name')
@@ -43,6 +46,8 @@ export interface CronState {
   user: string;
   /** The user's crontab as `crontab -l` prints it; null when the user has none. */
   text: string | null;
+  /** The user does not exist (yet): an earlier step may create it; apply fails if it is still missing. */
+  userMissing?: boolean;
   /** The host's clock (ms since epoch) and time zone, for the next run times in the plan. */
   clock?: { now: number; tz: string };
 }
@@ -130,7 +135,7 @@ export function planCron(p: CronParams, s: CronState, env: PlanEnv): Plan<CronUn
   const verb = had ? `update "${p.name}" in` : `add "${p.name}" to`;
   return {
     changed: true,
-    summary: `${verb} ${whose}: ${p.schedule!.trim()} (${s.clock ? describeSchedule(p.schedule!, s.clock.now, s.clock.tz) : describeSchedule(p.schedule!)})`,
+    summary: `${verb} ${whose}: ${p.schedule!.trim()} (${s.clock ? describeSchedule(p.schedule!, s.clock.now, s.clock.tz) : describeSchedule(p.schedule!)})${s.userMissing ? ` — user ${p.user} does not exist yet: an earlier step must create it` : ''}`,
     diff,
     undo,
   };
@@ -165,6 +170,7 @@ export function parseCheck(user: string, r: { code: number; stdoutRaw: Buffer; s
     // Not enumerable, so fingerprint() (the drift check of `undo`) sees only the crontab, not the time.
     Object.defineProperty(st, 'clock', { value: clock, enumerable: false });
   if (r.code === 1 && /no crontab for/.test(r.stderr)) return withClock({ user, text: null });
+  if (r.code !== 0 && /user .* unknown|unknown user/i.test(r.stderr)) return withClock({ user, text: null, userMissing: true });
   if (r.code !== 0) throw new StepError(`cannot read ${user}'s crontab: ${hostSaid(user, r.stderr, r.code)}`, { code: r.code, stderr: r.stderr });
   let text: string;
   try {
@@ -208,6 +214,7 @@ export const cronStep: StepType<CronParams, CronState, CronUndo> = {
   plan: planCron,
   async apply(ctx, p, plan) {
     const now = await readCrontab(ctx, p.user);
+    if (now.userMissing) throw new StepError(`user ${p.user} does not exist on ${ctx.host}: create it first (a user step before this one)`);
     // Rollback reinstalls the crontab as it was read; refusing here keeps that promise.
     const prev = plan.undo?.previous ?? null;
     if (plan.undo && (now.text === null ? prev !== null : prev === null || sha256(now.text) !== prev.sha256)) {

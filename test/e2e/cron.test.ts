@@ -159,4 +159,30 @@ steps:
     expect(stepEvents(r2)[0]!.error).toMatch(/cannot read root's crontab: must be privileged to use -u \(.*set sudo: true .* --sudo\)/);
     expect(await sshRun(sb, h, 'crontab -l -u root')).toEqual(rootBefore);
   });
+
+  it('a cron job for a user an earlier step creates can be planned and applied', async () => {
+    const sb = sandbox();
+    const h = sb.hosts[0]!;
+    const dir = fixture({
+      'r.yml': `name: svc-cron
+steps:
+  - name: Service user
+    user: { name: svcjob, system: true }
+  - name: Its job
+    cron: { name: job, schedule: "@daily", command: "true", user: svcjob }
+`,
+    });
+    const plan = await hostsmith(args('plan', join(dir, 'r.yml'), '--hosts', h.name, '--json'));
+    expect(plan.code, plan.stdout + plan.stderr).toBe(0);
+    expect(stepEvents(plan).map((e) => e.status)).toEqual(['planned', 'planned']);
+    expect(stepEvents(plan)[1]!.summary).toMatch(/user svcjob does not exist yet/);
+    const r = await hostsmith(args('apply', join(dir, 'r.yml'), '--hosts', h.name, '--yes'));
+    expect(r.code, r.stdout + r.stderr).toBe(0);
+    expect(await sshOk(sb, h, 'crontab -l -u svcjob')).toBe('# hostsmith: job\n@daily true\n');
+    // Without a step that creates the user, apply says so.
+    const none = fixture({ 'r.yml': `name: no-user\nsteps:\n  - name: Orphan job\n    cron: { name: job, schedule: "@daily", command: "true", user: ghost }\n` });
+    const bad = await hostsmith(args('apply', join(none, 'r.yml'), '--hosts', h.name, '--yes'));
+    expect(bad.code).toBe(1);
+    expect(bad.stdout + bad.stderr).toContain('user ghost does not exist on h1: create it first');
+  });
 });

@@ -123,9 +123,26 @@ describe('cron check output', () => {
     const call = () => parseCheck('root', { code: 1, stdoutRaw: out('1795323209 Etc/UTC\n'), stderr: 'must be privileged to use -u\n' });
     expect(call).toThrow(StepError);
     expect(call).toThrow(/cannot read root's crontab: must be privileged to use -u \(.*sudo: true.*--sudo\)/);
-    expect(() => parseCheck('nobody2', { code: 1, stdoutRaw: out('1 UTC\n'), stderr: "crontab:  user `nobody2' unknown\n" })).toThrow(/user `nobody2' unknown/);
+    // An unknown user is not an error at check time: an earlier step may create it.
+    expect(parseCheck('nobody2', { code: 1, stdoutRaw: out('1 UTC\n'), stderr: "crontab:  user `nobody2' unknown\n" })).toMatchObject({ userMissing: true, text: null });
   });
   it('refuses a crontab that is not UTF-8', () => {
     expect(() => parseCheck('root', { code: 0, stdoutRaw: Buffer.concat([out('1 UTC\n'), Buffer.from([0xff, 0x0a])]), stderr: '' })).toThrow(/not UTF-8/);
+  });
+});
+
+describe('cron: commands and users that are not there yet', () => {
+  it('rejects an unescaped % in the command, accepts \\%', () => {
+    const bad = cronSchema.safeParse({ name: 'n', schedule: '@daily', command: 'date +%F > /tmp/x' });
+    expect(bad.success).toBe(false);
+    if (!bad.success) expect(bad.error.issues[0]!.message).toMatch(/unescaped % ends a crontab command/);
+    expect(cronSchema.safeParse({ name: 'n', schedule: '@daily', command: 'date +\\%F > /tmp/x' }).success).toBe(true);
+  });
+  it('reads "user unknown" as no crontab yet, and plans the entry with a note', () => {
+    const s = parseCheck('svc', { code: 1, stdoutRaw: Buffer.from('1795000000 Etc/UTC\n'), stderr: "crontab: user 'svc' unknown\n" });
+    expect(s).toMatchObject({ user: 'svc', text: null, userMissing: true });
+    const plan = cronStep.plan(cronSchema.parse({ name: 'n', schedule: '@daily', command: 'true', user: 'svc' }), s, { runId: 'R', step: 'C', backupDir: '/b' });
+    expect(plan.changed).toBe(true);
+    expect(plan.summary).toMatch(/user svc does not exist yet: an earlier step must create it$/);
   });
 });
