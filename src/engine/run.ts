@@ -84,11 +84,27 @@ export async function runHost(o: HostRunOptions): Promise<HostResult> {
   const baseSudo = o.sudo || o.recipe.sudo || o.recipe.defaults.sudo === true;
   o = { ...o, vars: renderDefaults(o.recipe, o.vars, o.facts) };
 
+  /**
+   * An included recipe names its own steps without the prefix it gets when included
+   * (`steps.[Get id]` inside `mon`): those names are aliases of `mon/Get id` for its steps.
+   */
+  function resultsFor(spec: StepSpec): Record<string, StepResult> {
+    const cut = spec.name.lastIndexOf('/');
+    if (cut < 0) return results;
+    const prefix = spec.name.slice(0, cut + 1);
+    const view: Record<string, StepResult> = { ...results };
+    for (const [name, r] of Object.entries(results)) {
+      if (name.startsWith(prefix) && !name.slice(prefix.length).includes('/')) view[name.slice(prefix.length)] ??= r;
+    }
+    return view;
+  }
+
   function scopeFor(spec: StepSpec): Record<string, unknown> {
-    if (!spec.scopeVars) return buildScope(o.vars, o.facts, results);
+    const steps = resultsFor(spec);
+    if (!spec.scopeVars) return buildScope(o.vars, o.facts, steps);
     // An include's vars may use the vars before them, so they render one at a time.
-    const values = renderScopeVars(spec.scopeVars, o.vars, o.facts, results, { step: spec.name, field: 'vars' });
-    return buildScope(values, o.facts, results);
+    const values = renderScopeVars(spec.scopeVars, o.vars, o.facts, steps, { step: spec.name, field: 'vars' });
+    return buildScope(values, o.facts, steps);
   }
 
   function contextFor(spec: StepSpec, scope: Record<string, unknown>): StepContext {

@@ -388,7 +388,8 @@ class Loader {
     for (const { where, ref } of this.stepRefs) {
       const [, name, field] = ref.parts;
       const all = [...stepNames, ...handlerNames];
-      if (!all.includes(name!)) {
+      // Inside an included recipe its own steps are named without the prefix (the engine aliases them).
+      if (!all.includes(name!) && !all.some((n) => n.endsWith(`/${name}`))) {
         this.issues.push({ ...where, message: `"${ref.original}": no step named "${name}"${suggestion(name!, all)}` });
       } else if (field !== undefined && !STEP_RESULT_FIELDS.includes(field)) {
         this.issues.push({ ...where, message: `"${ref.original}": a step result has ${STEP_RESULT_FIELDS.join(', ')}, not "${field}"${suggestion(field, STEP_RESULT_FIELDS)}` });

@@ -204,8 +204,10 @@ steps:
 vars:
   label: { required: true }
 steps:
+  - name: Get id
+    command: { run: "echo id-42", rollback: "true" }
   - name: Label
-    file: { path: /root/inc-part, content: "{{label}}\\n" }
+    file: { path: /root/inc-part, content: "{{label}} {{steps.[Get id].stdout}}\\n" }
 `,
       'vars.yml': 'size: large\ncolor: green\n',
     });
@@ -214,8 +216,9 @@ steps:
     writeFileSync(inv, base.replace(/(h1: \{[^}]*)\}/, '$1, vars: { shape: square, size: medium } }'));
     const r = await hostsmith(['apply', join(dir, 'main.yml'), '--hosts', 'h1', '--yes', '--json', '-i', inv, '--known-hosts', sb.knownHostsPath, '--state-dir', state, '--vars-file', join(dir, 'vars.yml'), '--var', 'color=blue']);
     expect(r.code, r.stderr).toBe(0);
-    expect(stepEvents(r).map((e) => e.step)).toEqual(['Write', 'part/Label']);
-    expect(await sshOk(sb, sb.hosts[0]!, 'cat /root/inc-main /root/inc-part')).toBe('blue large square\nfrom-blue\n');
+    expect(stepEvents(r).map((e) => e.step)).toEqual(['Write', 'part/Get id', 'part/Label']);
+    // Inside the included recipe its steps' results go by their own names.
+    expect(await sshOk(sb, sb.hosts[0]!, 'cat /root/inc-main /root/inc-part')).toBe('blue large square\nfrom-blue id-42\n');
   });
 
   it('apply never prompts without a terminal: a missing --yes is an error and nothing is contacted', async () => {
