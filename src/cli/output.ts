@@ -143,6 +143,12 @@ export class Output {
   }
 }
 
+/** A host's error without the host name in front, for lines that already start with it. */
+function bare(host: string, error: string | undefined): string {
+  const e = error ?? '';
+  return e.startsWith(`${host}: `) ? e.slice(host.length + 2) : e;
+}
+
 /** What happened and what to do now, in words, for the person reading at 3 a.m. */
 export function nextSteps(r: RunReport): string[] {
   const out: string[] = [];
@@ -153,7 +159,7 @@ export function nextSteps(r: RunReport): string[] {
         out.push(`${h}: a step failed; all ${s.rolledBack} completed step(s) were rolled back, so the host is as before the run. Fix the cause above and run again.`);
         break;
       case 'failed':
-        out.push(r.mode === 'plan' ? `${h}: the plan found a problem: ${s.error ?? ''}` : `${h}: failed before changing anything. ${s.error ?? ''}`.trim());
+        out.push(r.mode === 'plan' ? `${h}: the plan found a problem: ${bare(h, s.error)}` : `${h}: failed before changing anything. ${bare(h, s.error)}`.trim());
         break;
       case 'rollback-incomplete':
         out.push(`${h}: ROLLBACK INCOMPLETE — some changes are still on the host. See \`hostsmith show ${r.runId}\` for what is left and undo it by hand.${journal}`);

@@ -258,7 +258,7 @@ export async function runHost(o: HostRunOptions): Promise<HostResult> {
           error,
         });
       }
-      finish(spec, spec.type, 'failed', started, { summary: plan?.summary ?? `${spec.type} failed`, error, changed: false, handler });
+      finish(spec, spec.type, 'failed', started, { summary: plan?.summary ?? `${spec.type} step failed before any change`, error, changed: false, handler });
       if (spec.fatal) fatal = `step "${spec.name}" failed: ${error}`;
     }
   }

@@ -43,7 +43,7 @@ async function runChecked(ctx: StepContext, cmd: string, o: Omit<CommandUndo, 'r
   const r = await ctx.exec(cmd, { cwd: o.cwd, env: o.env, user: o.user });
   if (r.timedOut) {
     const limit = ctx.timeoutMs !== undefined ? ` after ${formatMs(ctx.timeoutMs)}` : '';
-    throw new StepError(`${what} timed out${limit} and was stopped; if it needs longer, raise the step's timeout:`, { code: r.code, stderr: r.stderr });
+    throw new StepError(`${what} timed out${limit} and was stopped; if it needs longer, raise the step's \`timeout\``, { code: r.code, stderr: r.stderr });
   }
   if (r.code !== 0) {
     const err = tail(r.stderr) || tail(r.stdout);

@@ -42,7 +42,11 @@ export abstract class ShellTransport implements Transport {
 
   async writeFile(path: string, data: Buffer, o: WriteOptions = {}): Promise<void> {
     const r = await this.exec(atomicWriteScript(path, o), { sudo: o.sudo, stdin: data });
-    if (r.code !== 0) throw new HostsmithError(`${this.name}: cannot write ${path}: ${r.stderr.trim() || `exit ${r.code}`}`);
+    if (r.code !== 0) {
+      const denied = /Permission denied|Operation not permitted/.test(r.stderr) && !(o.sudo ?? this.defaultSudo) && this.loginUser !== 'root';
+      const hint = denied ? ` (${this.loginUser ?? 'the login user'} may not write there: log in as root, or use sudo: true on the recipe or step, or --sudo)` : '';
+      throw new HostsmithError(`${this.name}: cannot write ${path}: ${r.stderr.trim() || `exit ${r.code}`}${hint}`);
+    }
   }
 }
 

@@ -150,7 +150,7 @@ export class SshTransport extends ShellTransport {
         let msg: string;
         if (verdict && !verdict.ok) msg = verdict.message;
         else if (e.level === 'client-authentication') {
-          msg = `authentication as ${t.user} failed at ${t.host}:${t.port} (offered: ${methods.map((m) => m.type).join(', ')}). ${notes.join('; ')} Check the user and --identity.`;
+          msg = `authentication as ${t.user} failed at ${t.host}:${t.port} (offered: ${methods.map((m) => m.type).join(', ')}).${notes.length ? ` ${notes.join('; ')}.` : ''} Check the user and --identity.`;
         } else if (e.code === 'ECONNREFUSED') msg = `connection refused at ${t.host}:${t.port}: is sshd running and listening there?`;
         else if (e.level === 'client-timeout' || e.code === 'ETIMEDOUT') msg = `timed out connecting to ${t.host}:${t.port}`;
         else if (e.code === 'ENOTFOUND' || e.code === 'EAI_AGAIN') msg = `cannot resolve host name ${t.host}`;

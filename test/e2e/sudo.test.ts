@@ -83,7 +83,7 @@ ${stepSudo ? '    sudo: true\n' : ''}    file: { path: /etc/hostsmith-step.conf,
     // Without the step's sudo, deploy cannot write /etc: the run fails and the first step is undone.
     const denied = await hostsmith(['apply', join(fixture({ 'r.yml': recipe(false) }), 'r.yml'), ...as('deploy', h)]);
     expect(denied.code).toBe(1);
-    expect(stepEvents(denied)[1]!.error).toMatch(/Permission denied/);
+    expect(stepEvents(denied)[1]!.error).toMatch(/Permission denied.*deploy may not write there: log in as root, or use sudo: true on the recipe or step, or --sudo/);
     expect(await sshOk(sb, h, 'ls /etc/hostsmith-step.conf /home/deploy/hs-own.txt 2>&1 || true')).toMatch(/No such file.*\n.*No such file/);
 
     const r = await hostsmith(['apply', join(fixture({ 'r.yml': recipe(true) }), 'r.yml'), ...as('deploy', h)]);

@@ -68,7 +68,7 @@ function printHowToReach(sb: Sandbox): void {
     `known_hosts  ${sb.knownHostsPath}`,
     '',
     'try:',
-    `  hostsmith plan ${exampleRecipe()} -i ${rel(sb.inventoryPath)} --known-hosts ${rel(sb.knownHostsPath)} --hosts h1`,
+    `  ./bin/hostsmith.js plan ${exampleRecipe()} -i ${rel(sb.inventoryPath)} --known-hosts ${rel(sb.knownHostsPath)} --hosts h1`,
     '',
     `note: hosts share this machine's network: a service listening on 0.0.0.0:80 in one host takes port 80 for all.`,
     `stop: npm run sandbox -- down${sb.dir === DEFAULT_DIR ? '' : ` --dir ${sb.dir}`}`,
