@@ -14,8 +14,8 @@ import { posix } from 'node:path';
 import { z } from 'zod';
 import { StepError } from '../errors.js';
 import { quote } from '../transport/shell.js';
-import { backupPath } from './file-state.js';
-import { sha256, type PlanEnv, type StepContext } from './step.js';
+import { backupDirsScript, backupPath } from './backup.js';
+import { runOk, sha256, type PlanEnv, type StepContext } from './step.js';
 
 export const ACCOUNT_FILES = ['passwd', 'shadow', 'group', 'gshadow', 'subuid', 'subgid'] as const;
 export type AccountFile = (typeof ACCOUNT_FILES)[number];
@@ -56,24 +56,14 @@ export function uniq<T>(xs: T[]): T[] {
   return [...new Set(xs)];
 }
 
-export async function runOk(ctx: StepContext, script: string, what: string): Promise<string> {
-  const r = await ctx.exec(script);
-  if (r.code !== 0) {
-    const err = r.stderr.trim().split('\n').slice(-10).join('\n') || r.stdout.trim().split('\n').slice(-5).join('\n');
-    throw new StepError(`${what} failed (exit ${r.code})${err ? `: ${err}` : ''}`, { code: r.code, stderr: r.stderr });
-  }
-  return r.stdout;
-}
-
 /** Copies the account files once per step: a retried apply must not overwrite the first copy. */
 export async function backupAccounts(ctx: StepContext, dir: string): Promise<void> {
   const d = quote(dir);
-  const root = quote(posix.dirname(ctx.backupDir));
   await runOk(
     ctx,
     [
       `if [ ! -e ${d}/complete ]; then`,
-      `umask 077 && mkdir -p ${root} && chmod 0700 ${root} && mkdir -p ${d} || exit 1`,
+      `${backupDirsScript(ctx, `${dir}/complete`)} || exit 1`,
       `for f in ${ACCOUNT_FILES.join(' ')}; do if [ -e /etc/$f ]; then cp -p /etc/$f ${d}/$f || exit 1; fi; done`,
       `: > ${d}/complete; fi`,
     ].join('\n'),

@@ -145,10 +145,6 @@ export function missingVersions(stderr: string): string[] {
   return [...stderr.matchAll(/Version '[^']*' for '([^']+)' was not found/g)].map((m) => m[1]!);
 }
 
-export function tail(s: string, n = 15): string {
-  return s.trim().split('\n').slice(-n).join('\n');
-}
-
 const DPKG_FORMAT = quote('${Package}\t${Architecture}\t${Version}\t${Status}\n');
 
 /**

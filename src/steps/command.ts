@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { StepError } from '../errors.js';
 import { quote } from '../transport/shell.js';
-import type { StepContext, StepType } from './step.js';
+import { tail, type StepContext, type StepType } from './step.js';
 
 export const commandSchema = z
   .object({
@@ -35,10 +35,6 @@ function formatMs(ms: number): string {
   return ms % 1000 === 0 ? `${ms / 1000}s` : `${ms}ms`;
 }
 
-function tail(s: string, n = 20): string {
-  return s.trim().split('\n').slice(-n).join('\n');
-}
-
 async function runChecked(ctx: StepContext, cmd: string, o: Omit<CommandUndo, 'run'>, what: string) {
   const r = await ctx.exec(cmd, { cwd: o.cwd, env: o.env, user: o.user });
   if (r.timedOut) {
@@ -46,7 +42,7 @@ async function runChecked(ctx: StepContext, cmd: string, o: Omit<CommandUndo, 'r
     throw new StepError(`${what} timed out${limit} and was stopped; if it needs longer, raise the step's \`timeout\``, { code: r.code, stderr: r.stderr });
   }
   if (r.code !== 0) {
-    const err = tail(r.stderr) || tail(r.stdout);
+    const err = tail(r.stderr, 20) || tail(r.stdout, 20);
     throw new StepError(`${what} exited ${r.code}${err ? `: ${err}` : ''}`, { code: r.code, stderr: r.stderr });
   }
   return r;

@@ -4,10 +4,9 @@ import { z } from 'zod';
 import { StepError } from '../errors.js';
 import { cronProblem } from '../recipe/schema.js';
 import { unifiedDiff } from '../render/diff.js';
-import { posix } from 'node:path';
 import { quote } from '../transport/shell.js';
-import { backupPath } from './file-state.js';
-import { sha256, type Plan, type PlanEnv, type StepContext, type StepType } from './step.js';
+import { backupDirsScript, backupPath } from './backup.js';
+import { runOk, sha256, tail, type Plan, type PlanEnv, type StepContext, type StepType } from './step.js';
 
 const oneLine = (what: string) =>
   z
@@ -141,12 +140,8 @@ export function planCron(p: CronParams, s: CronState, env: PlanEnv): Plan<CronUn
   };
 }
 
-function tail(s: string, n = 5): string {
-  return s.trim().split('\n').slice(-n).join('\n');
-}
-
-function hostSaid(user: string, stderr: string, code: number): string {
-  const said = tail(stderr) || `exit ${code}`;
+function hostSaid(stderr: string, code: number): string {
+  const said = tail(stderr, 5) || `exit ${code}`;
   return /must be privileged/.test(stderr) ? `${said} (another user's crontab needs root: set sudo: true on the recipe or step, or pass --sudo)` : said;
 }
 
@@ -164,14 +159,14 @@ export function checkScript(user: string): string {
 export function parseCheck(user: string, r: { code: number; stdoutRaw: Buffer; stderr: string }): CronState {
   const nl = r.stdoutRaw.indexOf(0x0a);
   const [secs, tz] = r.stdoutRaw.subarray(0, nl < 0 ? r.stdoutRaw.length : nl).toString('utf8').trim().split(' ');
-  if (nl < 0 || !/^\d+$/.test(secs ?? '')) throw new StepError(`cannot read ${user}'s crontab: ${hostSaid(user, r.stderr, r.code)}`, { code: r.code, stderr: r.stderr });
+  if (nl < 0 || !/^\d+$/.test(secs ?? '')) throw new StepError(`cannot read ${user}'s crontab: ${hostSaid(r.stderr, r.code)}`, { code: r.code, stderr: r.stderr });
   const clock = { now: Number(secs) * 1000, tz: tz || 'UTC' };
   const withClock = (st: CronState): CronState =>
     // Not enumerable, so fingerprint() (the drift check of `undo`) sees only the crontab, not the time.
     Object.defineProperty(st, 'clock', { value: clock, enumerable: false });
   if (r.code === 1 && /no crontab for/.test(r.stderr)) return withClock({ user, text: null });
   if (r.code !== 0 && /user .* unknown|unknown user/i.test(r.stderr)) return withClock({ user, text: null, userMissing: true });
-  if (r.code !== 0) throw new StepError(`cannot read ${user}'s crontab: ${hostSaid(user, r.stderr, r.code)}`, { code: r.code, stderr: r.stderr });
+  if (r.code !== 0) throw new StepError(`cannot read ${user}'s crontab: ${hostSaid(r.stderr, r.code)}`, { code: r.code, stderr: r.stderr });
   let text: string;
   try {
     text = utf8.decode(r.stdoutRaw.subarray(nl + 1));
@@ -183,10 +178,7 @@ export function parseCheck(user: string, r: { code: number; stdoutRaw: Buffer; s
 
 /** Keeps the crontab as it was in a root-only file on the host, before it is replaced. */
 async function saveBackup(ctx: StepContext, path: string, text: string): Promise<void> {
-  const dir = posix.dirname(path);
-  const root = posix.dirname(ctx.backupDir);
-  const r = await ctx.exec(`umask 077 && mkdir -p ${quote(root)} && chmod 0700 ${quote(root)} && mkdir -p ${quote(dir)} && cat > ${quote(path)}`, { stdin: text });
-  if (r.code !== 0) throw new StepError(`backing up the crontab to ${path} failed: ${tail(r.stderr) || `exit ${r.code}`}`, { code: r.code, stderr: r.stderr });
+  await runOk(ctx, `${backupDirsScript(ctx, path)} && cat > ${quote(path)}`, `backing up the crontab to ${path}`, { stdin: text });
 }
 
 async function readCrontab(ctx: StepContext, user: string): Promise<CronState> {
@@ -203,7 +195,7 @@ async function writeCrontab(ctx: StepContext, user: string, text: string | null)
       : await ctx.exec(`crontab -u ${u} -`, { stdin: text });
   if (r.code !== 0) {
     const what = text === null ? `removing ${user}'s crontab` : `installing ${user}'s crontab`;
-    throw new StepError(`${what} failed: ${hostSaid(user, r.stderr, r.code)}`, { code: r.code, stderr: r.stderr });
+    throw new StepError(`${what} failed: ${hostSaid(r.stderr, r.code)}`, { code: r.code, stderr: r.stderr });
   }
 }
 

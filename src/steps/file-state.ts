@@ -2,12 +2,12 @@
  * Reading, planning, writing and restoring one path on a host. Shared by the `file` and
  * `template` step types, which differ only in where the wanted content comes from.
  */
-import { createHash } from 'node:crypto';
 import { posix } from 'node:path';
 import { StepError } from '../errors.js';
 import { unifiedDiff } from '../render/diff.js';
 import { quote } from '../transport/shell.js';
-import type { Plan, PlanEnv, StepContext } from './step.js';
+import { runOk, type Plan, type PlanEnv, type StepContext } from './step.js';
+import { backupPath, copyToBackup, restoreFromBackup } from './backup.js';
 import { fmtMode } from './modes.js';
 
 export type PathKind = 'absent' | 'file' | 'directory' | 'link' | 'other';
@@ -85,19 +85,6 @@ export async function checkPath(ctx: StepContext, path: string): Promise<PathSta
   const r = await ctx.exec(checkScript(path));
   if (r.code !== 0) throw new StepError(`cannot read ${path}: ${r.stderr.trim() || `exit ${r.code}`}`, { code: r.code, stderr: r.stderr });
   return parseCheck(r.stdoutRaw);
-}
-
-/**
- * The step's own backup folder: a readable slug plus a hash of the full name, since different
- * names can slug alike ("Conf (1)", "Conf [1]", long shared prefixes) and must not share backups.
- */
-export function backupFolder(step: string): string {
-  const slug = step.replace(/[^A-Za-z0-9._-]+/g, '_').slice(0, 60) || 'step';
-  return `${slug}-${createHash('sha256').update(step).digest('hex').slice(0, 8)}`;
-}
-
-export function backupPath(env: PlanEnv, path: string): string {
-  return posix.join(env.backupDir, backupFolder(env.step), path);
 }
 
 function metaDiffs(w: Wanted, s: PathState): string[] {
@@ -211,54 +198,33 @@ function chownSpec(owner?: string, group?: string): string | null {
   return `${owner ?? ''}${group ? `:${group}` : ''}`;
 }
 
-async function run(ctx: StepContext, script: string, what: string): Promise<void> {
-  const r = await ctx.exec(script);
-  if (r.code !== 0) {
-    throw new StepError(`${what} failed (exit ${r.code}): ${r.stderr.trim()}`, { code: r.code, stderr: r.stderr });
-  }
-}
-
-/** Copies what is at `path` into a root-only backup folder before it is replaced or removed. */
-async function backup(ctx: StepContext, path: string, dest: string): Promise<void> {
-  await run(
-    ctx,
-    [
-      `umask 077`,
-      `mkdir -p ${quote(posix.dirname(ctx.backupDir))} && chmod 0700 ${quote(posix.dirname(ctx.backupDir))}`,
-      `mkdir -p ${quote(posix.dirname(dest))}`,
-      `rm -rf -- ${quote(dest)}`,
-      `cp -a -- ${quote(path)} ${quote(dest)}`,
-    ].join(' && '),
-    `backing up ${path} to ${dest}`,
-  );
-}
-
 export async function applyPath(ctx: StepContext, w: Wanted, plan: Plan<FileUndo>): Promise<void> {
   const undo = plan.undo;
   const p = quote(w.path);
-  if (undo && undo.kind !== 'absent' && undo.backup) await backup(ctx, w.path, undo.backup);
+  if (undo && undo.kind !== 'absent' && undo.backup) await copyToBackup(ctx, w.path, undo.backup);
   const own = chownSpec(w.owner, w.group);
   const chown = own ? [`chown ${w.state === 'link' ? '-h ' : ''}${quote(own)} -- ${p}`] : [];
   const meta = [...(w.mode !== undefined ? [`chmod ${fmtMode(w.mode)} -- ${p}`] : []), ...chown];
   switch (w.state) {
     case 'absent':
-      return run(ctx, `rm -rf -- ${p}`, `removing ${w.path}`);
+      await runOk(ctx, `rm -rf -- ${p}`, `removing ${w.path}`);
+      return;
     case 'directory':
-      return run(ctx, [`mkdir -p -- ${p}`, ...meta].join(' && '), `creating directory ${w.path}`);
+      await runOk(ctx, [`mkdir -p -- ${p}`, ...meta].join(' && '), `creating directory ${w.path}`);
+      return;
     case 'link':
-      return run(
-        ctx,
-        [`mkdir -p -- ${quote(posix.dirname(w.path))}`, `ln -sfn -- ${quote(w.target ?? '')} ${p}`, ...chown].join(' && '),
-        `linking ${w.path}`,
-      );
+      await runOk(ctx, [`mkdir -p -- ${quote(posix.dirname(w.path))}`, `ln -sfn -- ${quote(w.target ?? '')} ${p}`, ...chown].join(' && '), `linking ${w.path}`);
+      return;
     case 'present': {
       const contentChanged = !undo || undo.kind === 'absent' || undo.backup !== undefined;
-      if (!contentChanged) return run(ctx, meta.join(' && ') || 'true', `setting metadata of ${w.path}`);
+      if (!contentChanged) {
+        await runOk(ctx, meta.join(' && ') || 'true', `setting metadata of ${w.path}`);
+        return;
+      }
       if (undo?.kind === 'absent' && undo.created.length) {
-        await run(ctx, `mkdir -p -- ${quote(posix.dirname(w.path))}`, `creating ${posix.dirname(w.path)}`);
+        await runOk(ctx, `mkdir -p -- ${quote(posix.dirname(w.path))}`, `creating ${posix.dirname(w.path)}`);
       }
       await ctx.writeFile(w.path, w.content ?? Buffer.alloc(0), { mode: w.mode, owner: w.owner, group: w.group });
-      return;
     }
   }
 }
@@ -271,26 +237,15 @@ export async function rollbackPath(ctx: StepContext, undo: FileUndo): Promise<vo
     const parents = [...undo.created].reverse().map((d) => `if [ -d ${quote(d)} ]; then rmdir -- ${quote(d)}; fi`);
     // A directory we created is removed only if empty: anything else in it is not ours to delete.
     const remove = `if [ -d ${p} ] && [ ! -L ${p} ]; then rmdir -- ${p}; else rm -f -- ${p}; fi`;
-    return run(ctx, [remove, ...parents].join(' && '), `removing ${undo.path}`);
+    await runOk(ctx, [remove, ...parents].join(' && '), `removing ${undo.path}`);
+    return;
   }
-  if (undo.backup) {
-    const b = quote(undo.backup);
-    const tmp = quote(`${undo.path}.hostsmith-restore`);
-    return run(
-      ctx,
-      [`test -e ${b} || test -L ${b}`, `rm -rf -- ${tmp}`, `cp -a -- ${b} ${tmp}`, `rm -rf -- ${p}.hostsmith-old`, `if [ -d ${p} ] && [ ! -L ${p} ]; then mv -- ${p} ${p}.hostsmith-old; fi`, `mv -fT -- ${tmp} ${p}`, `rm -rf -- ${p}.hostsmith-old`].join(' && '),
-      `restoring ${undo.path} from ${undo.backup}`,
-    );
-  }
-  if (undo.kind === 'link') {
-    const own = chownSpec(undo.owner, undo.group);
-    return run(
-      ctx,
-      [`ln -sfn -- ${quote(undo.target ?? '')} ${p}`, own ? `chown -h ${quote(own)} -- ${p}` : ''].filter(Boolean).join(' && '),
-      `relinking ${undo.path}`,
-    );
-  }
+  if (undo.backup) return restoreFromBackup(ctx, undo.backup, undo.path);
   const own = chownSpec(undo.owner, undo.group);
+  if (undo.kind === 'link') {
+    await runOk(ctx, [`ln -sfn -- ${quote(undo.target ?? '')} ${p}`, own ? `chown -h ${quote(own)} -- ${p}` : ''].filter(Boolean).join(' && '), `relinking ${undo.path}`);
+    return;
+  }
   const cmds = [undo.mode !== undefined ? `chmod ${fmtMode(undo.mode)} -- ${p}` : '', own ? `chown ${quote(own)} -- ${p}` : ''];
-  return run(ctx, cmds.filter(Boolean).join(' && ') || 'true', `restoring metadata of ${undo.path}`);
+  await runOk(ctx, cmds.filter(Boolean).join(' && ') || 'true', `restoring metadata of ${undo.path}`);
 }

@@ -1,7 +1,8 @@
 import { z } from 'zod';
 import { StepError } from '../errors.js';
 import { quote } from '../transport/shell.js';
-import { accountBackupDir, accountName, backupAccounts, flag, idNumber, restoreAccounts, runOk, type AccountUndo } from './accounts.js';
+import { runOk } from './step.js';
+import { accountBackupDir, accountName, backupAccounts, flag, idNumber, restoreAccounts, type AccountUndo } from './accounts.js';
 import type { Plan, StepContext, StepType } from './step.js';
 
 export const groupSchema = z

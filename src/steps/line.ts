@@ -1,7 +1,8 @@
 import { z } from 'zod';
 import { StepError } from '../errors.js';
 import { unifiedDiff } from '../render/diff.js';
-import { applyPath, backupPath, checkPath, rollbackPath, type FileUndo, type PathState } from './file-state.js';
+import { backupPath } from './backup.js';
+import { applyPath, checkPath, rollbackPath, type FileUndo, type PathState } from './file-state.js';
 import type { Plan, PlanEnv, StepType } from './step.js';
 import { fmtMode, modeSchema } from './modes.js';
 

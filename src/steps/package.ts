@@ -3,7 +3,7 @@ import { StepError } from '../errors.js';
 import { DURATION_HINT, parseDuration } from '../recipe/duration.js';
 import { unifiedDiff } from '../render/diff.js';
 import { quote } from '../transport/shell.js';
-import type { Plan, StepContext, StepType } from './step.js';
+import { tail, type Plan, type StepContext, type StepType } from './step.js';
 import {
   APT_ENV,
   APT_READ_OPTS,
@@ -21,7 +21,6 @@ import {
   splitSim,
   splitState,
   stateScript,
-  tail,
   transactionArgs,
   unknownPackages,
   updateScript,
@@ -190,7 +189,7 @@ async function exec(ctx: StepContext, cmd: string) {
 }
 
 function failure(what: string, r: { code: number; stderr: string; stdout: string }): StepError {
-  const said = [...dpkgErrors(`${r.stdout}\n${r.stderr}`), ...aptErrors(r.stderr)].join('\n') || tail(r.stderr) || tail(r.stdout);
+  const said = [...dpkgErrors(`${r.stdout}\n${r.stderr}`), ...aptErrors(r.stderr)].join('\n') || tail(r.stderr, 15) || tail(r.stdout, 15);
   const hint = /are you root\?/.test(r.stderr) ? ' (apt needs root: log in as root or use sudo: true / --sudo)' : '';
   return new StepError(`${what} (exit ${r.code})${said ? `: ${said}` : ''}${hint}`, { code: r.code, stderr: r.stderr });
 }

@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { z } from 'zod';
+import { StepError } from '../errors.js';
 import type { ExecOptions, ExecResult, Transport, WriteOptions } from '../transport/transport.js';
 import type { Facts } from '../engine/facts.js';
 
@@ -85,4 +86,22 @@ export function fingerprint(value: unknown): string {
 
 export function sha256(data: Buffer | string): string {
   return createHash('sha256').update(data).digest('hex');
+}
+
+/** The last lines a host printed: enough to see why, short enough for one message. */
+export function tail(s: string, n = 10): string {
+  return s.trim().split('\n').slice(-n).join('\n');
+}
+
+/**
+ * Runs a script for a step; a non-zero exit becomes a StepError that says what we were doing
+ * and what the host said (the tail of stderr, else of stdout). Returns stdout.
+ */
+export async function runOk(ctx: StepContext, script: string, what: string, o?: ExecOptions): Promise<string> {
+  const r = await ctx.exec(script, o);
+  if (r.code !== 0) {
+    const said = tail(r.stderr) || tail(r.stdout, 5);
+    throw new StepError(`${what} failed (exit ${r.code})${said ? `: ${said}` : ''}`, { code: r.code, stderr: r.stderr });
+  }
+  return r.stdout;
 }

@@ -3,8 +3,9 @@ import { z } from 'zod';
 import { StepError } from '../errors.js';
 import { unifiedDiff } from '../render/diff.js';
 import { quote } from '../transport/shell.js';
-import { accountBackupDir, accountName, backupAccounts, flag, idNumber, passwdField, restoreAccounts, runOk, uniq, type AccountUndo, type Touched } from './accounts.js';
-import { backupPath } from './file-state.js';
+import { runOk } from './step.js';
+import { accountBackupDir, accountName, backupAccounts, flag, idNumber, passwdField, restoreAccounts, uniq, type AccountUndo, type Touched } from './accounts.js';
+import { backupPath, copyToBackup, restoreFromBackup } from './backup.js';
 import { fmtMode } from './modes.js';
 import type { Plan, PlanEnv, StepContext, StepType } from './step.js';
 
@@ -448,9 +449,7 @@ async function rollbackUser(ctx: StepContext, undo: UserUndo): Promise<void> {
     await runOk(ctx, `rm -rf -- ${quote(path)}`, `removing ${path}`);
   }
   for (const { path, backup } of undo.restore ?? []) {
-    const p = quote(path);
-    const tmp = quote(`${path}.hostsmith-restore`);
-    await runOk(ctx, [`test -e ${quote(backup)}`, `rm -rf -- ${tmp}`, `cp -a -- ${quote(backup)} ${tmp}`, `rm -rf -- ${p}`, `mv -- ${tmp} ${p}`].join(' && '), `restoring ${path} from ${backup}`);
+    await restoreFromBackup(ctx, backup, path);
   }
 }
 
@@ -469,7 +468,7 @@ export const userStep: StepType<UserParams, UserState, UserUndo> = {
     try {
       if (undo.accounts) await backupAccounts(ctx, undo.accounts.backup);
       for (const { path, backup } of undo.restore ?? []) {
-        await runOk(ctx, `umask 077 && mkdir -p ${quote(posix.dirname(backup))} && rm -rf -- ${quote(backup)} && cp -a -- ${quote(path)} ${quote(backup)}`, `backing up ${path}`);
+        await copyToBackup(ctx, path, backup);
       }
       const cmd = accountCommand(p, s);
       if (cmd) await runOk(ctx, cmd, cmd.split(' ')[0]!);

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { applyPath, backupFolder, backupPath, planPath, parseCheck, type PathState, type Wanted } from '../../src/steps/file-state.js';
+import { backupFolder, backupPath } from '../../src/steps/backup.js';
+import { applyPath, planPath, parseCheck, type PathState, type Wanted } from '../../src/steps/file-state.js';
 import { fileSchema, fileStep } from '../../src/steps/file.js';
 import type { StepContext } from '../../src/steps/step.js';
 
