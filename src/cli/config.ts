@@ -4,12 +4,12 @@
  */
 import { readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
-import { join, resolve, dirname } from 'node:path';
-import { parseDocument } from 'yaml';
+import { join, dirname } from 'node:path';
 import { z } from 'zod';
-import { InputError } from '../errors.js';
 import { parseDuration, DURATION_HINT } from '../recipe/duration.js';
+import { validYaml } from '../recipe/schema.js';
 import type { RetrySpec } from '../recipe/types.js';
+import { expandHome } from '../transport/targets.js';
 
 const durationSchema = z.union([z.string(), z.number()]).refine((v) => parseDuration(v) !== undefined, DURATION_HINT);
 
@@ -37,11 +37,6 @@ export interface Config {
   sudo?: boolean;
 }
 
-function expand(p: string, base: string): string {
-  if (p === '~' || p.startsWith('~/')) return homedir() + p.slice(1);
-  return resolve(base, p);
-}
-
 function readConfig(file: string): Config | undefined {
   let text: string;
   try {
@@ -49,20 +44,16 @@ function readConfig(file: string): Config | undefined {
   } catch {
     return undefined;
   }
-  const doc = parseDocument(text);
-  if (doc.errors.length) throw new InputError([{ file, message: doc.errors[0]!.message.split('\n')[0]! }]);
-  const r = configSchema.safeParse(doc.toJS() ?? {});
-  if (!r.success) throw new InputError(r.error.issues.map((i) => ({ file, path: i.path.join('.'), message: i.message })));
-  const c = r.data;
+  const c = validYaml(file, text, configSchema);
   const base = dirname(file);
   return {
     concurrency: c.concurrency,
     timeoutMs: c.timeout !== undefined ? parseDuration(c.timeout) : undefined,
     retry: c.retry ? { attempts: c.retry.attempts, delayMs: parseDuration(c.retry.delay ?? 0) ?? 0, backoff: c.retry.backoff ?? 1 } : undefined,
-    stateDir: c.state_dir ? expand(c.state_dir, base) : undefined,
-    knownHosts: c.known_hosts ? expand(c.known_hosts, base) : undefined,
+    stateDir: c.state_dir ? expandHome(c.state_dir, base) : undefined,
+    knownHosts: c.known_hosts ? expandHome(c.known_hosts, base) : undefined,
     acceptNewHostKeys: c.accept_new_host_keys,
-    inventory: c.inventory ? expand(c.inventory, base) : undefined,
+    inventory: c.inventory ? expandHome(c.inventory, base) : undefined,
     sudo: c.sudo,
   };
 }

@@ -2,7 +2,7 @@ import { relative, isAbsolute } from 'node:path';
 import { isAlias, isMap, isPair, isScalar, isSeq, LineCounter, parseDocument, type Document, type Node as YamlNode } from 'yaml';
 import { CronExpressionParser } from 'cron-parser';
 import { z } from 'zod';
-import type { InputIssue } from '../errors.js';
+import { InputError, type InputIssue } from '../errors.js';
 import { suggestion } from '../render/template.js';
 import { DURATION_HINT, parseDuration } from './duration.js';
 
@@ -326,4 +326,16 @@ export function cronProblem(expr: string): string | undefined {
   } catch (e) {
     return `invalid cron schedule "${s}": ${e instanceof Error ? e.message : String(e)}`;
   }
+}
+
+/**
+ * A whole YAML file checked against a schema (inventory, config): its value, or one InputError
+ * with every problem at its file:line:col, the same way recipes report them.
+ */
+export function validYaml<T>(file: string, text: string, schema: z.ZodType<T, z.ZodTypeDef, unknown>): T {
+  const src = new YamlSource(file, text);
+  if (src.errors.length) throw new InputError(src.errors);
+  const r = schema.safeParse(src.value ?? {});
+  if (!r.success) throw new InputError(zodIssues(r.error, [], schema).map((i) => src.issue(i)));
+  return r.data;
 }

@@ -6,9 +6,9 @@ import { readFile } from 'node:fs/promises';
 import { homedir, userInfo } from 'node:os';
 import { dirname, resolve } from 'node:path';
 import SSHConfig from 'ssh-config';
-import { parseDocument } from 'yaml';
 import { z } from 'zod';
-import { InputError, type InputIssue } from '../errors.js';
+import { InputError } from '../errors.js';
+import { validYaml } from '../recipe/schema.js';
 
 export interface TargetSpec {
   name: string;
@@ -49,7 +49,8 @@ const inventorySchema = z
 
 export type Inventory = z.infer<typeof inventorySchema> & { file: string };
 
-function expandHome(p: string, base?: string): string {
+/** `~/x` from the home folder; a relative path from `base` when given. */
+export function expandHome(p: string, base?: string): string {
   if (p === '~' || p.startsWith('~/')) return homedir() + p.slice(1);
   return base ? resolve(base, p) : p;
 }
@@ -61,26 +62,9 @@ export async function loadInventory(file: string): Promise<Inventory> {
   } catch (e) {
     throw new InputError([{ file, message: `cannot read inventory: ${(e as Error).message}` }]);
   }
-  const doc = parseDocument(text, { prettyErrors: false });
-  if (doc.errors.length) {
-    throw new InputError(doc.errors.map((e) => ({ file, line: e.linePos?.[0].line, col: e.linePos?.[0].col, message: e.message.split('\n')[0]! })));
-  }
-  const parsed = inventorySchema.safeParse(doc.toJS() ?? {});
-  if (!parsed.success) {
-    const issues: InputIssue[] = parsed.error.issues.map((i) => {
-      const node = doc.getIn(i.path, true) as { range?: [number, number] } | undefined;
-      const pos = node?.range ? linePos(text, node.range[0]) : undefined;
-      return { file, ...pos, path: i.path.join('.'), message: i.message };
-    });
-    throw new InputError(issues);
-  }
-  return { ...parsed.data, file };
+  return { ...validYaml(file, text, inventorySchema), file };
 }
 
-function linePos(text: string, offset: number): { line: number; col: number } {
-  const before = text.slice(0, offset).split('\n');
-  return { line: before.length, col: (before[before.length - 1]?.length ?? 0) + 1 };
-}
 
 /** `[user@]host[:port]`, with `[v6addr]:port` for IPv6. */
 export function parseAddress(s: string): { user?: string; host: string; port?: number } {

@@ -1,0 +1,49 @@
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { InputError } from '../../src/errors.js';
+import { loadConfig } from '../../src/cli/config.js';
+import { loadInventory, resolveTargets } from '../../src/transport/targets.js';
+
+function file(name: string, text: string): string {
+  const dir = mkdtempSync(join(tmpdir(), 'hostsmith-inv-'));
+  writeFileSync(join(dir, name), text);
+  return join(dir, name);
+}
+
+async function issues(p: Promise<unknown> | (() => unknown)): Promise<string[]> {
+  try {
+    await (typeof p === 'function' ? p() : p);
+  } catch (e) {
+    if (e instanceof InputError) return e.issues.map((i) => `${i.line}:${i.col} ${i.path}: ${i.message}`);
+    throw e;
+  }
+  throw new Error('expected an InputError');
+}
+
+describe('inventory and config files report every problem at file:line:col', () => {
+  it('inventory: wrong types and unknown keys, each at its place', async () => {
+    const f = file('inv.yml', 'hosts:\n  h1: { adress: 1.2.3.4, port: x }\n');
+    expect((await issues(loadInventory(f))).sort()).toEqual([
+      '2:32 hosts.h1.port: expected number, got string',
+      '2:9 hosts.h1.adress: unknown key "adress" (did you mean "address"?)',
+    ]);
+  });
+
+  it('config: the same for hostsmith.config.yml', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'hostsmith-cfg-'));
+    writeFileSync(join(dir, 'hostsmith.config.yml'), 'concurrency: many\nbogus: 1\n');
+    expect(await issues(() => loadConfig(dir, { XDG_CONFIG_HOME: join(dir, 'none') }))).toEqual([
+      '1:14 concurrency: expected number, got string',
+      expect.stringMatching(/^2:1 bogus: unknown key "bogus"/),
+    ]);
+  });
+
+  it('resolves inventory hosts with group and host vars, identities from the inventory folder', async () => {
+    const f = file('inv.yml', 'defaults: { user: deploy, identity: keys/id }\nhosts:\n  web1: { address: 10.0.0.1, groups: [web], vars: { a: host } }\ngroups:\n  web: { vars: { a: group, b: group } }\n');
+    const [t] = resolveTargets({ hosts: 'web', inventory: await loadInventory(f) });
+    expect(t).toMatchObject({ name: 'web1', host: '10.0.0.1', port: 22, user: 'deploy', vars: { a: 'host', b: 'group' } });
+    expect(t!.identities[0]).toBe(join(f, '..', 'keys/id'));
+  });
+});
