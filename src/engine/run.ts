@@ -82,7 +82,7 @@ export async function runHost(o: HostRunOptions): Promise<HostResult> {
   let fatal: string | undefined;
 
   const baseSudo = o.sudo || o.recipe.sudo || o.recipe.defaults.sudo === true;
-  o = { ...o, vars: renderDefaults(o.recipe, o.vars, o.facts) };
+  const vars = renderDefaults(o.recipe, o.vars, o.facts);
 
   /**
    * An included recipe names its own steps without the prefix it gets when included
@@ -101,9 +101,9 @@ export async function runHost(o: HostRunOptions): Promise<HostResult> {
 
   function scopeFor(spec: StepSpec): Record<string, unknown> {
     const steps = resultsFor(spec);
-    if (!spec.scopeVars) return buildScope(o.vars, o.facts, steps);
+    if (!spec.scopeVars) return buildScope(vars, o.facts, steps);
     // An include's vars may use the vars before them, so they render one at a time.
-    const values = renderScopeVars(spec.scopeVars, o.vars, o.facts, steps, { step: spec.name, field: 'vars' });
+    const values = renderScopeVars(spec.scopeVars, vars, o.facts, steps, { step: spec.name, field: 'vars' });
     return buildScope(values, o.facts, steps);
   }
 
@@ -127,12 +127,14 @@ export async function runHost(o: HostRunOptions): Promise<HostResult> {
     };
   }
 
-  function finish(spec: StepSpec, type: string, status: StepStatus, started: number, extra: { summary: string; diff?: string; irreversible?: boolean; error?: string; stdout?: string; stderr?: string; changed?: boolean; handler?: boolean }) {
+  const isHandler = (spec: StepSpec) => o.recipe.handlers.includes(spec);
+
+  function finish(spec: StepSpec, status: StepStatus, started: number, extra: { summary: string; diff?: string; irreversible?: boolean; error?: string; stdout?: string; stderr?: string }) {
     const key: keyof Counts = status === 'planned' ? 'changed' : status;
     counts[key]++;
     results[spec.name] = {
       status,
-      changed: extra.changed ?? (status === 'changed' || status === 'planned'),
+      changed: status === 'changed' || status === 'planned',
       // As Ansible does: `echo x` gives "x", so it can be used inside a command line.
       stdout: (extra.stdout ?? '').replace(/[\r\n]+$/, ''),
       stderr: (extra.stderr ?? '').replace(/[\r\n]+$/, ''),
@@ -144,19 +146,19 @@ export async function runHost(o: HostRunOptions): Promise<HostResult> {
       time: now(),
       host: o.host,
       step: spec.name,
-      type,
+      type: spec.type,
       status,
       summary: extra.summary,
       ...(extra.diff ? { diff: extra.diff } : {}),
       irreversible: extra.irreversible ?? false,
       durationMs: Date.now() - started,
       ...(extra.error ? { error: extra.error } : {}),
-      ...(extra.handler ? { handler: true } : {}),
+      ...(isHandler(spec) ? { handler: true } : {}),
     });
     if ((status === 'changed' || status === 'planned') && spec.notify.length) spec.notify.forEach((h) => notified.add(h));
   }
 
-  async function runStep(spec: StepSpec, handler: boolean): Promise<void> {
+  async function runStep(spec: StepSpec): Promise<void> {
     const started = Date.now();
     const type = stepType(spec.type);
     if (!type) throw new HostsmithError(`step "${spec.name}": unknown step type ${spec.type}`, 2);
@@ -168,7 +170,7 @@ export async function runHost(o: HostRunOptions): Promise<HostResult> {
       const scope = scopeFor(spec);
       if (spec.when !== undefined) {
         const w = render(spec.when, scope, { step: spec.name, field: 'when' });
-        if (falsy(w)) return finish(spec, spec.type, 'skipped', started, { summary: `when: ${JSON.stringify(w.trim())}`, handler });
+        if (falsy(w)) return finish(spec, 'skipped', started, { summary: `when: ${JSON.stringify(w.trim())}` });
       }
       const ctx = contextFor(spec, scope);
       const rendered = renderDeep(spec.params, scope, { step: spec.name, field: spec.type });
@@ -181,22 +183,21 @@ export async function runHost(o: HostRunOptions): Promise<HostResult> {
       if (spec.unless !== undefined) {
         const cmd = render(spec.unless, scope, { step: spec.name, field: 'unless' });
         const r = await ctx.exec(cmd);
-        if (r.code === 0) return finish(spec, spec.type, 'skipped', started, { summary: `unless: \`${cmd}\` succeeded`, handler });
+        if (r.code === 0) return finish(spec, 'skipped', started, { summary: `unless: \`${cmd}\` succeeded` });
       }
       const state = await type.check(ctx, params);
       plan = type.plan(params, state, { runId: o.runId, step: spec.name, backupDir: ctx.backupDir });
       // Masking the new secret is not enough: the old content may hold the value it replaces.
       if (plan.diff && o.sensitive?.(JSON.stringify(params))) plan = { ...plan, diff: HIDDEN_DIFF };
       const irreversible = plan.changed && plan.undo === null;
-      if (!plan.changed) return finish(spec, spec.type, 'unchanged', started, { summary: plan.summary, handler });
+      if (!plan.changed) return finish(spec, 'unchanged', started, { summary: plan.summary });
       if (o.mode === 'plan') {
-        return finish(spec, spec.type, 'planned', started, {
+        return finish(spec, 'planned', started, {
           summary: plan.summary,
           diff: plan.diff,
           irreversible,
           stdout: KNOWN_AFTER_APPLY,
           stderr: KNOWN_AFTER_APPLY,
-          handler,
         });
       }
       await o.journal?.write({
@@ -205,7 +206,7 @@ export async function runHost(o: HostRunOptions): Promise<HostResult> {
         host: o.host,
         step: spec.name,
         type: spec.type,
-        ...(handler ? { handler } : {}),
+        ...(isHandler(spec) ? { handler: true } : {}),
         params: forJournal(params),
         undo: plan.undo,
         irreversible,
@@ -233,13 +234,12 @@ export async function runHost(o: HostRunOptions): Promise<HostResult> {
         durationMs: Date.now() - started,
         ...(post ? { post } : {}),
       });
-      finish(spec, spec.type, 'changed', started, {
+      finish(spec, 'changed', started, {
         summary: plan.summary,
         diff: plan.diff,
         irreversible,
         stdout: out.stdout,
         stderr: out.stderr,
-        handler,
       });
     } catch (e) {
       if (e instanceof HostsmithError && e.exitCode === 4) throw e;
@@ -258,7 +258,7 @@ export async function runHost(o: HostRunOptions): Promise<HostResult> {
           error,
         });
       }
-      finish(spec, spec.type, 'failed', started, { summary: plan?.summary ?? `${spec.type} step failed before any change`, error, changed: false, handler });
+      finish(spec, 'failed', started, { summary: plan?.summary ?? `${spec.type} step failed before any change`, error });
       if (spec.fatal) fatal = `step "${spec.name}" failed: ${error}`;
     }
   }
@@ -267,10 +267,10 @@ export async function runHost(o: HostRunOptions): Promise<HostResult> {
   try {
     // A plan goes on past a failing step, so one dry run shows every problem; apply stops.
     const stop = () => (o.mode === 'apply' && fatal !== undefined) || o.interrupt?.aborted === true;
-    await schedule(o.recipe.steps, parallel, (s) => runStep(s, false), stop);
+    await schedule(o.recipe.steps, parallel, runStep, stop);
     for (const h of o.recipe.handlers) {
       if (stop()) break;
-      if (notified.has(h.name)) await runStep(h, true);
+      if (notified.has(h.name)) await runStep(h);
     }
   } catch (e) {
     if (!(e instanceof HostsmithError && e.exitCode === 4)) throw e;
