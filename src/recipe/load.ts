@@ -100,15 +100,9 @@ class Loader {
 
   /** Reads one recipe file; included recipes are read recursively and flattened into it. */
   async part(file: string, stack: string[], outerNames: ReadonlySet<string>): Promise<Part | undefined> {
-    const shown = displayPath(file);
-    if (!this.fileOrder.has(shown)) this.fileOrder.set(shown, this.fileOrder.size);
-    let text: string;
-    try {
-      text = await readFile(file, 'utf8');
-    } catch (e) {
-      this.issues.push({ file: shown, message: `cannot read recipe: ${errorMessage(e)}` });
-      return undefined;
-    }
+    const read = await this.read(file, 'recipe');
+    if (!read) return undefined;
+    const { shown, text } = read;
     const src = new YamlSource(shown, text);
     if (src.errors.length) {
       this.issues.push(...src.errors);
@@ -274,16 +268,22 @@ class Loader {
     }
   }
 
-  private async checkTemplateFile(file: string, fieldPath: PathSeg[], names: ReadonlySet<string>): Promise<void> {
+  /** Reads a recipe or template file, numbering it for the order of messages; a failure is an issue. */
+  private async read(file: string, what: 'recipe' | 'template', fieldPath?: PathSeg[]): Promise<{ shown: string; text: string } | undefined> {
     const shown = displayPath(file);
     if (!this.fileOrder.has(shown)) this.fileOrder.set(shown, this.fileOrder.size);
-    let text: string;
     try {
-      text = await readFile(file, 'utf8');
+      return { shown, text: await readFile(file, 'utf8') };
     } catch (e) {
-      this.issues.push({ file: shown, path: formatPath(fieldPath), message: `cannot read template: ${errorMessage(e)}` });
-      return;
+      this.issues.push({ file: shown, ...(fieldPath ? { path: formatPath(fieldPath) } : {}), message: `cannot read ${what}: ${errorMessage(e)}` });
+      return undefined;
     }
+  }
+
+  private async checkTemplateFile(file: string, fieldPath: PathSeg[], names: ReadonlySet<string>): Promise<void> {
+    const read = await this.read(file, 'template', fieldPath);
+    if (!read) return;
+    const { shown, text } = read;
     for (const p of checkTemplate(text, names)) {
       this.issues.push({ file: shown, line: p.line, col: p.column + 1, path: formatPath(fieldPath), message: p.message });
     }
