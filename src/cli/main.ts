@@ -8,6 +8,7 @@ import { registerHistory } from './commands/history.js';
 import { registerRun } from './commands/run.js';
 import { registerShow } from './commands/show.js';
 import { registerValidate } from './commands/validate.js';
+import { escapeText } from './escape.js';
 import type { Ctx } from './shared.js';
 
 function version(): string {
@@ -60,10 +61,10 @@ export async function main(argv: string[]): Promise<void> {
       // help and version are not errors; every other parse problem is invalid input.
       code = e.exitCode === 0 ? 0 : 2;
     } else if (e instanceof HostsmithError) {
-      process.stderr.write(`hostsmith: ${e.message}\n`);
+      process.stderr.write(`hostsmith: ${escapeText(e.message, { multiline: true })}\n`);
       code = e.exitCode;
     } else {
-      process.stderr.write(`hostsmith: unexpected error: ${errorMessage(e)}\n${e instanceof Error && verbose ? e.stack : ''}\n`);
+      process.stderr.write(`hostsmith: unexpected error: ${escapeText(errorMessage(e), { multiline: true })}\n${e instanceof Error && verbose ? e.stack : ''}\n`);
       code = 1;
     }
   }

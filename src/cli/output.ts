@@ -1,10 +1,17 @@
 /**
  * Turns run events into what a person or a script reads. `--json`: one event per line on
  * stdout and nothing else. Otherwise: a spinner per step on a TTY (one host), plain lines elsewhere.
+ * Everything a host, a recipe or the journal said goes through escapeText before it is printed
+ * (JSON needs no escaping: JSON.stringify escapes control characters).
  */
 import ora, { type Ora } from 'ora';
 import type { RunEvent } from '../engine/events.js';
 import type { RunReport } from '../engine/fleet.js';
+import { escapeText } from './escape.js';
+
+/** Foreign text on one line (names, summaries, facts); and where it may span lines (errors). */
+const one = (s: unknown): string => escapeText(String(s));
+const multi = (s: unknown): string => escapeText(String(s), { multiline: true });
 
 export interface OutputOptions {
   json: boolean;
@@ -68,44 +75,44 @@ export class Output {
       if (e.event !== 'step-started') this.out.write(JSON.stringify(e) + '\n');
       return;
     }
-    const prefix = (host: string) => (this.hostCount > 1 ? `${host}  ` : '  ');
+    const prefix = (host: string) => (this.hostCount > 1 ? `${one(host)}  ` : '  ');
     switch (e.event) {
       case 'run-started':
         this.mode = e.mode;
         this.hostCount = e.hosts.length;
-        this.say(`${e.mode === 'plan' ? 'Plan' : 'Apply'}: recipe ${e.recipe} on ${e.hosts.join(', ')} (run ${e.runId})`);
+        this.say(`${e.mode === 'plan' ? 'Plan' : 'Apply'}: recipe ${one(e.recipe)} on ${one(e.hosts.join(', '))} (run ${one(e.runId)})`);
         break;
       case 'host-connected': {
         const f = e.facts as { os?: { id?: string; version_id?: string }; arch?: string; user?: string };
-        this.say(`${e.host}: connected as ${f.user} (${f.os?.id} ${f.os?.version_id}, ${f.arch})`);
+        this.say(`${one(e.host)}: connected as ${one(f.user)} (${one(f.os?.id)} ${one(f.os?.version_id)}, ${one(f.arch)})`);
         break;
       }
       case 'step-started':
-        if (this.o.tty && this.hostCount === 1) this.spinner = ora({ text: `${e.step}`, stream: this.out as NodeJS.WriteStream }).start();
+        if (this.o.tty && this.hostCount === 1) this.spinner = ora({ text: one(e.step), stream: this.out as NodeJS.WriteStream }).start();
         break;
       case 'step-finished': {
         const label = e.status === 'planned' ? 'will change' : e.status;
         const irr = e.irreversible ? this.paint(33, ' [irreversible: no rollback]') : '';
         const color = e.status === 'failed' ? 31 : e.status === 'changed' || e.status === 'planned' ? 33 : 32;
-        const line = `${prefix(e.host)}${SYMBOL[e.status] ?? ' '} ${e.step}  ${this.paint(color, label)}: ${e.summary}${irr}${this.mode === 'apply' ? `  (${secs(e.durationMs)})` : ''}`;
+        const line = `${prefix(e.host)}${SYMBOL[e.status] ?? ' '} ${one(e.step)}  ${this.paint(color, label)}: ${one(e.summary)}${irr}${this.mode === 'apply' ? `  (${secs(e.durationMs)})` : ''}`;
         if (this.spinner) {
           if (e.status === 'failed') this.spinner.fail(line.trimStart());
           else this.spinner.stopAndPersist({ symbol: SYMBOL[e.status] ?? ' ', text: line.trimStart().slice(2) });
           this.spinner = undefined;
         } else this.say(line);
-        if (e.error) this.say(`${prefix(e.host)}    error: ${e.error}`);
+        if (e.error) this.say(`${prefix(e.host)}    error: ${multi(e.error)}`);
         if (e.diff && (this.mode === 'plan' || this.o.verbose)) this.say(this.indentDiff(e.diff, prefix(e.host) + '    '));
         break;
       }
       case 'rollback-finished':
         this.stopSpinner();
         this.say(
-          `${prefix(e.host)}${SYMBOL[e.status]} rollback of ${e.step}: ${e.status === 'rolled-back' ? this.paint(32, 'rolled back') : this.paint(31, `FAILED: ${e.error}`)}`,
+          `${prefix(e.host)}${SYMBOL[e.status]} rollback of ${one(e.step)}: ${e.status === 'rolled-back' ? this.paint(32, 'rolled back') : this.paint(31, `FAILED: ${multi(e.error)}`)}`,
         );
         break;
       case 'host-finished':
         this.stopSpinner();
-        if (e.error && e.status !== 'ok') this.say(`${e.host}: ${this.paint(31, e.status)}: ${e.error.startsWith(e.host) ? e.error.slice(e.host.length + 2) : e.error}`);
+        if (e.error && e.status !== 'ok') this.say(`${one(e.host)}: ${this.paint(31, e.status)}: ${multi(bare(e.host, e.error))}`);
         break;
       case 'run-finished':
         this.stopSpinner();
@@ -117,6 +124,7 @@ export class Output {
     return diff
       .trimEnd()
       .split('\n')
+      .map(one)
       .map((l) => pad + (l.startsWith('+') && !l.startsWith('+++') ? this.paint(32, l) : l.startsWith('-') && !l.startsWith('---') ? this.paint(31, l) : l))
       .join('\n');
   }
@@ -127,7 +135,7 @@ export class Output {
     const rows = Object.entries(r.hosts);
     this.say('');
     const head = ['host', 'status', 'changed', 'unchanged', 'skipped', 'failed', 'rolled back', 'time'];
-    const body = rows.map(([h, s]) => [h, s.status, String(s.changed), String(s.unchanged), String(s.skipped), String(s.failed), String(s.rolledBack), secs(s.durationMs)]);
+    const body = rows.map(([h, s]) => [one(h), s.status, String(s.changed), String(s.unchanged), String(s.skipped), String(s.failed), String(s.rolledBack), secs(s.durationMs)]);
     if (r.mode === 'plan') {
       head[2] = 'to change';
       head.splice(6, 1);
@@ -152,17 +160,19 @@ function bare(host: string, error: string | undefined): string {
 /** What happened and what to do now, in words, for the person reading at 3 a.m. */
 export function nextSteps(r: RunReport): string[] {
   const out: string[] = [];
-  const journal = r.journalFile ? ` Journal: ${r.journalFile}` : '';
-  for (const [h, s] of Object.entries(r.hosts)) {
+  const journal = r.journalFile ? ` Journal: ${one(r.journalFile)}` : '';
+  for (const [host, s] of Object.entries(r.hosts)) {
+    const h = one(host);
+    const said = multi(bare(host, s.error));
     switch (s.status) {
       case 'rolled-back':
         out.push(`${h}: a step failed; all ${s.rolledBack} completed step(s) were rolled back, so the host is as before the run. Fix the cause above and run again.`);
         break;
       case 'failed':
-        out.push(r.mode === 'plan' ? `${h}: the plan found a problem: ${bare(h, s.error)}` : `${h}: failed before changing anything. ${bare(h, s.error)}`.trim());
+        out.push(r.mode === 'plan' ? `${h}: the plan found a problem: ${said}` : `${h}: failed before changing anything. ${said}`.trim());
         break;
       case 'rollback-incomplete':
-        out.push(`${h}: ROLLBACK INCOMPLETE — some changes are still on the host. See \`hostsmith show ${r.runId}\` for what is left and undo it by hand.${journal}`);
+        out.push(`${h}: ROLLBACK INCOMPLETE — some changes are still on the host. See \`hostsmith show ${one(r.runId)}\` for what is left and undo it by hand.${journal}`);
         break;
       case 'unreachable':
         out.push(`${h}: not reached — nothing was changed there.`);
@@ -177,7 +187,7 @@ export function nextSteps(r: RunReport): string[] {
     if (r.exitCode !== 0) out.push(`Plan: ${n} step(s) to change, but fix the problems above before applying. Nothing was changed.`);
     else out.push(n ? `Plan: ${n} step(s) to change. Nothing was changed; run \`hostsmith apply\` to make it so.` : 'Plan: nothing to change.');
   } else if (r.status === 'ok') {
-    out.push(`Done (run ${r.runId}).`);
+    out.push(`Done (run ${one(r.runId)}).`);
   }
   return out;
 }

@@ -1,38 +1,182 @@
 import { hostname } from 'node:os';
-import { LockedError } from '../errors.js';
+import { HostsmithError, LockedError, errorMessage } from '../errors.js';
 import { quote } from '../transport/shell.js';
 import type { Transport } from '../transport/transport.js';
 
 /**
- * A run holds a lock on each host: a directory made with mkdir (atomic), holding who took it.
- * It lives in /run/lock (world-writable, sticky, cleared at boot), so root runs and runs as other
- * users meet the same lock; only where there is no such folder does it fall back to `baseDir`.
+ * A run holds a lock on each host: a directory made with mkdir (atomic), holding an `owner` file
+ * that names the run (`run=<id> controller=<machine> pid=<pid> since=<time>`).
+ *
+ * Where it lives decides who can fake it, so it lives where only the run's own user can create it:
+ * - a run with root (login root, or sudo for the run): `/run/hostsmith/lock`. /run is root's, so no
+ *   other user can make that folder or anything in it; it is cleared at boot.
+ * - a run without root: `<base>/lock` (`~/.local/state/hostsmith/lock` of the login user).
+ *
+ * Every folder the lock relies on (its parent and each folder above) must be owned by root or by
+ * the user the lock is taken as, and writable by nobody else unless sticky: otherwise another
+ * user could have made the lock, or could remove or replace ours, and the run refuses, naming the
+ * folder and its owner. A lock folder owned by anyone else is likewise not ours, and said so.
+ *
+ * Root runs and runs without root: a run without root also honours a root run's lock (it can read
+ * /run/hostsmith/lock, and only root can have made it). The other way round cannot be made safe —
+ * anything a user's run can create on the host, that user can also create by hand — so a root run
+ * never waits for a lock a non-root user could have made, and no user can block it.
  */
-export async function acquireLock(t: Transport, baseDir: string, runId: string, sudo: boolean): Promise<() => Promise<void>> {
-  const owner = `run=${runId} controller=${hostname()} pid=${process.pid} since=${new Date().toISOString()}`;
-  const script = [
-    'L=',
-    'for d in /run/lock /var/lock; do if [ -d "$d" ] && [ -w "$d" ]; then L="$d/hostsmith.lock"; break; fi; done',
-    `if [ -z "$L" ]; then mkdir -p ${quote(baseDir)} && chmod 0700 ${quote(baseDir)} || exit 3; L=${quote(`${baseDir}/lock`)}; fi`,
-    `if mkdir "$L" 2>/dev/null; then printf '%s\\n' ${quote(owner)} > "$L/owner"; echo "LOCKED-BY-US $L";`,
-    `else echo "HELD $L"; cat "$L/owner" 2>/dev/null; fi`,
+
+/** Where runs with root keep their lock folder. */
+export const ROOT_LOCK_DIR = '/run/hostsmith';
+
+/** The release of a held lock; `path` is where the lock is on the host. */
+export interface HeldLock {
+  (): Promise<void>;
+  readonly path: string;
+}
+
+export interface LockOptions {
+  /** Where a run with root keeps its lock (tests point it elsewhere). */
+  rootLockDir?: string;
+}
+
+/** The first line of the owner file, as the stale-lock check and the release read it. */
+export function ownerLine(runId: string): string {
+  return `run=${runId} controller=${hostname()} pid=${process.pid} since=${new Date().toISOString()}`;
+}
+
+/**
+ * The script's answer, fields separated by NUL (paths and owner text cannot hold one):
+ * LOCKED path | HELD path ownerName ownerText | UNSAFE path ownerName mode why | FOREIGN path ownerName kind.
+ */
+function acquireScript(baseDir: string, rootDir: string, owner: string): string {
+  return [
+    'umask 022',
+    'me=$(id -u) || exit 3',
+    `RD=${quote(rootDir)}`,
+    'out() { printf "%s\\0" "$@"; }',
+    // Root: the folder is made 0755 so that runs without root can read who holds it.
+    `if [ "$me" = 0 ]; then D=$RD; [ -d "$D" ] || mkdir -m 0755 -- "$D" || exit 3`,
+    `else D=${quote(baseDir)}; [ -d "$D" ] || mkdir -p -- "$D" || exit 3; chmod 0700 -- "$D" 2>/dev/null; fi`,
+    'D=$(readlink -f -- "$D") && [ -n "$D" ] || exit 3',
+    // Every folder from the lock's parent up to / : owned by root or by us; writable by others only if sticky.
+    'p=$D',
+    'while :; do',
+    '  s=$(stat -c "%u %a" -- "$p") || exit 3',
+    '  u=${s% *}; m=${s#* }',
+    '  if [ "$u" != 0 ] && [ "$u" != "$me" ]; then out UNSAFE "$p" "$(stat -c %U -- "$p")" "$m" owner; exit 0; fi',
+    '  if [ $((0$m & 022)) -ne 0 ] && [ $((0$m & 01000)) -eq 0 ]; then out UNSAFE "$p" "$(stat -c %U -- "$p")" "$m" mode; exit 0; fi',
+    '  [ "$p" = / ] && break',
+    '  p=$(dirname -- "$p")',
+    'done',
+    'L=${D%/}/lock',
+    'if err=$(mkdir -- "$L" 2>&1); then',
+    `  printf '%s\\n' ${quote(owner)} > "$L/owner" || { rm -f -- "$L/owner"; rmdir -- "$L"; exit 3; }`,
+    // Without root: a root run's lock holds us off too. Ours was taken first, so that of two runs
+    // starting at once at least one sees the other.
+    '  if [ "$me" != 0 ] && [ -d "$RD/lock" ] && [ ! -L "$RD/lock" ] && [ "$(stat -c %u -- "$RD")" = 0 ] && [ "$(stat -c %u -- "$RD/lock")" = 0 ]; then',
+    '    rm -f -- "$L/owner"; rmdir -- "$L"',
+    '    out HELD "$RD/lock" root; head -c 2000 -- "$RD/lock/owner" 2>/dev/null | tr -d "\\000"; exit 0',
+    '  fi',
+    '  out LOCKED "$L"; exit 0',
+    'fi',
+    'if [ ! -e "$L" ] && [ ! -L "$L" ]; then printf "%s\\n" "$err" >&2; exit 3; fi',
+    'if [ -L "$L" ] || [ ! -d "$L" ]; then out FOREIGN "$L" "$(stat -c %U -- "$L")" "not a folder"; exit 0; fi',
+    'u=$(stat -c %u -- "$L") || exit 3',
+    'if [ "$u" != 0 ] && [ "$u" != "$me" ]; then out FOREIGN "$L" "$(stat -c %U -- "$L")" owner; exit 0; fi',
+    'out HELD "$L" "$(stat -c %U -- "$L")"; head -c 2000 -- "$L/owner" 2>/dev/null | tr -d "\\000"',
   ].join('\n');
-  const r = await t.exec(script, { sudo });
+}
+
+function releaseScript(path: string, runId: string): string {
+  return [
+    `L=${quote(path)}`,
+    `id=${quote(runId)}`,
+    'if [ ! -e "$L" ] && [ ! -L "$L" ]; then echo GONE; exit 0; fi',
+    'line=',
+    '[ -L "$L" ] || [ ! -d "$L" ] || { IFS= read -r line < "$L/owner"; } 2>/dev/null',
+    'case "$line" in',
+    '  "run=$id "*) rm -f -- "$L/owner" && rmdir -- "$L" && echo RELEASED || exit 3 ;;',
+    '  *) echo NOT-OURS; printf "%s" "$line" | head -c 500 ;;',
+    'esac',
+  ].join('\n');
+}
+
+/** Who may own a lock, in words, for messages. */
+function rightful(asRoot: boolean, login: string | undefined): string {
+  return asRoot ? 'root' : `root or ${login ?? 'the login user'}`;
+}
+
+/** Takes the run lock on a host, or throws LockedError saying why not and what to do. */
+export async function acquireLock(t: Transport, baseDir: string, runId: string, sudo: boolean, o: LockOptions = {}): Promise<HeldLock> {
+  const rootDir = o.rootLockDir ?? ROOT_LOCK_DIR;
+  const r = await t.exec(acquireScript(baseDir, rootDir, ownerLine(runId)), { sudo });
   if (r.code !== 0) {
     const hint = sudo ? 'the login user may lack sudo rights on this host' : 'log in as root, or use sudo (--sudo, sudo: true)';
-    throw new LockedError(t.name, `cannot create the run lock: ${r.stderr.trim() || `exit ${r.code}`} (${hint})`);
+    throw new LockedError(t.name, `cannot take the run lock: ${r.stderr.trim() || `exit ${r.code}`} (${hint})`);
   }
-  const [first = '', ...rest] = r.stdout.split('\n');
-  const path = first.replace(/^(LOCKED-BY-US|HELD) /, '');
-  if (!first.startsWith('LOCKED-BY-US')) {
-    const holder = rest.join(' ').trim() || 'an unknown run';
-    throw new LockedError(
-      t.name,
-      `host is locked by another hostsmith run (${holder}). Wait for it to finish; if no run is active ` +
-        `(its controller crashed), check \`hostsmith show <run>\` for what it left, then remove ${path} on the host.`,
+  const [kind = '', path = '', ownerName = '', ...rest] = r.stdout.split('\0');
+  const login = (t as { loginUser?: string }).loginUser;
+  const asRoot = sudo || login === 'root';
+  const removeHint = (p: string) => `rm -rf -- ${quote(p)}${asRoot ? '' : ' (as root if it is not yours)'}`;
+  switch (kind) {
+    case 'LOCKED':
+      break;
+    case 'HELD': {
+      const holder = rest.join('').replace(/\s+/g, ' ').trim() || 'an unknown run: its owner file is empty or missing';
+      throw new LockedError(
+        t.name,
+        `host is locked by another hostsmith run (${holder}; lock ${path}, owned by ${ownerName}). Wait for it to finish; ` +
+          `if no run is active (its controller crashed), check \`hostsmith show <run>\` for what it left, then remove ${path} on the host (${removeHint(path)}).`,
+      );
+    }
+    case 'UNSAFE': {
+      const [mode = '', why = ''] = rest;
+      throw new LockedError(
+        t.name,
+        why === 'owner'
+          ? `cannot take the run lock: ${path} is owned by ${ownerName}, not by ${rightful(asRoot, login)}, so hostsmith did not make it and ` +
+              `a lock under it could be faked or removed by ${ownerName}. Check who made it and why, remove it (as root: rm -rf -- ${quote(path)}), and run again.`
+          : `cannot take the run lock: ${path} is writable by other users (mode ${mode.padStart(4, '0')}), so a lock under it could be faked or removed ` +
+              `by them. Make it writable by its owner only (chmod go-w ${quote(path)}) and run again.`,
+      );
+    }
+    case 'FOREIGN': {
+      const what = rest[0] === 'owner' ? `it is owned by ${ownerName}, not by ${rightful(asRoot, login)}` : `it is ${rest[0] ?? 'not a folder'}, owned by ${ownerName}`;
+      throw new LockedError(
+        t.name,
+        `${path} is not a hostsmith lock (${what}): no hostsmith run made it, so it is not honoured, but it is in the way. ` +
+          `Check who made it and why, remove it (as root: rm -rf -- ${quote(path)}), and run again.`,
+      );
+    }
+    default:
+      throw new LockedError(t.name, `cannot take the run lock: unexpected answer from the host (${r.stdout.slice(0, 200)})`);
+  }
+  const release = () => releaseLock(t, path, runId, sudo);
+  return Object.assign(release, { path });
+}
+
+/**
+ * Removes the lock at `path` only if its owner file still names `runId` (a lock someone else
+ * took since, or that was replaced, is left alone and reported). A lock already gone is fine.
+ * Its errors do not name the host: the caller adds them to the host's own error.
+ */
+export async function releaseLock(t: Transport, path: string, runId: string, sudo: boolean): Promise<void> {
+  let r;
+  try {
+    r = await t.exec(releaseScript(path, runId), { sudo });
+  } catch (e) {
+    throw new HostsmithError(
+      `the run lock could not be released (${errorMessage(e)}): remove ${path} on the host once you have checked that no hostsmith run is active there`,
     );
   }
-  return async () => {
-    await t.exec(`rm -rf ${quote(path)}`, { sudo });
-  };
+  const [first = '', ...rest] = r.stdout.split('\n');
+  if (r.code === 0 && (first === 'RELEASED' || first === 'GONE')) return;
+  if (r.code === 0 && first === 'NOT-OURS') {
+    const said = rest.join(' ').trim();
+    throw new HostsmithError(
+      `the run lock ${path} no longer names this run (${said ? `it says: ${said}` : 'its owner file is empty or missing'}), so it was left in place. ` +
+        `Check which run holds it (\`hostsmith history --host ${t.name}\`); remove it by hand only if no run is active.`,
+    );
+  }
+  throw new HostsmithError(
+    `the run lock could not be released (${r.stderr.trim() || `exit ${r.code}`}): remove ${path} on the host once you have checked that no hostsmith run is active there`,
+  );
 }

@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import { InputError } from '../../errors.js';
 import { listRunIds, readRun, type JournalEntry } from '../../engine/journal.js';
 import { stateDirOf, type GlobalOptions } from '../context.js';
+import { escapeText } from '../escape.js';
 import { outputFor, type Ctx } from '../shared.js';
 
 export interface RunSummary {
@@ -51,10 +52,11 @@ export function registerHistory(program: Command, ctx: Ctx): void {
       }
       const out = outputFor(g);
       if (g.json) rows.forEach((r) => process.stdout.write(JSON.stringify({ event: 'run', ...r }) + '\n')); // time: when the run started
-      else if (!rows.length) out.say(`no runs recorded in ${dir}`);
+      else if (!rows.length) out.say(`no runs recorded in ${escapeText(dir)}`);
       else {
         out.say(['run', 'started', 'recipe', 'hosts', 'status', 'changed'].join('\t'));
-        rows.forEach((r) => out.say([r.runId, r.time, r.recipe, r.hosts.join(','), r.status, r.changed].join('\t')));
+        // Journal text, shown escaped; a tab inside a cell would shift the columns, so it is escaped too.
+        rows.forEach((r) => out.say([r.runId, r.time, r.recipe, r.hosts.join(','), r.status, r.changed].map((c) => escapeText(String(c), { tabs: false })).join('\t')));
       }
       ctx.exit(0);
     });

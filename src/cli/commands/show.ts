@@ -2,7 +2,12 @@ import type { Command } from 'commander';
 import { readRun } from '../../engine/journal.js';
 import { stateDirOf, type GlobalOptions } from '../context.js';
 import { outputFor, type Ctx } from '../shared.js';
+import { escapeText } from '../escape.js';
 import { summarize } from './history.js';
+
+/** Journal text was written from what hosts said: shown escaped (JSON needs no escaping). */
+const one = (s: unknown): string => escapeText(String(s));
+const multi = (s: unknown): string => escapeText(String(s), { multiline: true });
 
 export function registerShow(program: Command, ctx: Ctx): void {
   program
@@ -19,22 +24,22 @@ export function registerShow(program: Command, ctx: Ctx): void {
         return ctx.exit(0);
       }
       const s = summarize(runId, entries);
-      if (s) out.say(`run ${runId}: recipe ${s.recipe} on ${s.hosts.join(', ')}, started ${s.time}, status ${s.status}${s.exitCode !== null ? ` (exit ${s.exitCode})` : ''}`);
+      if (s) out.say(`run ${one(runId)}: recipe ${one(s.recipe)} on ${one(s.hosts.join(', '))}, started ${one(s.time)}, status ${one(s.status)}${s.exitCode !== null ? ` (exit ${s.exitCode})` : ''}`);
       for (const e of entries) {
         switch (e.kind) {
           case 'step-finished':
-            out.say(`  ${e.host}  ${e.step} [${e.type}]  ${e.status}: ${e.summary}${e.error ? ` — ${e.error}` : ''}  (${e.durationMs} ms)`);
+            out.say(`  ${one(e.host)}  ${one(e.step)} [${one(e.type)}]  ${one(e.status)}: ${one(e.summary)}${e.error ? ` — ${multi(e.error)}` : ''}  (${one(e.durationMs)} ms)`);
             break;
           case 'step-started': {
             const done = entries.some((x) => x.kind === 'step-finished' && x.host === e.host && x.step === e.step);
-            if (!done) out.say(`  ${e.host}  ${e.step} [${e.type}]  STARTED, NOT FINISHED: ${e.summary}`);
+            if (!done) out.say(`  ${one(e.host)}  ${one(e.step)} [${one(e.type)}]  STARTED, NOT FINISHED: ${one(e.summary)}`);
             break;
           }
           case 'rollback-finished':
-            out.say(`  ${e.host}  ↺ ${e.step}: ${e.status}${e.error ? ` — ${e.error}` : ''}`);
+            out.say(`  ${one(e.host)}  ↺ ${one(e.step)}: ${one(e.status)}${e.error ? ` — ${multi(e.error)}` : ''}`);
             break;
           case 'host-finished':
-            out.say(`  ${e.host}: ${e.status}${e.error ? ` — ${e.error}` : ''}`);
+            out.say(`  ${one(e.host)}: ${one(e.status)}${e.error ? ` — ${multi(e.error)}` : ''}`);
             break;
         }
       }
