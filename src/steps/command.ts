@@ -2,16 +2,17 @@ import { z } from 'zod';
 import { StepError } from '../errors.js';
 import { quote } from '../transport/shell.js';
 import { tail, type StepContext, type StepType } from './step.js';
+import { hostPath, ownerName } from './paths.js';
 
 export const commandSchema = z
   .object({
     run: z.string().min(1),
     rollback: z.string().optional(),
-    creates: z.string().optional(),
-    removes: z.string().optional(),
-    cwd: z.string().optional(),
+    creates: hostPath.optional(),
+    removes: hostPath.optional(),
+    cwd: hostPath.optional(),
     env: z.record(z.union([z.string(), z.number(), z.boolean()]).transform(String)).optional(),
-    user: z.string().optional(),
+    user: ownerName('user').optional(),
   })
   .strict();
 
@@ -29,6 +30,9 @@ export interface CommandUndo {
   user?: string;
 }
 
+/** Exit status of a command killed by SIGKILL, as sh reports it. */
+const KILLED = 128 + 9;
+
 function formatMs(ms: number): string {
   if (ms % 3_600_000 === 0) return `${ms / 3_600_000}h`;
   if (ms % 60_000 === 0) return `${ms / 60_000}m`;
@@ -36,10 +40,14 @@ function formatMs(ms: number): string {
 }
 
 async function runChecked(ctx: StepContext, cmd: string, o: Omit<CommandUndo, 'run'>, what: string) {
+  const started = Date.now();
   const r = await ctx.exec(cmd, { cwd: o.cwd, env: o.env, user: o.user });
-  if (r.timedOut) {
+  // `timeout -k 5` sends SIGKILL 5 s after a SIGTERM the command ignored: 137 (128 + 9), not 124.
+  const killed = r.code === KILLED;
+  if (r.timedOut || (killed && ctx.timeoutMs !== undefined && Date.now() - started >= ctx.timeoutMs)) {
     const limit = ctx.timeoutMs !== undefined ? ` after ${formatMs(ctx.timeoutMs)}` : '';
-    throw new StepError(`${what} timed out${limit} and was stopped; if it needs longer, raise the step's \`timeout\``, { code: r.code, stderr: r.stderr });
+    const how = killed ? ', ignored SIGTERM and was killed (SIGKILL)' : ' and was stopped';
+    throw new StepError(`${what} timed out${limit}${how}; if it needs longer, raise the step's \`timeout\``, { code: r.code, stderr: r.stderr });
   }
   if (r.code !== 0) {
     const err = tail(r.stderr, 20) || tail(r.stdout, 20);

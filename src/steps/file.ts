@@ -2,9 +2,8 @@ import { z } from 'zod';
 import { InputError } from '../errors.js';
 import type { StepType } from './step.js';
 import { modeSchema } from './modes.js';
+import { absolutePath, linkTarget, ownerName } from './paths.js';
 import { applyPath, checkPath, planPath, rollbackPath, type FileUndo, type PathState, type Wanted } from './file-state.js';
-
-const absolutePath = z.string().min(1).refine((p) => p.startsWith('/'), 'must be an absolute path');
 
 export const fileSchema = z
   .object({
@@ -12,10 +11,10 @@ export const fileSchema = z
     content: z.string().optional(),
     src: z.string().optional(),
     state: z.enum(['present', 'absent', 'directory', 'link']).default('present'),
-    target: z.string().optional(),
+    target: linkTarget.optional(),
     mode: modeSchema.optional(),
-    owner: z.string().optional(),
-    group: z.string().optional(),
+    owner: ownerName('owner').optional(),
+    group: ownerName('group').optional(),
   })
   .strict()
   .superRefine((p, ctx) => {

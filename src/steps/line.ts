@@ -5,6 +5,7 @@ import { backupPath } from './backup.js';
 import { applyPath, checkPath, rollbackPath, type FileUndo, type PathState } from './file-state.js';
 import type { Plan, PlanEnv, StepType } from './step.js';
 import { fmtMode, modeSchema } from './modes.js';
+import { absolutePath, ownerName } from './paths.js';
 
 const regex = z.string().min(1).superRefine((s, ctx) => {
   try {
@@ -16,7 +17,7 @@ const regex = z.string().min(1).superRefine((s, ctx) => {
 
 export const lineSchema = z
   .object({
-    path: z.string().min(1).refine((p) => p.startsWith('/'), 'must be an absolute path'),
+    path: absolutePath,
     line: z
       .string()
       .refine((s) => !/[\r\n]/.test(s), 'line must be a single line (no newline)')
@@ -27,8 +28,8 @@ export const lineSchema = z
     create: z.boolean().default(false),
     /** Metadata the file must have, as with `file` (e.g. 0440 for /etc/sudoers.d). */
     mode: modeSchema.optional(),
-    owner: z.string().optional(),
-    group: z.string().optional(),
+    owner: ownerName('owner').optional(),
+    group: ownerName('group').optional(),
   })
   .strict()
   .superRefine((p, ctx) => {

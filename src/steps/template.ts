@@ -2,16 +2,17 @@ import { z } from 'zod';
 import { InputError } from '../errors.js';
 import type { StepType } from './step.js';
 import { modeSchema } from './modes.js';
+import { absolutePath, ownerName } from './paths.js';
 import { applyPath, checkPath, planPath, rollbackPath, type FileUndo, type PathState, type Wanted } from './file-state.js';
 
 export const templateSchema = z
   .object({
     src: z.string().min(1),
-    dest: z.string().min(1).refine((p) => p.startsWith('/'), 'must be an absolute path'),
+    dest: absolutePath,
     vars: z.record(z.unknown()).optional(),
     mode: modeSchema.optional(),
-    owner: z.string().optional(),
-    group: z.string().optional(),
+    owner: ownerName('owner').optional(),
+    group: ownerName('group').optional(),
   })
   .strict();
 

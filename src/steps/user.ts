@@ -7,9 +7,14 @@ import { runOk } from './step.js';
 import { accountBackupDir, accountName, backupAccounts, flag, idNumber, passwdField, restoreAccounts, uniq, type AccountUndo, type Touched } from './accounts.js';
 import { backupPath, copyToBackup, restoreFromBackup } from './backup.js';
 import { fmtMode } from './modes.js';
+import { absolutePathProblem } from './paths.js';
 import type { Plan, PlanEnv, StepContext, StepType } from './step.js';
 
-const absPath = (what: string) => passwdField(what).refine((v) => v.startsWith('/'), `${what} must be an absolute path`);
+const absPath = (what: string) =>
+  passwdField(what).superRefine((v, ctx) => {
+    const why = absolutePathProblem(v);
+    if (why) ctx.addIssue({ code: z.ZodIssueCode.custom, message: why });
+  });
 const groupList = z.union([
   z.array(accountName('group')),
   z
