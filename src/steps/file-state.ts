@@ -48,43 +48,74 @@ export type FileUndo =
       target?: string;
     };
 
-/** One round trip: a header line describing the path, then the file's bytes. */
+/**
+ * One round trip. Prints six NUL-terminated fields, then (for a file) its bytes:
+ * kind, mode, owner, group, how many parent folders are missing, link target.
+ *
+ * NUL is the one byte no path, name or link target can hold, so nothing the host reports can
+ * shift a field. The missing parents go back as a count, not as names: the names follow from the
+ * path itself (see missingParents), so a ":" or a newline in a folder name cannot split the list.
+ * Nothing is read through `$(…)`, which would drop trailing newlines.
+ */
 export function checkScript(path: string): string {
-  const p = quote(path);
   return [
-    `p=${p}`,
-    'missing=""; d=$(dirname -- "$p")',
-    'while [ ! -e "$d" ] && [ "$d" != / ] && [ "$d" != . ]; do missing="$d:$missing"; d=$(dirname -- "$d"); done',
-    'if [ -L "$p" ]; then printf "link|%s|%s|%s\\n" "$(stat -c "%a|%U|%G" -- "$p")" "$missing" "$(readlink -- "$p")"',
-    'elif [ -d "$p" ]; then printf "directory|%s|%s|\\n" "$(stat -c "%a|%U|%G" -- "$p")" "$missing"',
-    'elif [ -f "$p" ]; then printf "file|%s|%s|\\n" "$(stat -c "%a|%U|%G" -- "$p")" "$missing"; cat -- "$p"',
-    'elif [ -e "$p" ]; then printf "other|%s|%s|\\n" "$(stat -c "%a|%U|%G" -- "$p")" "$missing"',
-    'else printf "absent||||%s|\\n" "$missing"; fi',
+    `p=${quote(path)}`,
+    // ${d%/*} rather than dirname: the path is absolute and normalised (schema), and no command
+    // substitution gets to strip a name's trailing newline. A dangling symlink is not "missing".
+    'n=0; d=${p%/*}',
+    'while [ -n "$d" ] && [ ! -e "$d" ] && [ ! -L "$d" ]; do n=$((n+1)); d=${d%/*}; done',
+    'if [ -L "$p" ]; then k=link; elif [ -d "$p" ]; then k=directory; elif [ -f "$p" ]; then k=file; elif [ -e "$p" ]; then k=other',
+    "else printf '%s\\0' absent '' '' '' \"$n\" ''; exit 0; fi",
+    "printf '%s\\0' \"$k\"",
+    "stat --printf '%a\\0%U\\0%G\\0' -- \"$p\" || exit 1",
+    "printf '%s\\0' \"$n\"",
+    `if [ "$k" = link ]; then readlink -z -- "$p" || exit 1; else printf '\\0'; fi`,
+    'if [ "$k" = file ]; then cat -- "$p"; fi',
   ].join('\n');
 }
 
-export function parseCheck(raw: Buffer): PathState {
-  const nl = raw.indexOf(0x0a);
-  const header = raw.subarray(0, nl < 0 ? raw.length : nl).toString('utf8');
-  const [kind, mode, owner, group, missing, ...rest] = header.split('|');
-  const state: PathState = {
-    kind: (kind as PathKind) || 'absent',
-    missing: (missing ?? '').split(':').filter(Boolean),
-  };
+/** The parent folders of `path` that do not exist (the `count` nearest ones), outermost first. */
+export function missingParents(path: string, count: number): string[] {
+  const out: string[] = [];
+  let d = posix.dirname(path);
+  for (let i = 0; i < count && d !== '/' && d !== '.'; i++) {
+    out.unshift(d);
+    d = posix.dirname(d);
+  }
+  return out;
+}
+
+const FIELDS = 6;
+
+/** Reads what checkScript printed for `path`. */
+export function parseCheck(raw: Buffer, path: string): PathState {
+  const fields: string[] = [];
+  let at = 0;
+  for (let i = 0; i < FIELDS; i++) {
+    const end = raw.indexOf(0, at);
+    if (end < 0) throw new StepError(`cannot read ${path}: the host's answer was cut short (${fields.length} of ${FIELDS} fields)`);
+    fields.push(raw.subarray(at, end).toString('utf8'));
+    at = end + 1;
+  }
+  const [kind, mode, owner, group, missing, target] = fields as [string, string, string, string, string, string];
+  if (!['absent', 'file', 'directory', 'link', 'other'].includes(kind) || !/^\d+$/.test(missing)) {
+    throw new StepError(`cannot read ${path}: unexpected answer from the host (${JSON.stringify(kind)}, ${JSON.stringify(missing)})`);
+  }
+  const state: PathState = { kind: kind as PathKind, missing: missingParents(path, Number(missing)) };
   if (state.kind !== 'absent') {
-    state.mode = parseInt(mode ?? '', 8);
+    state.mode = parseInt(mode, 8);
     state.owner = owner;
     state.group = group;
   }
-  if (state.kind === 'file') state.content = raw.subarray(nl + 1);
-  if (state.kind === 'link') state.target = rest.join('|');
+  if (state.kind === 'file') state.content = raw.subarray(at);
+  if (state.kind === 'link') state.target = target;
   return state;
 }
 
 export async function checkPath(ctx: StepContext, path: string): Promise<PathState> {
   const r = await ctx.exec(checkScript(path));
   if (r.code !== 0) throw new StepError(`cannot read ${path}: ${r.stderr.trim() || `exit ${r.code}`}`, { code: r.code, stderr: r.stderr });
-  return parseCheck(r.stdoutRaw);
+  return parseCheck(r.stdoutRaw, path);
 }
 
 function metaDiffs(w: Wanted, s: PathState): string[] {

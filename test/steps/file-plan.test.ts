@@ -1,6 +1,10 @@
-import { describe, expect, it } from 'vitest';
+import { execFileSync } from 'node:child_process';
+import { chmodSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { backupFolder, backupPath } from '../../src/steps/backup.js';
-import { applyPath, planPath, parseCheck, type PathState, type Wanted } from '../../src/steps/file-state.js';
+import { applyPath, checkScript, planPath, parseCheck, type PathState, type Wanted } from '../../src/steps/file-state.js';
 import { fileSchema, fileStep } from '../../src/steps/file.js';
 import type { StepContext } from '../../src/steps/step.js';
 
@@ -78,18 +82,62 @@ describe('planPath: (wanted, state) → plan', () => {
   });
 });
 
+/** What checkScript prints: six NUL-terminated fields, then a file's bytes. */
+const answer = (fields: string[], body: Buffer = Buffer.alloc(0)) => Buffer.concat([Buffer.from(fields.map((f) => `${f}\0`).join('')), body]);
+
 describe('parseCheck', () => {
-  it('reads a file header and its bytes, binary included', () => {
-    const raw = Buffer.concat([Buffer.from('file|640|root|adm||\n'), Buffer.from([0, 1, 2, 10, 255])]);
-    const s = parseCheck(raw);
-    expect(s).toMatchObject({ kind: 'file', mode: 0o640, owner: 'root', group: 'adm', missing: [] });
-    expect(s.content).toEqual(Buffer.from([0, 1, 2, 10, 255]));
+  const cases: Array<[string, string, Buffer, Partial<PathState>]> = [
+    ['a file header and its bytes, binary included', '/etc/app.conf', answer(['file', '640', 'root', 'adm', '0', ''], Buffer.from([0, 1, 2, 10, 255])), { kind: 'file', mode: 0o640, owner: 'root', group: 'adm', missing: [], content: Buffer.from([0, 1, 2, 10, 255]) }],
+    ['missing parents derive from the path, outermost first', '/opt/a/b/f', answer(['absent', '', '', '', '2', '']), { kind: 'absent', missing: ['/opt/a', '/opt/a/b'] }],
+    ['a ":" in a missing folder is part of its name, never a separator', '/tmp/pre/x:y/z/f', answer(['absent', '', '', '', '2', '']), { kind: 'absent', missing: ['/tmp/pre/x:y', '/tmp/pre/x:y/z'] }],
+    ['a newline and a "|" in a missing folder too', '/tmp/a|b\nc/f', answer(['absent', '', '', '', '1', '']), { kind: 'absent', missing: ['/tmp/a|b\nc'] }],
+    ['the count never reaches past the root', '/a/f', answer(['absent', '', '', '', '5', '']), { kind: 'absent', missing: ['/a'] }],
+    ['a link target holding "|" and a newline', '/l', answer(['link', '777', 'root', 'root', '0', '/x|y\nz']), { kind: 'link', target: '/x|y\nz', owner: 'root' }],
+    ['owner and group names holding "|" or a newline do not shift the fields', '/f', answer(['file', '600', 'we|ird', 'gr\noup', '0', ''], Buffer.from('a|b\0c\n')), { kind: 'file', mode: 0o600, owner: 'we|ird', group: 'gr\noup', content: Buffer.from('a|b\0c\n') }],
+    ['a directory whose parents all exist', '/srv/d', answer(['directory', '2755', 'www', 'www', '0', '']), { kind: 'directory', mode: 0o2755, owner: 'www', group: 'www', missing: [] }],
+  ];
+  it.each(cases)('%s', (_name, path, raw, expected) => {
+    expect(parseCheck(raw, path)).toMatchObject(expected);
   });
-  it('reads missing parents of an absent path', () => {
-    expect(parseCheck(Buffer.from('absent||||/opt/a:/opt/a/b:|\n'))).toEqual({ kind: 'absent', missing: ['/opt/a', '/opt/a/b'] });
+  it('an answer cut short or not in the format is an error, not a guess', () => {
+    expect(() => parseCheck(Buffer.from('file\x00644\x00root\x00'), '/f')).toThrow(/cannot read \/f: the host's answer was cut short/);
+    expect(() => parseCheck(Buffer.from('absent||||/opt/a:|\n'), '/f')).toThrow(/cut short/);
+    expect(() => parseCheck(answer(['fiel', '', '', '', '0', '']), '/f')).toThrow(/unexpected answer/);
+    expect(() => parseCheck(answer(['absent', '', '', '', 'x', '']), '/f')).toThrow(/unexpected answer/);
   });
-  it('reads a link target containing a pipe', () => {
-    expect(parseCheck(Buffer.from('link|777|root|root||/x|y\n'))).toMatchObject({ kind: 'link', target: '/x|y' });
+});
+
+/** checkScript run by this machine's /bin/sh against a real folder, read back by parseCheck. */
+describe('checkScript → parseCheck on a real filesystem', () => {
+  let root: string;
+  beforeAll(() => {
+    root = mkdtempSync(join(tmpdir(), 'hostsmith-check-'));
+  });
+  afterAll(() => rmSync(root, { recursive: true, force: true }));
+  const check = (path: string) => parseCheck(execFileSync('/bin/sh', ['-c', checkScript(path)]), path);
+
+  it('a ":" folder that does not exist yet is missing; the existing folders named by its parts are not', () => {
+    mkdirSync(join(root, 'pre/x'), { recursive: true });
+    const s = check(`${root}/pre/x:y/z/f`);
+    expect(s).toEqual({ kind: 'absent', missing: [`${root}/pre/x:y`, `${root}/pre/x:y/z`] });
+  });
+  it('names with "|", ":" and newlines, and a link target holding them, come back whole', () => {
+    const dir = join(root, 'we|ird:\nname\n');
+    mkdirSync(dir);
+    writeFileSync(join(dir, 'f'), Buffer.from([0x61, 0x7c, 0, 0x0a]));
+    chmodSync(join(dir, 'f'), 0o640);
+    const target = '../t|a:r\nget\n';
+    symlinkSync(target, join(dir, 'l'));
+    expect(check(join(dir, 'f'))).toMatchObject({ kind: 'file', mode: 0o640, missing: [], content: Buffer.from([0x61, 0x7c, 0, 0x0a]) });
+    expect(check(join(dir, 'l'))).toMatchObject({ kind: 'link', target, missing: [] });
+    expect(check(dir)).toMatchObject({ kind: 'directory', missing: [] });
+    expect(check(`${dir}/new\n/g`)).toEqual({ kind: 'absent', missing: [`${dir}/new\n`] });
+  });
+  it('the owner and group are the names stat reports', () => {
+    writeFileSync(join(root, 'o'), '');
+    const s = check(join(root, 'o'));
+    const [owner, group] = execFileSync('stat', ['-c', '%U %G', join(root, 'o')]).toString().trim().split(' ');
+    expect(s).toMatchObject({ kind: 'file', owner, group, content: Buffer.alloc(0) });
   });
 });
 

@@ -13,12 +13,13 @@ const file = (content: string, mode = 0o640, owner = 'root', group = 'adm'): Pat
 function fakeHost(at: { kind: 'absent' } | { kind: 'file'; content: string }) {
   const cmds: string[] = [];
   const writes: Array<{ path: string; data: string }> = [];
-  const header = at.kind === 'absent' ? 'absent||||' : `file|644|root|root||\n${at.content}`;
+  // What checkScript prints: six NUL-terminated fields, then a file's bytes.
+  const header = at.kind === 'absent' ? 'absent\x00\x00\x00\x000\x00\x00' : `file\x00644\x00root\x00root\x000\x00\x00${at.content}`;
   const ctx = {
     backupDir: env.backupDir,
     exec: async (cmd: string) => {
       cmds.push(cmd);
-      const out = cmds.length === 1 ? Buffer.from(at.kind === 'absent' ? `${header}|\n` : header) : Buffer.alloc(0);
+      const out = cmds.length === 1 ? Buffer.from(header) : Buffer.alloc(0);
       return { code: 0, stdout: out.toString(), stderr: '', stdoutRaw: out };
     },
     writeFile: async (path: string, data: Buffer) => {
@@ -113,8 +114,8 @@ describe('line plan: (params, file state) → plan', () => {
     expect(() => lineStep.plan(params({ line: 'a' }), file('a\0b'), env)).toThrow(/not a text file/);
   });
   it('plans from what the check script prints', () => {
-    const raw = Buffer.concat([Buffer.from('file|600|www-data|www-data||\n'), Buffer.from('k=1\n')]);
-    const plan = lineStep.plan(params({ line: 'k=2', match: '^k=' }), parseCheck(raw), env);
+    const raw = Buffer.concat([Buffer.from('file\x00600\x00www-data\x00www-data\x000\x00\x00'), Buffer.from('k=1\n')]);
+    const plan = lineStep.plan(params({ line: 'k=2', match: '^k=' }), parseCheck(raw, P), env);
     expect(plan.undo).toMatchObject({ kind: 'file', mode: 0o600, owner: 'www-data', group: 'www-data' });
     expect(plan.summary).toBe(`${P}: replace line 1 "k=1" with "k=2"`);
   });
