@@ -5,7 +5,8 @@
 import { createHash } from 'node:crypto';
 import { posix } from 'node:path';
 import { quote } from '../transport/shell.js';
-import { runOk, type PlanEnv, type StepContext } from './step.js';
+import { StepError } from '../errors.js';
+import { tail, type PlanEnv, type StepContext } from './step.js';
 
 /** A folder per step: a readable slug plus a hash of the full name, so look-alike names never share one. */
 export function backupFolder(step: string): string {
@@ -23,27 +24,54 @@ export function backupDirsScript(ctx: StepContext, dest: string): string {
   return `umask 077 && mkdir -p ${root} && chmod 0700 ${root} && mkdir -p ${quote(posix.dirname(dest))}`;
 }
 
-/** Copies what is at `path` (file, folder or link, with its metadata) to `dest`. */
-export async function copyToBackup(ctx: StepContext, path: string, dest: string): Promise<void> {
-  await runOk(ctx, `${backupDirsScript(ctx, dest)} && rm -rf -- ${quote(dest)} && cp -a -- ${quote(path)} ${quote(dest)}`, `backing up ${path} to ${dest}`);
+/**
+ * Runs a copy script whose partial output the script itself removes on failure, and says what
+ * happened: a full disk is named as such, with where to free space.
+ */
+async function copyOk(ctx: StepContext, script: string, what: string, full: string): Promise<void> {
+  const r = await ctx.exec(script);
+  if (r.code === 0) return;
+  if (/No space left on device/i.test(r.stderr)) {
+    throw new StepError(`no space left on ${ctx.host} while ${what}; the partial copy was removed. Free space on ${full} (df -h ${full}) and run again`, {
+      code: r.code,
+      stderr: r.stderr,
+    });
+  }
+  const said = tail(r.stderr) || tail(r.stdout, 5);
+  throw new StepError(`${what} failed (exit ${r.code})${said ? `: ${said}` : ''}`, { code: r.code, stderr: r.stderr });
 }
 
-/** Puts `backup` back at `path`: copied next to it first, so a failed copy leaves `path` as it was. */
+/** Copies what is at `path` (file, folder or link, with its metadata) to `dest`; a failed copy leaves nothing at `dest`. */
+export async function copyToBackup(ctx: StepContext, path: string, dest: string): Promise<void> {
+  const d = quote(dest);
+  await copyOk(
+    ctx,
+    `${backupDirsScript(ctx, dest)} && rm -rf -- ${d} && { cp -a -- ${quote(path)} ${d} || { rc=$?; rm -rf -- ${d}; exit $rc; }; }`,
+    `backing up ${path} to ${dest}`,
+    posix.dirname(ctx.backupDir),
+  );
+}
+
+/**
+ * Puts `backup` back at `path`: copied next to it first, so a failed copy leaves `path` as it was
+ * (and the partial copy is removed).
+ */
 export async function restoreFromBackup(ctx: StepContext, backup: string, path: string): Promise<void> {
   const b = quote(backup);
   const p = quote(path);
   const tmp = quote(`${path}.hostsmith-restore`);
-  await runOk(
+  await copyOk(
     ctx,
     [
-      `test -e ${b} || test -L ${b}`,
+      `{ test -e ${b} || test -L ${b} || { printf '%s\\n' ${quote(`the backup ${backup} is missing`)} >&2; exit 1; }; }`,
       `rm -rf -- ${tmp}`,
-      `cp -a -- ${b} ${tmp}`,
+      `{ cp -a -- ${b} ${tmp} || { rc=$?; rm -rf -- ${tmp}; exit $rc; }; }`,
       `rm -rf -- ${p}.hostsmith-old`,
       `if [ -d ${p} ] && [ ! -L ${p} ]; then mv -- ${p} ${p}.hostsmith-old; fi`,
       `mv -fT -- ${tmp} ${p}`,
       `rm -rf -- ${p}.hostsmith-old`,
     ].join(' && '),
     `restoring ${path} from ${backup}`,
+    posix.dirname(path),
   );
 }

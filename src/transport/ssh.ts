@@ -1,5 +1,5 @@
 import { readFile } from 'node:fs/promises';
-import { homedir } from 'node:os';
+import { constants as osConstants, homedir } from 'node:os';
 import { join } from 'node:path';
 import ssh2, { type AnyAuthMethod, type ClientChannel, type ConnectConfig } from 'ssh2';
 
@@ -196,6 +196,7 @@ export class SshTransport extends ShellTransport {
           }
           const out: Buffer[] = [];
           const errs: Buffer[] = [];
+          const started = Date.now();
           let timedOut = false;
           const timer = o.timeoutMs
             ? setTimeout(() => {
@@ -213,13 +214,19 @@ export class SshTransport extends ShellTransport {
               return;
             }
             const stdoutRaw = Buffer.concat(out);
-            const exit = code ?? (signal ? 255 : timedOut ? 124 : 255);
+            // Killed by a signal: 128 + its number, as sh reports it. `timeout -k` ends a command that
+            // ignored SIGTERM with SIGKILL, which kills `timeout` too, so no 124 arrives; a KILL (or
+            // 137 from a shell in between) once the limit has passed is that timeout.
+            // ssh2 names it as Node does ("SIGKILL"); the protocol itself says "KILL".
+            const signum = signal ? osConstants.signals[(signal.startsWith('SIG') ? signal : `SIG${signal}`) as keyof typeof osConstants.signals] : undefined;
+            const exit = code ?? (signal ? (signum ? 128 + signum : 255) : 124);
+            const killedAfterLimit = o.timeoutMs !== undefined && exit === 128 + osConstants.signals.SIGKILL && Date.now() - started >= o.timeoutMs;
             resolve({
               code: exit,
               stdout: stdoutRaw.toString('utf8'),
               stderr: Buffer.concat(errs).toString('utf8'),
               stdoutRaw,
-              timedOut: timedOut || (o.timeoutMs !== undefined && exit === 124),
+              timedOut: timedOut || (o.timeoutMs !== undefined && exit === 124) || killedAfterLimit,
             });
           });
           stream.end(o.stdin ?? '');
