@@ -45,6 +45,29 @@ export class ConnectError extends HostsmithError {
   }
 }
 
+/**
+ * The controller could not write its journal (a full disk, a lost state dir). Nothing may change
+ * on a host without its journal entry, so the run stops before the change it would announce.
+ */
+export class JournalError extends HostsmithError {
+  constructor(file: string, cause: unknown) {
+    const why = cause instanceof Error ? cause.message : String(cause);
+    super(`cannot write the journal ${file}: ${why}`, 3, { cause });
+  }
+}
+
+/**
+ * A host is not as the plan (or the run being undone) expects: hosts were read, nothing was
+ * changed (exit 5). `stale` lists every difference, per host.
+ */
+export class StaleError extends HostsmithError {
+  readonly stale: Record<string, string[]>;
+  constructor(message: string, stale: Record<string, string[]>) {
+    super(message, 5);
+    this.stale = stale;
+  }
+}
+
 /** Another run holds the lock on a host. */
 export class LockedError extends HostsmithError {
   readonly host: string;

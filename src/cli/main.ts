@@ -1,7 +1,6 @@
 /**
  * argv → command; errors → exit codes. The only place that calls process.exit.
  */
-import { readFileSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
 import { HostsmithError, errorMessage } from '../errors.js';
 import { registerHistory } from './commands/history.js';
@@ -10,14 +9,7 @@ import { registerShow } from './commands/show.js';
 import { registerValidate } from './commands/validate.js';
 import { escapeText } from './escape.js';
 import type { Ctx } from './shared.js';
-
-function version(): string {
-  try {
-    return (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
-  } catch {
-    return 'unknown';
-  }
-}
+import { version } from '../version.js';
 
 class Exit {
   constructor(readonly code: number) {}

@@ -1,7 +1,11 @@
 /** Events as SPEC §5 names them; the CLI renders them, `--json` prints them as they are. */
 
 export type StepStatus = 'changed' | 'unchanged' | 'skipped' | 'failed' | 'planned';
-export type HostStatus = 'ok' | 'failed' | 'rolled-back' | 'rollback-incomplete' | 'unreachable' | 'interrupted';
+/**
+ * `stale`: the host is not as the plan being applied expects (read, nothing changed);
+ * `not-started`: the run never got to this host (another host's problem stopped it first).
+ */
+export type HostStatus = 'ok' | 'failed' | 'rolled-back' | 'rollback-incomplete' | 'unreachable' | 'stale' | 'not-started' | 'interrupted';
 export type RunStatus = HostStatus;
 
 export interface Counts {
@@ -32,6 +36,9 @@ export type RunEvent =
       irreversible: boolean;
       durationMs: number;
       error?: string;
+      /** Planned, but its state is known only after the steps it depends on have run. */
+      dynamic?: boolean;
+      dependsOn?: string[];
       handler?: boolean;
     })
   | (Base & { event: 'rollback-finished'; host: string; step: string; type: string; status: 'rolled-back' | 'rollback-failed'; error?: string })
@@ -52,12 +59,14 @@ export const EXIT_FOR: Record<HostStatus, number> = {
   'rolled-back': 1,
   'rollback-incomplete': 3,
   unreachable: 4,
+  stale: 5,
+  'not-started': 1,
   interrupted: 130,
 };
 
-/** The worst host wins: 3, 4, 1, 0 — and 130 when the user interrupted. */
+/** The worst host wins: 3, 4, 5, 1, 0 — and 130 when the user interrupted. */
 export function worstStatus(statuses: HostStatus[], interrupted: boolean): { status: RunStatus; exitCode: number } {
-  const order: HostStatus[] = ['rollback-incomplete', 'unreachable', 'rolled-back', 'failed', 'ok'];
+  const order: HostStatus[] = ['rollback-incomplete', 'unreachable', 'stale', 'rolled-back', 'failed', 'not-started', 'ok'];
   if (interrupted) {
     return statuses.includes('rollback-incomplete') ? { status: 'rollback-incomplete', exitCode: 3 } : { status: 'interrupted', exitCode: 130 };
   }

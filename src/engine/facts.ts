@@ -1,5 +1,5 @@
 import type { Transport } from '../transport/transport.js';
-import { HostsmithError } from '../errors.js';
+import { ConnectError } from '../errors.js';
 
 export interface Facts {
   os: { id: string; version_id: string; name: string };
@@ -49,7 +49,7 @@ export function parseFacts(out: string): Facts {
 export async function gatherFacts(t: Transport): Promise<Facts> {
   const r = await t.exec(FACTS_SCRIPT);
   if (r.code !== 0 && !r.stdout) {
-    throw new HostsmithError(`${t.name}: could not gather facts (exit ${r.code}): ${r.stderr.trim()}`, 4);
+    throw new ConnectError(t.name, `could not gather facts (exit ${r.code}): ${r.stderr.trim()}`);
   }
   return parseFacts(r.stdout);
 }

@@ -1,10 +1,13 @@
 /**
  * Many hosts: connect (up to `concurrency` at once), gather facts, lock, run, release, close.
  * Every host ends with a host-finished event whatever happens to it; the worst host sets the exit code.
+ *
+ * Applying a plan (`expected`) takes two passes: every host is connected, locked and re-checked
+ * against the plan first; only when no host is stale does any host change.
  */
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
-import { HostsmithError, errorMessage } from '../errors.js';
+import { ConnectError, errorMessage } from '../errors.js';
 import type { Recipe, RetrySpec } from '../recipe/types.js';
 import type { ShellTransport } from '../transport/base.js';
 import { worstStatus, type Counts, type Emit, type HostStatus, type RunEvent, type RunStatus } from './events.js';
@@ -12,7 +15,9 @@ import { gatherFacts, type Facts } from './facts.js';
 import { Journal } from './journal.js';
 import { acquireLock } from './lock.js';
 import { Masker } from './mask.js';
+import { staleSteps, stepValueOf, varDigests, type PlanStepValue, type PlanValue } from './plan-value.js';
 import { runHost } from './run.js';
+import { sha256 } from '../steps/step.js';
 
 export interface HostTarget {
   name: string;
@@ -44,6 +49,12 @@ export interface RunRecipeOptions {
   journalVars?: Record<string, unknown>;
   /** Where hostsmith keeps its lock and backups on each host (default /var/lib/hostsmith, or ~/.local/state/hostsmith without root). */
   hostStateDir?: string;
+  /** apply: follow this plan exactly (a saved plan, or the one confirmed at the terminal). */
+  expected?: PlanValue;
+  /** Salt for the digests a plan holds (a plan's own when following one). */
+  salt?: string;
+  /** Fault injection for tests: called before each step's turn. */
+  beforeStep?: (host: string, step: string) => Promise<void>;
 }
 
 export interface HostReport extends Counts {
@@ -51,6 +62,12 @@ export interface HostReport extends Counts {
   error?: string;
   facts?: Facts;
   durationMs: number;
+  /** Plan mode: every step as the plan value holds it. */
+  steps?: PlanStepValue[];
+  /** Plan mode: salted digests of the vars this host was planned with. */
+  vars?: Record<string, string>;
+  /** Apply of a plan: the steps that are not as planned. */
+  stale?: string[];
 }
 
 export interface RunReport {
@@ -61,6 +78,8 @@ export interface RunReport {
   hosts: Record<string, HostReport>;
   journalFile?: string;
   durationMs: number;
+  /** Local sources the steps read (templates, files): path → sha256. */
+  sources: Record<string, string>;
 }
 
 export function newRunId(): string {
@@ -79,6 +98,14 @@ async function pool<T>(items: T[], limit: number, fn: (item: T) => Promise<void>
   await Promise.all(workers);
 }
 
+/** A connected host: its transport, facts, and the lock this run holds there (apply). */
+interface Opened {
+  transport: ShellTransport;
+  facts: Facts;
+  baseFor(withSudo: boolean): string;
+  release?: () => Promise<void>;
+}
+
 export async function runRecipe(o: RunRecipeOptions): Promise<RunReport> {
   const runId = o.runId ?? newRunId();
   const masker = new Masker(o.secrets ?? []);
@@ -88,6 +115,9 @@ export async function runRecipe(o: RunRecipeOptions): Promise<RunReport> {
   const names = o.targets.map((t) => t.name);
   const journal = o.mode === 'apply' ? await Journal.create(o.stateDir, runId, masker) : undefined;
   const hosts: Record<string, HostReport> = {};
+  const opened = new Map<string, Opened>();
+  const sources: Record<string, string> = {};
+  const salt = o.salt ?? o.expected?.salt ?? '';
 
   try {
     await journal?.write({
@@ -104,35 +134,30 @@ export async function runRecipe(o: RunRecipeOptions): Promise<RunReport> {
     });
     emit({ event: 'run-started', runId, time: time(), recipe: o.recipe.name, mode: o.mode, hosts: names });
 
-    await pool(o.targets, o.concurrency ?? 10, async (target) => {
-      const hostStarted = Date.now();
-      let report: HostReport;
-      if (o.interrupt?.aborted) {
-        report = { status: 'interrupted', ...zero(), error: 'not started: interrupted by the user', durationMs: 0 };
-      } else {
-        report = await runOneHost(target, hostStarted);
+    let todo = o.targets;
+    if (o.mode === 'apply' && o.expected) {
+      const refused = await verifyAgainstPlan(o.expected);
+      if (refused) {
+        for (const t of o.targets) hosts[t.name] ??= { status: 'not-started', ...zero(), error: `${t.name}: not applied: ${refused}`, durationMs: 0 };
+        todo = [];
       }
-      hosts[target.name] = report;
-      await journal?.write({ kind: 'host-finished', time: time(), host: target.name, status: report.status, counts: countsOf(report), ...(report.error ? { error: report.error } : {}) });
-      emit({
-        event: 'host-finished',
-        runId,
-        time: time(),
-        host: target.name,
-        status: report.status,
-        ...countsOf(report),
-        ...(report.error ? { error: report.error } : {}),
-        durationMs: report.durationMs,
-      });
+    }
+    await pool(todo, o.concurrency ?? 10, async (target) => {
+      const hostStarted = Date.now();
+      hosts[target.name] = o.interrupt?.aborted
+        ? { status: 'interrupted', ...zero(), error: 'not started: interrupted by the user', durationMs: 0 }
+        : await runOneHost(target, hostStarted);
+      await hostFinished(target.name, hosts[target.name]!);
     });
+    if (!todo.length) for (const t of o.targets) await hostFinished(t.name, hosts[t.name]!);
 
     const { status, exitCode } = worstStatus(
       names.map((n) => hosts[n]!.status),
       o.interrupt?.aborted === true,
     );
-    const report: RunReport = { runId, mode: o.mode, status, exitCode, hosts, journalFile: journal?.file, durationMs: Date.now() - started };
+    const report: RunReport = { runId, mode: o.mode, status, exitCode, hosts, journalFile: journal?.file, durationMs: Date.now() - started, sources };
     // A second Ctrl-C leaves the run open on purpose: the journal shows what was not rolled back.
-    if (!o.abortRollback?.aborted) await journal?.write({ kind: 'run-finished', time: time(), status, exitCode });
+    if (!o.abortRollback?.aborted) await journal?.write({ kind: 'run-finished', time: time(), status, exitCode }).catch(() => {});
     emit({
       event: 'run-finished',
       runId,
@@ -145,59 +170,138 @@ export async function runRecipe(o: RunRecipeOptions): Promise<RunReport> {
     // Errors quote commands, and commands may hold secrets: the report is masked like the events.
     return masker.value(report);
   } finally {
-    await journal?.close();
+    for (const h of opened.values()) await closeHost(h);
+    await journal?.close().catch(() => {});
+  }
+
+  async function hostFinished(name: string, report: HostReport): Promise<void> {
+    await journal
+      ?.write({ kind: 'host-finished', time: time(), host: name, status: report.status, counts: countsOf(report), ...(report.error ? { error: report.error } : {}) })
+      .catch((e: unknown) => {
+        report.error = `${report.error ?? name}; ${errorMessage(e)}`;
+      });
+    emit({
+      event: 'host-finished',
+      runId,
+      time: time(),
+      host: name,
+      status: report.status,
+      ...countsOf(report),
+      ...(report.error ? { error: report.error } : {}),
+      durationMs: report.durationMs,
+    });
+  }
+
+  /**
+   * First pass of applying a plan: connect, lock and re-check every host. Returns why the run is
+   * refused (some host stale or unreachable), with each host's report already set; else undefined.
+   */
+  async function verifyAgainstPlan(plan: PlanValue): Promise<string | undefined> {
+    const bad: string[] = [];
+    await pool(o.targets, o.concurrency ?? 10, async (target) => {
+      const hostStarted = Date.now();
+      const expected = plan.hosts[target.name];
+      try {
+        if (!expected) throw new Error(`${target.name} is not in the plan`);
+        const h = await openHost(target);
+        const r = await runHost({ ...hostOptions(target, h), mode: 'plan', emit: () => {}, journal: undefined, expected: undefined });
+        const stale = staleSteps(expected, r.planned);
+        if (r.status === 'unreachable') throw new ConnectError(target.name, r.error ?? 'unreachable');
+        if (stale.length) {
+          hosts[target.name] = { status: 'stale', ...zero(), stale, error: `${target.name}: not as planned:\n  ${stale.join('\n  ')}`, durationMs: Date.now() - hostStarted };
+          bad.push(target.name);
+        }
+      } catch (e) {
+        hosts[target.name] = { status: e instanceof ConnectError ? 'unreachable' : 'failed', ...zero(), error: errorMessage(e), durationMs: Date.now() - hostStarted };
+        bad.push(target.name);
+      }
+    });
+    if (!bad.length) return undefined;
+    return `${bad.join(', ')} ${bad.length > 1 ? 'are' : 'is'} not as the plan expects; nothing was changed on any host`;
+  }
+
+  async function openHost(target: HostTarget): Promise<Opened> {
+    const have = opened.get(target.name);
+    if (have) return have;
+    const transport = await target.connect();
+    const facts = await gatherFacts(transport);
+    transport.loginUser = facts.user;
+    transport.defaultSudo = false;
+    emit({ event: 'host-connected', runId, time: time(), host: target.name, facts });
+    const baseFor = (withSudo: boolean) =>
+      o.hostStateDir ?? (facts.user === 'root' || withSudo ? '/var/lib/hostsmith' : `${facts.home || '/tmp'}/.local/state/hostsmith`);
+    const h: Opened = { transport, facts, baseFor };
+    opened.set(target.name, h);
+    if (o.mode === 'apply') {
+      const sudo = target.sudo || o.recipe.sudo || o.recipe.defaults.sudo === true;
+      h.release = await acquireLock(transport, baseFor(sudo), runId, sudo);
+      await journal?.write({ kind: 'host-started', time: time(), host: target.name, facts, backupDir: `${baseFor(sudo)}/backups/${runId}`, ...(target.describe ? { target: target.describe } : {}) });
+    }
+    return h;
+  }
+
+  /** Releases the lock (apply) and closes the connection (unless kept open for the next pass). */
+  async function closeHost(h: Opened, report?: HostReport, name?: string): Promise<void> {
+    const release = h.release;
+    h.release = undefined;
+    if (release) {
+      await release().catch(() => {
+        // Say so: the next run would otherwise find the host locked with no idea why.
+        if (report) report.error = `${report.error ?? name}; the run lock could not be released (connection lost): remove /run/lock/hostsmith.lock on the host once you have checked it`;
+      });
+    }
+    if (!o.keepOpen) await h.transport.close().catch(() => {});
+  }
+
+  function hostOptions(target: HostTarget, h: Opened) {
+    return {
+      runId,
+      mode: o.mode,
+      recipe: o.recipe,
+      host: target.name,
+      transport: h.transport,
+      facts: h.facts,
+      vars: target.vars,
+      sudo: target.sudo,
+      backupDirFor: (withSudo: boolean) => `${h.baseFor(withSudo)}/backups/${runId}`,
+      emit,
+      journal,
+      salt,
+      interrupt: o.interrupt,
+      abortRollback: o.abortRollback,
+      defaultTimeoutMs: o.defaultTimeoutMs,
+      defaultRetry: o.defaultRetry,
+      sensitive: (text: string) => masker.holds(text),
+      onSource: (path: string, content: Buffer) => {
+        sources[path] ??= `sha256:${sha256(content)}`;
+      },
+      beforeStep: o.beforeStep,
+      expected: o.expected?.hosts[target.name],
+    };
   }
 
   async function runOneHost(target: HostTarget, hostStarted: number): Promise<HostReport> {
-    let transport: ShellTransport | undefined;
-    let release: (() => Promise<void>) | undefined;
     let report: HostReport | undefined;
+    let h: Opened | undefined;
     const took = () => Date.now() - hostStarted;
     try {
-      transport = await target.connect();
-      const facts = await gatherFacts(transport);
-      transport.loginUser = facts.user;
-      const sudo = target.sudo || o.recipe.sudo || o.recipe.defaults.sudo === true;
-      transport.defaultSudo = false;
-      emit({ event: 'host-connected', runId, time: time(), host: target.name, facts });
-      const baseFor = (withSudo: boolean) =>
-        o.hostStateDir ?? (facts.user === 'root' || withSudo ? '/var/lib/hostsmith' : `${facts.home || '/tmp'}/.local/state/hostsmith`);
-      const base = baseFor(sudo);
-      const backupDir = `${base}/backups/${runId}`;
-      if (o.mode === 'apply') {
-        release = await acquireLock(transport, base, runId, sudo);
-        await journal?.write({ kind: 'host-started', time: time(), host: target.name, facts, backupDir, ...(target.describe ? { target: target.describe } : {}) });
-      }
-      const r = await runHost({
-        runId,
-        mode: o.mode,
-        recipe: o.recipe,
-        host: target.name,
-        transport,
-        facts,
-        vars: target.vars,
-        sudo: target.sudo,
-        backupDirFor: (withSudo) => `${baseFor(withSudo)}/backups/${runId}`,
-        emit,
-        journal,
-        interrupt: o.interrupt,
-        abortRollback: o.abortRollback,
-        defaultTimeoutMs: o.defaultTimeoutMs,
-        defaultRetry: o.defaultRetry,
-        sensitive: (text) => masker.holds(text),
-      });
-      report = { status: r.status, ...r.counts, ...(r.error ? { error: `${target.name}: ${r.error}` } : {}), facts, durationMs: took() };
+      h = await openHost(target);
+      const r = await runHost(hostOptions(target, h));
+      report = {
+        status: r.status,
+        ...r.counts,
+        ...(r.error ? { error: `${target.name}: ${r.error}` } : {}),
+        facts: h.facts,
+        durationMs: took(),
+        ...(o.mode === 'plan' ? { steps: r.planned.map((p) => stepValueOf(p, o.recipe.handlers.includes(p.spec))), vars: varDigests(salt, target.vars) } : {}),
+      };
     } catch (e) {
-      const unreachable = e instanceof HostsmithError && e.exitCode === 4;
-      report = { status: unreachable ? 'unreachable' : 'failed', ...zero(), error: errorMessage(e), durationMs: took() };
+      report = { status: e instanceof ConnectError ? 'unreachable' : 'failed', ...zero(), error: errorMessage(e), durationMs: took() };
     } finally {
-      if (release) {
-        await release().catch(() => {
-          // Say so: the next run would otherwise find the host locked with no idea why.
-          if (report) report.error = `${report.error ?? target.name}; the run lock could not be released (connection lost): remove /run/lock/hostsmith.lock on the host once you have checked it`;
-        });
+      if (h) {
+        await closeHost(h, report, target.name);
+        if (!o.keepOpen) opened.delete(target.name);
       }
-      if (transport && !o.keepOpen) await transport.close().catch(() => {});
     }
     return report;
   }

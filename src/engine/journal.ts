@@ -4,7 +4,7 @@
  */
 import { mkdir, open, readdir, readFile, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
-import { HostsmithError, InputError } from '../errors.js';
+import { HostsmithError, InputError, JournalError } from '../errors.js';
 import type { Masker } from './mask.js';
 
 export type JournalEntry =
@@ -51,6 +51,7 @@ export function runsDir(stateDir: string): string {
 
 export class Journal {
   private chain: Promise<void> = Promise.resolve();
+  private torn = false;
 
   private constructor(
     private readonly fh: FileHandle,
@@ -70,12 +71,19 @@ export class Journal {
     return new Journal(fh, file, masker);
   }
 
-  /** Appends one entry and waits until it is on disk. */
+  /** Appends one entry and waits until it is on disk; a failure is a JournalError. */
   write(entry: JournalEntry): Promise<void> {
-    const line = this.masker.text(JSON.stringify(entry)) + '\n';
+    const line = JSON.stringify(this.masker.value(entry)) + '\n';
     const next = this.chain.then(async () => {
-      await this.fh.write(line);
-      await this.fh.datasync();
+      try {
+        // After a failed write a torn line may end the file: start on a fresh line so it stays alone.
+        await this.fh.write(this.torn ? `\n${line}` : line);
+        await this.fh.datasync();
+        this.torn = false;
+      } catch (e) {
+        this.torn = true;
+        throw new JournalError(this.file, e);
+      }
     });
     this.chain = next.catch(() => {});
     return next;

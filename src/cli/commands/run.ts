@@ -1,9 +1,12 @@
 /** `plan` and `apply`: the two commands that run a recipe against hosts. */
-import { writeFile } from 'node:fs/promises';
+import { execFile } from 'node:child_process';
+import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import { InputError } from '../../errors.js';
 import type { RunEvent } from '../../engine/events.js';
-import { runRecipe, type RunReport } from '../../engine/fleet.js';
+import { runRecipe } from '../../engine/fleet.js';
+import { makePlanValue, planInputDifferences, readPlanFile, writePlanFile } from '../../engine/plan-file.js';
+import { newSalt } from '../../engine/plan-value.js';
 import { Masker } from '../../engine/mask.js';
 import { prepare, type GlobalOptions, type TargetCliOptions } from '../context.js';
 import { Output } from '../output.js';
@@ -13,6 +16,7 @@ import { addTargetOptions, addVarOptions, outputFor, type Ctx } from '../shared.
 interface RunCli extends TargetCliOptions, GlobalOptions {
   yes?: boolean;
   out?: string;
+  plan?: string;
 }
 
 /** First Ctrl-C: stop after the step in flight and roll back; second: stop rolling back. */
@@ -42,57 +46,75 @@ function interrupts(out: Output): { interrupt: AbortController; abortRollback: A
   };
 }
 
-async function savePlan(file: string, report: RunReport, events: RunEvent[], recipeFile: string, masker: Masker): Promise<void> {
-  const plan = {
-    version: 1,
-    runId: report.runId,
-    recipe: recipeFile,
-    createdAt: new Date().toISOString(),
-    status: report.status,
-    hosts: Object.fromEntries(
-      Object.keys(report.hosts).map((h) => [
-        h,
-        {
-          ...report.hosts[h],
-          steps: events.filter((e) => e.event === 'step-finished' && e.host === h),
-        },
-      ]),
-    ),
+/**
+ * Test-only fault injection: HOSTSMITH_FAULT_BEFORE_STEP='{"step":"<name>","run":"<local shell command>"}'
+ * runs the command on this machine just before that step's turn (on every host), so a test can
+ * change a host between the plan and the write.
+ */
+function faultHook(): ((host: string, step: string) => Promise<void>) | undefined {
+  const raw = process.env.HOSTSMITH_FAULT_BEFORE_STEP;
+  if (!raw) return undefined;
+  const f = JSON.parse(raw) as { step: string; run: string };
+  return async (host, step) => {
+    if (step !== f.step) return;
+    await new Promise<void>((res) => execFile('/bin/sh', ['-c', f.run], { env: { ...process.env, HOSTSMITH_HOST: host } }, () => res()));
   };
-  await writeFile(file, JSON.stringify(masker.value(plan), null, 2) + '\n');
 }
 
-async function runCommand(mode: 'plan' | 'apply', recipeFile: string, o: RunCli, ctx: Ctx): Promise<number> {
+async function runCommand(mode: 'plan' | 'apply', recipeArg: string | undefined, o: RunCli, ctx: Ctx): Promise<number> {
   const out = outputFor(o);
   const tty = interactive() && !o.json;
-  if (mode === 'apply' && !o.yes && !tty) {
+  const saved = o.plan ? await readPlanFile(resolve(o.plan)) : undefined;
+  if (mode === 'apply' && !o.yes && !tty && !saved) {
     throw new InputError('apply asks for confirmation, but there is no terminal to ask on: pass --yes to apply without asking (nothing was contacted or changed)');
   }
-  const prep = await prepare(recipeFile, o, tty ? (_r, missing) => askVars(missing) : undefined);
+  const recipeFile = recipeArg ?? saved?.recipe.file;
+  if (!recipeFile) throw new InputError('apply needs a recipe, or --plan <file> (which names its recipe)');
+  const opts: RunCli = saved ? { ...(saved.options as Partial<RunCli>), ...definedOnly(o), planVars: { cli: saved.vars.cli, file: saved.vars.file } } : o;
+  const prep = await prepare(recipeFile, opts, tty ? (_r, missing) => askVars(missing) : undefined);
+  prep.warnings.forEach((w) => out.warn(w));
+  if (saved) {
+    const diffs = await planInputDifferences(saved, prep, resolve(o.plan!));
+    if (saved.exitCode !== 0) diffs.unshift({ file: resolve(o.plan!), message: `the plan found problems when it was made (status ${saved.status}); nothing to apply: fix them and make a new plan` });
+    if (diffs.length) {
+      await prep.close();
+      throw new InputError([{ message: `the saved plan cannot be applied as it is (nothing was contacted or changed):` }, ...diffs]);
+    }
+  }
   const sig = interrupts(out);
-  const events: RunEvent[] = [];
-  const emit = (e: RunEvent) => {
-    events.push(e);
-    out.event(e);
-  };
   const common = {
     recipe: prep.recipe,
     targets: prep.targets,
     stateDir: prep.stateDir,
     concurrency: prep.concurrency,
     secrets: prep.secrets,
-    emit,
+    emit: (e: RunEvent) => out.event(e),
     interrupt: sig.interrupt.signal,
     abortRollback: sig.abortRollback.signal,
     defaultTimeoutMs: prep.config.timeoutMs,
     defaultRetry: prep.config.retry,
     journalVars: prep.cliVars,
+    beforeStep: faultHook(),
   };
+  const planInputs = (salt: string) => ({
+    recipe: prep.recipe,
+    targets: prep.targets,
+    salt,
+    given: prep.given,
+    secret: Object.values(prep.recipe.vars).filter((v) => v.secret).map((v) => v.name),
+    options: targetOptions(opts),
+  });
   try {
-    if (mode === 'plan' || (!o.yes && tty)) {
-      const plan = await runRecipe({ ...common, mode: 'plan', keepOpen: mode === 'apply' });
+    let expected = saved;
+    if (mode === 'plan' || (!o.yes && tty && !saved)) {
+      const salt = newSalt();
+      const plan = await runRecipe({ ...common, mode: 'plan', keepOpen: mode === 'apply', salt });
       out.summary(plan, { confirming: mode === 'apply' });
-      if (o.out) await savePlan(o.out, plan, events, prep.recipe.file, new Masker(prep.secrets));
+      const value = await makePlanValue(plan, planInputs(salt));
+      if (o.out) {
+        await writePlanFile(resolve(o.out), value, new Masker(prep.secrets));
+        out.say(`Plan saved to ${o.out}: apply exactly this with \`hostsmith apply --plan ${o.out}\`.`);
+      }
       if (mode === 'plan') return plan.exitCode;
       if (plan.exitCode !== 0) {
         out.say('Not applied: the plan found the problems above. Nothing was changed.');
@@ -107,8 +129,10 @@ async function runCommand(mode: 'plan' | 'apply', recipeFile: string, o: RunCli,
         out.say('Not applied; nothing was changed.');
         return 0;
       }
+      // What was confirmed is what happens: the apply follows this plan, under the same rule as a saved one.
+      expected = value;
     }
-    const report = await runRecipe({ ...common, mode: 'apply' });
+    const report = await runRecipe({ ...common, mode: 'apply', ...(expected ? { expected } : {}) });
     out.summary(report);
     ctx.log(`journal: ${report.journalFile}`);
     return report.exitCode;
@@ -116,6 +140,18 @@ async function runCommand(mode: 'plan' | 'apply', recipeFile: string, o: RunCli,
     sig.dispose();
     await prep.close();
   }
+}
+
+/** The target options a plan keeps, so `apply --plan` alone reaches the same hosts the same way. */
+function targetOptions(o: RunCli): Record<string, unknown> {
+  const keep = ['hosts', 'inventory', 'identity', 'knownHosts', 'acceptNewHostKeys', 'sudo', 'concurrency'] as const;
+  const out: Record<string, unknown> = {};
+  for (const k of keep) if (o[k] !== undefined) out[k] = k === 'inventory' || k === 'identity' || k === 'knownHosts' ? resolve(String(o[k])) : o[k];
+  return out;
+}
+
+function definedOnly<T extends object>(o: T): Partial<T> {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
 }
 
 export function registerRun(program: Command, ctx: Ctx): void {
@@ -131,9 +167,10 @@ export function registerRun(program: Command, ctx: Ctx): void {
   const apply = program
     .command('apply')
     .description('apply a recipe: journaled, and rolled back newest-first if a step fails')
-    .argument('<recipe>', 'recipe file (YAML)')
-    .option('-y, --yes', 'apply without asking (required when there is no terminal)');
-  addVarOptions(addTargetOptions(apply)).action(async (recipe: string, _o: RunCli, cmd: Command) => {
+    .argument('[recipe]', 'recipe file (YAML); may be left out with --plan')
+    .option('-y, --yes', 'apply without asking (required when there is no terminal)')
+    .option('--plan <file>', 'apply exactly this saved plan (from plan --out); refused when it is stale');
+  addVarOptions(addTargetOptions(apply)).action(async (recipe: string | undefined, _o: RunCli, cmd: Command) => {
     ctx.exit(await runCommand('apply', recipe, cmd.optsWithGlobals(), ctx));
   });
 }

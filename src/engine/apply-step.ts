@@ -1,0 +1,132 @@
+/**
+ * Making a planned change, and taking completed ones back. Every change is journaled before it
+ * is made (step-started carries the undo data) and after (step-finished); every rollback too.
+ */
+import { ConnectError, HostsmithError, JournalError, errorMessage } from '../errors.js';
+import type { RetrySpec } from '../recipe/types.js';
+import { fingerprint, sha256 } from '../steps/step.js';
+import type { Completed, HostRun } from './host-run.js';
+import type { PlannedStep } from './plan-step.js';
+
+const now = () => new Date().toISOString();
+const defaultSleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+export interface Applied {
+  stdout: string;
+  stderr: string;
+}
+
+/**
+ * Applies one planned step: journal (pre-state and undo) → apply → journal (result). Throws on
+ * failure; `journaled` on the error's path tells the caller whether a step-started entry exists.
+ */
+export async function applyPlanned(h: HostRun, p: PlannedStep, started: number, mark: { journaled: boolean }): Promise<Applied> {
+  const { spec } = p;
+  const w = p.work;
+  if (!w) throw new HostsmithError(`step "${spec.name}": nothing planned to apply`);
+  const handler = h.o.recipe.handlers.includes(spec);
+  await h.rec.write({
+    kind: 'step-started',
+    time: now(),
+    host: h.o.host,
+    step: spec.name,
+    type: spec.type,
+    ...(handler ? { handler: true } : {}),
+    params: forJournal(w.params),
+    undo: w.plan.undo,
+    irreversible: p.irreversible,
+    summary: p.summary,
+    pre: p.pre ?? '',
+  });
+  mark.journaled = true;
+  const out = await withRetry(spec.retry ?? h.o.defaultRetry, h.o.sleep ?? defaultSleep, () => w.type.apply(w.ctx, w.params, w.plan));
+  h.completed.push({ spec, type: w.type, params: w.params, undo: w.plan.undo, summary: p.summary, ctx: w.ctx });
+  let post: string | undefined;
+  try {
+    const s = await w.type.check(w.ctx, w.params);
+    post = fingerprint(w.type.stateKey ? w.type.stateKey(w.params, s) : s);
+  } catch (e) {
+    if (e instanceof ConnectError) throw e;
+    post = undefined;
+  }
+  await h.rec.write({
+    kind: 'step-finished',
+    time: now(),
+    host: h.o.host,
+    step: spec.name,
+    type: spec.type,
+    status: 'changed',
+    summary: p.summary,
+    changed: true,
+    durationMs: Date.now() - started,
+    ...(post ? { post } : {}),
+  });
+  return { stdout: out.stdout ?? '', stderr: out.stderr ?? '' };
+}
+
+/**
+ * Rolls back one completed step from its undo data. Never throws for the step's own failure
+ * (it is recorded and the next rollback still runs); a lost connection is thrown.
+ */
+export async function rollbackOne(h: HostRun, c: Completed): Promise<boolean> {
+  const base = { time: now(), host: h.o.host, step: c.spec.name, type: c.spec.type };
+  let journalProblem: string | undefined;
+  const write = async (entry: Parameters<HostRun['rec']['write']>[0]) => {
+    try {
+      await h.rec.write(entry);
+    } catch (e) {
+      if (!(e instanceof JournalError)) throw e;
+      // Rolling back matters more than recording it: go on, and say the record is incomplete.
+      journalProblem = e.message;
+    }
+  };
+  await write({ kind: 'rollback-started', ...base });
+  let error: string | undefined;
+  if (c.undo === null) {
+    error = `irreversible: the step has no rollback, so its change stays (${c.summary || c.spec.type})`;
+  } else {
+    try {
+      await c.type.rollback(c.ctx, c.params, c.undo);
+    } catch (e) {
+      if (e instanceof ConnectError) throw e;
+      error = errorMessage(e);
+    }
+  }
+  const status = error ? 'rollback-failed' : 'rolled-back';
+  await write({ kind: 'rollback-finished', ...base, time: now(), status, ...(error ? { error } : {}) });
+  if (journalProblem) error = `${error ? `${error}; ` : 'rolled back on the host, but '}the journal could not record it (${journalProblem})`;
+  h.rec.emit({ event: 'rollback-finished', runId: h.o.runId, ...base, time: now(), status, ...(error ? { error } : {}) });
+  return !error;
+}
+
+/**
+ * Params as the journal keeps them: content a step resolved locally (a rendered template, a
+ * copied file) is recorded by fingerprint only — it can be large, the recipe can make it again,
+ * and rollback never needs it (backups live on the host).
+ */
+function forJournal(params: unknown): unknown {
+  if (!params || typeof params !== 'object') return params;
+  const out: Record<string, unknown> = { ...(params as Record<string, unknown>) };
+  for (const k of ['rendered', 'resolvedContent']) {
+    const v = out[k];
+    if (typeof v === 'string') out[k] = `sha256:${sha256(v)} (${Buffer.byteLength(v)} bytes)`;
+  }
+  return out;
+}
+
+async function withRetry<T>(retry: RetrySpec | undefined, sleep: (ms: number) => Promise<void>, fn: () => Promise<T>): Promise<T> {
+  const attempts = Math.max(1, retry?.attempts ?? 1);
+  let delay = retry?.delayMs ?? 0;
+  for (let i = 1; ; i++) {
+    try {
+      return await fn();
+    } catch (e) {
+      if (i >= attempts || e instanceof ConnectError) {
+        if (attempts > 1 && e instanceof Error) e.message = `${e.message} (after ${i} attempts)`;
+        throw e;
+      }
+      if (delay > 0) await sleep(delay);
+      delay = delay * (retry?.backoff ?? 1);
+    }
+  }
+}

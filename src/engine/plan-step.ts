@@ -1,0 +1,157 @@
+/**
+ * Planning one step on one host: when → render → unless → check → plan, into a PlannedStep value.
+ * Reads only. The same function serves a dry run, the re-check of a saved plan, and each step's
+ * turn during apply, so there is one way to decide what a step would do.
+ */
+import { ConnectError, HostsmithError, StepError, errorMessage } from '../errors.js';
+import { render, renderDeep } from '../render/template.js';
+import type { StepSpec } from '../recipe/types.js';
+import { stepType } from '../steps/registry.js';
+import { fingerprint, sha256, type Plan, type StepContext, type StepType } from '../steps/step.js';
+import { KNOWN_AFTER_APPLY, contextFor, scopeFor, type HostRun } from './host-run.js';
+import { dependsOn } from './deps.js';
+
+export type PlannedStatus = 'planned' | 'unchanged' | 'skipped' | 'failed';
+
+export interface PlannedStep {
+  spec: StepSpec;
+  status: PlannedStatus;
+  summary: string;
+  diff?: string;
+  irreversible: boolean;
+  /** Salted digest of the rendered params: the same recipe, vars and facts give the same digest. */
+  paramsDigest?: string;
+  /** Fingerprint of the state the check read (the type's stateKey); absent when not checked. */
+  pre?: string;
+  /** Earlier steps that would change what this one reads or renders: its state is known only after apply. */
+  dependsOn?: string[];
+  error?: string;
+  /** For apply: what it takes to make the change. Absent unless status is planned. */
+  work?: { type: StepType; ctx: StepContext; params: unknown; plan: Plan<unknown> };
+}
+
+const HIDDEN_DIFF = '(diff hidden: the content holds secret values)\n';
+
+function falsy(s: string): boolean {
+  const t = s.trim().toLowerCase();
+  return t === '' || t === 'false' || t === '0';
+}
+
+/** Any string in the value holding a NUL byte: no shell command or file name can carry one. */
+function nulPath(v: unknown, path: string): string | undefined {
+  if (typeof v === 'string') return v.includes('\0') ? path : undefined;
+  if (Array.isArray(v)) {
+    for (let i = 0; i < v.length; i++) {
+      const p = nulPath(v[i], `${path}[${i}]`);
+      if (p) return p;
+    }
+  } else if (v && typeof v === 'object') {
+    for (const [k, x] of Object.entries(v)) {
+      const p = nulPath(x, `${path}.${k}`);
+      if (p) return p;
+    }
+  }
+  return undefined;
+}
+
+function refuseNul(value: unknown, field: string): void {
+  const at = nulPath(value, field);
+  if (at) throw new StepError(`${at} holds a NUL byte after rendering (from a var or an earlier step's output?); nothing was sent to the host`);
+}
+
+export function paramsDigest(salt: string, params: unknown): string {
+  return `sha256:${sha256(`${salt}\n${JSON.stringify(params ?? null)}`)}`;
+}
+
+/**
+ * Plans one step. A step that cannot be planned is `failed` with its error (a lost connection is
+ * thrown, not returned: the host is gone, not the step).
+ */
+export async function planStep(h: HostRun, spec: StepSpec): Promise<PlannedStep> {
+  h.touched.clear();
+  const type = stepType(spec.type);
+  if (!type) throw new HostsmithError(`step "${spec.name}": unknown step type ${spec.type}`, 2);
+  let summary: string | undefined;
+  try {
+    const scope = scopeFor(h, spec);
+    if (spec.when !== undefined) {
+      const w = render(spec.when, scope, { step: spec.name, field: 'when' });
+      if (h.touched.size) return unknownUntilApply(h, spec, 'when');
+      if (falsy(w)) return { spec, status: 'skipped', summary: `when: ${JSON.stringify(w.trim())}`, irreversible: false };
+    }
+    const ctx = contextFor(h, spec, scope);
+    const rendered = renderDeep(spec.params, scope, { step: spec.name, field: spec.type });
+    if (h.touched.size) return unknownUntilApply(h, spec, spec.type);
+    refuseNul(rendered, spec.type);
+    const parsed = type.schema.safeParse(rendered);
+    if (!parsed.success) {
+      const why = parsed.error.issues.map((i) => `${[spec.type, ...i.path].join('.')}: ${i.message}`).join('; ');
+      throw new StepError(`invalid parameters after rendering: ${why}`);
+    }
+    const params = type.prepare ? await type.prepare(ctx, parsed.data) : parsed.data;
+    const digest = paramsDigest(h.o.salt ?? '', params);
+    const after = dependsOn(h, type.resources?.(params).reads ?? []);
+    if (spec.unless !== undefined) {
+      const cmd = render(spec.unless, scope, { step: spec.name, field: 'unless' });
+      if (h.touched.size) return unknownUntilApply(h, spec, 'unless');
+      refuseNul(cmd, 'unless');
+      const r = await ctx.exec(cmd);
+      if (r.code === 0) return { spec, status: 'skipped', summary: `unless: \`${cmd}\` succeeded`, irreversible: false, paramsDigest: digest, ...(after.length ? { dependsOn: after } : {}) };
+    }
+    let state: unknown;
+    try {
+      state = await type.check(ctx, params);
+    } catch (e) {
+      // What an earlier change will create (a package's files, a new user) cannot be read yet.
+      if (h.o.mode === 'plan' && after.length && !(e instanceof ConnectError)) return unknownUntilApply(h, spec, spec.type, after, errorMessage(e), digest);
+      throw e;
+    }
+    let plan = type.plan(params, state, { runId: h.o.runId, step: spec.name, backupDir: ctx.backupDir, sensitive: h.o.sensitive?.(JSON.stringify(params)) });
+    summary = plan.summary;
+    // Masking the new secret is not enough: the old content may hold the value it replaces.
+    if (plan.diff && h.o.sensitive?.(JSON.stringify(params))) plan = { ...plan, diff: HIDDEN_DIFF };
+    const pre = fingerprint(type.stateKey ? type.stateKey(params, state) : state);
+    const base = { spec, summary: plan.summary, paramsDigest: digest, pre, ...(after.length ? { dependsOn: after } : {}) };
+    if (!plan.changed) return { ...base, status: 'unchanged', irreversible: false };
+    h.changing.push({ name: spec.name, writes: type.resources?.(params).writes ?? [] });
+    return {
+      ...base,
+      status: 'planned',
+      diff: plan.diff,
+      irreversible: plan.undo === null,
+      work: { type, ctx, params, plan },
+    };
+  } catch (e) {
+    if (e instanceof ConnectError) throw e;
+    return { spec, status: 'failed', summary: summary ?? `${spec.type} step failed before any change`, irreversible: false, error: errorMessage(e) };
+  }
+}
+
+/**
+ * A step whose params, condition or state depend on what an earlier step will do: planned, its
+ * state known only after apply. What it writes is read from its params where they are known.
+ */
+function unknownUntilApply(h: HostRun, spec: StepSpec, field: string, after: string[] = [], why?: string, digest?: string): PlannedStep {
+  const deps = after.length ? after : [...h.touched];
+  h.changing.push({ name: spec.name, writes: writesOf(h, spec) });
+  return {
+    spec,
+    status: 'planned',
+    summary: `known after apply (${field} depends on: ${deps.join(', ')})${why ? ` — now: ${why}` : ''}`,
+    irreversible: false,
+    dependsOn: deps,
+    ...(digest ? { paramsDigest: digest } : {}),
+  };
+}
+
+function writesOf(h: HostRun, spec: StepSpec): string[] {
+  const type = stepType(spec.type);
+  try {
+    const parsed = type?.schema.safeParse(renderDeep(spec.params, scopeFor(h, spec), { step: spec.name, field: spec.type }));
+    const writes = parsed?.success ? type?.resources?.(parsed.data).writes : undefined;
+    if (writes && !writes.some((w) => w.includes(KNOWN_AFTER_APPLY))) return writes;
+  } catch {
+    // params that cannot be rendered yet: anything may be written
+  }
+  return ['*'];
+}
