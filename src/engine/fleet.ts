@@ -245,9 +245,9 @@ export async function runRecipe(o: RunRecipeOptions): Promise<RunReport> {
     const release = h.release;
     h.release = undefined;
     if (release) {
-      await release().catch(() => {
-        // Say so: the next run would otherwise find the host locked with no idea why.
-        if (report) report.error = `${report.error ?? name}; the run lock could not be released (connection lost): remove /run/lock/hostsmith.lock on the host once you have checked it`;
+      await release().catch((e: unknown) => {
+        // Say so (lock.ts names the lock and why): the next run would otherwise find the host locked with no idea why.
+        if (report) report.error = `${report.error ?? name}; ${errorMessage(e)}`;
       });
     }
     if (!o.keepOpen) await h.transport.close().catch(() => {});
