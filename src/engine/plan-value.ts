@@ -12,48 +12,56 @@ import type { PlannedStep } from './plan-step.js';
 export const PLAN_FORMAT = 'hostsmith-plan';
 export const PLAN_VERSION = 1;
 
+const digest = z.string().describe('sha256:<hex>');
+
 const stepValue = z
   .object({
-    name: z.string(),
-    type: z.string(),
-    status: z.enum(['planned', 'unchanged', 'skipped', 'failed']),
-    summary: z.string(),
-    diff: z.string().optional(),
-    irreversible: z.boolean(),
-    paramsDigest: z.string().optional(),
-    pre: z.string().optional(),
-    dynamic: z.boolean(),
-    dependsOn: z.array(z.string()).optional(),
-    handler: z.boolean().optional(),
-    error: z.string().optional(),
+    name: z.string().describe("the step's name (included steps: <recipe>/<step>)"),
+    type: z.string().describe('the step type: command, file, template, package, cron, service, line, user, group'),
+    status: z.enum(['planned', 'unchanged', 'skipped', 'failed']).describe('planned = would change'),
+    summary: z.string().describe('one line: what would change (secrets as ***)'),
+    diff: z.string().optional().describe('unified diff of what would change, when the step has content'),
+    irreversible: z.boolean().describe('the change has no way back (a command without rollback)'),
+    paramsDigest: digest.optional().describe('salted digest of the rendered params'),
+    pre: z.string().optional().describe('fingerprint of the state the check read; absent for dynamic and skipped steps'),
+    dynamic: z.boolean().describe('depends on an earlier step that would change: known after apply'),
+    dependsOn: z.array(z.string()).optional().describe('the earlier steps a dynamic step depends on'),
+    handler: z.boolean().optional().describe('a handler, planned because a changing step notifies it'),
+    error: z.string().optional().describe('why the step could not be planned'),
   })
   .strict();
 
 const hostValue = z
   .object({
-    target: z.record(z.unknown()),
-    vars: z.record(z.string()),
-    status: z.string(),
+    target: z.record(z.unknown()).describe('how the host was reached: kind, host, port, user (no keys)'),
+    vars: z.record(digest).describe('var name → salted digest of the value this host was planned with (secrets too, never values)'),
+    status: z.string().describe('the host status of the plan run: ok, failed, unreachable…'),
     error: z.string().optional(),
-    steps: z.array(stepValue),
+    steps: z.array(stepValue).describe('every step in the order it was planned, handlers last'),
   })
   .strict();
 
 export const planValueSchema = z
   .object({
     format: z.literal(PLAN_FORMAT),
-    version: z.number().int(),
-    hostsmith: z.string(),
-    createdAt: z.string(),
-    runId: z.string(),
-    recipe: z.object({ name: z.string(), file: z.string(), sha256: z.string() }).strict(),
-    sources: z.record(z.string()),
-    salt: z.string(),
-    vars: z.object({ cli: z.record(z.string()), file: z.record(z.unknown()), secret: z.array(z.string()) }).strict(),
-    options: z.record(z.unknown()),
-    status: z.string(),
-    exitCode: z.number().int(),
-    hosts: z.record(hostValue),
+    version: z.number().int().describe('the plan format version'),
+    hostsmith: z.string().describe('the hostsmith version that made the plan; apply --plan needs the same'),
+    createdAt: z.string().describe('ISO 8601 time the plan was made'),
+    runId: z.string().describe('the id of the plan run'),
+    recipe: z.object({ name: z.string(), file: z.string(), sha256: digest }).strict().describe('the recipe file and its digest'),
+    sources: z.record(digest).describe('absolute path → digest of every included recipe and template/file source'),
+    salt: z.string().describe('random salt of the digests in this plan'),
+    vars: z
+      .object({
+        cli: z.record(z.string()).describe('non-secret --var values given when planning'),
+        file: z.record(z.unknown()).describe('non-secret --vars-file values given when planning'),
+        secret: z.array(z.string()).describe('names of secret vars: give them again to apply'),
+      })
+      .strict(),
+    options: z.record(z.unknown()).describe('target options used when planning (hosts, inventory, knownHosts, identity, sudo…)'),
+    status: z.string().describe('the worst host status of the plan run'),
+    exitCode: z.number().int().describe("the plan run's exit code; only a plan with 0 can be applied"),
+    hosts: z.record(hostValue).describe('per host name'),
   })
   .strict();
 

@@ -3,7 +3,8 @@
  * builds the Debian rootfs up front (so test workers never race to build it),
  * and at the end stops every sandbox this run started and left behind.
  */
-import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { TestProject } from 'vitest/node';
 import { describeMissing, prerequisites, RUN_DIR_ENV, stopRun, sweepStale } from './hosts.js';
@@ -35,14 +36,34 @@ async function unavailableReason(): Promise<string | undefined> {
   }
 }
 
+/**
+ * Every temporary folder of this run (fixtures, state dirs, inventories, the CLI's own) goes under
+ * one folder, removed at the end whatever failed: the workers and the CLIs they start inherit
+ * TMPDIR, so os.tmpdir() points there.
+ */
+function privateTmp(): () => void {
+  const dir = mkdtempSync(join(tmpdir(), 'hostsmith-test-'));
+  const before = process.env.TMPDIR;
+  process.env.TMPDIR = dir;
+  return () => {
+    rmSync(dir, { recursive: true, force: true });
+    if (before === undefined) delete process.env.TMPDIR;
+    else process.env.TMPDIR = before;
+  };
+}
+
 export default async function setup(project: TestProject): Promise<() => Promise<void>> {
+  const dropTmp = privateTmp();
   const reason = await unavailableReason();
   if (reason) {
-    if (process.env[REQUIRE_ENV] === '1') throw new Error(`${REQUIRE_ENV}=1 but real-host tests cannot run.\n${reason}`);
+    if (process.env[REQUIRE_ENV] === '1') {
+      dropTmp();
+      throw new Error(`${REQUIRE_ENV}=1 but real-host tests cannot run.\n${reason}`);
+    }
     banner(reason);
     project.provide('hostsAvailable', false);
     project.provide('hostsReason', reason);
-    return async () => undefined;
+    return async () => dropTmp();
   }
   const swept = await sweepStale();
   if (swept.length) log(`cleaned up after earlier runs: ${swept.join(', ')}`);
@@ -57,5 +78,6 @@ export default async function setup(project: TestProject): Promise<() => Promise
     if (left.length) log(`stopped ${left.length} sandbox(es) a test left running: ${left.join(', ')}`);
     await removeTree(runDir);
     delete process.env[RUN_DIR_ENV];
+    dropTmp();
   };
 }
