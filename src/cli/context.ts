@@ -15,6 +15,7 @@ import { LocalTransport } from '../transport/local.js';
 import { SshTransport, type SshTarget } from '../transport/ssh.js';
 import { loadInventory, resolveTargets, type TargetSpec } from '../transport/targets.js';
 import { defaultStateDir, loadConfig, type Config } from './config.js';
+import { MIN_SAFE_SECRET, secretPieces } from '../engine/mask.js';
 
 export interface GlobalOptions {
   json?: boolean;
@@ -40,6 +41,8 @@ export interface Prepared {
   targets: HostTarget[];
   specs: TargetSpec[];
   secrets: string[];
+  /** Said on stderr before the run: secrets too short to mask without hiding other text. */
+  warnings: string[];
   config: Config;
   stateDir: string;
   concurrency: number;
@@ -109,6 +112,7 @@ export async function prepare(
     targets,
     specs,
     secrets: [...secrets],
+    warnings: shortSecretWarnings(recipe, perHost),
     config,
     stateDir: stateDirOf(o, config),
     concurrency,
@@ -130,4 +134,29 @@ function sshTarget(s: TargetSpec, knownHostsFile: string, acceptNewHostKeys: boo
     acceptNewHostKeys,
     ...(s.jump ? { jump: sshTarget(s.jump, knownHostsFile, acceptNewHostKeys) } : {}),
   };
+}
+
+function leaves(v: unknown): string[] {
+  if (v === null || v === undefined) return [];
+  if (Array.isArray(v)) return v.flatMap(leaves);
+  if (typeof v === 'object') return Object.values(v).flatMap(leaves);
+  return [String(v)];
+}
+
+/**
+ * A secret of a character or two ("0", ":") is masked wherever it appears, so output and the
+ * journal lose those characters in unrelated places too. Named by var, never by value.
+ */
+export function shortSecretWarnings(recipe: Pick<Recipe, 'vars'>, perHost: Array<Record<string, unknown>>): string[] {
+  const out: string[] = [];
+  for (const [name, spec] of Object.entries(recipe.vars)) {
+    if (!spec.secret) continue;
+    const pieces = perHost.flatMap((values) => leaves(values[name])).flatMap(secretPieces);
+    if (pieces.some((p) => p.length < MIN_SAFE_SECRET)) {
+      out.push(
+        `warning: the secret var "${name}" has a value (or a line of one) shorter than ${MIN_SAFE_SECRET} characters: it is masked as *** wherever it appears, so output, plan files and the journal also lose those characters in unrelated text (paths, names, numbers inside messages). Use a longer secret to avoid this.`,
+      );
+    }
+  }
+  return out;
 }

@@ -3,7 +3,7 @@ import { StepError } from '../errors.js';
 import { unifiedDiff } from '../render/diff.js';
 import { backupPath } from './backup.js';
 import { applyPath, checkPath, rollbackPath, type FileUndo, type PathState } from './file-state.js';
-import type { Plan, PlanEnv, StepType } from './step.js';
+import { HIDDEN_OLD, type Plan, type PlanEnv, type StepType } from './step.js';
 import { fmtMode, modeSchema } from './modes.js';
 import { absolutePath, ownerName } from './paths.js';
 
@@ -67,7 +67,7 @@ const join = (lines: Line[]) => lines.map((l) => l.text + l.eol).join('');
 const show = (s: string) => JSON.stringify(s);
 
 /** The edited text and what was done; text is null when the file already is as wanted. */
-export function editLines(text: string, p: LineParams): { text: string | null; what: string } {
+export function editLines(text: string, p: LineParams, o: { sensitive?: boolean } = {}): { text: string | null; what: string } {
   const lines = split(text);
   if (p.state === 'absent') {
     const re = p.match !== undefined ? new RegExp(p.match) : undefined;
@@ -89,7 +89,8 @@ export function editLines(text: string, p: LineParams): { text: string | null; w
       const old = lines[i]!;
       if (old.text === line) return { text: null, what: `line ${i + 1} is ${show(line)}` };
       lines[i] = { ...old, text: line };
-      return { text: join(lines), what: `replace line ${i + 1} ${show(old.text)} with ${show(line)}` };
+      // The line read from the host may hold the secret's previous value, which no mask knows.
+      return { text: join(lines), what: `replace line ${i + 1} ${o.sensitive ? HIDDEN_OLD : show(old.text)} with ${show(line)}` };
     }
   }
   // Without a match, a line that is already there is enough (as Ansible's lineinfile does).
@@ -122,7 +123,7 @@ function textOf(path: string, content: Buffer): string {
 }
 
 /** The new content of the file, or null when it is as wanted; throws when it cannot be edited. */
-function wanted(p: LineParams, s: PathState): { content: string | null; what: string } {
+function wanted(p: LineParams, s: PathState, sensitive = false): { content: string | null; what: string } {
   if (s.kind === 'link') throw new StepError(`${p.path} is a symlink to ${s.target}; give the real file as path`);
   if (s.kind === 'directory' || s.kind === 'other') throw new StepError(`${p.path} is a ${s.kind === 'other' ? 'special file' : 'directory'}, not a regular file`);
   if (s.kind === 'absent') {
@@ -130,7 +131,7 @@ function wanted(p: LineParams, s: PathState): { content: string | null; what: st
     if (!p.create) throw new StepError(`${p.path} does not exist; set create: true to create it`);
     return { content: `${p.line}\n`, what: `create ${p.path} with ${show(p.line!)}` };
   }
-  const r = editLines(textOf(p.path, s.content ?? Buffer.alloc(0)), p);
+  const r = editLines(textOf(p.path, s.content ?? Buffer.alloc(0)), p, { sensitive });
   return { content: r.text, what: `${p.path}: ${r.what}` };
 }
 
@@ -155,7 +156,7 @@ export function planLine(p: LineParams, s: PathState, env: PlanEnv): Plan<FileUn
       undo: { kind: 'file', path: p.path, backup: backupPath(env, p.path) },
     };
   }
-  const w = wanted(p, s);
+  const w = wanted(p, s, env.sensitive);
   const meta = metaChanges(p, s);
   if (w.content === null && meta.length && s.kind === 'file') {
     return { changed: true, summary: `${p.path}: ${meta.join(', ')}`, undo: { kind: 'file', path: p.path, mode: s.mode, owner: s.owner, group: s.group } };

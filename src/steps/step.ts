@@ -33,7 +33,15 @@ export interface PlanEnv {
   step: string;
   /** Folder on the host for backups of this run: /var/lib/hostsmith/backups/<run-id>. */
   backupDir: string;
+  /**
+   * The step's params hold a secret value. What the step read from the host may then hold an
+   * earlier value of that secret, which no mask knows: its summary must not quote it.
+   */
+  sensitive?: boolean;
 }
+
+/** Put in a summary for host content that is not shown because the step holds a secret. */
+export const HIDDEN_OLD = '(old value hidden: the step holds a secret)';
 
 export interface Plan<Undo> {
   /** Would apply change the host? false = already in the wanted state. */

@@ -8,7 +8,7 @@ import { accountBackupDir, accountName, backupAccounts, flag, idNumber, passwdFi
 import { backupPath, copyToBackup, restoreFromBackup } from './backup.js';
 import { fmtMode } from './modes.js';
 import { absolutePathProblem } from './paths.js';
-import type { Plan, PlanEnv, StepContext, StepType } from './step.js';
+import { HIDDEN_OLD, type Plan, type PlanEnv, type StepContext, type StepType } from './step.js';
 
 const absPath = (what: string) =>
   passwdField(what).superRefine((v, ctx) => {
@@ -295,7 +295,7 @@ function assertGroupsExist(p: UserParams, s: UserState): void {
 }
 
 /** How a present user differs from the wanted one; [] when it does not. */
-function userChanges(p: UserParams, u: UserEntry, s: UserState) {
+function userChanges(p: UserParams, u: UserEntry, s: UserState, sensitive = false) {
   if (p.uid !== undefined && p.uid !== u.uid) {
     throw new StepError(`user ${p.name} exists with uid ${u.uid}, not ${p.uid}; hostsmith does not change the uid of an existing user (files would need re-owning)`);
   }
@@ -310,7 +310,8 @@ function userChanges(p: UserParams, u: UserEntry, s: UserState) {
     usermod.push('-d', p.home);
   }
   if (p.comment !== undefined && p.comment !== u.comment) {
-    fields.push(`comment ${JSON.stringify(u.comment)} → ${JSON.stringify(p.comment)}`);
+    // The comment read from the host may hold the secret's previous value, which no mask knows.
+    fields.push(`comment ${sensitive ? HIDDEN_OLD : JSON.stringify(u.comment)} → ${JSON.stringify(p.comment)}`);
     usermod.push('-c', p.comment);
   }
   const wanted = uniq(p.groups ?? []);
@@ -377,7 +378,7 @@ export function planUser(p: UserParams, s: UserState, env: PlanEnv): Plan<UserUn
   }
 
   const u = s.user;
-  const c = userChanges(p, u, s);
+  const c = userChanges(p, u, s, env.sensitive);
   const keys = planKeys(p, s, ownerOf(u, name, s));
   const changes = [...c.fields, ...(keys?.changes ?? [])];
   if (!changes.length) return unchanged(`user ${name} is as wanted`);
@@ -467,8 +468,11 @@ export const userStep: StepType<UserParams, UserState, UserUndo> = {
     const undo = plan.undo!;
     // Re-read: the plan is only valid for the host it was made from.
     const s = await checkUser(ctx, p);
-    const again = planUser(p, s, { runId: ctx.runId, step: ctx.step, backupDir: ctx.backupDir });
-    if (again.summary !== plan.summary) throw new StepError(`user ${p.name} changed since it was checked: now "${again.summary}"`);
+    // Planned again both ways: apply does not know whether the plan hid the old comment. The
+    // message shows the hidden way, as the old comment may hold a secret's previous value.
+    const env = { runId: ctx.runId, step: ctx.step, backupDir: ctx.backupDir };
+    const again = [false, true].map((sensitive) => planUser(p, s, { ...env, sensitive }));
+    if (!again.some((a) => a.summary === plan.summary)) throw new StepError(`user ${p.name} changed since it was checked: now "${again[1]!.summary}"`);
     if (p.state === 'present') assertGroupsExist(p, s);
     try {
       if (undo.accounts) await backupAccounts(ctx, undo.accounts.backup);

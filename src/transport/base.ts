@@ -1,5 +1,5 @@
 import { HostsmithError } from '../errors.js';
-import { atomicWriteScript, readFileScript, wrapCommand } from './shell.js';
+import { atomicWriteScript, frameCommand, readFileScript } from './shell.js';
 import type { ExecOptions, ExecResult, Transport, WriteOptions } from './transport.js';
 
 export interface RawExec {
@@ -21,16 +21,22 @@ export abstract class ShellTransport implements Transport {
   protected abstract raw(cmdline: string, o: { stdin?: string | Buffer; timeoutMs?: number; signal?: AbortSignal }): Promise<ExecResult>;
   abstract close(): Promise<void>;
 
-  exec(cmd: string, o: ExecOptions = {}): Promise<ExecResult> {
-    const line = wrapCommand(cmd, {
+  /**
+   * Every command goes the same way: the exec command line is a fixed bootstrap with no data in
+   * it, and the script (env, cwd, the command) comes first on stdin, so nothing a command holds
+   * shows in the host's process list.
+   */
+  async exec(cmd: string, o: ExecOptions = {}): Promise<ExecResult> {
+    const framed = frameCommand(cmd, {
       sudo: o.sudo ?? this.defaultSudo,
       user: o.user,
       cwd: o.cwd,
       env: o.env,
       timeoutMs: o.timeoutMs,
       loginUser: this.loginUser,
+      stdin: o.stdin,
     });
-    return this.raw(line, { stdin: o.stdin, timeoutMs: o.timeoutMs, signal: o.signal });
+    return this.raw(framed.cmdline, { stdin: framed.stdin, timeoutMs: o.timeoutMs, signal: o.signal });
   }
 
   async readFile(path: string, o: { sudo?: boolean } = {}): Promise<Buffer | null> {

@@ -1,6 +1,7 @@
 /**
  * Everything that reaches a remote shell is built here, so quoting lives in one place.
  */
+import { HostsmithError } from '../errors.js';
 
 /** POSIX single-quote a string for sh. */
 export function quote(s: string | number): string {
@@ -19,21 +20,55 @@ export interface WrapOptions {
   loginUser?: string;
 }
 
+/** The last line of every script: the bootstrap runs a script only when it arrived whole. */
+export const SCRIPT_END = '#hostsmith-end';
+
 /**
- * Wraps a shell command with cwd, env, timeout and sudo. The command itself always runs
- * under `sh -c`, so the login shell's quirks do not matter.
+ * What runs the script: the first line of stdin is its length in bytes, then come the script
+ * and whatever stdin the command itself gets. `read` reads one byte at a time from a pipe and
+ * GNU `head -c N` reads no more than N bytes, so the command's stdin is left where it was. A
+ * script cut short (a lost connection) is not run at all (exit 125).
  */
-export function wrapCommand(cmd: string, o: WrapOptions = {}): string {
-  let inner = cmd;
-  if (o.cwd) inner = `cd ${quote(o.cwd)} && ${inner}`;
+export const BOOTSTRAP =
+  'read -r n; s=$(head -c "$n"); case $s in *"' + SCRIPT_END + '") eval "$s";; *) echo "hostsmith: the command did not arrive whole; nothing was run" >&2; exit 125;; esac';
+
+export interface Framed {
+  /** The exec command line: fixed words only, never data (every user on the host can see it in `ps`). */
+  cmdline: string;
+  /** `<bytes>\n<script><the command's own stdin>`. */
+  stdin: Buffer;
+}
+
+/**
+ * The script for `cmd` with cwd and env: it runs under `sh`, so the login shell's quirks do not
+ * matter. It travels on stdin, so secrets in env values or in the command text never reach
+ * the host's process list.
+ */
+export function commandScript(cmd: string, o: Pick<WrapOptions, 'cwd' | 'env'> = {}): string {
+  // The bootstrap's own variables are not the command's business. Everything before the command
+  // stays on its first line, so the shell's error messages count the command's lines as before.
+  const pre = ['unset n s'];
   if (o.env && Object.keys(o.env).length) {
     const assigns = Object.entries(o.env).map(([k, v]) => {
       if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(k)) throw new Error(`invalid environment variable name: ${k}`);
       return `${k}=${quote(v)}`;
     });
-    inner = `export ${assigns.join(' ')}; ${inner}`;
+    pre.push(`export ${assigns.join(' ')}`);
   }
-  let full = `sh -c ${quote(inner)}`;
+  if (o.cwd) pre.push(`cd -- ${quote(o.cwd)} || exit 1`);
+  const script = `${pre.join('; ')}; ${cmd}\n${SCRIPT_END}`;
+  // A shell cannot hold a NUL byte: it would silently drop it and run a different command.
+  if (script.includes('\0')) {
+    throw new HostsmithError(
+      'a command, its cwd or an environment value holds a NUL byte (often from an earlier step\'s output), which no shell can pass on; nothing was sent to the host: remove the NUL from the value',
+    );
+  }
+  return script;
+}
+
+/** The fixed command line around the bootstrap: timeout, then sudo (as before, sudo is outermost). */
+export function bootstrapLine(o: Pick<WrapOptions, 'sudo' | 'user' | 'timeoutMs' | 'loginUser'> = {}): string {
+  let full = `sh -c ${quote(BOOTSTRAP)}`;
   if (o.timeoutMs && o.timeoutMs > 0) {
     const secs = Math.max(1, Math.ceil(o.timeoutMs / 1000));
     full = `timeout -k 5 ${secs} ${full}`;
@@ -45,6 +80,16 @@ export function wrapCommand(cmd: string, o: WrapOptions = {}): string {
     full = `sudo -n -- ${full}`;
   }
   return full;
+}
+
+/**
+ * A command as it goes to the host: a fixed command line, and on stdin the script (cwd, env,
+ * the command) followed by the command's own stdin.
+ */
+export function frameCommand(cmd: string, o: WrapOptions & { stdin?: string | Buffer } = {}): Framed {
+  const script = Buffer.from(commandScript(cmd, o), 'utf8');
+  const rest = o.stdin === undefined ? Buffer.alloc(0) : Buffer.isBuffer(o.stdin) ? o.stdin : Buffer.from(o.stdin, 'utf8');
+  return { cmdline: bootstrapLine(o), stdin: Buffer.concat([Buffer.from(`${script.length}\n`), script, rest]) };
 }
 
 export function octal(mode: number): string {

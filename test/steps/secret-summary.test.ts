@@ -1,0 +1,109 @@
+/**
+ * A step whose params hold a secret must not quote what it read from the host: that content may
+ * hold the secret's previous value (a rotated password), which no mask knows.
+ */
+import { describe, expect, it } from 'vitest';
+import { lineSchema, planLine } from '../../src/steps/line.js';
+import type { PathState } from '../../src/steps/file-state.js';
+import { HIDDEN_OLD, type StepContext } from '../../src/steps/step.js';
+import { planUser, userSchema, userStep } from '../../src/steps/user.js';
+
+const env = { runId: 'R1', step: 'Set password', backupDir: '/var/lib/hostsmith/backups/R1' };
+const OLD = 'old-Secret-value';
+const file = (content: string): PathState => ({ kind: 'file', content: Buffer.from(content), mode: 0o600, owner: 'root', group: 'root', missing: [] });
+
+describe('line: a replaced line is not quoted when the step holds a secret', () => {
+  const p = lineSchema.parse({ path: '/etc/app.env', line: 'PASSWORD=new-Secret-value', match: '^PASSWORD=' });
+  const host = file(`USER=app\nPASSWORD=${OLD}\n`);
+
+  it('hides the old line, keeps the rest of the summary', () => {
+    const plan = planLine(p, host, { ...env, sensitive: true });
+    expect(plan.summary).toBe(`/etc/app.env: replace line 2 ${HIDDEN_OLD} with "PASSWORD=new-Secret-value"`);
+    expect(JSON.stringify(plan.summary)).not.toContain(OLD);
+    expect(JSON.stringify(plan.undo)).not.toContain(OLD);
+  });
+
+  it('quotes it as before when the step holds no secret', () => {
+    expect(planLine(p, host, env).summary).toBe(`/etc/app.env: replace line 2 "PASSWORD=${OLD}" with "PASSWORD=new-Secret-value"`);
+    expect(planLine(p, host, { ...env, sensitive: false }).summary).toContain(OLD);
+  });
+
+  it('other summaries quote only what the recipe wants, never the host', () => {
+    expect(planLine(p, file('PASSWORD=new-Secret-value\n'), { ...env, sensitive: true }).summary).toBe('/etc/app.env: line 1 is "PASSWORD=new-Secret-value"');
+    const add = lineSchema.parse({ path: '/etc/app.env', line: 'TOKEN=x', after: '^USER=' });
+    expect(planLine(add, host, { ...env, sensitive: true }).summary).toBe('/etc/app.env: add "TOKEN=x" after line 1');
+  });
+});
+
+describe('user: an old comment is not quoted when the step holds a secret', () => {
+  const state = (comment: string, shell = '/bin/sh') => ({
+    user: { uid: 1001, gid: 1001, comment, home: '/home/app', shell },
+    primaryGroup: 'app',
+    memberOf: [],
+    missingGroups: [],
+    sameNameGroup: true,
+    defaults: { home: '/home', shell: '/bin/sh' },
+    home: '/home/app',
+    homeStat: { kind: 'dir' as const, mode: 0o755, uid: 1001, gid: 1001, owner: 'app', group: 'app' },
+    homeMissing: [],
+    mail: false,
+  });
+  const p = userSchema.parse({ name: 'app', comment: 'token new-Secret-value' });
+
+  it('hides the old comment in the summary', () => {
+    expect(planUser(p, state(`token ${OLD}`), { ...env, sensitive: true }).summary).toBe(`modify user app: comment ${HIDDEN_OLD} → "token new-Secret-value"`);
+    expect(planUser(p, state(`token ${OLD}`), env).summary).toBe(`modify user app: comment "token ${OLD}" → "token new-Secret-value"`);
+  });
+
+  /** A host whose user check prints `comment`/`shell`; every other command succeeds silently. */
+  function host(comment: string, shell = '/bin/sh') {
+    const cmds: string[] = [];
+    const check = [
+      'defaults /home /bin/sh',
+      `passwd app:x:1001:1001:${comment}:/home/app:${shell}`,
+      'primary app:x:1001:',
+      'samegroup',
+      'home /home/app',
+      'homedir dir 755 1001 1001 app app',
+    ].join('\n');
+    const ctx = {
+      runId: env.runId,
+      step: env.step,
+      backupDir: env.backupDir,
+      exec: async (cmd: string) => {
+        cmds.push(cmd);
+        const out = cmd.includes('getent passwd') ? check : '';
+        return { code: 0, stdout: out, stderr: '', stdoutRaw: Buffer.from(out) };
+      },
+    } as unknown as StepContext;
+    return { ctx, cmds };
+  }
+
+  it('apply accepts a plan that hid the old comment (its own re-check does not see a change)', async () => {
+    const plan = planUser(p, state(`token ${OLD}`), { ...env, sensitive: true });
+    const h = host(`token ${OLD}`);
+    await expect(userStep.apply(h.ctx, p, plan)).resolves.toEqual({});
+    expect(h.cmds.some((c) => c.startsWith('usermod'))).toBe(true);
+  });
+
+  it('apply still refuses a user that changed, and its message does not quote the old comment', async () => {
+    const q = userSchema.parse({ name: 'app', comment: 'token new-Secret-value', shell: '/bin/zsh' });
+    const plan = planUser(q, state(`token ${OLD}`), { ...env, sensitive: true });
+    // Someone changed the shell between check and apply.
+    const h = host(`token ${OLD}`, '/bin/bash');
+    const e = await userStep.apply(h.ctx, q, plan).then(
+      () => undefined,
+      (x: Error) => x,
+    );
+    expect(e?.message).toMatch(/user app changed since it was checked: now "modify user app: shell \/bin\/bash → \/bin\/zsh, comment \(old value hidden/);
+    expect(e?.message).not.toContain(OLD);
+    expect(h.cmds.some((c) => c.startsWith('usermod'))).toBe(false);
+  });
+
+  it('apply of a plan without secrets compares as before', async () => {
+    const q = userSchema.parse({ name: 'app', comment: 'plain' });
+    const plan = planUser(q, state('before'), env);
+    await expect(userStep.apply(host('before').ctx, q, plan)).resolves.toEqual({});
+    await expect(userStep.apply(host('meanwhile').ctx, q, plan)).rejects.toThrow(/changed since it was checked: now "modify user app: comment .* → "plain"/);
+  });
+});
