@@ -274,7 +274,7 @@ steps:
     const dir = fixture({ 'slow.yml': `name: slow\nsteps:\n  - name: Wait\n    command: { run: "sleep 6" }\n` });
     const first = hostsmith(args('apply', join(dir, 'slow.yml'), '--hosts', h.name, '--yes'));
     // Wait until the first run holds the lock.
-    for (let i = 0; i < 50 && (await sshRun(sb, h, 'test -d /run/lock/hostsmith.lock')).code !== 0; i++) await new Promise((r) => setTimeout(r, 100));
+    for (let i = 0; i < 50 && (await sshRun(sb, h, 'test -d /run/hostsmith/lock')).code !== 0; i++) await new Promise((r) => setTimeout(r, 100));
     const t0 = Date.now();
     const second = await hostsmith(args('apply', join(dir, 'slow.yml'), '--hosts', h.name, '--yes'));
     const took = Date.now() - t0;
@@ -286,7 +286,7 @@ steps:
     expect(other.code).toBe(1);
     expect(other.stdout + other.stderr).toMatch(/locked by another hostsmith run \(run=/);
     expect((await first).code).toBe(0);
-    expect((await sshRun(sb, h, 'test -e /run/lock/hostsmith.lock')).code).toBe(1);
+    expect((await sshRun(sb, h, 'test -e /run/hostsmith/lock')).code).toBe(1);
   });
 
   it('runs on several hosts; an unreachable one exits 4 while the others succeed', async () => {
@@ -460,7 +460,7 @@ steps:
     expect(fin.status).toBe('rollback-incomplete');
     expect(fin.error).toMatch(/SSH connection was lost while a command ran.*not rolled back: Made/);
     expect(await sshOk(sb, h, 'cat /root/lost-made')).toBe('x');
-    expect(fin.error).toMatch(/run lock could not be released .*remove \/run\/lock\/hostsmith.lock/);
-    await sshOk(sb, h, 'test -d /run/lock/hostsmith.lock && rm -rf /run/lock/hostsmith.lock');
+    expect(fin.error).toMatch(/run lock could not be released .*remove \/run\/hostsmith\/lock/);
+    await sshOk(sb, h, 'test -d /run/hostsmith/lock && rm -rf /run/hostsmith/lock');
   });
 });

@@ -4,7 +4,6 @@
  * Every lock here lives in a temporary folder, never in this machine's /run.
  */
 import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { acquireLock, releaseLock } from '../../src/engine/lock.js';
@@ -50,8 +49,10 @@ describe.runIf(asRoot)('run lock (as root, through the local transport)', () => 
   let rootDir: string;
   let base: string;
   beforeEach(() => {
-    tmp = mkdtempSync(join(tmpdir(), 'hostsmith-lock-'));
-    chmodSync(tmp, 0o755); // nobody must be able to reach its own folder below
+    // In /tmp itself, not os.tmpdir(): the test run's private temp folder is root's alone, and
+    // nobody must be able to reach its own folder below this one.
+    tmp = mkdtempSync('/tmp/hostsmith-lock-');
+    chmodSync(tmp, 0o755);
     rootDir = join(tmp, 'run-hostsmith');
     base = join(tmp, 'base');
   });
