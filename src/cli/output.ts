@@ -112,7 +112,8 @@ export class Output {
         break;
       case 'host-finished':
         this.stopSpinner();
-        if (e.error && e.status !== 'ok') this.say(`${one(e.host)}: ${this.paint(31, e.status)}: ${multi(bare(e.host, e.error))}`);
+        // An ok host can still carry an error (its lock could not be released): say it too.
+        if (e.error) this.say(`${one(e.host)}: ${this.paint(e.status === 'ok' ? 33 : 31, e.status)}: ${multi(bare(e.host, e.error))}`);
         break;
       case 'run-finished':
         this.stopSpinner();

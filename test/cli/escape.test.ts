@@ -104,6 +104,13 @@ describe('Output: foreign text reaches the terminal escaped', () => {
     expect(lines.map((l) => JSON.parse(l))).toEqual(events);
   });
 
+  it('an ok host that carries an error (its lock left in place) says so', () => {
+    const out = capture();
+    const o = new Output({ json: false, color: false, verbose: false, tty: false, out: out.stream, err: out.stream });
+    o.event({ ...base, event: 'host-finished', host: 'h1', status: 'ok', error: `h1; the run lock /run/hostsmith/lock no longer names this run (it says: run=x${EVIL})`, durationMs: 1, changed: 1, unchanged: 0, skipped: 0, failed: 0, rolledBack: 0 });
+    expect(out.text()).toBe('h1: ok: h1; the run lock /run/hostsmith/lock no longer names this run (it says: run=x\\x1b]0;pwned\\x07\\x1b[2J)\n');
+  });
+
   it('next steps quote host errors escaped', () => {
     const report: RunReport = {
       runId: 'r1',
