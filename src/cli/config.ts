@@ -8,8 +8,15 @@ import { join, dirname } from 'node:path';
 import { z } from 'zod';
 import { parseDuration, DURATION_HINT } from '../recipe/duration.js';
 import { validYaml } from '../recipe/schema.js';
+import { displayPath } from '../yaml.js';
 import type { RetrySpec } from '../recipe/types.js';
 import { expandHome } from '../transport/targets.js';
+
+/** A path: not empty or blank, no line breaks. */
+const pathSchema = z.string().superRefine((v, ctx) => {
+  if (!v.trim()) ctx.addIssue({ code: z.ZodIssueCode.custom, message: 'must not be empty (leave the key out for the default)' });
+  else if (/[\u0000-\u001f\u007f]/.test(v)) ctx.addIssue({ code: z.ZodIssueCode.custom, message: `must not hold a line break or control character (got ${JSON.stringify(v)})` });
+});
 
 const durationSchema = z.union([z.string(), z.number()]).refine((v) => parseDuration(v) !== undefined, DURATION_HINT);
 
@@ -18,10 +25,10 @@ const configSchema = z
     concurrency: z.number().int().min(1).optional(),
     timeout: durationSchema.optional(),
     retry: z.object({ attempts: z.number().int().min(1), delay: durationSchema.optional(), backoff: z.number().min(1).optional() }).strict().optional(),
-    state_dir: z.string().optional(),
-    known_hosts: z.string().optional(),
+    state_dir: pathSchema.optional(),
+    known_hosts: pathSchema.optional(),
     accept_new_host_keys: z.boolean().optional(),
-    inventory: z.string().optional(),
+    inventory: pathSchema.optional(),
     sudo: z.boolean().optional(),
   })
   .strict();
@@ -38,13 +45,13 @@ export interface Config {
 }
 
 function readConfig(file: string): Config | undefined {
-  let text: string;
+  let bytes: Buffer;
   try {
-    text = readFileSync(file, 'utf8');
+    bytes = readFileSync(file);
   } catch {
     return undefined;
   }
-  const c = validYaml(file, text, configSchema);
+  const c = validYaml(displayPath(file), bytes, configSchema, 'config');
   const base = dirname(file);
   return {
     concurrency: c.concurrency,

@@ -22,6 +22,7 @@ import {
 import { findSource, sourceCandidates } from './sources.js';
 import type { Recipe, RetrySpec, StepSpec, VarSpec } from './types.js';
 import { convertVar, parseVarDecls } from './vars.js';
+import { decodeText, MAX_YAML_BYTES } from '../yaml.js';
 
 type Where = Omit<InputIssue, 'message'>;
 
@@ -268,16 +269,27 @@ class Loader {
     }
   }
 
-  /** Reads a recipe or template file, numbering it for the order of messages; a failure is an issue. */
+  /**
+   * Reads a recipe or template file as UTF-8 text, numbering it for the order of messages; a
+   * failure (unreadable, too large, bytes that are not text) is an issue.
+   */
   private async read(file: string, what: 'recipe' | 'template', fieldPath?: PathSeg[]): Promise<{ shown: string; text: string } | undefined> {
     const shown = displayPath(file);
     if (!this.fileOrder.has(shown)) this.fileOrder.set(shown, this.fileOrder.size);
+    const at = fieldPath ? { path: formatPath(fieldPath) } : {};
+    let bytes: Buffer;
     try {
-      return { shown, text: await readFile(file, 'utf8') };
+      bytes = await readFile(file);
     } catch (e) {
-      this.issues.push({ file: shown, ...(fieldPath ? { path: formatPath(fieldPath) } : {}), message: `cannot read ${what}: ${errorMessage(e)}` });
+      this.issues.push({ file: shown, ...at, message: `cannot read ${what}: ${errorMessage(e)}` });
       return undefined;
     }
+    const d = decodeText(shown, bytes, what === 'recipe' ? { what, yaml: true, maxBytes: MAX_YAML_BYTES } : { what });
+    if ('issue' in d) {
+      this.issues.push({ ...d.issue, ...at });
+      return undefined;
+    }
+    return { shown, text: d.text };
   }
 
   private async checkTemplateFile(file: string, fieldPath: PathSeg[], names: ReadonlySet<string>): Promise<void> {

@@ -1,140 +1,12 @@
-import { relative, isAbsolute } from 'node:path';
-import { isAlias, isMap, isPair, isScalar, isSeq, LineCounter, parseDocument, type Document, type Node as YamlNode } from 'yaml';
 import { CronExpressionParser } from 'cron-parser';
 import { z } from 'zod';
-import { InputError, type InputIssue } from '../errors.js';
+import { InputError } from '../errors.js';
 import { suggestion } from '../render/template.js';
 import { DURATION_HINT, parseDuration } from './duration.js';
+import { yamlSource, type PathIssue, type PathSeg } from '../yaml.js';
 
-// ---- problems located by a path into the YAML document ----
-
-export type PathSeg = string | number;
-
-/**
- * A problem at a path into a YAML value. `at` says which position to report: the value
- * itself, the key that holds it (unknown keys), or the map that lacks it (missing fields).
- */
-export interface PathIssue {
-  path: PathSeg[];
-  message: string;
-  at?: 'value' | 'key' | 'parent';
-}
-
-/** `steps[2].template.mode`; keys that are not plain words are quoted: `env["MY VAR"]`. */
-export function formatPath(path: readonly PathSeg[]): string {
-  let out = '';
-  for (const seg of path) {
-    if (typeof seg === 'number') out += `[${seg}]`;
-    else if (/^[A-Za-z0-9_-]+$/.test(seg)) out += out ? `.${seg}` : seg;
-    else out += `[${JSON.stringify(seg)}]`;
-  }
-  return out;
-}
-
-/** A file name for messages: relative to the working directory when it is below it. */
-export function displayPath(file: string): string {
-  const rel = relative(process.cwd(), file);
-  return rel && !rel.startsWith('..') && !isAbsolute(rel) ? rel : file;
-}
-
-export interface LinePos {
-  line: number;
-  col: number;
-}
-
-/** A YAML file parsed with positions kept, so every problem can be reported as file:line:col. */
-export class YamlSource {
-  readonly doc: Document;
-  readonly value: unknown;
-  /** YAML syntax errors; when there are any, `value` is not worth validating. */
-  readonly errors: InputIssue[];
-  private readonly lines = new LineCounter();
-
-  constructor(
-    /** The file name as shown in messages. */
-    readonly file: string,
-    private readonly text: string,
-  ) {
-    this.doc = parseDocument(text, { lineCounter: this.lines, prettyErrors: false, merge: true, uniqueKeys: true });
-    this.errors = this.doc.errors.map((e) => ({
-      file,
-      ...this.lines.linePos(e.pos[0]),
-      message: `invalid YAML: ${e.message.split('\n')[0]}`,
-    }));
-    this.value = this.errors.length ? undefined : this.doc.toJS({ maxAliasCount: 1000 });
-  }
-
-  private resolve(n: unknown): unknown {
-    return isAlias(n) ? n.resolve(this.doc) : n;
-  }
-
-  /** The deepest node along `path`, how many segments matched, and the key node that led to it. */
-  private locate(path: readonly PathSeg[]): { node: YamlNode | null; key: YamlNode | null; depth: number } {
-    let node = this.resolve(this.doc.contents) as YamlNode | null;
-    let key: YamlNode | null = null;
-    let depth = 0;
-    for (const seg of path) {
-      let next: unknown;
-      let nextKey: YamlNode | null = null;
-      if (isMap(node)) {
-        const pair = node.items.find((p) => isPair(p) && String(isScalar(p.key) ? p.key.value : p.key) === String(seg));
-        if (!pair) break;
-        next = pair.value;
-        nextKey = pair.key as YamlNode;
-      } else if (isSeq(node) && typeof seg === 'number' && seg < node.items.length) {
-        next = node.items[seg];
-      } else break;
-      depth++;
-      key = nextKey;
-      node = (this.resolve(next) as YamlNode | null) ?? null;
-      if (!node) break;
-    }
-    return { node, key, depth };
-  }
-
-  private start(n: YamlNode | null | undefined): LinePos | undefined {
-    return n?.range ? this.lines.linePos(n.range[0]) : undefined;
-  }
-
-  pos(path: readonly PathSeg[], at: PathIssue['at'] = 'value'): LinePos {
-    if (at === 'parent') return this.pos(path.slice(0, -1), 'key');
-    const { node, key, depth } = this.locate(path);
-    const complete = depth === path.length;
-    const first = complete && at === 'value' ? (this.start(node) ?? this.start(key)) : (this.start(key) ?? this.start(node));
-    return first ?? { line: 1, col: 1 };
-  }
-
-  issue(p: PathIssue): InputIssue {
-    return { file: this.file, ...this.pos(p.path, p.at), path: formatPath(p.path), message: p.message };
-  }
-
-  /**
-   * Where a position inside a string value (1-based line, 0-based column, as Handlebars gives
-   * them) is in the file. Exact for one-line plain/quoted strings and literal blocks (`|`);
-   * otherwise the string's own start.
-   */
-  posInString(path: readonly PathSeg[], line: number, column: number): LinePos {
-    const { node, depth } = this.locate(path);
-    if (depth !== path.length || !isScalar(node) || !node.range || typeof node.value !== 'string') return this.pos(path);
-    const src = this.text.slice(node.range[0], node.range[1]);
-    const value = node.value;
-    if (node.type === 'PLAIN' || node.type === 'QUOTE_SINGLE' || node.type === 'QUOTE_DOUBLE') {
-      const quoted = node.type !== 'PLAIN';
-      const raw = quoted ? src.slice(1, -1) : src;
-      if (line === 1 && raw === value && !value.includes('\n')) return this.lines.linePos(node.range[0] + (quoted ? 1 : 0) + column);
-    } else if (node.type === 'BLOCK_LITERAL') {
-      const lines = src.split('\n');
-      const content = lines.slice(1);
-      const indent = Math.min(...content.filter((l) => l.trim()).map((l) => l.length - l.trimStart().length));
-      if (line <= content.length && Number.isFinite(indent)) {
-        let offset = node.range[0] + lines[0]!.length + 1;
-        for (let i = 0; i < line - 1; i++) offset += content[i]!.length + 1;
-        return this.lines.linePos(offset + indent + column);
-      }
-    }
-    return this.pos(path);
-  }
-}
+// YAML with positions lives in src/yaml.ts; re-exported for the recipe modules.
+export { displayPath, formatPath, YamlSource, type LinePos, type PathIssue, type PathSeg } from '../yaml.js';
 
 // ---- zod issues as PathIssues ----
 
@@ -330,11 +202,13 @@ export function cronProblem(expr: string): string | undefined {
 
 /**
  * A whole YAML file checked against a schema (inventory, config): its value, or one InputError
- * with every problem at its file:line:col, the same way recipes report them.
+ * with every problem at its file:line:col, the same way recipes report them. `bytes` are the
+ * file as read: bad bytes are refused like YAML errors.
  */
-export function validYaml<T>(file: string, text: string, schema: z.ZodType<T, z.ZodTypeDef, unknown>): T {
-  const src = new YamlSource(file, text);
-  if (src.errors.length) throw new InputError(src.errors);
+export function validYaml<T>(file: string, bytes: Uint8Array, schema: z.ZodType<T, z.ZodTypeDef, unknown>, what: string): T {
+  const r0 = yamlSource(file, bytes, what);
+  if ('issues' in r0) throw new InputError(r0.issues);
+  const { src } = r0;
   const r = schema.safeParse(src.value ?? {});
   if (!r.success) throw new InputError(zodIssues(r.error, [], schema).map((i) => src.issue(i)));
   return r.data;

@@ -1,5 +1,7 @@
 import { readFile, stat } from 'node:fs/promises';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
+import { formatIssue } from '../errors.js';
+import { decodeText, displayPath } from '../yaml.js';
 
 /**
  * Where a step's `src` file is looked up (SPEC §2): from the recipe's folder; a bare name also in
@@ -24,8 +26,16 @@ export async function findSource(recipeDir: string, src: string, kind: 'template
   return null;
 }
 
+/**
+ * A step's source as bytes. A file's are sent as they are; a template's must be UTF-8 text
+ * (a leading byte-order mark is dropped): anything else is refused at the place of its first bad byte.
+ */
 export async function readSource(recipeDir: string, src: string, kind: 'templates' | 'files'): Promise<{ path: string; content: Buffer }> {
   const path = await findSource(recipeDir, src, kind);
   if (!path) throw new Error(`cannot find "${src}" (looked in ${sourceCandidates(recipeDir, src, kind).join(', ')})`);
-  return { path, content: await readFile(path) };
+  const content = await readFile(path);
+  if (kind === 'files') return { path, content };
+  const d = decodeText(displayPath(path), content, { what: 'template' });
+  if ('issue' in d) throw new Error(formatIssue(d.issue));
+  return { path, content: Buffer.from(d.text, 'utf8') };
 }

@@ -2,7 +2,8 @@ import { readFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { errorMessage, InputError, type InputIssue } from '../errors.js';
 import { HELPER_NAMES, SCOPE_ROOTS, suggestion } from '../render/template.js';
-import { displayPath, unknownKeyMessage, YamlSource, type PathIssue, type PathSeg } from './schema.js';
+import { unknownKeyMessage } from './schema.js';
+import { displayPath, yamlSource, type PathIssue, type PathSeg, type YamlSource } from '../yaml.js';
 import type { Recipe, VarSpec, VarType } from './types.js';
 
 export const VAR_TYPES: readonly VarType[] = ['string', 'number', 'boolean', 'list', 'map'];
@@ -153,14 +154,15 @@ const origins = new WeakMap<object, YamlSource>();
 /** Reads a vars file: a YAML map of var name to value. */
 export async function loadVarsFile(path: string): Promise<Record<string, unknown>> {
   const file = displayPath(resolve(path));
-  let text: string;
+  let bytes: Buffer;
   try {
-    text = await readFile(path, 'utf8');
+    bytes = await readFile(path);
   } catch (e) {
     throw new InputError([{ file, message: `cannot read vars file: ${errorMessage(e)}` }]);
   }
-  const src = new YamlSource(file, text);
-  if (src.errors.length) throw new InputError(src.errors);
+  const r = yamlSource(file, bytes, 'vars file');
+  if ('issues' in r) throw new InputError(r.issues);
+  const { src } = r;
   const value = src.value ?? {};
   if (!isMap(value)) throw new InputError([{ file, line: 1, col: 1, message: 'a vars file must be a map of var names to values' }]);
   origins.set(value, src);

@@ -9,6 +9,7 @@ import SSHConfig from 'ssh-config';
 import { z } from 'zod';
 import { InputError } from '../errors.js';
 import { validYaml } from '../recipe/schema.js';
+import { displayPath } from '../yaml.js';
 
 export interface TargetSpec {
   name: string;
@@ -24,28 +25,56 @@ export interface TargetSpec {
   jump?: TargetSpec;
 }
 
+/**
+ * A name, address, user or key path: never empty, never blank, no line breaks or control
+ * characters, no spaces around it (an empty address would mean localhost to the SSH library).
+ * `word` also refuses inner spaces and a leading `-`, which no host or user name has.
+ */
+function field(what: string, word: boolean) {
+  return z.string().superRefine((v, ctx) => {
+    const fail = (message: string) => ctx.addIssue({ code: z.ZodIssueCode.custom, message });
+    if (!v.trim()) fail(`${what} must not be empty${v ? ' or blank' : ''}`);
+    else if (/[\u0000-\u001f\u007f]/.test(v)) fail(`${what} must not hold a line break or control character (got ${JSON.stringify(v)})`);
+    else if (v.trim() !== v) fail(`${what} has spaces around it (got ${JSON.stringify(v)})`);
+    else if (word && /\s/.test(v)) fail(`${what} must not hold spaces (got ${JSON.stringify(v)})`);
+    else if (word && v.startsWith('-')) fail(`${what} must not start with "-" (got ${JSON.stringify(v)})`);
+  });
+}
+
+const portSchema = z.number().int().min(1).max(65535);
+const varsSchema = z.record(z.unknown());
+
 const hostSchema = z
   .object({
-    address: z.string().optional(),
-    port: z.number().int().min(1).max(65535).optional(),
-    user: z.string().optional(),
-    identity: z.string().optional(),
+    address: field('an address', true).optional(),
+    port: portSchema.optional(),
+    user: field('a user', true).optional(),
+    identity: field('an identity file', false).optional(),
     sudo: z.boolean().optional(),
-    groups: z.array(z.string()).optional(),
-    vars: z.record(z.unknown()).optional(),
+    groups: z.array(field('a group name', false)).optional(),
+    vars: varsSchema.optional(),
   })
   .strict();
 
 const inventorySchema = z
   .object({
     defaults: z
-      .object({ user: z.string().optional(), port: z.number().int().optional(), identity: z.string().optional(), sudo: z.boolean().optional(), vars: z.record(z.unknown()).optional() })
+      .object({ user: field('a user', true).optional(), port: portSchema.optional(), identity: field('an identity file', false).optional(), sudo: z.boolean().optional(), vars: varsSchema.optional() })
       .strict()
       .optional(),
-    hosts: z.record(hostSchema.nullable()).optional(),
-    groups: z.record(z.object({ vars: z.record(z.unknown()).optional(), hosts: z.array(z.string()).optional() }).strict().nullable()).optional(),
+    hosts: z.record(field('a host name', false), hostSchema.nullable()).optional(),
+    groups: z.record(field('a group name', false), z.object({ vars: varsSchema.optional(), hosts: z.array(field('a host name', false)).optional() }).strict().nullable()).optional(),
   })
-  .strict();
+  .strict()
+  .superRefine((inv, ctx) => {
+    // A host without an address is reached by its name.
+    for (const [name, h] of Object.entries(inv.hosts ?? {})) {
+      if (h?.address !== undefined || name === 'local' || !name.trim()) continue;
+      if (/\s/.test(name) || name.startsWith('-')) {
+        ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['hosts', name], message: `host "${name}" has no address, and its name cannot be one (spaces or a leading "-"); give it an address` });
+      }
+    }
+  });
 
 export type Inventory = z.infer<typeof inventorySchema> & { file: string };
 
@@ -56,13 +85,14 @@ export function expandHome(p: string, base?: string): string {
 }
 
 export async function loadInventory(file: string): Promise<Inventory> {
-  let text: string;
+  const shown = displayPath(file);
+  let bytes: Buffer;
   try {
-    text = await readFile(file, 'utf8');
+    bytes = await readFile(file);
   } catch (e) {
-    throw new InputError([{ file, message: `cannot read inventory: ${(e as Error).message}` }]);
+    throw new InputError([{ file: shown, message: `cannot read inventory: ${(e as Error).message}` }]);
   }
-  return { ...validYaml(file, text, inventorySchema), file };
+  return { ...validYaml(shown, bytes, inventorySchema, 'inventory'), file };
 }
 
 

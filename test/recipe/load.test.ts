@@ -1,7 +1,9 @@
-import { join } from 'node:path';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { dirname, join, relative } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { InputError } from '../../src/errors.js';
 import { loadRecipe } from '../../src/recipe/load.js';
+import { MAX_YAML_BYTES } from '../../src/yaml.js';
 import { brief, fixture, loadIssues, yaml } from './fixtures.js';
 
 const ok = (name: string, body = 'command: { run: "true" }') => [`  - name: ${name}`, `    ${body}`];
@@ -103,7 +105,7 @@ describe('loadRecipe: each problem with its position', () => {
     {
       name: 'duplicate YAML key',
       lines: ['name: r', 'name: s', 'steps: []'],
-      want: '2:1 : invalid YAML: Map keys must be unique',
+      want: '2:1 : invalid YAML: duplicate key "name" (first at line 1)',
     },
     {
       name: 'unknown top-level key, at the key',
@@ -468,5 +470,142 @@ describe('loadRecipe: steps.<name> references', () => {
       '6:57 "steps.Nope.stdout": no step named "Nope"',
       '6:79 "steps.[Echo one].bogus": a step result has stdout, stderr, changed, status, summary, not "bogus"',
     ]);
+  });
+});
+
+/** A fixture whose files are bytes, not text. */
+function byteFixture(files: Record<string, string | Buffer>): string {
+  const dir = fixture({});
+  for (const [name, content] of Object.entries(files)) {
+    mkdirSync(dirname(join(dir, name)), { recursive: true });
+    writeFileSync(join(dir, name), content);
+  }
+  return dir;
+}
+
+async function byteIssues(files: Record<string, string | Buffer>, main = 'recipe.yml'): Promise<string[]> {
+  const dir = byteFixture(files);
+  const err = await loadRecipe(join(dir, main)).catch((e: unknown) => e);
+  expect(err).toBeInstanceOf(InputError);
+  expect((err as InputError).exitCode).toBe(2);
+  return (err as InputError).issues.map((i) => `${relative(dir, i.file ?? '')} ${brief(i)}`);
+}
+
+const bytes = (...parts: Array<string | number[]>) => Buffer.concat(parts.map((p) => (typeof p === 'string' ? Buffer.from(p, 'utf8') : Buffer.from(p))));
+
+describe('loadRecipe: YAML aliases (issue 6, item 13)', () => {
+  const top = ['name: r', 'steps:', '  - name: A', '    command: { run: "true" }'];
+
+  it.each([
+    { name: 'an alias to no anchor', lines: [...top, '    unless: *nope'], want: '5:13 : invalid YAML: alias *nope refers to no anchor (an anchor &nope must come before it)' },
+    { name: 'an alias before its anchor', lines: ['name: r', 'description: *d', 'x: &d text', 'steps: []'], want: '2:14 : invalid YAML: alias *d refers to no anchor' },
+    { name: 'an alias inside its own anchor', lines: ['name: r', 'vars:', '  a: &a [1, *a]', 'steps: []'], want: '3:13 : invalid YAML: alias *a is inside the value its anchor names' },
+    { name: 'a merge of a plain value', lines: ['name: r', 'vars: { <<: 3 }', 'steps: []'], want: '2:13 : invalid YAML: a merge (<<) takes a map or an alias to one, not a value' },
+    { name: 'a list as a key', lines: ['name: r', '? [a, b]', ': 1', 'steps: []'], want: '2:3 : invalid YAML: a key must be a plain value, not a list' },
+  ])('$name: exit 2 at its place', async ({ lines, want }) => {
+    const got = await byteIssues({ 'recipe.yml': yaml(...lines) });
+    expect(got).toEqual([expect.stringMatching(`^recipe.yml ${want.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}`)]);
+  });
+
+  it('an alias bomb is refused at the alias that makes it explode, quickly', async () => {
+    const lines = ['name: r', 'vars:', '  a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]'];
+    for (const [i, n] of ['b', 'c', 'd', 'e', 'f', 'g', 'h', 'i'].entries()) {
+      const prev = 'abcdefghi'[i]!;
+      lines.push(`  ${n}: &${n} [${Array(10).fill(`*${prev}`).join(', ')}]`);
+    }
+    lines.push('steps: []');
+    const t0 = Date.now();
+    const got = await byteIssues({ 'recipe.yml': yaml(...lines) });
+    expect(Date.now() - t0).toBeLessThan(2000);
+    // a is 11 values, b 111, c 1111, d 11111: the aliases in c already add 10 × 111, those in d cross 10000.
+    expect(got).toHaveLength(1);
+    expect(got[0]).toMatch(/^recipe\.yml 6:\d+ : invalid YAML: aliases expand to more than 10000 values from alias \*[cd] on; is this an alias bomb\?$/);
+  });
+
+  it('ordinary anchors, aliases and merges still load', async () => {
+    const dir = byteFixture({
+      'recipe.yml': yaml(
+        'name: r',
+        'vars:',
+        '  base: &env { A: "1", B: "2" }',
+        'steps:',
+        '  - name: A',
+        '    command: { run: "true", env: { <<: *env, C: "3" } }',
+        '  - name: B',
+        '    command: { run: "true", env: *env }',
+      ),
+    });
+    const r = await loadRecipe(join(dir, 'recipe.yml'));
+    expect(r.steps.map((s) => (s.params as { env: unknown }).env)).toEqual([{ A: '1', B: '2', C: '3' }, { A: '1', B: '2' }]);
+  });
+
+  it('duplicate keys are found in linear time, also among thousands', async () => {
+    const keys = Array.from({ length: 30000 }, (_, i) => `  v${i}: ${i}`);
+    const t0 = Date.now();
+    const got = await byteIssues({ 'recipe.yml': yaml('name: r', 'vars:', ...keys, '  v17: again', 'steps: []') });
+    expect(got).toEqual(['recipe.yml 30003:3 : invalid YAML: duplicate key "v17" (first at line 20)']);
+    expect(Date.now() - t0).toBeLessThan(20000);
+  });
+
+  it('nesting deeper than anything real is refused at its place', async () => {
+    const got = await byteIssues({ 'recipe.yml': yaml('name: r', `vars: { a: ${'['.repeat(150)}${']'.repeat(150)} }`, 'steps: []') });
+    expect(got).toEqual([expect.stringMatching(/^recipe\.yml 2:\d+ : invalid YAML: nested more than 100 levels deep$/)]);
+  });
+
+  it('unknown or non-plain tags are refused', async () => {
+    expect(await byteIssues({ 'recipe.yml': yaml('name: r', 'vars: { a: !!binary aGk= }', 'steps: []') })).toEqual([
+      'recipe.yml 2:21 : invalid YAML: tag !!binary is not supported; write the value without a tag',
+    ]);
+    expect(await byteIssues({ 'recipe.yml': yaml('name: r', 'vars: { a: !vault x }', 'steps: []') })).toEqual([expect.stringMatching(/^recipe\.yml 2:12 : invalid YAML: Unresolved tag: !vault/)]);
+  });
+});
+
+describe('loadRecipe: bytes that are not UTF-8 text (issue 6, item 15)', () => {
+  const head = 'name: r\nsteps:\n  - name: A\n';
+
+  it.each([
+    { name: 'a Latin-1 byte', body: bytes(head, '    command: { run: "caf', [0xe9], '" }\n'), want: '4:25 : not UTF-8: byte 0xe9 (in e9 22 20 7d) cannot be decoded; save the recipe as UTF-8' },
+    { name: 'a sequence cut at the end of the file', body: bytes(head, '    command: { run: "x" } # €', [0xe2, 0x82]), want: '4:30 : not UTF-8: byte 0xe2' },
+    { name: 'an overlong NUL', body: bytes(head, '    command: { run: "', [0xc0, 0x80], '" }\n'), want: '4:22 : not UTF-8: byte 0xc0' },
+    { name: 'an encoded surrogate', body: bytes(head, '    command: { run: "', [0xed, 0xa0, 0x80], '" }\n'), want: '4:22 : not UTF-8: byte 0xed' },
+    { name: 'a byte after multi-byte text, counted in characters', body: bytes('name: r\ndescription: "ünïcödé ', [0xff], '"\nsteps: []\n'), want: '2:23 : not UTF-8: byte 0xff' },
+    { name: 'a NUL byte', body: bytes(head, '    command: { run: "a', [0], 'b" }\n'), want: '4:23 : a NUL byte; is this a binary file? The recipe must be text' },
+    { name: 'a control character YAML does not allow', body: bytes(head, '    command: { run: "a', [0x1b], '[1m" }\n'), want: '4:23 : control character U+001B' },
+  ])('$name: exit 2 at the first bad byte, never replaced', async ({ body, want }) => {
+    const got = await byteIssues({ 'recipe.yml': body });
+    expect(got).toEqual([expect.stringMatching(`^recipe.yml ${want.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}`)]);
+  });
+
+  it('a byte-order mark is accepted, and positions stay those an editor shows', async () => {
+    const got = await byteIssues({ 'recipe.yml': bytes([0xef, 0xbb, 0xbf], 'name: r\nsteps: []\nbogus: 1\n') });
+    expect(got).toEqual(['recipe.yml 3:1 bogus: unknown key "bogus" (expected one of: name, description, sudo, vars, steps, handlers, defaults)']);
+    const dir = byteFixture({ 'recipe.yml': bytes([0xef, 0xbb, 0xbf], 'name: r\nsteps: []\n') });
+    expect((await loadRecipe(join(dir, 'recipe.yml'))).name).toBe('r');
+  });
+
+  it('a template with a bad byte or a NUL is refused at its own file:line:col; a file step’s src may be binary', async () => {
+    const recipe = yaml('name: r', 'steps:', '  - name: T', '    template: { src: t.hbs, dest: /a }', '  - name: F', '    file: { path: /b, src: blob.bin }');
+    const blob = Buffer.from([0, 1, 2, 0xff, 0xfe, 0x80]);
+    expect(await byteIssues({ 'recipe.yml': recipe, 'templates/t.hbs': bytes('one\ntwo caf', [0xe9], '\n'), 'files/blob.bin': blob })).toEqual([
+      'templates/t.hbs 2:8 steps[0].template.src: not UTF-8: byte 0xe9 (in e9 0a) cannot be decoded; save the template as UTF-8 (a `file` step copies binary files as they are)',
+    ]);
+    expect(await byteIssues({ 'recipe.yml': recipe, 'templates/t.hbs': bytes('one\n', [0], '\n'), 'files/blob.bin': blob })).toEqual([
+      'templates/t.hbs 2:1 steps[0].template.src: a NUL byte; is this a binary file? The template must be text',
+    ]);
+    const dir = byteFixture({ 'recipe.yml': recipe, 'templates/t.hbs': bytes([0xef, 0xbb, 0xbf], 'ok {{"\x1b"}}\n'), 'files/blob.bin': blob });
+    await expect(loadRecipe(join(dir, 'recipe.yml'))).resolves.toBeTruthy();
+  });
+
+  it('an included recipe with a bad byte is refused at its own place', async () => {
+    const got = await byteIssues({
+      'recipe.yml': yaml('name: r', 'steps:', '  - include: { recipe: inc.yml }'),
+      'inc.yml': bytes('name: inc\nsteps: []\ndescription: ', [0x92], '\n'),
+    });
+    expect(got).toEqual([expect.stringMatching(/^inc\.yml 3:14 : not UTF-8: byte 0x92/)]);
+  });
+
+  it('a recipe larger than the limit is refused without being parsed', async () => {
+    const got = await byteIssues({ 'recipe.yml': 'name: r\nsteps: []\n' + `# ${'x'.repeat(MAX_YAML_BYTES)}\n` });
+    expect(got).toEqual([expect.stringMatching(/^recipe\.yml 1:1 : the recipe is 4\.0 MB; hostsmith reads recipe files of at most 4\.0 MB$/)]);
   });
 });
