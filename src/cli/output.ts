@@ -181,6 +181,12 @@ export function nextSteps(r: RunReport): string[] {
       case 'interrupted':
         out.push(`${h}: interrupted; ${s.rolledBack} completed step(s) were rolled back.`);
         break;
+      case 'stale':
+        out.push(`${h}: STALE — the host is not as the plan expects, so nothing was changed on any host. ${said} Make a new plan (hostsmith plan … --out …) and review it.`);
+        break;
+      case 'not-started':
+        out.push(`${h}: not started — ${said}`);
+        break;
     }
   }
   if (r.mode === 'plan') {

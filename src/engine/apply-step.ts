@@ -39,7 +39,7 @@ export async function applyPlanned(h: HostRun, p: PlannedStep, started: number, 
     pre: p.pre ?? '',
   });
   mark.journaled = true;
-  const out = await withRetry(spec.retry ?? h.o.defaultRetry, h.o.sleep ?? defaultSleep, () => w.type.apply(w.ctx, w.params, w.plan));
+  const out = await withRetry(spec.retry ?? h.o.defaultRetry, h.o.sleep ?? defaultSleep, () => w.type.apply(w.ctx, w.params, w.plan, w.state));
   h.completed.push({ spec, type: w.type, params: w.params, undo: w.plan.undo, summary: p.summary, ctx: w.ctx });
   let post: string | undefined;
   try {

@@ -27,7 +27,7 @@ export interface PlannedStep {
   dependsOn?: string[];
   error?: string;
   /** For apply: what it takes to make the change. Absent unless status is planned. */
-  work?: { type: StepType; ctx: StepContext; params: unknown; plan: Plan<unknown> };
+  work?: { type: StepType; ctx: StepContext; params: unknown; plan: Plan<unknown>; state: unknown };
 }
 
 const HIDDEN_DIFF = '(diff hidden: the content holds secret values)\n';
@@ -119,7 +119,7 @@ export async function planStep(h: HostRun, spec: StepSpec): Promise<PlannedStep>
       status: 'planned',
       diff: plan.diff,
       irreversible: plan.undo === null,
-      work: { type, ctx, params, plan },
+      work: { type, ctx, params, plan, state },
     };
   } catch (e) {
     if (e instanceof ConnectError) throw e;

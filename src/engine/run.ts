@@ -32,7 +32,7 @@ export async function runHost(o: HostRunOptions): Promise<HostResult> {
 
   async function turn(spec: StepSpec): Promise<void> {
     const started = Date.now();
-    await o.beforeStep?.(o.host, spec.name);
+    if (o.mode === 'apply') await o.beforeStep?.(o.host, spec.name);
     h.rec.emit({ event: 'step-started', runId: o.runId, time: now(), host: o.host, step: spec.name, type: spec.type });
     let p = await planStep(h, spec);
     if (o.mode === 'apply' && o.expected && p.status !== 'failed') {

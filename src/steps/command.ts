@@ -82,4 +82,10 @@ export const commandStep: StepType<CommandParams, CommandState, CommandUndo> = {
   async rollback(ctx, _p, undo) {
     await runChecked(ctx, undo.run, undo, `rollback command "${undo.run}"`);
   },
+  // What a command changes is unknown; only its guards are known paths. Later steps are planned
+  // against the host as it is: if the command moves what they read, apply refuses at their turn.
+  resources: (p) => {
+    const guards = [p.creates, p.removes].filter((x): x is string => typeof x === 'string' && x.startsWith('/')).map((x) => `path:${x}`);
+    return { reads: guards, writes: guards };
+  },
 };

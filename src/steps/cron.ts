@@ -161,9 +161,7 @@ export function parseCheck(user: string, r: { code: number; stdoutRaw: Buffer; s
   const [secs, tz] = r.stdoutRaw.subarray(0, nl < 0 ? r.stdoutRaw.length : nl).toString('utf8').trim().split(' ');
   if (nl < 0 || !/^\d+$/.test(secs ?? '')) throw new StepError(`cannot read ${user}'s crontab: ${hostSaid(r.stderr, r.code)}`, { code: r.code, stderr: r.stderr });
   const clock = { now: Number(secs) * 1000, tz: tz || 'UTC' };
-  const withClock = (st: CronState): CronState =>
-    // Not enumerable, so fingerprint() (the drift check of `undo`) sees only the crontab, not the time.
-    Object.defineProperty(st, 'clock', { value: clock, enumerable: false });
+  const withClock = (st: CronState): CronState => ({ ...st, clock });
   if (r.code === 1 && /no crontab for/.test(r.stderr)) return withClock({ user, text: null });
   if (r.code !== 0 && /user .* unknown|unknown user/i.test(r.stderr)) return withClock({ user, text: null, userMissing: true });
   if (r.code !== 0) throw new StepError(`cannot read ${user}'s crontab: ${hostSaid(r.stderr, r.code)}`, { code: r.code, stderr: r.stderr });
@@ -204,14 +202,9 @@ export const cronStep: StepType<CronParams, CronState, CronUndo> = {
   schema: cronSchema,
   check: (ctx, p) => readCrontab(ctx, p.user),
   plan: planCron,
-  async apply(ctx, p, plan) {
-    const now = await readCrontab(ctx, p.user);
+  async apply(ctx, p, plan, now) {
     if (now.userMissing) throw new StepError(`user ${p.user} does not exist on ${ctx.host}: create it first (a user step before this one)`);
-    // Rollback reinstalls the crontab as it was read; refusing here keeps that promise.
     const prev = plan.undo?.previous ?? null;
-    if (plan.undo && (now.text === null ? prev !== null : prev === null || sha256(now.text) !== prev.sha256)) {
-      throw new StepError(`${p.user}'s crontab changed between check and apply; nothing was written, run again`);
-    }
     if (prev && now.text !== null) await saveBackup(ctx, prev.backup, now.text);
     await writeCrontab(ctx, p.user, editCrontab(now.text, p));
     return {};
@@ -223,4 +216,7 @@ export const cronStep: StepType<CronParams, CronState, CronUndo> = {
     if (sha256(text) !== undo.previous.sha256) throw new StepError(`the backup of ${undo.user}'s crontab (${undo.previous.backup}) does not match what was saved; not installing it`);
     return writeCrontab(ctx, undo.user, text.toString('utf8'));
   },
+  // The crontab and whether the user exists; the host's clock (for next run times) is not state.
+  stateKey: (_p, s) => ({ user: s.user, text: s.text, userMissing: s.userMissing ?? false }),
+  resources: (p) => ({ reads: [`user:${p.user}`, `cron:${p.user}`], writes: [`cron:${p.user}`] }),
 };

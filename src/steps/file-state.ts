@@ -112,6 +112,14 @@ export function parseCheck(raw: Buffer, path: string): PathState {
   return state;
 }
 
+/**
+ * What identifies a path's state for staleness: kind, metadata, content and target. Missing
+ * parents are left out: an earlier step creating the folder does not move the path itself.
+ */
+export function pathKey(s: PathState): unknown {
+  return { kind: s.kind, mode: s.mode, owner: s.owner, group: s.group, target: s.target, content: s.content };
+}
+
 export async function checkPath(ctx: StepContext, path: string): Promise<PathState> {
   const r = await ctx.exec(checkScript(path));
   if (r.code !== 0) throw new StepError(`cannot read ${path}: ${r.stderr.trim() || `exit ${r.code}`}`, { code: r.code, stderr: r.stderr });

@@ -96,14 +96,12 @@ export const groupStep: StepType<GroupParams, GroupState, GroupUndo> = {
       undo: { backup, touched: { group: [name], gshadow: [name], ...(s.primaryOf.length ? { passwd: s.primaryOf } : {}) } },
     };
   },
-  async apply(ctx: StepContext, p, plan) {
-    const s = await groupStep.check(ctx, p);
-    const again = groupStep.plan(p, s, { runId: ctx.runId, step: ctx.step, backupDir: ctx.backupDir });
-    if (again.summary !== plan.summary) throw new StepError(`group ${p.name} changed since it was checked: now "${again.summary}"`);
+  async apply(ctx: StepContext, p, plan, s) {
     const cmd = groupCommand(p, s);
     await backupAccounts(ctx, plan.undo!.backup);
     await runOk(ctx, cmd, cmd.split(' ')[0]!);
     return {};
   },
   rollback: (ctx, _p, undo) => restoreAccounts(ctx, undo),
+  resources: (p) => ({ reads: [`group:${p.name}`], writes: [`group:${p.name}`] }),
 };

@@ -2,7 +2,7 @@ import { z } from 'zod';
 import { StepError } from '../errors.js';
 import { unifiedDiff } from '../render/diff.js';
 import { backupPath } from './backup.js';
-import { applyPath, checkPath, rollbackPath, type FileUndo, type PathState } from './file-state.js';
+import { applyPath, checkPath, pathKey, rollbackPath, type FileUndo, type PathState } from './file-state.js';
 import { HIDDEN_OLD, type Plan, type PlanEnv, type StepType } from './step.js';
 import { fmtMode, modeSchema } from './modes.js';
 import { absolutePath, ownerName } from './paths.js';
@@ -177,17 +177,14 @@ export const lineStep: StepType<LineParams, PathState, FileUndo> = {
   schema: lineSchema,
   check: (ctx, p) => checkPath(ctx, p.path),
   plan: planLine,
-  async apply(ctx, p, plan) {
-    // The edit is relative to the file, so it is made again on what is there now.
-    const now = await checkPath(ctx, p.path);
-    const w = wanted(p, now);
-    if ((now.kind === 'absent') !== (plan.undo?.kind === 'absent')) {
-      throw new StepError(`${p.path} was ${now.kind === 'absent' ? 'removed' : 'created'} between check and apply; nothing was written, run again`);
-    }
-    // Even when someone else made the edit meanwhile, the write keeps the backup rollback needs.
-    const content = w.content !== null ? Buffer.from(w.content, 'utf8') : (now.content ?? Buffer.alloc(0));
+  async apply(ctx, p, plan, s) {
+    // A file that did not exist when planned (an earlier step was to create it) still must now.
+    const w = wanted(p, s);
+    const content = w.content !== null ? Buffer.from(w.content, 'utf8') : (s.content ?? Buffer.alloc(0));
     await applyPath(ctx, { path: p.path, state: 'present', content, mode: p.mode, owner: p.owner, group: p.group }, plan);
     return {};
   },
   rollback: (ctx, _p, undo) => rollbackPath(ctx, undo),
+  stateKey: (_p, s) => pathKey(s),
+  resources: (p) => ({ reads: [`path:${p.path}`], writes: [`path:${p.path}`] }),
 };

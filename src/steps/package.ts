@@ -236,27 +236,24 @@ export const packageStep: StepType<PackageParams, PackageState, PackageUndo> = {
   schema: packageSchema,
   check: checkPackages,
   plan: (p, s) => planPackage(p, s),
-  async apply(ctx, p, plan) {
-    const base = await readState(ctx);
+  async apply(ctx, p, plan, checked) {
     const hasPackages = p.install.length > 0 || p.remove.length > 0;
     if (!hasPackages) {
-      if (refreshDue(p, base)) await refreshLists(ctx);
+      if (refreshDue(p, checked)) await refreshLists(ctx);
       return {};
     }
-    const todo = pending(p, base.dpkg);
-    if (refreshDue(p, base) && (todo.install.length || todo.remove.length)) await refreshLists(ctx);
-    let s = await checkPackages(ctx, p);
-    if (s.freshLists) {
-      // The host's lists (fresh by cache_valid_time) still miss a package that fresh ones have.
+    let s = checked;
+    if (refreshDue(p, checked) || checked.freshLists) {
+      // Refreshed lists may offer other versions than the ones planned: simulate again on them.
       await refreshLists(ctx);
       s = await checkPackages(ctx, { ...p, update_cache: false });
-    }
-    // The journal already holds the plan's undo: go ahead only if apt would still do exactly that.
-    const now = planPackage(p, s);
-    if (canonical(now.undo) !== canonical(plan.undo)) {
-      throw new StepError(
-        `the packages apt would change on ${ctx.host} differ from the plan (now: ${now.changed ? now.summary : 'nothing'}); nothing was installed or removed — run again to see the new plan`,
-      );
+      // The journal already holds the plan's undo: go ahead only if apt would still do exactly that.
+      const now = planPackage(p, s);
+      if (canonical(now.undo) !== canonical(plan.undo)) {
+        throw new StepError(
+          `with freshly refreshed apt lists, the packages apt would change on ${ctx.host} differ from the plan (now: ${now.changed ? now.summary : 'nothing'}); nothing was installed or removed — run again to see the new plan`,
+        );
+      }
     }
     const go = pending(p, s.dpkg);
     const r = await exec(ctx, `apt-get ${APT_WRITE_OPTS} --allow-downgrades install ${transactionArgs(go.install, go.remove)}`);
@@ -273,6 +270,18 @@ export const packageStep: StepType<PackageParams, PackageState, PackageUndo> = {
   },
   rollback: async (ctx, _p, undo) => {
     await rollbackPackages(ctx, undo);
+  },
+  // The named packages as dpkg has them and the transaction apt would run; not the lists' age.
+  stateKey: (p, s) => {
+    const named = [...p.install.map((x) => parseSpec(x).name), ...p.remove].sort();
+    return { dpkg: Object.fromEntries(named.map((n) => [n, s.dpkg[n] ?? null])), sim: s.sim ?? null, auto: s.auto ?? null };
+  },
+  resources: (p) => {
+    const named = [...p.install.map((x) => parseSpec(x).name), ...p.remove];
+    const reads = [...named.map((n) => `pkg:${n}`), 'apt:lists'];
+    if (!named.length) return { reads, writes: ['apt:lists'] };
+    // Maintainer scripts may write anywhere, add system users and groups, install services.
+    return { reads, writes: ['apt:lists', 'pkg:*', 'path:*', 'user:*', 'group:*', 'service:*'] };
   },
 };
 

@@ -188,9 +188,8 @@ export const serviceStep: StepType<ServiceParams, ServiceState, ServiceUndo> = {
   schema: serviceSchema,
   check: (ctx, p) => checkService(ctx, p.name, initOf(ctx)),
   plan: (p, s) => planService(p, s),
-  async apply(ctx, p) {
+  async apply(ctx, p, _plan, s) {
     const init = initOf(ctx);
-    const s = await checkService(ctx, p.name, init);
     if (!s.exists) throw missing(ctx, p.name, init);
     const a = actions(p, s);
     if (a.enable !== undefined) await control(ctx, enableCommand(p.name, init, a.enable ? 'enabled' : 'disabled'), `${a.enable ? 'enable' : 'disable'} ${p.name}`);
@@ -208,4 +207,5 @@ export const serviceStep: StepType<ServiceParams, ServiceState, ServiceUndo> = {
     }
     if (undo.running !== undefined && undo.running !== s.running) await setRunning(ctx, undo.name, undo.init, undo.running ? 'start' : 'stop');
   },
+  resources: (p) => ({ reads: [`service:${p.name}`], writes: [`service:${p.name}`] }),
 };

@@ -71,10 +71,30 @@ export interface StepType<P = any, S = any, U = any> {
   check(ctx: StepContext, p: P): Promise<S>;
   /** Pure: from params and current state to what would change. */
   plan(p: P, s: S, env: PlanEnv): Plan<U>;
-  /** Makes it so; re-checks what it must just before writing. Throws StepError on failure. */
-  apply(ctx: StepContext, p: P, plan: Plan<U>): Promise<ApplyResult>;
+  /**
+   * Makes it so, from the plan and the state it was made from (the engine checked that state at
+   * this step's turn and compared it with any plan being followed). Throws StepError on failure.
+   */
+  apply(ctx: StepContext, p: P, plan: Plan<U>, state: S): Promise<ApplyResult>;
   /** Puts back what was there, from the undo data alone (it may come from the journal). */
   rollback(ctx: StepContext, p: P, undo: U): Promise<void>;
+  /**
+   * What identifies the state for staleness: a stable projection of check()'s result, with no
+   * clocks, ages or summary text. The engine fingerprints it (`pre`) and compares it wherever
+   * planning and applying are apart. Default: the whole state.
+   */
+  stateKey?(p: P, s: S): unknown;
+  /**
+   * What the step's check reads and its apply writes, as `kind:name` (`path:/etc/motd`,
+   * `user:alice`, `cron:alice`, `service:nginx`; `path:*` = any path). A step that reads what an
+   * earlier changing step writes is planned as dynamic: its state is known only after apply.
+   */
+  resources?(p: P): Resources;
+}
+
+export interface Resources {
+  reads: string[];
+  writes: string[];
 }
 
 /** sha256 of a state value, stable across key order; Buffers are hashed by content. */

@@ -464,15 +464,8 @@ export const userStep: StepType<UserParams, UserState, UserUndo> = {
   schema: userSchema,
   check: checkUser,
   plan: planUser,
-  async apply(ctx, p, plan) {
+  async apply(ctx, p, plan, s) {
     const undo = plan.undo!;
-    // Re-read: the plan is only valid for the host it was made from.
-    const s = await checkUser(ctx, p);
-    // Planned again both ways: apply does not know whether the plan hid the old comment. The
-    // message shows the hidden way, as the old comment may hold a secret's previous value.
-    const env = { runId: ctx.runId, step: ctx.step, backupDir: ctx.backupDir };
-    const again = [false, true].map((sensitive) => planUser(p, s, { ...env, sensitive }));
-    if (!again.some((a) => a.summary === plan.summary)) throw new StepError(`user ${p.name} changed since it was checked: now "${again[1]!.summary}"`);
     if (p.state === 'present') assertGroupsExist(p, s);
     try {
       if (undo.accounts) await backupAccounts(ctx, undo.accounts.backup);
@@ -498,4 +491,9 @@ export const userStep: StepType<UserParams, UserState, UserUndo> = {
     return {};
   },
   rollback: (ctx, _p, undo) => rollbackUser(ctx, undo),
+  resources: (p) => {
+    const home = p.home ? [`path:${p.home}`] : [`path:/home/${p.name}`];
+    const own = [`user:${p.name}`, `group:${p.name}`, ...home, `cron:${p.name}`];
+    return { reads: [...own, ...(p.groups ?? []).map((g: string) => `group:${g}`)], writes: own };
+  },
 };

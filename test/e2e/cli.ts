@@ -86,3 +86,26 @@ export function onlyJsonLines(r: CliResult): number {
 export function stepEvents(r: CliResult, host?: string): Array<Record<string, any>> {
   return r.events.filter((e) => e.event === 'step-finished' && (!host || e.host === host));
 }
+
+/**
+ * Runs the CLI on a real pseudo-terminal (script(1)), typing each answer when the screen first
+ * matches its pattern, as a person would. Resolves with the exit code and everything shown.
+ */
+export function onTerminal(args: string[], answers: Array<[RegExp, string]>, o: { env?: Record<string, string>; timeoutMs?: number } = {}): Promise<{ code: number; screen: string }> {
+  const cmd = [process.execPath, BIN, ...args].map((a) => `'${a.replace(/'/g, `'\\''`)}'`).join(' ');
+  return new Promise((res, rej) => {
+    const child = spawn('script', ['-qfec', `stty cols 120 rows 40; ${cmd}`, '/dev/null'], { env: { ...process.env, TERM: 'xterm', NO_COLOR: '1', ...o.env }, cwd: ROOT });
+    let screen = '';
+    let next = 0;
+    child.stdout.on('data', (d: Buffer) => {
+      screen += d.toString();
+      while (next < answers.length && answers[next]![0].test(screen)) child.stdin.write(answers[next++]![1]);
+    });
+    child.on('error', rej);
+    const kill = setTimeout(() => child.kill('SIGKILL'), o.timeoutMs ?? 60_000);
+    child.on('close', (code) => {
+      clearTimeout(kill);
+      res({ code: code ?? -1, screen });
+    });
+  });
+}

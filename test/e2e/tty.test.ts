@@ -2,33 +2,13 @@
  * On a terminal, apply asks for prompt vars, shows the plan and asks before changing anything.
  * A real pseudo-terminal comes from script(1); answers are typed when the prompts appear.
  */
-import { spawn } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect, it } from 'vitest';
 import { describeHosts, useSandbox } from '../hosts/use-sandbox.js';
 import { sshOk, sshRun } from '../hosts/ssh.js';
-import { ROOT, sandboxArgs } from './cli.js';
-
-function onTerminal(args: string[], answers: Array<[RegExp, string]>): Promise<{ code: number; screen: string }> {
-  const cmd = [process.execPath, join(ROOT, 'bin/hostsmith.js'), ...args].map((a) => `'${a.replace(/'/g, `'\\''`)}'`).join(' ');
-  return new Promise((resolve, reject) => {
-    const child = spawn('script', ['-qfec', `stty cols 120 rows 40; ${cmd}`, '/dev/null'], { env: { ...process.env, TERM: 'xterm', NO_COLOR: '1' }, cwd: ROOT });
-    let screen = '';
-    let next = 0;
-    child.stdout.on('data', (d: Buffer) => {
-      screen += d.toString();
-      while (next < answers.length && answers[next]![0].test(screen)) child.stdin.write(answers[next++]![1]);
-    });
-    child.on('error', reject);
-    const kill = setTimeout(() => child.kill('SIGKILL'), 60_000);
-    child.on('close', (code) => {
-      clearTimeout(kill);
-      resolve({ code: code ?? -1, screen });
-    });
-  });
-}
+import { onTerminal, sandboxArgs } from './cli.js';
 
 describeHosts('apply on a terminal', () => {
   const sandbox = useSandbox(1);

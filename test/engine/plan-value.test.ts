@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import Ajv from 'ajv';
+import { Ajv } from 'ajv';
 import { describe, expect, it } from 'vitest';
 import { dependsOn, overlaps } from '../../src/engine/deps.js';
 import type { PlannedStep } from '../../src/engine/plan-step.js';

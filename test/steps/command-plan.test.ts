@@ -36,7 +36,7 @@ describe('command timeouts', () => {
         return { stdout: '', stderr: '', stdoutRaw: Buffer.alloc(0), ...result };
       },
     }) as unknown as StepContext;
-  const apply = (ctx: StepContext) => commandStep.apply(ctx, params({ run: "trap '' TERM; sleep 30" }), { changed: true, summary: '', undo: null });
+  const apply = (ctx: StepContext) => commandStep.apply(ctx, params({ run: "trap '' TERM; sleep 30" }), { changed: true, summary: '', undo: null }, {});
 
   it('a command killed (SIGKILL, 137) after ignoring SIGTERM past its timeout is reported as timed out', async () => {
     await expect(apply(host({ code: 137 }, 30, 20))).rejects.toThrow(

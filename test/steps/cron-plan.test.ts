@@ -103,16 +103,14 @@ describe('cron check output', () => {
   const out = (s: string) => Buffer.from(s);
   it('reads the clock, zone and crontab', () => {
     const s = parseCheck('root', { code: 0, stdoutRaw: out(`1795323209 Etc/UTC\n${OTHER}`), stderr: '' });
-    expect(s).toEqual({ user: 'root', text: OTHER });
-    expect(s.clock).toEqual({ now: 1795323209000, tz: 'Etc/UTC' });
+    expect(s).toEqual({ user: 'root', text: OTHER, clock: { now: 1795323209000, tz: 'Etc/UTC' } });
   });
   it('takes "no crontab for" as none', () => {
     const s = parseCheck('deploy', { code: 1, stdoutRaw: out('1795323209 \n'), stderr: 'no crontab for deploy\n' });
-    expect(s).toEqual({ user: 'deploy', text: null });
-    expect(s.clock).toEqual({ now: 1795323209000, tz: 'UTC' });
+    expect(s).toEqual({ user: 'deploy', text: null, clock: { now: 1795323209000, tz: 'UTC' } });
   });
-  it('fingerprints the crontab only, so the drift check of undo is not fooled by the clock', () => {
-    const at = (secs: number, text: string) => fingerprint(parseCheck('root', { code: 0, stdoutRaw: out(`${secs} Etc/UTC\n${text}`), stderr: '' }));
+  it('its state key is the crontab only, so staleness and drift checks are not fooled by the clock', () => {
+    const at = (secs: number, text: string) => fingerprint(cronStep.stateKey!(params(), parseCheck('root', { code: 0, stdoutRaw: out(`${secs} Etc/UTC\n${text}`), stderr: '' })));
     expect(at(1795323209, OTHER)).toBe(at(1795329999, OTHER));
     expect(at(1795323209, OTHER)).not.toBe(at(1795323209, OTHER + ENTRY));
   });

@@ -171,7 +171,7 @@ describe('file with state: present and neither content nor src', () => {
   it('apply sets only the metadata of an existing file and never writes it', async () => {
     const fake = fakeCtx();
     const p = fileSchema.parse({ path: '/etc/app.conf', mode: '0600' });
-    await fileStep.apply(fake.ctx, p, plan({ mode: '0600' }, file('keep me\n')));
+    await fileStep.apply(fake.ctx, p, plan({ mode: '0600' }, file('keep me\n')), file('keep me\n'));
     expect(fake.writes).toEqual([]);
     expect(fake.cmds).toEqual(['chmod 0600 -- /etc/app.conf']);
   });
@@ -179,7 +179,7 @@ describe('file with state: present and neither content nor src', () => {
   it('apply creates a missing file empty', async () => {
     const fake = fakeCtx();
     const p = fileSchema.parse({ path: '/etc/app.conf' });
-    await fileStep.apply(fake.ctx, p, plan({}, absent()));
+    await fileStep.apply(fake.ctx, p, plan({}, absent()), absent());
     expect(fake.writes).toEqual([{ path: '/etc/app.conf', data: '' }]);
   });
 });

@@ -86,20 +86,22 @@ describe('line plan: (params, file state) → plan', () => {
     });
     expect(lineStep.plan(params({ line: 'a', state: 'absent' }), absent, env)).toEqual({ changed: false, summary: `${P} does not exist`, undo: null });
   });
-  it('apply checks again: still missing is the clear error, and nothing is written', async () => {
+  it('apply on a file still missing at its turn is the clear error, and nothing is written', async () => {
     const fake = fakeHost({ kind: 'absent' });
     const p = params({ line: 'a' });
-    const plan = lineStep.plan(p, { kind: 'absent', missing: [] }, env);
-    await expect(lineStep.apply(fake.ctx, p, plan)).rejects.toThrow(new StepError(`${P} does not exist; set create: true to create it`));
-    expect(fake.cmds.slice(1)).toEqual([]);
+    const absent: PathState = { kind: 'absent', missing: [] };
+    const plan = lineStep.plan(p, absent, env);
+    await expect(lineStep.apply(fake.ctx, p, plan, absent)).rejects.toThrow(new StepError(`${P} does not exist; set create: true to create it`));
+    expect(fake.cmds).toEqual([]);
     expect(fake.writes).toEqual([]);
   });
-  it('apply edits the file an earlier step created, after backing it up where the undo says', async () => {
+  it('apply edits the file as checked at its turn (an earlier step created it), after backing it up where the undo says', async () => {
     const fake = fakeHost({ kind: 'file', content: 'x\n' });
     const p = params({ line: 'a' });
-    const plan = lineStep.plan(p, { kind: 'absent', missing: [] }, env);
-    await lineStep.apply(fake.ctx, p, plan);
-    expect(fake.cmds[1]).toContain(`cp -a -- ${P} ${(plan.undo as { backup: string }).backup}`);
+    const now: PathState = { kind: 'file', mode: 0o644, owner: 'root', group: 'root', content: Buffer.from('x\n'), missing: [] };
+    const plan = lineStep.plan(p, now, env);
+    await lineStep.apply(fake.ctx, p, plan, now);
+    expect(fake.cmds[0]).toContain(`cp -a -- ${P} ${(plan.undo as { backup: string }).backup}`);
     expect(fake.writes).toEqual([{ path: P, data: 'x\na\n' }]);
   });
   it('creates the file (and parents) with create: true; rollback removes them', () => {
