@@ -6,9 +6,9 @@ import { InputError } from '../../errors.js';
 import type { RunEvent } from '../../engine/events.js';
 import { runRecipe } from '../../engine/fleet.js';
 import { makePlanValue, planInputDifferences, readPlanFile, writePlanFile } from '../../engine/plan-file.js';
-import { newSalt } from '../../engine/plan-value.js';
+import { newSalt, type PlanValue } from '../../engine/plan-value.js';
 import { Masker } from '../../engine/mask.js';
-import { prepare, type GlobalOptions, type TargetCliOptions } from '../context.js';
+import { prepare, type GlobalOptions, type Prepared, type TargetCliOptions } from '../context.js';
 import { Output } from '../output.js';
 import { askVars, askYesNo, interactive } from '../prompt.js';
 import { addTargetOptions, addVarOptions, outputFor, type Ctx } from '../shared.js';
@@ -81,6 +81,28 @@ async function runCommand(mode: 'plan' | 'apply', recipeArg: string | undefined,
       throw new InputError([{ message: `the saved plan cannot be applied as it is (nothing was contacted or changed):` }, ...diffs]);
     }
   }
+  return runPrepared(prep, { mode, confirm: mode === 'apply' && !o.yes && tty && !saved, saved, out: o.out, planOptions: targetOptions(opts) }, out, ctx);
+}
+
+/** How a prepared run goes: plan only, or apply (after plan → show → confirm on a terminal, or following a saved plan). */
+export interface RunFlow {
+  mode: 'plan' | 'apply';
+  /** Plan, show the plan, ask, and apply exactly what was shown. */
+  confirm: boolean;
+  /** apply --plan: the saved plan to follow. */
+  saved?: PlanValue;
+  /** plan --out: where to write the plan. */
+  out?: string;
+  /** The target options a plan file keeps. */
+  planOptions: Record<string, unknown>;
+}
+
+/**
+ * Runs a prepared recipe and returns the exit code; closes the prepared connections. On a
+ * terminal (`confirm`) the plan is shown, the person asked, and the apply follows exactly that plan.
+ */
+export async function runPrepared(prep: Prepared, flow: RunFlow, out: Output, ctx: Ctx): Promise<number> {
+  const { mode, saved } = flow;
   const sig = interrupts(out);
   const common = {
     recipe: prep.recipe,
@@ -102,18 +124,18 @@ async function runCommand(mode: 'plan' | 'apply', recipeArg: string | undefined,
     salt,
     given: prep.given,
     secret: Object.values(prep.recipe.vars).filter((v) => v.secret).map((v) => v.name),
-    options: targetOptions(opts),
+    options: flow.planOptions,
   });
   try {
     let expected = saved;
-    if (mode === 'plan' || (!o.yes && tty && !saved)) {
+    if (mode === 'plan' || flow.confirm) {
       const salt = newSalt();
       const plan = await runRecipe({ ...common, mode: 'plan', keepOpen: mode === 'apply', salt });
       out.summary(plan, { confirming: mode === 'apply' });
       const value = await makePlanValue(plan, planInputs(salt));
-      if (o.out) {
-        await writePlanFile(resolve(o.out), value, new Masker(prep.secrets));
-        out.say(`Plan saved to ${o.out}: apply exactly this with \`hostsmith apply --plan ${o.out}\`.`);
+      if (flow.out) {
+        await writePlanFile(resolve(flow.out), value, new Masker(prep.secrets));
+        out.say(`Plan saved to ${flow.out}: apply exactly this with \`hostsmith apply --plan ${flow.out}\`.`);
       }
       if (mode === 'plan') return plan.exitCode;
       if (plan.exitCode !== 0) {
