@@ -56,18 +56,6 @@ export class JournalError extends HostsmithError {
   }
 }
 
-/**
- * A host is not as the plan (or the run being undone) expects: hosts were read, nothing was
- * changed (exit 5). `stale` lists every difference, per host.
- */
-export class StaleError extends HostsmithError {
-  readonly stale: Record<string, string[]>;
-  constructor(message: string, stale: Record<string, string[]>) {
-    super(message, 5);
-    this.stale = stale;
-  }
-}
-
 /** Another run holds the lock on a host. */
 export class LockedError extends HostsmithError {
   readonly host: string;

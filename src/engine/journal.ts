@@ -77,7 +77,13 @@ export class Journal {
     const next = this.chain.then(async () => {
       try {
         // After a failed write a torn line may end the file: start on a fresh line so it stays alone.
-        await this.fh.write(this.torn ? `\n${line}` : line);
+        const buf = Buffer.from(this.torn ? `\n${line}` : line, 'utf8');
+        // One write(2) may take only part of it (a disk nearly full): go on until all is there.
+        for (let at = 0; at < buf.length; ) {
+          const { bytesWritten } = await this.fh.write(buf, at, buf.length - at);
+          if (bytesWritten <= 0) throw new Error('the disk took none of the entry');
+          at += bytesWritten;
+        }
         await this.fh.datasync();
         this.torn = false;
       } catch (e) {
