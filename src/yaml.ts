@@ -124,29 +124,30 @@ export interface DecodeOptions {
  */
 export function decodeText(file: string, bytes: Uint8Array, o: DecodeOptions): { text: string } | { issue: InputIssue } {
   if (o.maxBytes !== undefined && bytes.length > o.maxBytes) {
-    const mb = (n: number) => `${(n / 1024 / 1024).toFixed(1)} MB`;
-    return { issue: { file, line: 1, col: 1, message: `the ${o.what} is ${mb(bytes.length)}; hostsmith reads ${o.what} files of at most ${mb(o.maxBytes)}` } };
+    const mb = (o.maxBytes / 1024 / 1024).toFixed(0);
+    return { issue: { file, line: 1, col: 1, message: `the ${o.what} is ${bytes.length} bytes, more than the ${mb} MB hostsmith reads; is it the right file?` } };
+  }
+  if ((bytes[0] === 0xff && bytes[1] === 0xfe) || (bytes[0] === 0xfe && bytes[1] === 0xff)) {
+    return { issue: { file, line: 1, col: 1, message: `the ${o.what} is UTF-16 text (it starts with a UTF-16 byte-order mark); save it as UTF-8` } };
   }
   const bom = bytes[0] === 0xef && bytes[1] === 0xbb && bytes[2] === 0xbf;
   const body = bom ? bytes.subarray(3) : bytes;
   const bad = firstBadUtf8(body);
   const text = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true }).decode(bad === -1 ? body : body.subarray(0, bad));
+  const binary = body.includes(0) ? `; is this a binary file? The ${o.what} must be text` : '';
   const control = (o.yaml ? YAML_CONTROL : NUL).exec(text);
   if (control) {
     const code = control[0].charCodeAt(0);
     const what = code === 0 ? 'a NUL byte' : `control character ${hex(code)}`;
-    const hint = code === 0 ? `; is this a binary file? The ${o.what} must be text` : '; write it as an escape in a double-quoted string ("\\x1b") or remove it';
+    const escape = code < 0x100 ? `\\x${code.toString(16).padStart(2, '0')}` : `\\u${code.toString(16).padStart(4, '0')}`;
+    const hint = binary || `; write it as an escape in a double-quoted string ("${escape}") or remove it`;
     return { issue: { file, ...textPos(text, control.index), message: `${what}${hint}` } };
   }
   if (bad !== -1) {
     const seq = [...body.subarray(bad, bad + 4)].map((x) => x.toString(16).padStart(2, '0')).join(' ');
-    const hint = o.what === 'template' ? ' (a `file` step copies binary files as they are)' : '';
+    const hint = binary || `; save the ${o.what} as UTF-8${o.what === 'template' ? ' (a `file` step copies binary files as they are)' : ''}`;
     return {
-      issue: {
-        file,
-        ...textPos(text, text.length),
-        message: `not UTF-8: byte 0x${body[bad]!.toString(16).padStart(2, '0')} (in ${seq}) cannot be decoded; save the ${o.what} as UTF-8${hint}`,
-      },
+      issue: { file, ...textPos(text, text.length), message: `not UTF-8: byte 0x${body[bad]!.toString(16).padStart(2, '0')} (in ${seq}) cannot be decoded${hint}` },
     };
   }
   return { text };
@@ -182,7 +183,8 @@ export class YamlSource {
     this.errors = [...this.doc.errors, ...this.doc.warnings].map((e) => ({
       file,
       ...this.lines.linePos(e.pos[0]),
-      message: `invalid YAML: ${e.message.split('\n')[0]}`,
+      // The parser turns a stack overflow on absurd nesting into an error of its own.
+      message: `invalid YAML: ${/call stack/i.test(e.message) ? 'nested too deeply to read' : e.message.split('\n')[0]}`,
     }));
     if (!this.errors.length) this.errors.push(...this.checkNodes());
     this.value = undefined;

@@ -18,7 +18,7 @@ const pathSchema = z.string().superRefine((v, ctx) => {
   else if (/[\u0000-\u001f\u007f]/.test(v)) ctx.addIssue({ code: z.ZodIssueCode.custom, message: `must not hold a line break or control character (got ${JSON.stringify(v)})` });
 });
 
-const durationSchema = z.union([z.string(), z.number()]).refine((v) => parseDuration(v) !== undefined, DURATION_HINT);
+const durationSchema = z.union([z.string(), z.number()]).refine((v) => parseDuration(v) !== undefined, `invalid duration (${DURATION_HINT})`);
 
 const configSchema = z
   .object({

@@ -129,7 +129,7 @@ export function parseVarDecls(raw: unknown, base: readonly PathSeg[] = ['vars'])
         new RegExp(pattern);
         spec.pattern = pattern;
       } catch (e) {
-        issues.push({ path: at('pattern'), message: `invalid regular expression: ${errorMessage(e)}` });
+        issues.push({ path: at('pattern'), message: `invalid regular expression: ${errorMessage(e).replace(/^Invalid regular expression: /, '')}` });
       }
     }
     const type = text('type');

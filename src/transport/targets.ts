@@ -36,8 +36,8 @@ function field(what: string, word: boolean) {
     if (!v.trim()) fail(`${what} must not be empty${v ? ' or blank' : ''}`);
     else if (/[\u0000-\u001f\u007f]/.test(v)) fail(`${what} must not hold a line break or control character (got ${JSON.stringify(v)})`);
     else if (v.trim() !== v) fail(`${what} has spaces around it (got ${JSON.stringify(v)})`);
-    else if (word && /\s/.test(v)) fail(`${what} must not hold spaces (got ${JSON.stringify(v)})`);
     else if (word && v.startsWith('-')) fail(`${what} must not start with "-" (got ${JSON.stringify(v)})`);
+    else if (word && /\s/.test(v)) fail(`${what} must not hold spaces (got ${JSON.stringify(v)})`);
   });
 }
 

@@ -93,7 +93,13 @@ describe('decodeText', () => {
     expect(decodeText('f', bytes('a\nb', [0xff], 'c', [0]), { what: 'template' })).toEqual({ issue: expect.objectContaining({ line: 2, col: 2, message: expect.stringMatching(/^not UTF-8: byte 0xff/) }) });
     // ESC is text in a template, not in YAML
     expect(decodeText('f', bytes([0x1b], '[1m'), { what: 'template' })).toEqual({ text: '\x1b[1m' });
-    expect(decodeText('f', bytes([0x1b], '[1m'), { what: 'recipe', yaml: true })).toHaveProperty('issue');
+    expect(decodeText('f', bytes('a: ', [0x1f]), { what: 'recipe', yaml: true })).toEqual({
+      issue: { file: 'f', line: 1, col: 4, message: 'control character U+001F; write it as an escape in a double-quoted string ("\\x1f") or remove it' },
+    });
+    // a file with a NUL anywhere is called binary, whatever comes first
+    expect(decodeText('f', bytes([0x1f, 0x8b, 0x08, 0x00]), { what: 'recipe', yaml: true })).toEqual({
+      issue: { file: 'f', line: 1, col: 1, message: 'control character U+001F; is this a binary file? The recipe must be text' },
+    });
   });
 });
 

@@ -576,6 +576,11 @@ describe('loadRecipe: bytes that are not UTF-8 text (issue 6, item 15)', () => {
     expect(got).toEqual([expect.stringMatching(`^recipe.yml ${want.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}`)]);
   });
 
+  it('a UTF-16 file is named as such', async () => {
+    const utf16 = Buffer.concat([Buffer.from([0xff, 0xfe]), Buffer.from('name: r\nsteps: []\n', 'utf16le')]);
+    expect(await byteIssues({ 'recipe.yml': utf16 })).toEqual(['recipe.yml 1:1 : the recipe is UTF-16 text (it starts with a UTF-16 byte-order mark); save it as UTF-8']);
+  });
+
   it('a byte-order mark is accepted, and positions stay those an editor shows', async () => {
     const got = await byteIssues({ 'recipe.yml': bytes([0xef, 0xbb, 0xbf], 'name: r\nsteps: []\nbogus: 1\n') });
     expect(got).toEqual(['recipe.yml 3:1 bogus: unknown key "bogus" (expected one of: name, description, sudo, vars, steps, handlers, defaults)']);
@@ -605,7 +610,8 @@ describe('loadRecipe: bytes that are not UTF-8 text (issue 6, item 15)', () => {
   });
 
   it('a recipe larger than the limit is refused without being parsed', async () => {
-    const got = await byteIssues({ 'recipe.yml': 'name: r\nsteps: []\n' + `# ${'x'.repeat(MAX_YAML_BYTES)}\n` });
-    expect(got).toEqual([expect.stringMatching(/^recipe\.yml 1:1 : the recipe is 4\.0 MB; hostsmith reads recipe files of at most 4\.0 MB$/)]);
+    const text = 'name: r\nsteps: []\n' + `# ${'x'.repeat(MAX_YAML_BYTES)}\n`;
+    const got = await byteIssues({ 'recipe.yml': text });
+    expect(got).toEqual([`recipe.yml 1:1 : the recipe is ${text.length} bytes, more than the 4 MB hostsmith reads; is it the right file?`]);
   });
 });
