@@ -149,7 +149,8 @@ function writesOf(h: HostRun, spec: StepSpec): string[] {
   try {
     const parsed = type?.schema.safeParse(renderDeep(spec.params, scopeFor(h, spec), { step: spec.name, field: spec.type }));
     const writes = parsed?.success ? type?.resources?.(parsed.data).writes : undefined;
-    if (writes && !writes.some((w) => w.includes(KNOWN_AFTER_APPLY))) return writes;
+    // A name not known yet (`path:/srv/(known after apply)`) may be any name of that kind.
+    if (writes) return writes.map((w) => (w.includes(KNOWN_AFTER_APPLY) ? `${w.slice(0, w.indexOf(':'))}:*` : w));
   } catch {
     // params that cannot be rendered yet: anything may be written
   }
