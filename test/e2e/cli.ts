@@ -91,10 +91,10 @@ export function stepEvents(r: CliResult, host?: string): Array<Record<string, an
  * Runs the CLI on a real pseudo-terminal (script(1)), typing each answer when the screen first
  * matches its pattern, as a person would. Resolves with the exit code and everything shown.
  */
-export function onTerminal(args: string[], answers: Array<[RegExp, string]>, o: { env?: Record<string, string>; timeoutMs?: number } = {}): Promise<{ code: number; screen: string }> {
+export function onTerminal(args: string[], answers: Array<[RegExp, string]>, o: { env?: Record<string, string>; timeoutMs?: number; cwd?: string } = {}): Promise<{ code: number; screen: string }> {
   const cmd = [process.execPath, BIN, ...args].map((a) => `'${a.replace(/'/g, `'\\''`)}'`).join(' ');
   return new Promise((res, rej) => {
-    const child = spawn('script', ['-qfec', `stty cols 120 rows 40; ${cmd}`, '/dev/null'], { env: { ...process.env, TERM: 'xterm', NO_COLOR: '1', ...o.env }, cwd: ROOT });
+    const child = spawn('script', ['-qfec', `stty cols 120 rows 40; ${cmd}`, '/dev/null'], { env: { ...process.env, TERM: 'xterm', NO_COLOR: '1', ...o.env }, cwd: o.cwd ?? ROOT });
     let screen = '';
     let next = 0;
     child.stdout.on('data', (d: Buffer) => {
