@@ -10,6 +10,7 @@ import type { Transport } from '../transport/transport.js';
 import type { Counts, Emit } from './events.js';
 import type { Facts } from './facts.js';
 import type { Journal } from './journal.js';
+import type { PlannedStep } from './plan-step.js';
 import type { PlanHost } from './plan-value.js';
 import { Recorder } from './recorder.js';
 
@@ -80,6 +81,12 @@ export interface HostRun {
   changing: Array<{ name: string; writes: string[] }>;
   /** Planned steps whose results a template read while rendering the current step. */
   touched: Set<string>;
+  /** Every step's plan, in the order the steps took their turn. */
+  planned: PlannedStep[];
+  /** Why the run stops (a fatal step failure); undefined while it goes on. */
+  fatal?: string;
+  /** The journal could not be written: nothing more may change. */
+  journalBroken?: string;
 }
 
 export const KNOWN_AFTER_APPLY = '(known after apply)';
@@ -96,6 +103,7 @@ export function newHostRun(o: HostRunOptions): HostRun {
     notified: new Set(),
     changing: [],
     touched: new Set(),
+    planned: [],
   };
 }
 

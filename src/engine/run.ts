@@ -25,83 +25,13 @@ const now = () => new Date().toISOString();
 
 export async function runHost(o: HostRunOptions): Promise<HostResult> {
   const h = newHostRun(o);
-  const planned: PlannedStep[] = [];
-  let fatal: string | undefined;
-  let journalBroken: string | undefined;
-  const stop = () => (o.mode === 'apply' && fatal !== undefined) || o.interrupt?.aborted === true;
-
-  async function turn(spec: StepSpec): Promise<void> {
-    const started = Date.now();
-    if (o.mode === 'apply') await o.beforeStep?.(o.host, spec.name);
-    h.rec.emit({ event: 'step-started', runId: o.runId, time: now(), host: o.host, step: spec.name, type: spec.type });
-    let p = await planStep(h, spec);
-    if (o.mode === 'apply' && o.expected && p.status !== 'failed') {
-      const why = stepDifference(o.expected.steps.find((s) => s.name === spec.name), p, true);
-      if (why) p = { ...p, status: 'failed', work: undefined, error: `not applied: ${why}. Nothing was written for this step; make a new plan` };
-    }
-    planned.push(p);
-    if (p.status === 'failed' || p.status !== 'planned' || o.mode === 'plan') return finish(h, p, started);
-    const mark = { journaled: false };
-    try {
-      const out = await applyPlanned(h, p, started, mark);
-      finish(h, p, started, 'changed', out);
-    } catch (e) {
-      if (e instanceof ConnectError) throw e;
-      const error = errorMessage(e);
-      if (e instanceof JournalError) journalBroken = error;
-      if (mark.journaled && !(e instanceof JournalError)) {
-        await h.rec
-          .write({ kind: 'step-finished', time: now(), host: o.host, step: spec.name, type: spec.type, status: 'failed', summary: p.summary, changed: false, durationMs: Date.now() - started, error })
-          .catch((je: unknown) => {
-            journalBroken = errorMessage(je);
-          });
-      }
-      // Without a journal nothing more may change: stop, whatever the step's `fatal` says.
-      if (journalBroken && !fatal) fatal = `step "${spec.name}": ${journalBroken}`;
-      finish(h, { ...p, status: 'failed', error }, started);
-    }
-  }
-
-  /** Counts, results for later templates, the event; fatal failures are decided by the caller. */
-  function finish(h: HostRun, p: PlannedStep, started: number, status: StepStatus = p.status, out?: { stdout: string; stderr: string }): void {
-    h.counts[status === 'planned' ? 'changed' : status]++;
-    const handler = o.recipe.handlers.includes(p.spec);
-    h.results[p.spec.name] =
-      status === 'planned'
-        ? plannedResult(h, p.spec.name)
-        : {
-            status,
-            changed: status === 'changed',
-            // As Ansible does: `echo x` gives "x", so it can be used inside a command line.
-            stdout: (out?.stdout ?? '').replace(/[\r\n]+$/, ''),
-            stderr: (out?.stderr ?? '').replace(/[\r\n]+$/, ''),
-          };
-    h.rec.emit({
-      event: 'step-finished',
-      runId: o.runId,
-      time: now(),
-      host: o.host,
-      step: p.spec.name,
-      type: p.spec.type,
-      status,
-      summary: p.summary,
-      ...(p.diff && (status === 'planned' || status === 'changed') ? { diff: p.diff } : {}),
-      irreversible: p.irreversible,
-      durationMs: Date.now() - started,
-      ...(p.error ? { error: p.error } : {}),
-      ...(p.dependsOn?.length && status === 'planned' ? { dynamic: true, dependsOn: p.dependsOn } : {}),
-      ...(handler ? { handler: true } : {}),
-    });
-    if ((status === 'changed' || status === 'planned') && p.spec.notify.length) p.spec.notify.forEach((n) => h.notified.add(n));
-    if (status === 'failed' && p.spec.fatal && !fatal) fatal = `step "${p.spec.name}" failed: ${p.error}`;
-  }
-
+  const stop = () => (o.mode === 'apply' && h.fatal !== undefined) || o.interrupt?.aborted === true;
   try {
     // A plan goes on past a failing step, so one dry run shows every problem; apply stops.
-    await schedule(o.recipe.steps, Math.max(1, o.recipe.defaults.parallel || 1), turn, stop);
+    await schedule(o.recipe.steps, Math.max(1, o.recipe.defaults.parallel || 1), (spec) => stepTurn(h, spec), stop);
     for (const handler of o.recipe.handlers) {
       if (stop()) break;
-      if (h.notified.has(handler.name)) await turn(handler);
+      if (h.notified.has(handler.name)) await stepTurn(h, handler);
     }
   } catch (e) {
     if (!(e instanceof ConnectError)) throw e;
@@ -111,21 +41,88 @@ export async function runHost(o: HostRunOptions): Promise<HostResult> {
     return {
       status: applied ? 'rollback-incomplete' : 'unreachable',
       counts: h.counts,
-      planned,
+      planned: h.planned,
       error: `${e.message}${applied ? `; not rolled back: ${left.join(', ')} — see \`hostsmith show ${o.runId}\` and undo them by hand once the host is reachable` : ''}`,
     };
   }
 
   const interrupted = o.interrupt?.aborted === true;
-  if (!fatal && !interrupted) return { status: 'ok', counts: h.counts, planned };
-  if (o.mode === 'plan') return { status: interrupted ? 'interrupted' : 'failed', counts: h.counts, planned, error: fatal };
+  if (!h.fatal && !interrupted) return { status: 'ok', counts: h.counts, planned: h.planned };
+  if (o.mode === 'plan') return { status: interrupted ? 'interrupted' : 'failed', counts: h.counts, planned: h.planned, error: h.fatal };
   const r = await rollBack(h);
-  const unrecorded = journalBroken || h.rec.failedWrites.some((k) => k.startsWith('rollback'));
+  const unrecorded = h.journalBroken !== undefined || h.rec.failedWrites.some((k) => k.startsWith('rollback'));
   const status: HostStatus = !r.complete || unrecorded ? 'rollback-incomplete' : interrupted ? 'interrupted' : h.completed.length ? 'rolled-back' : 'failed';
-  const note = journalBroken
+  const note = h.journalBroken
     ? `; the journal could not be written, so the run stopped before the next change${h.completed.length ? ` (${r.complete ? 'every completed step was rolled back on the host' : 'see the rollback errors above'}, but the journal may not record it)` : ''} — free space in the state dir or pass --state-dir, then check \`hostsmith show ${o.runId}\``
     : '';
-  return { status, counts: h.counts, planned, error: `${fatal ?? 'interrupted by the user'}${note}` };
+  return { status, counts: h.counts, planned: h.planned, error: `${h.fatal ?? 'interrupted by the user'}${note}` };
+}
+
+/** One step's turn: plan it (reads), hold it against the plan being followed, apply it (journaled). */
+async function stepTurn(h: HostRun, spec: StepSpec): Promise<void> {
+  const { o } = h;
+  const started = Date.now();
+  if (o.mode === 'apply') await o.beforeStep?.(o.host, spec.name);
+  h.rec.emit({ event: 'step-started', runId: o.runId, time: now(), host: o.host, step: spec.name, type: spec.type });
+  let p = await planStep(h, spec);
+  if (o.mode === 'apply' && o.expected && p.status !== 'failed') {
+    const why = stepDifference(o.expected.steps.find((s) => s.name === spec.name), p, true);
+    if (why) p = { ...p, status: 'failed', work: undefined, error: `not applied: ${why}. Nothing was written for this step; make a new plan` };
+  }
+  h.planned.push(p);
+  if (p.status !== 'planned' || o.mode === 'plan') return finishStep(h, p, started);
+  const mark = { journaled: false };
+  try {
+    finishStep(h, p, started, 'changed', await applyPlanned(h, p, started, mark));
+  } catch (e) {
+    if (e instanceof ConnectError) throw e;
+    const error = errorMessage(e);
+    if (e instanceof JournalError) h.journalBroken = error;
+    else if (mark.journaled) {
+      await h.rec
+        .write({ kind: 'step-finished', time: now(), host: o.host, step: spec.name, type: spec.type, status: 'failed', summary: p.summary, changed: false, durationMs: Date.now() - started, error })
+        .catch((je: unknown) => {
+          h.journalBroken = errorMessage(je);
+        });
+    }
+    // Without a journal nothing more may change: stop, whatever the step's `fatal` says.
+    if (h.journalBroken && !h.fatal) h.fatal = `step "${spec.name}": ${h.journalBroken}`;
+    finishStep(h, { ...p, status: 'failed', error }, started);
+  }
+}
+
+/** Counts, results for later templates, the event; a fatal failure stops the run. */
+function finishStep(h: HostRun, p: PlannedStep, started: number, status: StepStatus = p.status, out?: { stdout: string; stderr: string }): void {
+  const { o } = h;
+  h.counts[status === 'planned' ? 'changed' : status]++;
+  h.results[p.spec.name] =
+    status === 'planned'
+      ? plannedResult(h, p.spec.name)
+      : {
+          status,
+          changed: status === 'changed',
+          // As Ansible does: `echo x` gives "x", so it can be used inside a command line.
+          stdout: (out?.stdout ?? '').replace(/[\r\n]+$/, ''),
+          stderr: (out?.stderr ?? '').replace(/[\r\n]+$/, ''),
+        };
+  h.rec.emit({
+    event: 'step-finished',
+    runId: o.runId,
+    time: now(),
+    host: o.host,
+    step: p.spec.name,
+    type: p.spec.type,
+    status,
+    summary: p.summary,
+    ...(p.diff && (status === 'planned' || status === 'changed') ? { diff: p.diff } : {}),
+    irreversible: p.irreversible,
+    durationMs: Date.now() - started,
+    ...(p.error ? { error: p.error } : {}),
+    ...(p.dependsOn?.length && status === 'planned' ? { dynamic: true, dependsOn: p.dependsOn } : {}),
+    ...(o.recipe.handlers.includes(p.spec) ? { handler: true } : {}),
+  });
+  if ((status === 'changed' || status === 'planned') && p.spec.notify.length) p.spec.notify.forEach((n) => h.notified.add(n));
+  if (status === 'failed' && p.spec.fatal && !h.fatal) h.fatal = `step "${p.spec.name}" failed: ${p.error}`;
 }
 
 /** Completed steps, newest first; every one attempted; a second Ctrl-C stops what is left. */
