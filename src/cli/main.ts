@@ -5,6 +5,7 @@ import { Command, CommanderError } from 'commander';
 import { HostsmithError, errorMessage } from '../errors.js';
 import { registerHistory } from './commands/history.js';
 import { registerRun } from './commands/run.js';
+import { registerSchedule } from './commands/schedule.js';
 import { registerShow } from './commands/show.js';
 import { registerValidate } from './commands/validate.js';
 import { escapeText } from './escape.js';
@@ -29,6 +30,7 @@ export function buildProgram(ctx: Ctx): Command {
   registerValidate(program, ctx);
   registerHistory(program, ctx);
   registerShow(program, ctx);
+  registerSchedule(program, ctx);
   program.commands.forEach((c) => c.exitOverride());
   return program;
 }

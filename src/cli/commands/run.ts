@@ -95,6 +95,8 @@ export interface RunFlow {
   out?: string;
   /** The target options a plan file keeps. */
   planOptions: Record<string, unknown>;
+  /** The run's id, when the caller names it first (a scheduled run's log file is named by it). */
+  runId?: string;
 }
 
 /**
@@ -117,6 +119,7 @@ export async function runPrepared(prep: Prepared, flow: RunFlow, out: Output, ct
     defaultRetry: prep.config.retry,
     journalVars: prep.cliVars,
     beforeStep: faultHook(),
+    ...(flow.runId ? { runId: flow.runId } : {}),
   };
   const planInputs = (salt: string) => ({
     recipe: prep.recipe,

@@ -1,0 +1,525 @@
+/**
+ * `schedule add | list | run | remove` (SPEC §11): a recipe handed to cron. `add` checks now
+ * everything a run will need and installs one marked crontab line; `run` (what cron calls) applies
+ * the recipe the way `apply --yes` does, with no terminal and no prompts, under a per-schedule
+ * lock, logging to one file per run; `list` and `remove` look after them.
+ */
+import { spawn } from 'node:child_process';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readdirSync, unlinkSync, writeSync } from 'node:fs';
+import { homedir } from 'node:os';
+import { resolve } from 'node:path';
+import { Writable } from 'node:stream';
+import { fileURLToPath } from 'node:url';
+import type { Command } from 'commander';
+import { CronExpressionParser } from 'cron-parser';
+import cronstrue from 'cronstrue';
+import ssh2 from 'ssh2';
+import { HostsmithError, InputError, errorMessage, type InputIssue } from '../../errors.js';
+import type { RunEvent } from '../../engine/events.js';
+import { newRunId } from '../../engine/fleet.js';
+import { cronProblem } from '../../recipe/schema.js';
+import { loadVarsFile } from '../../recipe/vars.js';
+import { keysFor, knownHostName } from '../../transport/known-hosts.js';
+import { loadInventory, resolveTargets, type TargetSpec } from '../../transport/targets.js';
+import { loadConfig } from '../config.js';
+import { prepare, stateDirOf, type GlobalOptions, type TargetCliOptions } from '../context.js';
+import { addEntry, hasEntry, jobLine, markedNames, markerLine, readCrontab, removeEntry, writeCrontab } from '../crontab.js';
+import { escapeText } from '../escape.js';
+import { Output } from '../output.js';
+import {
+  acquireScheduleLock,
+  createSettings,
+  lastRun,
+  lockHolder,
+  logFiles,
+  logsDir,
+  nameProblem,
+  outcomeOf,
+  readSettings,
+  rotateLogs,
+  settingsFile,
+  storedNames,
+  type LockOwner,
+  type RunOutcome,
+  type Settings,
+} from '../schedules.js';
+import { addTargetOptions, addVarOptions, outputFor, type Ctx } from '../shared.js';
+import { runPrepared } from './run.js';
+
+interface AddCli extends TargetCliOptions, GlobalOptions {
+  cron: string;
+  name?: string;
+  onFailure?: string;
+}
+
+/** How long the --on-failure command may take before it is stopped. */
+const ON_FAILURE_TIMEOUT_MS = 5 * 60_000;
+
+/** The CLI entry point as installed (bin/hostsmith.js beside dist/), for the crontab line. */
+function cliPath(): string {
+  const bin = fileURLToPath(new URL('../../../bin/hostsmith.js', import.meta.url));
+  return existsSync(bin) ? bin : resolve(process.argv[1] ?? bin);
+}
+
+function plainWords(expr: string): string {
+  try {
+    return cronstrue.toString(expr.trim(), { verbose: false });
+  } catch {
+    return expr;
+  }
+}
+
+const pad = (n: number) => String(n).padStart(2, '0');
+function localTime(d: Date): string {
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${pad(d.getHours())}:${pad(d.getMinutes())}`;
+}
+function zoneName(): string {
+  return Intl.DateTimeFormat().resolvedOptions().timeZone || 'local time';
+}
+
+/** The next `n` times cron will run `expr`, in this machine's zone (the zone cron uses). */
+export function nextRuns(expr: string, n = 3, from = new Date()): Date[] {
+  try {
+    return CronExpressionParser.parse(expr.trim(), { currentDate: from }).take(n).map((d) => d.toDate());
+  } catch {
+    return [];
+  }
+}
+
+/** Host keys a run will need, from the known_hosts file alone (a scheduled run cannot ask). */
+function hostKeyIssues(specs: TargetSpec[], knownHostsFile: string, recipeArg: string): InputIssue[] {
+  let text = '';
+  try {
+    text = readFileSync(knownHostsFile, 'utf8');
+  } catch {
+    /* no file: every key is unknown */
+  }
+  const issues: InputIssue[] = [];
+  const check = (s: TargetSpec, via?: string) => {
+    if (s.kind !== 'ssh') return;
+    if (s.jump) check(s.jump, s.name);
+    const name = knownHostName(s.host, s.port);
+    if (keysFor(text, name).keys.length) return;
+    issues.push({
+      message:
+        `${s.name}${via ? ` (jump host for ${via})` : ''}: no host key for ${name} in ${knownHostsFile}, and a scheduled run cannot ask. ` +
+        `Record it first: check the fingerprint and run \`hostsmith plan ${recipeArg} --hosts ${s.name} --known-hosts ${knownHostsFile} --accept-new-host-keys\` once (or \`ssh-keyscan -p ${s.port} ${s.host} >> ${knownHostsFile}\`)`,
+    });
+  };
+  specs.forEach((s) => check(s));
+  return issues;
+}
+
+/** Keys cron can use: there is no ssh-agent under cron, so a key file must exist and have no passphrase. */
+function identityIssues(specs: TargetSpec[]): InputIssue[] {
+  const issues: InputIssue[] = [];
+  const seen = new Set<string>();
+  const check = (s: TargetSpec) => {
+    if (s.kind !== 'ssh') return;
+    if (s.jump) check(s.jump);
+    const explicit = s.identities.length > 0;
+    const files = explicit ? s.identities : ['id_ed25519', 'id_ecdsa', 'id_rsa'].map((f) => resolve(homedir(), '.ssh', f));
+    const usable: string[] = [];
+    const notes: string[] = [];
+    for (const f of files) {
+      let bytes: Buffer;
+      try {
+        bytes = readFileSync(f);
+      } catch (e) {
+        if (explicit) notes.push(`cannot read key file ${f}: ${errorMessage(e)}`);
+        continue;
+      }
+      const parsed = ssh2.utils.parseKey(bytes);
+      if (parsed instanceof Error) notes.push(/passphrase/i.test(parsed.message) ? `key file ${f} has a passphrase, and cron has no ssh-agent to unlock it` : `${f} is not a usable private key: ${parsed.message}`);
+      else usable.push(f);
+    }
+    if (usable.length) return;
+    const key = `${s.name}:${files.join(',')}`;
+    if (seen.has(key)) return;
+    seen.add(key);
+    issues.push({
+      message: `${s.name}: no key a scheduled run can log in with (${notes.join('; ') || `no ${files.join(', ')}`}); runs under cron have no ssh-agent, so pass --identity <keyfile> with a key that has no passphrase`,
+    });
+  };
+  specs.forEach(check);
+  return issues;
+}
+
+/** Whether some process on this machine is a cron daemon (a schedule without one never runs). */
+function cronDaemonSeen(): boolean {
+  try {
+    return readdirSync('/proc')
+      .filter((p) => /^\d+$/.test(p))
+      .some((p) => {
+        try {
+          return /^(cron|crond|cronie|busybox)$/.test(readFileSync(`/proc/${p}/comm`, 'utf8').trim());
+        } catch {
+          return false;
+        }
+      });
+  } catch {
+    return true; // cannot tell: say nothing
+  }
+}
+
+async function add(recipeArg: string, o: AddCli): Promise<number> {
+  const out = outputFor(o);
+  const problem = cronProblem(o.cron);
+  if (problem) throw new InputError(`--cron: ${problem}; nothing was changed`);
+  if (o.name !== undefined && nameProblem(o.name)) throw new InputError(nameProblem(o.name)!);
+  if (o.onFailure !== undefined && !o.onFailure.trim()) throw new InputError('--on-failure: the command is empty; give a shell command, or leave the option out');
+
+  const config = loadConfig();
+  // Everything a run reads: the recipe (as `validate`), inventory, targets, and every var, complete.
+  const prep = await prepare(recipeArg, o);
+  try {
+    prep.warnings.forEach((w) => out.warn(w));
+    const name = o.name ?? prep.recipe.name;
+    if (nameProblem(name)) throw new InputError(nameProblem(name)!);
+    const stateDir = prep.stateDir;
+    const knownHosts = resolve(o.knownHosts ?? config.knownHosts ?? `${homedir()}/.ssh/known_hosts`);
+    const issues = [...hostKeyIssues(prep.specs, knownHosts, recipeArg), ...identityIssues(prep.specs)];
+    if (issues.length) throw new InputError([{ message: `schedule ${name} was not added: a run under cron could not reach every host (nothing was changed):` }, ...issues]);
+
+    const crontab = await readCrontab();
+    if (existsSync(settingsFile(stateDir, name))) {
+      throw new InputError(`a schedule named ${name} already exists (${settingsFile(stateDir, name)}): remove it first with \`hostsmith schedule remove ${name} --state-dir ${stateDir}\`, or pick another --name; nothing was changed`);
+    }
+    if (hasEntry(crontab, name)) {
+      throw new InputError(`your crontab already has an entry marked "${markerLine(name)}" (see crontab -l): remove it with \`hostsmith schedule remove ${name}\`, or pick another --name; nothing was changed`);
+    }
+
+    const declared = new Set(Object.keys(prep.recipe.vars));
+    const fileVars = o.varsFile ? await loadVarsFile(resolve(o.varsFile)) : {};
+    const inventory = o.inventory ?? config.inventory;
+    const options: Settings['options'] = { knownHosts };
+    if (o.hosts !== undefined) options.hosts = o.hosts;
+    if (inventory) options.inventory = resolve(inventory);
+    if (o.identity) options.identity = resolve(o.identity);
+    const acceptNew = o.acceptNewHostKeys ?? config.acceptNewHostKeys;
+    if (acceptNew !== undefined) options.acceptNewHostKeys = acceptNew;
+    const sudo = o.sudo ?? config.sudo;
+    if (sudo !== undefined) options.sudo = sudo;
+    const concurrency = o.concurrency ?? (config.concurrency !== undefined ? String(config.concurrency) : undefined);
+    if (concurrency !== undefined) options.concurrency = concurrency;
+
+    const settings: Settings = {
+      version: 1,
+      name,
+      recipe: resolve(recipeArg),
+      recipeName: prep.recipe.name,
+      cron: o.cron.trim(),
+      ...(o.onFailure !== undefined ? { onFailure: o.onFailure } : {}),
+      created: new Date().toISOString(),
+      cwd: process.cwd(),
+      options,
+      // Only this recipe's vars: a vars file may hold other recipes' secrets too.
+      vars: { cli: { ...prep.cliVars }, file: Object.fromEntries(Object.entries(fileVars).filter(([k]) => declared.has(k))) },
+    };
+    const line = jobLine(settings.cron, [process.execPath, cliPath(), 'schedule', 'run', name, '--state-dir', stateDir]);
+    const file = createSettings(stateDir, settings);
+    try {
+      await writeCrontab(addEntry(crontab, name, line));
+    } catch (e) {
+      unlinkSync(file);
+      throw e;
+    }
+
+    const hosts = prep.targets.map((t) => t.name);
+    const next = nextRuns(settings.cron);
+    if (o.json) {
+      const ev = { event: 'schedule-added', runId: newRunId(), time: new Date().toISOString(), schedule: name, recipe: settings.recipe, hosts, cron: settings.cron, description: plainWords(settings.cron), next: next.map((d) => d.toISOString()), settings: file, crontabLine: line };
+      process.stdout.write(JSON.stringify(ev) + '\n');
+    } else {
+      out.say(`Schedule ${name} added: recipe ${escapeText(prep.recipe.name)} (${escapeText(settings.recipe)}) on ${escapeText(hosts.join(', '))}, ${plainWords(settings.cron)} (${settings.cron}).`);
+      out.say(`Next runs: ${next.map(localTime).join(', ')} (${zoneName()}).`);
+      out.say(`Your crontab now has (crontab -l):`);
+      out.say(`  ${markerLine(name)}`);
+      out.say(`  ${escapeText(line)}`);
+      out.say(`Settings, with any secret vars: ${escapeText(file)} (mode 0600).`);
+      out.say(`Each run logs to ${escapeText(logsDir(stateDir, name))}/<run-id>.log. Try it now with \`hostsmith schedule run ${name} --state-dir ${escapeText(stateDir)}\`; see its runs with \`hostsmith schedule list\`.`);
+    }
+    if (!cronDaemonSeen()) out.warn(`warning: no cron daemon seems to run on this machine, so schedule ${name} will not run until one does (on Debian: apt-get install cron, then service cron start).`);
+    return 0;
+  } finally {
+    await prep.close();
+  }
+}
+
+/** A run's log: human lines as `apply` prints them, and each JSON event on its own line. */
+class LogOutput extends Output {
+  finished: (RunEvent & { event: 'run-finished' }) | undefined;
+  constructor(private readonly write: (s: string) => void) {
+    const stream = new Writable({
+      write(chunk: Buffer | string, _enc, cb) {
+        write(String(chunk));
+        cb();
+      },
+    });
+    super({ json: false, color: false, verbose: true, tty: false, out: stream, err: stream });
+  }
+  override event(e: RunEvent): void {
+    super.event(e);
+    if (e.event === 'run-finished') this.finished = e;
+    if (e.event !== 'step-started') this.write(JSON.stringify(e) + '\n');
+  }
+}
+
+function holderText(h: LockOwner): string {
+  return `run ${h.runId}, pid ${h.pid} on ${h.host}, since ${h.since}`;
+}
+
+/** Runs the --on-failure command with the documented environment; its output goes to the log. */
+function onFailure(cmd: string, fd: number, env: Record<string, string>, cwd: string): Promise<string> {
+  return new Promise((res) => {
+    const child = spawn('/bin/sh', ['-c', cmd], { cwd, env: { ...process.env, ...env }, stdio: ['ignore', fd, fd], detached: true });
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      try {
+        process.kill(-child.pid!, 'SIGKILL');
+      } catch {
+        /* gone */
+      }
+    }, ON_FAILURE_TIMEOUT_MS);
+    child.on('error', (e) => {
+      clearTimeout(timer);
+      res(`could not be started: ${e.message}`);
+    });
+    child.on('close', (code, signal) => {
+      clearTimeout(timer);
+      res(timedOut ? `was stopped after ${ON_FAILURE_TIMEOUT_MS / 60_000} minutes` : signal ? `was killed by ${signal}` : `exited ${code}`);
+    });
+  });
+}
+
+async function run(name: string, g: GlobalOptions): Promise<number> {
+  const np = nameProblem(name);
+  if (np) throw new InputError(np);
+  const stateDir = stateDirOf(g);
+  const s = readSettings(stateDir, name);
+  const runId = newRunId();
+  const dir = logsDir(stateDir, name);
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const logPath = resolve(dir, `${runId}.log`);
+  const fd = openSync(logPath, 'wx', 0o600);
+  // By hand on a terminal, the run is shown as it goes too.
+  const echo = Boolean(process.stderr.isTTY);
+  const write = (text: string) => {
+    writeSync(fd, text);
+    if (echo && !text.startsWith('{')) process.stderr.write(text);
+  };
+  const say = (line: string) => write(line + '\n');
+  const started = new Date().toISOString();
+  const outcome = (event: RunOutcome['event'], status: string, exitCode: number): RunOutcome => ({ event, schedule: name, runId, time: new Date().toISOString(), started, status, exitCode, log: logPath });
+  try {
+    say(`hostsmith schedule ${name}: run ${runId} started ${started} (pid ${process.pid}); recipe ${s.recipe}`);
+    rotateLogs(dir);
+    const lock = acquireScheduleLock(stateDir, name, runId);
+    if (!lock.ok) {
+      say(`skipped: still running — the previous run of schedule ${name} (${holderText(lock.holder)}) has not finished, so this one did nothing. If that run is stuck, stop it (kill ${lock.holder.pid}); the next run then goes ahead.`);
+      write(JSON.stringify(outcome('schedule-skipped', 'skipped', 0)) + '\n');
+      return 0;
+    }
+    let code: number;
+    let status: string;
+    try {
+      if (lock.cleared) say(`note: the previous run ${lock.cleared.runId} (pid ${lock.cleared.pid}) is gone without finishing; its lock was cleared. If it was applying, \`hostsmith recover ${lock.cleared.runId}\` finishes it.`);
+      let cwd = s.cwd;
+      if (!existsSync(cwd)) {
+        say(`warning: the folder the schedule was added from (${cwd}) is gone; running from ${process.cwd()}.`);
+        cwd = process.cwd();
+      }
+      process.chdir(cwd);
+      const out = new LogOutput(write);
+      const ctx: Ctx = { exit: () => {}, log: (m) => say(m) };
+      try {
+        // As `apply --yes`: the same preparation (no prompt: nothing to ask with) and the same run.
+        const prep = await prepare(s.recipe, { ...s.options, planVars: s.vars, stateDir });
+        prep.warnings.forEach((w) => out.warn(w));
+        code = await runPrepared(prep, { mode: 'apply', confirm: false, planOptions: {}, runId }, out, ctx);
+        status = out.finished?.status ?? (code === 0 ? 'ok' : 'failed');
+      } catch (e) {
+        code = e instanceof HostsmithError ? e.exitCode : 1;
+        status = code === 2 ? 'invalid' : 'error';
+        say(`error: ${escapeText(e instanceof HostsmithError ? e.message : `unexpected error: ${errorMessage(e)}`, { multiline: true })}`);
+        if (!(e instanceof HostsmithError) && e instanceof Error && e.stack) say(e.stack);
+      }
+      say(`schedule ${name}: run ${runId} finished: ${status}, exit ${code}.`);
+      write(JSON.stringify(outcome('schedule-finished', status, code)) + '\n');
+      if (code !== 0 && s.onFailure) {
+        say(`running the --on-failure command: ${s.onFailure}`);
+        const how = await onFailure(s.onFailure, fd, { HOSTSMITH_SCHEDULE: name, HOSTSMITH_RUN_ID: runId, HOSTSMITH_EXIT_CODE: String(code), HOSTSMITH_LOG: logPath }, cwd);
+        say(`the --on-failure command ${how}.`);
+      }
+    } finally {
+      lock.release();
+    }
+    const line = `schedule ${name}: run ${runId} ${status}, exit ${code}. Log: ${logPath}`;
+    // Under cron, only a failure says anything (cron mails it where mail is set up).
+    if (code !== 0) process.stderr.write(`hostsmith: ${line}\n`);
+    else if (process.stdout.isTTY) process.stdout.write(`${line}\n`);
+    return code;
+  } finally {
+    closeSync(fd);
+  }
+}
+
+interface ListEntry {
+  name: string;
+  recipe: string;
+  recipeFile: string;
+  hosts: string[];
+  hostsError?: string;
+  cron: string;
+  description: string;
+  next: string[];
+  lastRun: RunOutcome | null;
+  running: LockOwner | null;
+  lastSkipped: RunOutcome | null;
+  inCrontab: boolean;
+  onFailure: string | null;
+  settings: string;
+  logs: string;
+}
+
+async function hostsOf(s: Settings): Promise<{ hosts: string[]; error?: string }> {
+  try {
+    const inventory = s.options.inventory ? await loadInventory(s.options.inventory) : undefined;
+    return { hosts: resolveTargets({ hosts: s.options.hosts, inventory }).map((t) => t.name) };
+  } catch (e) {
+    return { hosts: s.options.hosts ? s.options.hosts.split(',') : [], error: errorMessage(e) };
+  }
+}
+
+async function list(g: GlobalOptions): Promise<number> {
+  const out = outputFor(g);
+  const stateDir = stateDirOf(g);
+  let crontab: string | undefined;
+  let crontabError: string | undefined;
+  try {
+    crontab = await readCrontab();
+  } catch (e) {
+    crontabError = errorMessage(e);
+  }
+  const entries: ListEntry[] = [];
+  const broken: string[] = [];
+  for (const name of storedNames(stateDir)) {
+    let s: Settings;
+    try {
+      s = readSettings(stateDir, name);
+    } catch (e) {
+      broken.push(`${name}: ${errorMessage(e)}`);
+      continue;
+    }
+    const { hosts, error } = await hostsOf(s);
+    const newest = logFiles(logsDir(stateDir, name))[0];
+    const skipped = newest ? outcomeOf(newest, 'schedule-skipped') : undefined;
+    entries.push({
+      name,
+      recipe: s.recipeName,
+      recipeFile: s.recipe,
+      hosts,
+      ...(error ? { hostsError: error } : {}),
+      cron: s.cron,
+      description: plainWords(s.cron),
+      next: nextRuns(s.cron).map((d) => d.toISOString()),
+      lastRun: lastRun(stateDir, name) ?? null,
+      running: lockHolder(stateDir, name) ?? null,
+      lastSkipped: skipped ?? null,
+      inCrontab: crontab !== undefined && hasEntry(crontab, name),
+      onFailure: s.onFailure ?? null,
+      settings: settingsFile(stateDir, name),
+      logs: logsDir(stateDir, name),
+    });
+  }
+  const orphans = crontab === undefined ? [] : markedNames(crontab).filter((n) => !entries.some((e) => e.name === n) && !broken.some((b) => b.startsWith(`${n}:`)));
+
+  if (g.json) {
+    for (const e of entries) process.stdout.write(JSON.stringify(e) + '\n');
+  } else {
+    if (!entries.length && !broken.length) out.say(`No schedules in ${stateDir}. Add one with \`hostsmith schedule add <recipe> --cron "<expr>" --hosts …\`.`);
+    for (const e of entries) {
+      out.say(`${e.name}: recipe ${escapeText(e.recipe)} (${escapeText(e.recipeFile)}) on ${escapeText(e.hosts.join(', ') || '(no hosts)')}`);
+      if (e.hostsError) out.say(`  hosts: cannot be resolved now: ${escapeText(e.hostsError)}`);
+      out.say(`  when: ${e.cron} — ${e.description}`);
+      out.say(`  next: ${e.next.map((d) => localTime(new Date(d))).join(', ')} (${zoneName()})`);
+      const last = e.lastRun;
+      out.say(last ? `  last run: ${localTime(new Date(last.started))} ${last.status}, exit ${last.exitCode} (run ${last.runId}; log ${escapeText(last.log)})` : `  last run: none yet${e.running ? '' : ` (try one now: hostsmith schedule run ${e.name} --state-dir ${escapeText(stateDir)})`}`);
+      if (e.running) out.say(`  running now: ${holderText(e.running)}`);
+      else if (e.lastSkipped && (!last || e.lastSkipped.started > last.started)) out.say(`  skipped at ${localTime(new Date(e.lastSkipped.started))}: the run before was still going`);
+      if (e.onFailure) out.say(`  on failure: ${escapeText(e.onFailure)}`);
+      if (!e.inCrontab && crontab !== undefined) out.say(`  NOT IN YOUR CRONTAB: cron will not run it. Remove it (hostsmith schedule remove ${e.name}) and add it again.`);
+    }
+    for (const b of broken) out.warn(`unreadable schedule ${escapeText(b)}`);
+    for (const n of orphans) out.warn(`your crontab has an entry marked "${markerLine(n)}" but ${stateDir} has no such schedule (added with another --state-dir?). Remove it with \`hostsmith schedule remove ${n}\` (with that --state-dir, if any).`);
+    if (crontabError) out.warn(`could not read your crontab, so whether cron runs these is not known: ${crontabError}`);
+  }
+  return 0;
+}
+
+async function remove(name: string, g: GlobalOptions): Promise<number> {
+  const out = outputFor(g);
+  const np = nameProblem(name);
+  if (np) throw new InputError(np);
+  const stateDir = stateDirOf(g);
+  const file = settingsFile(stateDir, name);
+  const stored = existsSync(file);
+  const crontab = await readCrontab();
+  const edit = removeEntry(crontab, name);
+  if (!stored && !edit.found) {
+    throw new InputError(`there is no schedule named ${name}: not in ${stateDir}/schedules and not in your crontab (see \`hostsmith schedule list\`; a schedule added with another --state-dir is removed with that --state-dir)`);
+  }
+  if (edit.found) await writeCrontab(edit.text);
+  if (stored) unlinkSync(file);
+  const holder = lockHolder(stateDir, name);
+  if (g.json) {
+    process.stdout.write(JSON.stringify({ event: 'schedule-removed', runId: newRunId(), time: new Date().toISOString(), schedule: name, crontabEntry: edit.found, settings: stored ? file : null }) + '\n');
+  } else {
+    out.say(`Schedule ${name} removed: ${edit.found ? 'its crontab entry is gone (the rest of your crontab is as it was)' : 'it had no crontab entry'}${stored ? ` and its settings file ${file} is deleted` : ''}.`);
+    if (edit.found && !edit.job) out.warn(`note: the marker line had no \`schedule run ${name}\` job line under it; only the marker was removed. Check \`crontab -l\` for a job you may have moved.`);
+    if (holder) out.say(`A run of it is still going (${holderText(holder)}); it finishes on its own.`);
+    out.say(`Its logs stay in ${logsDir(stateDir, name)}; delete that folder when you no longer need them.`);
+  }
+  return 0;
+}
+
+export function registerSchedule(program: Command, ctx: Ctx): void {
+  const schedule = program.command('schedule').description('run a recipe from cron: add, list, run, remove scheduled applies');
+
+  const addCmd = schedule
+    .command('add')
+    .description('check everything a run needs, then add one marked entry to your crontab that applies the recipe on schedule')
+    .argument('<recipe>', 'recipe file (YAML)')
+    .requiredOption('--cron <expr>', 'when to run: five cron fields ("0 3 * * *") or @daily, @hourly, …')
+    .option('--name <name>', "the schedule's name (default: the recipe's name)")
+    .option('--on-failure <cmd>', 'shell command to run when a run exits non-zero (gets HOSTSMITH_SCHEDULE, HOSTSMITH_RUN_ID, HOSTSMITH_EXIT_CODE, HOSTSMITH_LOG)');
+  addVarOptions(addTargetOptions(addCmd)).action(async (recipe: string, _o: AddCli, cmd: Command) => {
+    ctx.exit(await add(recipe, cmd.optsWithGlobals()));
+  });
+
+  schedule
+    .command('run')
+    .description('what cron calls: apply the schedule now, without prompts, logging to the state dir (also for trying it by hand)')
+    .argument('<name>', 'schedule name')
+    .action(async (name: string, _o: unknown, cmd: Command) => {
+      ctx.exit(await run(name, cmd.optsWithGlobals<GlobalOptions>()));
+    });
+
+  schedule
+    .command('list')
+    .description('each schedule: recipe, hosts, when (in words), the next three runs, and how the last run went')
+    .action(async (_o: unknown, cmd: Command) => {
+      ctx.exit(await list(cmd.optsWithGlobals<GlobalOptions>()));
+    });
+
+  schedule
+    .command('remove')
+    .description("remove a schedule: its crontab entry (nothing else of your crontab) and its settings file")
+    .argument('<name>', 'schedule name')
+    .action(async (name: string, _o: unknown, cmd: Command) => {
+      ctx.exit(await remove(name, cmd.optsWithGlobals<GlobalOptions>()));
+    });
+
+  schedule.commands.forEach((c) => c.exitOverride());
+}
