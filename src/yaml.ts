@@ -379,3 +379,20 @@ export function yamlSource(file: string, bytes: Uint8Array, what: string): { src
   const src = new YamlSource(file, d.text);
   return src.errors.length ? { issues: src.errors } : { src };
 }
+
+// ---- where a value came from, for values that travel far from their file ----
+
+type Place = Omit<InputIssue, 'message'>;
+const places = new WeakMap<object, Map<string, Place>>();
+
+/** Remembers where each key of `obj` was written (vars merged from an inventory, a recipe's vars). */
+export function notePlaces(obj: object, entries: Iterable<[string, Place]>): void {
+  const m = places.get(obj) ?? new Map<string, Place>();
+  for (const [k, p] of entries) m.set(k, p);
+  places.set(obj, m);
+}
+
+/** Where `obj[key]` was written, when notePlaces recorded it. */
+export function placeOf(obj: object | undefined, key: string): Place | undefined {
+  return obj ? places.get(obj)?.get(key) : undefined;
+}

@@ -22,7 +22,7 @@ import {
 import { findSource, sourceCandidates } from './sources.js';
 import type { Recipe, RetrySpec, StepSpec, VarSpec } from './types.js';
 import { convertVar, parseVarDecls } from './vars.js';
-import { decodeText, MAX_YAML_BYTES } from '../yaml.js';
+import { decodeText, MAX_YAML_BYTES, notePlaces } from '../yaml.js';
 
 type Where = Omit<InputIssue, 'message'>;
 
@@ -119,6 +119,7 @@ class Loader {
 
     const { vars, issues } = parseVarDecls(raw.vars);
     for (const i of issues) this.report(src, i);
+    notePlaces(vars, Object.keys(vars).map((name) => [name, this.where(src, ['vars', name], 'key')]));
     const names = new Set([...outerNames, ...Object.keys(vars)]);
     // A string default is a template too (rendered by the engine, in declaration order).
     for (const [name, spec] of Object.entries(vars)) {

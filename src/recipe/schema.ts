@@ -3,7 +3,7 @@ import { z } from 'zod';
 import { InputError } from '../errors.js';
 import { suggestion } from '../render/template.js';
 import { DURATION_HINT, parseDuration } from './duration.js';
-import { yamlSource, type PathIssue, type PathSeg } from '../yaml.js';
+import { yamlSource, type PathIssue, type PathSeg, type YamlSource } from '../yaml.js';
 
 // YAML with positions lives in src/yaml.ts; re-exported for the recipe modules.
 export { displayPath, formatPath, YamlSource, type LinePos, type PathIssue, type PathSeg } from '../yaml.js';
@@ -201,15 +201,20 @@ export function cronProblem(expr: string): string | undefined {
 }
 
 /**
- * A whole YAML file checked against a schema (inventory, config): its value, or one InputError
- * with every problem at its file:line:col, the same way recipes report them. `bytes` are the
- * file as read: bad bytes are refused like YAML errors.
+ * A whole YAML file checked against a schema (inventory, config): its value and source, or one
+ * InputError with every problem at its file:line:col, the same way recipes report them.
+ * `bytes` are the file as read: bad bytes are refused like YAML errors.
  */
-export function validYaml<T>(file: string, bytes: Uint8Array, schema: z.ZodType<T, z.ZodTypeDef, unknown>, what: string): T {
+export function parseYamlFile<T>(file: string, bytes: Uint8Array, schema: z.ZodType<T, z.ZodTypeDef, unknown>, what: string): { data: T; src: YamlSource } {
   const r0 = yamlSource(file, bytes, what);
   if ('issues' in r0) throw new InputError(r0.issues);
   const { src } = r0;
   const r = schema.safeParse(src.value ?? {});
   if (!r.success) throw new InputError(zodIssues(r.error, [], schema).map((i) => src.issue(i)));
-  return r.data;
+  return { data: r.data, src };
+}
+
+/** parseYamlFile's value alone. */
+export function validYaml<T>(file: string, bytes: Uint8Array, schema: z.ZodType<T, z.ZodTypeDef, unknown>, what: string): T {
+  return parseYamlFile(file, bytes, schema, what).data;
 }

@@ -3,7 +3,7 @@ import { resolve } from 'node:path';
 import { errorMessage, InputError, type InputIssue } from '../errors.js';
 import { HELPER_NAMES, SCOPE_ROOTS, suggestion } from '../render/template.js';
 import { unknownKeyMessage } from './schema.js';
-import { displayPath, yamlSource, type PathIssue, type PathSeg, type YamlSource } from '../yaml.js';
+import { displayPath, placeOf, yamlSource, type PathIssue, type PathSeg, type YamlSource } from '../yaml.js';
 import type { Recipe, VarSpec, VarType } from './types.js';
 
 export const VAR_TYPES: readonly VarType[] = ['string', 'number', 'boolean', 'list', 'map'];
@@ -221,9 +221,9 @@ export function resolveVars(recipe: Pick<Recipe, 'vars'>, sources: VarSources): 
       const src = origins.get(sources.file!);
       take(sources.file![name], (error) => (src ? { ...src.issue({ path: [name], message: error }) } : { message: `vars file: ${name}: ${error}` }));
     } else if (given(sources.inventory, name)) {
-      take(sources.inventory![name], (error) => ({ message: `inventory var ${name}: ${error}` }));
+      take(sources.inventory![name], (error) => ({ ...placeOf(sources.inventory, name), message: `inventory var ${name}: ${error}` }));
     } else if (spec.required && (value === null || value === undefined)) {
-      issues.push({ message: `missing required var "${name}" (give it with --var ${name}=... or in a --vars-file)` });
+      issues.push({ ...placeOf(recipe.vars, name), message: `missing required var "${name}" (give it with --var ${name}=... or in a --vars-file)` });
     }
     values[name] = value;
     if (spec.secret) secrets.push(...leafStrings(value));

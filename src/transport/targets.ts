@@ -8,8 +8,8 @@ import { dirname, resolve } from 'node:path';
 import SSHConfig from 'ssh-config';
 import { z } from 'zod';
 import { InputError } from '../errors.js';
-import { validYaml } from '../recipe/schema.js';
-import { displayPath } from '../yaml.js';
+import { parseYamlFile } from '../recipe/schema.js';
+import { displayPath, formatPath, notePlaces, type PathSeg, type YamlSource } from '../yaml.js';
 
 export interface TargetSpec {
   name: string;
@@ -78,6 +78,9 @@ const inventorySchema = z
 
 export type Inventory = z.infer<typeof inventorySchema> & { file: string };
 
+/** Each inventory's source, so host vars can be traced back to their line. */
+const sources = new WeakMap<Inventory, YamlSource>();
+
 /** `~/x` from the home folder; a relative path from `base` when given. */
 export function expandHome(p: string, base?: string): string {
   if (p === '~' || p.startsWith('~/')) return homedir() + p.slice(1);
@@ -92,7 +95,10 @@ export async function loadInventory(file: string): Promise<Inventory> {
   } catch (e) {
     throw new InputError([{ file: shown, message: `cannot read inventory: ${(e as Error).message}` }]);
   }
-  return { ...validYaml(shown, bytes, inventorySchema, 'inventory'), file };
+  const { data, src } = parseYamlFile(shown, bytes, inventorySchema, 'inventory');
+  const inv: Inventory = { ...data, file };
+  sources.set(inv, src);
+  return inv;
 }
 
 
@@ -159,9 +165,19 @@ export function resolveTargets(o: TargetOptions): TargetSpec[] {
   const fromInventory = (name: string): TargetSpec => {
     const h = inv!.hosts![name] ?? {};
     const groups = [...(h.groups ?? []), ...Object.entries(inv?.groups ?? {}).filter(([, g]) => g?.hosts?.includes(name)).map(([n]) => n)];
-    const vars: Record<string, unknown> = { ...(d.vars ?? {}) };
-    for (const g of groups) Object.assign(vars, inv?.groups?.[g]?.vars ?? {});
-    Object.assign(vars, h.vars ?? {});
+    const vars: Record<string, unknown> = {};
+    const from = new Map<string, PathSeg[]>();
+    const take = (v: Record<string, unknown> | undefined, path: PathSeg[]) => {
+      for (const [k, x] of Object.entries(v ?? {})) {
+        vars[k] = x;
+        from.set(k, [...path, k]);
+      }
+    };
+    take(d.vars, ['defaults', 'vars']);
+    for (const g of groups) take(inv?.groups?.[g]?.vars, ['groups', g, 'vars']);
+    take(h.vars, ['hosts', name, 'vars']);
+    const src = sources.get(inv!);
+    if (src) notePlaces(vars, [...from].map(([k, path]) => [k, { file: src.file, ...src.pos(path), path: formatPath(path) }]));
     const address = h.address ?? name;
     if (address === 'local') return { name, kind: 'local', host: 'localhost', port: 0, user: defaultUser, identities: [], sudo: h.sudo ?? d.sudo ?? false, vars };
     const identity = o.identity ?? h.identity ?? d.identity;

@@ -287,6 +287,13 @@ const INVENTORIES = (port: number): Case[] => [
   inv('a Latin-1 byte', b(`hosts:\n  web1: { address: 127.0.0.1, port: ${port}, vars: { city: M`, [0xfc], 'nchen } }\n')),
   inv('a NUL byte', b(`hosts:\n  web1: { address: 127.0.0.1, port: ${port} }\n`, [0])),
   inv('truncated', `hosts:\n  web1: { address: 127.0.0.1, port: ${port}`),
+  {
+    name: 'a host var of the wrong type for the recipe',
+    files: {
+      'inventory.yml': `hosts:\n  web1: { address: 127.0.0.1, port: ${port}, vars: { workers: many } }\n`,
+      'recipe.yml': lines('name: ok', 'vars: { workers: { type: number, default: 2 } }', 'steps:', '  - name: A', '    command: { run: "echo {{workers}}" }'),
+    },
+  },
   inv('a vars value that is an unknown tag', `hosts:\n  web1: { address: 127.0.0.1, port: ${port}, vars: { a: !secret x } }\n`),
 ];
 
@@ -443,7 +450,7 @@ describe('malformed recipes: validate and plan exit 2 at a place, contacting not
 
 describe('malformed inventories: plan exits 2 at a place, contacting nothing', () => {
   it.concurrent.each(INVENTORIES(0).map((c, i) => [c.name, i] as const))('%s', async (_name, i) => {
-    const dir = caseDir(`inventory-${i}`, { ...INVENTORIES(port)[i]!.files, 'recipe.yml': GOOD_RECIPE });
+    const dir = caseDir(`inventory-${i}`, { 'recipe.yml': GOOD_RECIPE, ...INVENTORIES(port)[i]!.files });
     expectRefused(await plan(['recipe.yml', '-i', 'inventory.yml'], dir), 'plan -i');
   });
 });

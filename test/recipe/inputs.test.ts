@@ -9,7 +9,8 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/cli/config.js';
 import { InputError } from '../../src/errors.js';
 import { readSource } from '../../src/recipe/sources.js';
-import { loadVarsFile } from '../../src/recipe/vars.js';
+import { loadRecipe } from '../../src/recipe/load.js';
+import { loadVarsFile, resolveVars } from '../../src/recipe/vars.js';
 import { loadInventory, resolveTargets } from '../../src/transport/targets.js';
 import { decodeText, firstBadUtf8 } from '../../src/yaml.js';
 
@@ -181,5 +182,27 @@ describe('vars file and template sources', () => {
     await expect(readSource(dir, 'bad.hbs', 'templates')).rejects.toThrow(/bad\.hbs:2:2: not UTF-8: byte 0xff/);
     expect((await readSource(dir, 'bom.hbs', 'templates')).content.toString('utf8')).toBe('hi');
     expect((await readSource(dir, 'blob', 'files')).content).toEqual(blob);
+  });
+});
+
+describe('var values checked far from their file still name their place', () => {
+  it('an inventory var of the wrong type is reported at its line in the inventory; a missing required var at its declaration', async () => {
+    const dir = dirWith({
+      'inv.yml': 'defaults: { vars: { port: 80 } }\nhosts:\n  web1: { vars: { port: eighty } }\n  web2: {}\n',
+      'recipe.yml': 'name: r\nvars:\n  port: { type: number }\n  pw: { required: true }\nsteps: []\n',
+    });
+    const recipe = await loadRecipe(join(dir, 'recipe.yml'));
+    const [web1, web2] = resolveTargets({ inventory: await loadInventory(join(dir, 'inv.yml')) });
+    expect(await issues(() => resolveVars(recipe, { inventory: web1!.vars, cli: { pw: 'x' } }))).toEqual(['3:25 hosts.web1.vars.port: inventory var port: not a number']);
+    expect(await issues(() => resolveVars(recipe, { inventory: web2!.vars }))).toEqual(['4:3 vars.pw: missing required var "pw" (give it with --var pw=... or in a --vars-file)']);
+    const err = (() => {
+      try {
+        resolveVars(recipe, { inventory: web1!.vars });
+      } catch (e) {
+        return e as InputError;
+      }
+      throw new Error('expected an InputError');
+    })();
+    expect(err.issues.map((i) => i.file)).toEqual([join(dir, 'inv.yml'), join(dir, 'recipe.yml')]);
   });
 });
