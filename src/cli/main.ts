@@ -3,6 +3,7 @@
  */
 import { Command, CommanderError } from 'commander';
 import { HostsmithError, errorMessage } from '../errors.js';
+import { registerBootstrap } from './commands/bootstrap.js';
 import { registerHistory } from './commands/history.js';
 import { registerRun } from './commands/run.js';
 import { registerSchedule } from './commands/schedule.js';
@@ -30,6 +31,7 @@ export function buildProgram(ctx: Ctx): Command {
   registerValidate(program, ctx);
   registerHistory(program, ctx);
   registerShow(program, ctx);
+  registerBootstrap(program, ctx);
   registerSchedule(program, ctx);
   program.commands.forEach((c) => c.exitOverride());
   return program;

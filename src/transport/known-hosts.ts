@@ -17,6 +17,33 @@ export function knownHostName(host: string, port: number): string {
   return port === 22 ? host : `[${host}]:${port}`;
 }
 
+/** The key type as `ssh` names it in messages: ED25519, ECDSA, RSA, DSA. */
+export function keyTypeLabel(type: string): string {
+  if (type === 'ssh-ed25519') return 'ED25519';
+  if (type.startsWith('ecdsa-sha2-')) return 'ECDSA';
+  if (type === 'ssh-rsa') return 'RSA';
+  if (type === 'ssh-dss') return 'DSA';
+  return type.toUpperCase();
+}
+
+/** The fingerprint line exactly as `ssh` shows it for an unknown host: `ED25519 key fingerprint is SHA256:….` */
+export function fingerprintMessage(blob: Buffer): string {
+  return `${keyTypeLabel(keyType(blob))} key fingerprint is ${keyFingerprint(blob)}.`;
+}
+
+/** One known_hosts line for a host key, named as OpenSSH names it (see knownHostName). */
+export function knownHostsLine(host: string, port: number, blob: Buffer): string {
+  return `${knownHostName(host, port)} ${keyType(blob)} ${blob.toString('base64')}`;
+}
+
+/** Appends the host's key to a known_hosts file (created 0600, its folder 0700, when missing). */
+export async function appendKnownHost(file: string, host: string, port: number, blob: Buffer): Promise<void> {
+  const text = await readText(file);
+  await mkdir(dirname(file), { recursive: true, mode: 0o700 });
+  const sep = text && !text.endsWith('\n') ? '\n' : '';
+  await appendFile(file, `${sep}${knownHostsLine(host, port, blob)}\n`, { mode: 0o600 });
+}
+
 function matchesPattern(pattern: string, name: string): boolean {
   if (pattern.startsWith('|1|')) {
     const [, , salt, hash] = pattern.split('|');
@@ -118,8 +145,6 @@ export async function verifyHostKey(blob: Buffer, o: VerifyOptions): Promise<Ver
         `Check the fingerprint, then run again with --accept-new-host-keys to record it, or add it with ssh-keyscan.`,
     };
   }
-  await mkdir(dirname(o.file), { recursive: true, mode: 0o700 });
-  const sep = text && !text.endsWith('\n') ? '\n' : '';
-  await appendFile(o.file, `${sep}${name} ${type} ${blob.toString('base64')}\n`, { mode: 0o600 });
+  await appendKnownHost(o.file, o.host, o.port, blob);
   return { ok: true, added: true };
 }

@@ -24,6 +24,11 @@ export interface SshTarget {
   connectTimeoutMs?: number;
   /** Reach the host through this one first (ProxyJump); its own key is verified too. */
   jump?: SshTarget;
+  /**
+   * bootstrap only: log in with this password (password, then keyboard-interactive) instead of
+   * keys. Kept in memory for this connection; never logged or put in a message.
+   */
+  password?: string;
 }
 
 /** Which signature algorithms to offer for the key types known_hosts records for this host. */
@@ -42,6 +47,12 @@ const MAX_CHANNELS = 8;
 async function authMethods(t: SshTarget): Promise<{ methods: AnyAuthMethod[]; notes: string[] }> {
   const methods: AnyAuthMethod[] = [];
   const notes: string[] = [];
+  if (t.password !== undefined) {
+    const password = t.password;
+    methods.push({ type: 'password', username: t.user, password });
+    methods.push({ type: 'keyboard-interactive', username: t.user, prompt: (_n, _i, _l, prompts, finish) => finish(prompts.map(() => password)) });
+    return { methods, notes };
+  }
   const explicit = t.identities.length > 0;
   if (!explicit && process.env.SSH_AUTH_SOCK) methods.push({ type: 'agent', username: t.user, agent: process.env.SSH_AUTH_SOCK });
   const files = explicit ? t.identities : ['id_ed25519', 'id_ecdsa', 'id_rsa'].map((f) => join(homedir(), '.ssh', f));
@@ -66,6 +77,72 @@ async function authMethods(t: SshTarget): Promise<{ methods: AnyAuthMethod[]; no
   }
   if (explicit && process.env.SSH_AUTH_SOCK) methods.push({ type: 'agent', username: t.user, agent: process.env.SSH_AUTH_SOCK });
   return { methods, notes };
+}
+
+/** The host key a server presents, and what the known_hosts file in use says about it. */
+export interface PresentedKey {
+  blob: Buffer;
+  verdict: Verdict;
+}
+
+/**
+ * Connects only far enough to see the host key the server presents (the same key types are
+ * asked for, in the same order, as a real connection would ask), checks it against known_hosts
+ * without recording anything, and hangs up before logging in.
+ */
+export async function presentedHostKey(t: SshTarget): Promise<PresentedKey> {
+  const via = t.jump ? await SshTransport.connect({ ...t.jump, name: `${t.name} (via ${t.jump.host})` }) : undefined;
+  try {
+    const check = { file: t.knownHostsFile, host: t.host, port: t.port, acceptNew: false };
+    const known = await knownKeyTypes(check);
+    const preferred = known.flatMap((k) => ALGOS_FOR_TYPE[k] ?? []);
+    const serverHostKey = [...preferred, ...ALL_HOSTKEY_ALGOS.filter((a) => !preferred.includes(a))];
+    const sock = via ? await via.forward(t.host, t.port) : undefined;
+    const conn = new Client();
+    return await new Promise<PresentedKey>((resolve, reject) => {
+      let seen: PresentedKey | undefined;
+      conn.once('error', (e: Error & { code?: string; level?: string }) => {
+        conn.end();
+        if (seen) resolve(seen);
+        else reject(new ConnectError(t.name, connectProblem(t, e)));
+      });
+      conn.once('ready', () => {
+        // Not expected (we refuse every key), but never keep a session open.
+        conn.end();
+        reject(new ConnectError(t.name, `${t.host}:${t.port} let us in without checking its host key`));
+      });
+      conn.connect({
+        host: t.host,
+        port: t.port,
+        username: t.user,
+        readyTimeout: t.connectTimeoutMs ?? 20_000,
+        algorithms: { serverHostKey: serverHostKey as never },
+        ...(sock ? { sock } : {}),
+        hostVerifier: (key: Buffer, verify: (ok: boolean) => void) => {
+          verifyHostKey(key, check).then(
+            (verdict) => {
+              seen = { blob: Buffer.from(key), verdict };
+              verify(false);
+            },
+            (e: unknown) => {
+              conn.end();
+              reject(new ConnectError(t.name, `cannot check ${t.knownHostsFile}: ${(e as Error).message}`));
+            },
+          );
+        },
+      });
+    });
+  } finally {
+    await via?.close();
+  }
+}
+
+/** A failed connection in words (not authentication or host keys: those say more). */
+function connectProblem(t: SshTarget, e: Error & { code?: string; level?: string }): string {
+  if (e.code === 'ECONNREFUSED') return `connection refused at ${t.host}:${t.port}: is sshd running and listening there?`;
+  if (e.level === 'client-timeout' || e.code === 'ETIMEDOUT') return `timed out connecting to ${t.host}:${t.port}`;
+  if (e.code === 'ENOTFOUND' || e.code === 'EAI_AGAIN') return `cannot resolve host name ${t.host}`;
+  return `cannot connect to ${t.user}@${t.host}:${t.port}: ${e.message}`;
 }
 
 /** One SSH connection per host; every command is a channel on it. */
@@ -96,7 +173,8 @@ export class SshTransport extends ShellTransport {
   }
 
   /** A channel on the jump host's connection to the target's sshd. */
-  private forward(host: string, port: number): Promise<ClientChannel> {
+  /** (Also used by presentedHostKey.) */
+  forward(host: string, port: number): Promise<ClientChannel> {
     return new Promise((resolve, reject) => {
       this.conn.forwardOut('127.0.0.1', 0, host, port, (err: Error | undefined, ch: ClientChannel) =>
         err ? reject(new ConnectError(this.name, `cannot forward to ${host}:${port}: ${err.message}`)) : resolve(ch),
@@ -149,7 +227,9 @@ export class SshTransport extends ShellTransport {
         conn.end();
         let msg: string;
         if (verdict && !verdict.ok) msg = verdict.message;
-        else if (e.level === 'client-authentication') {
+        else if (e.level === 'client-authentication' && t.password !== undefined) {
+          msg = `the password for ${t.user} was refused at ${t.host}:${t.port} (or the server takes no password logins for ${t.user}: PasswordAuthentication, PermitRootLogin).`;
+        } else if (e.level === 'client-authentication') {
           msg = `authentication as ${t.user} failed at ${t.host}:${t.port} (offered: ${methods.map((m) => m.type).join(', ')}).${notes.length ? ` ${notes.join('; ')}.` : ''} Check the user and --identity.`;
         } else if (e.code === 'ECONNREFUSED') msg = `connection refused at ${t.host}:${t.port}: is sshd running and listening there?`;
         else if (e.level === 'client-timeout' || e.code === 'ETIMEDOUT') msg = `timed out connecting to ${t.host}:${t.port}`;
