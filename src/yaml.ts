@@ -15,6 +15,7 @@ import {
   parseDocument,
   type Document,
   type Node as YamlNode,
+  type Scalar,
 } from 'yaml';
 import type { InputIssue } from './errors.js';
 
@@ -261,9 +262,11 @@ export class YamlSource {
         const key = item.key as YamlNode | null;
         if (isCollection(key) || (isAlias(key) && isCollection(key.resolve(this.doc)))) {
           report(key, `a key must be a plain value, not ${kindOf(isAlias(key) ? key.resolve(this.doc) : key)}`);
-        } else if (isMap(node) && (isScalar(key) || key === null)) {
-          const merge = typeof key?.value === 'symbol';
-          const name = key === null || key.value === null ? '' : merge ? '<<' : String(key.value);
+        } else if (isMap(node) && (isScalar(key) || key === null || isScalar(isAlias(key) ? key.resolve(this.doc) : undefined))) {
+          // An alias as a key stands for its scalar: `*k: 1` and `name: 1` clash when *k is "name".
+          const k = isAlias(key) ? (key.resolve(this.doc) as Scalar) : (key as Scalar | null);
+          const merge = typeof k?.value === 'symbol';
+          const name = k === null || k.value === null ? '' : merge ? '<<' : String(k.value);
           const first = keys.get(name);
           if (first !== undefined) report(key, `duplicate key ${JSON.stringify(name)} (first at line ${this.at(first).line})`);
           else if (key) keys.set(name, key);

@@ -502,6 +502,7 @@ describe('loadRecipe: YAML aliases (issue 6, item 13)', () => {
     { name: 'an alias inside its own anchor', lines: ['name: r', 'vars:', '  a: &a [1, *a]', 'steps: []'], want: '3:13 : invalid YAML: alias *a is inside the value its anchor names' },
     { name: 'a merge of a plain value', lines: ['name: r', 'vars: { <<: 3 }', 'steps: []'], want: '2:13 : invalid YAML: a merge (<<) takes a map or an alias to one, not a value' },
     { name: 'a list as a key', lines: ['name: r', '? [a, b]', ': 1', 'steps: []'], want: '2:3 : invalid YAML: a key must be a plain value, not a list' },
+    { name: 'an alias as a key that repeats another key', lines: ['name: r', 'vars:', '  a: &k b', '  *k : 1', '  b: 2', 'steps: []'], want: '5:3 : invalid YAML: duplicate key "b" (first at line 4)' },
   ])('$name: exit 2 at its place', async ({ lines, want }) => {
     const got = await byteIssues({ 'recipe.yml': yaml(...lines) });
     expect(got).toEqual([expect.stringMatching(`^recipe.yml ${want.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}`)]);
