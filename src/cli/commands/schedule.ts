@@ -70,8 +70,8 @@ function plainWords(expr: string): string {
 }
 
 const pad = (n: number) => String(n).padStart(2, '0');
-function localTime(d: Date): string {
-  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${pad(d.getHours())}:${pad(d.getMinutes())}`;
+function localTime(d: Date, seconds = false): string {
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${pad(d.getHours())}:${pad(d.getMinutes())}${seconds ? `:${pad(d.getSeconds())}` : ''}`;
 }
 function zoneName(): string {
   return Intl.DateTimeFormat().resolvedOptions().timeZone || 'local time';
@@ -232,7 +232,7 @@ async function add(recipeArg: string, o: AddCli): Promise<number> {
       process.stdout.write(JSON.stringify(ev) + '\n');
     } else {
       out.say(`Schedule ${name} added: recipe ${escapeText(prep.recipe.name)} (${escapeText(settings.recipe)}) on ${escapeText(hosts.join(', '))}, ${plainWords(settings.cron)} (${settings.cron}).`);
-      out.say(`Next runs: ${next.map(localTime).join(', ')} (${zoneName()}).`);
+      out.say(`Next runs: ${next.map((d) => localTime(d)).join(', ')} (${zoneName()}).`);
       out.say(`Your crontab now has (crontab -l):`);
       out.say(`  ${markerLine(name)}`);
       out.say(`  ${escapeText(line)}`);
@@ -445,9 +445,9 @@ async function list(g: GlobalOptions): Promise<number> {
       out.say(`  when: ${e.cron} — ${e.description}`);
       out.say(`  next: ${e.next.map((d) => localTime(new Date(d))).join(', ')} (${zoneName()})`);
       const last = e.lastRun;
-      out.say(last ? `  last run: ${localTime(new Date(last.started))} ${last.status}, exit ${last.exitCode} (run ${last.runId}; log ${escapeText(last.log)})` : `  last run: none yet${e.running ? '' : ` (try one now: hostsmith schedule run ${e.name} --state-dir ${escapeText(stateDir)})`}`);
+      out.say(last ? `  last run: ${localTime(new Date(last.started), true)} ${last.status}, exit ${last.exitCode} (run ${last.runId}; log ${escapeText(last.log)})` : `  last run: none yet${e.running ? '' : ` (try one now: hostsmith schedule run ${e.name} --state-dir ${escapeText(stateDir)})`}`);
       if (e.running) out.say(`  running now: ${holderText(e.running)}`);
-      else if (e.lastSkipped && (!last || e.lastSkipped.started > last.started)) out.say(`  skipped at ${localTime(new Date(e.lastSkipped.started))}: the run before was still going`);
+      else if (e.lastSkipped && (!last || e.lastSkipped.started > last.started)) out.say(`  skipped at ${localTime(new Date(e.lastSkipped.started), true)}: the run before was still going`);
       if (e.onFailure) out.say(`  on failure: ${escapeText(e.onFailure)}`);
       if (!e.inCrontab && crontab !== undefined) out.say(`  NOT IN YOUR CRONTAB: cron will not run it. Remove it (hostsmith schedule remove ${e.name}) and add it again.`);
     }
