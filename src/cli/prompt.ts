@@ -47,13 +47,13 @@ export async function askVars(specs: VarSpec[]): Promise<Record<string, string>>
 // ---- bootstrap's prompts ----
 
 /** One pick in a list: what is shown, what it stands for, and a line said about it. */
-export interface Pick<T> {
+export interface Choice<T> {
   name: string;
   value: T;
   description?: string;
 }
 
-export async function askPick<T>(message: string, choices: Array<Pick<T>>, dflt?: T): Promise<T> {
+export async function askPick<T>(message: string, choices: Array<Choice<T>>, dflt?: T): Promise<T> {
   return asked(select<T>({ message, choices, ...(dflt !== undefined ? { default: dflt } : {}), pageSize: 10 }, io));
 }
 

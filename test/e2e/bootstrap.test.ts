@@ -53,6 +53,14 @@ describeHosts('bootstrap on a terminal', () => {
   const asRoot = (cmd: string) => sshRun(sandbox(), sandbox().hosts[0]!, `sudo sh -c '${cmd.replace(/'/g, `'\\''`)}'`, { user: 'deploy' });
   let home = '';
   let keyPath = '';
+  /** sshd re-executes itself on SIGHUP: wait until it takes logins again. */
+  const sshdBack = async (user: string) => {
+    for (let i = 0; i < 50; i++) {
+      if ((await sshRun(sandbox(), sandbox().hosts[0]!, 'true', { user })).code === 0) return;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    throw new Error('sshd did not come back after its reload');
+  };
 
   beforeAll(async () => {
     const sb = sandbox();
@@ -64,6 +72,7 @@ describeHosts('bootstrap on a terminal', () => {
       h,
       `cp /etc/ssh/sshd_config /etc/ssh/sshd_config.hostsmith-test && sed -i -e 's/^PermitRootLogin .*/PermitRootLogin yes/' -e 's/^PasswordAuthentication .*/PasswordAuthentication yes/' /etc/ssh/sshd_config && kill -HUP $(cat /run/sshd.pid)`,
     );
+    await sshdBack('root');
     await sshOk(sb, h, 'mv /root/.ssh /root/.ssh.hostsmith-test');
     expect((await sshRun(sb, h, 'true')).code).not.toBe(0);
     // The person's own key: new, in their (test) home.
@@ -75,8 +84,14 @@ describeHosts('bootstrap on a terminal', () => {
 
   afterAll(async () => {
     try {
-      const r = await asRoot('rm -rf /root/.ssh && mv /root/.ssh.hostsmith-test /root/.ssh && usermod -p "*" root && mv /etc/ssh/sshd_config.hostsmith-test /etc/ssh/sshd_config && kill -HUP $(cat /run/sshd.pid)');
+      // Each part only when its setup happened, so a setup that failed halfway is undone too.
+      const r = await asRoot(
+        'set -e; if [ -e /root/.ssh.hostsmith-test ]; then rm -rf /root/.ssh; mv /root/.ssh.hostsmith-test /root/.ssh; fi; usermod -p "*" root; ' +
+          'if [ -e /etc/ssh/sshd_config.hostsmith-test ]; then mv /etc/ssh/sshd_config.hostsmith-test /etc/ssh/sshd_config; kill -HUP $(cat /run/sshd.pid); fi',
+      );
       if (r.code !== 0) throw new Error(`restoring the host failed: ${r.stderr}`);
+      await sshdBack('root');
+      expect(await sshOk(sandbox(), sandbox().hosts[0]!, 'grep -c "^PasswordAuthentication no" /etc/ssh/sshd_config; passwd -S root | cut -d" " -f2')).toBe('1\nL\n');
     } finally {
       dirs.forEach((d) => rmSync(d, { recursive: true, force: true }));
     }
@@ -117,6 +132,68 @@ describeHosts('bootstrap on a terminal', () => {
     expect((await asRoot('test -e /root/.ssh')).code).toBe(1);
     expect((await asRoot('test -e /etc/hostsmith-site')).code).toBe(1);
     expect(r.screen).not.toContain(password);
+  });
+
+  it('host key: "no" → exit 4 with nothing recorded; a CHANGED key is refused (exit 4) without a question', async () => {
+    const sb = sandbox();
+    const h = sb.hosts[0]!;
+    const dir = temp('hostsmith-bs-');
+    const knownHosts = join(dir, 'known_hosts');
+    const args = ['bootstrap', 'recipe.yml', '--known-hosts', knownHosts, '--state-dir', join(dir, 'state')];
+    // Enter at every question: key login with ~/.ssh/id_ed25519, and "no" is the default at the host key.
+    const no = await onTerminal(args, [
+      [/Host to set up/, `${where()}\r`],
+      [/How do you log in/, '\r'],
+      [/Private key file/, '\r'],
+      [/Trust this host key/, '\r'],
+    ], { env: env(), cwd: dir });
+    expect(no.code, no.screen.slice(-2000)).toBe(4);
+    expect(no.screen).toMatch(/ED25519 key fingerprint is SHA256:[A-Za-z0-9+/]{43}\./);
+    expect(no.screen).toMatch(/host key not trusted, so hostsmith did not log in; nothing was recorded or changed/);
+    expect(() => readFileSync(knownHosts)).toThrow();
+    // A known_hosts that records another ED25519 key for the host: refused as in normal runs.
+    const other = join(dir, 'other');
+    execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', other]);
+    writeFileSync(knownHosts, `[${h.address}]:${h.port} ${readFileSync(`${other}.pub`, 'utf8').split(' ').slice(0, 2).join(' ')}\n`);
+    const before = readFileSync(knownHosts, 'utf8');
+    const changed = await onTerminal(args, [
+      [/Host to set up/, `${where()}\r`],
+      [/How do you log in/, '\r'],
+      [/Private key file/, '\r'],
+    ], { env: env(), cwd: dir });
+    expect(changed.code, changed.screen.slice(-2000)).toBe(4);
+    expect(changed.screen).toContain(`HOST KEY CHANGED for [${h.address}]:${h.port}`);
+    expect(changed.screen).not.toContain('Trust this host key');
+    expect(readFileSync(knownHosts, 'utf8')).toBe(before);
+  });
+
+  it('Enter through a known inventory host: every question has a default (apply still asks)', async () => {
+    const sb = sandbox();
+    const h = sb.hosts[0]!;
+    const dir = fixture({
+      'recipes/a-other.yml': OTHER,
+      'recipes/site.yml': RECIPE,
+      'inventory.yml': `defaults: { user: deploy, identity: ${sb.keyPath}, sudo: true }\nhosts:\n  ${h.name}: { address: ${h.address}, port: ${h.port} }\n`,
+    });
+    dirs.push(dir);
+    const before = readFileSync(join(dir, 'inventory.yml'), 'utf8');
+    const r = await onTerminal(
+      ['bootstrap', '-i', 'inventory.yml', '--known-hosts', sb.knownHostsPath, '--state-dir', join(dir, 'state')],
+      [
+        [/Host to set up/, '\r'],
+        [/How do you log in/, '\r'],
+        [/Private key file/, '\r'],
+        [/Recipe to apply/, '\r'],
+        [/Apply these 1 change\(s\)\?/, 'y\r'],
+      ],
+      { env: env(), cwd: dir },
+    );
+    expect(r.code, r.screen.slice(-3000)).toBe(0);
+    expect(r.screen).toContain(`Setting up deploy@${h.address}:${h.port} (${h.name} in inventory.yml)`);
+    expect(r.screen).toMatch(/Done \(run \S+\)/);
+    expect(r.screen).not.toContain('to an inventory, so later runs');
+    expect((await asRoot('test -d /etc/hostsmith-other && rmdir /etc/hostsmith-other')).code).toBe(0);
+    expect(readFileSync(join(dir, 'inventory.yml'), 'utf8')).toBe(before);
   });
 
   it('password once → key installed; host key trusted; recipe and vars asked; applied; host saved to the inventory', async () => {
