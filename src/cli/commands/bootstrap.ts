@@ -137,7 +137,10 @@ async function passwordLogin(t: SshTarget): Promise<SshTransport> {
       return true;
     }
   });
-  if (!conn) throw fatal instanceof Error ? fatal : new ConnectError(t.name, 'could not log in with the password');
+  if (!conn) {
+    const why = fatal instanceof Error ? fatal.message : `${t.name}: could not log in with the password`;
+    throw new HostsmithError(`${why} Nothing was changed; check the password (and that the server takes password logins), then run bootstrap again.`, 4);
+  }
   return conn;
 }
 
@@ -332,7 +335,7 @@ async function bootstrap(recipeArg: string | undefined, o: BootstrapCli, ctx: Ct
     const changedNote = keyInstalled ? `the recipe changed nothing on ${spec.host} (your key stays in ${spec.user}'s ~/.ssh/authorized_keys)` : 'nothing was changed';
     const code = await saying(changedNote, () => runPrepared(prep, { mode: 'apply', confirm: true, planOptions: {} }, out, ctx));
 
-    if (code !== 4 && !chosen.fromInventory) {
+    if (code !== 4 && code !== 130 && !chosen.fromInventory) {
       const done = code === 0 ? 'the run above stands' : 'the run above is as reported';
       await saying(`the host was not saved to an inventory (${done})`, () => offerToSave({ ...chosen, spec: { ...spec, sudo } }, login, keyFile, inventoryFile, knownHostsFile, out));
     }
