@@ -6,6 +6,7 @@ import { ConnectError, HostsmithError, JournalError, errorMessage } from '../err
 import type { RetrySpec } from '../recipe/types.js';
 import { fingerprint, sha256 } from '../steps/step.js';
 import type { Completed, HostRun } from './host-run.js';
+import { runsAs } from './journal.js';
 import type { PlannedStep } from './plan-step.js';
 
 const now = () => new Date().toISOString();
@@ -37,6 +38,8 @@ export async function applyPlanned(h: HostRun, p: PlannedStep, started: number, 
     irreversible: p.irreversible,
     summary: p.summary,
     pre: p.pre ?? '',
+    sudo: w.ctx.sudo,
+    ...(runsAs(spec.type, w.params) ? { user: runsAs(spec.type, w.params) } : {}),
   });
   mark.journaled = true;
   const out = await withRetry(spec.retry ?? h.o.defaultRetry, h.o.sleep ?? defaultSleep, () => w.type.apply(w.ctx, w.params, w.plan, w.state));

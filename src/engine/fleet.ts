@@ -12,7 +12,7 @@ import type { Recipe, RetrySpec } from '../recipe/types.js';
 import type { ShellTransport } from '../transport/base.js';
 import { worstStatus, type Counts, type Emit, type HostStatus, type RunEvent, type RunStatus } from './events.js';
 import { gatherFacts, type Facts } from './facts.js';
-import { Journal } from './journal.js';
+import { Journal, reachOf } from './journal.js';
 import { acquireLock } from './lock.js';
 import { Masker } from './mask.js';
 import { staleSteps, stepValueOf, varDigests, type PlanStepValue, type PlanValue } from './plan-value.js';
@@ -234,8 +234,10 @@ export async function runRecipe(o: RunRecipeOptions): Promise<RunReport> {
     opened.set(target.name, h);
     if (o.mode === 'apply') {
       const sudo = target.sudo || o.recipe.sudo || o.recipe.defaults.sudo === true;
-      h.release = await acquireLock(transport, baseFor(sudo), runId, sudo);
-      await journal?.write({ kind: 'host-started', time: time(), host: target.name, facts, backupDir: `${baseFor(sudo)}/backups/${runId}`, ...(target.describe ? { target: target.describe } : {}) });
+      const held = await acquireLock(transport, baseFor(sudo), runId, sudo);
+      h.release = held;
+      const reach = reachOf(target.describe);
+      await journal?.write({ kind: 'host-started', time: time(), host: target.name, facts, backupDir: `${baseFor(sudo)}/backups/${runId}`, lock: held.path, ...(reach ? { target: reach } : {}) });
     }
     return h;
   }

@@ -1,49 +1,188 @@
 /**
  * The journal: one NDJSON file per run under <state-dir>/runs/. Every entry is written and
  * fsynced before the change it announces, so a crash leaves enough to finish or undo the run.
+ *
+ * It is a format that is read back (history, show, undo, recover): each entry carries a format
+ * version (`v`), and reading validates every entry against the schemas below. What a run's
+ * entries mean together is derived in one place, replay.ts.
  */
 import { mkdir, open, readdir, readFile, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
+import { z } from 'zod';
 import { HostsmithError, InputError, JournalError } from '../errors.js';
+import type { HostStatus, StepStatus } from './events.js';
 import type { Masker } from './mask.js';
 
-export type JournalEntry =
-  | { kind: 'run-started'; runId: string; time: string; recipe: string; recipeFile: string; mode: 'apply'; hosts: string[]; vars: Record<string, unknown>; pid: number; controller: string }
-  | { kind: 'host-started'; time: string; host: string; facts: unknown; backupDir: string; target?: Record<string, unknown> }
-  | {
-      kind: 'step-started';
-      time: string;
-      host: string;
-      step: string;
-      type: string;
-      handler?: boolean;
-      params: unknown;
-      undo: unknown;
-      irreversible: boolean;
-      summary: string;
-      /** sha256 of the pre-state the step saw. */
-      pre: string;
-    }
-  | {
-      kind: 'step-finished';
-      time: string;
-      host: string;
-      step: string;
-      type: string;
-      status: string;
-      summary: string;
-      changed: boolean;
-      durationMs: number;
-      /** sha256 of the state after apply (for drift checks on undo). */
-      post?: string;
-      error?: string;
-    }
-  | { kind: 'rollback-started'; time: string; host: string; step: string; type: string }
-  | { kind: 'rollback-finished'; time: string; host: string; step: string; type: string; status: 'rolled-back' | 'rollback-failed'; error?: string }
-  | { kind: 'host-finished'; time: string; host: string; status: string; counts: import('./events.js').Counts; error?: string }
-  | { kind: 'run-finished'; time: string; status: string; exitCode: number };
+/** The format version Journal.write puts on every entry. Entries without one predate versions (read as 0). */
+export const JOURNAL_VERSION = 1;
 
+const text = z.string();
+const count = z.number().int().nonnegative();
+
+const HOST_STATUSES = ['ok', 'failed', 'rolled-back', 'rollback-incomplete', 'unreachable', 'stale', 'not-started', 'interrupted'] as const satisfies readonly HostStatus[];
+const STEP_STATUSES = ['changed', 'unchanged', 'skipped', 'failed', 'planned'] as const satisfies readonly StepStatus[];
+// Both lists must name every status events.ts knows: a status missing here would make valid journals unreadable.
+const everyHostStatus: Exclude<HostStatus, (typeof HOST_STATUSES)[number]> extends never ? true : never = true;
+const everyStepStatus: Exclude<StepStatus, (typeof STEP_STATUSES)[number]> extends never ? true : never = true;
+void everyHostStatus;
+void everyStepStatus;
+
+/** What a run is: an apply; `undo` and `recover` runs are journaled the same way (SPEC §9). */
+export const RUN_MODES = ['apply', 'undo', 'recover'] as const;
+/** How a run ended: the worst host's status, or `recovered` for a run finished by `recover`. */
+const RUN_END_STATUSES = [...HOST_STATUSES, 'recovered'] as const;
+
+/**
+ * How to reach a host again, as the run reached it: address, port, login, key file paths and the
+ * known_hosts file — never a key, a password or vars. Unknown fields are dropped when parsed.
+ */
+export interface Reach {
+  name: string;
+  kind: 'local' | 'ssh';
+  /** Address (or name) the connection was made to. */
+  host: string;
+  port: number;
+  user: string;
+  /** Paths of the private key files tried, never their contents. */
+  identities: string[];
+  knownHostsFile?: string;
+  /** Host-level sudo (inventory or --sudo); each step's own is in its step-started entry. */
+  sudo?: boolean;
+  /** The ProxyJump host, reached the same way. */
+  jump?: Reach;
+}
+
+export const reachSchema: z.ZodType<Reach, z.ZodTypeDef, unknown> = z.lazy(() =>
+  z.object({
+    name: text,
+    kind: z.enum(['local', 'ssh']),
+    host: text,
+    port: z.number().int().min(0).max(65535),
+    user: text,
+    identities: z.array(text),
+    knownHostsFile: text.optional(),
+    sudo: z.boolean().optional(),
+    jump: reachSchema.optional(),
+  }),
+);
+
+/** The journaled reach of a target as the CLI describes it: only what `Reach` holds (no vars, nothing secret), or undefined. */
+export function reachOf(describe: Record<string, unknown> | undefined): Reach | undefined {
+  if (!describe) return undefined;
+  const r = reachSchema.safeParse(describe);
+  return r.success ? r.data : undefined;
+}
+
+/** The user a step's command runs as, when it is not the login (a `command` step's `user`). */
+export function runsAs(type: string, params: unknown): string | undefined {
+  if (type !== 'command' || !params || typeof params !== 'object') return undefined;
+  const user = (params as { user?: unknown }).user;
+  return typeof user === 'string' && user ? user : undefined;
+}
+
+const countsSchema = z.object({ changed: count, unchanged: count, skipped: count, failed: count, rolledBack: count });
+
+const runStarted = z.object({
+  kind: z.literal('run-started'),
+  runId: text,
+  time: text,
+  recipe: text,
+  recipeFile: text,
+  mode: z.enum(RUN_MODES),
+  hosts: z.array(text),
+  vars: z.record(z.unknown()),
+  pid: z.number().int().positive(),
+  controller: text,
+});
+const hostStarted = z.object({
+  kind: z.literal('host-started'),
+  time: text,
+  host: text,
+  facts: z.unknown(),
+  /** Where this run's backups are on the host (for a step without sudo; a sudo step's are root's, under /var/lib/hostsmith). */
+  backupDir: text,
+  target: reachSchema.optional(),
+  /** The run lock this run took on the host. */
+  lock: text.optional(),
+});
+const stepStarted = z.object({
+  kind: z.literal('step-started'),
+  time: text,
+  host: text,
+  step: text,
+  type: text,
+  handler: z.boolean().optional(),
+  params: z.unknown(),
+  /** What rollback needs, journaled before the change; null: irreversible. */
+  undo: z.unknown(),
+  irreversible: z.boolean(),
+  summary: text,
+  /** sha256 of the pre-state the step saw. */
+  pre: text,
+  /** The step's effective sudo (recipe > step > host); every v1 entry has it. */
+  sudo: z.boolean().optional(),
+  /** The user the step's command runs as, when not the login. */
+  user: text.optional(),
+});
+const stepFinished = z.object({
+  kind: z.literal('step-finished'),
+  time: text,
+  host: text,
+  step: text,
+  type: text,
+  status: z.enum(STEP_STATUSES),
+  summary: text,
+  changed: z.boolean(),
+  durationMs: z.number().nonnegative(),
+  /** sha256 of the state after apply (for drift checks on undo). */
+  post: text.optional(),
+  error: text.optional(),
+});
+const rollbackStarted = z.object({ kind: z.literal('rollback-started'), time: text, host: text, step: text, type: text });
+const rollbackFinished = z.object({
+  kind: z.literal('rollback-finished'),
+  time: text,
+  host: text,
+  step: text,
+  type: text,
+  status: z.enum(['rolled-back', 'rollback-failed']),
+  error: text.optional(),
+});
+const hostFinished = z.object({ kind: z.literal('host-finished'), time: text, host: text, status: z.enum(HOST_STATUSES), counts: countsSchema, error: text.optional() });
+const runFinished = z.object({ kind: z.literal('run-finished'), time: text, status: z.enum(RUN_END_STATUSES), exitCode: z.number().int() });
+
+const entryBody = z.discriminatedUnion('kind', [runStarted, hostStarted, stepStarted, stepFinished, rollbackStarted, rollbackFinished, hostFinished, runFinished]);
+
+/** One journal entry as the engine writes it (Journal.write adds the format version). */
+export type JournalEntry = z.output<typeof entryBody>;
 export type Entry = JournalEntry;
+/** One entry as read back: with its format version. */
+export type ReadEntry = JournalEntry & { v: number };
+
+/** Validates one parsed line: the format version first, then the entry of its kind. */
+export const entrySchema: z.ZodType<ReadEntry, z.ZodTypeDef, unknown> = z
+  .object({
+    v: z
+      .number()
+      .int()
+      .nonnegative()
+      .max(JOURNAL_VERSION, { message: `written in a newer journal format than this hostsmith reads (${JOURNAL_VERSION}): use a newer hostsmith` })
+      .default(0),
+  })
+  .passthrough()
+  .transform((o, ctx) => {
+    const { v, ...rest } = o;
+    const body = entryBody.safeParse(rest);
+    if (!body.success) {
+      body.error.issues.forEach((i) => ctx.addIssue(i));
+      return z.NEVER;
+    }
+    if (v >= 1 && body.data.kind === 'step-started' && body.data.sudo === undefined) {
+      ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['sudo'], message: 'a step-started entry of format 1 must say whether the step used sudo' });
+      return z.NEVER;
+    }
+    return { v, ...body.data };
+  });
 
 export function runsDir(stateDir: string): string {
   return join(stateDir, 'runs');
@@ -73,7 +212,7 @@ export class Journal {
 
   /** Appends one entry and waits until it is on disk; a failure is a JournalError. */
   write(entry: JournalEntry): Promise<void> {
-    const line = JSON.stringify(this.masker.value(entry)) + '\n';
+    const line = JSON.stringify(this.masker.value({ v: JOURNAL_VERSION, ...entry })) + '\n';
     const next = this.chain.then(async () => {
       try {
         // After a failed write a torn line may end the file: start on a fresh line so it stays alone.
@@ -101,31 +240,94 @@ export class Journal {
   }
 }
 
-export async function readRun(stateDir: string, runId: string): Promise<JournalEntry[]> {
-  if (!/^[A-Za-z0-9T_.-]+$/.test(runId)) throw new InputError(`"${runId}" is not a run id (see hostsmith history)`);
-  const file = join(runsDir(stateDir), `${runId}.ndjson`);
-  let text: string;
+/** A line of a journal that is not a valid entry. `torn`: the last line, cut short by a crash. */
+export interface JournalProblem {
+  file: string;
+  /** 1-based line number in the file. */
+  line: number;
+  kind: 'torn' | 'invalid';
+  message: string;
+}
+
+export function formatProblem(p: JournalProblem): string {
+  return `${p.file}:${p.line}: ${p.message}`;
+}
+
+/** A run's journal as read back: its valid entries in order, and every line that is not one. */
+export interface RunJournal {
+  runId: string;
+  file: string;
+  entries: ReadEntry[];
+  problems: JournalProblem[];
+}
+
+/**
+ * Reads journal text. Each line is one entry, validated; a last line cut short (no newline at
+ * its end, not JSON: the controller died while writing it) is skipped with a `torn` note. Any
+ * other line that is not a valid entry is an `invalid` problem naming its line. Pure.
+ */
+export function parseJournal(text: string, file: string): { entries: ReadEntry[]; problems: JournalProblem[] } {
+  const entries: ReadEntry[] = [];
+  const problems: JournalProblem[] = [];
+  const lines = text.split('\n');
+  lines.forEach((raw, i) => {
+    if (!raw.trim()) return;
+    const line = i + 1;
+    const last = i === lines.length - 1; // only when the text does not end with a newline
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(raw);
+    } catch {
+      problems.push(
+        last
+          ? { file, line, kind: 'torn', message: 'the last entry was cut short (the controller stopped while writing it): skipped' }
+          : { file, line, kind: 'invalid', message: `not a journal entry (not JSON${raw.length > 80 ? '' : `: ${JSON.stringify(raw)}`}); a write that failed part-way (a full disk) leaves such a line` },
+      );
+      return;
+    }
+    const r = entrySchema.safeParse(parsed);
+    if (r.success) entries.push(r.data);
+    else {
+      const kind = parsed && typeof parsed === 'object' && typeof (parsed as { kind?: unknown }).kind === 'string' ? `a ${(parsed as { kind: string }).kind} entry` : 'an entry';
+      const why = r.error.issues.map((x) => `${x.path.length ? `${x.path.join('.')}: ` : ''}${x.message}`).join('; ');
+      problems.push({ file, line, kind: 'invalid', message: `invalid journal entry (${kind}): ${why}` });
+    }
+  });
+  return { entries, problems };
+}
+
+const RUN_ID = /^[A-Za-z0-9T_.-]+$/;
+
+export function journalFile(stateDir: string, runId: string): string {
+  return join(runsDir(stateDir), `${runId}.ndjson`);
+}
+
+/** One run's journal, validated; a run id that names no journal file is an InputError (exit 2). */
+export async function readJournal(stateDir: string, runId: string): Promise<RunJournal> {
+  if (!RUN_ID.test(runId)) throw new InputError(`"${runId}" is not a run id (see hostsmith history)`);
+  const file = journalFile(stateDir, runId);
+  let content: string;
   try {
-    text = await readFile(file, 'utf8');
+    content = await readFile(file, 'utf8');
   } catch {
     throw new InputError(`no run "${runId}" in ${runsDir(stateDir)} (see hostsmith history)`);
   }
-  const entries: JournalEntry[] = [];
-  for (const line of text.split('\n')) {
-    if (!line.trim()) continue;
-    try {
-      entries.push(JSON.parse(line) as JournalEntry);
-    } catch {
-      // A crash can cut the last line short; everything before it still counts.
-    }
-  }
-  return entries;
+  return { runId, file, ...parseJournal(content, file) };
+}
+
+/** One run's valid entries (problems left out: readJournal reports them). */
+export async function readRun(stateDir: string, runId: string): Promise<ReadEntry[]> {
+  return (await readJournal(stateDir, runId)).entries;
 }
 
 export async function listRunIds(stateDir: string): Promise<string[]> {
   try {
     const files = await readdir(runsDir(stateDir));
-    return files.filter((f) => f.endsWith('.ndjson')).map((f) => f.slice(0, -'.ndjson'.length)).sort();
+    return files
+      .filter((f) => f.endsWith('.ndjson'))
+      .map((f) => f.slice(0, -'.ndjson'.length))
+      .filter((id) => RUN_ID.test(id))
+      .sort();
   } catch {
     return [];
   }

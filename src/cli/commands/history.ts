@@ -1,34 +1,47 @@
 import type { Command } from 'commander';
 import { InputError } from '../../errors.js';
-import { listRunIds, readRun, type JournalEntry } from '../../engine/journal.js';
+import { controllerState, localProbe, type ControllerProbe } from '../../engine/controller.js';
+import { formatProblem, listRunIds, readJournal } from '../../engine/journal.js';
+import { replay, runPhase, type ControllerState, type RunPhase, type RunState } from '../../engine/replay.js';
 import { stateDirOf, type GlobalOptions } from '../context.js';
 import { escapeText } from '../escape.js';
 import { outputFor, type Ctx } from '../shared.js';
 
 export interface RunSummary {
   runId: string;
+  /** When the run started. */
   time: string;
   recipe: string;
+  mode: RunState['mode'];
   hosts: string[];
-  status: string;
+  /** How it ended; or running, crashed, abandoned (its controller is gone) or open (another controller's). */
+  status: RunPhase;
   exitCode: number | null;
   changed: number;
+  /** Completed steps not rolled back: the run's changes still on its hosts. */
+  left: number;
+  controller: string;
+  pid: number;
 }
 
-/** A run with no run-finished entry is still open: running now, or left by a crash. */
-export function summarize(runId: string, entries: JournalEntry[]): RunSummary | undefined {
-  const start = entries.find((e) => e.kind === 'run-started');
-  if (!start || start.kind !== 'run-started') return undefined;
-  const end = entries.find((e) => e.kind === 'run-finished');
-  const changed = entries.filter((e) => e.kind === 'step-finished' && e.status === 'changed').length;
+/** What is known of an open run's controller from here (a finished run's does not matter). */
+export function controllerOf(run: RunState, probe: ControllerProbe = localProbe): ControllerState {
+  return controllerState({ controller: run.controller, pid: run.pid, since: run.startedAt, runId: run.runId }, probe);
+}
+
+export function summarize(run: RunState, controller: ControllerState): RunSummary {
   return {
-    runId,
-    time: start.time,
-    recipe: start.recipe,
-    hosts: start.hosts,
-    status: end && end.kind === 'run-finished' ? end.status : 'open',
-    exitCode: end && end.kind === 'run-finished' ? end.exitCode : null,
-    changed,
+    runId: run.runId,
+    time: run.startedAt,
+    recipe: run.recipe,
+    mode: run.mode,
+    hosts: run.hostNames,
+    status: runPhase(run, controller),
+    exitCode: run.exitCode,
+    changed: run.hosts.reduce((n, h) => n + h.steps.filter((s) => s.status === 'changed').length, 0),
+    left: run.left.length,
+    controller: run.controller,
+    pid: run.pid,
   };
 }
 
@@ -43,20 +56,31 @@ export function registerHistory(program: Command, ctx: Ctx): void {
       const limit = Number(o.limit);
       if (!Number.isInteger(limit) || limit < 1) throw new InputError(`--limit: "${o.limit}" is not a whole number ≥ 1`);
       const dir = stateDirOf(g);
+      const out = outputFor(g);
       const ids = (await listRunIds(dir)).reverse();
       const rows: RunSummary[] = [];
       for (const id of ids) {
         if (rows.length >= limit) break;
-        const s = summarize(id, await readRun(dir, id));
-        if (s && (!o.host || s.hosts.includes(o.host))) rows.push(s);
+        const j = await readJournal(dir, id).catch(() => undefined); // removed since it was listed
+        if (!j) continue;
+        const run = replay(j.entries);
+        if (!run || (o.host && !run.hostNames.includes(o.host))) continue;
+        rows.push(summarize(run, run.status === 'open' ? controllerOf(run) : { kind: 'elsewhere' }));
+        // A torn last line is what a crash leaves, and `show` notes it; anything else is damage.
+        for (const p of j.problems) if (p.kind === 'invalid') out.warn(`warning: ${escapeText(formatProblem(p))}`);
       }
-      const out = outputFor(g);
       if (g.json) rows.forEach((r) => process.stdout.write(JSON.stringify({ event: 'run', ...r }) + '\n')); // time: when the run started
       else if (!rows.length) out.say(`no runs recorded in ${escapeText(dir)}`);
       else {
-        out.say(['run', 'started', 'recipe', 'hosts', 'status', 'changed'].join('\t'));
+        out.say(['run', 'started', 'recipe', 'hosts', 'status', 'changed', 'left'].join('\t'));
         // Journal text, shown escaped; a tab inside a cell would shift the columns, so it is escaped too.
-        rows.forEach((r) => out.say([r.runId, r.time, r.recipe, r.hosts.join(','), r.status, r.changed].map((c) => escapeText(String(c), { tabs: false })).join('\t')));
+        rows.forEach((r) =>
+          out.say(
+            [r.runId, r.time, r.mode === 'apply' ? r.recipe : `${r.mode}: ${r.recipe}`, r.hosts.join(','), r.status, r.changed, r.left]
+              .map((c) => escapeText(String(c), { tabs: false }))
+              .join('\t'),
+          ),
+        );
       }
       ctx.exit(0);
     });

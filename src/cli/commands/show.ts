@@ -1,48 +1,164 @@
 import type { Command } from 'commander';
-import { readRun } from '../../engine/journal.js';
+import { formatProblem, readJournal, type Reach } from '../../engine/journal.js';
+import { replay, undoSummary, type ControllerState, type HostState, type RunPhase, type RunState, type StepState } from '../../engine/replay.js';
+import { quote } from '../../transport/shell.js';
 import { stateDirOf, type GlobalOptions } from '../context.js';
 import { outputFor, type Ctx } from '../shared.js';
 import { escapeText } from '../escape.js';
-import { summarize } from './history.js';
+import { controllerOf, summarize } from './history.js';
 
 /** Journal text was written from what hosts said: shown escaped (JSON needs no escaping). */
 const one = (s: unknown): string => escapeText(String(s));
 const multi = (s: unknown): string => escapeText(String(s), { multiline: true });
 
+/** A step as the list of what is left names it: what it did, and what taking it back means. */
+function leftLine(s: StepState): string {
+  return `${s.name} [${s.type}]: ${s.summary} — to take back${s.sudo ? ' (with sudo)' : ''}: ${undoSummary(s.type, s.undo)}${s.rollback?.status === 'rollback-failed' ? ` (its rollback failed: ${s.rollback.error ?? 'no reason recorded'})` : ''}`;
+}
+
+/** The hosts where the run's lock is still held: started, never finished. */
+function locksHeld(run: RunState): Array<{ host: string; lock: string }> {
+  return run.hosts.filter((h) => h.status === 'open' && h.lock).map((h) => ({ host: h.name, lock: h.lock! }));
+}
+
+/**
+ * The one thing to do next about a run, in words a person can act on at 3 a.m. This is the
+ * single place that decides it: when hostsmith can finish a crashed run itself (recover), this
+ * is where its command is named.
+ */
+export function nextMove(run: RunState, phase: RunPhase): string {
+  const id = run.runId;
+  const hostsLeft = run.hosts.filter((h) => h.left.length || h.inFlight.length || h.rollingBack.length).map((h) => h.name);
+  switch (phase) {
+    case 'running':
+      return `The run is still going (pid ${run.pid} on this controller): wait for it to finish, then \`hostsmith show ${id}\` again.`;
+    case 'open':
+      return `The run has no end in the journal and ran from another controller, ${run.controller} (pid ${run.pid}): check there whether it still runs (\`hostsmith show ${id}\` on ${run.controller}).`;
+    case 'crashed':
+    case 'abandoned': {
+      const locks = locksHeld(run).map((l) => `on ${l.host}: rm -rf -- ${quote(l.lock)}`);
+      const unlock = locks.length ? ` Then remove the run's lock (${locks.join('; ')}).` : '';
+      if (!hostsLeft.length) return `Nothing of this run is left on its hosts, but nothing will close the run: its controller is gone.${unlock}`;
+      return (
+        `Nothing will finish this run by itself: its controller is gone. To put ${hostsLeft.join(', ')} back by hand, undo on each host the steps listed under ` +
+        `"left on the host", newest first, as their undo data says${run.hosts.some((h) => h.inFlight.length) ? ', and check the step that was in flight' : ''}` +
+        `${run.hosts.some((h) => h.rollingBack.length) ? ' and the rollback that was stopped' : ''}.${unlock}`
+      );
+    }
+    default:
+      if (hostsLeft.length && phase !== 'ok') {
+        return `Not everything was rolled back: on ${hostsLeft.join(', ')}, undo by hand the steps listed under "left on the host", newest first, as their undo data says.`;
+      }
+      if (phase === 'ok') return 'Nothing to do: the run finished and its changes are in place.';
+      return `Nothing to do here: no change of this run is left on its hosts${run.hosts.some((h) => h.error) ? '; fix what the errors above say, then apply again' : ''}.`;
+  }
+}
+
+function phaseLine(run: RunState, phase: RunPhase, c: ControllerState): string {
+  switch (phase) {
+    case 'running':
+      return `RUNNING: pid ${run.pid} is still at work on this controller`;
+    case 'crashed':
+      return `CRASHED: the run never finished and its controller is gone (${c.kind === 'gone' ? c.why : 'not running'})`;
+    case 'abandoned':
+      return `ABANDONED: every host finished, but the controller stopped before closing the run (${c.kind === 'gone' ? c.why : 'not running'}); a second Ctrl-C leaves a run so`;
+    case 'open':
+      return `OPEN: no end in the journal; it ran from another controller (${run.controller}), which cannot be checked from here`;
+    default:
+      return `finished ${run.finishedAt}: ${phase}${run.exitCode !== null ? ` (exit ${run.exitCode})` : ''}`;
+  }
+}
+
+function reachLine(r: Reach): string {
+  if (r.kind === 'local') return 'this machine (local)';
+  const via = r.jump ? ` via ${r.jump.user}@${r.jump.host}:${r.jump.port}` : '';
+  const keys = r.identities.length ? `, key ${r.identities.join(', ')}` : '';
+  return `${r.user}@${r.host}:${r.port}${via}${keys}${r.knownHostsFile ? `, known_hosts ${r.knownHostsFile}` : ''}`;
+}
+
+function hostState(h: HostState, phase: RunPhase): string {
+  switch (h.status) {
+    case 'open':
+      return phase === 'running' ? 'in progress' : 'STOPPED PART-WAY: the controller went away while working on this host';
+    case 'pending':
+      return phase === 'running' ? 'not started yet' : 'never started: nothing changed here';
+    case 'rollback-incomplete':
+      return 'ROLLBACK INCOMPLETE: some changes are still on the host';
+    default:
+      return h.status;
+  }
+}
+
 export function registerShow(program: Command, ctx: Ctx): void {
   program
     .command('show')
-    .description('one run from the journal, step by step')
+    .description('one run from the journal: each host, step by step, what is left and what to do next')
     .argument('<run-id>')
     .action(async (runId: string, _o: unknown, cmd: Command) => {
       const g = cmd.optsWithGlobals<GlobalOptions>();
-      const entries = await readRun(stateDirOf(g), runId);
+      const j = await readJournal(stateDirOf(g), runId);
       const out = outputFor(g);
-      if (g.json) {
-        // As events (SPEC §5: event, runId, time on each): the journal entry's kind is the event.
-        entries.forEach(({ kind, ...rest }) => process.stdout.write(JSON.stringify({ event: kind, ...rest, runId }) + '\n'));
+      for (const p of j.problems) out.warn(`${p.kind === 'torn' ? 'note' : 'warning'}: ${one(formatProblem(p))}`);
+      const run = replay(j.entries);
+      if (!run) {
+        out.warn(`${one(j.file)} holds no run-started entry: the run stopped before it recorded anything, so it changed nothing.`);
         return ctx.exit(0);
       }
-      const s = summarize(runId, entries);
-      if (s) out.say(`run ${one(runId)}: recipe ${one(s.recipe)} on ${one(s.hosts.join(', '))}, started ${one(s.time)}, status ${one(s.status)}${s.exitCode !== null ? ` (exit ${s.exitCode})` : ''}`);
-      for (const e of entries) {
-        switch (e.kind) {
-          case 'step-finished':
-            out.say(`  ${one(e.host)}  ${one(e.step)} [${one(e.type)}]  ${one(e.status)}: ${one(e.summary)}${e.error ? ` — ${multi(e.error)}` : ''}  (${one(e.durationMs)} ms)`);
-            break;
-          case 'step-started': {
-            const done = entries.some((x) => x.kind === 'step-finished' && x.host === e.host && x.step === e.step);
-            if (!done) out.say(`  ${one(e.host)}  ${one(e.step)} [${one(e.type)}]  STARTED, NOT FINISHED: ${one(e.summary)}`);
-            break;
-          }
-          case 'rollback-finished':
-            out.say(`  ${one(e.host)}  ↺ ${one(e.step)}: ${one(e.status)}${e.error ? ` — ${multi(e.error)}` : ''}`);
-            break;
-          case 'host-finished':
-            out.say(`  ${one(e.host)}: ${one(e.status)}${e.error ? ` — ${multi(e.error)}` : ''}`);
-            break;
-        }
+      const controller = run.status === 'open' ? controllerOf(run) : ({ kind: 'elsewhere' } as const);
+      const phase = summarize(run, controller).status;
+      const next = nextMove(run, phase);
+      if (g.json) {
+        // As events (SPEC §5: event, runId, time on each): the journal entry's kind is the event.
+        j.entries.forEach(({ kind, v: _v, ...rest }) => process.stdout.write(JSON.stringify({ event: kind, ...rest, runId }) + '\n'));
+        const steps = (xs: StepState[]) => xs.map((s) => ({ step: s.name, type: s.type, summary: s.summary, undo: undoSummary(s.type, s.undo), ...(s.rollback ? { rollback: s.rollback.status } : {}) }));
+        process.stdout.write(
+          JSON.stringify({
+            event: 'run-state',
+            runId,
+            time: run.finishedAt ?? j.entries.at(-1)?.time ?? run.startedAt,
+            status: phase,
+            exitCode: run.exitCode,
+            controller: run.controller,
+            pid: run.pid,
+            hosts: Object.fromEntries(
+              run.hosts.map((h) => [h.name, { status: h.status, ...(h.lock ? { lock: h.lock } : {}), left: steps([...h.left].reverse()), inFlight: steps(h.inFlight), rollingBack: steps(h.rollingBack) }]),
+            ),
+            next,
+          }) + '\n',
+        );
+        return ctx.exit(0);
       }
+      out.say(`run ${one(runId)}: ${one(run.mode)} of recipe ${one(run.recipe)} (${one(run.recipeFile)}) on ${one(run.hostNames.join(', '))}`);
+      out.say(`started ${one(run.startedAt)} by pid ${run.pid} on ${one(run.controller)}; ${one(phaseLine(run, phase, controller))}`);
+      for (const h of run.hosts) {
+        const n = one(h.name);
+        out.say('');
+        out.say(`${n}: ${one(hostState(h, phase))}${h.error ? ` — ${multi(h.error)}` : ''}`);
+        const where = [h.target ? `reached as ${reachLine(h.target)}` : '', h.backupDir ? `backups in ${h.backupDir}` : '', h.lock ? `lock ${h.lock}` : ''].filter(Boolean);
+        if (where.length) out.say(`  ${one(where.join('; '))}`);
+        for (const s of h.steps) {
+          if (s.status === 'in-flight' && !s.completed) {
+            out.say(`  ${n}  ${one(s.name)} [${one(s.type)}]  IN FLIGHT, NOT FINISHED: ${one(s.summary)} — its change may be partly made; to take it back: ${one(undoSummary(s.type, s.undo))}`);
+          } else {
+            out.say(`  ${n}  ${one(s.name)} [${one(s.type)}]  ${one(s.status === 'in-flight' ? 'changed (its end was not recorded)' : s.status)}: ${one(s.summary)}${s.error ? ` — ${multi(s.error)}` : ''}${s.durationMs !== undefined ? `  (${s.durationMs} ms)` : ''}`);
+          }
+        }
+        // Rollbacks in the order they ran: newest completion first.
+        for (const s of [...h.steps].filter((x) => x.rollback).sort((a, b) => a.rollback!.startedAt.localeCompare(b.rollback!.startedAt) || (b.completedOrder ?? 0) - (a.completedOrder ?? 0))) {
+          const r = s.rollback!;
+          out.say(`  ${n}  ↺ ${one(s.name)}: ${r.status === 'in-flight' ? 'ROLLBACK STARTED, NOT FINISHED' : one(r.status)}${r.error ? ` — ${multi(r.error)}` : ''}`);
+        }
+        if (h.left.length) {
+          out.say(phase === 'ok' ? '  changes of this run in place on the host, newest first:' : '  left on the host (completed, not rolled back), newest first:');
+          for (const s of [...h.left].reverse()) out.say(`    ${one(leftLine(s))}`);
+        } else if (h.steps.length) out.say('  nothing of this run is left on the host');
+      }
+      if (run.anomalies.length) {
+        out.say('');
+        for (const a of run.anomalies) out.warn(`warning: ${one(j.file)}: ${one(a)}`);
+      }
+      out.say('');
+      out.say(`next: ${one(next)}`);
       ctx.exit(0);
     });
 }
