@@ -234,7 +234,7 @@ export async function runRecipe(o: RunRecipeOptions): Promise<RunReport> {
     opened.set(target.name, h);
     if (o.mode === 'apply') {
       const sudo = target.sudo || o.recipe.sudo || o.recipe.defaults.sudo === true;
-      const held = await acquireLock(transport, baseFor(sudo), runId, sudo);
+      const held = await acquireLock(transport, baseFor(sudo), runId, sudo, { stateDir: o.stateDir });
       h.release = held;
       const reach = reachOf(target.describe);
       await journal?.write({ kind: 'host-started', time: time(), host: target.name, facts, backupDir: `${baseFor(sudo)}/backups/${runId}`, lock: held.path, ...(reach ? { target: reach } : {}) });

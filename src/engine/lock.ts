@@ -2,6 +2,9 @@ import { hostname } from 'node:os';
 import { HostsmithError, LockedError, errorMessage } from '../errors.js';
 import { quote } from '../transport/shell.js';
 import type { Transport } from '../transport/transport.js';
+import { controllerState, localProbe, type ControllerProbe } from './controller.js';
+import { readJournal, runsDir } from './journal.js';
+import { replay, type ControllerState, type RunState } from './replay.js';
 
 /**
  * A run holds a lock on each host: a directory made with mkdir (atomic), holding an `owner` file
@@ -35,6 +38,10 @@ export interface HeldLock {
 export interface LockOptions {
   /** Where a run with root keeps its lock (tests point it elsewhere). */
   rootLockDir?: string;
+  /** This controller's state dir: the holder's journal there says whether its run finished. */
+  stateDir?: string;
+  /** How to tell whether a holder's controller runs (tests stand in for /proc). */
+  probe?: ControllerProbe;
 }
 
 /** The first line of the owner file, as the stale-lock check and the release read it. */
@@ -115,17 +122,14 @@ export async function acquireLock(t: Transport, baseDir: string, runId: string, 
   const [kind = '', path = '', ownerName = '', ...rest] = r.stdout.split('\0');
   const login = (t as { loginUser?: string }).loginUser;
   const asRoot = sudo || login === 'root';
-  const removeHint = (p: string) => `rm -rf -- ${quote(p)}${asRoot ? '' : ' (as root if it is not yours)'}`;
   switch (kind) {
     case 'LOCKED':
       break;
     case 'HELD': {
       const holder = rest.join('').replace(/\s+/g, ' ').trim() || 'an unknown run: its owner file is empty or missing';
-      throw new LockedError(
-        t.name,
-        `host is locked by another hostsmith run (${holder}; lock ${path}, owned by ${ownerName}). Wait for it to finish; ` +
-          `if no run is active (its controller crashed), check \`hostsmith show <run>\` for what it left, then remove ${path} on the host (${removeHint(path)}).`,
-      );
+      const clear = `\`${sudo && login !== 'root' ? 'sudo ' : ''}rm -rf -- ${quote(path)}\`${asRoot ? '' : ' (as root if it is not yours)'}`;
+      const verdict = await holderVerdict(holder, { host: t.name, path, clear, stateDir: o.stateDir, probe: o.probe ?? localProbe });
+      throw new LockedError(t.name, `host is locked by another hostsmith run (${holder}; lock ${path}, owned by ${ownerName}). ${verdict}`);
     }
     case 'UNSAFE': {
       const [mode = '', why = ''] = rest;
@@ -151,6 +155,58 @@ export async function acquireLock(t: Transport, baseDir: string, runId: string, 
   }
   const release = () => releaseLock(t, path, runId, sudo);
   return Object.assign(release, { path });
+}
+
+/** The owner line a run writes (ownerLine), taken apart; undefined for any other text. */
+export function parseOwner(text: string): { runId: string; controller: string; pid: number; since: string } | undefined {
+  const m = /^run=([A-Za-z0-9T_.-]+) controller=(\S+) pid=([1-9]\d{0,9}) since=(\S+)$/.exec(text.trim());
+  return m ? { runId: m[1]!, controller: m[2]!, pid: Number(m[3]), since: m[4]! } : undefined;
+}
+
+/**
+ * What to make of a lock another run holds, and what to do: wait for a run that is alive, or,
+ * for a lock that is stale (its run finished, or its controller is gone), see what the run left
+ * and clear the lock by hand. Nothing here removes it.
+ */
+async function holderVerdict(holder: string, o: { host: string; path: string; clear: string; stateDir?: string; probe: ControllerProbe }): Promise<string> {
+  const clearIt = `remove ${o.path} on the host (on ${o.host}: ${o.clear})`;
+  const owner = parseOwner(holder);
+  if (!owner) return `Wait for it to finish. If no hostsmith run is active on ${o.host}, then ${clearIt}.`;
+  const id = owner.runId;
+  let run: RunState | undefined;
+  let journalNote = '';
+  if (o.stateDir) {
+    try {
+      run = replay((await readJournal(o.stateDir, id)).entries);
+    } catch {
+      journalNote = ` (its journal is not in ${runsDir(o.stateDir)}: add the --state-dir that run used)`;
+    }
+  }
+  const show = `\`hostsmith show ${id}\`${journalNote}`;
+  if (run && run.status !== 'open') {
+    return (
+      `The lock is STALE: it is left over from run ${id}, which finished (${run.status}${run.exitCode !== null ? `, exit ${run.exitCode}` : ''}, at ${run.finishedAt}) without releasing it. ` +
+      `See what that run did: ${show}; then ${clearIt}.`
+    );
+  }
+  const state: ControllerState =
+    run && owner.controller === o.probe.here && run.pid !== owner.pid
+      ? { kind: 'gone', why: `its journal names pid ${run.pid}, not the lock's pid ${owner.pid}` }
+      : controllerState(owner, o.probe);
+  switch (state.kind) {
+    case 'running':
+      return `Run ${id} is still running on this controller (pid ${owner.pid}): wait for it to finish (${show} shows how far it got).`;
+    case 'gone':
+      return (
+        `The lock is STALE: run ${id} was started on this controller (${owner.controller}) and its controller is gone (${state.why}), so it will never release the lock. ` +
+        `See what it left on the host: ${show}; then ${clearIt}.`
+      );
+    case 'elsewhere':
+      return (
+        `Run ${id} belongs to another controller, ${owner.controller} (pid ${owner.pid}): check there whether it still runs (\`hostsmith show ${id}\` on ${owner.controller}). ` +
+        `If that controller is gone, ${clearIt}.`
+      );
+  }
 }
 
 /**
