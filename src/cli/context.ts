@@ -34,6 +34,17 @@ export interface TargetCliOptions {
   concurrency?: string;
   var?: string[];
   varsFile?: string;
+  /** The non-secret vars a saved plan was made with (apply --plan). */
+  planVars?: GivenVars;
+}
+
+export interface GivenVars {
+  cli: Record<string, string>;
+  file: Record<string, unknown>;
+}
+
+function notSecret<T>(recipe: Recipe, vars: Record<string, T>): Record<string, T> {
+  return Object.fromEntries(Object.entries(vars).filter(([k]) => !recipe.vars[k]?.secret));
 }
 
 export interface Prepared {
@@ -47,6 +58,8 @@ export interface Prepared {
   stateDir: string;
   concurrency: number;
   cliVars: Record<string, string>;
+  /** Vars given on the command line and in a vars file, secrets left out: what a saved plan keeps. */
+  given: GivenVars;
   close(): Promise<void>;
 }
 
@@ -65,8 +78,10 @@ export async function prepare(
   const recipe = await loadRecipe(resolve(recipeFile));
   const inventoryFile = o.inventory ?? config.inventory;
   const inventory = inventoryFile ? await loadInventory(resolve(inventoryFile)) : undefined;
-  const fileVars = o.varsFile ? await loadVarsFile(resolve(o.varsFile)) : undefined;
-  const cliVars = parseVarArgs(o.var ?? []);
+  // A saved plan's vars stand in for the var options it was made with, unless vars are given anew.
+  const fromPlan = o.planVars && !o.var?.length && !o.varsFile ? o.planVars : undefined;
+  const fileVars = o.varsFile ? await loadVarsFile(resolve(o.varsFile)) : fromPlan ? { ...fromPlan.file } : undefined;
+  const cliVars = fromPlan ? { ...fromPlan.cli } : parseVarArgs(o.var ?? []);
   if (o.identity && !existsSync(o.identity)) throw new InputError(`--identity: no such key file ${o.identity}`);
   const specs = resolveTargets({ hosts: o.hosts, inventory, identity: o.identity, sudo: o.sudo ?? config.sudo });
 
@@ -117,6 +132,7 @@ export async function prepare(
     stateDir: stateDirOf(o, config),
     concurrency,
     cliVars,
+    given: { cli: notSecret(recipe, cliVars), file: notSecret(recipe, fileVars ?? {}) },
     close: async () => {
       await Promise.all(open.map((t) => t.close().catch(() => {})));
     },
