@@ -8,6 +8,7 @@ import { registerHistory } from './commands/history.js';
 import { registerRun } from './commands/run.js';
 import { registerSchedule } from './commands/schedule.js';
 import { registerShow } from './commands/show.js';
+import { registerUndo } from './commands/undo.js';
 import { registerValidate } from './commands/validate.js';
 import { escapeText } from './escape.js';
 import type { Ctx } from './shared.js';
@@ -31,6 +32,7 @@ export function buildProgram(ctx: Ctx): Command {
   registerValidate(program, ctx);
   registerHistory(program, ctx);
   registerShow(program, ctx);
+  registerUndo(program, ctx);
   registerBootstrap(program, ctx);
   registerSchedule(program, ctx);
   program.commands.forEach((c) => c.exitOverride());

@@ -15,7 +15,7 @@ import { gatherFacts, type Facts } from './facts.js';
 import { Journal, reachOf } from './journal.js';
 import { acquireLock } from './lock.js';
 import { Masker } from './mask.js';
-import { staleSteps, stepValueOf, varDigests, type PlanStepValue, type PlanValue } from './plan-value.js';
+import { staleSteps, stepValueOf, varDigest, varDigests, type PlanStepValue, type PlanValue } from './plan-value.js';
 import { runHost } from './run.js';
 import { sha256 } from '../steps/step.js';
 
@@ -120,18 +120,22 @@ export async function runRecipe(o: RunRecipeOptions): Promise<RunReport> {
   const salt = o.salt ?? o.expected?.salt ?? '';
 
   try {
-    await journal?.write({
-      kind: 'run-started',
+    const header = {
+      kind: 'run-started' as const,
       runId,
       time: time(),
       recipe: o.recipe.name,
       recipeFile: o.recipe.file,
-      mode: 'apply',
+      mode: 'apply' as const,
       hosts: names,
       vars: o.journalVars ?? {},
       pid: process.pid,
       controller: hostname(),
-    });
+      // Salted digests of each secret var's value(s), so that `undo` can check a value given again
+      // before it fills the journal's *** (undo.ts). Under `sha256`, a field the mask leaves alone.
+      secrets: secretVarDigests(o.recipe, o.targets),
+    };
+    await journal?.write(header);
     emit({ event: 'run-started', runId, time: time(), recipe: o.recipe.name, mode: o.mode, hosts: names });
 
     let todo = o.targets;
@@ -311,4 +315,16 @@ export async function runRecipe(o: RunRecipeOptions): Promise<RunReport> {
 
 function countsOf(r: Counts): Counts {
   return { changed: r.changed, unchanged: r.unchanged, skipped: r.skipped, failed: r.failed, rolledBack: r.rolledBack };
+}
+
+/** run-started `secrets`: per secret var, `<salt>:<digest>` of each distinct value the hosts got. */
+function secretVarDigests(recipe: Recipe, targets: HostTarget[]): Record<string, { sha256: string[] }> {
+  const salt = randomBytes(16).toString('hex');
+  const out: Record<string, { sha256: string[] }> = {};
+  for (const [name, spec] of Object.entries(recipe.vars)) {
+    if (!spec.secret) continue;
+    const values = targets.map((t) => t.vars[name]).filter((v) => v !== undefined && v !== null);
+    if (values.length) out[name] = { sha256: [...new Set(values.map((v) => `${salt}:${varDigest(salt, name, typeof v === 'string' ? v : JSON.stringify(v))}`))] };
+  }
+  return out;
 }

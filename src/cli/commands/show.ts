@@ -47,9 +47,11 @@ export function nextMove(run: RunState, phase: RunPhase): string {
     }
     default:
       if (hostsLeft.length && phase !== 'ok') {
+        if (run.mode !== 'undo') return `Not everything was rolled back: on ${hostsLeft.join(', ')}, \`hostsmith undo ${id}\` takes back the steps listed under "left on the host", newest first (it checks each host first and changes nothing if one drifted).`;
         return `Not everything was rolled back: on ${hostsLeft.join(', ')}, undo by hand the steps listed under "left on the host", newest first, as their undo data says.`;
       }
-      if (phase === 'ok') return 'Nothing to do: the run finished and its changes are in place.';
+      if (phase === 'ok' && run.mode === 'undo') return 'Nothing to do: the undo finished; what it took back is listed above.';
+      if (phase === 'ok') return `Nothing to do: the run finished and its changes are in place. To take them back: \`hostsmith undo ${id}\`.`;
       return `Nothing to do here: no change of this run is left on its hosts${run.hosts.some((h) => h.error) ? '; fix what the errors above say, then apply again' : ''}.`;
   }
 }
