@@ -41,7 +41,8 @@ function formatMs(ms: number): string {
 
 async function runChecked(ctx: StepContext, cmd: string, o: Omit<CommandUndo, 'run'>, what: string) {
   const started = Date.now();
-  const r = await ctx.exec(cmd, { cwd: o.cwd, env: o.env, user: o.user });
+  // `cd -- -` goes to $OLDPWD: a folder named "-" is reached as ./-.
+  const r = await ctx.exec(cmd, { cwd: o.cwd === '-' ? './-' : o.cwd, env: o.env, user: o.user });
   // `timeout -k 5` sends SIGKILL 5 s after a SIGTERM the command ignored: 137 (128 + 9), not 124.
   const killed = r.code === KILLED;
   if (r.timedOut || (killed && ctx.timeoutMs !== undefined && Date.now() - started >= ctx.timeoutMs)) {

@@ -123,14 +123,14 @@ export function checkScript(p: UserParams): string {
     `n=${quote(p.name)}; wh=${quote(p.home ?? '')}`,
     `dhome=$(useradd -D 2>/dev/null | sed -n 's/^HOME=//p'); dhome=\${dhome:-/home}`,
     `dshell=$(useradd -D 2>/dev/null | sed -n 's/^SHELL=//p'); echo "defaults $dhome \${dshell:-/bin/sh}"`,
-    `pw=$(getent passwd "$n") && echo "passwd $pw" && g=$(getent group "$(printf %s "$pw" | cut -d: -f4)") && echo "primary $g"`,
+    `pw=$(getent passwd "$n") && printf 'passwd %s\\n' "$pw" && g=$(getent group "$(printf %s "$pw" | cut -d: -f4)") && printf 'primary %s\\n' "$g"`,
     `getent group "$n" >/dev/null && echo samegroup`,
     `getent group | awk -F: -v u="$n" '{k=split($4,m,","); for(i=1;i<=k;i++) if(m[i]==u) print "member " $1}'`,
     ...(wanted.length ? [`for g in ${wanted.map(quote).join(' ')}; do getent group "$g" >/dev/null || echo "nogroup $g"; done`] : []),
-    `h=$wh; if [ -z "$h" ]; then if [ -n "$pw" ]; then h=$(printf %s "$pw" | cut -d: -f6); else h="$dhome/$n"; fi; fi; echo "home $h"`,
+    `h=$wh; if [ -z "$h" ]; then if [ -n "$pw" ]; then h=$(printf %s "$pw" | cut -d: -f6); else h="$dhome/$n"; fi; fi; printf 'home %s\\n' "$h"`,
     `st() { if [ -L "$2" ]; then echo "$1 link"; elif [ -d "$2" ]; then echo "$1 dir $(stat -c '%a %u %g %U %G' -- "$2")"; elif [ -f "$2" ]; then echo "$1 file $(stat -c '%a %u %g %U %G' -- "$2")"; elif [ -e "$2" ]; then echo "$1 other"; fi; }`,
     `st homedir "$h"`,
-    `d=$(dirname -- "$h"); while [ ! -e "$d" ] && [ "$d" != / ]; do echo "missing $d"; d=$(dirname -- "$d"); done`,
+    `d=$(dirname -- "$h"); while [ ! -e "$d" ] && [ "$d" != / ]; do printf 'missing %s\\n' "$d"; d=$(dirname -- "$d"); done`,
     `[ -e "/var/mail/$n" ] && echo mail`,
     ...(p.state === 'present' && p.authorized_keys !== undefined
       ? [`st sshdir "$h/.ssh"`, `st keys "$h/.ssh/authorized_keys"`, `[ -f "$h/.ssh/authorized_keys" ] && ! [ -L "$h/.ssh/authorized_keys" ] && echo "content $(base64 -w0 < "$h/.ssh/authorized_keys")"`]
