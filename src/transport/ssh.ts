@@ -101,7 +101,11 @@ export async function presentedHostKey(t: SshTarget): Promise<PresentedKey> {
     const conn = new Client();
     return await new Promise<PresentedKey>((resolve, reject) => {
       let seen: PresentedKey | undefined;
-      conn.once('error', (e: Error & { code?: string; level?: string }) => {
+      let settled = false;
+      // `on`, not `once`: a peer that hangs up mid-handshake can emit a second error, which would crash.
+      conn.on('error', (e: Error & { code?: string; level?: string }) => {
+        if (settled) return;
+        settled = true;
         conn.end();
         if (seen) resolve(seen);
         else reject(new ConnectError(t.name, connectProblem(t, e)));
@@ -222,7 +226,11 @@ export class SshTransport extends ShellTransport {
       },
     };
     return new Promise<SshTransport>((resolve, reject) => {
+      let failed = false;
       const fail = (e: Error & { level?: string; code?: string }) => {
+        // A peer that hangs up mid-handshake can emit more than one error: the first one counts.
+        if (failed) return;
+        failed = true;
         conn.removeAllListeners('ready');
         conn.end();
         let msg: string;
@@ -237,7 +245,7 @@ export class SshTransport extends ShellTransport {
         else msg = `cannot connect to ${where}: ${e.message}`;
         reject(new ConnectError(t.name, msg, { cause: e }));
       };
-      conn.once('error', fail);
+      conn.on('error', fail);
       conn.once('ready', () => {
         conn.removeListener('error', fail);
         // Later connection errors surface through the channels that fail; keep the process alive.
