@@ -40,7 +40,7 @@ function secs(ms: number): string {
 export class Output {
   private spinner: Ora | undefined;
   private hostCount = 0;
-  private mode: 'plan' | 'apply' = 'apply';
+  private mode: 'plan' | 'apply' | 'undo' = 'apply';
   private readonly out: NodeJS.WritableStream;
   private readonly err: NodeJS.WritableStream;
 
@@ -80,7 +80,7 @@ export class Output {
       case 'run-started':
         this.mode = e.mode;
         this.hostCount = e.hosts.length;
-        this.say(`${e.mode === 'plan' ? 'Plan' : 'Apply'}: recipe ${one(e.recipe)} on ${one(e.hosts.join(', '))} (run ${one(e.runId)})`);
+        this.say(`${e.mode === 'plan' ? 'Plan' : e.mode === 'undo' ? `Undo of run ${one(e.undoes ?? '?')}` : 'Apply'}: recipe ${one(e.recipe)} on ${one(e.hosts.join(', '))} (run ${one(e.runId)})`);
         break;
       case 'host-connected': {
         const f = e.facts as { os?: { id?: string; version_id?: string }; arch?: string; user?: string };
@@ -94,7 +94,7 @@ export class Output {
         const label = e.status === 'planned' ? 'will change' : e.status;
         const irr = e.irreversible ? this.paint(33, ' [irreversible: no rollback]') : '';
         const color = e.status === 'failed' ? 31 : e.status === 'changed' || e.status === 'planned' ? 33 : 32;
-        const line = `${prefix(e.host)}${SYMBOL[e.status] ?? ' '} ${one(e.step)}  ${this.paint(color, label)}: ${one(e.summary)}${irr}${this.mode === 'apply' ? `  (${secs(e.durationMs)})` : ''}`;
+        const line = `${prefix(e.host)}${SYMBOL[e.status] ?? ' '} ${one(e.step)}  ${this.paint(color, label)}: ${one(e.summary)}${irr}${this.mode !== 'plan' ? `  (${secs(e.durationMs)})` : ''}`;
         if (this.spinner) {
           if (e.status === 'failed') this.spinner.fail(line.trimStart());
           else this.spinner.stopAndPersist({ symbol: SYMBOL[e.status] ?? ' ', text: line.trimStart().slice(2) });

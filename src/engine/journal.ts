@@ -93,6 +93,10 @@ const runStarted = z.object({
   vars: z.record(z.unknown()),
   pid: z.number().int().positive(),
   controller: text,
+  /** mode undo: the run it takes back. */
+  undoes: text.optional(),
+  /** Salted digests of each secret var's value(s), `<salt>:<digest>`, for undo to check a value given again. */
+  secrets: z.record(z.object({ sha256: z.array(text) })).optional(),
 });
 const hostStarted = z.object({
   kind: z.literal('host-started'),

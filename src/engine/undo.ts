@@ -371,7 +371,7 @@ export async function runUndo(
       undoes: t.run.runId,
     };
     await journal.write(started);
-    emit({ event: 'run-started', runId, time: time(), recipe: t.run.recipe, mode: 'apply', hosts: names });
+    emit({ event: 'run-started', runId, time: time(), recipe: t.run.recipe, mode: 'undo', undoes: t.run.runId, hosts: names });
     for (const c of checks) {
       reports[c.name] = await undoHost(c);
       const r = reports[c.name]!;
