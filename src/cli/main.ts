@@ -5,6 +5,7 @@ import { Command, CommanderError } from 'commander';
 import { HostsmithError, errorMessage } from '../errors.js';
 import { registerBootstrap } from './commands/bootstrap.js';
 import { registerHistory } from './commands/history.js';
+import { registerPrune } from './commands/prune.js';
 import { registerRun } from './commands/run.js';
 import { registerSchedule } from './commands/schedule.js';
 import { registerShow } from './commands/show.js';
@@ -33,6 +34,7 @@ export function buildProgram(ctx: Ctx): Command {
   registerHistory(program, ctx);
   registerShow(program, ctx);
   registerUndo(program, ctx);
+  registerPrune(program, ctx);
   registerBootstrap(program, ctx);
   registerSchedule(program, ctx);
   program.commands.forEach((c) => c.exitOverride());

@@ -1,4 +1,6 @@
 import type { Command } from 'commander';
+import { InputError } from '../../errors.js';
+import { prunedNote } from '../../engine/prune.js';
 import { formatProblem, readJournal, type Reach } from '../../engine/journal.js';
 import { replay, undoSummary, type ControllerState, type HostState, type RunPhase, type RunState, type StepState } from '../../engine/replay.js';
 import { quote } from '../../transport/shell.js';
@@ -98,6 +100,8 @@ export function registerShow(program: Command, ctx: Ctx): void {
     .argument('<run-id>')
     .action(async (runId: string, _o: unknown, cmd: Command) => {
       const g = cmd.optsWithGlobals<GlobalOptions>();
+      const gone = await prunedNote(stateDirOf(g), runId);
+      if (gone) throw new InputError(gone);
       const j = await readJournal(stateDirOf(g), runId);
       const out = outputFor(g);
       for (const p of j.problems) out.warn(`${p.kind === 'torn' ? 'note' : 'warning'}: ${one(formatProblem(p))}`);

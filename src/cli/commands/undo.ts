@@ -4,16 +4,13 @@
  * changed, unless --force (which skips those steps, reports them, and exits 3).
  */
 import type { Command } from 'commander';
-import { homedir } from 'node:os';
 import { resolve } from 'node:path';
-import { ConnectError, InputError } from '../../errors.js';
-import type { Reach } from '../../engine/journal.js';
-import type { HostState } from '../../engine/replay.js';
+import { InputError } from '../../errors.js';
+import { prunedNote } from '../../engine/prune.js';
 import { loadUndo, readHosts, runUndo, secretMatches, undoLines } from '../../engine/undo.js';
 import { loadVarsFile, parseVarArgs } from '../../recipe/vars.js';
 import type { ShellTransport } from '../../transport/base.js';
-import { LocalTransport } from '../../transport/local.js';
-import { SshTransport, type SshTarget } from '../../transport/ssh.js';
+import { connectAsJournaled } from '../journal-connect.js';
 import { stateDirOf, type GlobalOptions } from '../context.js';
 import { escapeText } from '../escape.js';
 import { askSecret, askYesNo, interactive } from '../prompt.js';
@@ -33,34 +30,12 @@ interface UndoCli extends GlobalOptions {
   identity?: string;
 }
 
-function sshTargetOf(r: Reach, o: UndoCli): SshTarget {
-  return {
-    name: r.name,
-    host: r.host,
-    port: r.port,
-    user: r.user,
-    identities: o.identity ? [resolve(o.identity)] : r.identities,
-    knownHostsFile: o.knownHosts ? resolve(o.knownHosts) : (r.knownHostsFile ?? `${homedir()}/.ssh/known_hosts`),
-    acceptNewHostKeys: false,
-    ...(r.jump ? { jump: sshTargetOf(r.jump, { ...o, identity: undefined }) } : {}),
-  };
-}
-
-/** Connects to a host the way the undone run reached it, as its journal says. */
-function connectAsJournaled(o: UndoCli, open: ShellTransport[]) {
-  return async (h: HostState): Promise<ShellTransport> => {
-    const r = h.target;
-    if (!r) throw new ConnectError(h.name, 'the journal does not say how the run reached this host (a run from an older hostsmith), so undo cannot connect to it');
-    const t = r.kind === 'local' ? new LocalTransport(r.name) : await SshTransport.connect(sshTargetOf(r, o));
-    open.push(t);
-    return t;
-  };
-}
-
 async function undoCommand(runId: string, o: UndoCli): Promise<number> {
   const out = outputFor(o);
   const stateDir = stateDirOf(o);
   const hosts = o.hosts ? o.hosts.split(',').map((h) => h.trim()).filter(Boolean) : undefined;
+  const gone = await prunedNote(stateDir, runId);
+  if (gone) throw new InputError(gone);
   const target = await loadUndo(stateDir, runId, hosts);
   if (target.nothing) {
     out.say(one(target.nothing));
