@@ -60,8 +60,9 @@ function acquireScript(baseDir: string, rootDir: string, owner: string): string 
     `RD=${quote(rootDir)}`,
     'out() { printf "%s\\0" "$@"; }',
     // Root: the folder is made 0755 so that runs without root can read who holds it.
-    `if [ "$me" = 0 ]; then D=$RD; [ -d "$D" ] || mkdir -m 0755 -- "$D" || exit 3`,
-    `else D=${quote(baseDir)}; [ -d "$D" ] || mkdir -p -- "$D" || exit 3; chmod 0700 -- "$D" 2>/dev/null; fi`,
+    // Two first runs may race to make the folder: the loser's mkdir fails, but the folder is there.
+    `if [ "$me" = 0 ]; then D=$RD; [ -d "$D" ] || mkdir -m 0755 -- "$D" || [ -d "$D" ] || exit 3`,
+    `else D=${quote(baseDir)}; [ -d "$D" ] || mkdir -p -- "$D" || [ -d "$D" ] || exit 3; chmod 0700 -- "$D" 2>/dev/null; fi`,
     'D=$(readlink -f -- "$D") && [ -n "$D" ] || exit 3',
     // Every folder from the lock's parent up to / : owned by root or by us; writable by others only if sticky.
     'p=$D',
