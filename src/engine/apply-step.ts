@@ -21,7 +21,7 @@ export interface Applied {
  * Applies one planned step: journal (pre-state and undo) → apply → journal (result). Throws on
  * failure; `journaled` on the error's path tells the caller whether a step-started entry exists.
  */
-export async function applyPlanned(h: HostRun, p: PlannedStep, started: number, mark: { journaled: boolean }): Promise<Applied> {
+export async function applyPlanned(h: HostRun, p: PlannedStep, started: number, mark: { journaled: boolean }, o: { afterRollback?: boolean } = {}): Promise<Applied> {
   const { spec } = p;
   const w = p.work;
   if (!w) throw new HostsmithError(`step "${spec.name}": nothing planned to apply`);
@@ -33,6 +33,7 @@ export async function applyPlanned(h: HostRun, p: PlannedStep, started: number, 
     step: spec.name,
     type: spec.type,
     ...(handler ? { handler: true } : {}),
+    ...(o.afterRollback ? { afterRollback: true } : {}),
     params: forJournal(w.params),
     undo: w.plan.undo,
     irreversible: p.irreversible,

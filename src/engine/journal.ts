@@ -116,6 +116,8 @@ const stepStarted = z.object({
   step: text,
   type: text,
   handler: z.boolean().optional(),
+  /** A handler run again after a rollback, so a service loads what was put back: nothing to undo. */
+  afterRollback: z.boolean().optional(),
   params: z.unknown(),
   /** What rollback needs, journaled before the change; null: irreversible. */
   undo: z.unknown(),

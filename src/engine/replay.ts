@@ -21,6 +21,8 @@ export interface StepState {
   name: string;
   type: string;
   handler: boolean;
+  /** A handler run again after a rollback (a reload of what was put back): never left to undo. */
+  afterRollback?: boolean;
   summary: string;
   params: unknown;
   /** Undo data, journaled before the change; null: the step cannot be taken back. */
@@ -164,6 +166,7 @@ export function replay(entries: readonly JournalEntry[]): RunState | undefined {
           name: e.step,
           type: e.type,
           handler: e.handler === true,
+          ...(e.afterRollback ? { afterRollback: true } : {}),
           summary: e.summary,
           params: e.params,
           undo: e.undo === undefined ? null : e.undo,
@@ -240,7 +243,7 @@ export function replay(entries: readonly JournalEntry[]): RunState | undefined {
   });
 
   for (const h of run.hosts) {
-    for (const s of h.steps) s.left = s.completed && s.rollback?.status !== 'rolled-back';
+    for (const s of h.steps) s.left = s.completed && s.rollback?.status !== 'rolled-back' && !s.afterRollback;
     h.inFlight = h.steps.filter((s) => s.status === 'in-flight' && !s.completed);
     h.rollingBack = h.steps.filter((s) => s.rollback?.status === 'in-flight');
     h.left = byCompletion(h.steps.filter((s) => s.left));

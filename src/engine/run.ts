@@ -50,6 +50,7 @@ export async function runHost(o: HostRunOptions): Promise<HostResult> {
   if (!h.fatal && !interrupted) return { status: 'ok', counts: h.counts, planned: h.planned };
   if (o.mode === 'plan') return { status: interrupted ? 'interrupted' : 'failed', counts: h.counts, planned: h.planned, error: h.fatal };
   const r = await rollBack(h);
+  if (!(await handlersAgain(h).catch((e: unknown) => (e instanceof ConnectError ? { ok: false } : Promise.reject(e)))).ok) r.complete = false;
   const unrecorded = h.journalBroken !== undefined || h.rec.failedWrites.some((k) => k.startsWith('rollback'));
   const status: HostStatus = !r.complete || unrecorded ? 'rollback-incomplete' : interrupted ? 'interrupted' : h.completed.length ? 'rolled-back' : 'failed';
   const note = h.journalBroken
@@ -123,6 +124,41 @@ function finishStep(h: HostRun, p: PlannedStep, started: number, status: StepSta
   });
   if ((status === 'changed' || status === 'planned') && p.spec.notify.length) p.spec.notify.forEach((n) => h.notified.add(n));
   if (status === 'failed' && p.spec.fatal && !h.fatal) h.fatal = `step "${p.spec.name}" failed: ${p.error}`;
+}
+
+/**
+ * A rolled-back config file is worth little while the service still runs the new one: handlers
+ * that ran for steps now rolled back run again, once each and journaled, so the service loads what
+ * was put back. A handler that fails then leaves the rollback incomplete.
+ */
+async function handlersAgain(h: HostRun): Promise<{ ok: boolean }> {
+  const { o } = h;
+  const handlers = o.recipe.handlers;
+  const undone = h.completed.filter((c) => !handlers.includes(c.spec));
+  const due = handlers.filter((hd) => h.completed.some((c) => c.spec === hd) && undone.some((c) => c.spec.notify.includes(hd.name)));
+  let ok = true;
+  for (const spec of due) {
+    if (o.abortRollback?.aborted) return { ok: false };
+    const started = Date.now();
+    const event = (status: StepStatus, summary: string, error?: string) =>
+      h.rec.emit({ event: 'step-finished', runId: o.runId, time: now(), host: o.host, step: spec.name, type: spec.type, status, summary: `after rollback: ${summary}`, irreversible: false, durationMs: Date.now() - started, handler: true, ...(error ? { error } : {}) });
+    h.rec.emit({ event: 'step-started', runId: o.runId, time: now(), host: o.host, step: spec.name, type: spec.type });
+    try {
+      const p = await planStep(h, spec);
+      if (p.status === 'failed') throw new Error(p.error ?? p.summary);
+      if (p.status !== 'planned') {
+        event(p.status, p.summary);
+        continue;
+      }
+      await applyPlanned(h, p, started, { journaled: false }, { afterRollback: true });
+      event('changed', p.summary);
+    } catch (e) {
+      if (e instanceof ConnectError) throw e;
+      ok = false;
+      event('failed', `handler "${spec.name}" could not run again`, `${errorMessage(e)} — the rolled-back files are in place, but the service may still run what the run had set up: run the handler by hand`);
+    }
+  }
+  return { ok };
 }
 
 /** Completed steps, newest first; every one attempted; a second Ctrl-C stops what is left. */

@@ -30,6 +30,18 @@ steps:
     command: { run: "echo '{{steps.Emit.stdout}}' > /srv/nul/after" }
 `;
 
+const RELOAD = `name: reload
+steps:
+  - name: Site config
+    template: { src: site.conf.hbs, dest: /srv/reload/site.conf }
+    notify: [Reload site, Check site]
+handlers:
+  - name: Reload site
+    command: { run: "mkdir -p /var/tmp/reload && cat /srv/reload/site.conf >> /var/tmp/reload/calls", rollback: "true" }
+  - name: Check site
+    command: { run: "exit 7" }
+`;
+
 describeHosts('exit codes that never lie', () => {
   const sandbox = useSandbox(1);
   const common = () => ['-i', sandbox().inventoryPath, '--known-hosts', sandbox().knownHostsPath, '--hosts', 'h1'];
@@ -77,6 +89,30 @@ describeHosts('exit codes that never lie', () => {
       }
     } finally {
       spawnSync('umount', [state]);
+    }
+  });
+
+  it('a handler that ran for a template now rolled back runs again after the rollback, so the service loads what was put back', async () => {
+    const sb = sandbox();
+    const [h1] = sb.hosts;
+    const dir = fixture({ 'reload.yml': RELOAD, 'templates/site.conf.hbs': 'listen {{facts.hostname}}:8080\n' });
+    await sshOk(sb, h1!, 'mkdir -p /srv/reload && echo "listen old" > /srv/reload/site.conf && rm -rf /var/tmp/reload');
+    try {
+      const r = await hostsmith(['apply', join(dir, 'reload.yml'), '--yes', '--json', '--state-dir', join(dir, 'state'), ...common()]);
+      expect(r.code, r.stderr + r.stdout).toBe(1);
+      // Each call recorded on the host: once with the new config, once more with the old one put back.
+      expect(await sshOk(sb, h1!, 'cat /var/tmp/reload/calls')).toBe('listen h1:8080\nlisten old\n');
+      expect(await sshOk(sb, h1!, 'cat /srv/reload/site.conf')).toBe('listen old\n');
+      const reloads = r.events.filter((e) => e.event === 'step-finished' && e.step === 'Reload site');
+      expect(reloads.map((e) => e.status)).toEqual(['changed', 'changed']);
+      expect(reloads[1]!.summary).toMatch(/^after rollback: /);
+      const show = await hostsmith(['show', r.events[0]!.runId, '--json', '--state-dir', join(dir, 'state')]);
+      // The run is rolled back, and the handler's second run is nothing to undo.
+      const state = show.events.find((e) => e.event === 'run-state')!;
+      expect(state.hosts.h1.status).toBe('rolled-back');
+      expect(state.hosts.h1.left).toEqual([]);
+    } finally {
+      await sshOk(sb, h1!, 'rm -rf /srv/reload /var/tmp/reload');
     }
   });
 

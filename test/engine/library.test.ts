@@ -74,3 +74,45 @@ describe('runRecipe with the local transport', () => {
     expect(r.events.filter((e) => e.event === 'rollback-finished').map((e) => (e as { status: string }).status)).toEqual(['rolled-back', 'rolled-back']);
   });
 });
+
+describe('handlers after a rollback', () => {
+  it('a handler that ran for a step now rolled back runs again, once, journaled as nothing to undo', async () => {
+    const { dir, target } = setup(
+      [
+        `  - name: Conf\n    file: { path: $D/app.conf, content: "new\\n" }\n    notify: [Record, Boom]`,
+        `handlers:`,
+        `  - name: Record\n    command: { run: "cat $D/app.conf >> $D/calls", rollback: "true" }`,
+        `  - name: Boom\n    command: { run: "exit 3" }`,
+      ].join('\n') + '\n',
+    );
+    writeFileSync(join(dir, 'app.conf'), 'old\n');
+    const r = await run(dir, target, 'apply');
+    expect(r.report).toMatchObject({ status: 'rolled-back', exitCode: 1 });
+    // It ran with the new config, then again with the config put back.
+    expect(readFileSync(join(dir, 'calls'), 'utf8')).toBe('new\nold\n');
+    expect(readFileSync(join(dir, 'app.conf'), 'utf8')).toBe('old\n');
+    const again = r.events.filter((e) => e.event === 'step-finished' && e.step === 'Record').map((e) => (e as { summary: string }).summary);
+    expect(again).toEqual(['run: cat ' + join(dir, 'app.conf') + ' >> ' + join(dir, 'calls'), 'after rollback: run: cat ' + join(dir, 'app.conf') + ' >> ' + join(dir, 'calls')]);
+    const { readJournal } = await import('../../src/engine/journal.js');
+    const { replay } = await import('../../src/engine/replay.js');
+    const state = replay((await readJournal(join(dir, 'state'), r.report.runId)).entries);
+    expect(state!.left).toEqual([]);
+  });
+
+  it('a handler that fails when run again leaves the rollback incomplete (exit 3)', async () => {
+    const { dir, target } = setup(
+      [
+        `  - name: Conf\n    file: { path: $D/app.conf, content: "new\\n" }\n    notify: [Reload, Boom]`,
+        `handlers:`,
+        `  - name: Reload\n    command: { run: "grep -q new $D/app.conf", rollback: "true" }`,
+        `  - name: Boom\n    command: { run: "exit 3" }`,
+      ].join('\n') + '\n',
+    );
+    writeFileSync(join(dir, 'app.conf'), 'old\n');
+    const r = await run(dir, target, 'apply');
+    expect(r.report).toMatchObject({ status: 'rollback-incomplete', exitCode: 3 });
+    const last = r.events.filter((e) => e.event === 'step-finished' && e.step === 'Reload').at(-1) as { status: string; error?: string };
+    expect(last.status).toBe('failed');
+    expect(last.error).toMatch(/run the handler by hand/);
+  });
+});
