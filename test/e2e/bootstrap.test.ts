@@ -167,7 +167,7 @@ describeHosts('bootstrap on a terminal', () => {
     expect(readFileSync(knownHosts, 'utf8')).toBe(before);
   });
 
-  it('Enter through a known inventory host: every question has a default (apply still asks)', async () => {
+  it('Enter through a known inventory host: every question has a default, applying included', async () => {
     const sb = sandbox();
     const h = sb.hosts[0]!;
     const dir = fixture({
@@ -184,7 +184,7 @@ describeHosts('bootstrap on a terminal', () => {
         [/How do you log in/, '\r'],
         [/Private key file/, '\r'],
         [/Recipe to apply/, '\r'],
-        [/Apply these 1 change\(s\)\?/, 'y\r'],
+        [/Apply these 1 change\(s\)\? \(Y\/n\)/, '\r'],
       ],
       { env: env(), cwd: dir },
     );

@@ -333,7 +333,7 @@ async function bootstrap(recipeArg: string | undefined, o: BootstrapCli, ctx: Ct
     });
     prep.warnings.forEach((w) => out.warn(w));
     const changedNote = keyInstalled ? `the recipe changed nothing on ${spec.host} (your key stays in ${spec.user}'s ~/.ssh/authorized_keys)` : 'nothing was changed';
-    const code = await saying(changedNote, () => runPrepared(prep, { mode: 'apply', confirm: true, planOptions: {} }, out, ctx));
+    const code = await saying(changedNote, () => runPrepared(prep, { mode: 'apply', confirm: true, confirmDefault: true, planOptions: {} }, out, ctx));
 
     if (code !== 4 && code !== 130 && !chosen.fromInventory) {
       const done = code === 0 ? 'the run above stands' : 'the run above is as reported';

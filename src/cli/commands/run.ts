@@ -89,6 +89,8 @@ export interface RunFlow {
   mode: 'plan' | 'apply';
   /** Plan, show the plan, ask, and apply exactly what was shown. */
   confirm: boolean;
+  /** The answer Enter gives at that question (apply: no; bootstrap, a guided setup: yes). */
+  confirmDefault?: boolean;
   /** apply --plan: the saved plan to follow. */
   saved?: PlanValue;
   /** plan --out: where to write the plan. */
@@ -150,7 +152,7 @@ export async function runPrepared(prep: Prepared, flow: RunFlow, out: Output, ct
         out.say('Nothing to change; not applying.');
         return 0;
       }
-      if (!(await askYesNo(`Apply these ${toChange} change(s)?`))) {
+      if (!(await askYesNo(`Apply these ${toChange} change(s)?`, flow.confirmDefault ?? false))) {
         out.say('Not applied; nothing was changed.');
         return 0;
       }
