@@ -28,7 +28,7 @@ import { rollbackOne } from './apply-step.js';
 import { worstStatus, type Counts, type Emit, type HostStatus, type RunEvent, type RunStatus } from './events.js';
 import { gatherFacts, type Facts } from './facts.js';
 import type { Completed, HostRun } from './host-run.js';
-import { Journal, journalFile, listRunIds, readJournal, type JournalEntry } from './journal.js';
+import { Journal, journalFile, listRunIds, parseJournal, readJournal, type JournalEntry } from './journal.js';
 import { acquireLock } from './lock.js';
 import { Masker } from './mask.js';
 import { newRunId } from './fleet.js';
@@ -43,7 +43,7 @@ export const MASK = '***';
 /** A secret var of the undone run: salted digests of its value(s), as `<salt>:<sha256:hex>`. */
 export type SecretDigests = Record<string, string[]>;
 
-/** What run-started carries beyond the common schema (read from the raw first entry). */
+/** What run-started carries beyond the run state. */
 interface StartExtras {
   undoes?: string;
   secrets?: SecretDigests;
@@ -101,26 +101,22 @@ export interface ReadyStep {
   sudo: boolean;
 }
 
-/** The start of a journal's first line, raw: run-started fields the common schema does not keep. */
-async function startExtras(file: string): Promise<StartExtras> {
+/** What a run-started entry says beyond the run state: the run it undoes, its secrets' digests. */
+function extrasOf(e: JournalEntry | undefined): StartExtras {
+  if (e?.kind !== 'run-started') return {};
+  return {
+    ...(e.undoes ? { undoes: e.undoes } : {}),
+    ...(e.secrets ? { secrets: Object.fromEntries(Object.entries(e.secrets).map(([name, v]) => [name, v.sha256])) } : {}),
+  };
+}
+
+/** A journal's first entry, validated like any other; read alone, as scanning every run needs no more. */
+async function firstEntry(file: string): Promise<JournalEntry | undefined> {
   try {
-    const text = await readFile(file, 'utf8');
-    const first = JSON.parse(text.split('\n', 1)[0] ?? '') as Record<string, unknown>;
-    if (first.kind !== 'run-started') return {};
-    const out: StartExtras = {};
-    if (typeof first.undoes === 'string') out.undoes = first.undoes;
-    const s = first.secrets;
-    if (s && typeof s === 'object' && !Array.isArray(s)) {
-      const secrets: SecretDigests = {};
-      for (const [name, v] of Object.entries(s as Record<string, unknown>)) {
-        const list = v && typeof v === 'object' ? (v as { sha256?: unknown }).sha256 : undefined;
-        if (Array.isArray(list)) secrets[name] = list.filter((x): x is string => typeof x === 'string' && x.includes(':'));
-      }
-      out.secrets = secrets;
-    }
-    return out;
+    const first = (await readFile(file, 'utf8')).split('\n', 1)[0] ?? '';
+    return parseJournal(`${first}\n`, file).entries[0];
   } catch {
-    return {};
+    return undefined;
   }
 }
 
@@ -139,7 +135,7 @@ async function undoRunsOf(stateDir: string, runId: string): Promise<string[]> {
   const out: string[] = [];
   for (const id of await listRunIds(stateDir)) {
     if (id === runId) continue;
-    const x = await startExtras(journalFile(stateDir, id));
+    const x = extrasOf(await firstEntry(journalFile(stateDir, id)));
     if (x.undoes === runId) out.push(id);
   }
   return out.sort();
@@ -150,7 +146,7 @@ export async function loadUndo(stateDir: string, runId: string, hosts?: string[]
   const j = await readJournal(stateDir, runId);
   const run = replay(j.entries);
   if (!run) throw new InputError(`run ${runId} recorded nothing (its journal ${j.file} has no run-started entry): it changed nothing, so there is nothing to undo`);
-  const extras = await startExtras(j.file);
+  const extras = extrasOf(j.entries[0]);
   const base: UndoTarget = { stateDir, run, hosts: [], secrets: extras.secrets ?? {}, needsSecrets: [], earlierUndos: [] };
   if (run.mode === 'undo') return { ...base, nothing: `run ${runId} is itself an undo (of run ${extras.undoes ?? '?'}): nothing to undo. To redo what it took back, apply the recipe again.` };
   if (run.status === 'open') {
