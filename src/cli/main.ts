@@ -6,6 +6,7 @@ import { HostsmithError, errorMessage } from '../errors.js';
 import { registerBootstrap } from './commands/bootstrap.js';
 import { registerHistory } from './commands/history.js';
 import { registerPrune } from './commands/prune.js';
+import { registerRecover } from './commands/recover.js';
 import { registerRun } from './commands/run.js';
 import { registerSchedule } from './commands/schedule.js';
 import { registerShow } from './commands/show.js';
@@ -34,6 +35,7 @@ export function buildProgram(ctx: Ctx): Command {
   registerHistory(program, ctx);
   registerShow(program, ctx);
   registerUndo(program, ctx);
+  registerRecover(program, ctx);
   registerPrune(program, ctx);
   registerBootstrap(program, ctx);
   registerSchedule(program, ctx);

@@ -40,7 +40,7 @@ function secs(ms: number): string {
 export class Output {
   private spinner: Ora | undefined;
   private hostCount = 0;
-  private mode: 'plan' | 'apply' | 'undo' = 'apply';
+  private mode: 'plan' | 'apply' | 'undo' | 'recover' = 'apply';
   private readonly out: NodeJS.WritableStream;
   private readonly err: NodeJS.WritableStream;
 
@@ -80,7 +80,11 @@ export class Output {
       case 'run-started':
         this.mode = e.mode;
         this.hostCount = e.hosts.length;
-        this.say(`${e.mode === 'plan' ? 'Plan' : e.mode === 'undo' ? `Undo of run ${one(e.undoes ?? '?')}` : 'Apply'}: recipe ${one(e.recipe)} on ${one(e.hosts.join(', '))} (run ${one(e.runId)})`);
+        this.say(
+          e.mode === 'recover'
+            ? `Recover of run ${one(e.runId)}: recipe ${one(e.recipe)} on ${one(e.hosts.join(', ') || 'no host')}`
+            : `${e.mode === 'plan' ? 'Plan' : e.mode === 'undo' ? `Undo of run ${one(e.undoes ?? '?')}` : 'Apply'}: recipe ${one(e.recipe)} on ${one(e.hosts.join(', '))} (run ${one(e.runId)})`,
+        );
         break;
       case 'host-connected': {
         const f = e.facts as { os?: { id?: string; version_id?: string }; arch?: string; user?: string };

@@ -41,6 +41,7 @@ export async function applyPlanned(h: HostRun, p: PlannedStep, started: number, 
     pre: p.pre ?? '',
     sudo: w.ctx.sudo,
     ...(runsAs(spec.type, w.params) ? { user: runsAs(spec.type, w.params) } : {}),
+    ...(spec.notify.length ? { notifies: spec.notify } : {}),
   });
   mark.journaled = true;
   const out = await withRetry(spec.retry ?? h.o.defaultRetry, h.o.sleep ?? defaultSleep, () => w.type.apply(w.ctx, w.params, w.plan, w.state));

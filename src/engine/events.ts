@@ -22,7 +22,7 @@ interface Base {
 }
 
 export type RunEvent =
-  | (Base & { event: 'run-started'; recipe: string; mode: 'plan' | 'apply' | 'undo'; hosts: string[]; undoes?: string })
+  | (Base & { event: 'run-started'; recipe: string; mode: 'plan' | 'apply' | 'undo' | 'recover'; hosts: string[]; undoes?: string })
   | (Base & { event: 'host-connected'; host: string; facts: unknown })
   | (Base & { event: 'step-started'; host: string; step: string; type: string })
   | (Base & {

@@ -129,6 +129,8 @@ const stepStarted = z.object({
   sudo: z.boolean().optional(),
   /** The user the step's command runs as, when not the login. */
   user: text.optional(),
+  /** Handlers the step notifies when it changes: they run again after its rollback (undo, recover). */
+  notifies: z.array(text).optional(),
 });
 const stepFinished = z.object({
   kind: z.literal('step-finished'),
@@ -154,10 +156,12 @@ const rollbackFinished = z.object({
   status: z.enum(['rolled-back', 'rollback-failed']),
   error: text.optional(),
 });
+/** `recover` took over the run (it appends to the run's own journal): who, so a second recover can tell. */
+const recoverStarted = z.object({ kind: z.literal('recover-started'), time: text, pid: z.number().int().positive(), controller: text });
 const hostFinished = z.object({ kind: z.literal('host-finished'), time: text, host: text, status: z.enum(HOST_STATUSES), counts: countsSchema, error: text.optional() });
 const runFinished = z.object({ kind: z.literal('run-finished'), time: text, status: z.enum(RUN_END_STATUSES), exitCode: z.number().int() });
 
-const entryBody = z.discriminatedUnion('kind', [runStarted, hostStarted, stepStarted, stepFinished, rollbackStarted, rollbackFinished, hostFinished, runFinished]);
+const entryBody = z.discriminatedUnion('kind', [runStarted, hostStarted, stepStarted, stepFinished, rollbackStarted, rollbackFinished, hostFinished, runFinished, recoverStarted]);
 
 /** One journal entry as the engine writes it (Journal.write adds the format version). */
 export type JournalEntry = z.output<typeof entryBody>;
@@ -231,6 +235,7 @@ export class Journal {
         }
         await this.fh.datasync();
         this.torn = false;
+        faultAfterWrite();
       } catch (e) {
         this.torn = true;
         throw new JournalError(this.file, e);
@@ -240,10 +245,40 @@ export class Journal {
     return next;
   }
 
+  /**
+   * Opens an existing run's journal to write more entries (`recover` finishing a run). A last line
+   * cut short by a crash stays alone: the next entry starts on a fresh line.
+   */
+  static async append(stateDir: string, runId: string, masker: Masker): Promise<Journal> {
+    const file = journalFile(stateDir, runId);
+    const fh = await open(file, 'a+');
+    const j = new Journal(fh, file, masker);
+    const { size } = await fh.stat();
+    if (size > 0) {
+      const last = Buffer.alloc(1);
+      await fh.read(last, 0, 1, size - 1);
+      j.torn = last[0] !== 0x0a;
+    }
+    return j;
+  }
+
   async close(): Promise<void> {
     await this.chain;
     await this.fh.close();
   }
+}
+
+/**
+ * Fault injection for crash tests: HOSTSMITH_FAULT_KILL_AT_WRITE=n makes the process kill itself
+ * with SIGKILL right after its n-th journal entry is on disk (counted over the whole process), as a
+ * crash or power cut there would. Off unless the variable is set.
+ */
+let writesSoFar = 0;
+function faultAfterWrite(): void {
+  const at = process.env.HOSTSMITH_FAULT_KILL_AT_WRITE;
+  if (!at) return;
+  writesSoFar++;
+  if (writesSoFar === Number(at)) process.kill(process.pid, 'SIGKILL');
 }
 
 /** A line of a journal that is not a valid entry. `torn`: the last line, cut short by a crash. */

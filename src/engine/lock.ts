@@ -42,6 +42,11 @@ export interface LockOptions {
   stateDir?: string;
   /** How to tell whether a holder's controller runs (tests stand in for /proc). */
   probe?: ControllerProbe;
+  /**
+   * `recover`: a lock held by this run id (the crashed run being finished) is taken over as it is,
+   * and released at the end like one's own. Any other holder is refused as usual.
+   */
+  adopt?: string;
 }
 
 /** The first line of the owner file, as the stale-lock check and the release read it. */
@@ -128,6 +133,7 @@ export async function acquireLock(t: Transport, baseDir: string, runId: string, 
       break;
     case 'HELD': {
       const holder = rest.join('').replace(/\s+/g, ' ').trim() || 'an unknown run: its owner file is empty or missing';
+      if (o.adopt && parseOwner(holder)?.runId === o.adopt) return Object.assign(() => releaseLock(t, path, o.adopt!, sudo), { path });
       const clear = `\`${sudo && login !== 'root' ? 'sudo ' : ''}rm -rf -- ${quote(path)}\`${asRoot ? '' : ' (as root if it is not yours)'}`;
       const verdict = await holderVerdict(holder, { host: t.name, path, clear, stateDir: o.stateDir, probe: o.probe ?? localProbe });
       throw new LockedError(t.name, `host is locked by another hostsmith run (${holder}; lock ${path}, owned by ${ownerName}). ${verdict}`);
@@ -200,7 +206,9 @@ async function holderVerdict(holder: string, o: { host: string; path: string; cl
     case 'gone':
       return (
         `The lock is STALE: run ${id} was started on this controller (${owner.controller}) and its controller is gone (${state.why}), so it will never release the lock. ` +
-        `See what it left on the host: ${show}; then ${clearIt}.`
+        (run
+          ? `\`hostsmith recover ${id}\` finishes that run: it rolls back what the run left on the host and releases the lock (${show} shows what is left).`
+          : `See what it left on the host: ${show}; then ${clearIt}.`)
       );
     case 'elsewhere':
       return (

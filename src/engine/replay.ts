@@ -36,6 +36,8 @@ export interface StepState {
   sudo?: boolean;
   /** The user its command ran as, when not the login. */
   user?: string;
+  /** Handlers it notifies when it changes. */
+  notifies?: string[];
   startedAt: string;
   finishedAt?: string;
   durationMs?: number;
@@ -96,6 +98,8 @@ export interface RunState {
   hosts: HostState[];
   /** Every host's left steps, in the order they completed. */
   left: StepState[];
+  /** Each `recover` that took the run over, oldest first: its controller decides whether one still runs. */
+  recoverers: Array<{ pid: number; controller: string; since: string }>;
   /** Entries that do not fit the run (a finish without a start, entries after run-finished…). */
   anomalies: string[];
 }
@@ -121,6 +125,7 @@ export function replay(entries: readonly JournalEntry[]): RunState | undefined {
     exitCode: null,
     hosts: start.hosts.map(newHost),
     left: [],
+    recoverers: [],
     anomalies: [],
   };
   const hostOf = (name: string): HostState => {
@@ -174,6 +179,7 @@ export function replay(entries: readonly JournalEntry[]): RunState | undefined {
           pre: e.pre,
           ...(e.sudo !== undefined ? { sudo: e.sudo } : {}),
           ...(e.user ? { user: e.user } : {}),
+          ...(e.notifies?.length ? { notifies: [...e.notifies] } : {}),
           startedAt: e.time,
           status: 'in-flight',
           completed: false,
@@ -203,8 +209,11 @@ export function replay(entries: readonly JournalEntry[]): RunState | undefined {
         const steps = hostOf(e.host).steps;
         // Rollback takes back a completed step; one whose step-finished could not be written
         // (a journal write that failed after the change) was completed too, as far as the run knew.
+        // A rollback started again (by recover, after a crash stopped it, or after it failed) takes the same step.
         const s =
-          findLast(steps, (x) => x.name === e.step && x.completed && !x.rollback) ?? findLast(steps, (x) => x.name === e.step && x.status === 'in-flight' && !x.rollback);
+          findLast(steps, (x) => x.name === e.step && x.completed && !x.rollback) ??
+          findLast(steps, (x) => x.name === e.step && x.completed && x.rollback !== undefined && x.rollback.status !== 'rolled-back') ??
+          findLast(steps, (x) => x.name === e.step && x.status === 'in-flight' && !x.rollback);
         if (!s) {
           run.anomalies.push(`${at}: rollback of step "${e.step}" on ${e.host}, which did not complete`);
           return;
@@ -233,6 +242,9 @@ export function replay(entries: readonly JournalEntry[]): RunState | undefined {
         if (e.error) h.error = e.error;
         return;
       }
+      case 'recover-started':
+        run.recoverers.push({ pid: e.pid, controller: e.controller, since: e.time });
+        return;
       case 'run-finished':
         finished = true;
         run.status = e.status;

@@ -21,8 +21,6 @@
 import { readFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { ConnectError, HostsmithError, InputError, errorMessage } from '../errors.js';
-import { stepType } from '../steps/registry.js';
-import { fingerprint, type StepContext, type StepType } from '../steps/step.js';
 import type { ShellTransport } from '../transport/base.js';
 import { rollbackOne } from './apply-step.js';
 import { worstStatus, type Counts, type Emit, type HostStatus, type RunEvent, type RunStatus } from './events.js';
@@ -34,14 +32,11 @@ import { Masker } from './mask.js';
 import { newRunId } from './fleet.js';
 import { varDigest } from './plan-value.js';
 import { Recorder } from './recorder.js';
+import { contextOf, handlersAgain, holdsMask, journaledStep, stateNow, type JournaledStep, type SecretDigests } from './journal-steps.js';
 import { replay, undoSummary, type HostState, type RunState, type StepState } from './replay.js';
 import type { StepSpec } from '../recipe/types.js';
 
-/** How a masked secret appears in the journal. */
-export const MASK = '***';
-
-/** A secret var of the undone run: salted digests of its value(s), as `<salt>:<sha256:hex>`. */
-export type SecretDigests = Record<string, string[]>;
+export { MASK, type SecretDigests } from './journal-steps.js';
 
 /** What run-started carries beyond the run state. */
 interface StartExtras {
@@ -92,14 +87,8 @@ export interface HostCheck {
   error?: string;
 }
 
-export interface ReadyStep {
-  step: StepState;
-  type: StepType;
-  /** Params and undo data with secrets given back. */
-  params: unknown;
-  undo: unknown;
-  sudo: boolean;
-}
+/** A step that can be taken back: params and undo data with secrets given back. */
+export type ReadyStep = JournaledStep;
 
 /** What a run-started entry says beyond the run state: the run it undoes, its secrets' digests. */
 function extrasOf(e: JournalEntry | undefined): StartExtras {
@@ -127,8 +116,6 @@ export function secretMatches(t: Pick<UndoTarget, 'secrets'>, name: string, valu
     return varDigest(d.slice(0, cut), name, value) === d.slice(cut + 1);
   });
 }
-
-const holdsMask = (v: unknown): boolean => JSON.stringify(v ?? null).includes(MASK);
 
 /** Later runs in the state dir that undo `runId` (their ids). */
 async function undoRunsOf(stateDir: string, runId: string): Promise<string[]> {
@@ -197,62 +184,12 @@ export async function loadUndo(stateDir: string, runId: string, hosts?: string[]
   return target;
 }
 
-/** Puts a secret value back where the journal masked it. */
-function unmask(v: unknown, value: string): unknown {
-  if (typeof v === 'string') return v.split(MASK).join(value);
-  if (Array.isArray(v)) return v.map((x) => unmask(x, value));
-  if (v && typeof v === 'object') return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, unmask(x, value)]));
-  return v;
-}
-
-/** Where a step's backups are: the host's backup folder, or root's for a sudo step when the login kept its own. */
-function backupDirOf(h: HostState, sudo: boolean, runId: string): string {
-  const dir = h.backupDir ?? `/var/lib/hostsmith/backups/${runId}`;
-  return sudo && dir.includes('/.local/state/hostsmith/') ? `/var/lib/hostsmith/backups/${runId}` : dir;
-}
-
-function contextOf(t: ShellTransport, facts: Facts, h: HostState, s: StepState, sudo: boolean, runId: string): StepContext {
-  return {
-    host: h.name,
-    transport: t,
-    facts,
-    runId,
-    step: s.name,
-    backupDir: backupDirOf(h, sudo, runId),
-    sudo,
-    exec: (cmd, eo = {}) => t.exec(cmd, { sudo, ...eo }),
-    readFile: (p) => t.readFile(p, { sudo }),
-    writeFile: (p, d, wo = {}) => t.writeFile(p, d, { sudo, ...wo }),
-    readSource: async () => {
-      throw new HostsmithError('undo works from the journal alone: it reads no recipe sources');
-    },
-    render: () => {
-      throw new HostsmithError('undo works from the journal alone: it renders nothing');
-    },
-  };
-}
-
 /** Is the step's state on the host still what the run left? Undefined: yes; else the difference. */
 async function driftOf(t: ShellTransport, facts: Facts, h: HostState, s: StepState, r: ReadyStep, runId: string): Promise<string | undefined> {
   if (!s.post) return 'the run journaled no post-state for this step, so a change since cannot be ruled out';
-  const ctx = contextOf(t, facts, h, s, r.sudo, runId);
-  const state = await r.type.check(ctx, r.params);
-  const now = fingerprint(r.type.stateKey ? r.type.stateKey(r.params, state) : state);
+  const now = await stateNow(contextOf(t, facts, h, s, r.sudo, runId), r);
   if (now === s.post) return undefined;
   return `its state changed since the run (someone, or a later run, changed it): now ${now.slice(0, 12)}…, the run left ${s.post.slice(0, 12)}…`;
-}
-
-/** Which secret var fills a step's *** (one secret var in the run), or why none can. */
-function secretFor(t: UndoTarget, given: Record<string, string>): { value?: string; why?: string } {
-  const names = Object.keys(t.secrets);
-  if (!names.length) return { why: 'its journaled params or undo data hold a masked secret (***), and the run recorded no digest of its secret vars to check a value against' };
-  if (names.length > 1) {
-    const values = new Set(names.map((n) => given[n]));
-    if (values.size === 1 && given[names[0]!] !== undefined) return { value: given[names[0]!]! };
-    return { why: `its journaled params or undo data hold a masked secret (***), and the run had several secret vars (${names.join(', ')}): which one was there cannot be told from the journal` };
-  }
-  const v = given[names[0]!];
-  return v === undefined ? { why: `its undo needs the secret var ${names[0]} (give it with --var, --vars-file or at the prompt)` } : { value: v };
 }
 
 /**
@@ -283,23 +220,12 @@ export async function readHosts(
             problem('irreversible', `irreversible: ${s.type === 'command' ? 'a command without `rollback`' : 'the step has no rollback'}, so its change (${s.summary}) cannot be taken back`);
             continue;
           }
-          const type = stepType(s.type);
-          if (!type) {
-            problem('unknown-type', `step type "${s.type}" is unknown to this hostsmith`);
+          const j = journaledStep(u.host, s, t.secrets, given);
+          if (!('ready' in j)) {
+            problem(j.problem, j.message);
             continue;
           }
-          let params: unknown = s.params;
-          let undo: unknown = s.undo;
-          if (holdsMask(params) || holdsMask(undo)) {
-            const sec = secretFor(t, given);
-            if (sec.value === undefined) {
-              problem('secret', sec.why!);
-              continue;
-            }
-            params = unmask(params, sec.value);
-            undo = unmask(undo, sec.value);
-          }
-          const r: ReadyStep = { step: s, type, params, undo, sudo: s.sudo ?? u.host.target?.sudo ?? false };
+          const r: ReadyStep = j.ready;
           try {
             const d = await driftOf(transport, facts, u.host, s, r, t.run.runId);
             if (d) problem('drift', d);
@@ -343,7 +269,7 @@ export interface UndoReport {
 export async function runUndo(
   t: UndoTarget,
   checks: HostCheck[],
-  o: { force?: boolean; secretValues?: string[]; emit?: Emit; runId?: string; hostStateDir?: string },
+  o: { force?: boolean; secretValues?: string[]; secrets?: Record<string, string>; emit?: Emit; runId?: string; hostStateDir?: string },
 ): Promise<UndoReport> {
   const runId = o.runId ?? newRunId();
   const masker = new Masker(o.secretValues ?? []);
@@ -430,6 +356,7 @@ export async function runUndo(
       });
       emit({ event: 'host-connected', runId, time: time(), host: c.name, facts });
       const shim = { o: { host: c.name, runId }, rec } as unknown as HostRun;
+      const undone: StepState[] = [];
       for (const x of c.ready) {
         const s = x.step;
         // Checked again under the lock: nothing may have moved between the reading and now.
@@ -459,15 +386,23 @@ export async function runUndo(
           pre: s.post ?? '',
           sudo: x.sudo,
           ...(s.user ? { user: s.user } : {}),
+          ...(s.notifies ? { notifies: s.notifies } : {}),
         } satisfies JournalEntry);
         const done: Completed = { spec: { name: s.name, type: s.type } as StepSpec, type: x.type, params: x.params, undo: x.undo, summary: s.summary, ctx };
         if (await rollbackOne(shim, done)) {
           r.rolledBack++;
           r.rolledBackSteps.push(s.name);
+          undone.push(s);
         } else {
           r.failed++;
           r.skippedSteps.push({ step: s.name, why: 'its rollback failed (see the journal)' });
         }
+      }
+      // The run's handlers that the steps put back notify run again, so services load what was restored.
+      const again = await handlersAgain({ host: c.host, rolledBack: undone, transport, facts, runId: t.run.runId, secrets: t.secrets, given: o.secrets ?? {}, rec, eventRunId: runId, command: 'undo' });
+      for (const e of again.errors) {
+        r.failed++;
+        r.skippedSteps.push({ step: 'handlers', why: e });
       }
     } catch (e) {
       r.failed++;

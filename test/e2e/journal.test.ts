@@ -113,8 +113,7 @@ steps:
     const said = all(next);
     expect(said).toContain(`The lock is STALE: run ${runId} was started on this controller`);
     expect(said).toContain(`its controller is gone (pid ${child!.pid} is not running)`);
-    expect(said).toContain(`\`hostsmith show ${runId}\``);
-    expect(said).toContain(`remove ${LOCK} on the host (on ${h.name}: \`rm -rf -- ${LOCK}\`)`);
+    expect(said).toContain(`\`hostsmith recover ${runId}\` finishes that run: it rolls back what the run left on the host and releases the lock (\`hostsmith show ${runId}\``);
     expect(said).not.toContain('<run>');
     // Reported, never broken: the lock still names the crashed run, and nothing of the next run was made.
     expect(await sshOk(sb, h, `cat ${LOCK}/owner`)).toMatch(new RegExp(`^run=${runId} `));
@@ -136,15 +135,26 @@ steps:
     expect(show.stdout).toContain(`${h.name}  Write marker [file]  changed: create /root/journal-marker`);
     expect(show.stdout).toContain(`${h.name}  Wait [command]  IN FLIGHT, NOT FINISHED`);
     expect(show.stdout).toMatch(/left on the host \(completed, not rolled back\), newest first:\n {4}Write marker \[file\]: create \/root\/journal-marker[^\n]* — to take back: remove \/root\/journal-marker\n/);
-    expect(show.stdout).toContain(`next: Nothing will finish this run by itself: its controller is gone.`);
-    expect(show.stdout).toContain(`remove the run's lock (on ${h.name}: rm -rf -- ${LOCK})`);
-    expect(show.stdout).not.toContain('hostsmith recover'); // not a command yet: never advertised
+    expect(show.stdout).toContain(
+      `next: Nothing will finish this run by itself: its controller is gone. \`hostsmith recover ${runId}\` rolls back what it left on ${h.name} (the step in flight only if the host shows its change) and releases its host lock.`,
+    );
     const showJson = await hostsmith(['show', runId, '--state-dir', state, '--json']);
     const st = showJson.events.find((e) => e.event === 'run-state')!;
     expect(st).toMatchObject({ status: 'crashed', hosts: { [h.name]: { status: 'open', lock: LOCK, left: [{ step: 'Write marker', undo: 'remove /root/journal-marker' }], inFlight: [{ step: 'Wait' }] } } });
 
-    // The command the message gave clears it; the host is usable again.
-    await sshOk(sb, h, `rm -rf -- ${LOCK}`);
+    // recover lists it, then finishes it: the marker is taken back, the sleep (no change to see) closed, the lock released.
+    const listed = await hostsmith(['recover', '--state-dir', state]);
+    expect(listed.code, all(listed)).toBe(0);
+    expect(listed.stdout).toContain(`CRASHED: its controller is gone (pid ${child!.pid} is not running); left on hosts: 1 change(s). Finish it: hostsmith recover ${runId}`);
+    const rec = await hostsmith(['recover', runId, '--yes', '--state-dir', state]);
+    expect(rec.code, all(rec)).toBe(0);
+    expect(rec.stdout).toContain(`${h.name}: rolled-back: rolled back 1 change(s); found unchanged: Wait`);
+    expect((await sshRun(sb, h, `test -e /root/journal-marker || test -e ${LOCK}`)).code).toBe(1);
+    const hist2 = await hostsmith(['history', '--state-dir', state, '--json']);
+    expect(hist2.events.find((e) => e.runId === runId)).toMatchObject({ status: 'recovered', left: 0 });
+    const again = await hostsmith(['recover', runId, '--yes', '--state-dir', state]);
+    expect(again.code).toBe(2);
+    expect(again.stderr).toMatch(/is not open: it finished \(recovered/);
     const after = await hostsmith(args('apply', join(dir, 'next.yml'), '--yes'));
     expect(after.code, all(after)).toBe(0);
     expect((await sshRun(sb, h, `test -e ${LOCK}`)).code).toBe(1);

@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
+import { openRunController } from '../../engine/recover.js';
 import { InputError } from '../../errors.js';
-import { controllerState, localProbe, type ControllerProbe } from '../../engine/controller.js';
+import { localProbe, type ControllerProbe } from '../../engine/controller.js';
 import { formatProblem, listRunIds, readJournal } from '../../engine/journal.js';
 import { replay, runPhase, type ControllerState, type RunPhase, type RunState } from '../../engine/replay.js';
 import { stateDirOf, type GlobalOptions } from '../context.js';
@@ -26,7 +27,7 @@ export interface RunSummary {
 
 /** What is known of an open run's controller from here (a finished run's does not matter). */
 export function controllerOf(run: RunState, probe: ControllerProbe = localProbe): ControllerState {
-  return controllerState({ controller: run.controller, pid: run.pid, since: run.startedAt, runId: run.runId }, probe);
+  return openRunController(run, probe);
 }
 
 export function summarize(run: RunState, controller: ControllerState): RunSummary {

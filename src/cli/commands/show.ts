@@ -3,7 +3,6 @@ import { InputError } from '../../errors.js';
 import { prunedNote } from '../../engine/prune.js';
 import { formatProblem, readJournal, type Reach } from '../../engine/journal.js';
 import { replay, undoSummary, type ControllerState, type HostState, type RunPhase, type RunState, type StepState } from '../../engine/replay.js';
-import { quote } from '../../transport/shell.js';
 import { stateDirOf, type GlobalOptions } from '../context.js';
 import { outputFor, type Ctx } from '../shared.js';
 import { escapeText } from '../escape.js';
@@ -38,14 +37,9 @@ export function nextMove(run: RunState, phase: RunPhase): string {
       return `The run has no end in the journal and ran from another controller, ${run.controller} (pid ${run.pid}): check there whether it still runs (\`hostsmith show ${id}\` on ${run.controller}).`;
     case 'crashed':
     case 'abandoned': {
-      const locks = locksHeld(run).map((l) => `on ${l.host}: rm -rf -- ${quote(l.lock)}`);
-      const unlock = locks.length ? ` Then remove the run's lock (${locks.join('; ')}).` : '';
-      if (!hostsLeft.length) return `Nothing of this run is left on its hosts, but nothing will close the run: its controller is gone.${unlock}`;
-      return (
-        `Nothing will finish this run by itself: its controller is gone. To put ${hostsLeft.join(', ')} back by hand, undo on each host the steps listed under ` +
-        `"left on the host", newest first, as their undo data says${run.hosts.some((h) => h.inFlight.length) ? ', and check the step that was in flight' : ''}` +
-        `${run.hosts.some((h) => h.rollingBack.length) ? ' and the rollback that was stopped' : ''}.${unlock}`
-      );
+      const what = hostsLeft.length ? `rolls back what it left on ${hostsLeft.join(', ')} (the step in flight only if the host shows its change)` : 'closes it';
+      const locks = locksHeld(run).length ? ' and releases its host lock' : '';
+      return `Nothing will finish this run by itself: its controller is gone. \`hostsmith recover ${id}\` ${what}${locks}.`;
     }
     default:
       if (hostsLeft.length && phase !== 'ok') {

@@ -4,16 +4,15 @@
  * changed, unless --force (which skips those steps, reports them, and exits 3).
  */
 import type { Command } from 'commander';
-import { resolve } from 'node:path';
 import { InputError } from '../../errors.js';
 import { prunedNote } from '../../engine/prune.js';
-import { loadUndo, readHosts, runUndo, secretMatches, undoLines } from '../../engine/undo.js';
-import { loadVarsFile, parseVarArgs } from '../../recipe/vars.js';
+import { loadUndo, readHosts, runUndo, undoLines } from '../../engine/undo.js';
 import type { ShellTransport } from '../../transport/base.js';
 import { connectAsJournaled } from '../journal-connect.js';
 import { stateDirOf, type GlobalOptions } from '../context.js';
 import { escapeText } from '../escape.js';
-import { askSecret, askYesNo, interactive } from '../prompt.js';
+import { askYesNo, interactive } from '../prompt.js';
+import { journalSecrets } from '../journal-secrets.js';
 import { outputFor, type Ctx } from '../shared.js';
 
 const one = (s: unknown): string => escapeText(String(s));
@@ -47,25 +46,7 @@ async function undoCommand(runId: string, o: UndoCli): Promise<number> {
   }
 
   // Secret vars the undo data needs: given, or asked for; checked against the run's digests; kept in memory only.
-  const secrets: Record<string, string> = {};
-  if (target.needsSecrets.length) {
-    const file = o.varsFile ? await loadVarsFile(resolve(o.varsFile)) : {};
-    const cli = parseVarArgs(o.var ?? []);
-    for (const name of target.needsSecrets) {
-      const raw = cli[name] ?? file[name];
-      if (raw !== undefined) {
-        const value = typeof raw === 'string' ? raw : JSON.stringify(raw);
-        if (!secretMatches(target, name, value)) throw new InputError(`${cli[name] !== undefined ? '--var' : '--vars-file'} ${name}=***: not the value run ${runId} was applied with (it does not match the digest the run journaled)`);
-        secrets[name] = value;
-      } else if (tty) {
-        secrets[name] = await askSecret(`${name} (secret; the value run ${runId} was applied with, needed to take back its steps)`, (s) =>
-          secretMatches(target, name, s) ? true : `not the value run ${runId} was applied with`,
-        );
-      } else {
-        throw new InputError(`the steps to undo hold the secret var ${name}, masked in the journal: give its value with --var ${name}=… or --vars-file (nothing was contacted or changed)`);
-      }
-    }
-  }
+  const secrets = await journalSecrets(o, { names: target.needsSecrets, secrets: target.secrets, runId, command: 'undo', tty });
 
   const open: ShellTransport[] = [];
   try {
@@ -94,6 +75,7 @@ async function undoCommand(runId: string, o: UndoCli): Promise<number> {
     const report = await runUndo(target, checks, {
       force: o.force,
       secretValues: Object.values(secrets),
+      secrets,
       emit: (e) => {
         if (o.json) process.stdout.write(JSON.stringify(e) + '\n');
         else if (e.event === 'rollback-finished') out.say(`  ${e.status === 'rolled-back' ? '↺' : '✖'} ${one(e.host)}  ${one(e.step)}: ${one(e.status)}${e.error ? ` — ${multi(e.error)}` : ''}`);
