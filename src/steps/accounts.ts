@@ -126,6 +126,46 @@ export function mergeEntries(before: string, current: string, keys: string[]): s
   return out.join('\n') + (newline ? '\n' : '');
 }
 
+/** The names (first field) of the entries of an account file, in order. */
+export function entryNames(text: string): string[] {
+  return splitLines(text).lines.filter((l) => l !== '').map(keyOf);
+}
+
+/** Which fields of a group (3) or gshadow (2: administrators, 3: members) line list user names. */
+const MEMBER_FIELDS: Partial<Record<AccountFile, number[]>> = { group: [3], gshadow: [2, 3] };
+
+/**
+ * The current group or gshadow file with `users` taken out of the member lists they were not in
+ * before (as read from `before`, the same file's earlier copy). Lines of groups that did not exist
+ * before, and lists the users were already in, stay as they are; other files are returned unchanged.
+ */
+export function dropAddedMembers(file: AccountFile, before: string, current: string, users: string[]): string {
+  const fields = MEMBER_FIELDS[file];
+  if (!fields || !users.length) return current;
+  const gone = new Set(users);
+  const old = new Map<string, string[]>();
+  for (const l of splitLines(before).lines) if (!old.has(keyOf(l))) old.set(keyOf(l), l.split(':'));
+  const c = splitLines(current);
+  const lines = c.lines.map((l) => {
+    const was = old.get(keyOf(l));
+    if (!was) return l;
+    const f = l.split(':');
+    let changed = false;
+    for (const i of fields) {
+      if (f[i] === undefined || f[i] === '') continue;
+      const had = new Set((was[i] ?? '').split(','));
+      const kept = f[i]!.split(',').filter((m) => !gone.has(m) || had.has(m));
+      if (kept.length !== f[i]!.split(',').length) {
+        f[i] = kept.join(',');
+        changed = true;
+      }
+    }
+    return changed ? f.join(':') : l;
+  });
+  if (!lines.length) return current;
+  return lines.join('\n') + (c.trailingNewline ? '\n' : '');
+}
+
 const LOCKED = 75;
 const CHANGED = 76;
 
@@ -162,8 +202,12 @@ async function read(ctx: StepContext, path: string): Promise<string | null> {
   return b === null ? null : b.toString('latin1');
 }
 
-/** Puts the touched entries back from the backup; retries when a tool edits the files meanwhile. */
-export async function restoreAccounts(ctx: StepContext, undo: AccountUndo): Promise<void> {
+/**
+ * Puts the touched entries back from the backup; retries when a tool edits the files meanwhile.
+ * `dropMembers`: users also taken out of the group member lists they joined since the backup.
+ */
+export async function restoreAccounts(ctx: StepContext, undo: AccountUndo, o: { dropMembers?: string[] } = {}): Promise<void> {
+  const members = o.dropMembers ?? [];
   if ((await ctx.exec(`test -e ${quote(posix.join(undo.backup, 'complete'))}`)).code !== 0) {
     throw new StepError(`the backup of the account files (${undo.backup}) is missing; cannot restore ${Object.values(undo.touched).flat().join(', ')}`);
   }
@@ -171,11 +215,13 @@ export async function restoreAccounts(ctx: StepContext, undo: AccountUndo): Prom
     const changes: Change[] = [];
     for (const f of ACCOUNT_FILES) {
       const keys = undo.touched[f] ?? [];
-      if (!keys.length) continue;
+      const strip = MEMBER_FIELDS[f] ? members : [];
+      if (!keys.length && !strip.length) continue;
       const path = `/etc/${f}`;
       const saved = posix.join(undo.backup, f);
       const [before, current] = await Promise.all([read(ctx, saved), read(ctx, path)]);
-      const merged = mergeEntries(before ?? '', current ?? '', keys);
+      if (current === null && !keys.length) continue;
+      const merged = dropAddedMembers(f, before ?? '', mergeEntries(before ?? '', current ?? '', keys), strip);
       if (merged === (current ?? '')) continue;
       changes.push({ path, sha: current === null ? null : sha256(Buffer.from(current, 'latin1')), data: merged, reference: current === null ? saved : path });
     }

@@ -231,3 +231,68 @@ export function dpkgWaitScript(cmd: string): string {
     'done',
   ].join('\n');
 }
+
+/** Where ucf keeps its state: the hashes of the config files it manages, its registry, their rotated copies, its cache. */
+export const UCF_DIR = '/var/lib/ucf';
+
+/**
+ * Names every file under `dir` with its sha256 and mode, and every folder and link with its mode
+ * or target, one line each, sorted; prints `absent` when `dir` does not exist. Two listings are
+ * equal when the contents are byte for byte.
+ */
+export function treeManifestScript(dir: string): string {
+  const d = quote(dir);
+  return [
+    `if [ ! -e ${d} ] && [ ! -L ${d} ]; then echo absent; exit 0; fi`,
+    `cd ${d} || exit 1`,
+    `find . \\( -type f -printf 'f %m %U:%G %p\\t' -exec sha256sum {} \\; \\) -o \\( -type l -printf 'l %p -> %l\\n' \\) -o \\( -type d -printf 'd %m %U:%G %p\\n' \\) -o -printf '? %p\\n' | LC_ALL=C sort`,
+  ].join('\n');
+}
+
+/** File systems whose files have owners that count (local disks, the container's root, tmpfs). */
+const OWNED_FS = 'ext[234]|xfs|btrfs|zfs|f2fs|jfs|reiserfs|overlay|tmpfs';
+
+/**
+ * What still belongs to the given uids or gids: processes running as them, then files on the local
+ * file systems (each searched once, -xdev; `skip`, e.g. the backup folders, left out). Prints
+ * `<uid> <gid> proc <pid> <command>` or `<uid> <gid> file <path>` — only the first line for each
+ * uid and each gid, so a user owning millions of files costs one line.
+ */
+export function ownersScript(uids: number[], gids: number[], skip: string): string {
+  const tests = [...uids.map((u) => `-uid ${u}`), ...gids.map((g) => `-gid ${g}`)].join(' -o ');
+  if (!tests) return 'exit 0';
+  return [
+    '{',
+    `find /proc -mindepth 1 -maxdepth 1 -name '[0-9]*' \\( ${tests} \\) -printf '%U %G proc %f\\n' 2>/dev/null`,
+    `awk '$3 ~ /^(${OWNED_FS})$/ { print $2 }' /proc/mounts | while IFS= read -r m; do`,
+    `  m=$(printf '%b' "$m")`,
+    `  find "$m" -xdev -path ${quote(skip)} -prune -o \\( ${tests} \\) -printf '%U %G file %p\\n' 2>/dev/null`,
+    'done',
+    `} | awk '{ a = "u" $1; b = "g" $2; if ((a in seen) && (b in seen)) next; seen[a]; seen[b]`,
+    `  if ($3 == "proc") { c = ""; f = "/proc/" $4 "/comm"; getline c < f; close(f); print $0 " " c } else print }'`,
+    'exit 0',
+  ].join('\n');
+}
+
+export interface Owned {
+  uid: number;
+  gid: number;
+  /** `/srv/keep`, or `process 772 (dbus-daemon)`. */
+  what: string;
+}
+
+export function parseOwners(out: string): Owned[] {
+  const res: Owned[] = [];
+  for (const line of out.split('\n')) {
+    const m = /^(\d+) (\d+) (proc|file) (.*)$/.exec(line);
+    if (!m) continue;
+    const [, uid, gid, kind, rest] = m;
+    let what = rest!;
+    if (kind === 'proc') {
+      const [pid, ...comm] = rest!.split(' ');
+      what = `process ${pid}${comm.join(' ').trim() ? ` (${comm.join(' ').trim()})` : ''}`;
+    }
+    res.push({ uid: Number(uid), gid: Number(gid), what });
+  }
+  return res;
+}

@@ -3,7 +3,10 @@ import { StepError } from '../errors.js';
 import { DURATION_HINT, parseDuration } from '../recipe/duration.js';
 import { unifiedDiff } from '../render/diff.js';
 import { quote } from '../transport/shell.js';
-import { tail, type Plan, type StepContext, type StepType } from './step.js';
+import { posix } from 'node:path';
+import { ACCOUNT_FILES, backupAccounts, entryNames, restoreAccounts, type AccountFile, type Touched } from './accounts.js';
+import { backupDirsScript, backupPath, restoreFromBackup } from './backup.js';
+import { runOk, tail, type Plan, type StepContext, type StepType } from './step.js';
 import {
   APT_ENV,
   APT_READ_OPTS,
@@ -25,6 +28,10 @@ import {
   unknownPackages,
   updateScript,
   dpkgWaitScript,
+  UCF_DIR,
+  ownersScript,
+  parseOwners,
+  treeManifestScript,
   type DpkgEntry,
   type PkgSpec,
   type SimResult,
@@ -256,8 +263,14 @@ export const packageStep: StepType<PackageParams, PackageState, PackageUndo> = {
       }
     }
     const go = pending(p, s.dpkg);
+    // What maintainer scripts may change besides the packages (accounts, ucf's state), copied first.
+    const dir = residueDir(ctx);
+    await backupResidue(ctx, dir);
     const r = await exec(ctx, `apt-get ${APT_WRITE_OPTS} --allow-downgrades install ${transactionArgs(go.install, go.remove)}`);
-    if (r.code === 0) return { stdout: r.stdout, stderr: r.stderr };
+    if (r.code === 0) {
+      await snapshotAfter(ctx, dir);
+      return { stdout: r.stdout, stderr: r.stderr };
+    }
     const err = failure(`apt-get on ${ctx.host} failed`, r);
     // A half-done transaction is not a completed step, so the engine will not roll it back: do it here.
     try {
@@ -286,10 +299,25 @@ export const packageStep: StepType<PackageParams, PackageState, PackageUndo> = {
 };
 
 /**
- * Puts packages back from the undo data alone; parts already as recorded are skipped.
- * Resolves to whether anything had to be done.
+ * Puts packages back from the undo data alone, then what their maintainer scripts left (account
+ * entries, ucf's state) from the backups apply made; parts already as recorded are skipped.
+ * Resolves to whether anything had to be done. Throws, after doing all it can, when something
+ * stays: a version no longer available, a system user that still owns files.
  */
 export async function rollbackPackages(ctx: StepContext, undo: PackageUndo): Promise<boolean> {
+  const dir = residueDir(ctx);
+  // ucf's state as the run left it, read before the purge changes it again.
+  const ucfLeft = (await exists(ctx, posix.join(dir, 'ucf.complete'))) ? await manifest(ctx, UCF_DIR) : null;
+  const put = await putBackPackages(ctx, undo);
+  const left: string[] = [];
+  const ucf = ucfLeft === null ? false : await restoreUcf(ctx, dir, ucfLeft, left);
+  const accounts = await cleanAccounts(ctx, dir, left);
+  const problems = [...(put.warning ? [put.warning] : []), ...(left.length ? [`rolled back the packages on ${ctx.host}, but ${left.join('; ')}`] : [])];
+  if (problems.length) throw new StepError(problems.join('; '));
+  return put.did || ucf || accounts;
+}
+
+async function putBackPackages(ctx: StepContext, undo: PackageUndo): Promise<{ did: boolean; warning?: string }> {
   const { dpkg } = await readState(ctx);
   let did = false;
   // Anything dpkg still has of them goes, half-installed leftovers of a failed run included.
@@ -312,7 +340,7 @@ export async function rollbackPackages(ctx: StepContext, undo: PackageUndo): Pro
   }
   if (await dropStaleSelections(ctx, [...undo.purge, ...undo.remove])) did = true;
   const reinstall = undo.reinstall.filter((x) => !(isInstalled(dpkg[x.name]) && dpkg[x.name]!.version === x.version));
-  if (!reinstall.length) return did;
+  if (!reinstall.length) return { did };
   const install = (unpinned: Set<string>) =>
     exec(ctx, `apt-get ${APT_WRITE_OPTS} --allow-downgrades install ${reinstall.map((x) => quote(unpinned.has(x.name) || !x.version ? x.name : `${x.name}=${x.version}`)).join(' ')}`);
   let r = await install(new Set());
@@ -325,14 +353,15 @@ export async function rollbackPackages(ctx: StepContext, undo: PackageUndo): Pro
     if (m.code !== 0) throw failure(`apt-mark auto ${auto.join(' ')} on ${ctx.host} failed`, m);
   }
   if (gone.size) {
-    throw new StepError(
-      `reinstalled ${[...gone].join(', ')} on ${ctx.host} at apt's current version: the version removed (${reinstall
+    return {
+      did: true,
+      warning: `reinstalled ${[...gone].join(', ')} on ${ctx.host} at apt's current version: the version removed (${reinstall
         .filter((x) => gone.has(x.name))
         .map((x) => `${x.name} ${x.version}`)
         .join(', ')}) is no longer available`,
-    );
+    };
   }
-  return true;
+  return { did: true };
 }
 
 /**
@@ -352,4 +381,185 @@ async function dropStaleSelections(ctx: StepContext, names: string[]): Promise<b
   const r = await exec(ctx, dpkgWaitScript(`printf '%s purge\\n' ${list} | dpkg --set-selections && dpkg --purge ${list}`));
   if (r.code !== 0) throw failure(`clearing dpkg's leftover entries for ${stale.join(', ')} on ${ctx.host} failed`, r);
   return true;
+}
+
+/*
+ * What maintainer scripts change besides the packages. dpkg's purge takes a package's files, but
+ * not the system users and groups its scripts added (Debian leaves them on purpose), nor ucf's
+ * rotated copies of its hashfile and registry. Before installing, apply copies the account files
+ * and ucf's state into the step's backup folder (package/accounts, package/ucf), and after a
+ * successful install it records what the install left (package/after). The folder follows from
+ * the run's backup folder and the step's name, both in the journal, so a later undo or recover
+ * finds it with no help from this run; a folder that was never made (journals of older versions,
+ * a crash before apply) means there is nothing to put back.
+ */
+
+/** The step's residue backup folder on the host: <backupDir>/<step folder>/package. */
+export function residueDir(ctx: Pick<StepContext, 'backupDir' | 'step' | 'runId'>): string {
+  return backupPath({ backupDir: ctx.backupDir, step: ctx.step, runId: ctx.runId }, 'package');
+}
+
+async function exists(ctx: StepContext, path: string): Promise<boolean> {
+  return (await ctx.exec(`test -e ${quote(path)}`)).code === 0;
+}
+
+function manifest(ctx: StepContext, dir: string): Promise<string> {
+  return runOk(ctx, treeManifestScript(dir), `listing ${dir} on ${ctx.host}`);
+}
+
+/** Copies the account files and ucf's state once per step: a retried apply keeps the first copy. */
+async function backupResidue(ctx: StepContext, dir: string): Promise<void> {
+  await backupAccounts(ctx, posix.join(dir, 'accounts'));
+  const d = quote(dir);
+  const u = quote(UCF_DIR);
+  await runOk(
+    ctx,
+    [
+      `if [ ! -e ${d}/ucf.complete ]; then`,
+      `${backupDirsScript(ctx, `${dir}/ucf.complete`)} || exit 1`,
+      `rm -rf -- ${d}/ucf`,
+      `if [ -e ${u} ]; then cp -a -- ${u} ${d}/ucf || { rc=$?; rm -rf -- ${d}/ucf; exit $rc; }; fi`,
+      `: > ${d}/ucf.complete; fi`,
+    ].join('\n'),
+    `backing up ${UCF_DIR} on ${ctx.host} to ${dir}/ucf`,
+  );
+}
+
+/** What the install left: the account files and a listing of ucf's state, to tell later changes by others apart. */
+async function snapshotAfter(ctx: StepContext, dir: string): Promise<void> {
+  const a = posix.join(dir, 'after');
+  const q = quote(a);
+  await runOk(
+    ctx,
+    [
+      `rm -rf -- ${q} && ${backupDirsScript(ctx, `${a}/complete`)} || exit 1`,
+      `for f in ${ACCOUNT_FILES.join(' ')}; do if [ -e /etc/$f ]; then cp -p /etc/$f ${q}/$f || exit 1; fi; done`,
+      `( ${treeManifestScript(UCF_DIR)} ) > ${q}/ucf.manifest || exit 1`,
+      `: > ${q}/complete`,
+    ].join('\n'),
+    `recording the account files and ${UCF_DIR} after the install on ${ctx.host}`,
+  );
+}
+
+/**
+ * Puts ucf's state back as it was before the install, unless it changed since the install left
+ * it (`leftByRun`: its listing before the purge): then others' changes are not overwritten, and
+ * that is said in `left`.
+ */
+async function restoreUcf(ctx: StepContext, dir: string, leftByRun: string, left: string[]): Promise<boolean> {
+  const backup = posix.join(dir, 'ucf');
+  const had = await exists(ctx, backup);
+  const before = had ? await manifest(ctx, backup) : 'absent\n';
+  if ((await manifest(ctx, UCF_DIR)) === before) return false;
+  const after = await ctx.readFile(posix.join(dir, 'after', 'ucf.manifest'));
+  if (after !== null && leftByRun !== after.toString('utf8') && leftByRun !== before) {
+    left.push(
+      `${UCF_DIR} changed after the install (another apt run?), so ucf's state was left as the purge made it instead of being put back; compare it with the copy from before the install in ${had ? backup : `${dir} (there was no ${UCF_DIR})`}`,
+    );
+    return false;
+  }
+  if (had) await restoreFromBackup(ctx, backup, UCF_DIR);
+  else await runOk(ctx, `rm -rf -- ${quote(UCF_DIR)}`, `removing ${UCF_DIR} on ${ctx.host}`);
+  return true;
+}
+
+export interface AddedAccount {
+  name: string;
+  /** uid for a user, gid for a group. */
+  id: number;
+  /** A user's primary gid. */
+  gid?: number;
+}
+
+/**
+ * Entries of a passwd or group file that are in `now` but not in `before` — and, when known, were
+ * already in `after` (what the install left), so accounts others added since are not the step's.
+ */
+export function addedAccounts(before: string, now: string, after: string | null): AddedAccount[] {
+  const old = new Set(entryNames(before));
+  const made = after === null ? null : new Set(entryNames(after));
+  const out: AddedAccount[] = [];
+  for (const line of now.split('\n')) {
+    const f = line.split(':');
+    const name = f[0]!;
+    if (!line || old.has(name) || (made && !made.has(name)) || out.some((a) => a.name === name)) continue;
+    out.push({ name, id: Number(f[2]), ...(f[3] !== undefined && f[3] !== '' ? { gid: Number(f[3]) } : {}) });
+  }
+  return out;
+}
+
+export interface AccountsDecision {
+  /** Per account file, the entries to drop. */
+  touched: Touched;
+  /** Users taken out of the member lists they joined. */
+  dropMembers: string[];
+  /** Accounts kept, with why. */
+  kept: Array<{ kind: 'user' | 'group'; name: string; id: number; why: string }>;
+}
+
+/**
+ * Which added accounts go: all but a user that still owns a file or runs a process, a group that
+ * owns one, and a group still some remaining user's primary group. Pure.
+ */
+export function decideAccounts(users: AddedAccount[], groups: AddedAccount[], owned: Array<{ uid: number; gid: number; what: string }>, passwdNow: string): AccountsDecision {
+  const kept: AccountsDecision['kept'] = [];
+  const goUsers: string[] = [];
+  for (const u of users) {
+    const o = owned.find((x) => x.uid === u.id);
+    if (o) kept.push({ kind: 'user', name: u.name, id: u.id, why: o.what.startsWith('process ') ? `${o.what} runs as it` : `it still owns ${o.what}` });
+    else goUsers.push(u.name);
+  }
+  const gone = new Set(goUsers);
+  const goGroups: string[] = [];
+  for (const g of groups) {
+    const o = owned.find((x) => x.gid === g.id);
+    const primaryOf = passwdNow
+      .split('\n')
+      .map((l) => l.split(':'))
+      .filter((f) => f.length > 3 && f[3] !== '' && Number(f[3]) === g.id && !gone.has(f[0]!))
+      .map((f) => f[0]!);
+    if (o) kept.push({ kind: 'group', name: g.name, id: g.id, why: o.what.startsWith('process ') ? `${o.what} runs with it` : `${o.what} still belongs to it` });
+    else if (primaryOf.length) kept.push({ kind: 'group', name: g.name, id: g.id, why: `it is the primary group of ${primaryOf.join(', ')}` });
+    else goGroups.push(g.name);
+  }
+  const touched: Touched = {};
+  const put = (files: AccountFile[], names: string[]) => {
+    if (names.length) for (const f of files) touched[f] = names;
+  };
+  put(['passwd', 'shadow', 'subuid', 'subgid'], goUsers);
+  put(['group', 'gshadow'], goGroups);
+  return { touched, dropMembers: goUsers, kept };
+}
+
+/** Removes the account entries the install added, keeping (and naming in `left`) those still in use. */
+async function cleanAccounts(ctx: StepContext, dir: string, left: string[]): Promise<boolean> {
+  const backup = posix.join(dir, 'accounts');
+  if (!(await exists(ctx, posix.join(backup, 'complete')))) return false;
+  const text = async (path: string) => (await ctx.readFile(path))?.toString('latin1') ?? '';
+  const afterDir = posix.join(dir, 'after');
+  const hasAfter = await exists(ctx, posix.join(afterDir, 'complete'));
+  const [pwBefore, pwNow, grBefore, grNow] = await Promise.all([text(`${backup}/passwd`), text('/etc/passwd'), text(`${backup}/group`), text('/etc/group')]);
+  const [pwAfter, grAfter] = hasAfter ? await Promise.all([text(`${afterDir}/passwd`), text(`${afterDir}/group`)]) : [null, null];
+  const users = addedAccounts(pwBefore, pwNow, pwAfter);
+  const groups = addedAccounts(grBefore, grNow, grAfter);
+  if (!users.length && !groups.length) return false;
+  const out = await runOk(
+    ctx,
+    ownersScript(
+      users.map((u) => u.id),
+      groups.map((g) => g.id),
+      posix.dirname(ctx.backupDir),
+    ),
+    `looking for files and processes of ${[...users, ...groups].map((a) => a.name).join(', ')} on ${ctx.host}`,
+  );
+  const d = decideAccounts(users, groups, parseOwners(out), pwNow);
+  if (Object.keys(d.touched).length) await restoreAccounts(ctx, { backup, touched: d.touched }, { dropMembers: d.dropMembers });
+  if (d.kept.length) {
+    const what = d.kept.map((k) => `${k.kind} ${k.name} (${k.kind === 'user' ? 'uid' : 'gid'} ${k.id}): ${k.why}`).join(', ');
+    const cmds = d.kept.map((k) => `${k.kind === 'user' ? 'deluser' : 'delgroup'} --system ${k.name}`).join('; ');
+    left.push(
+      `kept what the packages' scripts added and is still in use — ${what}. Remove or re-own what they own if nothing needs it, then remove them by hand (${cmds})`,
+    );
+  }
+  return Object.keys(d.touched).length > 0;
 }
