@@ -180,7 +180,8 @@ export function nextSteps(r: RunReport): string[] {
         out.push(`${h}: ROLLBACK INCOMPLETE — some changes are still on the host. See \`hostsmith show ${one(r.runId)}\` for what is left and undo it by hand.${journal}`);
         break;
       case 'unreachable':
-        out.push(`${h}: not reached — nothing was changed there.`);
+        // A host given up mid-run says so itself, with the recover command that finishes it.
+        out.push(s.givenUp ? `${h}: LINK LOST — ${said}` : `${h}: not reached — nothing was changed there.`);
         break;
       case 'interrupted':
         out.push(`${h}: interrupted; ${s.rolledBack} completed step(s) were rolled back.`);

@@ -55,6 +55,8 @@ export interface RunRecipeOptions {
   salt?: string;
   /** Fault injection for tests: called before each step's turn. */
   beforeStep?: (host: string, step: string) => Promise<void>;
+  /** How long a lost link is tried again before the host is given up (default: HOSTSMITH_RECONNECT_SECONDS, else 60 s). */
+  reconnectMs?: number;
 }
 
 export interface HostReport extends Counts {
@@ -68,6 +70,8 @@ export interface HostReport extends Counts {
   vars?: Record<string, string>;
   /** Apply of a plan: the steps that are not as planned. */
   stale?: string[];
+  /** The link was lost and not made again: the host keeps the run's changes and lock; the run stays open for `recover`. */
+  givenUp?: boolean;
 }
 
 export interface RunReport {
@@ -153,6 +157,8 @@ export async function runRecipe(o: RunRecipeOptions): Promise<RunReport> {
         : await runOneHost(target, hostStarted);
       await hostFinished(target.name, hosts[target.name]!);
     });
+    // A host given up leaves the run open: `recover` finishes it (SPEC §9).
+    const givenUp = names.filter((n) => hosts[n]?.givenUp);
     if (!todo.length) for (const t of o.targets) await hostFinished(t.name, hosts[t.name]!);
 
     const { status, exitCode } = worstStatus(
@@ -161,7 +167,7 @@ export async function runRecipe(o: RunRecipeOptions): Promise<RunReport> {
     );
     const report: RunReport = { runId, mode: o.mode, status, exitCode, hosts, journalFile: journal?.file, durationMs: Date.now() - started, sources };
     // A second Ctrl-C leaves the run open on purpose: the journal shows what was not rolled back.
-    if (!o.abortRollback?.aborted) await journal?.write({ kind: 'run-finished', time: time(), status, exitCode }).catch(() => {});
+    if (!o.abortRollback?.aborted && !givenUp.length) await journal?.write({ kind: 'run-finished', time: time(), status, exitCode }).catch(() => {});
     emit({
       event: 'run-finished',
       runId,
@@ -179,11 +185,14 @@ export async function runRecipe(o: RunRecipeOptions): Promise<RunReport> {
   }
 
   async function hostFinished(name: string, report: HostReport): Promise<void> {
-    await journal
-      ?.write({ kind: 'host-finished', time: time(), host: name, status: report.status, counts: countsOf(report), ...(report.error ? { error: report.error } : {}) })
-      .catch((e: unknown) => {
-        report.error = `${report.error ?? name}; ${errorMessage(e)}`;
-      });
+    // A host given up is not finished: the journal leaves it open for `recover`.
+    if (!report.givenUp) {
+      await journal
+        ?.write({ kind: 'host-finished', time: time(), host: name, status: report.status, counts: countsOf(report), ...(report.error ? { error: report.error } : {}) })
+        .catch((e: unknown) => {
+          report.error = `${report.error ?? name}; ${errorMessage(e)}`;
+        });
+    }
     emit({
       event: 'host-finished',
       runId,
@@ -231,6 +240,7 @@ export async function runRecipe(o: RunRecipeOptions): Promise<RunReport> {
     const facts = await gatherFacts(transport);
     transport.loginUser = facts.user;
     transport.defaultSudo = false;
+    transport.runTag = runId;
     emit({ event: 'host-connected', runId, time: time(), host: target.name, facts });
     const baseFor = (withSudo: boolean) =>
       o.hostStateDir ?? (facts.user === 'root' || withSudo ? '/var/lib/hostsmith' : `${facts.home || '/tmp'}/.local/state/hostsmith`);
@@ -250,7 +260,8 @@ export async function runRecipe(o: RunRecipeOptions): Promise<RunReport> {
   async function closeHost(h: Opened, report?: HostReport, name?: string): Promise<void> {
     const release = h.release;
     h.release = undefined;
-    if (release) {
+    // A host given up keeps the run's lock until `recover` (the link to release it is gone anyway).
+    if (release && !report?.givenUp) {
       await release().catch((e: unknown) => {
         // Say so (lock.ts names the lock and why): the next run would otherwise find the host locked with no idea why.
         if (report) report.error = `${report.error ?? name}; ${errorMessage(e)}`;
@@ -269,6 +280,7 @@ export async function runRecipe(o: RunRecipeOptions): Promise<RunReport> {
       facts: h.facts,
       vars: target.vars,
       sudo: target.sudo,
+      reconnectMs: o.reconnectMs,
       backupDirFor: (withSudo: boolean) => `${h.baseFor(withSudo)}/backups/${runId}`,
       emit,
       journal,
@@ -297,6 +309,7 @@ export async function runRecipe(o: RunRecipeOptions): Promise<RunReport> {
         status: r.status,
         ...r.counts,
         ...(r.error ? { error: `${target.name}: ${r.error}` } : {}),
+        ...(r.givenUp ? { givenUp: true } : {}),
         facts: h.facts,
         durationMs: took(),
         ...(o.mode === 'plan' ? { steps: r.planned.map((p) => stepValueOf(p, o.recipe.handlers.includes(p.spec))), vars: varDigests(salt, target.vars) } : {}),

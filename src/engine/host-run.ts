@@ -48,6 +48,8 @@ export interface HostRunOptions {
   onSource?: (path: string, content: Buffer) => void;
   /** Fault injection for tests: called before each step's turn (the CLI wires it from the environment). */
   beforeStep?: (host: string, step: string) => Promise<void>;
+  /** How long a lost connection is tried again (with backoff) before the host is given up (default 60 s). */
+  reconnectMs?: number;
 }
 
 /** What `steps.<name>` gives later templates. */
@@ -87,6 +89,8 @@ export interface HostRun {
   fatal?: string;
   /** The journal could not be written: nothing more may change. */
   journalBroken?: string;
+  /** Steps whose apply is under way (a lost link leaves them undecided until the host is read again). */
+  applying: Map<string, { p: PlannedStep; mark: { journaled: boolean } }>;
 }
 
 export const KNOWN_AFTER_APPLY = '(known after apply)';
@@ -104,6 +108,7 @@ export function newHostRun(o: HostRunOptions): HostRun {
     changing: [],
     touched: new Set(),
     planned: [],
+    applying: new Map(),
   };
 }
 

@@ -8,6 +8,7 @@ import { ConnectError, HostsmithError, errorMessage } from '../errors.js';
 import { stepType } from '../steps/registry.js';
 import { fingerprint, type StepContext, type StepType } from '../steps/step.js';
 import type { ShellTransport } from '../transport/base.js';
+import { quote } from '../transport/shell.js';
 import type { Facts } from './facts.js';
 import type { JournalEntry } from './journal.js';
 import type { Recorder } from './recorder.js';
@@ -133,8 +134,11 @@ export async function handlersAgain(o: {
   /** Id the events are sent under (the undo or recover run). */
   eventRunId: string;
   command: string;
+  /** Handlers already run again for these rollbacks (before a crash): not run a second time. */
+  skip?: Set<string>;
 }): Promise<{ ok: boolean; errors: string[] }> {
   const names = new Set(o.rolledBack.filter((s) => !s.handler).flatMap((s) => s.notifies ?? []));
+  for (const n of o.skip ?? []) names.delete(n);
   // The newest completed run of each handler (a handler runs once per run, but an undo may copy it).
   const ran = new Map<string, StepState>();
   for (const s of o.host.steps) if (s.handler && !s.afterRollback && s.status === 'changed' && names.has(s.name)) ran.set(s.name, s);
@@ -192,4 +196,27 @@ export async function handlersAgain(o: {
     }
   }
   return { ok: errors.length === 0, errors };
+}
+
+/**
+ * Commands of run `runId` still running on the host (their controller died, or lost the link,
+ * while they ran: sshd does not stop a command when its client goes away). Each carries
+ * HOSTSMITH_RUN=<runId> in its environment. They are stopped (TERM, then KILL after 5 s) before
+ * anything is decided from the host's state, or one could finish its change after the check.
+ * Returns what was stopped, as "pid command" lines.
+ */
+export async function stopLeftovers(t: ShellTransport, runId: string, sudo: boolean): Promise<string[]> {
+  const script = [
+    `tag=${quote(`HOSTSMITH_RUN=${runId}`)}`,
+    'list() { for f in /proc/[0-9]*/environ; do grep -qxzF -- "$tag" "$f" 2>/dev/null && { p=${f#/proc/}; echo "${p%/environ}"; }; done; }',
+    'pids=$(list)',
+    '[ -n "$pids" ] || exit 0',
+    'for p in $pids; do printf "%s %s\\n" "$p" "$(tr "\\000\\n" "  " < /proc/$p/cmdline 2>/dev/null | head -c 200)"; done',
+    'kill -TERM $pids 2>/dev/null',
+    'i=0; while [ $i -lt 50 ]; do [ -z "$(list)" ] && exit 0; sleep 0.1; i=$((i+1)); done',
+    'kill -KILL $(list) 2>/dev/null; exit 0',
+  ].join('\n');
+  const r = await t.exec(script, { sudo });
+  if (r.code !== 0) throw new HostsmithError(`${t.name}: could not look for commands the run left running: ${r.stderr.trim() || `exit ${r.code}`}`);
+  return r.stdout.split('\n').filter(Boolean);
 }

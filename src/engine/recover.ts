@@ -29,7 +29,7 @@ import { controllerState, localProbe, type ControllerProbe } from './controller.
 import { type Counts, type Emit, type HostStatus, type RunEvent } from './events.js';
 import { gatherFacts } from './facts.js';
 import type { Completed, HostRun } from './host-run.js';
-import { contextOf, handlersAgain, holdsMask, journaledStep, stateNow, type SecretDigests } from './journal-steps.js';
+import { contextOf, handlersAgain, holdsMask, journaledStep, stateNow, stopLeftovers, type SecretDigests } from './journal-steps.js';
 import { Journal, listRunIds, readJournal } from './journal.js';
 import { ROOT_LOCK_DIR, acquireLock } from './lock.js';
 import { Masker } from './mask.js';
@@ -143,6 +143,8 @@ export interface RecoverHostReport extends Counts {
   rolledBackSteps: string[];
   /** In flight at the crash, found unchanged: nothing to take back. */
   untouched: string[];
+  /** Commands of the run still running on the host, stopped first ("pid command"). */
+  stopped: string[];
   /** Not put back, with why. */
   problems: Array<{ step: string; why: string }>;
   /** Nothing could be done (not reached, or its lock is another run's): the host stays open for another recover. */
@@ -208,7 +210,7 @@ export async function runRecover(
 
   async function recoverHost(u: RecoverHost): Promise<RecoverHostReport> {
     const name = u.host.name;
-    const r: RecoverHostReport = { status: 'rolled-back', changed: 0, unchanged: 0, skipped: 0, failed: 0, rolledBack: 0, rolledBackSteps: [], untouched: [], problems: [] };
+    const r: RecoverHostReport = { status: 'rolled-back', changed: 0, unchanged: 0, skipped: 0, failed: 0, rolledBack: 0, rolledBackSteps: [], untouched: [], stopped: [], problems: [] };
     const problem = (step: string, why: string) => {
       r.failed++;
       r.problems.push({ step, why });
@@ -238,6 +240,9 @@ export async function runRecover(
         if (e instanceof ConnectError) throw e;
         return { ...r, status: 'failed', leftOpen: true, error: `${errorMessage(e)}; nothing was done on ${name}: run \`hostsmith recover ${runId}\` again once the lock is free` };
       }
+
+      // A command the run started may still be running there: stopped before its state is read.
+      r.stopped = await stopLeftovers(transport, runId, lockSudo);
 
       const shim = { o: { host: name, runId }, rec } as unknown as HostRun;
       const undone: StepState[] = [];
@@ -285,7 +290,15 @@ export async function runRecover(
         else await rollBack(s, j.ready);
       }
 
-      const again = await handlersAgain({ host: u.host, rolledBack: undone, transport, facts, runId, secrets: t.secrets, given, rec, eventRunId: runId, command: 'recover' });
+      // Handlers are due for what this recover put back, and for what the run itself put back
+      // before it stopped, unless the run had already run them again after that rollback.
+      const before = u.host.steps.filter((s) => s.rollback?.status === 'rolled-back' && s.rollback.finishedAt && !undone.includes(s));
+      const lastBefore = before.map((s) => s.rollback!.finishedAt!).sort().at(-1);
+      const nowDue = new Set(undone.flatMap((s) => s.notifies ?? []));
+      const skip = new Set(
+        u.host.steps.filter((s) => s.afterRollback && s.status === 'changed' && lastBefore && (s.finishedAt ?? '') >= lastBefore && !nowDue.has(s.name)).map((s) => s.name),
+      );
+      const again = await handlersAgain({ host: u.host, rolledBack: [...undone, ...before], transport, facts, runId, secrets: t.secrets, given, rec, eventRunId: runId, command: 'recover', skip });
       for (const e of again.errors) problem('handlers', e);
     } catch (e) {
       if (e instanceof ConnectError) {

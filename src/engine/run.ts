@@ -4,6 +4,9 @@
  * failure every completed step is rolled back, newest first.
  */
 import { ConnectError, HostsmithError, JournalError, errorMessage } from '../errors.js';
+import { fingerprint } from '../steps/step.js';
+import type { ShellTransport } from '../transport/base.js';
+import { stopLeftovers } from './journal-steps.js';
 import type { StepSpec } from '../recipe/types.js';
 import { applyPlanned, rollbackOne } from './apply-step.js';
 import type { Counts, HostStatus, StepStatus } from './events.js';
@@ -19,6 +22,17 @@ export interface HostResult {
   error?: string;
   /** Every step's plan, in the order the steps took their turn (plan mode: the plan value's steps). */
   planned: PlannedStep[];
+  /**
+   * The connection was lost and could not be made again: the host keeps what the run did so far
+   * and its lock, and the run stays open in the journal for `recover`.
+   */
+  givenUp?: boolean;
+}
+
+/** How long a lost link is tried again: HOSTSMITH_RECONNECT_SECONDS, else a minute (SPEC §9). */
+function reconnectBudget(o: HostRunOptions): number {
+  const env = Number(process.env.HOSTSMITH_RECONNECT_SECONDS);
+  return o.reconnectMs ?? (Number.isFinite(env) && env >= 0 && process.env.HOSTSMITH_RECONNECT_SECONDS ? env * 1000 : 60_000);
 }
 
 const now = () => new Date().toISOString();
@@ -35,22 +49,30 @@ export async function runHost(o: HostRunOptions): Promise<HostResult> {
     }
   } catch (e) {
     if (!(e instanceof ConnectError)) throw e;
-    // The connection is gone: nothing can be rolled back from here; the journal keeps what is left.
-    const left = h.completed.map((c) => c.spec.name);
-    const applied = left.length > 0 && o.mode === 'apply';
-    return {
-      status: applied ? 'rollback-incomplete' : 'unreachable',
-      counts: h.counts,
-      planned: h.planned,
-      error: `${e.message}${applied ? `; not rolled back: ${left.join(', ')} — see \`hostsmith show ${o.runId}\` and undo them by hand once the host is reachable` : ''}`,
-    };
+    if (o.mode !== 'apply') return { status: 'unreachable', counts: h.counts, planned: h.planned, error: e.message };
+    // A lost link during apply: made again (or the host given up), and the run on this host is
+    // rolled back — what the step under way did cannot be known from here, so it is read again.
+    const gone = await linkLost(h, e, 'while applying');
+    if (gone) return gone;
   }
 
   const interrupted = o.interrupt?.aborted === true;
   if (!h.fatal && !interrupted) return { status: 'ok', counts: h.counts, planned: h.planned };
   if (o.mode === 'plan') return { status: interrupted ? 'interrupted' : 'failed', counts: h.counts, planned: h.planned, error: h.fatal };
   const r = await rollBack(h);
-  if (!(await handlersAgain(h).catch((e: unknown) => (e instanceof ConnectError ? { ok: false } : Promise.reject(e)))).ok) r.complete = false;
+  if (r.givenUp) return r.givenUp;
+  let again: { ok: boolean } | HostResult;
+  for (;;) {
+    try {
+      again = await handlersAgain(h);
+      break;
+    } catch (e) {
+      if (!(e instanceof ConnectError)) throw e;
+      const gone = await linkLost(h, e, 'while running handlers again after the rollback');
+      if (gone) return gone;
+    }
+  }
+  if (!again.ok) r.complete = false;
   const unrecorded = h.journalBroken !== undefined || h.rec.failedWrites.some((k) => k.startsWith('rollback'));
   const status: HostStatus = !r.complete || unrecorded ? 'rollback-incomplete' : interrupted ? 'interrupted' : h.completed.length ? 'rolled-back' : 'failed';
   const note = h.journalBroken
@@ -73,10 +95,15 @@ async function stepTurn(h: HostRun, spec: StepSpec): Promise<void> {
   h.planned.push(p);
   if (p.status !== 'planned' || o.mode === 'plan') return finishStep(h, p, started);
   const mark = { journaled: false };
+  h.applying.set(spec.name, { p, mark });
   try {
-    finishStep(h, p, started, 'changed', await applyPlanned(h, p, started, mark));
+    const out = await applyPlanned(h, p, started, mark);
+    h.applying.delete(spec.name);
+    finishStep(h, p, started, 'changed', out);
   } catch (e) {
+    // A lost link leaves the step undecided: linkLost reads it again once the host is back.
     if (e instanceof ConnectError) throw e;
+    h.applying.delete(spec.name);
     const error = errorMessage(e);
     if (e instanceof JournalError) h.journalBroken = error;
     else if (mark.journaled) {
@@ -161,20 +188,84 @@ async function handlersAgain(h: HostRun): Promise<{ ok: boolean }> {
   return { ok };
 }
 
-/** Completed steps, newest first; every one attempted; a second Ctrl-C stops what is left. */
-async function rollBack(h: HostRun): Promise<{ complete: boolean }> {
+/** Completed steps, newest first; every one attempted; a second Ctrl-C stops what is left. A lost link is made again and the step's rollback tried again. */
+async function rollBack(h: HostRun): Promise<{ complete: boolean; givenUp?: HostResult }> {
   let complete = true;
-  try {
-    for (const c of [...h.completed].reverse()) {
-      if (h.o.abortRollback?.aborted) return { complete: false };
-      if (await rollbackOne(h, c)) h.counts.rolledBack++;
-      else complete = false;
+  for (const c of [...h.completed].reverse()) {
+    if (h.o.abortRollback?.aborted) return { complete: false };
+    for (;;) {
+      try {
+        if (await rollbackOne(h, c)) h.counts.rolledBack++;
+        else complete = false;
+        break;
+      } catch (e) {
+        if (!(e instanceof ConnectError)) throw e;
+        const gone = await linkLost(h, e, `while rolling back "${c.spec.name}"`);
+        if (gone) return { complete: false, givenUp: gone };
+      }
     }
-  } catch (e) {
-    if (!(e instanceof ConnectError)) throw e;
-    return { complete: false };
   }
   return { complete };
+}
+
+/**
+ * The connection to the host was lost. It is made again (backoff, up to the budget); then
+ * commands of the run still running there are stopped, and each step whose apply was under way
+ * is decided by its state: changed from its journaled pre-state, it joins the completed steps
+ * (rolled back with the undo data journaled before it); unchanged, it is closed as failed. The
+ * run on this host then fails and rolls back. Undefined when the link is back; else the host is
+ * given up, keeping its changes and lock for `hostsmith recover`.
+ */
+async function linkLost(h: HostRun, e: ConnectError, during: string): Promise<HostResult | undefined> {
+  const { o } = h;
+  const t = o.transport as Partial<ShellTransport>;
+  const why = e.message.startsWith(`${o.host}: `) ? e.message.slice(o.host.length + 2) : e.message;
+  h.fatal ??= `the connection was lost ${during} (${why})`;
+  try {
+    if (!t.reconnect) throw e;
+    await t.reconnect(reconnectBudget(o));
+    await stopLeftovers(t as ShellTransport, o.runId, h.baseSudo);
+    for (const [name, { p, mark }] of h.applying) {
+      h.applying.delete(name);
+      const w = p.work;
+      if (!mark.journaled || !w || h.completed.some((c) => c.spec === p.spec)) continue;
+      const state = await w.type.check(w.ctx, w.params);
+      const seen = fingerprint(w.type.stateKey ? w.type.stateKey(w.params, state) : state);
+      if (seen !== p.pre) {
+        h.completed.push({ spec: p.spec, type: w.type, params: w.params, undo: w.plan.undo, summary: p.summary, ctx: w.ctx });
+      } else {
+        await h.rec.write({
+          kind: 'step-finished',
+          time: now(),
+          host: o.host,
+          step: name,
+          type: p.spec.type,
+          status: 'failed',
+          summary: p.summary,
+          changed: false,
+          durationMs: 0,
+          error: `the connection was lost during this step; once back, the host showed no change from it`,
+        });
+      }
+    }
+    return undefined;
+  } catch (e2) {
+    if (!(e2 instanceof ConnectError)) throw e2;
+    const left = h.completed.map((c) => c.spec.name);
+    const undecided = [...h.applying.keys()];
+    const msg = e2.message.startsWith(`${o.host}: `) ? e2.message.slice(o.host.length + 2) : e2.message;
+    return {
+      status: 'unreachable',
+      givenUp: true,
+      counts: h.counts,
+      planned: h.planned,
+      error:
+        `given up: ${msg} (lost ${during}). ` +
+        (left.length || undecided.length
+          ? `The host keeps what the run did there (${[...left, ...undecided.map((n) => `${n}, under way`)].join(', ')}) and the run's lock; once it can be reached, \`hostsmith recover ${o.runId}\` rolls that back and releases the lock.`
+          : `Nothing of the run was completed there, but it keeps the run's lock; once it can be reached, \`hostsmith recover ${o.runId}\` releases it and closes the run.`),
+    };
+  }
 }
 
 /**

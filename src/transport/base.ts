@@ -17,6 +17,11 @@ export abstract class ShellTransport implements Transport {
   loginUser: string | undefined;
   /** Host-level sudo default (inventory/CLI). */
   defaultSudo = false;
+  /** The run whose commands this transport runs: each gets HOSTSMITH_RUN=<id> in its environment. */
+  runTag: string | undefined;
+
+  /** Makes a lost connection again, in place, within `budgetMs`; absent where a link cannot be lost (local). */
+  reconnect?(budgetMs: number): Promise<void>;
 
   protected abstract raw(cmdline: string, o: { stdin?: string | Buffer; timeoutMs?: number; signal?: AbortSignal }): Promise<ExecResult>;
   abstract close(): Promise<void>;
@@ -35,6 +40,7 @@ export abstract class ShellTransport implements Transport {
       timeoutMs: o.timeoutMs,
       loginUser: this.loginUser,
       stdin: o.stdin,
+      tag: this.runTag,
     });
     return this.raw(framed.cmdline, { stdin: framed.stdin, timeoutMs: o.timeoutMs, signal: o.signal });
   }

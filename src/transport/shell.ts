@@ -18,6 +18,11 @@ export interface WrapOptions {
   timeoutMs?: number;
   /** The login user; sudo is skipped when it is root and no other user is asked for. */
   loginUser?: string;
+  /**
+   * The run the command belongs to: exported as HOSTSMITH_RUN, so that a command a dead
+   * controller left running can be found on the host (by its environment) and stopped.
+   */
+  tag?: string;
 }
 
 /** The last line of every script: the bootstrap runs a script only when it arrived whole. */
@@ -44,10 +49,11 @@ export interface Framed {
  * matter. It travels on stdin, so secrets in env values or in the command text never reach
  * the host's process list.
  */
-export function commandScript(cmd: string, o: Pick<WrapOptions, 'cwd' | 'env'> = {}): string {
+export function commandScript(cmd: string, o: Pick<WrapOptions, 'cwd' | 'env' | 'tag'> = {}): string {
   // The bootstrap's own variables are not the command's business. Everything before the command
   // stays on its first line, so the shell's error messages count the command's lines as before.
   const pre = ['unset n s'];
+  if (o.tag) pre.push(`export HOSTSMITH_RUN=${quote(o.tag)}`);
   if (o.env && Object.keys(o.env).length) {
     const assigns = Object.entries(o.env).map(([k, v]) => {
       if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(k)) throw new Error(`invalid environment variable name: ${k}`);

@@ -157,13 +157,51 @@ export class SshTransport extends ShellTransport {
   private closed = false;
 
   private constructor(
-    private readonly conn: Client,
+    private conn: Client,
     readonly target: SshTarget,
-    private readonly via?: SshTransport,
+    private via?: SshTransport,
   ) {
     super();
     this.name = target.name;
-    conn.on('close', () => (this.closed = true));
+    this.watch(conn);
+  }
+
+  /** Marks the transport closed when its current connection closes (an older one closing later does not count). */
+  private watch(conn: Client): void {
+    conn.on('close', () => {
+      if (this.conn === conn) this.closed = true;
+    });
+  }
+
+  /**
+   * A lost link made again, in place (steps hold this object): new TCP connection, new
+   * authentication, the host key checked as before. Tries with backoff (0.5 s doubling to 8 s)
+   * until `budgetMs` has passed; a refused host key or login is final at once.
+   */
+  override async reconnect(budgetMs: number): Promise<void> {
+    const deadline = Date.now() + budgetMs;
+    let delay = 500;
+    for (;;) {
+      const left = deadline - Date.now();
+      try {
+        const fresh = await SshTransport.connect({ ...this.target, connectTimeoutMs: Math.max(1000, Math.min(10_000, left)) });
+        const old = { conn: this.conn, via: this.via };
+        this.conn = fresh.conn;
+        this.via = fresh.via;
+        this.watch(fresh.conn);
+        this.closed = false;
+        old.conn.end();
+        await old.via?.close().catch(() => {});
+        return;
+      } catch (e) {
+        const final = e instanceof ConnectError && /host key|authentication|password|no SSH credentials/i.test(e.message);
+        if (final || Date.now() + delay >= deadline) {
+          throw new ConnectError(this.name, `the connection was lost and could not be made again within ${Math.round(budgetMs / 1000)} s: ${e instanceof Error ? e.message.replace(new RegExp(`^${this.name}: `), '') : String(e)}`);
+        }
+        await new Promise((r) => setTimeout(r, delay));
+        delay = Math.min(delay * 2, 8000);
+      }
+    }
   }
 
   static async connect(t: SshTarget): Promise<SshTransport> {
@@ -204,7 +242,8 @@ export class SshTransport extends ShellTransport {
       port: t.port,
       username: t.user,
       readyTimeout: t.connectTimeoutMs ?? 20_000,
-      keepaliveInterval: 15_000,
+      // A dead link is noticed within ~20 s even when no packet says so (a host that vanished).
+      keepaliveInterval: 5_000,
       keepaliveCountMax: 4,
       algorithms: { serverHostKey: serverHostKey as never },
       ...(sock ? { sock } : {}),

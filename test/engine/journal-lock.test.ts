@@ -160,7 +160,7 @@ describe.runIf(process.getuid?.() === 0)('a lock held by another run: stale or n
     await j.close();
     const m = await refusedBy(`run=run-j controller=${HERE} pid=${hs.pid} since=${new Date().toISOString()}`);
     expect(m).toContain(`its controller is gone (its journal names pid 12345, not the lock's pid ${hs.pid})`);
-    expect(m).toContain('`hostsmith show run-j`;');
+    expect(m).toContain('`hostsmith recover run-j` finishes that run: it rolls back what the run left on the host and releases the lock (`hostsmith show run-j` shows what is left).');
   });
 
   it('its run finished (its journal here has run-finished): a lock left over from a finished run', async () => {
