@@ -291,6 +291,8 @@ export async function runUndo(
       pid: process.pid,
       controller: hostname(),
       undoes: t.run.runId,
+      // The undone run's secret digests: recovering this undo may need the same values again.
+      ...(Object.keys(t.secrets).length ? { secrets: Object.fromEntries(Object.entries(t.secrets).map(([n, v]) => [n, { sha256: v }])) } : {}),
     };
     await journal.write(started);
     emit({ event: 'run-started', runId, time: time(), recipe: t.run.recipe, mode: 'undo', undoes: t.run.runId, hosts: names });
