@@ -16,6 +16,17 @@ export interface Counts {
   rolledBack: number;
 }
 
+/**
+ * Why a host that did not fail itself was rolled back (`--rollback-scope batch|fleet`) or never
+ * started (`--max-fail`): the host whose failure it was, the step that failed there, and its error.
+ * No host: the user interrupted the run.
+ */
+export interface Cause {
+  host?: string;
+  step?: string;
+  error: string;
+}
+
 interface Base {
   runId: string;
   time: string;
@@ -24,6 +35,8 @@ interface Base {
 export type RunEvent =
   | (Base & { event: 'run-started'; recipe: string; mode: 'plan' | 'apply' | 'undo' | 'recover'; hosts: string[]; undoes?: string })
   | (Base & { event: 'host-connected'; host: string; facts: unknown })
+  /** `--batch`: a batch starts (1-based `batch` of `of`), with its hosts in order. */
+  | (Base & { event: 'batch-started'; batch: number; of: number; hosts: string[] })
   | (Base & { event: 'step-started'; host: string; step: string; type: string })
   | (Base & {
       event: 'step-finished';
@@ -42,7 +55,7 @@ export type RunEvent =
       handler?: boolean;
     })
   | (Base & { event: 'rollback-finished'; host: string; step: string; type: string; status: 'rolled-back' | 'rollback-failed'; error?: string })
-  | (Base & { event: 'host-finished'; host: string; status: HostStatus; error?: string; durationMs: number } & Counts)
+  | (Base & { event: 'host-finished'; host: string; status: HostStatus; error?: string; cause?: Cause; durationMs: number } & Counts)
   | (Base & {
       event: 'run-finished';
       status: RunStatus;

@@ -4,19 +4,28 @@
  *
  * Applying a plan (`expected`) takes two passes: every host is connected, locked and re-checked
  * against the plan first; only when no host is stale does any host change.
+ *
+ * Fleet options (SPEC §12, batches.ts): hosts run batch after batch, each batch finished — its
+ * rollbacks included — before the next starts; a batch with more failed hosts than --max-fail
+ * allows stops the run, and the hosts left end `not-started`, never contacted. Under
+ * --rollback-scope batch|fleet a host that finished ok keeps its connection, its completed steps
+ * and its lock (HostResult.rollBackLater) until no failure can ask for its rollback any more: the
+ * end of its batch (batch) or of the run (fleet). Its host-finished entry waits until then too, so
+ * a crash meanwhile leaves it open for `recover`.
  */
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import { ConnectError, errorMessage } from '../errors.js';
 import type { Recipe, RetrySpec } from '../recipe/types.js';
 import type { ShellTransport } from '../transport/base.js';
-import { worstStatus, type Counts, type Emit, type HostStatus, type RunEvent, type RunStatus } from './events.js';
+import { failBudget, splitBatches, type Amount, type RollbackScope } from './batches.js';
+import { worstStatus, type Cause, type Counts, type Emit, type HostStatus, type RunEvent, type RunStatus } from './events.js';
 import { gatherFacts, type Facts } from './facts.js';
 import { Journal, reachOf } from './journal.js';
 import { acquireLock } from './lock.js';
 import { Masker } from './mask.js';
 import { staleSteps, stepValueOf, varDigest, varDigests, type PlanStepValue, type PlanValue } from './plan-value.js';
-import { runHost } from './run.js';
+import { runHost, type HostResult } from './run.js';
 import { sha256 } from '../steps/step.js';
 
 export interface HostTarget {
@@ -57,6 +66,12 @@ export interface RunRecipeOptions {
   beforeStep?: (host: string, step: string) => Promise<void>;
   /** How long a lost link is tried again before the host is given up (default: HOSTSMITH_RECONNECT_SECONDS, else 60 s). */
   reconnectMs?: number;
+  /** apply: hosts per batch, in target order (SPEC §12); undefined: every host in one batch. A plan ignores it. */
+  batchSize?: number;
+  /** apply: failed hosts a batch may have before no later batch starts (batches.ts failBudget); undefined: unlimited. */
+  maxFail?: Amount;
+  /** apply: which hosts roll back when one fails (default host: that one only). */
+  rollbackScope?: RollbackScope;
 }
 
 export interface HostReport extends Counts {
@@ -72,6 +87,10 @@ export interface HostReport extends Counts {
   stale?: string[];
   /** The link was lost and not made again: the host keeps the run's changes and lock; the run stays open for `recover`. */
   givenUp?: boolean;
+  /** The step whose failure stopped the run on this host, when a step's did. */
+  failedStep?: string;
+  /** Rolled back, or not started, because of this failure on another host (fleet options). */
+  cause?: Cause;
 }
 
 export interface RunReport {
@@ -110,6 +129,13 @@ interface Opened {
   release?: () => Promise<void>;
 }
 
+/** A host that finished ok and may still be rolled back because of another host (rollback scope batch or fleet). */
+interface Held {
+  h: Opened;
+  /** Takes back what the run did there (run.ts); its time is added to the host's durationMs. */
+  rollBackLater: NonNullable<HostResult['rollBackLater']>;
+}
+
 export async function runRecipe(o: RunRecipeOptions): Promise<RunReport> {
   const runId = o.runId ?? newRunId();
   const masker = new Masker(o.secrets ?? []);
@@ -122,6 +148,13 @@ export async function runRecipe(o: RunRecipeOptions): Promise<RunReport> {
   const opened = new Map<string, Opened>();
   const sources: Record<string, string> = {};
   const salt = o.salt ?? o.expected?.salt ?? '';
+  const apply = o.mode === 'apply';
+  const scope: RollbackScope = apply ? (o.rollbackScope ?? 'host') : 'host';
+  const batchSize = apply && o.batchSize ? o.batchSize : undefined;
+  const batches = batchSize ? splitBatches(o.targets, batchSize) : [o.targets];
+  const fleetGiven = apply && (batchSize !== undefined || scope !== 'host');
+  /** Hosts that finished ok and keep connection, completed steps and lock while a failure elsewhere may still roll them back. */
+  const held = new Map<string, Held>();
 
   try {
     const header = {
@@ -138,28 +171,31 @@ export async function runRecipe(o: RunRecipeOptions): Promise<RunReport> {
       // Salted digests of each secret var's value(s), so that `undo` can check a value given again
       // before it fills the journal's *** (undo.ts). Under `sha256`, a field the mask leaves alone.
       secrets: secretVarDigests(o.recipe, o.targets),
+      ...(fleetGiven
+        ? {
+            fleet: {
+              batches: batches.map((b) => b.map((t) => t.name)),
+              ...(batchSize ? { batch: String(batchSize) } : {}),
+              ...(batchSize && o.maxFail ? { maxFail: o.maxFail.given } : {}),
+              rollbackScope: scope,
+            },
+          }
+        : {}),
     };
     await journal?.write(header);
     emit({ event: 'run-started', runId, time: time(), recipe: o.recipe.name, mode: o.mode, hosts: names });
 
-    let todo = o.targets;
+    let refused: string | undefined;
     if (o.mode === 'apply' && o.expected) {
-      const refused = await verifyAgainstPlan(o.expected);
+      refused = await verifyAgainstPlan(o.expected);
       if (refused) {
         for (const t of o.targets) hosts[t.name] ??= { status: 'not-started', ...zero(), error: `${t.name}: not applied: ${refused}`, durationMs: 0 };
-        todo = [];
+        for (const t of o.targets) await hostFinished(t.name, hosts[t.name]!);
       }
     }
-    await pool(todo, o.concurrency ?? 10, async (target) => {
-      const hostStarted = Date.now();
-      hosts[target.name] = o.interrupt?.aborted
-        ? { status: 'interrupted', ...zero(), error: 'not started: interrupted by the user', durationMs: 0 }
-        : await runOneHost(target, hostStarted);
-      await hostFinished(target.name, hosts[target.name]!);
-    });
+    if (!refused) await runBatches();
     // A host given up leaves the run open: `recover` finishes it (SPEC §9).
     const givenUp = names.filter((n) => hosts[n]?.givenUp);
-    if (!todo.length) for (const t of o.targets) await hostFinished(t.name, hosts[t.name]!);
 
     const { status, exitCode } = worstStatus(
       names.map((n) => hosts[n]!.status),
@@ -184,11 +220,106 @@ export async function runRecipe(o: RunRecipeOptions): Promise<RunReport> {
     await journal?.close().catch(() => {});
   }
 
+  /**
+   * The hosts, batch after batch. After each batch: a failure there rolls back the held hosts its
+   * scope covers; then the batch's held hosts are let go (scope batch); then, with more failed
+   * hosts than the budget allows (or any, under scope fleet), no later batch starts.
+   */
+  async function runBatches(): Promise<void> {
+    let stopped: { why: string; cause?: Cause } | undefined;
+    for (const [i, batch] of batches.entries()) {
+      const batchNames = batch.map((t) => t.name);
+      if (stopped) {
+        for (const t of batch) {
+          hosts[t.name] = { status: 'not-started', ...zero(), error: `${t.name}: not started: ${stopped.why}`, ...(stopped.cause ? { cause: stopped.cause } : {}), durationMs: 0 };
+          // Applying a plan read and locked every host first: let this one go.
+          const h = opened.get(t.name);
+          if (h) {
+            await closeHost(h, hosts[t.name], t.name);
+            opened.delete(t.name);
+          }
+          await hostFinished(t.name, hosts[t.name]!);
+        }
+        continue;
+      }
+      if (batches.length > 1 && !o.interrupt?.aborted) emit({ event: 'batch-started', runId, time: time(), batch: i + 1, of: batches.length, hosts: batchNames });
+      await pool(batch, o.concurrency ?? 10, async (target) => {
+        const hostStarted = Date.now();
+        hosts[target.name] = o.interrupt?.aborted
+          ? { status: 'interrupted', ...zero(), error: 'not started: interrupted by the user', durationMs: 0 }
+          : await runOneHost(target, hostStarted);
+        // A held host is finished once no failure can roll it back any more (settle).
+        if (!held.has(target.name)) await hostFinished(target.name, hosts[target.name]!);
+      });
+      // Hosts that failed themselves; those rolled back only because of them do not count against --max-fail.
+      const failed = batchNames.filter((n) => hosts[n]!.status !== 'ok');
+      const first = failed[0];
+      const cause: Cause | undefined = first
+        ? { host: first, ...(hosts[first]!.failedStep ? { step: hosts[first]!.failedStep } : {}), error: hosts[first]!.error ?? hosts[first]!.status }
+        : o.interrupt?.aborted
+          ? { error: 'interrupted by the user' }
+          : undefined;
+      if (cause && scope === 'batch') await settle(batchNames, cause, 'batch');
+      if (cause && scope === 'fleet') await settle([...held.keys()].reverse(), cause, 'fleet');
+      if (scope === 'batch') await settle(batchNames);
+      if (i === batches.length - 1 || o.interrupt?.aborted || !first) continue;
+      const budget = failBudget(o.maxFail, batch.length);
+      const list = `${failed.length} of its ${batch.length} host(s) failed (${failed.join(', ')})`;
+      if (scope === 'fleet') {
+        stopped = { why: `batch ${i + 1} of ${batches.length}: ${list}, and --rollback-scope fleet rolled back every host of the run, so no later batch started; nothing was done on this host`, cause: cause! };
+      } else if (failed.length > budget) {
+        stopped = {
+          why: `batch ${i + 1} of ${batches.length}: ${list}, more than --max-fail ${o.maxFail?.given ?? '∞'} allows (${budget} in a batch of ${batch.length}), so no later batch started; nothing was done on this host. Fix the failure (hostsmith show ${runId}) and apply again`,
+          cause: cause!,
+        };
+      }
+    }
+    // The end of the run: nothing can ask for a rollback any more.
+    await settle([...held.keys()]);
+  }
+
+  /**
+   * Lets held hosts go: with a cause, each is rolled back first (newest change first, every
+   * rollback attempted), then its lock released, its connection closed and its host-finished written.
+   */
+  async function settle(names: string[], cause?: Cause, why?: 'batch' | 'fleet'): Promise<void> {
+    const mine = names.filter((n) => held.has(n));
+    await pool(mine, o.concurrency ?? 10, async (name) => {
+      const k = held.get(name)!;
+      held.delete(name);
+      const report = hosts[name]!;
+      if (cause) {
+        const started = Date.now();
+        const because = cause.host
+          ? `rolled back because ${cause.host} failed${cause.step ? ` at step "${cause.step}"` : ''} and --rollback-scope is ${why}: ${bare(cause.host, cause.error)}`
+          : `rolled back because the run was interrupted by the user and --rollback-scope is ${why}`;
+        try {
+          const r = await k.rollBackLater(because);
+          Object.assign(report, { status: r.status, ...r.counts, error: `${name}: ${r.error ?? because}`, cause, ...(r.givenUp ? { givenUp: true } : {}) });
+        } catch (e) {
+          Object.assign(report, { status: 'rollback-incomplete', error: `${name}: ${because}; the rollback stopped: ${errorMessage(e)}`, cause });
+        }
+        report.durationMs += Date.now() - started;
+      }
+      await closeHost(k.h, report, name);
+      opened.delete(name);
+      await hostFinished(name, report);
+    });
+  }
+
   async function hostFinished(name: string, report: HostReport): Promise<void> {
     // A host given up is not finished: the journal leaves it open for `recover`.
     if (!report.givenUp) {
       await journal
-        ?.write({ kind: 'host-finished', time: time(), host: name, status: report.status, counts: countsOf(report), ...(report.error ? { error: report.error } : {}) })
+        ?.write({
+          kind: 'host-finished',
+          time: time(),
+          host: name,
+          status: report.status,
+          counts: countsOf(report),
+          ...(report.error ? { error: report.error } : {}),
+          ...(report.cause ? { cause: report.cause } : {}),
+        })
         .catch((e: unknown) => {
           report.error = `${report.error ?? name}; ${errorMessage(e)}`;
         });
@@ -201,6 +332,7 @@ export async function runRecipe(o: RunRecipeOptions): Promise<RunReport> {
       status: report.status,
       ...countsOf(report),
       ...(report.error ? { error: report.error } : {}),
+      ...(report.cause ? { cause: report.cause } : {}),
       durationMs: report.durationMs,
     });
   }
@@ -305,11 +437,14 @@ export async function runRecipe(o: RunRecipeOptions): Promise<RunReport> {
     try {
       h = await openHost(target);
       const r = await runHost(hostOptions(target, h));
+      // Under a wider rollback scope an ok host stays open and locked: a failure elsewhere may still roll it back.
+      if (scope !== 'host' && r.status === 'ok' && r.rollBackLater) held.set(target.name, { h, rollBackLater: r.rollBackLater });
       report = {
         status: r.status,
         ...r.counts,
         ...(r.error ? { error: `${target.name}: ${r.error}` } : {}),
         ...(r.givenUp ? { givenUp: true } : {}),
+        ...(r.failedStep ? { failedStep: r.failedStep } : {}),
         facts: h.facts,
         durationMs: took(),
         ...(o.mode === 'plan' ? { steps: r.planned.map((p) => stepValueOf(p, o.recipe.handlers.includes(p.spec))), vars: varDigests(salt, target.vars) } : {}),
@@ -317,13 +452,18 @@ export async function runRecipe(o: RunRecipeOptions): Promise<RunReport> {
     } catch (e) {
       report = { status: e instanceof ConnectError ? 'unreachable' : 'failed', ...zero(), error: errorMessage(e), durationMs: took() };
     } finally {
-      if (h) {
+      if (h && !held.has(target.name)) {
         await closeHost(h, report, target.name);
         if (!o.keepOpen) opened.delete(target.name);
       }
     }
     return report;
   }
+}
+
+/** An error without the host name in front. */
+function bare(host: string, error: string): string {
+  return error.startsWith(`${host}: `) ? error.slice(host.length + 2) : error;
 }
 
 function countsOf(r: Counts): Counts {

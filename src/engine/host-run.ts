@@ -87,6 +87,8 @@ export interface HostRun {
   planned: PlannedStep[];
   /** Why the run stops (a fatal step failure); undefined while it goes on. */
   fatal?: string;
+  /** The step whose failure set `fatal`, when a step's did (not a lost link, nor another host's failure). */
+  fatalStep?: string;
   /** The journal could not be written: nothing more may change. */
   journalBroken?: string;
   /** Steps whose apply is under way (a lost link leaves them undecided until the host is read again). */

@@ -97,6 +97,15 @@ const runStarted = z.object({
   undoes: text.optional(),
   /** Salted digests of each secret var's value(s), `<salt>:<digest>`, for undo to check a value given again. */
   secrets: z.record(z.object({ sha256: z.array(text) })).optional(),
+  /** apply with fleet options (SPEC §12): the batches in order, the failure budget per batch, the rollback scope. */
+  fleet: z
+    .object({
+      batches: z.array(z.array(text)),
+      batch: text.optional(),
+      maxFail: text.optional(),
+      rollbackScope: z.enum(['host', 'batch', 'fleet']),
+    })
+    .optional(),
 });
 const hostStarted = z.object({
   kind: z.literal('host-started'),
@@ -158,7 +167,18 @@ const rollbackFinished = z.object({
 });
 /** `recover` took over the run (it appends to the run's own journal): who, so a second recover can tell. */
 const recoverStarted = z.object({ kind: z.literal('recover-started'), time: text, pid: z.number().int().positive(), controller: text });
-const hostFinished = z.object({ kind: z.literal('host-finished'), time: text, host: text, status: z.enum(HOST_STATUSES), counts: countsSchema, error: text.optional() });
+/** Why a host that did not fail itself was rolled back or not started (events.ts Cause). */
+const causeSchema = z.object({ host: text.optional(), step: text.optional(), error: text });
+const hostFinished = z.object({
+  kind: z.literal('host-finished'),
+  time: text,
+  host: text,
+  status: z.enum(HOST_STATUSES),
+  counts: countsSchema,
+  error: text.optional(),
+  /** Rolled back (--rollback-scope) or not started (--max-fail) because of another host's failure: which. */
+  cause: causeSchema.optional(),
+});
 const runFinished = z.object({ kind: z.literal('run-finished'), time: text, status: z.enum(RUN_END_STATUSES), exitCode: z.number().int() });
 
 const entryBody = z.discriminatedUnion('kind', [runStarted, hostStarted, stepStarted, stepFinished, rollbackStarted, rollbackFinished, hostFinished, runFinished, recoverStarted]);

@@ -3,7 +3,7 @@
  * undo and recover all read a run through. It decides nothing about processes or hosts; the
  * questions that need the world (is the controller alive?) take their answers as arguments.
  */
-import type { Counts, HostStatus, StepStatus } from './events.js';
+import type { Cause, Counts, HostStatus, StepStatus } from './events.js';
 import type { JournalEntry, Reach } from './journal.js';
 
 type Of<K extends JournalEntry['kind']> = Extract<JournalEntry, { kind: K }>;
@@ -70,6 +70,8 @@ export interface HostState {
   facts?: unknown;
   counts?: Counts;
   error?: string;
+  /** Rolled back (--rollback-scope) or never started (--max-fail) because of this failure elsewhere. */
+  cause?: Cause;
   /** Every step the run started on the host, in the order they started. */
   steps: StepState[];
   /** Started and never finished nor rolled back. */
@@ -86,6 +88,8 @@ export interface RunState {
   recipeFile: string;
   mode: Of<'run-started'>['mode'];
   hostNames: string[];
+  /** The run's fleet options and batches, when it was run with any (SPEC §12). */
+  fleet?: Of<'run-started'>['fleet'];
   vars: Record<string, unknown>;
   pid: number;
   controller: string;
@@ -117,6 +121,7 @@ export function replay(entries: readonly JournalEntry[]): RunState | undefined {
     recipeFile: start.recipeFile,
     mode: start.mode,
     hostNames: [...start.hosts],
+    ...(start.fleet ? { fleet: start.fleet } : {}),
     vars: start.vars,
     pid: start.pid,
     controller: start.controller,
@@ -240,6 +245,7 @@ export function replay(entries: readonly JournalEntry[]): RunState | undefined {
         h.finishedAt = e.time;
         h.counts = e.counts;
         if (e.error) h.error = e.error;
+        if (e.cause) h.cause = e.cause;
         return;
       }
       case 'recover-started':

@@ -27,6 +27,15 @@ export interface HostResult {
    * and its lock, and the run stays open in the journal for `recover`.
    */
   givenUp?: boolean;
+  /** The step whose failure stopped the run on this host, when a step's did. */
+  failedStep?: string;
+  /**
+   * Apply, status ok: takes back everything the run did on this host (newest first, every
+   * rollback attempted, handlers run again), because `cause` — another host's failure under
+   * `--rollback-scope batch|fleet`. The caller keeps the connection and the host lock until it
+   * has called this or decided not to. At most once.
+   */
+  rollBackLater?: (cause: string) => Promise<HostResult>;
 }
 
 /** How long a lost link is tried again: HOSTSMITH_RECONNECT_SECONDS, else a minute (SPEC §9). */
@@ -57,8 +66,29 @@ export async function runHost(o: HostRunOptions): Promise<HostResult> {
   }
 
   const interrupted = o.interrupt?.aborted === true;
-  if (!h.fatal && !interrupted) return { status: 'ok', counts: h.counts, planned: h.planned };
+  if (!h.fatal && !interrupted) {
+    if (o.mode !== 'apply') return { status: 'ok', counts: h.counts, planned: h.planned };
+    let asked = false;
+    const rollBackLater = async (cause: string): Promise<HostResult> => {
+      if (asked) throw new Error(`${o.host}: its rollback was already asked for`);
+      asked = true;
+      h.fatal = cause;
+      return takeBack(h, { becauseOfAnother: true });
+    };
+    return { status: 'ok', counts: h.counts, planned: h.planned, rollBackLater };
+  }
   if (o.mode === 'plan') return { status: interrupted ? 'interrupted' : 'failed', counts: h.counts, planned: h.planned, error: h.fatal };
+  return takeBack(h, { interrupted });
+}
+
+/**
+ * Rolls back every completed step (newest first, each attempted), runs again the handlers of what
+ * was put back, and says how the host ends: `becauseOfAnother` — the host did not fail itself
+ * (rollback scope), so it ends rolled-back even with nothing to take back.
+ */
+async function takeBack(h: HostRun, how: { interrupted?: boolean; becauseOfAnother?: boolean }): Promise<HostResult> {
+  const { o } = h;
+  const interrupted = how.interrupted === true;
   const r = await rollBack(h);
   if (r.givenUp) return r.givenUp;
   let again: { ok: boolean } | HostResult;
@@ -74,11 +104,12 @@ export async function runHost(o: HostRunOptions): Promise<HostResult> {
   }
   if (!again.ok) r.complete = false;
   const unrecorded = h.journalBroken !== undefined || h.rec.failedWrites.some((k) => k.startsWith('rollback'));
-  const status: HostStatus = !r.complete || unrecorded ? 'rollback-incomplete' : interrupted ? 'interrupted' : h.completed.length ? 'rolled-back' : 'failed';
+  const status: HostStatus =
+    !r.complete || unrecorded ? 'rollback-incomplete' : how.becauseOfAnother ? 'rolled-back' : interrupted ? 'interrupted' : h.completed.length ? 'rolled-back' : 'failed';
   const note = h.journalBroken
     ? `; the journal could not be written, so the run stopped before the next change${h.completed.length ? ` (${r.complete ? 'every completed step was rolled back on the host' : 'see the rollback errors above'}, but the journal may not record it)` : ''} — free space in the state dir or pass --state-dir, then check \`hostsmith show ${o.runId}\``
     : '';
-  return { status, counts: h.counts, planned: h.planned, error: `${h.fatal ?? 'interrupted by the user'}${note}` };
+  return { status, counts: h.counts, planned: h.planned, error: `${h.fatal ?? 'interrupted by the user'}${note}`, ...(h.fatalStep ? { failedStep: h.fatalStep } : {}) };
 }
 
 /** One step's turn: plan it (reads), hold it against the plan being followed, apply it (journaled). */
@@ -114,7 +145,10 @@ async function stepTurn(h: HostRun, spec: StepSpec): Promise<void> {
         });
     }
     // Without a journal nothing more may change: stop, whatever the step's `fatal` says.
-    if (h.journalBroken && !h.fatal) h.fatal = `step "${spec.name}": ${h.journalBroken}`;
+    if (h.journalBroken && !h.fatal) {
+      h.fatal = `step "${spec.name}": ${h.journalBroken}`;
+      h.fatalStep = spec.name;
+    }
     finishStep(h, { ...p, status: 'failed', error }, started);
   }
 }
@@ -150,7 +184,10 @@ function finishStep(h: HostRun, p: PlannedStep, started: number, status: StepSta
     ...(o.recipe.handlers.includes(p.spec) ? { handler: true } : {}),
   });
   if ((status === 'changed' || status === 'planned') && p.spec.notify.length) p.spec.notify.forEach((n) => h.notified.add(n));
-  if (status === 'failed' && p.spec.fatal && !h.fatal) h.fatal = `step "${p.spec.name}" failed: ${p.error}`;
+  if (status === 'failed' && p.spec.fatal && !h.fatal) {
+    h.fatal = `step "${p.spec.name}" failed: ${p.error}`;
+    h.fatalStep = p.spec.name;
+  }
 }
 
 /**
