@@ -16,6 +16,7 @@ import { SshTransport, type SshTarget } from '../transport/ssh.js';
 import { loadInventory, resolveTargets, type TargetSpec } from '../transport/targets.js';
 import { defaultStateDir, loadConfig, type Config } from './config.js';
 import { MIN_SAFE_SECRET, secretPieces } from '../engine/mask.js';
+import { fleetOptions, type FleetOptions } from '../engine/batches.js';
 
 export interface GlobalOptions {
   json?: boolean;
@@ -32,6 +33,10 @@ export interface TargetCliOptions {
   acceptNewHostKeys?: boolean;
   sudo?: boolean;
   concurrency?: string;
+  /** Fleet options (SPEC §12, apply; plan checks and keeps them): `n` or `n%`, and host|batch|fleet. */
+  batch?: string;
+  maxFail?: string;
+  rollbackScope?: string;
   var?: string[];
   varsFile?: string;
   /** The non-secret vars a saved plan was made with (apply --plan). */
@@ -57,6 +62,8 @@ export interface Prepared {
   config: Config;
   stateDir: string;
   concurrency: number;
+  /** --batch, --max-fail, --rollback-scope, checked and worked out for the targets. */
+  fleet: FleetOptions;
   cliVars: Record<string, string>;
   /** Vars given on the command line and in a vars file, secrets left out: what a saved plan keeps. */
   given: GivenVars;
@@ -84,6 +91,7 @@ export async function prepare(
   const cliVars = fromPlan ? { ...fromPlan.cli } : parseVarArgs(o.var ?? []);
   if (o.identity && !existsSync(o.identity)) throw new InputError(`--identity: no such key file ${o.identity}`);
   const specs = resolveTargets({ hosts: o.hosts, inventory, identity: o.identity, sudo: o.sudo ?? config.sudo });
+  const fleet = fleetOptions(o, specs.length);
 
   if (ask) {
     // Ask for what no source gives: prompt vars, and required vars without a value anywhere.
@@ -131,6 +139,7 @@ export async function prepare(
     config,
     stateDir: stateDirOf(o, config),
     concurrency,
+    fleet,
     cliVars,
     given: { cli: notSecret(recipe, cliVars), file: notSecret(recipe, fileVars ?? {}) },
     close: async () => {

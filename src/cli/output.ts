@@ -91,6 +91,10 @@ export class Output {
         this.say(`${one(e.host)}: connected as ${one(f.user)} (${one(f.os?.id)} ${one(f.os?.version_id)}, ${one(f.arch)})`);
         break;
       }
+      case 'batch-started':
+        this.stopSpinner();
+        this.say(`Batch ${e.batch} of ${e.of}: ${one(e.hosts.join(', '))}`);
+        break;
       case 'step-started':
         if (this.o.tty && this.hostCount === 1) this.spinner = ora({ text: one(e.step), stream: this.out as NodeJS.WriteStream }).start();
         break;
@@ -171,7 +175,11 @@ export function nextSteps(r: RunReport): string[] {
     const said = multi(bare(host, s.error));
     switch (s.status) {
       case 'rolled-back':
-        out.push(`${h}: a step failed; all ${s.rolledBack} completed step(s) were rolled back, so the host is as before the run. Fix the cause above and run again.`);
+        out.push(
+          s.cause
+            ? `${h}: ${s.cause.host ? `rolled back because ${one(s.cause.host)} failed${s.cause.step ? ` at step "${one(s.cause.step)}"` : ''}` : 'rolled back because the run was interrupted'} (rollback scope); its ${s.rolledBack} completed step(s) were taken back, so the host is as before the run.`
+            : `${h}: a step failed; all ${s.rolledBack} completed step(s) were rolled back, so the host is as before the run. Fix the cause above and run again.`,
+        );
         break;
       case 'failed':
         out.push(r.mode === 'plan' ? `${h}: the plan found a problem: ${said}` : `${h}: failed before changing anything. ${said}`.trim());

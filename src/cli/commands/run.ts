@@ -121,6 +121,10 @@ export async function runPrepared(prep: Prepared, flow: RunFlow, out: Output, ct
     defaultRetry: prep.config.retry,
     journalVars: prep.cliVars,
     beforeStep: faultHook(),
+    // Fleet options (SPEC §12): the apply goes by them; a plan reads every host and ignores them.
+    ...(prep.fleet.batchSize ? { batchSize: prep.fleet.batchSize } : {}),
+    ...(prep.fleet.maxFail ? { maxFail: prep.fleet.maxFail } : {}),
+    rollbackScope: prep.fleet.rollbackScope,
     ...(flow.runId ? { runId: flow.runId } : {}),
   };
   const planInputs = (salt: string) => ({
@@ -133,6 +137,10 @@ export async function runPrepared(prep: Prepared, flow: RunFlow, out: Output, ct
   });
   try {
     let expected = saved;
+    if (mode === 'plan' && (prep.fleet.given.batch || prep.fleet.rollbackScope !== 'host')) {
+      const kept = flow.out ? `; ${flow.out} keeps them, so \`hostsmith apply --plan ${flow.out}\` runs with them` : '';
+      out.warn(`note: a plan reads every host at once and changes nothing, so --batch, --max-fail and --rollback-scope only shape the apply${kept}.`);
+    }
     if (mode === 'plan' || flow.confirm) {
       const salt = newSalt();
       const plan = await runRecipe({ ...common, mode: 'plan', keepOpen: mode === 'apply', salt });
@@ -171,7 +179,7 @@ export async function runPrepared(prep: Prepared, flow: RunFlow, out: Output, ct
 
 /** The target options a plan keeps, so `apply --plan` alone reaches the same hosts the same way. */
 function targetOptions(o: RunCli): Record<string, unknown> {
-  const keep = ['hosts', 'inventory', 'identity', 'knownHosts', 'acceptNewHostKeys', 'sudo', 'concurrency'] as const;
+  const keep = ['hosts', 'inventory', 'identity', 'knownHosts', 'acceptNewHostKeys', 'sudo', 'concurrency', 'batch', 'maxFail', 'rollbackScope'] as const;
   const out: Record<string, unknown> = {};
   for (const k of keep) if (o[k] !== undefined) out[k] = k === 'inventory' || k === 'identity' || k === 'knownHosts' ? resolve(String(o[k])) : o[k];
   return out;
@@ -181,13 +189,21 @@ function definedOnly<T extends object>(o: T): Partial<T> {
   return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
 }
 
+/** SPEC §12. `plan` takes them too (checked, kept in --out's file), so one command line serves both. */
+function addFleetOptions(c: Command): Command {
+  return c
+    .option('--batch <n|n%>', 'run the hosts in batches of n (or n% of them, rounded up), each finished with its rollbacks before the next')
+    .option('--max-fail <n|n%>', 'failed hosts a batch may have (or n% of it, rounded down) before no later batch starts (default 0 with --batch)')
+    .option('--rollback-scope <scope>', 'which hosts roll back when one fails: host (default), batch or fleet');
+}
+
 export function registerRun(program: Command, ctx: Ctx): void {
   const plan = program
     .command('plan')
     .description('show what apply would change, with diffs; reads only, changes nothing on the hosts')
     .argument('<recipe>', 'recipe file (YAML)')
     .option('--out <file>', 'also write the plan as JSON to this file');
-  addVarOptions(addTargetOptions(plan)).action(async (recipe: string, _o: RunCli, cmd: Command) => {
+  addFleetOptions(addVarOptions(addTargetOptions(plan))).action(async (recipe: string, _o: RunCli, cmd: Command) => {
     ctx.exit(await runCommand('plan', recipe, cmd.optsWithGlobals(), ctx));
   });
 
@@ -197,7 +213,7 @@ export function registerRun(program: Command, ctx: Ctx): void {
     .argument('[recipe]', 'recipe file (YAML); may be left out with --plan')
     .option('-y, --yes', 'apply without asking (required when there is no terminal)')
     .option('--plan <file>', 'apply exactly this saved plan (from plan --out); refused when it is stale');
-  addVarOptions(addTargetOptions(apply)).action(async (recipe: string | undefined, _o: RunCli, cmd: Command) => {
+  addFleetOptions(addVarOptions(addTargetOptions(apply))).action(async (recipe: string | undefined, _o: RunCli, cmd: Command) => {
     ctx.exit(await runCommand('apply', recipe, cmd.optsWithGlobals(), ctx));
   });
 }

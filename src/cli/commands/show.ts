@@ -67,6 +67,15 @@ function phaseLine(run: RunState, phase: RunPhase, c: ControllerState): string {
   }
 }
 
+/** Why a host that did not fail itself was rolled back or not started: the failure elsewhere that caused it. */
+function causeLine(h: HostState): string {
+  const c = h.cause!;
+  const what = h.status === 'not-started' ? 'not started' : 'rolled back';
+  if (!c.host) return `${what} because: ${multi(c.error)}`;
+  const err = c.error.startsWith(`${c.host}: `) ? c.error.slice(c.host.length + 2) : c.error;
+  return `${what} because ${one(c.host)} failed${c.step ? ` at step "${one(c.step)}"` : ''}: ${multi(err)}`;
+}
+
 function reachLine(r: Reach): string {
   if (r.kind === 'local') return 'this machine (local)';
   const via = r.jump ? ` via ${r.jump.user}@${r.jump.host}:${r.jump.port}` : '';
@@ -121,7 +130,7 @@ export function registerShow(program: Command, ctx: Ctx): void {
             controller: run.controller,
             pid: run.pid,
             hosts: Object.fromEntries(
-              run.hosts.map((h) => [h.name, { status: h.status, ...(h.lock ? { lock: h.lock } : {}), left: steps([...h.left].reverse()), inFlight: steps(h.inFlight), rollingBack: steps(h.rollingBack) }]),
+              run.hosts.map((h) => [h.name, { status: h.status, ...(h.lock ? { lock: h.lock } : {}), ...(h.cause ? { cause: h.cause } : {}), left: steps([...h.left].reverse()), inFlight: steps(h.inFlight), rollingBack: steps(h.rollingBack) }]),
             ),
             next,
           }) + '\n',
@@ -130,10 +139,18 @@ export function registerShow(program: Command, ctx: Ctx): void {
       }
       out.say(`run ${one(runId)}: ${one(run.mode)} of recipe ${one(run.recipe)} (${one(run.recipeFile)}) on ${one(run.hostNames.join(', '))}`);
       out.say(`started ${one(run.startedAt)} by pid ${run.pid} on ${one(run.controller)}; ${one(phaseLine(run, phase, controller))}`);
+      if (run.fleet) {
+        const f = run.fleet;
+        const batches = f.batches.length > 1 ? `in ${f.batches.length} batches (${f.batches.map((b) => b.join(', ')).join(' | ')}), at most ${f.maxFail ?? 'any number of'} failed host(s) per batch; ` : '';
+        out.say(`${one(batches)}rollback scope ${one(f.rollbackScope)}`);
+      }
       for (const h of run.hosts) {
         const n = one(h.name);
         out.say('');
-        out.say(`${n}: ${one(hostState(h, phase))}${h.error ? ` — ${multi(h.error)}` : ''}`);
+        // A host rolled back because of another is explained by its cause line; a host not started keeps its error (the budget it went over).
+        const error = h.error && !(h.cause && h.status !== 'not-started') ? ` — ${multi(h.error)}` : '';
+        out.say(`${n}: ${one(hostState(h, phase))}${error}`);
+        if (h.cause) out.say(`  ${causeLine(h)}`);
         const where = [h.target ? `reached as ${reachLine(h.target)}` : '', h.backupDir ? `backups in ${h.backupDir}` : '', h.lock ? `lock ${h.lock}` : ''].filter(Boolean);
         if (where.length) out.say(`  ${one(where.join('; '))}`);
         for (const s of h.steps) {
