@@ -254,10 +254,11 @@ export async function runRecipe(o: RunRecipeOptions): Promise<RunReport> {
       // Hosts that failed themselves; those rolled back only because of them do not count against --max-fail.
       const failed = batchNames.filter((n) => hosts[n]!.status !== 'ok');
       const first = failed[0];
-      const cause: Cause | undefined = first
-        ? { host: first, ...(hosts[first]!.failedStep ? { step: hosts[first]!.failedStep } : {}), error: hosts[first]!.error ?? hosts[first]!.status }
-        : o.interrupt?.aborted
-          ? { error: 'interrupted by the user' }
+      // Ctrl-C is the cause when it came: hosts it stopped end interrupted, not failed by themselves.
+      const cause: Cause | undefined = o.interrupt?.aborted
+        ? { error: 'interrupted by the user' }
+        : first
+          ? { host: first, ...(hosts[first]!.failedStep ? { step: hosts[first]!.failedStep } : {}), error: hosts[first]!.error ?? hosts[first]!.status }
           : undefined;
       if (cause && scope === 'batch') await settle(batchNames, cause, 'batch');
       if (cause && scope === 'fleet') await settle([...held.keys()].reverse(), cause, 'fleet');
@@ -266,7 +267,7 @@ export async function runRecipe(o: RunRecipeOptions): Promise<RunReport> {
       const budget = failBudget(o.maxFail, batch.length);
       const list = `${failed.length} of its ${batch.length} host(s) failed (${failed.join(', ')})`;
       if (scope === 'fleet') {
-        stopped = { why: `batch ${i + 1} of ${batches.length}: ${list}, and --rollback-scope fleet rolled back every host of the run, so no later batch started; nothing was done on this host`, cause: cause! };
+        stopped = { why: `batch ${i + 1} of ${batches.length}: ${list}, and --rollback-scope fleet rolled back every host of the run, so no later batch started; nothing was done on this host. Fix the failure (hostsmith show ${runId}) and apply again`, cause: cause! };
       } else if (failed.length > budget) {
         stopped = {
           why: `batch ${i + 1} of ${batches.length}: ${list}, more than --max-fail ${o.maxFail?.given ?? '∞'} allows (${budget} in a batch of ${batch.length}), so no later batch started; nothing was done on this host. Fix the failure (hostsmith show ${runId}) and apply again`,
