@@ -8,6 +8,7 @@ import { fingerprint, sha256 } from '../steps/step.js';
 import type { Completed, HostRun } from './host-run.js';
 import { runsAs } from './journal.js';
 import type { PlannedStep } from './plan-step.js';
+import { changeWrites, dropProbes } from './probe.js';
 
 const now = () => new Date().toISOString();
 const defaultSleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
@@ -26,6 +27,8 @@ export async function applyPlanned(h: HostRun, p: PlannedStep, started: number, 
   const w = p.work;
   if (!w) throw new HostsmithError(`step "${spec.name}": nothing planned to apply`);
   const handler = h.o.recipe.handlers.includes(spec);
+  // The host is about to change: batched reads of what it may write are no longer to be trusted.
+  dropProbes(h, changeWrites(spec.type, w.type.resources?.(w.params).writes, w.plan.undo));
   await h.rec.write({
     kind: 'step-started',
     time: now(),
@@ -85,6 +88,7 @@ export async function rollbackOne(h: HostRun, c: Completed): Promise<boolean> {
       journalProblem = e.message;
     }
   };
+  dropProbes(h);
   await write({ kind: 'rollback-started', ...base });
   let error: string | undefined;
   if (c.undo === null) {

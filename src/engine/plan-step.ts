@@ -10,6 +10,7 @@ import { stepType } from '../steps/registry.js';
 import { fingerprint, sha256, type Plan, type StepContext, type StepType } from '../steps/step.js';
 import { KNOWN_AFTER_APPLY, contextFor, scopeFor, type HostRun } from './host-run.js';
 import { dependsOn } from './deps.js';
+import { prefetch, readFromBatch, readLive } from './probe.js';
 
 export type PlannedStatus = 'planned' | 'unchanged' | 'skipped' | 'failed';
 
@@ -68,6 +69,19 @@ export function paramsDigest(salt: string, params: unknown): string {
  * thrown, not returned: the host is gone, not the step).
  */
 export async function planStep(h: HostRun, spec: StepSpec): Promise<PlannedStep> {
+  // Its reads, and those of the steps after it, in one round trip (probe.ts).
+  await prefetch(h, spec, planStep, readsOf);
+  const batched = h.o.mode === 'apply' && readFromBatch(h, spec);
+  const changing = h.changing.length;
+  const p = await planOnce(h, spec);
+  if (!batched || p.status !== 'planned' || !p.work) return p;
+  // It will change the host: read it again at its turn, so a change made since the batch is seen.
+  h.changing.length = changing;
+  readLive(h, spec);
+  return planOnce(h, spec);
+}
+
+async function planOnce(h: HostRun, spec: StepSpec): Promise<PlannedStep> {
   h.touched.clear();
   const type = stepType(spec.type);
   if (!type) throw new HostsmithError(`step "${spec.name}": unknown step type ${spec.type}`, 2);
@@ -142,6 +156,20 @@ function unknownUntilApply(h: HostRun, spec: StepSpec, field: string, after: str
     dependsOn: deps,
     ...(digest ? { paramsDigest: digest } : {}),
   };
+}
+
+/** What a step reads (its type's resources), `*` when that cannot be known before it runs. */
+function readsOf(h: HostRun, spec: StepSpec): string[] {
+  const type = stepType(spec.type);
+  try {
+    const parsed = type?.schema.safeParse(renderDeep(spec.params, scopeFor(h, spec), { step: spec.name, field: spec.type }));
+    const reads = parsed?.success ? type?.resources?.(parsed.data).reads : undefined;
+    // `when` and `unless` may read anything.
+    if (reads && spec.when === undefined && spec.unless === undefined) return reads.map((r) => (r.includes(KNOWN_AFTER_APPLY) ? `${r.slice(0, r.indexOf(':'))}:*` : r));
+  } catch {
+    // params that cannot be rendered yet
+  }
+  return ['*'];
 }
 
 function writesOf(h: HostRun, spec: StepSpec): string[] {

@@ -19,6 +19,11 @@ export abstract class ShellTransport implements Transport {
   defaultSudo = false;
   /** The run whose commands this transport runs: each gets HOSTSMITH_RUN=<id> in its environment. */
   runTag: string | undefined;
+  /**
+   * Results of commands already run in a batch (engine/probe.ts), by their exact framed form: a
+   * command framed the same way gets its batched result instead of a round trip of its own.
+   */
+  prefetched: { take(cmdline: string, stdin: Buffer): ExecResult | undefined } | undefined;
 
   /** Makes a lost connection again, in place, within `budgetMs`; absent where a link cannot be lost (local). */
   reconnect?(budgetMs: number): Promise<void>;
@@ -42,6 +47,8 @@ export abstract class ShellTransport implements Transport {
       stdin: o.stdin,
       tag: this.runTag,
     });
+    const ready = this.prefetched?.take(framed.cmdline, framed.stdin);
+    if (ready) return ready;
     return this.raw(framed.cmdline, { stdin: framed.stdin, timeoutMs: o.timeoutMs, signal: o.signal });
   }
 

@@ -311,7 +311,11 @@ export class SshTransport extends ShellTransport {
     else this.active--;
   }
 
+  /** Exec channels opened (round trips), for the benchmark and the tests that count them. */
+  execs = 0;
+
   protected async raw(cmdline: string, o: { stdin?: string | Buffer; timeoutMs?: number; signal?: AbortSignal }): Promise<ExecResult> {
+    this.execs++;
     if (this.closed) throw new ConnectError(this.name, 'the SSH connection is closed');
     await this.slot();
     try {
@@ -365,6 +369,8 @@ export class SshTransport extends ShellTransport {
   }
 
   async close(): Promise<void> {
+    // HOSTSMITH_COUNT_EXECS=1: say how many round trips this host took (benchmark, tests).
+    if (process.env.HOSTSMITH_COUNT_EXECS === '1') process.stderr.write(`hostsmith: ${this.name}: ${this.execs} exec channel(s)\n`);
     if (this.closed) return;
     await new Promise<void>((resolve) => {
       const t = setTimeout(resolve, 2000);

@@ -1,0 +1,236 @@
+/**
+ * Batched probes: every step's reads for a host in one round trip.
+ *
+ * A step's check reads the host with commands that follow from its params alone (and, for a
+ * check that reads twice, from what the first read said). So before the steps take their turns,
+ * each remaining step is planned once against a recording transport that runs nothing: it notes
+ * the exact framed command (command line + stdin) the step would send, and stops the step there.
+ * All noted commands go to the host in one exec — a script that runs each exactly as its own exec
+ * would (same bootstrap, sudo, user and timeout) and prints each result framed as
+ * `<nonce> <index> <exit code> <base64 stdout> <base64 stderr>` on one line, so no output can
+ * break the framing. The results wait on the transport; when the step then really plans, each of
+ * its commands framed the same way gets its result without a round trip. A check that reads again
+ * from what it read is planned again against the results so far, and its next commands join a
+ * second batch (at most MAX_ROUNDS).
+ *
+ * Results are only good until the run changes the host: every apply and rollback drops them
+ * (`dropProbes`), and the next step to plan batches the remaining steps again, so a step is never
+ * planned from what the host was before a change that came ahead of it.
+ */
+import { randomBytes } from 'node:crypto';
+import { ShellTransport } from '../transport/base.js';
+import { quote } from '../transport/shell.js';
+import type { ExecResult } from '../transport/transport.js';
+import type { StepSpec } from '../recipe/types.js';
+import { overlaps } from './deps.js';
+import type { HostRun } from './host-run.js';
+
+/** Rounds of discovery per batch: a check reads at most this many times in a row from one batch. */
+const MAX_ROUNDS = 3;
+
+class Noted extends Error {
+  constructor() {
+    super('noted for the batch');
+  }
+}
+
+const keyOf = (cmdline: string, stdin: Buffer) => `${cmdline}\0${stdin.toString('base64')}`;
+
+/**
+ * Results of batched commands, by framed form. Served as often as asked (two steps reading the
+ * same file read the same bytes): the whole cache is dropped whenever the run changes the host.
+ */
+class Prefetched {
+  private readonly byKey = new Map<string, ExecResult>();
+  take(cmdline: string, stdin: Buffer): ExecResult | undefined {
+    return this.byKey.get(keyOf(cmdline, stdin));
+  }
+  peek(key: string): ExecResult | undefined {
+    return this.byKey.get(key);
+  }
+  put(key: string, r: ExecResult): void {
+    this.byKey.set(key, r);
+  }
+  drop(key: string): void {
+    this.byKey.delete(key);
+  }
+  get size(): number {
+    return this.byKey.size;
+  }
+}
+
+/** Runs nothing: notes each command a step would send, serving what earlier rounds fetched. */
+class Recorder extends ShellTransport {
+  readonly name: string;
+  readonly noted: Array<{ key: string; cmdline: string; stdin: Buffer }> = [];
+  constructor(real: ShellTransport, have: Prefetched) {
+    super();
+    this.name = real.name;
+    this.loginUser = real.loginUser;
+    this.defaultSudo = real.defaultSudo;
+    this.runTag = real.runTag;
+    this.prefetched = {
+      take: (cmdline, stdin) => {
+        const key = keyOf(cmdline, stdin);
+        const r = have.peek(key);
+        if (r) this.served.push({ key });
+        return r;
+      },
+    };
+  }
+  /** Commands answered from earlier batches (the step reads them too). */
+  readonly served: Array<{ key: string }> = [];
+  protected async raw(cmdline: string, o: { stdin?: string | Buffer }): Promise<ExecResult> {
+    const stdin = Buffer.isBuffer(o.stdin) ? o.stdin : Buffer.from(o.stdin ?? '', 'utf8');
+    this.noted.push({ key: keyOf(cmdline, stdin), cmdline, stdin });
+    throw new Noted();
+  }
+  async close(): Promise<void> {}
+}
+
+interface HostProbes {
+  cache: Prefetched;
+  /** Steps whose reads are in the cache, with the cache keys they read and what they read (resources). */
+  covered: Map<string, { keys: string[]; reads: string[] }>;
+  /** Round trips spent on batches (for the benchmark and tests). */
+  batches: number;
+}
+
+const probes = new WeakMap<HostRun, HostProbes>();
+const shadows = new WeakSet<HostRun>();
+
+/**
+ * What a change by a step of `type` may have written, for dropping batched reads: its declared
+ * writes for file, template, line and cron; anything at all for the others (a command, a
+ * package's maintainer scripts, a service's init script, useradd/groupadd touch more than they
+ * name).
+ */
+export function changeWrites(type: string, writes: string[] | undefined, undo?: unknown): string[] {
+  if (!writes) return ['*'];
+  // A file made where its folders are missing makes them too: steps that read beside it see them.
+  const created = undo && typeof undo === 'object' && Array.isArray((undo as { created?: unknown }).created) ? ((undo as { created: unknown[] }).created.filter((d) => typeof d === 'string') as string[]) : [];
+  if (type === 'file' || type === 'template' || type === 'line') return [...writes, ...created.map((d) => `path:${d}`)];
+  if (type === 'cron') return [...writes, 'path:/var/spool/cron'];
+  return ['*'];
+}
+
+/**
+ * The run is about to change the host (`writes`: what the change may write; undefined: anything).
+ * Batched reads of steps that read any of it are dropped, and those steps are batched again before
+ * they plan; the reads of steps the change cannot touch stay.
+ */
+export function dropProbes(h: HostRun, writes?: string[]): void {
+  const p = probes.get(h);
+  if (!p) return;
+  const w = writes ?? ['*'];
+  for (const [name, c] of p.covered) {
+    if (!w.some((x) => c.reads.some((r) => overlaps(x, r)))) continue;
+    p.covered.delete(name);
+    for (const k of c.keys) p.cache.drop(k);
+  }
+}
+
+/**
+ * Is the step about to plan from batched reads? The engine then reads a step that would change
+ * the host once more, on its own, right before applying it: a change made meanwhile by someone
+ * else is caught at the step's turn (the plan issue's rule), while an unchanged step costs nothing.
+ */
+export function readFromBatch(h: HostRun, spec: StepSpec): boolean {
+  return probes.get(h)?.covered.has(spec.name) === true;
+}
+
+/** Forgets the step's batched reads: its next check goes to the host itself. */
+export function readLive(h: HostRun, spec: StepSpec): void {
+  const p = probes.get(h);
+  const c = p?.covered.get(spec.name);
+  if (!p || !c) return;
+  for (const k of c.keys) p.cache.drop(k);
+  p.covered.delete(spec.name);
+}
+
+/** Batches run so far for this host (round trips). */
+export function probeBatches(h: HostRun): number {
+  return probes.get(h)?.batches ?? 0;
+}
+
+/**
+ * Before `spec` plans: unless its reads are already waiting, batch the reads of it and of every
+ * step after it that has not planned yet. `plan` plans a step against a given host run.
+ */
+export async function prefetch(h: HostRun, spec: StepSpec, plan: (h: HostRun, s: StepSpec) => Promise<unknown>, readsOf: (h: HostRun, s: StepSpec) => string[]): Promise<void> {
+  if (shadows.has(h) || process.env.HOSTSMITH_NO_BATCH === '1') return;
+  const real = h.o.transport;
+  if (!(real instanceof ShellTransport)) return;
+  let p = probes.get(h);
+  if (!p) {
+    p = { cache: new Prefetched(), covered: new Map(), batches: 0 };
+    probes.set(h, p);
+  }
+  real.prefetched = p.cache;
+  if (p.covered.has(spec.name)) return;
+  const done = new Set(h.planned.map((x) => x.spec.name));
+  const all = [...h.o.recipe.steps, ...h.o.recipe.handlers];
+  const at = all.indexOf(spec);
+  // This step and every later one not planned yet whose reads are not waiting (handlers plan later).
+  const rest = [spec, ...all.slice(at + 1).filter((s) => !done.has(s.name) && !p!.covered.has(s.name) && !h.o.recipe.handlers.includes(s))];
+  const keys = new Map<string, Set<string>>(rest.map((s) => [s.name, new Set()]));
+  for (let round = 0; round < MAX_ROUNDS; round++) {
+    const wanted = new Map<string, { cmdline: string; stdin: Buffer }>();
+    for (const s of rest) {
+      const rec = new Recorder(real, p.cache);
+      const shadow: HostRun = { ...h, o: { ...h.o, transport: rec }, changing: [...h.changing], touched: new Set(), planned: [...h.planned], notified: new Set(h.notified), applying: new Map() };
+      shadows.add(shadow);
+      await plan(shadow, s).catch(() => undefined);
+      for (const n of [...rec.noted, ...rec.served]) keys.get(s.name)!.add(n.key);
+      for (const n of rec.noted) if (!p.cache.peek(n.key)) wanted.set(n.key, n);
+    }
+    if (!wanted.size) break;
+    await runBatch(real, [...wanted.entries()], p);
+  }
+  for (const s of rest) p.covered.set(s.name, { keys: [...keys.get(s.name)!], reads: readsOf(h, s) });
+}
+
+/** One exec: every noted command run as its own exec would be; their results are cached. */
+async function runBatch(t: ShellTransport, items: Array<[string, { cmdline: string; stdin: Buffer }]>, p: HostProbes): Promise<void> {
+  const results = await execBatch(t, items.map(([, it]) => it));
+  p.batches++;
+  results.forEach((r, i) => {
+    if (r) p.cache.put(items[i]![0], r);
+  });
+}
+
+/**
+ * Runs framed commands (exec command line + stdin, as ShellTransport.exec sends them) in one
+ * exec, each exactly as its own exec would run, and gives back each one's result; undefined for
+ * one whose result did not come back (the batch failed: such a command is run on its own later).
+ * Each result is one line, `<nonce> <index> <exit> <base64 stdout> <base64 stderr>`, so nothing a
+ * command prints (a line like the frame, binary bytes, no final newline) can break the framing.
+ */
+export async function execBatch(t: ShellTransport, items: Array<{ cmdline: string; stdin: Buffer }>): Promise<Array<ExecResult | undefined>> {
+  const nonce = randomBytes(8).toString('hex');
+  const lines = [
+    'T=$(mktemp -d "${TMPDIR:-/tmp}/hostsmith-probe.XXXXXXXX") || exit 97',
+    'trap \'rm -rf -- "$T"\' EXIT',
+    `r() { printf %s "$2" | base64 -d | ( eval "$3" ) >"$T/o" 2>"$T/e"; c=$?; printf '%s %s %s ' ${nonce} "$1" "$c"; base64 -w0 "$T/o"; printf ' '; base64 -w0 "$T/e"; printf '\\n'; }`,
+    ...items.map((it, i) => `r ${i} ${quote(it.stdin.toString('base64'))} ${quote(it.cmdline)}`),
+  ];
+  const r = await t.exec(lines.join('\n'));
+  if (process.env.HOSTSMITH_DEBUG_PROBES === '1') process.stderr.write(`hostsmith: ${t.name}: probe batch of ${items.length} command(s), exit ${r.code}\n`);
+  const out: Array<ExecResult | undefined> = items.map(() => undefined);
+  if (r.code !== 0) return out;
+  for (const line of r.stdout.split('\n')) {
+    const [n, i, code, o, e] = line.split(' ');
+    const item = items[Number(i)];
+    if (n !== nonce || !item || code === undefined || !/^\d+$/.test(code)) continue;
+    const stdoutRaw = Buffer.from(o ?? '', 'base64');
+    const exit = Number(code);
+    out[Number(i)] = {
+      code: exit,
+      stdout: stdoutRaw.toString('utf8'),
+      stderr: Buffer.from(e ?? '', 'base64').toString('utf8'),
+      stdoutRaw,
+      timedOut: exit === 124 && item.cmdline.startsWith('timeout '),
+    };
+  }
+  return out;
+}

@@ -1,0 +1,94 @@
+/**
+ * Batched probes on a real host (issue 10, item 1): every step's reads go to the host in one exec.
+ * - The batched path and the one-step-at-a-time path (HOSTSMITH_NO_BATCH=1) reach the same plan
+ *   on the same host, step for step (status, summary, diff), with host files that try to break
+ *   the framing: binary bytes, lines shaped like frames, no final newline.
+ * - A no-op plan costs the host 2 exec channels (facts, one batch); a no-op apply 4 (facts, the
+ *   lock, one batch, the lock's release), counted by the transport (HOSTSMITH_COUNT_EXECS=1).
+ * The host's state is set up and read with plain OpenSSH.
+ */
+import { join } from 'node:path';
+import { beforeAll, expect, it } from 'vitest';
+import { sshOk } from '../hosts/ssh.js';
+import { describeHosts, useSandbox } from '../hosts/use-sandbox.js';
+import { fixture, hostsmith, sandboxArgs, stepEvents, type CliResult } from './cli.js';
+
+const RECIPE = `name: probes
+steps:
+  - name: Group
+    group: { name: probegrp }
+  - name: User
+    user: { name: probeusr, shell: /bin/sh, groups: [probegrp] }
+  - name: Hostile file
+    file: { path: /srv/probe/hostile, content: "tamed\\n", mode: "0640" }
+  - name: Binary file
+    file: { path: /srv/probe/binary, content: "text now\\n" }
+  - name: Template
+    template: { src: t.hbs, dest: /srv/probe/app.conf }
+  - name: Line
+    line: { path: /srv/probe/odd.conf, line: "workers=8", match: "^workers=" }
+  - name: Cron
+    cron: { name: probe-job, schedule: "0 4 * * *", command: "true" }
+  - name: Service
+    service: { name: cron, enabled: false }
+  - name: Package
+    package: { install: [hello] }
+  - name: Command
+    command: { run: "touch /srv/probe/done", creates: /srv/probe/done }
+`;
+
+/** Host files that try to break a line-framed batch: binary, frame-shaped lines, no final newline. */
+const HOSTILE = [
+  'mkdir -p /srv/probe',
+  "printf 'deadbeefdeadbeef 0 0 aGk= aGk=\\nno newline at the end' > /srv/probe/hostile",
+  "printf '\\000\\377\\376binary\\ndeadbeefdeadbeef 2 0 x y' > /srv/probe/binary",
+  "printf 'workers=2\\ndeadbeefdeadbeef 4 0 x y\\n\\001\\002' > /srv/probe/odd.conf",
+  "printf '# hand-written\\n*/5 * * * * echo \"deadbeefdeadbeef 1 0 x y\"\\n' | crontab -",
+].join('\n');
+
+const all = (r: CliResult) => r.stdout + r.stderr;
+const execs = (r: CliResult) => Number(/h1: (\d+) exec channel\(s\)/.exec(r.stderr)?.[1] ?? NaN);
+
+describeHosts('batched probes: one exec for every read, the same plan as one step at a time', () => {
+  const sandbox = useSandbox(1);
+  let dir: string;
+  let state: string;
+  const run = (args: string[], env: Record<string, string> = {}) =>
+    hostsmith([...args, join(dir, 'probes.yml'), ...sandboxArgs(sandbox(), state), '--hosts', 'h1', '--json'], { env: { HOSTSMITH_COUNT_EXECS: '1', ...env } });
+  const planOf = (r: CliResult) => stepEvents(r).map((e) => ({ step: e.step, status: e.status, summary: e.summary, diff: e.diff ?? null }));
+
+  beforeAll(async () => {
+    dir = fixture({ 'probes.yml': RECIPE, 'templates/t.hbs': 'name={{facts.hostname}}\n' });
+    state = join(dir, 'state');
+    await sshOk(sandbox(), sandbox().hosts[0]!, HOSTILE);
+  });
+
+  it('plans the same batched as one step at a time, hostile host files included', async () => {
+    const batched = await run(['plan']);
+    const single = await run(['plan'], { HOSTSMITH_NO_BATCH: '1' });
+    expect(batched.code, all(batched)).toBe(0);
+    expect(single.code, all(single)).toBe(0);
+    expect(planOf(batched)).toEqual(planOf(single));
+    expect(planOf(batched).map((s) => s.status)).toEqual(Array(10).fill('planned'));
+    // The diff of the hostile file shows what is on the host, byte for byte as one read shows it.
+    expect(planOf(batched)[2]!.diff).toContain('-deadbeefdeadbeef 0 0 aGk= aGk=');
+    expect(planOf(batched)[3]!.diff).toMatch(/Binary files/);
+    // Facts, then the batch; a file that differs is read once more for its diff (a second round, batched too).
+    expect(execs(batched)).toBe(3);
+    expect(execs(single)).toBeGreaterThan(10);
+  }, 120_000);
+
+  it('applies batched; then a no-op plan is 2 exec channels and a no-op apply 4, with the same plan as one at a time', async () => {
+    const first = await run(['apply', '--yes']);
+    expect(first.code, all(first)).toBe(0);
+    expect(await sshOk(sandbox(), sandbox().hosts[0]!, 'cat /srv/probe/hostile; grep -c workers=8 /srv/probe/odd.conf; crontab -l | grep -c probe-job; id -nG probeusr')).toBe('tamed\n1\n1\nprobeusr probegrp\n');
+    const plan = await run(['plan']);
+    expect(execs(plan), all(plan)).toBe(2);
+    expect(planOf(plan).map((s) => s.status)).toEqual(Array(10).fill('unchanged'));
+    expect(planOf(plan)).toEqual(planOf(await run(['plan'], { HOSTSMITH_NO_BATCH: '1' })));
+    const again = await run(['apply', '--yes']);
+    expect(again.code, all(again)).toBe(0);
+    expect(execs(again), all(again)).toBe(4);
+    expect(stepEvents(again).every((e) => e.status === 'unchanged')).toBe(true);
+  }, 180_000);
+});
