@@ -5,6 +5,9 @@ export default defineConfig({
     include: ['test/**/*.test.ts'],
     // forks, not threads: sandbox hosts are tied to the process that started them (pdeathsig)
     pool: 'forks',
+    // Real-host tests mostly wait (ssh, apt, sleeps): two at once on two cores halve the wall time.
+    maxWorkers: 2,
+    minWorkers: 1,
     testTimeout: 120_000,
     hookTimeout: 300_000, // a first run builds the Debian rootfs (~1 min) in the global setup
     globalSetup: ['test/hosts/global-setup.ts'],

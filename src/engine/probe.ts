@@ -211,6 +211,8 @@ export async function execBatch(t: ShellTransport, items: Array<{ cmdline: strin
   const lines = [
     'T=$(mktemp -d "${TMPDIR:-/tmp}/hostsmith-probe.XXXXXXXX") || exit 97',
     'trap \'rm -rf -- "$T"\' EXIT',
+    // Stopped (a recover stopping what a dead controller left running): still leave nothing behind.
+    "trap 'exit 143' TERM INT HUP",
     `r() { printf %s "$2" | base64 -d | ( eval "$3" ) >"$T/o" 2>"$T/e"; c=$?; printf '%s %s %s ' ${nonce} "$1" "$c"; base64 -w0 "$T/o"; printf ' '; base64 -w0 "$T/e"; printf '\\n'; }`,
     ...items.map((it, i) => `r ${i} ${quote(it.stdin.toString('base64'))} ${quote(it.cmdline)}`),
   ];
