@@ -12,7 +12,7 @@ import type { Recipe } from '../recipe/types.js';
 import { loadVarsFile, missingPromptVars, parseVarArgs, resolveVars } from '../recipe/vars.js';
 import type { ShellTransport } from '../transport/base.js';
 import { LocalTransport } from '../transport/local.js';
-import { SshTransport, type SshTarget } from '../transport/ssh.js';
+import type { SshTarget } from '../transport/ssh.js';
 import { loadInventory, resolveTargets, type TargetSpec } from '../transport/targets.js';
 import { defaultStateDir, loadConfig, type Config } from './config.js';
 import { MIN_SAFE_SECRET, secretPieces } from '../engine/mask.js';
@@ -122,7 +122,8 @@ export async function prepare(
           const t: ShellTransport =
             s.kind === 'local'
               ? new LocalTransport(s.name)
-              : await SshTransport.connect(sshTarget(s, knownHostsFile, acceptNew));
+              : // ssh2 is loaded only when a host is reached over SSH (start-up time).
+                await (await import('../transport/ssh.js')).SshTransport.connect(sshTarget(s, knownHostsFile, acceptNew));
           open.push(t);
           return t;
         })();

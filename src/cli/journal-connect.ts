@@ -9,7 +9,7 @@ import type { Reach } from '../engine/journal.js';
 import type { HostState } from '../engine/replay.js';
 import type { ShellTransport } from '../transport/base.js';
 import { LocalTransport } from '../transport/local.js';
-import { SshTransport, type SshTarget } from '../transport/ssh.js';
+import type { SshTarget } from '../transport/ssh.js';
 
 /** --identity / --known-hosts given on the command line override what the journal says. */
 export interface ReachOverrides {
@@ -38,7 +38,7 @@ export function connectAsJournaled(o: ReachOverrides, open: ShellTransport[], co
   return async (h: HostState): Promise<ShellTransport> => {
     const r = h.target;
     if (!r) throw new ConnectError(h.name, `the journal does not say how the run reached this host (a run from an older hostsmith), so ${command} cannot connect to it`);
-    const t = r.kind === 'local' ? new LocalTransport(r.name) : await SshTransport.connect(sshTargetOf(r, o));
+    const t = r.kind === 'local' ? new LocalTransport(r.name) : await (await import('../transport/ssh.js')).SshTransport.connect(sshTargetOf(r, o));
     open.push(t);
     return t;
   };

@@ -3,15 +3,6 @@
  */
 import { Command, CommanderError } from 'commander';
 import { HostsmithError, errorMessage } from '../errors.js';
-import { registerBootstrap } from './commands/bootstrap.js';
-import { registerHistory } from './commands/history.js';
-import { registerPrune } from './commands/prune.js';
-import { registerRecover } from './commands/recover.js';
-import { registerRun } from './commands/run.js';
-import { registerSchedule } from './commands/schedule.js';
-import { registerShow } from './commands/show.js';
-import { registerUndo } from './commands/undo.js';
-import { registerValidate } from './commands/validate.js';
 import { escapeText } from './escape.js';
 import type { Ctx } from './shared.js';
 import { version } from '../version.js';
@@ -20,7 +11,41 @@ class Exit {
   constructor(readonly code: number) {}
 }
 
-export function buildProgram(ctx: Ctx): Command {
+type Register = (program: Command, ctx: Ctx) => void;
+
+/**
+ * Each command's module, loaded only when that command runs: `--version`, `plan` or `history`
+ * do not load the prompt, spinner, bootstrap or SSH code they do not use (start-up time).
+ */
+const COMMANDS: Record<string, () => Promise<Register>> = {
+  plan: () => import('./commands/run.js').then((m) => m.registerRun),
+  apply: () => import('./commands/run.js').then((m) => m.registerRun),
+  validate: () => import('./commands/validate.js').then((m) => m.registerValidate),
+  history: () => import('./commands/history.js').then((m) => m.registerHistory),
+  show: () => import('./commands/show.js').then((m) => m.registerShow),
+  undo: () => import('./commands/undo.js').then((m) => m.registerUndo),
+  recover: () => import('./commands/recover.js').then((m) => m.registerRecover),
+  prune: () => import('./commands/prune.js').then((m) => m.registerPrune),
+  bootstrap: () => import('./commands/bootstrap.js').then((m) => m.registerBootstrap),
+  schedule: () => import('./commands/schedule.js').then((m) => m.registerSchedule),
+};
+
+/** The command word of argv (after global options), if any. */
+function commandWord(argv: string[]): string | undefined {
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (a === '--state-dir') i++;
+    else if (!a.startsWith('-')) return a;
+  }
+  return undefined;
+}
+
+/**
+ * The program with the command argv names; with every command when argv names none it knows
+ * (help, a typo, no command: the help lists them all). Without a command word (`--version`,
+ * `--help`) every command is registered too, except for --version alone, which needs none.
+ */
+export async function buildProgram(ctx: Ctx, argv: string[] = []): Promise<Command> {
   const program = new Command('hostsmith')
     .description('set up servers over SSH from recipe files, and roll back what it did when a step fails')
     .version(version(), '-V, --version')
@@ -30,15 +55,16 @@ export function buildProgram(ctx: Ctx): Command {
     .option('--verbose', 'more detail (diffs on apply, journal path)')
     .showHelpAfterError()
     .exitOverride();
-  registerRun(program, ctx);
-  registerValidate(program, ctx);
-  registerHistory(program, ctx);
-  registerShow(program, ctx);
-  registerUndo(program, ctx);
-  registerRecover(program, ctx);
-  registerPrune(program, ctx);
-  registerBootstrap(program, ctx);
-  registerSchedule(program, ctx);
+  const word = commandWord(argv);
+  const versionOnly = !word && (argv.includes('--version') || argv.includes('-V')) && !argv.includes('--help') && !argv.includes('-h');
+  const wanted = word && COMMANDS[word] ? [COMMANDS[word]!] : versionOnly ? [] : [...new Set(Object.values(COMMANDS))];
+  const seen = new Set<Register>();
+  for (const load of wanted) {
+    const register = await load();
+    if (seen.has(register)) continue;
+    seen.add(register);
+    register(program, ctx);
+  }
   program.commands.forEach((c) => c.exitOverride());
   return program;
 }
@@ -55,7 +81,7 @@ export async function main(argv: string[]): Promise<void> {
   };
   let code: number;
   try {
-    await buildProgram(ctx).parseAsync(argv, { from: 'user' });
+    await (await buildProgram(ctx, argv)).parseAsync(argv, { from: 'user' });
     code = 0;
   } catch (e) {
     if (e instanceof Exit) code = e.code;

@@ -4,7 +4,7 @@
  * Everything a host, a recipe or the journal said goes through escapeText before it is printed
  * (JSON needs no escaping: JSON.stringify escapes control characters).
  */
-import ora, { type Ora } from 'ora';
+import type { Ora } from 'ora';
 import type { RunEvent } from '../engine/events.js';
 import type { RunReport } from '../engine/fleet.js';
 import { escapeText } from './escape.js';
@@ -44,9 +44,18 @@ export class Output {
   private readonly out: NodeJS.WritableStream;
   private readonly err: NodeJS.WritableStream;
 
+  /** ora, loaded only for a terminal (spinners): runs from cron or with --json never load it. */
+  private ora: typeof import('ora').default | undefined;
+
   constructor(private readonly o: OutputOptions) {
     this.out = o.out ?? process.stdout;
     this.err = o.err ?? process.stderr;
+    if (o.tty && !o.json) {
+      void import('ora').then(
+        (m) => (this.ora = m.default),
+        () => {},
+      );
+    }
   }
 
   private paint(code: number, s: string): string {
@@ -96,7 +105,7 @@ export class Output {
         this.say(`Batch ${e.batch} of ${e.of}: ${one(e.hosts.join(', '))}`);
         break;
       case 'step-started':
-        if (this.o.tty && this.hostCount === 1) this.spinner = ora({ text: one(e.step), stream: this.out as NodeJS.WriteStream }).start();
+        if (this.o.tty && this.hostCount === 1 && this.ora) this.spinner = this.ora({ text: one(e.step), stream: this.out as NodeJS.WriteStream }).start();
         break;
       case 'step-finished': {
         const label = e.status === 'planned' ? 'will change' : e.status;
