@@ -54,7 +54,7 @@ steps:
   - name: Write marker
     file: { path: /root/journal-marker, content: "made by the crashed run\\n" }
   - name: Wait
-    command: { run: "echo $$ > /root/journal-sleep.pid; exec sleep 30", rollback: "true" }
+    command: { run: "echo $$ > /root/journal-sleep.pid; exec sleep 120", rollback: "true" }
 `,
       'next.yml': `name: next\nsteps:\n  - name: Second\n    file: { path: /root/journal-second, content: "x\\n" }\n`,
       'state/.keep': '',
@@ -149,7 +149,7 @@ steps:
     const rec = await hostsmith(['recover', runId, '--yes', '--state-dir', state]);
     expect(rec.code, all(rec)).toBe(0);
     // The sleep the dead run left running is stopped first, so it cannot change the host after recover looked.
-    expect(rec.stdout).toMatch(new RegExp(`${h.name}: rolled-back: stopped \\d command\\(s\\) the run had left running \\(.*sleep 30.*\\); rolled back 1 change\\(s\\); found unchanged: Wait`));
+    expect(rec.stdout).toMatch(new RegExp(`${h.name}: rolled-back: stopped \\d command\\(s\\) the run had left running \\(.*sleep 120.*\\); rolled back 1 change\\(s\\); found unchanged: Wait`));
     expect((await sshRun(sb, h, `test -e /root/journal-marker || test -e ${LOCK}`)).code).toBe(1);
     const hist2 = await hostsmith(['history', '--state-dir', state, '--json']);
     expect(hist2.events.find((e) => e.runId === runId)).toMatchObject({ status: 'recovered', left: 0 });
