@@ -379,24 +379,14 @@ export async function runRecipe(o: RunRecipeOptions): Promise<RunReport> {
       o.hostStateDir ?? (facts.user === 'root' || withSudo ? '/var/lib/hostsmith' : `${facts.home || '/tmp'}/.local/state/hostsmith`);
     const h: Opened = { transport, facts, baseFor };
     opened.set(target.name, h);
+    if (o.mode === 'apply') {
+      const sudo = target.sudo || o.recipe.sudo || o.recipe.defaults.sudo === true;
+      const held = await acquireLock(transport, baseFor(sudo), runId, sudo, { stateDir: o.stateDir });
+      h.release = held;
+      const reach = reachOf(target.describe);
+      await journal?.write({ kind: 'host-started', time: time(), host: target.name, facts, backupDir: `${baseFor(sudo)}/backups/${runId}`, lock: held.path, ...(reach ? { target: reach } : {}) });
+    }
     return h;
-  }
-
-  /**
-   * The host lock, taken before the run's first change on the host (runHost calls it through
-   * `beforeChange`), and journaled as host-started with how the host was reached. A host where
-   * nothing changes is never locked: its reads need no lock, and a no-op costs no round trips for it.
-   */
-  function lockHost(target: HostTarget, h: Opened): () => Promise<void> {
-    let taking: Promise<void> | undefined;
-    return () =>
-      (taking ??= (async () => {
-        const sudo = target.sudo || o.recipe.sudo || o.recipe.defaults.sudo === true;
-        const held = await acquireLock(h.transport, h.baseFor(sudo), runId, sudo, { stateDir: o.stateDir });
-        h.release = held;
-        const reach = reachOf(target.describe);
-        await journal?.write({ kind: 'host-started', time: time(), host: target.name, facts: h.facts, backupDir: `${h.baseFor(sudo)}/backups/${runId}`, lock: held.path, ...(reach ? { target: reach } : {}) });
-      })());
   }
 
   /** Releases the lock (apply) and closes the connection (unless kept open for the next pass). */
@@ -424,7 +414,6 @@ export async function runRecipe(o: RunRecipeOptions): Promise<RunReport> {
       vars: target.vars,
       sudo: target.sudo,
       reconnectMs: o.reconnectMs,
-      ...(o.mode === 'apply' ? { beforeChange: lockHost(target, h) } : {}),
       backupDirFor: (withSudo: boolean) => `${h.baseFor(withSudo)}/backups/${runId}`,
       emit,
       journal,

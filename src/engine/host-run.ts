@@ -50,11 +50,6 @@ export interface HostRunOptions {
   beforeStep?: (host: string, step: string) => Promise<void>;
   /** How long a lost connection is tried again (with backoff) before the host is given up (default 60 s). */
   reconnectMs?: number;
-  /**
-   * Called before the run's first change on this host: takes the host lock (and journals
-   * host-started). A run that changes nothing never locks the host (one round trip less each way).
-   */
-  beforeChange?: () => Promise<void>;
 }
 
 /** What `steps.<name>` gives later templates. */
