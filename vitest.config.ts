@@ -8,7 +8,8 @@ export default defineConfig({
     // Real-host tests mostly wait (ssh, apt, sleeps): two at once on two cores halve the wall time.
     maxWorkers: 2,
     minWorkers: 1,
-    testTimeout: 120_000,
+    // Two real-host files run side by side: a heavy test can take twice its usual time.
+    testTimeout: 300_000,
     hookTimeout: 300_000, // a first run builds the Debian rootfs (~1 min) in the global setup
     globalSetup: ['test/hosts/global-setup.ts'],
   },
