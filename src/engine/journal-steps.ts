@@ -210,11 +210,13 @@ export async function stopLeftovers(t: ShellTransport, runId: string, sudo: bool
     `tag=${quote(`HOSTSMITH_RUN=${runId}`)}`,
     'list() { for f in /proc/[0-9]*/environ; do grep -qxzF -- "$tag" "$f" 2>/dev/null && { p=${f#/proc/}; echo "${p%/environ}"; }; done; }',
     'pids=$(list)',
-    '[ -n "$pids" ] || exit 0',
+    // Scratch folders of the run's probe batches (probe.ts), once nothing of the run runs any more.
+    `scratch() { for d in /tmp/hostsmith-probe.${runId}.* "\${TMPDIR:-/tmp}"/hostsmith-probe.${runId}.*; do [ -d "$d" ] && [ ! -L "$d" ] && rm -rf -- "$d"; done; return 0; }`,
+    '[ -n "$pids" ] || { scratch; exit 0; }',
     'for p in $pids; do printf "%s %s\\n" "$p" "$(tr "\\000\\n" "  " < /proc/$p/cmdline 2>/dev/null | head -c 200)"; done',
     'kill -TERM $pids 2>/dev/null',
-    'i=0; while [ $i -lt 50 ]; do [ -z "$(list)" ] && exit 0; sleep 0.1; i=$((i+1)); done',
-    'kill -KILL $(list) 2>/dev/null; exit 0',
+    'i=0; while [ $i -lt 50 ]; do [ -z "$(list)" ] && { scratch; exit 0; }; sleep 0.1; i=$((i+1)); done',
+    'kill -KILL $(list) 2>/dev/null; sleep 0.2; scratch; exit 0',
   ].join('\n');
   const r = await t.exec(script, { sudo });
   if (r.code !== 0) throw new HostsmithError(`${t.name}: could not look for commands the run left running: ${r.stderr.trim() || `exit ${r.code}`}`);

@@ -209,10 +209,12 @@ async function runBatch(t: ShellTransport, items: Array<[string, { cmdline: stri
 export async function execBatch(t: ShellTransport, items: Array<{ cmdline: string; stdin: Buffer }>): Promise<Array<ExecResult | undefined>> {
   const nonce = randomBytes(8).toString('hex');
   const lines = [
-    'T=$(mktemp -d "${TMPDIR:-/tmp}/hostsmith-probe.XXXXXXXX") || exit 97',
+    // Named after the run (HOSTSMITH_RUN, set for every command): what a killed batch leaves, the
+    // run's recover removes (journal-steps.ts stopLeftovers).
+    'T=$(mktemp -d "${TMPDIR:-/tmp}/hostsmith-probe.${HOSTSMITH_RUN:-none}.XXXXXXXX") || exit 97',
     'trap \'rm -rf -- "$T"\' EXIT',
-    // Stopped (a recover stopping what a dead controller left running): still leave nothing behind.
-    "trap 'exit 143' TERM INT HUP",
+    // Stopped, or its controller gone (a write to the dead channel: SIGPIPE): still leave nothing behind.
+    "trap 'exit 143' TERM INT HUP PIPE",
     `r() { printf %s "$2" | base64 -d | ( eval "$3" ) >"$T/o" 2>"$T/e"; c=$?; printf '%s %s %s ' ${nonce} "$1" "$c"; base64 -w0 "$T/o"; printf ' '; base64 -w0 "$T/e"; printf '\\n'; }`,
     ...items.map((it, i) => `r ${i} ${quote(it.stdin.toString('base64'))} ${quote(it.cmdline)}`),
   ];

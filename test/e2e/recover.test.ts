@@ -107,11 +107,11 @@ describeHosts('recover: a run killed at any point is finished and the host put b
       });
 
   /** Starts the run; `kill` decides when it dies. Returns the killed run's id. */
-  async function crash(o: { atWrite?: number; kill?: (pid: number, runId: () => string | undefined) => Promise<void>; args?: string[] }): Promise<string> {
+  async function crash(o: { atWrite?: number; kill?: (pid: number, runId: () => string | undefined) => Promise<void>; args?: string[]; recipe?: string }): Promise<string> {
     const known = new Set(runIds());
     const newRun = () => runIds().find((id) => !known.has(id));
     let pid = 0;
-    const r = hostsmith(['apply', join(dir, 'crash.yml'), ...sandboxArgs(sandbox(), state), '--hosts', host().name, '--yes', ...(o.args ?? [])], {
+    const r = hostsmith(['apply', join(dir, o.recipe ?? 'crash.yml'), ...sandboxArgs(sandbox(), state), '--hosts', host().name, '--yes', ...(o.args ?? [])], {
       env: o.atWrite ? { HOSTSMITH_FAULT_KILL_AT_WRITE: String(o.atWrite) } : {},
       onSpawn: (c) => (pid = c.pid!),
     });
@@ -134,7 +134,12 @@ describeHosts('recover: a run killed at any point is finished and the host put b
   }
 
   beforeAll(async () => {
-    dir = fixture({ 'crash.yml': RECIPE, 'templates/t.hbs': 'crash on {{facts.hostname}}\n' });
+    dir = fixture({
+      'crash.yml': RECIPE,
+      'templates/t.hbs': 'crash on {{facts.hostname}}\n',
+      // Its `unless` joins the probe batch and keeps it busy for 4 s.
+      'slowprobe.yml': 'name: slowprobe\nsteps:\n  - name: Probe slowly\n    file: { path: /srv/crash-probe, content: "p" }\n    unless: "sleep 4; false"\n',
+    });
     state = join(dir, 'state');
     await sshOk(sandbox(), host(), `printf '# app\\nworkers=2\\n' > /etc/crash-app.conf; touch ${MARK}; sleep 1`);
     before = await snapshot(true);
@@ -201,6 +206,25 @@ describeHosts('recover: a run killed at any point is finished and the host put b
     expect(rec.stdout).toMatch(/found unchanged: Command/);
     await new Promise((r) => setTimeout(r, 8000)); // the sleep would have ended by now: still no mark
     expect((await sshRun(sandbox(), host(), 'test -e /srv/crash/mark')).code).toBe(1);
+    // In the middle of the probe batch (the batch is busy with a 4 s `unless`): the batch still
+    // running on the host is stopped, and its scratch folder goes too.
+    const inBatch = await crash({
+      recipe: 'slowprobe.yml',
+      kill: async (pid, runId) => {
+        for (let i = 0; i < 300; i++) {
+          const id = runId();
+          if (id && entries(id).some((e) => e.kind === 'host-started')) break;
+          await new Promise((r) => setTimeout(r, 20));
+        }
+        await new Promise((r) => setTimeout(r, 1500));
+        process.kill(pid, 'SIGKILL');
+      },
+    });
+    expect(entries(inBatch).some((e) => e.kind === 'step-started'), 'killed before any step started').toBe(false);
+    expect(await sshOk(sandbox(), host(), 'ls -d /tmp/hostsmith-probe.* 2>/dev/null | wc -l')).toBe('1\n');
+    await recoverAndCheck(inBatch, 'killed during the probe batch');
+    expect(await sshOk(sandbox(), host(), 'ls -d /tmp/hostsmith-probe.* 2>/dev/null | wc -l')).toBe('0\n');
+
     // At random times from the start: anywhere in connecting, applying, handlers or rollback.
     for (let i = 0; i < 2; i++) {
       const ms = Math.floor(Math.random() * 2500);
