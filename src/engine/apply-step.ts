@@ -4,7 +4,7 @@
  */
 import { ConnectError, HostsmithError, JournalError, errorMessage } from '../errors.js';
 import type { RetrySpec } from '../recipe/types.js';
-import { fingerprint, sha256 } from '../steps/step.js';
+import { stateFingerprint, sha256 } from '../steps/step.js';
 import type { Completed, HostRun } from './host-run.js';
 import { runsAs } from './journal.js';
 import type { PlannedStep } from './plan-step.js';
@@ -52,7 +52,7 @@ export async function applyPlanned(h: HostRun, p: PlannedStep, started: number, 
   let post: string | undefined;
   try {
     const s = await w.type.check(w.ctx, w.params);
-    post = fingerprint(w.type.stateKey ? w.type.stateKey(w.params, s) : s);
+    post = stateFingerprint(w.type, w.params, s);
   } catch (e) {
     if (e instanceof ConnectError) throw e;
     post = undefined;

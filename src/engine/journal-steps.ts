@@ -6,7 +6,7 @@
  */
 import { ConnectError, HostsmithError, errorMessage } from '../errors.js';
 import { stepType } from '../steps/registry.js';
-import { fingerprint, type StepContext, type StepType } from '../steps/step.js';
+import { stateFingerprint, type StepContext, type StepType } from '../steps/step.js';
 import type { ShellTransport } from '../transport/base.js';
 import { quote } from '../transport/shell.js';
 import type { Facts } from './facts.js';
@@ -104,7 +104,7 @@ export function journaledStep(
 /** The step's state on the host now, fingerprinted as the run fingerprinted its pre- and post-states. */
 export async function stateNow(ctx: StepContext, r: Pick<JournaledStep, 'type' | 'params'>): Promise<string> {
   const state = await r.type.check(ctx, r.params);
-  return fingerprint(r.type.stateKey ? r.type.stateKey(r.params, state) : state);
+  return stateFingerprint(r.type, r.params, state);
 }
 
 /** Content a run resolved locally is journaled by digest only: such a step cannot be applied again from the journal. */
@@ -176,7 +176,7 @@ export async function handlersAgain(o: {
         undo: plan.undo,
         irreversible: plan.undo === null,
         summary: `after rollback: ${plan.summary}`,
-        pre: fingerprint(r.type.stateKey ? r.type.stateKey(r.params, state) : state),
+        pre: stateFingerprint(r.type, r.params, state),
         sudo: r.sudo,
       } satisfies JournalEntry);
       journaled = true;

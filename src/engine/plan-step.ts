@@ -7,7 +7,7 @@ import { ConnectError, HostsmithError, StepError, errorMessage } from '../errors
 import { render, renderDeep } from '../render/template.js';
 import type { StepSpec } from '../recipe/types.js';
 import { stepType } from '../steps/registry.js';
-import { fingerprint, sha256, type Plan, type StepContext, type StepType } from '../steps/step.js';
+import { stateFingerprint, sha256, type Plan, type StepContext, type StepType } from '../steps/step.js';
 import { KNOWN_AFTER_APPLY, contextFor, scopeFor, type HostRun } from './host-run.js';
 import { dependsOn } from './deps.js';
 import { prefetch, readFromBatch, readLive } from './probe.js';
@@ -124,7 +124,7 @@ async function planOnce(h: HostRun, spec: StepSpec): Promise<PlannedStep> {
     summary = plan.summary;
     // Masking the new secret is not enough: the old content may hold the value it replaces.
     if (plan.diff && h.o.sensitive?.(JSON.stringify(params))) plan = { ...plan, diff: HIDDEN_DIFF };
-    const pre = fingerprint(type.stateKey ? type.stateKey(params, state) : state);
+    const pre = stateFingerprint(type, params, state);
     const base = { spec, summary: plan.summary, paramsDigest: digest, pre, ...(after.length ? { dependsOn: after } : {}) };
     if (!plan.changed) return { ...base, status: 'unchanged', irreversible: false };
     h.changing.push({ name: spec.name, writes: type.resources?.(params).writes ?? [] });

@@ -54,13 +54,10 @@ class Prefetched {
   drop(key: string): void {
     this.byKey.delete(key);
   }
-  get size(): number {
-    return this.byKey.size;
-  }
 }
 
 /** Runs nothing: notes each command a step would send, serving what earlier rounds fetched. */
-class Recorder extends ShellTransport {
+class NotingTransport extends ShellTransport {
   readonly name: string;
   readonly noted: Array<{ key: string; cmdline: string; stdin: Buffer }> = [];
   constructor(real: ShellTransport, have: Prefetched) {
@@ -92,8 +89,6 @@ interface HostProbes {
   cache: Prefetched;
   /** Steps whose reads are in the cache, with the cache keys they read and what they read (resources). */
   covered: Map<string, { keys: string[]; reads: string[] }>;
-  /** Round trips spent on batches (for the benchmark and tests). */
-  batches: number;
 }
 
 const probes = new WeakMap<HostRun, HostProbes>();
@@ -148,11 +143,6 @@ export function readLive(h: HostRun, spec: StepSpec): void {
   p.covered.delete(spec.name);
 }
 
-/** Batches run so far for this host (round trips). */
-export function probeBatches(h: HostRun): number {
-  return probes.get(h)?.batches ?? 0;
-}
-
 /**
  * Before `spec` plans: unless its reads are already waiting, batch the reads of it and of every
  * step after it that has not planned yet. `plan` plans a step against a given host run.
@@ -163,7 +153,7 @@ export async function prefetch(h: HostRun, spec: StepSpec, plan: (h: HostRun, s:
   if (!(real instanceof ShellTransport)) return;
   let p = probes.get(h);
   if (!p) {
-    p = { cache: new Prefetched(), covered: new Map(), batches: 0 };
+    p = { cache: new Prefetched(), covered: new Map() };
     probes.set(h, p);
   }
   real.prefetched = p.cache;
@@ -177,7 +167,7 @@ export async function prefetch(h: HostRun, spec: StepSpec, plan: (h: HostRun, s:
   for (let round = 0; round < MAX_ROUNDS; round++) {
     const wanted = new Map<string, { cmdline: string; stdin: Buffer }>();
     for (const s of rest) {
-      const rec = new Recorder(real, p.cache);
+      const rec = new NotingTransport(real, p.cache);
       const shadow: HostRun = { ...h, o: { ...h.o, transport: rec }, changing: [...h.changing], touched: new Set(), planned: [...h.planned], notified: new Set(h.notified), applying: new Map() };
       shadows.add(shadow);
       await plan(shadow, s).catch(() => undefined);
@@ -193,7 +183,6 @@ export async function prefetch(h: HostRun, spec: StepSpec, plan: (h: HostRun, s:
 /** One exec: every noted command run as its own exec would be; their results are cached. */
 async function runBatch(t: ShellTransport, items: Array<[string, { cmdline: string; stdin: Buffer }]>, p: HostProbes): Promise<void> {
   const results = await execBatch(t, items.map(([, it]) => it));
-  p.batches++;
   results.forEach((r, i) => {
     if (r) p.cache.put(items[i]![0], r);
   });
@@ -219,7 +208,6 @@ export async function execBatch(t: ShellTransport, items: Array<{ cmdline: strin
     ...items.map((it, i) => `r ${i} ${quote(it.stdin.toString('base64'))} ${quote(it.cmdline)}`),
   ];
   const r = await t.exec(lines.join('\n'));
-  if (process.env.HOSTSMITH_DEBUG_PROBES === '1') process.stderr.write(`hostsmith: ${t.name}: probe batch of ${items.length} command(s), exit ${r.code}\n`);
   const out: Array<ExecResult | undefined> = items.map(() => undefined);
   if (r.code !== 0) return out;
   for (const line of r.stdout.split('\n')) {

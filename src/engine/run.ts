@@ -4,7 +4,7 @@
  * failure every completed step is rolled back, newest first.
  */
 import { ConnectError, HostsmithError, JournalError, errorMessage } from '../errors.js';
-import { fingerprint } from '../steps/step.js';
+import { stateFingerprint } from '../steps/step.js';
 import type { ShellTransport } from '../transport/base.js';
 import { stopLeftovers } from './journal-steps.js';
 import type { StepSpec } from '../recipe/types.js';
@@ -267,7 +267,7 @@ async function linkLost(h: HostRun, e: ConnectError, during: string): Promise<Ho
       const w = p.work;
       if (!mark.journaled || !w || h.completed.some((c) => c.spec === p.spec)) continue;
       const state = await w.type.check(w.ctx, w.params);
-      const seen = fingerprint(w.type.stateKey ? w.type.stateKey(w.params, state) : state);
+      const seen = stateFingerprint(w.type, w.params, state);
       if (seen !== p.pre) {
         h.completed.push({ spec: p.spec, type: w.type, params: w.params, undo: w.plan.undo, summary: p.summary, ctx: w.ctx });
       } else {

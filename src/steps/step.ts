@@ -112,6 +112,11 @@ export function fingerprint(value: unknown): string {
   return createHash('sha256').update(JSON.stringify(norm(value) ?? null)).digest('hex');
 }
 
+/** The fingerprint of a step's state as staleness compares it: its type's stateKey, else the whole state. */
+export function stateFingerprint(type: Pick<StepType, 'stateKey'>, params: unknown, state: unknown): string {
+  return fingerprint(type.stateKey ? type.stateKey(params, state) : state);
+}
+
 export function sha256(data: Buffer | string): string {
   return createHash('sha256').update(data).digest('hex');
 }
