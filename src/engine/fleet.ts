@@ -64,6 +64,8 @@ export interface RunRecipeOptions {
   salt?: string;
   /** Fault injection for tests: called before each step's turn. */
   beforeStep?: (host: string, step: string) => Promise<void>;
+  /** Where a run with root keeps its host lock (default /run/hostsmith; tests of local runs on one machine keep theirs apart). */
+  rootLockDir?: string;
   /** How long a lost link is tried again before the host is given up (default: HOSTSMITH_RECONNECT_SECONDS, else 60 s). */
   reconnectMs?: number;
   /** apply: hosts per batch, in target order (SPEC §12); undefined: every host in one batch. A plan ignores it. */
@@ -381,7 +383,7 @@ export async function runRecipe(o: RunRecipeOptions): Promise<RunReport> {
     opened.set(target.name, h);
     if (o.mode === 'apply') {
       const sudo = target.sudo || o.recipe.sudo || o.recipe.defaults.sudo === true;
-      const held = await acquireLock(transport, baseFor(sudo), runId, sudo, { stateDir: o.stateDir });
+      const held = await acquireLock(transport, baseFor(sudo), runId, sudo, { stateDir: o.stateDir, ...(o.rootLockDir ? { rootLockDir: o.rootLockDir } : {}) });
       h.release = held;
       const reach = reachOf(target.describe);
       await journal?.write({ kind: 'host-started', time: time(), host: target.name, facts, backupDir: `${baseFor(sudo)}/backups/${runId}`, lock: held.path, ...(reach ? { target: reach } : {}) });

@@ -269,7 +269,7 @@ export interface UndoReport {
 export async function runUndo(
   t: UndoTarget,
   checks: HostCheck[],
-  o: { force?: boolean; secretValues?: string[]; secrets?: Record<string, string>; emit?: Emit; runId?: string; hostStateDir?: string },
+  o: { force?: boolean; secretValues?: string[]; secrets?: Record<string, string>; emit?: Emit; runId?: string; hostStateDir?: string; rootLockDir?: string },
 ): Promise<UndoReport> {
   const runId = o.runId ?? newRunId();
   const masker = new Masker(o.secretValues ?? []);
@@ -338,7 +338,7 @@ export async function runUndo(
     const base = o.hostStateDir ?? (backupDir.endsWith(`/backups/${t.run.runId}`) ? backupDir.slice(0, -`/backups/${t.run.runId}`.length) : '/var/lib/hostsmith');
     let release: (() => Promise<void>) & { path?: string };
     try {
-      release = await acquireLock(transport, base, runId, sudo, { stateDir: t.stateDir });
+      release = await acquireLock(transport, base, runId, sudo, { stateDir: t.stateDir, ...(o.rootLockDir ? { rootLockDir: o.rootLockDir } : {}) });
     } catch (e) {
       r.status = 'failed';
       r.error = errorMessage(e);

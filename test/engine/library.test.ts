@@ -18,7 +18,7 @@ function setup(steps: string) {
 async function run(dir: string, target: HostTarget, mode: 'plan' | 'apply') {
   const recipe = await loadRecipe(join(dir, 'r.yml'));
   const events: RunEvent[] = [];
-  const report = await runRecipe({ recipe, targets: [target], mode, stateDir: join(dir, 'state'), hostStateDir: join(dir, 'hoststate'), secrets: ['s3cret-token'], emit: (e) => events.push(e) });
+  const report = await runRecipe({ recipe, targets: [target], mode, stateDir: join(dir, 'state'), hostStateDir: join(dir, 'hoststate'), rootLockDir: join(dir, 'runlock'), secrets: ['s3cret-token'], emit: (e) => events.push(e) });
   return { report, events };
 }
 
@@ -61,7 +61,7 @@ describe('runRecipe with the local transport', () => {
     const { ConnectError } = await import('../../src/errors.js');
     const down: HostTarget = { name: 'down', vars: {}, sudo: false, connect: async () => { throw new ConnectError('down', 'connection refused at 10.9.9.9:22'); } };
     const recipe = await loadRecipe(join(dir, 'r.yml'));
-    const report = await runRecipe({ recipe, targets: [target, down], mode: 'apply', stateDir: join(dir, 'state'), hostStateDir: join(dir, 'hs') });
+    const report = await runRecipe({ recipe, targets: [target, down], mode: 'apply', stateDir: join(dir, 'state'), hostStateDir: join(dir, 'hs'), rootLockDir: join(dir, 'runlock') });
     expect(report.exitCode).toBe(4);
     expect(report.hosts.down).toMatchObject({ status: 'unreachable', error: 'down: connection refused at 10.9.9.9:22' });
     expect(report.hosts.here).toMatchObject({ status: 'ok', changed: 1 });

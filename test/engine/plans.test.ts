@@ -25,7 +25,7 @@ async function plan(dir: string, target: HostTarget) {
   const recipe = await loadRecipe(join(dir, 'r.yml'));
   const salt = newSalt();
   const events: RunEvent[] = [];
-  const report = await runRecipe({ recipe, targets: [target], mode: 'plan', stateDir: join(dir, 'state'), hostStateDir: join(dir, 'hs'), salt, emit: (e) => events.push(e) });
+  const report = await runRecipe({ recipe, targets: [target], mode: 'plan', stateDir: join(dir, 'state'), hostStateDir: join(dir, 'hs'), rootLockDir: join(dir, 'runlock'), salt, emit: (e) => events.push(e) });
   const value = await makePlanValue(report, { recipe, targets: [target], salt, given: { cli: {}, file: {} }, secret: [], options: {} });
   return { recipe, report, value, events };
 }
@@ -71,14 +71,14 @@ describe('the plan value of a run', () => {
     const { dir, target } = setup([`  - name: A\n    file: { path: $D/a, content: "a\\n" }`, `  - name: B\n    file: { path: $D/b, content: "b\\n" }`].join('\n') + '\n');
     const { recipe, value } = await plan(dir, target);
     writeFileSync(join(dir, 'b'), 'someone else\n');
-    const stale = await runRecipe({ recipe, targets: [target], mode: 'apply', stateDir: join(dir, 'state'), hostStateDir: join(dir, 'hs'), expected: value });
+    const stale = await runRecipe({ recipe, targets: [target], mode: 'apply', stateDir: join(dir, 'state'), hostStateDir: join(dir, 'hs'), rootLockDir: join(dir, 'runlock'), expected: value });
     expect(stale).toMatchObject({ status: 'stale', exitCode: 5 });
     expect(stale.hosts.here!.stale).toEqual([expect.stringMatching(/^step "B": its state moved since the plan was made/)]);
     expect(existsSync(join(dir, 'a'))).toBe(false);
     expect(readFileSync(join(dir, 'b'), 'utf8')).toBe('someone else\n');
 
     const fresh = await plan(dir, target);
-    const ok = await runRecipe({ recipe, targets: [target], mode: 'apply', stateDir: join(dir, 'state'), hostStateDir: join(dir, 'hs'), expected: fresh.value });
+    const ok = await runRecipe({ recipe, targets: [target], mode: 'apply', stateDir: join(dir, 'state'), hostStateDir: join(dir, 'hs'), rootLockDir: join(dir, 'runlock'), expected: fresh.value });
     expect(ok).toMatchObject({ status: 'ok', exitCode: 0 });
     expect(readFileSync(join(dir, 'a'), 'utf8')).toBe('a\n');
     expect(readFileSync(join(dir, 'b'), 'utf8')).toBe('b\n');
@@ -93,7 +93,7 @@ describe('the plan value of a run', () => {
       targets: [target],
       mode: 'apply',
       stateDir: join(dir, 'state'),
-      hostStateDir: join(dir, 'hs'),
+      hostStateDir: join(dir, 'hs'), rootLockDir: join(dir, 'runlock'),
       expected: value,
       emit: (e) => events.push(e),
       beforeStep: async (_h, step) => {

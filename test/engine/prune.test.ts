@@ -33,7 +33,7 @@ function setup() {
 
 async function apply(dir: string, stateDir: string, hostState: string, word: string): Promise<string> {
   const target: HostTarget = { name: 'here', vars: { word }, sudo: false, connect: async () => new LocalTransport('here') };
-  const report = await runRecipe({ recipe: await loadRecipe(join(dir, 'r.yml')), targets: [target], mode: 'apply', stateDir, hostStateDir: hostState });
+  const report = await runRecipe({ recipe: await loadRecipe(join(dir, 'r.yml')), targets: [target], mode: 'apply', stateDir, hostStateDir: hostState, rootLockDir: `${hostState}-runlock` });
   expect(report).toMatchObject({ status: 'ok', exitCode: 0 });
   return report.runId;
 }

@@ -44,7 +44,7 @@ function snapshot(dir: string) {
 
 async function apply(dir: string, target: HostTarget, stateDir: string) {
   const recipe = await loadRecipe(join(dir, 'r.yml'));
-  const report = await runRecipe({ recipe, targets: [target], mode: 'apply', stateDir, hostStateDir: join(dir, 'hoststate'), secrets: [TOKEN] });
+  const report = await runRecipe({ recipe, targets: [target], mode: 'apply', stateDir, hostStateDir: join(dir, 'hoststate'), rootLockDir: join(dir, 'runlock'), secrets: [TOKEN] });
   expect(report).toMatchObject({ status: 'ok', exitCode: 0 });
   return report.runId;
 }
@@ -74,7 +74,7 @@ describe('undo', () => {
 
     const checks = await readHosts(t, { connect, secrets: { token: TOKEN } });
     expect(checks[0]!.problems).toEqual([]);
-    const r = await runUndo(t, checks, { secretValues: [TOKEN], hostStateDir: join(dir, 'hoststate') });
+    const r = await runUndo(t, checks, { secretValues: [TOKEN], hostStateDir: join(dir, 'hoststate'), rootLockDir: join(dir, 'runlock') });
     expect(r).toMatchObject({ status: 'ok', exitCode: 0, undoes: runId });
     expect(r.hosts.here!.rolledBackSteps).toEqual(['Mark', 'Line', 'Tpl', 'Conf']);
     expect(snapshot(dir)).toEqual(before);
@@ -110,7 +110,7 @@ describe('undo', () => {
     expect(checks[0]!.problems[0]!.message).toMatch(/changed since the run/);
     expect(snapshot(dir)).toEqual(edited); // reading changed nothing
 
-    const r = await runUndo(t, checks, { force: true, secretValues: [TOKEN], hostStateDir: join(dir, 'hoststate') });
+    const r = await runUndo(t, checks, { force: true, secretValues: [TOKEN], hostStateDir: join(dir, 'hoststate'), rootLockDir: join(dir, 'runlock') });
     expect(r).toMatchObject({ status: 'rollback-incomplete', exitCode: 3 });
     expect(r.hosts.here!.rolledBackSteps).toEqual(['Mark', 'Tpl', 'Conf']);
     expect(r.hosts.here!.skippedSteps.map((s) => s.step)).toEqual(['Line']);
@@ -127,7 +127,7 @@ describe('undo', () => {
     const { dir, target, stateDir } = setup();
     writeFileSync(join(dir, 'r.yml'), `name: fails\nsteps:\n  - name: A\n    file: { path: ${dir}/etc/a, content: "a" }\n  - name: Fail\n    command: { run: "exit 3" }\n`);
     const recipe = await loadRecipe(join(dir, 'r.yml'));
-    const report = await runRecipe({ recipe, targets: [target], mode: 'apply', stateDir, hostStateDir: join(dir, 'hoststate') });
+    const report = await runRecipe({ recipe, targets: [target], mode: 'apply', stateDir, hostStateDir: join(dir, 'hoststate'), rootLockDir: join(dir, 'runlock') });
     expect(report).toMatchObject({ status: 'rolled-back', exitCode: 1 });
     expect((await loadUndo(stateDir, report.runId)).nothing).toMatch(/already rolled back/);
     await expect(loadUndo(stateDir, '20990101T000000Z-abcdef')).rejects.toMatchObject({ exitCode: 2 });
