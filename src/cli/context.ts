@@ -17,6 +17,7 @@ import { loadInventory, resolveTargets, type TargetSpec } from '../transport/tar
 import { defaultStateDir, loadConfig, type Config } from './config.js';
 import { MIN_SAFE_SECRET, secretPieces } from '../engine/mask.js';
 import { fleetOptions, type FleetOptions } from '../engine/batches.js';
+import { DURATION_HINT, parseDuration } from '../recipe/duration.js';
 
 export interface GlobalOptions {
   json?: boolean;
@@ -37,6 +38,8 @@ export interface TargetCliOptions {
   batch?: string;
   maxFail?: string;
   rollbackScope?: string;
+  /** Lockout protection (SPEC §12): how long each host's watchdog waits for the confirmation. */
+  confirm?: string;
   var?: string[];
   varsFile?: string;
   /** The non-secret vars a saved plan was made with (apply --plan). */
@@ -64,6 +67,8 @@ export interface Prepared {
   concurrency: number;
   /** --batch, --max-fail, --rollback-scope, checked and worked out for the targets. */
   fleet: FleetOptions;
+  /** --confirm; else the recipe's defaults.confirm applies. */
+  confirmMs?: number;
   cliVars: Record<string, string>;
   /** Vars given on the command line and in a vars file, secrets left out: what a saved plan keeps. */
   given: GivenVars;
@@ -92,6 +97,8 @@ export async function prepare(
   if (o.identity && !existsSync(o.identity)) throw new InputError(`--identity: no such key file ${o.identity}`);
   const specs = resolveTargets({ hosts: o.hosts, inventory, identity: o.identity, sudo: o.sudo ?? config.sudo });
   const fleet = fleetOptions(o, specs.length);
+  const confirmMs = o.confirm === undefined ? undefined : parseDuration(o.confirm);
+  if (o.confirm !== undefined && !confirmMs) throw new InputError(`--confirm: "${o.confirm}" is not a duration above zero: ${DURATION_HINT} (nothing was contacted or changed)`);
 
   if (ask) {
     // Ask for what no source gives: prompt vars, and required vars without a value anywhere.
@@ -112,6 +119,11 @@ export async function prepare(
   const open: ShellTransport[] = [];
   const targets: HostTarget[] = specs.map((s, i) => {
     let conn: Promise<ShellTransport> | undefined;
+    const openTarget = async (): Promise<ShellTransport> =>
+      s.kind === 'local'
+        ? new LocalTransport(s.name)
+        : // ssh2 is loaded only when a host is reached over SSH (start-up time).
+          await (await import('../transport/ssh.js')).SshTransport.connect(sshTarget(s, knownHostsFile, acceptNew));
     return {
       name: s.name,
       vars: perHost[i]!,
@@ -119,16 +131,13 @@ export async function prepare(
       describe: { ...s, vars: undefined, knownHostsFile },
       connect: () => {
         conn ??= (async () => {
-          const t: ShellTransport =
-            s.kind === 'local'
-              ? new LocalTransport(s.name)
-              : // ssh2 is loaded only when a host is reached over SSH (start-up time).
-                await (await import('../transport/ssh.js')).SshTransport.connect(sshTarget(s, knownHostsFile, acceptNew));
+          const t = await openTarget();
           open.push(t);
           return t;
         })();
         return conn;
       },
+      connectFresh: openTarget,
     };
   });
   return {
@@ -141,6 +150,7 @@ export async function prepare(
     stateDir: stateDirOf(o, config),
     concurrency,
     fleet,
+    ...(confirmMs ? { confirmMs } : {}),
     cliVars,
     given: { cli: notSecret(recipe, cliVars), file: notSecret(recipe, fileVars ?? {}) },
     close: async () => {

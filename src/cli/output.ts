@@ -127,6 +127,10 @@ export class Output {
           `${prefix(e.host)}${SYMBOL[e.status]} rollback of ${one(e.step)}: ${e.status === 'rolled-back' ? this.paint(32, 'rolled back') : this.paint(31, `FAILED: ${multi(e.error)}`)}`,
         );
         break;
+      case 'watchdog':
+        this.stopSpinner();
+        this.say(`${one(e.host)}: ${this.paint(e.what === 'confirmed' ? 32 : e.what === 'armed' ? 36 : 33, multi(e.message))}`);
+        break;
       case 'host-finished':
         this.stopSpinner();
         // An ok host can still carry an error (its lock could not be released): say it too.

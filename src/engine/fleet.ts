@@ -32,6 +32,8 @@ export interface HostTarget {
   name: string;
   /** Opens (or returns the already open) connection. */
   connect(): Promise<ShellTransport>;
+  /** Opens a brand-new connection (new TCP connection and authentication), the caller's to close: lockout protection's "next login". */
+  connectFresh?(): Promise<ShellTransport>;
   /** Vars resolved for this host. */
   vars: Record<string, unknown>;
   sudo: boolean;
@@ -74,6 +76,8 @@ export interface RunRecipeOptions {
   maxFail?: Amount;
   /** apply: which hosts roll back when one fails (default host: that one only). */
   rollbackScope?: RollbackScope;
+  /** apply: lockout protection (--confirm, or the recipe's defaults.confirm): how long each host's watchdog waits. */
+  confirmMs?: number;
 }
 
 export interface HostReport extends Counts {
@@ -140,6 +144,7 @@ interface Held {
 
 export async function runRecipe(o: RunRecipeOptions): Promise<RunReport> {
   const runId = o.runId ?? newRunId();
+  const confirmMs = o.confirmMs ?? o.recipe.defaults.confirmMs;
   const masker = new Masker(o.secrets ?? []);
   const emit: Emit = (e: RunEvent) => o.emit?.(masker.value(e));
   const time = () => new Date().toISOString();
@@ -430,6 +435,15 @@ export async function runRecipe(o: RunRecipeOptions): Promise<RunReport> {
       },
       beforeStep: o.beforeStep,
       expected: o.expected?.hosts[target.name],
+      ...(o.mode === 'apply' && confirmMs !== undefined
+        ? {
+            confirm: {
+              ms: confirmMs,
+              verify: o.recipe.verify,
+              openFresh: () => (target.connectFresh ? target.connectFresh() : Promise.reject(new Error(`no way to open a second connection to ${target.name}`))),
+            },
+          }
+        : {}),
     };
   }
 

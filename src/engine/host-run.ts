@@ -13,6 +13,7 @@ import type { Journal } from './journal.js';
 import type { PlannedStep } from './plan-step.js';
 import type { PlanHost } from './plan-value.js';
 import { Recorder } from './recorder.js';
+import type { ConfirmOptions } from './watchdog.js';
 
 export interface HostRunOptions {
   runId: string;
@@ -50,6 +51,8 @@ export interface HostRunOptions {
   beforeStep?: (host: string, step: string) => Promise<void>;
   /** How long a lost connection is tried again (with backoff) before the host is given up (default 60 s). */
   reconnectMs?: number;
+  /** apply: lockout protection (--confirm): a watchdog on the host, a new login and the verify commands before the host is done. */
+  confirm?: ConfirmOptions;
 }
 
 /** What `steps.<name>` gives later templates. */

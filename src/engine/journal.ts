@@ -181,7 +181,29 @@ const hostFinished = z.object({
 });
 const runFinished = z.object({ kind: z.literal('run-finished'), time: text, status: z.enum(RUN_END_STATUSES), exitCode: z.number().int() });
 
-const entryBody = z.discriminatedUnion('kind', [runStarted, hostStarted, stepStarted, stepFinished, rollbackStarted, rollbackFinished, hostFinished, runFinished, recoverStarted]);
+/**
+ * Lockout protection (--confirm): `armed` is written before the watchdog exists on the host, so
+ * recover knows to look for it; then `confirmed`, `disarmed` (the controller rolled back itself)
+ * or `fired` (what the watchdog's own rollback did, read back from the host).
+ */
+const watchdogEntry = z.object({
+  kind: z.literal('watchdog'),
+  event: z.enum(['armed', 'confirmed', 'disarmed', 'fired']),
+  time: text,
+  host: text,
+  dir: text,
+  seconds: z.number().optional(),
+  deadline: text.optional(),
+  /** armed: the steps the watchdog rolls back, newest first. */
+  steps: z.array(text).optional(),
+  result: z.enum(['rolled-back', 'rollback-incomplete']).optional(),
+  rolledBack: z.array(text).optional(),
+  failed: z.array(text).optional(),
+  log: text.optional(),
+  error: text.optional(),
+});
+
+const entryBody = z.discriminatedUnion('kind', [runStarted, hostStarted, stepStarted, stepFinished, rollbackStarted, rollbackFinished, hostFinished, runFinished, recoverStarted, watchdogEntry]);
 
 /** One journal entry as the engine writes it (Journal.write adds the format version). */
 export type JournalEntry = z.output<typeof entryBody>;

@@ -34,6 +34,8 @@ import { Journal, listRunIds, readJournal } from './journal.js';
 import { ROOT_LOCK_DIR, acquireLock } from './lock.js';
 import { Masker } from './mask.js';
 import { Recorder } from './recorder.js';
+import { stepType } from '../steps/registry.js';
+import { awaitWatchdog, claimWatchdog, removeWatchdog } from './watchdog.js';
 import { replay, runPhase, type ControllerState, type HostState, type RunPhase, type RunState, type StepState } from './replay.js';
 
 /** Whether an open run's controller (or the newest recover that took it over) still runs. */
@@ -244,6 +246,10 @@ export async function runRecover(
       // A command the run started may still be running there: stopped before its state is read.
       r.stopped = await stopLeftovers(transport, runId, lockSudo);
 
+      // A lockout watchdog the run armed and never settled: taken over before anything else, or,
+      // when its time ran out and it rolled back by itself, what it did is recorded and not done twice.
+      const byWatchdog = await settleWatchdog(transport, facts.user !== 'root', u.host, rec, name, runId);
+
       const shim = { o: { host: name, runId }, rec } as unknown as HostRun;
       const undone: StepState[] = [];
       const rollBack = async (s: StepState, j: { type: Completed['type']; params: unknown; undo: unknown; sudo: boolean }) => {
@@ -285,6 +291,11 @@ export async function runRecover(
 
       // Everything else the run completed, newest first (a rollback the crash stopped among them).
       for (const s of u.rollBack) {
+        if (byWatchdog.has(s.name)) {
+          r.rolledBack++;
+          r.rolledBackSteps.push(s.name);
+          continue;
+        }
         const j = journaledStep(u.host, s, t.secrets, given, 'recover');
         if (!('ready' in j)) problem(s.name, j.message);
         else await rollBack(s, j.ready);
@@ -319,6 +330,40 @@ export async function runRecover(
     }
     return r;
   }
+}
+
+/**
+ * The run's watchdog, if it armed one that no entry settled: claimed (stopped before it fires), or,
+ * if it fired, waited for and read back. Returns the steps it rolled back in full (journaled as
+ * rolled back here); a step type whose host script does only part (packages) is rolled back again
+ * by recover as usual.
+ */
+async function settleWatchdog(t: ShellTransport, sudo: boolean, h: HostState, rec: Recorder, host: string, runId: string): Promise<Set<string>> {
+  const done = new Set<string>();
+  const wd = h.watchdog;
+  if (!wd || wd.state !== 'armed') return done;
+  const time = () => new Date().toISOString();
+  const claim = await claimWatchdog(t, sudo, wd.dir);
+  if (claim !== 'fired') {
+    await rec.write({ kind: 'watchdog', event: 'disarmed', time: time(), host, dir: wd.dir, error: claim === 'claimed' ? 'taken over by recover before its time ran out' : 'gone when recover looked' });
+    return done;
+  }
+  const fired = await awaitWatchdog(t, sudo, wd.dir, wd.steps, 30 * 60_000);
+  if (typeof fired !== 'object') return done;
+  await rec.write({ kind: 'watchdog', event: 'fired', time: time(), host, dir: wd.dir, result: fired.result, rolledBack: fired.ok, failed: fired.failed, ...(fired.log ? { log: fired.log } : {}) });
+  // Handlers it ran again after a full rollback are settled with it, as the run itself would.
+  const handlers = fired.result === 'rolled-back' ? h.steps.filter((x) => x.handler && x.completed && !x.afterRollback).map((x) => x.name) : [];
+  for (const name of [...fired.ok, ...handlers]) {
+    const s = h.steps.find((x) => x.name === name && x.completed);
+    if (!s || stepType(s.type)?.hostRollbackPartial) continue;
+    const base = { time: time(), host, step: name, type: s.type };
+    await rec.write({ kind: 'rollback-started', ...base });
+    await rec.write({ kind: 'rollback-finished', ...base, status: 'rolled-back' });
+    rec.emit({ event: 'rollback-finished', runId, ...base, status: 'rolled-back' });
+    done.add(name);
+  }
+  await removeWatchdog(t, sudo, wd.dir);
+  return done;
 }
 
 function counts(r: Counts): Counts {

@@ -80,6 +80,8 @@ export interface HostState {
   rollingBack: StepState[];
   /** Completed and not rolled back, in the order they completed (undo them newest first). */
   left: StepState[];
+  /** Lockout protection: the watchdog's folder on the host and where it stands as the journal says. */
+  watchdog?: { dir: string; state: 'armed' | 'confirmed' | 'disarmed' | 'fired'; steps: string[]; deadline?: string };
 }
 
 export interface RunState {
@@ -246,6 +248,11 @@ export function replay(entries: readonly JournalEntry[]): RunState | undefined {
         h.counts = e.counts;
         if (e.error) h.error = e.error;
         if (e.cause) h.cause = e.cause;
+        return;
+      }
+      case 'watchdog': {
+        const h = hostOf(e.host);
+        h.watchdog = { dir: e.dir, state: e.event, steps: e.steps ?? h.watchdog?.steps ?? [], ...(e.deadline ?? h.watchdog?.deadline ? { deadline: e.deadline ?? h.watchdog?.deadline } : {}) };
         return;
       }
       case 'recover-started':

@@ -10,9 +10,10 @@ import { stopLeftovers } from './journal-steps.js';
 import type { StepSpec } from '../recipe/types.js';
 import { applyPlanned, rollbackOne } from './apply-step.js';
 import type { Counts, HostStatus, StepStatus } from './events.js';
-import { newHostRun, plannedResult, type HostRun, type HostRunOptions } from './host-run.js';
+import { newHostRun, plannedResult, type Completed, type HostRun, type HostRunOptions } from './host-run.js';
 import { planStep, type PlannedStep } from './plan-step.js';
 import { stepDifference } from './plan-value.js';
+import { awaitWatchdog, claimWatchdog, protect, watchdogDir, watchdogParts, type ConfirmOptions, type Fired, type Protection } from './watchdog.js';
 
 export type { HostRunOptions } from './host-run.js';
 
@@ -48,6 +49,17 @@ const now = () => new Date().toISOString();
 
 export async function runHost(o: HostRunOptions): Promise<HostResult> {
   const h = newHostRun(o);
+  if (o.mode === 'apply' && o.confirm) {
+    const login = (o.transport as Partial<ShellTransport>).loginUser ?? o.facts.user;
+    if (login !== 'root' && !h.baseSudo) {
+      return {
+        status: 'failed',
+        counts: h.counts,
+        planned: h.planned,
+        error: `lockout protection (--confirm) needs root on ${o.host} for its watchdog, but the run logs in as ${login} without sudo: log in as root, or pass --sudo (or sudo: true in the recipe). Nothing was changed`,
+      };
+    }
+  }
   const stop = () => (o.mode === 'apply' && h.fatal !== undefined) || o.interrupt?.aborted === true;
   try {
     // A plan goes on past a failing step, so one dry run shows every problem; apply stops.
@@ -66,6 +78,15 @@ export async function runHost(o: HostRunOptions): Promise<HostResult> {
   }
 
   const interrupted = o.interrupt?.aborted === true;
+  if (!h.fatal && !interrupted && o.mode === 'apply' && o.confirm) {
+    const p = await guarded(h, o.confirm);
+    if (p.kind === 'lost') return lostToWatchdog(h, p.why);
+    if (p.kind === 'failed') {
+      h.fatal = p.why;
+      if (p.fired) await takenByWatchdog(h, p.fired);
+      return takeBack(h, { byWatchdog: p.fired !== undefined });
+    }
+  }
   if (!h.fatal && !interrupted) {
     if (o.mode !== 'apply') return { status: 'ok', counts: h.counts, planned: h.planned };
     let asked = false;
@@ -86,7 +107,7 @@ export async function runHost(o: HostRunOptions): Promise<HostResult> {
  * was put back, and says how the host ends: `becauseOfAnother` — the host did not fail itself
  * (rollback scope), so it ends rolled-back even with nothing to take back.
  */
-async function takeBack(h: HostRun, how: { interrupted?: boolean; becauseOfAnother?: boolean }): Promise<HostResult> {
+async function takeBack(h: HostRun, how: { interrupted?: boolean; becauseOfAnother?: boolean; byWatchdog?: boolean }): Promise<HostResult> {
   const { o } = h;
   const interrupted = how.interrupted === true;
   const r = await rollBack(h);
@@ -105,11 +126,75 @@ async function takeBack(h: HostRun, how: { interrupted?: boolean; becauseOfAnoth
   if (!again.ok) r.complete = false;
   const unrecorded = h.journalBroken !== undefined || h.rec.failedWrites.some((k) => k.startsWith('rollback'));
   const status: HostStatus =
-    !r.complete || unrecorded ? 'rollback-incomplete' : how.becauseOfAnother ? 'rolled-back' : interrupted ? 'interrupted' : h.completed.length ? 'rolled-back' : 'failed';
+    !r.complete || unrecorded ? 'rollback-incomplete' : how.becauseOfAnother || how.byWatchdog ? 'rolled-back' : interrupted ? 'interrupted' : h.completed.length ? 'rolled-back' : 'failed';
   const note = h.journalBroken
     ? `; the journal could not be written, so the run stopped before the next change${h.completed.length ? ` (${r.complete ? 'every completed step was rolled back on the host' : 'see the rollback errors above'}, but the journal may not record it)` : ''} — free space in the state dir or pass --state-dir, then check \`hostsmith show ${o.runId}\``
     : '';
   return { status, counts: h.counts, planned: h.planned, error: `${h.fatal ?? 'interrupted by the user'}${note}`, ...(h.fatalStep ? { failedStep: h.fatalStep } : {}) };
+}
+
+/**
+ * Lockout protection, with a lost link on the run's own connection handled as everywhere else:
+ * made again (else the host is given up to its watchdog), then the watchdog claimed before the
+ * controller rolls back, so the two never both do.
+ */
+async function guarded(h: HostRun, c: ConfirmOptions): Promise<Protection> {
+  const { o } = h;
+  const rootBackupDir = o.backupDirFor(true);
+  try {
+    return await protect(h, c, { rootBackupDir, reconnectMs: reconnectBudget(o) });
+  } catch (e) {
+    const why = `lockout protection failed before it could confirm (${errorMessage(e)})`;
+    if (!(e instanceof ConnectError)) return { kind: 'failed', why };
+    const gone = await linkLost(h, e, 'while arming the watchdog');
+    if (gone) return { kind: 'lost', why };
+    const t = o.transport as ShellTransport;
+    const dir = watchdogDir(rootBackupDir, o.runId);
+    if ((await claimWatchdog(t, true, dir)) !== 'fired') return { kind: 'failed', why };
+    const names = watchdogParts(h).steps.map((s) => s.name);
+    const fired = await awaitWatchdog(t, true, dir, names, 30 * 60_000);
+    return { kind: 'failed', why, ...(typeof fired === 'object' ? { fired } : {}) };
+  }
+}
+
+/**
+ * What the watchdog put back is recorded as rolled back (journal, events, counts) and leaves the
+ * completed steps; what it could not, or only in part (packages), stays for the controller's
+ * rollback, which runs next. Handlers it ran again leave too.
+ */
+async function takenByWatchdog(h: HostRun, fired: Fired): Promise<void> {
+  const { o } = h;
+  const handlers = o.recipe.handlers;
+  const done = new Set(fired.ok);
+  const keep: Completed[] = [];
+  for (const c of h.completed) {
+    if (handlers.includes(c.spec)) {
+      if (fired.result !== 'rolled-back') keep.push(c);
+      continue;
+    }
+    if (!done.has(c.spec.name) || c.type.hostRollbackPartial) {
+      keep.push(c);
+      continue;
+    }
+    const base = { time: now(), host: o.host, step: c.spec.name, type: c.spec.type };
+    await h.rec.write({ kind: 'rollback-started', ...base }).catch(() => undefined);
+    await h.rec.write({ kind: 'rollback-finished', ...base, status: 'rolled-back' }).catch(() => undefined);
+    h.rec.emit({ event: 'rollback-finished', runId: o.runId, ...base, status: 'rolled-back' });
+    h.counts.rolledBack++;
+  }
+  h.completed = keep;
+}
+
+/** The run's connection is gone and the host could not be reached again: its watchdog rolls it back on its own. */
+function lostToWatchdog(h: HostRun, why: string): HostResult {
+  const { o } = h;
+  return {
+    status: 'unreachable',
+    givenUp: true,
+    counts: h.counts,
+    planned: h.planned,
+    error: `${why}. The watchdog on the host rolls the run back by itself when its time is up; once ${o.host} can be reached, \`hostsmith recover ${o.runId}\` reads what it did, finishes the rollback and releases the lock.`,
+  };
 }
 
 /** One step's turn: plan it (reads), hold it against the plan being followed, apply it (journaled). */

@@ -53,7 +53,8 @@ interface Part {
   description?: string;
   sudo?: boolean;
   vars: Record<string, VarSpec>;
-  defaults: { timeoutMs?: number; retry?: RetryInput; sudo?: boolean; parallel?: number };
+  defaults: { timeoutMs?: number; retry?: RetryInput; sudo?: boolean; parallel?: number; confirmMs?: number };
+  verify?: string[];
   steps: Draft[];
   handlers: Draft[];
 }
@@ -141,7 +142,15 @@ class Loader {
     if (typeof raw.sudo === 'boolean') part.sudo = raw.sudo;
     if (defaults.success) {
       const d = defaults.data;
-      part.defaults = { timeoutMs: d.timeout, retry: d.retry, sudo: d.sudo, parallel: d.parallel };
+      part.defaults = { timeoutMs: d.timeout, retry: d.retry, sudo: d.sudo, parallel: d.parallel, confirmMs: d.confirm };
+    }
+    if (Array.isArray(raw.verify)) {
+      part.verify = [];
+      for (const [i, v] of raw.verify.entries()) {
+        if (typeof v !== 'string') continue;
+        this.checkStrings(src, v, ['verify', i], names);
+        part.verify.push(v);
+      }
     }
 
     const nested = [...stack, file];
@@ -501,7 +510,9 @@ export async function loadRecipe(file: string): Promise<Recipe> {
     steps: flat.steps,
     handlers: flat.handlers,
     defaults: { parallel: d.parallel ?? 1 },
+    verify: root.verify ?? [],
   };
+  if (d.confirmMs !== undefined) recipe.defaults.confirmMs = d.confirmMs;
   if (root.description !== undefined) recipe.description = root.description;
   if (d.timeoutMs !== undefined) recipe.defaults.timeoutMs = d.timeoutMs;
   if (d.retry !== undefined) recipe.defaults.retry = { ...BASE_RETRY, ...retrySpec(d.retry) };

@@ -144,6 +144,8 @@ export const defaultsSchema = z
     retry: retrySchema.optional(),
     sudo: z.boolean().optional(),
     parallel: z.number().int().min(1).optional(),
+    /** Lockout protection (SPEC §12), as --confirm: how long the host waits for the run to confirm. */
+    confirm: duration('positive').optional(),
   })
   .strict();
 
@@ -160,6 +162,8 @@ export const recipeSchema = z
     steps: z.array(z.unknown()),
     handlers: z.array(z.unknown()).nullable().optional(),
     defaults: defaultsSchema.nullable().optional(),
+    /** Shell commands run over a new SSH connection after the steps when lockout protection is on; each must exit 0. */
+    verify: z.array(z.string().min(1)).nullable().optional(),
   })
   .strict();
 

@@ -59,5 +59,7 @@ export interface Recipe {
   vars: Record<string, VarSpec>;
   steps: StepSpec[];
   handlers: StepSpec[];
-  defaults: { timeoutMs?: number; retry?: RetrySpec; sudo?: boolean; parallel: number };
+  defaults: { timeoutMs?: number; retry?: RetrySpec; sudo?: boolean; parallel: number; confirmMs?: number };
+  /** The recipe's `verify:` commands (templates), run over a new connection under lockout protection. */
+  verify: string[];
 }

@@ -235,3 +235,65 @@ export async function restoreAccounts(ctx: StepContext, undo: AccountUndo, o: { 
     throw new StepError(`restoring ${changes.map((c) => c.path).join(', ')} failed (exit ${r.code}): ${r.stderr.trim()}`, { code: r.code, stderr: r.stderr });
   }
 }
+
+/**
+ * mergeEntries then dropAddedMembers, in POSIX awk, for the host-side rollback (the lockout
+ * watchdog runs with no controller). Arguments: the copy from before, then the current file (or
+ * /dev/null); -v keys, drop (space-separated names), mf (member fields, 1-based), nlb/nlc (does
+ * each file end with a newline). Bytes pass through as they are (LC_ALL=C).
+ */
+export const MERGE_AWK = String.raw`BEGIN { FS = ":"; n = split(keys, ka, " "); for (i = 1; i <= n; i++) want[ka[i]] = 1
+  nd = split(drop, da, " "); for (i = 1; i <= nd; i++) gone[da[i]] = 1; nm = split(mf, ma, " ") }
+FILENAME == ARGV[1] { nb++; b[nb] = $0; k = key($0); if (k in want) { oc[k]++; old[k, oc[k]] = $0 }; if (!(k in first)) first[k] = $0; next }
+{ nc++; c[nc] = $0 }
+function key(l,   i) { i = index(l, ":"); return i ? substr(l, 1, i - 1) : l }
+function put(at, l,   j) { for (j = no; j >= at; j--) o[j + 1] = o[j]; o[at] = l; no++ }
+END {
+  for (i = 1; i <= nc; i++) { k = key(c[i]); if (!(k in want)) o[++no] = c[i]; else if (!(k in done)) { done[k] = 1; for (j = 1; j <= oc[k]; j++) o[++no] = old[k, j] } }
+  for (i = 1; i <= nb; i++) {
+    k = key(b[i]); if (!(k in want) || (k in done)) continue; done[k] = 1; at = 1
+    for (j = i - 1; j >= 1 && at == 1; j--) for (x = no; x >= 1; x--) if (o[x] == b[j]) { at = x + 1; break }
+    for (j = 1; j <= oc[k]; j++) put(at + j - 1, old[k, j])
+  }
+  if (nd && nm) for (i = 1; i <= no; i++) {
+    k = key(o[i]); if (!(k in first)) continue; nf = split(o[i], f, ":"); split(first[k], w, ":"); ch = 0
+    for (m = 1; m <= nm; m++) { fi = ma[m] + 0; if (fi > nf || f[fi] == "") continue
+      split(w[fi], hl, ","); delete had; for (x in hl) had[hl[x]] = 1
+      cnt = split(f[fi], mem, ","); s = ""; kept = 0
+      for (x = 1; x <= cnt; x++) if (!(mem[x] in gone) || (mem[x] in had)) { s = kept++ ? s "," mem[x] : mem[x] }
+      if (kept != cnt) { f[fi] = s; ch = 1 } }
+    if (ch) { s = f[1]; for (x = 2; x <= nf; x++) s = s ":" f[x]; o[i] = s }
+  }
+  if (!no) exit
+  nl = nc ? nlc : nlb
+  for (i = 1; i <= no; i++) printf "%s%s", o[i], (i < no || nl ? "\n" : "")
+}`;
+
+/**
+ * restoreAccounts as one host script (root, no controller): each touched file merged by
+ * MERGE_AWK under the shadow tools' lock and renamed into place, unchanged files left alone.
+ */
+export function restoreAccountsScript(undo: AccountUndo, o: { dropMembers?: string[] } = {}): string {
+  const members = o.dropMembers ?? [];
+  const b = quote(undo.backup);
+  const lines = [
+    'export LC_ALL=C',
+    `[ -e ${b}/complete ] || { echo ${quote(`the backup of the account files (${undo.backup}) is missing`)} >&2; exit 1; }`,
+    `awkp=${quote(MERGE_AWK)}`,
+    'nl() { [ -s "$1" ] && [ -z "$(tail -c1 "$1")" ] && echo 1 || echo 0; }',
+    `lock() { for t in 1 2 3 4 5 6 7 8 9 10; do printf %s $$ > "$1.$$" && ln "$1.$$" "$1.lock" 2>/dev/null && { rm -f -- "$1.$$"; return 0; }; rm -f -- "$1.$$"; sleep 1; done; echo "$1 is locked by another program ($1.lock exists)" >&2; return 1; }`,
+    `merge() { f=/etc/$1; s=${b}/$1; [ -e "$f" ] || [ -n "$2" ] || return 0; bs=/dev/null; [ -e "$s" ] && bs=$s; cs=/dev/null; [ -e "$f" ] && cs=$f; ref=$f; [ -e "$f" ] || ref=$s
+  lock "$f" || return 1; t="$f.hostsmith-new"
+  awk -v keys="$2" -v drop="$3" -v mf="$4" -v nlb="$(nl "$bs")" -v nlc="$(nl "$cs")" "$awkp" "$bs" "$cs" > "$t" || { rm -f -- "$t" "$f.lock"; return 1; }
+  if { [ -e "$f" ] && cmp -s "$t" "$f"; } || { [ ! -e "$f" ] && [ ! -s "$t" ]; }; then rm -f -- "$t"; else chmod --reference="$ref" "$t" && chown --reference="$ref" "$t" && mv -f -- "$t" "$f" || { rm -f -- "$t" "$f.lock"; return 1; }; fi
+  rm -f -- "$f.lock"; }`,
+  ];
+  for (const f of ACCOUNT_FILES) {
+    const keys = undo.touched[f] ?? [];
+    const fields = MEMBER_FIELDS[f];
+    const strip = fields ? members : [];
+    if (!keys.length && !strip.length) continue;
+    lines.push(`merge ${f} ${quote(keys.join(' '))} ${quote(strip.join(' '))} ${quote((fields ?? []).map((i) => i + 1).join(' '))} || exit 1`);
+  }
+  return lines.join('\n');
+}

@@ -57,21 +57,21 @@ export async function copyToBackup(ctx: StepContext, path: string, dest: string)
  * (and the partial copy is removed).
  */
 export async function restoreFromBackup(ctx: StepContext, backup: string, path: string): Promise<void> {
+  await copyOk(ctx, restoreScript(backup, path), `restoring ${path} from ${backup}`, posix.dirname(path));
+}
+
+/** The script restoreFromBackup runs; the lockout watchdog runs the same one. */
+export function restoreScript(backup: string, path: string): string {
   const b = quote(backup);
   const p = quote(path);
   const tmp = quote(`${path}.hostsmith-restore`);
-  await copyOk(
-    ctx,
-    [
-      `{ test -e ${b} || test -L ${b} || { printf '%s\\n' ${quote(`the backup ${backup} is missing`)} >&2; exit 1; }; }`,
-      `rm -rf -- ${tmp}`,
-      `{ cp -a -- ${b} ${tmp} || { rc=$?; rm -rf -- ${tmp}; exit $rc; }; }`,
-      `rm -rf -- ${p}.hostsmith-old`,
-      `if [ -d ${p} ] && [ ! -L ${p} ]; then mv -- ${p} ${p}.hostsmith-old; fi`,
-      `mv -fT -- ${tmp} ${p}`,
-      `rm -rf -- ${p}.hostsmith-old`,
-    ].join(' && '),
-    `restoring ${path} from ${backup}`,
-    posix.dirname(path),
-  );
+  return [
+    `{ test -e ${b} || test -L ${b} || { printf '%s\\n' ${quote(`the backup ${backup} is missing`)} >&2; exit 1; }; }`,
+    `rm -rf -- ${tmp}`,
+    `{ cp -a -- ${b} ${tmp} || { rc=$?; rm -rf -- ${tmp}; exit $rc; }; }`,
+    `rm -rf -- ${p}.hostsmith-old`,
+    `if [ -d ${p} ] && [ ! -L ${p} ]; then mv -- ${p} ${p}.hostsmith-old; fi`,
+    `mv -fT -- ${tmp} ${p}`,
+    `rm -rf -- ${p}.hostsmith-old`,
+  ].join(' && ');
 }

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { StepError } from '../errors.js';
-import { quote } from '../transport/shell.js';
+import { commandScript, quote } from '../transport/shell.js';
 import { tail, type StepContext, type StepType } from './step.js';
 import { hostPath, ownerName } from './paths.js';
 
@@ -57,6 +57,17 @@ async function runChecked(ctx: StepContext, cmd: string, o: Omit<CommandUndo, 'r
   return r;
 }
 
+/**
+ * The command as the host runs it without the controller (root, under `sh`): the same script the
+ * transport sends (env, cwd), as `user` with that user's HOME when one is given, as sudo -H does.
+ */
+function hostCommand(cmd: string, o: Omit<CommandUndo, 'run'>): string {
+  const script = commandScript(cmd, { cwd: o.cwd === '-' ? './-' : o.cwd, env: o.env });
+  if (!o.user) return `sh -c ${quote(script)}`;
+  const u = quote(o.user);
+  return `HOME=$(getent passwd ${u} | cut -d: -f6) runuser -u ${u} -- sh -c ${quote(script)}`;
+}
+
 export const commandStep: StepType<CommandParams, CommandState, CommandUndo> = {
   type: 'command',
   schema: commandSchema,
@@ -79,6 +90,11 @@ export const commandStep: StepType<CommandParams, CommandState, CommandUndo> = {
   async apply(ctx, p) {
     const r = await runChecked(ctx, p.run, p, `command "${p.run}"`);
     return { stdout: r.stdout, stderr: r.stderr };
+  },
+  hostRollback: (_p, undo) => hostCommand(undo.run, undo),
+  hostRun(p) {
+    const guards = [...(p.creates ? [`if [ -e ${quote(p.creates)} ]; then exit 0; fi`] : []), ...(p.removes ? [`if [ ! -e ${quote(p.removes)} ]; then exit 0; fi`] : [])];
+    return [...guards, hostCommand(p.run, p)].join('\n');
   },
   async rollback(ctx, _p, undo) {
     await runChecked(ctx, undo.run, undo, `rollback command "${undo.run}"`);

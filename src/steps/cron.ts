@@ -183,13 +183,18 @@ async function readCrontab(ctx: StepContext, user: string): Promise<CronState> {
   return parseCheck(user, await ctx.exec(checkScript(user)));
 }
 
+/** Removes the user's crontab; already gone is fine. */
+function removeCrontabScript(user: string): string {
+  return `err=$(crontab -r -u ${quote(user)} 2>&1 >/dev/null) || case "$err" in *'no crontab for'*) ;; *) printf '%s\\n' "$err" >&2; exit 1 ;; esac`;
+}
+
 /** Installs `text` as the user's crontab, or removes the crontab when `text` is null. */
 async function writeCrontab(ctx: StepContext, user: string, text: string | null): Promise<void> {
   const u = quote(user);
   const r =
     text === null
       ? // Already gone is fine: rollback may run twice (recover, undo).
-        await ctx.exec(`err=$(crontab -r -u ${u} 2>&1 >/dev/null) || case "$err" in *'no crontab for'*) ;; *) printf '%s\\n' "$err" >&2; exit 1 ;; esac`)
+        await ctx.exec(removeCrontabScript(user))
       : await ctx.exec(`crontab -u ${u} -`, { stdin: text });
   if (r.code !== 0) {
     const what = text === null ? `removing ${user}'s crontab` : `installing ${user}'s crontab`;
@@ -208,6 +213,16 @@ export const cronStep: StepType<CronParams, CronState, CronUndo> = {
     if (prev && now.text !== null) await saveBackup(ctx, prev.backup, now.text);
     await writeCrontab(ctx, p.user, editCrontab(now.text, p));
     return {};
+  },
+  hostRollback(_p, undo) {
+    const u = quote(undo.user);
+    if (!undo.previous) return removeCrontabScript(undo.user);
+    const b = quote(undo.previous.backup);
+    return [
+      `[ -f ${b} ] || { echo ${quote(`the backup of ${undo.user}'s crontab (${undo.previous.backup}) is gone; reinstall it by hand`)} >&2; exit 1; }`,
+      `[ "$(sha256sum < ${b} | cut -c1-64)" = ${undo.previous.sha256} ] || { echo ${quote(`the backup of ${undo.user}'s crontab (${undo.previous.backup}) does not match what was saved; not installing it`)} >&2; exit 1; }`,
+      `crontab -u ${u} - < ${b}`,
+    ].join('\n');
   },
   async rollback(ctx, _p, undo) {
     if (!undo.previous) return writeCrontab(ctx, undo.user, null);

@@ -7,7 +7,7 @@ import { StepError } from '../errors.js';
 import { unifiedDiff } from '../render/diff.js';
 import { quote } from '../transport/shell.js';
 import { runOk, type Plan, type PlanEnv, type StepContext } from './step.js';
-import { backupPath, copyToBackup, restoreFromBackup } from './backup.js';
+import { backupPath, copyToBackup, restoreFromBackup, restoreScript } from './backup.js';
 import { fmtMode } from './modes.js';
 
 export type PathKind = 'absent' | 'file' | 'directory' | 'link' | 'other';
@@ -270,21 +270,23 @@ export async function applyPath(ctx: StepContext, w: Wanted, plan: Plan<FileUndo
 
 /** Puts the path back as the undo data recorded it; works from journaled data alone. */
 export async function rollbackPath(ctx: StepContext, undo: FileUndo): Promise<void> {
+  if (undo.kind !== 'absent' && undo.backup) return restoreFromBackup(ctx, undo.backup, undo.path);
+  await runOk(ctx, rollbackPathScript(undo), undo.kind === 'absent' ? `removing ${undo.path}` : undo.kind === 'link' ? `relinking ${undo.path}` : `restoring metadata of ${undo.path}`);
+}
+
+/** The one script that puts the path back: rollbackPath runs it, and so does the lockout watchdog. */
+export function rollbackPathScript(undo: FileUndo): string {
   const p = quote(undo.path);
   if (undo.kind === 'absent') {
     // What is already gone (a later rollback, e.g. a package purge, took it) needs no undoing.
     const parents = [...undo.created].reverse().map((d) => `if [ -d ${quote(d)} ]; then rmdir -- ${quote(d)}; fi`);
     // A directory we created is removed only if empty: anything else in it is not ours to delete.
     const remove = `if [ -d ${p} ] && [ ! -L ${p} ]; then rmdir -- ${p}; else rm -f -- ${p}; fi`;
-    await runOk(ctx, [remove, ...parents].join(' && '), `removing ${undo.path}`);
-    return;
+    return [remove, ...parents].join(' && ');
   }
-  if (undo.backup) return restoreFromBackup(ctx, undo.backup, undo.path);
+  if (undo.backup) return restoreScript(undo.backup, undo.path);
   const own = chownSpec(undo.owner, undo.group);
-  if (undo.kind === 'link') {
-    await runOk(ctx, [`ln -sfn -- ${quote(undo.target ?? '')} ${p}`, own ? `chown -h ${quote(own)} -- ${p}` : ''].filter(Boolean).join(' && '), `relinking ${undo.path}`);
-    return;
-  }
+  if (undo.kind === 'link') return [`ln -sfn -- ${quote(undo.target ?? '')} ${p}`, own ? `chown -h ${quote(own)} -- ${p}` : ''].filter(Boolean).join(' && ');
   const cmds = [undo.mode !== undefined ? `chmod ${fmtMode(undo.mode)} -- ${p}` : '', own ? `chown ${quote(own)} -- ${p}` : ''];
-  await runOk(ctx, cmds.filter(Boolean).join(' && ') || 'true', `restoring metadata of ${undo.path}`);
+  return cmds.filter(Boolean).join(' && ') || 'true';
 }

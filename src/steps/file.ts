@@ -3,7 +3,7 @@ import { InputError } from '../errors.js';
 import type { StepType } from './step.js';
 import { modeSchema } from './modes.js';
 import { absolutePath, linkTarget, ownerName } from './paths.js';
-import { applyPath, checkPath, pathKey, planPath, rollbackPath, type FileUndo, type PathState, type Wanted } from './file-state.js';
+import { applyPath, checkPath, pathKey, planPath, rollbackPath, rollbackPathScript, type FileUndo, type PathState, type Wanted } from './file-state.js';
 
 export const fileSchema = z
   .object({
@@ -75,6 +75,7 @@ export const fileStep: StepType<FileParams, PathState, FileUndo> = {
     return {};
   },
   rollback: (ctx, _p, undo) => rollbackPath(ctx, undo),
+  hostRollback: (_p, undo) => rollbackPathScript(undo),
   stateKey: (_p, s) => pathKey(s),
   resources: (p) => ({ reads: [`path:${p.path}`], writes: [`path:${p.path}`] }),
 };

@@ -2,7 +2,7 @@ import { z } from 'zod';
 import { StepError } from '../errors.js';
 import { quote } from '../transport/shell.js';
 import { runOk } from './step.js';
-import { accountBackupDir, accountName, backupAccounts, flag, idNumber, restoreAccounts, type AccountUndo } from './accounts.js';
+import { accountBackupDir, accountName, backupAccounts, flag, idNumber, restoreAccounts, restoreAccountsScript, type AccountUndo } from './accounts.js';
 import type { Plan, StepContext, StepType } from './step.js';
 
 export const groupSchema = z
@@ -103,5 +103,6 @@ export const groupStep: StepType<GroupParams, GroupState, GroupUndo> = {
     return {};
   },
   rollback: (ctx, _p, undo) => restoreAccounts(ctx, undo),
+  hostRollback: (_p, undo) => restoreAccountsScript(undo),
   resources: (p) => ({ reads: [`group:${p.name}`], writes: [`group:${p.name}`] }),
 };

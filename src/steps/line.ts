@@ -2,7 +2,7 @@ import { z } from 'zod';
 import { StepError } from '../errors.js';
 import { unifiedDiff } from '../render/diff.js';
 import { backupPath } from './backup.js';
-import { applyPath, checkPath, pathKey, rollbackPath, type FileUndo, type PathState } from './file-state.js';
+import { applyPath, checkPath, pathKey, rollbackPath, rollbackPathScript, type FileUndo, type PathState } from './file-state.js';
 import { HIDDEN_OLD, type Plan, type PlanEnv, type StepType } from './step.js';
 import { fmtMode, modeSchema } from './modes.js';
 import { absolutePath, ownerName } from './paths.js';
@@ -185,6 +185,7 @@ export const lineStep: StepType<LineParams, PathState, FileUndo> = {
     return {};
   },
   rollback: (ctx, _p, undo) => rollbackPath(ctx, undo),
+  hostRollback: (_p, undo) => rollbackPathScript(undo),
   stateKey: (_p, s) => pathKey(s),
   resources: (p) => ({ reads: [`path:${p.path}`], writes: [`path:${p.path}`] }),
 };

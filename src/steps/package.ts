@@ -5,8 +5,8 @@ import { unifiedDiff } from '../render/diff.js';
 import { quote } from '../transport/shell.js';
 import { posix } from 'node:path';
 import { ACCOUNT_FILES, backupAccounts, entryNames, restoreAccounts, type AccountFile, type Touched } from './accounts.js';
-import { backupDirsScript, backupPath, restoreFromBackup } from './backup.js';
-import { runOk, tail, type Plan, type StepContext, type StepType } from './step.js';
+import { backupDirsScript, backupPath, restoreFromBackup, restoreScript } from './backup.js';
+import { runOk, tail, type HostEnv, type Plan, type StepContext, type StepType } from './step.js';
 import {
   APT_ENV,
   APT_READ_OPTS,
@@ -284,6 +284,10 @@ export const packageStep: StepType<PackageParams, PackageState, PackageUndo> = {
   rollback: async (ctx, _p, undo) => {
     await rollbackPackages(ctx, undo);
   },
+  hostRollback: (_p, undo, env) => hostRollbackPackages(undo, env),
+  // The host script puts the packages and ucf's state back; the system users their scripts added
+  // need the controller's checks (files owned, processes): its rollback, safe to run again, follows.
+  hostRollbackPartial: true,
   // The named packages as dpkg has them and the transaction apt would run; not the lists' age.
   stateKey: (p, s) => {
     const named = [...p.install.map((x) => parseSpec(x).name), ...p.remove].sort();
@@ -362,6 +366,30 @@ async function putBackPackages(ctx: StepContext, undo: PackageUndo): Promise<{ d
     };
   }
   return { did: true };
+}
+
+/**
+ * The packages put back by a host script alone (the lockout watchdog): what dpkg still has of
+ * the purged and removed ones goes, the replaced ones come back at their version (apt's current
+ * one when that is gone), then ucf's state from the step's backup.
+ */
+function hostRollbackPackages(undo: PackageUndo, env: HostEnv): string {
+  const env0 = Object.entries(APT_ENV).map(([k, v]) => `${k}=${quote(v)}`).join(' ');
+  const has = (n: string) => `case "$(dpkg-query -W -f='\${Status}' ${quote(n)} 2>/dev/null)" in ''|*not-installed) false;; *) true;; esac`;
+  const configOnly = (n: string) => `[ "$(dpkg-query -W -f='\${Status}' ${quote(n)} 2>/dev/null)" = 'deinstall ok config-files' ]`;
+  const lines = [`export ${env0}`, 'set -e', 'p=""; r=""'];
+  for (const n of undo.purge) lines.push(`if ${has(n)}; then p="$p ${n}"; fi`);
+  for (const n of undo.remove) lines.push(`if ${has(n)} && ! ${configOnly(n)}; then r="$r ${n}"; fi`);
+  lines.push(`if [ -n "$r" ]; then apt-get ${APT_WRITE_OPTS} remove $r; fi`, `if [ -n "$p" ]; then apt-get ${APT_WRITE_OPTS} purge $p; fi`);
+  for (const x of undo.reinstall) {
+    const at = `[ "$(dpkg-query -W -f='\${Status} \${Version}' ${quote(x.name)} 2>/dev/null)" = ${quote(`install ok installed ${x.version}`)} ]`;
+    lines.push(`if ! ${at}; then apt-get ${APT_WRITE_OPTS} --allow-downgrades install ${quote(`${x.name}=${x.version}`)} || apt-get ${APT_WRITE_OPTS} install ${quote(x.name)}; fi`);
+    if (x.auto) lines.push(`apt-mark auto ${quote(x.name)} >/dev/null`);
+  }
+  const dir = residueDir(env);
+  const d = quote(dir);
+  lines.push(`if [ -e ${d}/ucf.complete ]; then if [ -e ${d}/ucf ]; then ${restoreScript(`${dir}/ucf`, UCF_DIR)}; else rm -rf -- ${quote(UCF_DIR)}; fi; fi`);
+  return lines.join('\n');
 }
 
 /**

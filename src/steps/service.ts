@@ -158,6 +158,17 @@ async function control(ctx: StepContext, cmd: string, what: string): Promise<voi
   }
 }
 
+/** Shell tests for the host scripts, the same reads as checkScript. */
+function existsTest(name: string, init: Init): string {
+  const n = quote(name);
+  return init === 'systemd' ? `{ l=$(systemctl show -p LoadState --value -- ${n} 2>/dev/null); [ -n "$l" ] && [ "$l" != not-found ]; }` : `[ -x /etc/init.d/${n} ]`;
+}
+
+function runningTest(name: string, init: Init): string {
+  const n = quote(name);
+  return init === 'systemd' ? `systemctl is-active --quiet -- ${n}` : `service ${n} status >/dev/null 2>&1 </dev/null`;
+}
+
 function runCommand(name: string, init: Init, a: RunAction): string {
   return init === 'systemd' ? `systemctl ${a} -- ${quote(name)}` : `service ${quote(name)} ${a}`;
 }
@@ -195,6 +206,32 @@ export const serviceStep: StepType<ServiceParams, ServiceState, ServiceUndo> = {
     if (a.enable !== undefined) await control(ctx, enableCommand(p.name, init, a.enable ? 'enabled' : 'disabled'), `${a.enable ? 'enable' : 'disable'} ${p.name}`);
     if (a.run) await setRunning(ctx, p.name, init, a.run);
     return {};
+  },
+  hostRollback(_p, undo) {
+    const n = quote(undo.name);
+    const needed = undo.running || (undo.enabled !== undefined && isEnabled({ init: undo.init, enabled: undo.enabled }));
+    const lines = [PATH, `if ! ${existsTest(undo.name, undo.init)}; then ${needed ? `echo ${quote(`service ${undo.name} does not exist`)} >&2; exit 1` : 'exit 0'}; fi`];
+    if (undo.enabled !== undefined) lines.push(`${enableCommand(undo.name, undo.init, undo.enabled)} >/dev/null || exit 1`);
+    if (undo.running !== undefined) {
+      const a: RunAction = undo.running ? 'start' : 'stop';
+      lines.push(`if ${runningTest(undo.name, undo.init)}; then r=1; else r=0; fi`);
+      lines.push(`if [ $r -ne ${undo.running ? 1 : 0} ]; then ${runCommand(undo.name, undo.init, a)} >/dev/null 2>&1 </dev/null; ${undo.running ? '' : '! '}${runningTest(undo.name, undo.init)} || { echo ${quote(`${a} ${undo.name} did not take`)} >&2; exit 1; }; fi`);
+    }
+    return lines.join('\n');
+  },
+  hostRun(p, env) {
+    const init = env.init;
+    const lines = [PATH, `${existsTest(p.name, init)} || { echo ${quote(`service ${p.name} does not exist`)} >&2; exit 1; }`];
+    if (p.enabled !== undefined) lines.push(`${enableCommand(p.name, init, p.enabled ? 'enabled' : 'disabled')} >/dev/null || exit 1`);
+    if (p.state) {
+      const running = runningTest(p.name, init);
+      const run = (a: RunAction) => `${runCommand(p.name, init, a)} >/dev/null 2>&1 </dev/null || exit 1`;
+      if (p.state === 'started') lines.push(`${running} || ${run('start')}`);
+      if (p.state === 'stopped') lines.push(`! ${running} || ${run('stop')}`);
+      if (p.state === 'restarted') lines.push(`if ${running}; then ${run('restart')}; else ${run('start')}; fi`);
+      if (p.state === 'reloaded') lines.push(`if ${running}; then ${run('reload')}; else ${run('start')}; fi`);
+    }
+    return lines.join('\n');
   },
   async rollback(ctx, _p, undo) {
     const s = await checkService(ctx, undo.name, undo.init);

@@ -90,6 +90,26 @@ export interface StepType<P = any, S = any, U = any> {
    * earlier changing step writes is planned as dynamic: its state is known only after apply.
    */
   resources?(p: P): Resources;
+  /**
+   * The rollback as a POSIX sh script that runs on the host as root, with no controller: what the
+   * lockout watchdog (`--confirm`) runs when the controller cannot confirm. It must leave the host
+   * as rollback() does, from the same undo data; exit non-zero when it could not.
+   */
+  hostRollback?(p: P, undo: U, env: HostEnv): string;
+  /** The host script does what it can alone; the controller's rollback (safe to run again) finishes it once it is back. */
+  hostRollbackPartial?: boolean;
+  /** A handler's apply as a POSIX sh script (root, no controller): the watchdog runs it again after its rollback. */
+  hostRun?(p: P, env: HostEnv): string;
+}
+
+/** What a host-side script knows of its step: no transport, no reads from the controller. */
+export interface HostEnv {
+  host: string;
+  runId: string;
+  step: string;
+  /** The run's backup folder on the host for this step's sudo setting. */
+  backupDir: string;
+  init: 'systemd' | 'sysvinit';
 }
 
 export interface Resources {

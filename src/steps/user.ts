@@ -4,8 +4,8 @@ import { StepError } from '../errors.js';
 import { unifiedDiff } from '../render/diff.js';
 import { quote } from '../transport/shell.js';
 import { runOk } from './step.js';
-import { accountBackupDir, accountName, backupAccounts, flag, idNumber, passwdField, restoreAccounts, uniq, type AccountUndo, type Touched } from './accounts.js';
-import { backupPath, copyToBackup, restoreFromBackup } from './backup.js';
+import { accountBackupDir, accountName, backupAccounts, flag, idNumber, passwdField, restoreAccounts, restoreAccountsScript, uniq, type AccountUndo, type Touched } from './accounts.js';
+import { backupPath, copyToBackup, restoreFromBackup, restoreScript } from './backup.js';
 import { fmtMode } from './modes.js';
 import { absolutePathProblem } from './paths.js';
 import { HIDDEN_OLD, type Plan, type PlanEnv, type StepContext, type StepType } from './step.js';
@@ -436,7 +436,7 @@ function writeKeysScript(file: string, content: Buffer, mode: number, owner: str
   ].join('\n');
 }
 
-async function rollbackKeys(ctx: StepContext, k: KeysUndo): Promise<void> {
+function rollbackKeysScript(k: KeysUndo): string {
   const d = quote(k.dir);
   const f = quote(k.file);
   const script = k.fileMeta
@@ -444,7 +444,22 @@ async function rollbackKeys(ctx: StepContext, k: KeysUndo): Promise<void> {
     : `if [ -L ${d} ]; then exit 0; fi; rm -f -- ${f}`;
   // A .ssh folder the step created goes only if empty: anything else in it is not ours.
   const dir = k.dirMeta ? `[ -L ${d} ] || { chmod ${fmtMode(k.dirMeta.mode)} -- ${d} && chown -- ${k.dirMeta.uid}:${k.dirMeta.gid} ${d}; }` : `rmdir -- ${d} 2>/dev/null; true`;
-  await runOk(ctx, `${script}\n${dir}`, `restoring ${k.file}`);
+  return `${script}\n${dir}`;
+}
+
+async function rollbackKeys(ctx: StepContext, k: KeysUndo): Promise<void> {
+  await runOk(ctx, rollbackKeysScript(k), `restoring ${k.file}`);
+}
+
+/** rollbackUser as one host script, in the same order: keys, account entries, removed paths, restored paths. */
+function rollbackUserScript(undo: UserUndo): string {
+  const parts: string[] = [];
+  // The keys script may `exit 0` early (a linked .ssh): it runs in its own subshell.
+  if (undo.keys) parts.push(`( ${rollbackKeysScript(undo.keys)}\n ) || exit 1`);
+  if (undo.accounts) parts.push(`( ${restoreAccountsScript(undo.accounts)}\n ) || exit 1`);
+  for (const path of undo.remove ?? []) if (path.startsWith('/') && path !== '/') parts.push(`rm -rf -- ${quote(path)} || exit 1`);
+  for (const { path, backup } of undo.restore ?? []) parts.push(`${restoreScript(backup, path)} || exit 1`);
+  return parts.join('\n') || 'true';
 }
 
 async function rollbackUser(ctx: StepContext, undo: UserUndo): Promise<void> {
@@ -491,6 +506,7 @@ export const userStep: StepType<UserParams, UserState, UserUndo> = {
     return {};
   },
   rollback: (ctx, _p, undo) => rollbackUser(ctx, undo),
+  hostRollback: (_p, undo) => rollbackUserScript(undo),
   resources: (p) => {
     const home = p.home ? [`path:${p.home}`] : [`path:/home/${p.name}`];
     const own = [`user:${p.name}`, `group:${p.name}`, ...home, `cron:${p.name}`];

@@ -297,6 +297,11 @@ export class SshTransport extends ShellTransport {
     });
   }
 
+  /** Fault injection for tests (HOSTSMITH_FAULT_CUT_AFTER_ARM): ends the connection as a cut link would, without closing the transport. */
+  cutForTest(): void {
+    this.conn.end();
+  }
+
   private async slot(): Promise<void> {
     if (this.active < MAX_CHANNELS) {
       this.active++;

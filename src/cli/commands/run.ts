@@ -125,6 +125,7 @@ export async function runPrepared(prep: Prepared, flow: RunFlow, out: Output, ct
     ...(prep.fleet.batchSize ? { batchSize: prep.fleet.batchSize } : {}),
     ...(prep.fleet.maxFail ? { maxFail: prep.fleet.maxFail } : {}),
     rollbackScope: prep.fleet.rollbackScope,
+    ...(prep.confirmMs ? { confirmMs: prep.confirmMs } : {}),
     ...(flow.runId ? { runId: flow.runId } : {}),
   };
   const planInputs = (salt: string) => ({
@@ -179,7 +180,7 @@ export async function runPrepared(prep: Prepared, flow: RunFlow, out: Output, ct
 
 /** The target options a plan keeps, so `apply --plan` alone reaches the same hosts the same way. */
 function targetOptions(o: RunCli): Record<string, unknown> {
-  const keep = ['hosts', 'inventory', 'identity', 'knownHosts', 'acceptNewHostKeys', 'sudo', 'concurrency', 'batch', 'maxFail', 'rollbackScope'] as const;
+  const keep = ['hosts', 'inventory', 'identity', 'knownHosts', 'acceptNewHostKeys', 'sudo', 'concurrency', 'batch', 'maxFail', 'rollbackScope', 'confirm'] as const;
   const out: Record<string, unknown> = {};
   for (const k of keep) if (o[k] !== undefined) out[k] = k === 'inventory' || k === 'identity' || k === 'knownHosts' ? resolve(String(o[k])) : o[k];
   return out;
@@ -194,7 +195,8 @@ function addFleetOptions(c: Command): Command {
   return c
     .option('--batch <n|n%>', 'run the hosts in batches of n (or n% of them, rounded up), each finished with its rollbacks before the next')
     .option('--max-fail <n|n%>', 'failed hosts a batch may have (or n% of it, rounded down) before no later batch starts (default 0 with --batch)')
-    .option('--rollback-scope <scope>', 'which hosts roll back when one fails: host (default), batch or fleet');
+    .option('--rollback-scope <scope>', 'which hosts roll back when one fails: host (default), batch or fleet')
+    .option('--confirm <duration>', "lockout protection: a watchdog on each host rolls the run back by itself unless a new SSH login and the recipe's verify: commands work within this time");
 }
 
 export function registerRun(program: Command, ctx: Ctx): void {

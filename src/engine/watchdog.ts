@@ -1,0 +1,314 @@
+/**
+ * Lockout protection (`--confirm <duration>`, SPEC §12). After a host's steps and handlers, a
+ * watchdog is left on the host: a POSIX sh process, outside every SSH session, that sleeps for the
+ * duration and then rolls the run back there on its own. The controller opens a brand-new SSH
+ * connection (new TCP connection, new authentication), runs the recipe's `verify:` commands, and
+ * only if both work claims the watchdog and removes it (confirmed). Otherwise it rolls the host back
+ * over the run's own connection when that still works; when that is gone too, it waits for the
+ * watchdog to do it, connects again and reads what the watchdog did.
+ *
+ * The watchdog's rollback is each step type's hostRollback() — host scripts built from the same
+ * undo data the controller's rollback uses (file, template and line steps run the very same
+ * script) — newest first, then the handlers of what it put back. Claiming is `mkdir claim`: whoever
+ * makes that folder first (the watchdog when its time is up, or the controller confirming or taking
+ * over) owns the outcome, so the two can never both roll back.
+ */
+import { posix } from 'node:path';
+import { ConnectError, errorMessage } from '../errors.js';
+import { buildScope, render } from '../render/template.js';
+import type { HostEnv } from '../steps/step.js';
+import { tail } from '../steps/step.js';
+import type { ShellTransport } from '../transport/base.js';
+import { quote } from '../transport/shell.js';
+import type { Completed, HostRun } from './host-run.js';
+
+export interface ConfirmOptions {
+  /** How long the watchdog waits for the confirmation. */
+  ms: number;
+  /** The recipe's verify: commands (templates). */
+  verify: string[];
+  /** A brand-new connection to the host (the caller's to close): the "next login" that must still work. */
+  openFresh(): Promise<ShellTransport>;
+}
+
+/** What the watchdog did, read back from the host. */
+export interface Fired {
+  result: 'rolled-back' | 'rollback-incomplete';
+  /** Steps (names) its rollback put back, and those it could not. */
+  ok: string[];
+  failed: string[];
+  log: string;
+}
+
+export type Protection =
+  | { kind: 'confirmed' }
+  | { kind: 'none' }
+  /** Not confirmed: `why`; the controller rolls back itself (claimed), or the watchdog did (`fired`). */
+  | { kind: 'failed'; why: string; fired?: Fired }
+  /** Not confirmed and the host cannot be reached again: the watchdog rolls back on its own (or has). */
+  | { kind: 'lost'; why: string };
+
+/** /var/lib/hostsmith/watchdog/<run-id>: beside the run's backups, root-only. */
+export function watchdogDir(rootBackupDir: string, runId: string): string {
+  return posix.join(posix.dirname(posix.dirname(rootBackupDir)), 'watchdog', runId);
+}
+
+interface Part {
+  name: string;
+  /** null: no host form (irreversible, or no rollback): the watchdog records it as failed. */
+  script: string | null;
+}
+
+/** The files the watchdog is made of: watchdog.sh (sleep, claim, roll back), rollback.sh, one script per step and handler. */
+export function watchdogFiles(dir: string, seconds: number, steps: Part[], handlers: Part[]): Record<string, string> {
+  const d = quote(dir);
+  const files: Record<string, string> = {};
+  const lines = [`d=${d}`, 'bad=0', ': > "$d/steps"'];
+  steps.forEach((s, i) => {
+    if (s.script === null) {
+      lines.push(`printf 'failed %s\\n' ${i} >> "$d/steps"; echo ${quote(`${s.name}: no rollback`)} >> "$d/log"; bad=1`);
+      return;
+    }
+    files[`step-${i}.sh`] = `${s.script}\n`;
+    lines.push(`echo ${quote(`rolling back ${s.name}`)} >> "$d/log"`);
+    lines.push(`if sh "$d/step-${i}.sh" >> "$d/log" 2>&1 </dev/null; then printf 'ok %s\\n' ${i} >> "$d/steps"; else printf 'failed %s\\n' ${i} >> "$d/steps"; bad=1; fi`);
+  });
+  handlers.forEach((h, i) => {
+    if (h.script === null) {
+      lines.push(`echo ${quote(`handler ${h.name}: cannot run without the controller; run it by hand`)} >> "$d/log"; bad=1`);
+      return;
+    }
+    files[`handler-${i}.sh`] = `${h.script}\n`;
+    lines.push(`echo ${quote(`running handler ${h.name} again`)} >> "$d/log"`);
+    lines.push(`sh "$d/handler-${i}.sh" >> "$d/log" 2>&1 </dev/null || { echo ${quote(`handler ${h.name} failed`)} >> "$d/log"; bad=1; }`);
+  });
+  lines.push('if [ $bad -eq 0 ]; then echo rolled-back; else echo rollback-incomplete; fi > "$d/result.new" && mv -f "$d/result.new" "$d/result"');
+  files['rollback.sh'] = `${lines.join('\n')}\n`;
+  files['watchdog.sh'] = [
+    `d=${d}`,
+    'echo $$ > "$d/pid.new" && mv -f "$d/pid.new" "$d/pid"',
+    `sleep ${seconds}`,
+    // Confirmed or taken over meanwhile: the claim is someone else's, and so is the outcome.
+    'mkdir "$d/claim" 2>/dev/null || exit 0',
+    'echo watchdog > "$d/claim/by"',
+    'date -u +%FT%TZ > "$d/fired"',
+    'exec sh "$d/rollback.sh"',
+    '',
+  ].join('\n');
+  return files;
+}
+
+/**
+ * Writes the files and starts the watchdog in a session of its own (setsid), with no link to the
+ * SSH channel and without the run's HOSTSMITH_RUN tag (recover stops what carries it). Resolves
+ * once it runs.
+ */
+export async function armWatchdog(t: ShellTransport, sudo: boolean, dir: string, files: Record<string, string>): Promise<void> {
+  const d = quote(dir);
+  const writes = Object.entries(files).map(([name, text]) => `printf %s ${quote(Buffer.from(text).toString('base64'))} | base64 -d > ${d}/${name} || exit 1`);
+  const script = [
+    'umask 077',
+    `rm -rf -- ${d} && mkdir -p -- ${d} || exit 1`,
+    ...writes,
+    `(cd / && exec env -u HOSTSMITH_RUN setsid sh ${d}/watchdog.sh </dev/null >>${d}/log 2>&1) &`,
+    `i=0; while [ ! -s ${d}/pid ]; do i=$((i+1)); [ $i -lt 100 ] || { echo 'the watchdog did not start' >&2; exit 1; }; sleep 0.05; done`,
+  ].join('\n');
+  const r = await t.exec(script, { sudo });
+  if (r.code !== 0) throw new Error(`could not start the watchdog in ${dir}: ${tail(r.stderr) || `exit ${r.code}`}`);
+}
+
+/**
+ * Takes the watchdog's claim and removes it (process and files). 'fired': the watchdog's time ran
+ * out and it is rolling back (or has); 'gone': there is no watchdog folder.
+ */
+export async function claimWatchdog(t: ShellTransport, sudo: boolean, dir: string): Promise<'claimed' | 'fired' | 'gone'> {
+  const d = quote(dir);
+  const r = await t.exec(
+    [
+      `[ -d ${d} ] || exit 4`,
+      `mkdir ${d}/claim 2>/dev/null || exit 3`,
+      `pid=$(cat ${d}/pid 2>/dev/null); if [ -n "$pid" ]; then kill -TERM -"$pid" 2>/dev/null; fi`,
+      `rm -rf -- ${d}`,
+    ].join('\n'),
+    { sudo },
+  );
+  if (r.code === 0) return 'claimed';
+  if (r.code === 3) return 'fired';
+  if (r.code === 4) return 'gone';
+  throw new Error(`could not reach the watchdog in ${dir}: ${tail(r.stderr) || `exit ${r.code}`}`);
+}
+
+/** The watchdog's outcome once it has one; 'running' while it sleeps or rolls back; 'gone' without a folder. */
+export async function readWatchdog(t: ShellTransport, sudo: boolean, dir: string, names: string[]): Promise<Fired | 'running' | 'gone'> {
+  const d = quote(dir);
+  const r = await t.exec(`if [ -f ${d}/result ]; then cat ${d}/result; echo ---; cat ${d}/steps; echo ---; tail -c 3000 ${d}/log; elif [ -d ${d} ]; then echo running; else echo gone; fi`, { sudo });
+  if (r.code !== 0) throw new Error(`could not read the watchdog in ${dir}: ${tail(r.stderr) || `exit ${r.code}`}`);
+  const out = r.stdout;
+  if (out.trim() === 'running') return 'running';
+  if (out.trim() === 'gone') return 'gone';
+  const [result, steps = '', log = ''] = out.split('\n---\n');
+  const ok: string[] = [];
+  const failed: string[] = [];
+  for (const line of steps.split('\n')) {
+    const [status, i] = line.split(' ');
+    const name = names[Number(i)];
+    if (name === undefined) continue;
+    (status === 'ok' ? ok : failed).push(name);
+  }
+  return { result: result?.trim() === 'rolled-back' ? 'rolled-back' : 'rollback-incomplete', ok, failed, log: log.trim() };
+}
+
+export async function removeWatchdog(t: ShellTransport, sudo: boolean, dir: string): Promise<void> {
+  await t.exec(`rm -rf -- ${quote(dir)}`, { sudo });
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Waits for the watchdog's outcome (it may be installing packages back): polls, up to `ms`. */
+export async function awaitWatchdog(t: ShellTransport, sudo: boolean, dir: string, names: string[], ms: number): Promise<Fired | 'gone' | 'timeout'> {
+  const until = Date.now() + ms;
+  for (;;) {
+    const r = await readWatchdog(t, sudo, dir, names);
+    if (r !== 'running') return r;
+    if (Date.now() > until) return 'timeout';
+    await sleep(1000);
+  }
+}
+
+/** The handlers the watchdog runs again: as handlersAgain (run.ts) picks them. */
+export function dueHandlers(h: HostRun): Completed[] {
+  const handlers = h.o.recipe.handlers;
+  const undone = h.completed.filter((c) => !handlers.includes(c.spec));
+  return h.completed.filter((c) => handlers.includes(c.spec) && undone.some((u) => u.spec.notify.includes(c.spec.name)));
+}
+
+function envOf(h: HostRun, c: Completed): HostEnv {
+  return { host: h.o.host, runId: h.o.runId, step: c.spec.name, backupDir: c.ctx.backupDir, init: h.o.facts.init === 'systemd' ? 'systemd' : 'sysvinit' };
+}
+
+/** The steps the watchdog rolls back, newest first, as (name, host script). */
+export function watchdogParts(h: HostRun): { steps: Part[]; handlers: Part[] } {
+  const handlers = h.o.recipe.handlers;
+  const steps = [...h.completed]
+    .filter((c) => !handlers.includes(c.spec))
+    .reverse()
+    .map((c) => ({ name: c.spec.name, script: c.undo === null || !c.type.hostRollback ? null : c.type.hostRollback(c.params, c.undo, envOf(h, c)) }));
+  const again = dueHandlers(h).map((c) => ({ name: c.spec.name, script: c.type.hostRun ? c.type.hostRun(c.params, envOf(h, c)) : null }));
+  return { steps, handlers: again };
+}
+
+const now = () => new Date().toISOString();
+
+/**
+ * Arms the watchdog, checks the next login and the verify commands, and confirms or not (see the
+ * file's comment). Journaled: `watchdog` entries armed (before the watchdog exists), confirmed,
+ * disarmed (the controller rolls back itself), fired (what the watchdog did, read back).
+ */
+export async function protect(h: HostRun, c: ConfirmOptions, o: { rootBackupDir: string; reconnectMs: number }): Promise<Protection> {
+  const { o: ho } = h;
+  if (!h.completed.length) return { kind: 'none' };
+  const t = ho.transport as ShellTransport;
+  const sudo = true;
+  const dir = watchdogDir(o.rootBackupDir, ho.runId);
+  const parts = watchdogParts(h);
+  const names = parts.steps.map((s) => s.name);
+  const seconds = Math.max(1, Math.ceil(c.ms / 1000));
+  const deadline = Date.now() + seconds * 1000;
+  const say = (what: 'armed' | 'confirmed' | 'disarmed' | 'fired' | 'waiting', message: string) =>
+    h.rec.emit({ event: 'watchdog', runId: ho.runId, time: now(), host: ho.host, what, message });
+  await h.rec.write({ kind: 'watchdog', event: 'armed', time: now(), host: ho.host, dir, seconds, deadline: new Date(deadline).toISOString(), steps: names });
+  await armWatchdog(t, sudo, dir, watchdogFiles(dir, seconds, parts.steps, parts.handlers));
+  say('armed', `watchdog armed: the host rolls this run back by itself at ${new Date(deadline).toISOString()} unless confirmed; checking a new login${ho.recipe.verify.length ? ` and ${ho.recipe.verify.length} verify command(s)` : ''}`);
+  if (process.env.HOSTSMITH_FAULT_KILL_AFTER_ARM === '1') process.kill(process.pid, 'SIGKILL');
+  // Fault injection: the run's own link goes, as a firewall rule the run added would take it.
+  if (process.env.HOSTSMITH_FAULT_CUT_AFTER_ARM === '1') (t as { cutForTest?(): void }).cutForTest?.();
+
+  let failure: string | undefined;
+  let fresh: ShellTransport | undefined;
+  try {
+    fresh = await within(c.openFresh(), deadline - Date.now(), 'connecting');
+    fresh.loginUser = t.loginUser;
+    const scope = buildScope(h.vars, ho.facts, h.results);
+    for (const [i, text] of ho.recipe.verify.entries()) {
+      const cmd = render(text, scope, { field: `verify[${i}]` });
+      const left = deadline - Date.now();
+      if (left <= 0) throw new Error('the confirmation time ran out while verifying');
+      const r = await fresh.exec(cmd, { sudo: h.baseSudo, timeoutMs: left });
+      if (r.code !== 0) {
+        failure = `verify command "${cmd}" exited ${r.code}${tail(r.stderr) || tail(r.stdout) ? `: ${tail(r.stderr) || tail(r.stdout)}` : ''}`;
+        break;
+      }
+    }
+    if (!failure) {
+      const claim = await claimWatchdog(fresh, sudo, dir);
+      if (claim === 'claimed') {
+        await h.rec.write({ kind: 'watchdog', event: 'confirmed', time: now(), host: ho.host, dir });
+        say('confirmed', 'confirmed over a new connection: the watchdog is removed');
+        return { kind: 'confirmed' };
+      }
+      failure = claim === 'fired' ? 'the confirmation came too late: the watchdog had started rolling back' : 'the watchdog was gone before it could be confirmed';
+    }
+  } catch (e) {
+    failure ??= `a new SSH connection to ${ho.host} did not work (${errorMessage(e)})`;
+  } finally {
+    await fresh?.close().catch(() => undefined);
+  }
+
+  const why = `not confirmed: ${failure}`;
+  try {
+    const claim = await claimWatchdog(t, sudo, dir);
+    if (claim === 'claimed') {
+      await h.rec.write({ kind: 'watchdog', event: 'disarmed', time: now(), host: ho.host, dir, error: failure });
+      say('disarmed', `${why}; rolling back over the run's own connection`);
+      return { kind: 'failed', why };
+    }
+  } catch (e) {
+    if (!(e instanceof ConnectError)) throw e;
+    say('waiting', `${why}; the run's own connection is gone too: waiting for the watchdog (at ${new Date(deadline).toISOString()}), then connecting again`);
+    // The watchdog needs a moment after its time to put sshd back: until the budget, a refused
+    // login is tried again too (it is what the rollback fixes).
+    await sleep(Math.max(0, deadline - Date.now()) + 1000);
+    const until = Date.now() + o.reconnectMs;
+    for (;;) {
+      try {
+        if (!t.reconnect) throw e;
+        await t.reconnect(Math.min(10_000, Math.max(1000, until - Date.now())));
+        break;
+      } catch (e2) {
+        if (!(e2 instanceof ConnectError)) throw e2;
+        if (Date.now() >= until) return { kind: 'lost', why: `${why}; the host could not be reached again after the watchdog's time (${errorMessage(e2)})` };
+        await sleep(2000);
+      }
+    }
+  }
+  const fired = await awaitWatchdog(t, sudo, dir, names, 30 * 60_000);
+  if (fired === 'gone' || fired === 'timeout') {
+    return { kind: 'failed', why: `${why}; the watchdog ${fired === 'gone' ? 'left no outcome' : 'had not finished after 30 minutes'}`, fired: { result: 'rollback-incomplete', ok: [], failed: names, log: '' } };
+  }
+  await h.rec.write({ kind: 'watchdog', event: 'fired', time: now(), host: ho.host, dir, result: fired.result, rolledBack: fired.ok, failed: fired.failed, ...(fired.log ? { log: fired.log } : {}) });
+  await removeWatchdog(t, sudo, dir);
+  say('fired', `the watchdog rolled the host back by itself: ${fired.result}${fired.failed.length ? ` (not put back: ${fired.failed.join(', ')})` : ''}`);
+  return { kind: 'failed', why, fired };
+}
+
+/** A connection that arrives after the time ran out is closed, not leaked. */
+function within(p: Promise<ShellTransport>, ms: number, what: string): Promise<ShellTransport> {
+  return new Promise<ShellTransport>((res, rej) => {
+    let late = false;
+    const timer = setTimeout(() => {
+      late = true;
+      rej(new Error(`${what} took longer than the confirmation time`));
+    }, Math.max(0, ms));
+    p.then(
+      (v) => {
+        clearTimeout(timer);
+        if (late) v.close().catch(() => undefined);
+        else res(v);
+      },
+      (e) => {
+        clearTimeout(timer);
+        rej(e);
+      },
+    );
+  });
+}
