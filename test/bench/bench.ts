@@ -1,114 +1,413 @@
 /**
- * `npm run bench`: speed, round trips and memory of a real run against sandbox hosts.
- * Prints a table and exits 1 when a target is missed. Timings are never asserted in tests.
+ * `npm run bench` (issue 10): hostsmith against sandbox hosts at 1, 10 and 50 hosts in one run,
+ * beside two floors measured in the same run on the same hosts:
+ *
+ * - first run: hostsmith applies a 30-step recipe of every step type to fresh hosts; the floor is
+ *   the same changes as one plain shell script per host over one OpenSSH `ssh`, no checks, all
+ *   hosts at once. Both run on the same hosts, each right after a wipe (a fresh host).
+ * - no-op rerun: hostsmith applies the recipe again (nothing to change); the floor is
+ *   `ssh host true` for all hosts at once, on the same hosts, right before it.
+ *
+ * hostsmith runs as the real CLI (`node bin/hostsmith.js apply --yes --json --concurrency N`)
+ * under /usr/bin/time: wall time, controller CPU (user + sys) and peak RSS; HOSTSMITH_COUNT_EXECS=1
+ * gives each host's exec channels (round trips). Each measurement is repeated BENCH_REPEAT times
+ * (default 3); the median counts. Timings are targets of this benchmark, never of a test.
+ *
+ * Env: BENCH_HOSTS=1,10,50 (also 100) · BENCH_REPEAT=3 · BENCH_OUT=file.json
+ *      BENCH_CLI=path/to/bin/hostsmith.js (default: this checkout's, built first unless BENCH_BUILD=0)
+ * Exit: 0 every target met · 1 a target missed (named) · 2 the bench could not measure.
  */
-import { mkdtempSync, mkdirSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { loadRecipe } from '../../src/recipe/load.js';
-import { runRecipe, type HostTarget } from '../../src/engine/fleet.js';
-import { SshTransport } from '../../src/transport/ssh.js';
-import type { ShellTransport } from '../../src/transport/base.js';
-import { startSandbox } from '../hosts/hosts.js';
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpus, loadavg, release, tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { Sandbox } from '../hosts/hosts.js';
 import { ensureRootfs } from '../hosts/rootfs.js';
+import { sshArgs } from '../hosts/ssh.js';
+import { startPool, type BenchHost, type Pool } from './pool.js';
+import { childCpuSeconds, hostCpuSeconds, killChildren, machineCpuSeconds, runChild, timedChild } from './proc.js';
+import { floorScript, RECIPE_STEPS, STEP_TYPES, writeRecipe } from './recipe.js';
 
-const HOSTS = Number(process.env.BENCH_HOSTS ?? 3);
-const STEPS = Number(process.env.BENCH_STEPS ?? 60);
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
+const COUNTS = (process.env.BENCH_HOSTS ?? '1,10,50').split(',').map((s) => Number(s.trim()));
+const REPEAT = Number(process.env.BENCH_REPEAT ?? 3);
+const CLI = resolve(process.env.BENCH_CLI ?? join(ROOT, 'bin/hostsmith.js'));
+const BUILD = !process.env.BENCH_CLI && process.env.BENCH_BUILD !== '0';
 
+/** The issue's targets. `at`: the host counts a target is stated for. */
 const TARGETS = {
-  /** An unchanged re-apply of STEPS file/template steps on HOSTS hosts. */
-  idempotentApplyMs: 2_000,
-  firstApplyMs: 5_000,
-  planMs: 2_000,
-  /** Round trips per unchanged step (the check). */
-  execsPerUnchangedStep: 1.05,
-  /** Round trips per changed file step: check, backup-or-not, write, post-check. */
-  execsPerChangedStep: 4,
-  connectionsPerHost: 1,
-  peakRssMb: 200,
+  noopRatio: { 1: 3, 10: 1.5, 50: 1.5 } as Record<number, number>,
+  firstRatio: { 10: 1.3, 50: 1.3 } as Record<number, number>,
+  rssMiBPerHost: { 50: 3 } as Record<number, number>,
+  scale100vs50: 2,
+  noopExecsPerHost: 2,
 };
 
-function recipe(dir: string): string {
-  mkdirSync(join(dir, 'templates'));
-  writeFileSync(join(dir, 'templates/item.conf.hbs'), 'item {{n}} on {{facts.hostname}}\n{{#each list}}- {{this}}\n{{/each}}');
-  const steps: string[] = [];
-  for (let i = 0; i < STEPS; i++) {
-    steps.push(
-      i % 2
-        ? `  - name: File ${i}\n    file: { path: /srv/bench/f${i}.txt, content: "file ${i}\\n", mode: "0640" }`
-        : `  - name: Template ${i}\n    template: { src: item.conf.hbs, dest: /srv/bench/t${i}.conf, vars: { n: ${i}, list: [a, b, c] } }`,
-    );
-  }
-  writeFileSync(join(dir, 'bench.yml'), `name: bench\nsteps:\n${steps.join('\n')}\n`);
-  return join(dir, 'bench.yml');
+// ---------------------------------------------------------------- samples
+
+/** CPU seconds spent on the hosts' side (all hosts: sshd sessions and what they ran) and by the whole machine. */
+interface SideCpu {
+  hostCpuS: number;
+  machineCpuS: number;
 }
 
-async function main(): Promise<void> {
-  await ensureRootfs();
-  const sb = await startSandbox({ count: HOSTS });
-  let peakRss = 0;
-  const sample = setInterval(() => (peakRss = Math.max(peakRss, process.memoryUsage().rss)), 20);
+interface FloorSample extends SideCpu {
+  wallS: number;
+  /** CPU seconds of the ssh clients (this machine's side). */
+  clientCpuS: number;
+}
+
+interface HostsmithSample extends SideCpu {
+  wallS: number;
+  userS: number;
+  sysS: number;
+  cpuS: number;
+  maxRssKiB: number;
+  /** Exec channels per host (HOSTSMITH_COUNT_EXECS). */
+  execs: Record<string, number>;
+  changed: number;
+  unchanged: number;
+  loadBefore: number;
+}
+
+interface CountResult {
+  hosts: number;
+  floorFirst: FloorSample[];
+  hostsmithFirst: HostsmithSample[];
+  floorNoop: FloorSample[];
+  hostsmithNoop: HostsmithSample[];
+  /** `hostsmith plan` on hosts the floor script set up: steps it would still change (should be none). */
+  floorCheck?: { changedSteps: string[] };
+}
+
+const median = (xs: number[]): number => {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+};
+
+const say = (msg: string): void => void process.stderr.write(`[bench] ${msg}\n`);
+
+// ---------------------------------------------------------------- one measurement each
+
+class BenchError extends Error {}
+
+const hostsCpu = (hosts: BenchHost[]): number => hosts.reduce((a, h) => a + hostCpuSeconds(h.host.pid), 0);
+
+async function floor(pool: Pool, hosts: BenchHost[], cmd: string, input: string): Promise<FloorSample> {
+  const side0 = { host: hostsCpu(hosts), machine: machineCpuSeconds() };
+  const cpu0 = childCpuSeconds();
+  const t0 = performance.now();
+  const results = await Promise.all(hosts.map((h) => runChild('/usr/bin/ssh', [...sshArgs(pool.target(h), 'root'), '--', cmd], { input })));
+  const wallS = (performance.now() - t0) / 1000;
+  const clientCpuS = childCpuSeconds() - cpu0;
+  const hostCpuS = hostsCpu(hosts) - side0.host;
+  const machineCpuS = machineCpuSeconds() - side0.machine;
+  results.forEach((r, i) => {
+    if (r.code !== 0) throw new BenchError(`floor \`${cmd}\` failed on ${hosts[i]!.name} (exit ${r.code}): ${r.stderr.trim()}`);
+  });
+  return { wallS, clientCpuS, hostCpuS, machineCpuS };
+}
+
+interface Cli {
+  work: string;
+  recipe: string;
+  inventory: string;
+  knownHosts: string;
+}
+
+function cliArgs(c: Cli, mode: 'apply' | 'plan', stateDir: string, n: number): string[] {
+  return [CLI, mode, c.recipe, '-i', c.inventory, '--known-hosts', c.knownHosts, '--state-dir', stateDir, '--concurrency', String(n), '--json', ...(mode === 'apply' ? ['--yes'] : [])];
+}
+
+const cliEnv = (): NodeJS.ProcessEnv => ({ ...process.env, NO_COLOR: '1', HOSTSMITH_COUNT_EXECS: '1' });
+
+type Json = Record<string, any>;
+const events = (stdout: string): Json[] =>
+  stdout
+    .split('\n')
+    .filter((l) => l.startsWith('{'))
+    .map((l) => JSON.parse(l) as Json);
+
+async function hostsmith(c: Cli, stateDir: string, hosts: BenchHost[], expect: 'first' | 'noop'): Promise<HostsmithSample> {
+  const loadBefore = loadavg()[0]!;
+  const side0 = { host: hostsCpu(hosts), machine: machineCpuSeconds() };
+  const t = await timedChild(join(c.work, 'time.txt'), process.execPath, cliArgs(c, 'apply', stateDir, hosts.length), { env: cliEnv(), cwd: c.work });
+  const r = t.result;
+  const hostCpuS = hostsCpu(hosts) - side0.host;
+  const machineCpuS = machineCpuSeconds() - side0.machine;
+  const evs = events(r.stdout);
+  const fin = evs.find((e) => e.event === 'run-finished');
+  if (r.code !== 0 || !fin) throw new BenchError(`hostsmith ${expect === 'first' ? 'first run' : 'rerun'} on ${hosts.length} host(s) exited ${r.code}:\n${r.stderr.slice(-3000)}\n${r.stdout.slice(-2000)}`);
+  const execs: Record<string, number> = {};
+  for (const m of r.stderr.matchAll(/^hostsmith: (\S+): (\d+) exec channel\(s\)$/gm)) execs[m[1]!] = (execs[m[1]!] ?? 0) + Number(m[2]);
+  let changed = 0;
+  let unchanged = 0;
+  for (const h of hosts) {
+    const counts = fin.hosts?.[h.name] as Json | undefined;
+    if (!counts || counts.status !== 'ok') throw new BenchError(`hostsmith: ${h.name} ended ${counts?.status ?? 'missing'}`);
+    if (execs[h.name] === undefined) throw new BenchError(`hostsmith: no exec count for ${h.name} (HOSTSMITH_COUNT_EXECS output missing)`);
+    changed += counts.changed as number;
+    unchanged += counts.unchanged as number;
+    if (expect === 'first' && counts.changed !== RECIPE_STEPS) throw new BenchError(`first run on ${h.name} changed ${counts.changed} of ${RECIPE_STEPS} steps: not a first run`);
+    if (expect === 'noop' && counts.changed !== 0) {
+      const which = evs.filter((e) => e.event === 'step-finished' && e.host === h.name && e.status === 'changed').map((e) => `${e.step}: ${e.summary}`);
+      throw new BenchError(`rerun on ${h.name} changed ${counts.changed} step(s), not a no-op: ${which.join('; ')}`);
+    }
+  }
+  return { wallS: t.wallS, userS: t.userS, sysS: t.sysS, cpuS: t.userS + t.sysS, maxRssKiB: t.maxRssKiB, execs, changed, unchanged, loadBefore, hostCpuS, machineCpuS };
+}
+
+/** What `hostsmith plan` would still change on hosts the floor script set up (untimed). */
+async function checkFloor(c: Cli, hosts: BenchHost[]): Promise<string[]> {
+  const state = mkdtempSync(join(c.work, 'state-check-'));
+  const r = await runChild(process.execPath, cliArgs(c, 'plan', state, hosts.length), { env: { ...process.env, NO_COLOR: '1' }, cwd: c.work });
+  const evs = events(r.stdout);
+  if (!evs.some((e) => e.event === 'run-finished')) throw new BenchError(`hostsmith plan (floor check) failed, exit ${r.code}:\n${r.stderr.slice(-3000)}`);
+  return [...new Set(evs.filter((e) => e.event === 'step-finished' && e.status !== 'unchanged').map((e) => `${e.step} (${e.status}: ${e.summary})`))];
+}
+
+// ---------------------------------------------------------------- one host count
+
+async function measureCount(pool: Pool, c0: Omit<Cli, 'inventory'>, n: number): Promise<CountResult> {
+  const hosts = pool.hosts.slice(0, n);
+  const c: Cli = { ...c0, inventory: join(c0.work, `inventory-${n}.yml`) };
+  pool.inventory(hosts, c.inventory);
+  const res: CountResult = { hosts: n, floorFirst: [], hostsmithFirst: [], floorNoop: [], hostsmithNoop: [] };
+  const script = floorScript();
+  for (let r = 0; r < REPEAT; r++) {
+    const tag = `${n} host(s), run ${r + 1}/${REPEAT}`;
+    await pool.wipe(hosts);
+    const ff = await floor(pool, hosts, 'sh -s', script);
+    res.floorFirst.push(ff);
+    say(`${tag}: first-run floor ${ff.wallS.toFixed(2)} s`);
+    if (r === 0) {
+      const left = await checkFloor(c, hosts);
+      res.floorCheck = { changedSteps: left };
+      if (left.length) say(`WARNING: after the floor script, hostsmith plan still changes: ${left.join('; ')}`);
+    }
+    await pool.wipe(hosts);
+    const state = mkdtempSync(join(c.work, `state-${n}-`));
+    const hf = await hostsmith(c, state, hosts, 'first');
+    res.hostsmithFirst.push(hf);
+    say(`${tag}: hostsmith first run ${hf.wallS.toFixed(2)} s, ${(hf.cpuS).toFixed(2)} CPU s, ${(hf.maxRssKiB / 1024).toFixed(0)} MiB`);
+    const fn = await floor(pool, hosts, 'true', '');
+    res.floorNoop.push(fn);
+    const hn = await hostsmith(c, state, hosts, 'noop');
+    res.hostsmithNoop.push(hn);
+    say(`${tag}: no-op floor ${fn.wallS.toFixed(2)} s, hostsmith rerun ${hn.wallS.toFixed(2)} s`);
+    rmSync(state, { recursive: true, force: true });
+  }
+  return res;
+}
+
+// ---------------------------------------------------------------- report
+
+interface Row {
+  hosts: number | string;
+  what: string;
+  hostsmith: string;
+  floor: string;
+  ratio: string;
+  target: string;
+  verdict: 'met' | 'MISSED' | '';
+}
+
+interface Check {
+  name: string;
+  value: number;
+  target: number;
+  met: boolean;
+}
+
+function summarize(results: CountResult[]): { rows: Row[]; checks: Check[]; perCount: Json[] } {
+  const rows: Row[] = [];
+  const checks: Check[] = [];
+  const perCount: Json[] = [];
+  const s = (x: number) => `${x.toFixed(2)} s`;
+  const check = (name: string, value: number, target: number | undefined): Pick<Row, 'target' | 'verdict'> => {
+    if (target === undefined) return { target: '—', verdict: '' };
+    const met = value <= target;
+    checks.push({ name, value, target, met });
+    return { target: `≤ ${target}`, verdict: met ? 'met' : 'MISSED' };
+  };
+  for (const r of results) {
+    const n = r.hosts;
+    const ff = median(r.floorFirst.map((x) => x.wallS));
+    const hf = median(r.hostsmithFirst.map((x) => x.wallS));
+    const fn = median(r.floorNoop.map((x) => x.wallS));
+    const hn = median(r.hostsmithNoop.map((x) => x.wallS));
+    const execsPerHost = (xs: HostsmithSample[]) => median(xs.map((x) => Object.values(x.execs).reduce((a, b) => a + b, 0) / n));
+    const firstExecs = execsPerHost(r.hostsmithFirst);
+    const noopExecs = execsPerHost(r.hostsmithNoop);
+    const rssFirst = median(r.hostsmithFirst.map((x) => x.maxRssKiB)) / 1024;
+    const rssNoop = median(r.hostsmithNoop.map((x) => x.maxRssKiB)) / 1024;
+    const peakMiB = Math.max(rssFirst, rssNoop);
+    const cpuFirst = median(r.hostsmithFirst.map((x) => x.cpuS));
+    const cpuNoop = median(r.hostsmithNoop.map((x) => x.cpuS));
+    const floorCpuFirst = median(r.floorFirst.map((x) => x.clientCpuS));
+    const floorCpuNoop = median(r.floorNoop.map((x) => x.clientCpuS));
+    rows.push({ hosts: n, what: 'first run', hostsmith: s(hf), floor: s(ff), ratio: `${(hf / ff).toFixed(2)}×`, ...check(`first run ratio at ${n} hosts`, hf / ff, TARGETS.firstRatio[n]) });
+    rows.push({ hosts: n, what: 'no-op rerun', hostsmith: s(hn), floor: s(fn), ratio: `${(hn / fn).toFixed(2)}×`, ...check(`no-op ratio at ${n} hosts`, hn / fn, TARGETS.noopRatio[n]) });
+    rows.push({ hosts: n, what: 'execs/host, first run', hostsmith: firstExecs.toFixed(1), floor: '1', ratio: '', target: '—', verdict: '' });
+    rows.push({ hosts: n, what: 'execs/host, no-op', hostsmith: noopExecs.toFixed(1), floor: '1', ratio: '', ...check(`no-op execs per host at ${n} hosts`, noopExecs, TARGETS.noopExecsPerHost) });
+    rows.push({ hosts: n, what: 'controller CPU, first run', hostsmith: s(cpuFirst), floor: s(floorCpuFirst), ratio: `${(cpuFirst / floorCpuFirst).toFixed(2)}×`, target: '—', verdict: '' });
+    rows.push({ hosts: n, what: 'controller CPU, no-op', hostsmith: s(cpuNoop), floor: s(floorCpuNoop), ratio: `${(cpuNoop / floorCpuNoop).toFixed(2)}×`, target: '—', verdict: '' });
+    const hostCpu = (xs: Array<{ hostCpuS: number }>) => median(xs.map((x) => x.hostCpuS));
+    rows.push({ hosts: n, what: 'host-side CPU, first run', hostsmith: s(hostCpu(r.hostsmithFirst)), floor: s(hostCpu(r.floorFirst)), ratio: `${(hostCpu(r.hostsmithFirst) / hostCpu(r.floorFirst)).toFixed(2)}×`, target: '—', verdict: '' });
+    rows.push({ hosts: n, what: 'host-side CPU, no-op', hostsmith: s(hostCpu(r.hostsmithNoop)), floor: s(hostCpu(r.floorNoop)), ratio: `${(hostCpu(r.hostsmithNoop) / hostCpu(r.floorNoop)).toFixed(2)}×`, target: '—', verdict: '' });
+    rows.push({ hosts: n, what: 'peak RSS / host', hostsmith: `${(peakMiB / n).toFixed(2)} MiB`, floor: `(${peakMiB.toFixed(0)} MiB total)`, ratio: '', ...check(`controller MiB per host at ${n} hosts`, peakMiB / n, TARGETS.rssMiBPerHost[n]) });
+    perCount.push({
+      hosts: n,
+      median: {
+        floorFirstS: ff, hostsmithFirstS: hf, firstRatio: hf / ff,
+        floorNoopS: fn, hostsmithNoopS: hn, noopRatio: hn / fn,
+        execsPerHostFirst: firstExecs, execsPerHostNoop: noopExecs,
+        cpuFirstS: cpuFirst, cpuNoopS: cpuNoop, floorClientCpuFirstS: floorCpuFirst, floorClientCpuNoopS: floorCpuNoop,
+        peakRssMiB: peakMiB, peakRssMiBPerHost: peakMiB / n, peakRssFirstMiB: rssFirst, peakRssNoopMiB: rssNoop,
+        hostCpuFirstS: hostCpu(r.hostsmithFirst), floorHostCpuFirstS: hostCpu(r.floorFirst), hostCpuNoopS: hostCpu(r.hostsmithNoop), floorHostCpuNoopS: hostCpu(r.floorNoop),
+        machineCpuFirstS: median(r.hostsmithFirst.map((x) => x.machineCpuS)), floorMachineCpuFirstS: median(r.floorFirst.map((x) => x.machineCpuS)),
+      },
+    });
+  }
+  const at = (n: number) => results.find((r) => r.hosts === n);
+  const r50 = at(50);
+  const r100 = at(100);
+  if (r50 && r100) {
+    for (const [what, key] of [['first run', 'hostsmithFirst'], ['no-op rerun', 'hostsmithNoop']] as const) {
+      const x = median(r100[key].map((s) => s.wallS)) / median(r50[key].map((s) => s.wallS));
+      rows.push({ hosts: '100 vs 50', what: `${what} time`, hostsmith: `${x.toFixed(2)}×`, floor: '', ratio: '', ...check(`${what}: 100 hosts vs 50`, x, TARGETS.scale100vs50) });
+    }
+  }
+  // Marginal memory per host (peak above the 1-host run), for reading the per-host figure.
+  const r1 = at(1);
+  if (r1) {
+    const base = Math.max(median(r1.hostsmithFirst.map((x) => x.maxRssKiB)), median(r1.hostsmithNoop.map((x) => x.maxRssKiB))) / 1024;
+    for (const p of perCount) if (p.hosts > 1) p.median.marginalRssMiBPerHost = (p.median.peakRssMiB - base) / (p.hosts - 1);
+  }
+  return { rows, checks, perCount };
+}
+
+function table(rows: Row[]): string {
+  const head: Row = { hosts: 'hosts', what: 'measurement', hostsmith: 'hostsmith (median)', floor: 'floor (median)', ratio: 'ratio', target: 'target', verdict: '' };
+  const all = [head, ...rows];
+  const keys = ['hosts', 'what', 'hostsmith', 'floor', 'ratio', 'target', 'verdict'] as const;
+  const w = keys.map((k) => Math.max(...all.map((r) => String(r[k]).length)));
+  return all.map((r, i) => keys.map((k, j) => (j >= 2 && j <= 4 ? String(r[k]).padStart(w[j]!) : String(r[k]).padEnd(w[j]!))).join('  ').trimEnd() + (i === 0 ? `\n${w.map((x) => '-'.repeat(x)).join('  ')}` : '')).join('\n');
+}
+
+function git(args: string[]): string {
   try {
-    const dir = mkdtempSync(join(tmpdir(), 'hostsmith-bench-'));
-    const r = await loadRecipe(recipe(dir));
-    let execs = 0;
-    let connections = 0;
-    const open: ShellTransport[] = [];
-    const targets = (): HostTarget[] =>
-      sb.hosts.map((h) => {
-        let conn: Promise<ShellTransport> | undefined;
-        return {
-          name: h.name,
-          vars: {},
-          sudo: false,
-          connect: () =>
-            (conn ??= SshTransport.connect({ name: h.name, host: h.address, port: h.port, user: 'root', identities: [sb.keyPath], knownHostsFile: sb.knownHostsPath, acceptNewHostKeys: false }).then((t) => {
-              connections++;
-              const exec = t.exec.bind(t);
-              t.exec = (cmd, o) => {
-                execs++;
-                return exec(cmd, o);
-              };
-              open.push(t);
-              return t;
-            })),
-        };
-      });
-    const stateDir = join(dir, 'state');
-    const timed = async (mode: 'plan' | 'apply') => {
-      execs = 0;
-      connections = 0;
-      const t0 = performance.now();
-      const rep = await runRecipe({ recipe: r, targets: targets(), mode, stateDir });
-      if (rep.exitCode !== 0) throw new Error(`bench run failed: ${JSON.stringify(rep.hosts)}`);
-      return { ms: performance.now() - t0, execs, connections };
-    };
-    const first = await timed('apply');
-    const again = await timed('apply');
-    const plan = await timed('plan');
-    const per = HOSTS * STEPS;
-    // Fixed per-host costs (facts, lock, release) are not per step.
-    const perHostFixed = 3;
-    const rows: Array<[string, number, number, boolean]> = [
-      ['first apply (ms)', Math.round(first.ms), TARGETS.firstApplyMs, first.ms <= TARGETS.firstApplyMs],
-      ['idempotent apply (ms)', Math.round(again.ms), TARGETS.idempotentApplyMs, again.ms <= TARGETS.idempotentApplyMs],
-      ['plan (ms)', Math.round(plan.ms), TARGETS.planMs, plan.ms <= TARGETS.planMs],
-      ['round trips / changed step', +((first.execs - HOSTS * perHostFixed) / per).toFixed(2), TARGETS.execsPerChangedStep, (first.execs - HOSTS * perHostFixed) / per <= TARGETS.execsPerChangedStep],
-      ['round trips / unchanged step', +((again.execs - HOSTS * perHostFixed) / per).toFixed(2), TARGETS.execsPerUnchangedStep, (again.execs - HOSTS * perHostFixed) / per <= TARGETS.execsPerUnchangedStep],
-      ['ssh connections / host', first.connections / HOSTS, TARGETS.connectionsPerHost, first.connections / HOSTS <= TARGETS.connectionsPerHost],
-      ['peak RSS (MB)', Math.round(peakRss / 2 ** 20), TARGETS.peakRssMb, peakRss / 2 ** 20 <= TARGETS.peakRssMb],
-    ];
-    await Promise.all(open.map((t) => t.close()));
-    process.stdout.write(`hostsmith bench: ${HOSTS} hosts × ${STEPS} steps\n`);
-    for (const [name, value, target, ok] of rows) process.stdout.write(`${ok ? 'ok  ' : 'MISS'}  ${name.padEnd(30)} ${String(value).padStart(8)}   target ≤ ${target}\n`);
-    process.exitCode = rows.every((x) => x[3]) ? 0 : 1;
-  } finally {
-    clearInterval(sample);
-    await sb.stop();
+    return execFileSync('git', args, { cwd: ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+  } catch {
+    return '';
   }
 }
 
-main().catch((e) => {
-  process.stderr.write(`bench failed: ${e instanceof Error ? e.stack : e}\n`);
-  process.exitCode = 1;
-});
+// ---------------------------------------------------------------- main
+
+async function main(): Promise<number> {
+  if (COUNTS.some((n) => !Number.isInteger(n) || n < 1 || n > 200) || !Number.isInteger(REPEAT) || REPEAT < 1) {
+    say(`BENCH_HOSTS must be a comma list of host counts 1..200 and BENCH_REPEAT a whole number ≥ 1 (got ${process.env.BENCH_HOSTS}, ${process.env.BENCH_REPEAT})`);
+    return 2;
+  }
+  if (BUILD) {
+    say('building (npm run build)…');
+    const b = await runChild('npm', ['run', 'build'], { cwd: ROOT });
+    if (b.code !== 0) throw new BenchError(`npm run build failed:\n${b.stdout}${b.stderr}`);
+  }
+  const sha = git(['rev-parse', '--short', 'HEAD']) || 'nogit';
+  // With BENCH_CLI the CLI is another build: this checkout's state says nothing about it.
+  const dirty = process.env.BENCH_CLI ? null : !!git(['status', '--porcelain', '--', 'src', 'bin']);
+  await ensureRootfs();
+  const work = mkdtempSync(join(tmpdir(), 'hostsmith-bench-'));
+  const { path: recipe, steps } = writeRecipe(work);
+  const max = Math.max(...COUNTS);
+  say(`${RECIPE_STEPS}-step recipe (${STEP_TYPES.join(', ')}) in ${work}; starting ${max} host(s) (not timed)…`);
+  const t0 = Date.now();
+  const pool = await startPool(max, work, (sb) => sandboxes.push(sb));
+  say(`${max} host(s) up in ${((Date.now() - t0) / 1000).toFixed(0)} s`);
+  const startedAt = new Date();
+  const results: CountResult[] = [];
+  const out = process.env.BENCH_OUT ?? join(ROOT, 'bench-results', `${startedAt.toISOString().replace(/[:.]/g, '-')}-${sha}${dirty ? '-dirty' : ''}.json`);
+  mkdirSync(dirname(out), { recursive: true });
+  /** The JSON, written after each host count (`partial` until the end), so a stopped run keeps what it measured. */
+  const save = (partial: boolean) => {
+    const { checks, perCount } = summarize(results);
+    const doc = {
+      bench: 'hostsmith issue 10',
+      partial,
+      commit: sha,
+      dirty,
+      cli: CLI,
+      startedAt: startedAt.toISOString(),
+      finishedAt: new Date().toISOString(),
+      machine: { cpus: cpus().length, cpu: cpus()[0]?.model, kernel: release(), node: process.version, loadavgAtEnd: loadavg() },
+      recipe: { steps, types: STEP_TYPES, file: readFileSync(recipe, 'utf8'), floorScript: floorScript() },
+      fairness:
+        'first runs: the floor script and hostsmith each run on the same hosts, each right after a wipe (fresh hosts); ' +
+        'no-op: ssh true on the same hosts right before the hostsmith rerun; all hosts at once in both; medians of the repeats',
+      repeat: REPEAT,
+      targets: TARGETS,
+      summary: perCount,
+      checks,
+      raw: results,
+    };
+    writeFileSync(out, `${JSON.stringify(doc, null, 2)}\n`);
+  };
+  try {
+    for (const n of [...new Set(COUNTS)].sort((a, b) => a - b)) {
+      results.push(await measureCount(pool, { work, recipe, knownHosts: pool.knownHostsPath }, n));
+      save(true);
+    }
+  } finally {
+    say('stopping the bench hosts…');
+    await pool.stop();
+    sandboxes.length = 0;
+  }
+  save(false);
+  rmSync(work, { recursive: true, force: true });
+  const { rows, checks, perCount } = summarize(results);
+  const missed = checks.filter((c) => !c.met);
+  const floorProblems = results.filter((r) => r.floorCheck?.changedSteps.length);
+  process.stdout.write(`\nhostsmith bench — commit ${sha}${dirty ? ' (src changed since)' : ''}${dirty === null ? ` (CLI: ${CLI})` : ''}, ${steps} steps (${STEP_TYPES.join(', ')}), median of ${REPEAT}, ${cpus().length} CPUs\n`);
+  process.stdout.write('first run: fresh hosts (each wiped right before), floor = the same changes as one sh script per host over one ssh, no checks\n');
+  process.stdout.write('no-op:     same hosts, floor = ssh host true; all hosts at once in both (--concurrency = hosts)\n\n');
+  process.stdout.write(`${table(rows)}\n\n`);
+  for (const p of perCount) if (p.median.marginalRssMiBPerHost !== undefined) process.stdout.write(`memory above the 1-host run at ${p.hosts} hosts: ${p.median.marginalRssMiBPerHost.toFixed(2)} MiB per extra host\n`);
+  process.stdout.write(`results: ${out}\n`);
+  for (const r of floorProblems) process.stdout.write(`floor check at ${r.hosts} host(s): hostsmith plan still changes ${r.floorCheck!.changedSteps.join('; ')} — the first-run floor is not the same changes\n`);
+  if (floorProblems.length) return 2;
+  if (missed.length) {
+    process.stdout.write(`\nMISSED ${missed.length} of ${checks.length} target(s):\n${missed.map((c) => `  - ${c.name}: ${+c.value.toFixed(2)} (target ≤ ${c.target})`).join('\n')}\n`);
+    return 1;
+  }
+  process.stdout.write(`\nall ${checks.length} target(s) met\n`);
+  return 0;
+}
+
+// Sandboxes started so far: stopped on any exit path, signals included.
+const sandboxes: Sandbox[] = [];
+let stopping = false;
+async function emergencyStop(why: string, code: number): Promise<void> {
+  if (stopping) return;
+  stopping = true;
+  say(`${why}: stopping the bench's children and hosts…`);
+  killChildren();
+  for (const sb of sandboxes.splice(0)) await sb.stop().catch((e) => say(`could not stop ${sb.dir}: ${(e as Error).message}`));
+  process.exit(code);
+}
+for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(sig, () => void emergencyStop(sig, 130));
+
+main().then(
+  (code) => {
+    process.exitCode = code;
+  },
+  async (e: unknown) => {
+    process.stderr.write(`bench failed: ${e instanceof BenchError ? e.message : e instanceof Error ? e.stack : String(e)}\n`);
+    killChildren();
+    for (const sb of sandboxes.splice(0)) await sb.stop().catch(() => undefined);
+    process.exitCode = 2;
+  },
+);
