@@ -141,7 +141,8 @@ async function hostsmith(c: Cli, stateDir: string, hosts: BenchHost[], expect: '
   const fin = evs.find((e) => e.event === 'run-finished');
   if (r.code !== 0 || !fin) throw new BenchError(`hostsmith ${expect === 'first' ? 'first run' : 'rerun'} on ${hosts.length} host(s) exited ${r.code}:\n${r.stderr.slice(-3000)}\n${r.stdout.slice(-2000)}`);
   const execs: Record<string, number> = {};
-  for (const m of r.stderr.matchAll(/^hostsmith: (\S+): (\d+) exec channel\(s\)$/gm)) execs[m[1]!] = (execs[m[1]!] ?? 0) + Number(m[2]);
+  // The transport prints its count at every close() call, and a host's transport may be closed twice: the last line counts.
+  for (const m of r.stderr.matchAll(/^hostsmith: (\S+): (\d+) exec channel\(s\)$/gm)) execs[m[1]!] = Math.max(execs[m[1]!] ?? 0, Number(m[2]));
   let changed = 0;
   let unchanged = 0;
   for (const h of hosts) {

@@ -89,12 +89,10 @@ function analyze(trace: Json[], events: Json[], wallS: number): Json {
   }
   const wins: Win[] = [];
   const open = new Map<string, Json>();
+  // --json prints no step-started: a step's turn is [finished − durationMs, finished].
+  void open;
   for (const e of events) {
-    if (e.event === 'step-started') open.set(`${e.host}\0${e.step}`, e);
-    if (e.event === 'step-finished') {
-      const s = open.get(`${e.host}\0${e.step}`);
-      if (s) wins.push({ host: e.host, step: e.step, type: e.type, from: ms(s.time), to: ms(e.time) + 1, durationMs: e.durationMs, execs: [], fsyncs: 0 });
-    }
+    if (e.event === 'step-finished') wins.push({ host: e.host, step: e.step, type: e.type, from: ms(e.time) - e.durationMs - 1, to: ms(e.time) + 1, durationMs: e.durationMs, execs: [], fsyncs: 0 });
   }
   const outside: Record<string, Exec[]> = {};
   for (const x of execs) {
@@ -144,7 +142,12 @@ function analyze(trace: Json[], events: Json[], wallS: number): Json {
     ...wins.filter((w) => w.host === h1).flatMap((w) => w.execs.map((x) => ({ step: `${w.step} [${w.type}]`, x }))),
   ]
     .sort((a, b) => a.x.t0 - b.x.t0)
-    .map(({ step, x }) => ({ atS: +((x.t0 - start) / 1000).toFixed(3), ms: +(x.t1 - x.t0).toFixed(1), step, kind: classify(x.cmd), stdin: x.stdin, out: x.out, cmd: x.cmd.replace(/\s+/g, ' ').slice(0, 160) }));
+    .map(({ step, x }) => ({ atS: +((x.t0 - start) / 1000).toFixed(3), ms: +(x.t1 - x.t0).toFixed(1), step, kind: classify(x.cmd), stdin: x.stdin, out: x.out, cmd: x.cmd.replace(/\s+/g, ' ').slice(0, 160), items: (x as Exec & { items?: string[] }).items?.map(classify) }));
+  // Probe batches: how many reads each carried, and of which kinds.
+  const batches = execs.filter((x) => (x as Exec & { items?: string[] }).items);
+  const batchItems = batches.map((x) => (x as Exec & { items: string[] }).items);
+  const itemKinds: Record<string, number> = {};
+  for (const it of batchItems.flat()) itemKinds[classify(it)] = (itemKinds[classify(it)] ?? 0) + 1 / hosts.length;
   return {
     hosts: hosts.length,
     wallS,
@@ -160,6 +163,7 @@ function analyze(trace: Json[], events: Json[], wallS: number): Json {
       perHost: phases,
     },
     perType,
+    batches: { perHost: batches.length / hosts.length, itemsPerHost: batchItems.flat().length / hosts.length, itemsPerBatch: batchItems.map((x) => x.length).slice(0, 20), msEach: batches.slice(0, 20).map((x) => Math.round(x.t1 - x.t0)), itemKindsPerHost: itemKinds },
     byKind: Object.fromEntries(Object.entries(byKind).sort((a, b) => b[1].msPerHost - a[1].msPerHost)),
     firstHostListing: listing,
   };
@@ -228,6 +232,9 @@ function report(r: Json): string {
     '| --- | --: | --: | --: | --: | --: | --- |',
     ...(r.perType as Json[]).map((t) => `| ${t.type} | ${t.stepsPerHost} | ${f(t.msPerStep, 0)} | ${f(t.execMsPerStep, 0)} | ${f(t.execsPerStep, 1)} | ${f(t.msPerHost, 0)} | ${Object.entries(t.byKind).map(([k, v]) => `${k} ${v}`).join(', ')} |`),
     '',
+    `probe batches: ${f(r.batches.perHost, 1)}/host carrying ${f(r.batches.itemsPerHost, 0)} reads/host; reads per batch (first host's order): ${r.batches.itemsPerBatch.join(' ')}; ms each: ${r.batches.msEach.join(' ')}`,
+    `reads inside batches by kind, per host: ${Object.entries(r.batches.itemKindsPerHost as Record<string, number>).sort((a, b) => b[1] - a[1]).map(([k, v]) => `${k} ${f(v, 0)}`).join(', ')}`,
+    '',
     '| exec kind | per host | ms per host |',
     '| --- | --: | --: |',
     ...Object.entries(r.byKind as Record<string, Json>).map(([k, v]) => `| ${k} | ${f(v.perHost, 1)} | ${f(v.msPerHost, 0)} |`),
@@ -267,7 +274,7 @@ async function main(): Promise<void> {
     const first = await tracedRun(pool, hosts, work, recipe, state, 'first run');
     say('traced no-op rerun…');
     const noop = await tracedRun(pool, hosts, work, recipe, state, 'no-op rerun');
-    const text = `# first-run profile: ${RECIPE_STEPS}-step bench recipe, CLI ${CLI}\n\nfirst-run floor (same changes as one sh script per host, same hosts wiped): ${floor.wallS.toFixed(2)} s wall, host-side CPU ${floor.hostCpuS.toFixed(2)} s, whole machine ${floor.machineCpuS.toFixed(2)} CPU s\n\n${report(first)}\n\n${report(noop)}\n\n### first host, every exec of the first run\n\n${(first.firstHostListing as Json[]).map((x) => `${String(x.atS).padStart(7)} s ${String(x.ms).padStart(7)} ms  ${x.kind.padEnd(13)} ${x.step.padEnd(30)} ${x.cmd}`).join('\n')}\n\n### first host, every exec of the no-op rerun\n\n${(noop.firstHostListing as Json[]).map((x) => `${String(x.atS).padStart(7)} s ${String(x.ms).padStart(7)} ms  ${x.kind.padEnd(13)} ${x.step.padEnd(30)} ${x.cmd}`).join('\n')}\n`;
+    const text = `# first-run profile: ${RECIPE_STEPS}-step bench recipe, CLI ${CLI}\n\nfirst-run floor (same changes as one sh script per host, same hosts wiped): ${floor.wallS.toFixed(2)} s wall, host-side CPU ${floor.hostCpuS.toFixed(2)} s, whole machine ${floor.machineCpuS.toFixed(2)} CPU s\n\n${report(first)}\n\n${report(noop)}\n\n### first host, every exec of the first run\n\n${(first.firstHostListing as Json[]).map((x) => `${String(x.atS).padStart(7)} s ${String(x.ms).padStart(7)} ms  ${x.kind.padEnd(13)} ${x.step.padEnd(30)} ${x.items ? `[batch of ${x.items.length}: ${x.items.join(', ')}]` : x.cmd}`).join('\n')}\n\n### first host, every exec of the no-op rerun\n\n${(noop.firstHostListing as Json[]).map((x) => `${String(x.atS).padStart(7)} s ${String(x.ms).padStart(7)} ms  ${x.kind.padEnd(13)} ${x.step.padEnd(30)} ${x.cmd}`).join('\n')}\n`;
     process.stdout.write(text);
     const out = process.env.PROFILE_OUT ?? join(work, 'profile.json');
     writeFileSync(out, JSON.stringify({ cli: CLI, floor, first, noop }, null, 1));
