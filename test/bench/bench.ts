@@ -93,6 +93,8 @@ const say = (msg: string): void => void process.stderr.write(`[bench] ${msg}\n`)
 
 class BenchError extends Error {}
 
+/** sshd reaps a finished session a moment after the client saw it end: wait (untimed) before reading the hosts' CPU. */
+const settle = (): Promise<void> => new Promise((r) => setTimeout(r, 500));
 const hostsCpu = (hosts: BenchHost[]): number => hosts.reduce((a, h) => a + hostCpuSeconds(h.host.pid), 0);
 
 async function floor(pool: Pool, hosts: BenchHost[], cmd: string, input: string): Promise<FloorSample> {
@@ -102,6 +104,7 @@ async function floor(pool: Pool, hosts: BenchHost[], cmd: string, input: string)
   const results = await Promise.all(hosts.map((h) => runChild('/usr/bin/ssh', [...sshArgs(pool.target(h), 'root'), '--', cmd], { input })));
   const wallS = (performance.now() - t0) / 1000;
   const clientCpuS = childCpuSeconds() - cpu0;
+  await settle();
   const hostCpuS = hostsCpu(hosts) - side0.host;
   const machineCpuS = machineCpuSeconds() - side0.machine;
   results.forEach((r, i) => {
@@ -135,6 +138,7 @@ async function hostsmith(c: Cli, stateDir: string, hosts: BenchHost[], expect: '
   const side0 = { host: hostsCpu(hosts), machine: machineCpuSeconds() };
   const t = await timedChild(join(c.work, 'time.txt'), process.execPath, cliArgs(c, 'apply', stateDir, hosts.length), { env: cliEnv(), cwd: c.work });
   const r = t.result;
+  await settle();
   const hostCpuS = hostsCpu(hosts) - side0.host;
   const machineCpuS = machineCpuSeconds() - side0.machine;
   const evs = events(r.stdout);
