@@ -2,7 +2,7 @@
  * Making a planned change, and taking completed ones back. Every change is journaled before it
  * is made (step-started carries the undo data) and after (step-finished); every rollback too.
  */
-import { ConnectError, HostsmithError, JournalError, errorMessage } from '../errors.js';
+import { ConnectError, HostsmithError, JournalError, StepError, errorMessage } from '../errors.js';
 import type { RetrySpec } from '../recipe/types.js';
 import { stateFingerprint, sha256 } from '../steps/step.js';
 import type { Completed, HostRun } from './host-run.js';
@@ -27,6 +27,7 @@ export async function applyPlanned(h: HostRun, p: PlannedStep, started: number, 
   const w = p.work;
   if (!w) throw new HostsmithError(`step "${spec.name}": nothing planned to apply`);
   const handler = h.o.recipe.handlers.includes(spec);
+  if (h.o.beforeChange && (await h.o.beforeChange()) >= started) await recheckUnderLock(h, p);
   // The host is about to change: batched reads of what it may write are no longer to be trusted.
   dropProbes(h, changeWrites(spec.type, w.type.resources?.(w.params).writes, w.plan.undo));
   await h.rec.write({
@@ -70,6 +71,21 @@ export async function applyPlanned(h: HostRun, p: PlannedStep, started: number, 
     ...(post ? { post } : {}),
   });
   return { stdout: out.stdout ?? '', stderr: out.stderr ?? '' };
+}
+
+/**
+ * The run's first change on the host has just taken the run lock. What was read before (the
+ * batch, this step's read at its turn) was read unlocked: every batched read is dropped, and this
+ * step is read again under the lock; if it moved meanwhile (another run, a person), nothing is
+ * written for it.
+ */
+async function recheckUnderLock(h: HostRun, p: PlannedStep): Promise<void> {
+  dropProbes(h);
+  const w = p.work!;
+  const s = await w.type.check(w.ctx, w.params);
+  if (stateFingerprint(w.type, w.params, s) !== p.pre) {
+    throw new StepError(`its state changed between its read and the run lock (someone changed the host meanwhile): nothing was written for this step; run again`);
+  }
 }
 
 /**

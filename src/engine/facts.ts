@@ -46,6 +46,19 @@ export function parseFacts(out: string): Facts {
   };
 }
 
+/**
+ * Facts, and in the same round trip whether any of `lockPaths` exists (a run lock held there):
+ * an apply that finds none takes its own lock only before its first change.
+ */
+export async function factsAndLocks(t: Transport, lockPaths: string[]): Promise<{ facts: Facts; locked: boolean }> {
+  const check = lockPaths.map((p) => `if [ -e ${p} ] || [ -L ${p} ]; then echo lock_held=1; fi`);
+  const r = await t.exec([FACTS_SCRIPT, ...check].join('\n'));
+  if (r.code !== 0 && !r.stdout) {
+    throw new ConnectError(t.name, `could not gather facts (exit ${r.code}): ${r.stderr.trim()}`);
+  }
+  return { facts: parseFacts(r.stdout), locked: /^lock_held=1$/m.test(r.stdout) };
+}
+
 export async function gatherFacts(t: Transport): Promise<Facts> {
   const r = await t.exec(FACTS_SCRIPT);
   if (r.code !== 0 && !r.stdout) {

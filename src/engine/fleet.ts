@@ -20,9 +20,10 @@ import type { Recipe, RetrySpec } from '../recipe/types.js';
 import type { ShellTransport } from '../transport/base.js';
 import { failBudget, splitBatches, type Amount, type RollbackScope } from './batches.js';
 import { worstStatus, type Cause, type Counts, type Emit, type HostStatus, type RunEvent, type RunStatus } from './events.js';
-import { gatherFacts, type Facts } from './facts.js';
+import { factsAndLocks, gatherFacts, type Facts } from './facts.js';
 import { Journal, reachOf } from './journal.js';
-import { acquireLock } from './lock.js';
+import { ROOT_LOCK_DIR, acquireLock } from './lock.js';
+import { quote } from '../transport/shell.js';
 import { Masker } from './mask.js';
 import { staleSteps, stepValueOf, varDigest, varDigests, type PlanStepValue, type PlanValue } from './plan-value.js';
 import { runHost, type HostResult } from './run.js';
@@ -133,6 +134,8 @@ interface Opened {
   facts: Facts;
   baseFor(withSudo: boolean): string;
   release?: () => Promise<void>;
+  /** The host lock being (or already) taken, once per host: resolves to when it was held. */
+  locking?: Promise<number>;
 }
 
 /** A host that finished ok and may still be rolled back because of another host (rollback scope batch or fleet). */
@@ -377,7 +380,11 @@ export async function runRecipe(o: RunRecipeOptions): Promise<RunReport> {
     const have = opened.get(target.name);
     if (have) return have;
     const transport = await target.connect();
-    const facts = await gatherFacts(transport);
+    // An apply also asks, in the same round trip, whether a run lock is held there (the root lock,
+    // or the login user's): if so it takes its own at once (and fails fast, or finds it stale);
+    // if not, only before its first change — a run that changes nothing never locks the host.
+    const lockPaths = [quote(`${o.rootLockDir ?? ROOT_LOCK_DIR}/lock`), o.hostStateDir ? quote(`${o.hostStateDir}/lock`) : '"$HOME/.local/state/hostsmith/lock"'];
+    const { facts, locked } = o.mode === 'apply' ? await factsAndLocks(transport, lockPaths) : { facts: await gatherFacts(transport), locked: false };
     transport.loginUser = facts.user;
     transport.defaultSudo = false;
     transport.runTag = runId;
@@ -386,14 +393,25 @@ export async function runRecipe(o: RunRecipeOptions): Promise<RunReport> {
       o.hostStateDir ?? (facts.user === 'root' || withSudo ? '/var/lib/hostsmith' : `${facts.home || '/tmp'}/.local/state/hostsmith`);
     const h: Opened = { transport, facts, baseFor };
     opened.set(target.name, h);
-    if (o.mode === 'apply') {
-      const sudo = target.sudo || o.recipe.sudo || o.recipe.defaults.sudo === true;
-      const held = await acquireLock(transport, baseFor(sudo), runId, sudo, { stateDir: o.stateDir, ...(o.rootLockDir ? { rootLockDir: o.rootLockDir } : {}) });
-      h.release = held;
-      const reach = reachOf(target.describe);
-      await journal?.write({ kind: 'host-started', time: time(), host: target.name, facts, backupDir: `${baseFor(sudo)}/backups/${runId}`, lock: held.path, ...(reach ? { target: reach } : {}) });
-    }
+    if (o.mode === 'apply' && locked) await lockHost(target, h)();
     return h;
+  }
+
+  /**
+   * The host lock, taken once: at connect when a lock is already held there (to fail fast or find
+   * it stale), else before the run's first change (runHost calls it through `beforeChange`), and
+   * journaled as host-started with how the host was reached. Resolves to when the lock was held.
+   */
+  function lockHost(target: HostTarget, h: Opened): () => Promise<number> {
+    return () =>
+      (h.locking ??= (async () => {
+        const sudo = target.sudo || o.recipe.sudo || o.recipe.defaults.sudo === true;
+        const held = await acquireLock(h.transport, h.baseFor(sudo), runId, sudo, { stateDir: o.stateDir, ...(o.rootLockDir ? { rootLockDir: o.rootLockDir } : {}) });
+        h.release = held;
+        const reach = reachOf(target.describe);
+        await journal?.write({ kind: 'host-started', time: time(), host: target.name, facts: h.facts, backupDir: `${h.baseFor(sudo)}/backups/${runId}`, lock: held.path, ...(reach ? { target: reach } : {}) });
+        return Date.now();
+      })());
   }
 
   /** Releases the lock (apply) and closes the connection (unless kept open for the next pass). */
@@ -435,6 +453,7 @@ export async function runRecipe(o: RunRecipeOptions): Promise<RunReport> {
       },
       beforeStep: o.beforeStep,
       expected: o.expected?.hosts[target.name],
+      ...(o.mode === 'apply' ? { beforeChange: lockHost(target, h) } : {}),
       ...(o.mode === 'apply' && confirmMs !== undefined
         ? {
             confirm: {

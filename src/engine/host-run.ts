@@ -51,6 +51,12 @@ export interface HostRunOptions {
   beforeStep?: (host: string, step: string) => Promise<void>;
   /** How long a lost connection is tried again (with backoff) before the host is given up (default 60 s). */
   reconnectMs?: number;
+  /**
+   * apply: takes the host lock if this run does not hold it yet (and journals host-started);
+   * resolves to when it was held (a step read before then was read unlocked). Called before
+   * every change: a run that changes nothing never locks the host.
+   */
+  beforeChange?: () => Promise<number>;
   /** apply: lockout protection (--confirm): a watchdog on the host, a new login and the verify commands before the host is done. */
   confirm?: ConfirmOptions;
 }

@@ -3,10 +3,12 @@
  * - The batched path and the one-step-at-a-time path (HOSTSMITH_NO_BATCH=1) reach the same plan
  *   on the same host, step for step (status, summary, diff), with host files that try to break
  *   the framing: binary bytes, lines shaped like frames, no final newline.
- * - A no-op plan costs the host 2 exec channels (facts, one batch); a no-op apply 4 (facts, the
- *   lock, one batch, the lock's release), counted by the transport (HOSTSMITH_COUNT_EXECS=1).
+ * - A no-op plan or apply costs the host 2 exec channels (facts, one batch): an apply asks
+ *   whether a run lock is held there with its facts and takes its own only before its first
+ *   change. Counted by the transport (HOSTSMITH_COUNT_EXECS=1).
  * The host's state is set up and read with plain OpenSSH.
  */
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { beforeAll, expect, it } from 'vitest';
 import { sshOk } from '../hosts/ssh.js';
@@ -78,7 +80,7 @@ describeHosts('batched probes: one exec for every read, the same plan as one ste
     expect(execs(single)).toBeGreaterThan(10);
   }, 120_000);
 
-  it('applies batched; then a no-op plan is 2 exec channels and a no-op apply 4, with the same plan as one at a time', async () => {
+  it('applies batched; then a no-op plan and a no-op apply are 2 exec channels each, with the same plan as one at a time', async () => {
     const first = await run(['apply', '--yes']);
     expect(first.code, all(first)).toBe(0);
     expect(await sshOk(sandbox(), sandbox().hosts[0]!, 'cat /srv/probe/hostile; grep -c workers=8 /srv/probe/odd.conf; crontab -l | grep -c probe-job; id -nG probeusr')).toBe('tamed\n1\n1\nprobeusr probegrp\n');
@@ -88,7 +90,15 @@ describeHosts('batched probes: one exec for every read, the same plan as one ste
     expect(planOf(plan)).toEqual(planOf(await run(['plan'], { HOSTSMITH_NO_BATCH: '1' })));
     const again = await run(['apply', '--yes']);
     expect(again.code, all(again)).toBe(0);
-    expect(execs(again), all(again)).toBe(4);
+    expect(execs(again), all(again)).toBe(2);
+    // Nothing changed, so the host was never locked: that run's journal has no host-started, the first one's has.
+    const kinds = (r: CliResult) =>
+      readFileSync(join(state, 'runs', `${r.events.find((e) => e.event === 'run-started')!.runId}.ndjson`), 'utf8')
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => (JSON.parse(l) as { kind: string }).kind);
+    expect(kinds(again)).not.toContain('host-started');
+    expect(kinds(first)).toContain('host-started');
     expect(stepEvents(again).every((e) => e.status === 'unchanged')).toBe(true);
   }, 180_000);
 });
