@@ -393,14 +393,21 @@ export async function runRecipe(o: RunRecipeOptions): Promise<RunReport> {
       o.hostStateDir ?? (facts.user === 'root' || withSudo ? '/var/lib/hostsmith' : `${facts.home || '/tmp'}/.local/state/hostsmith`);
     const h: Opened = { transport, facts, baseFor };
     opened.set(target.name, h);
-    if (o.mode === 'apply' && locked) await lockHost(target, h)();
+    if (o.mode === 'apply') {
+      // Journaled at once, lock or not: a crash before the first change still leaves what the run
+      // started on the host (a probe batch, its scratch folder) for recover to find and clear.
+      const sudo = target.sudo || o.recipe.sudo || o.recipe.defaults.sudo === true;
+      const reach = reachOf(target.describe);
+      await journal?.write({ kind: 'host-started', time: time(), host: target.name, facts, backupDir: `${baseFor(sudo)}/backups/${runId}`, ...(reach ? { target: reach } : {}) });
+      if (locked) await lockHost(target, h)();
+    }
     return h;
   }
 
   /**
    * The host lock, taken once: at connect when a lock is already held there (to fail fast or find
    * it stale), else before the run's first change (runHost calls it through `beforeChange`), and
-   * journaled as host-started with how the host was reached. Resolves to when the lock was held.
+   * journaled by a second host-started entry that names the lock. Resolves to when it was held.
    */
   function lockHost(target: HostTarget, h: Opened): () => Promise<number> {
     return () =>

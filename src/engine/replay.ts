@@ -163,7 +163,8 @@ export function replay(entries: readonly JournalEntry[]): RunState | undefined {
       case 'host-started': {
         const h = hostOf(e.host);
         h.status = h.status === 'pending' ? 'open' : h.status;
-        h.startedAt = e.time;
+        // An apply writes a second one, naming the lock, when it takes it before its first change.
+        h.startedAt ??= e.time;
         h.facts = e.facts;
         h.backupDir = e.backupDir;
         if (e.target) h.target = e.target;

@@ -86,7 +86,7 @@ steps:
       60_000,
     );
     expect(entries.every((e) => e.v === 1)).toBe(true);
-    const hostStarted = entries.find((e) => e.kind === 'host-started')!;
+    const hostStarted = entries.find((e) => e.kind === 'host-started' && e.lock)!;
     expect(hostStarted).toMatchObject({ lock: LOCK, backupDir: `/var/lib/hostsmith/backups/${runId}`, target: { host: h.address, port: h.port, user: 'root', knownHostsFile: sb.knownHostsPath } });
     expect(hostStarted.target).not.toHaveProperty('vars');
     expect(entries.find((e) => e.kind === 'step-started' && e.step === 'Wait')).toMatchObject({ sudo: false, type: 'command' });

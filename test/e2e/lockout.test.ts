@@ -207,6 +207,7 @@ describeHosts('--confirm: lockout protection by a watchdog on the host', () => {
     // recover reads what the watchdog did and rolls nothing back twice (the command's rollback would fail: its mark is gone).
     const rec = await hostsmith(['recover', runId, '--yes', '--var', `token=${TOKEN}`, '--state-dir', state]);
     expect(rec.code, rec.stdout + rec.stderr).toBe(0);
+    expect(rec.stdout).toMatch(/a lockout watchdog was armed there/);
     expect(rec.stdout).toMatch(/recovered \(exit 0\)/);
     expect(await sshOk(sandbox(), host(), SNAPSHOT)).toEqual(before);
     expect(await sshOk(sandbox(), host(), 'cat /var/log/wd-handler.log')).toBe('reloaded\nreloaded\n');

@@ -151,20 +151,21 @@ describeHosts('recover: a run killed at any point is finished and the host put b
     const id = r.events.find((e) => e.event === 'run-started')!.runId as string;
     // The kinds of entry the kill points below land after, in the order the run writes them.
     const kinds = entries(id).map((e) => `${e.kind}${e.afterRollback ? '+again' : ''}`);
-    expect(kinds.length).toBe(40);
+    expect(kinds.length).toBe(41);
     expect(new Set(kinds)).toEqual(new Set(['run-started', 'host-started', 'step-started', 'step-finished', 'rollback-started', 'rollback-finished', 'step-started+again', 'host-finished', 'run-finished']));
     expect(await differences()).toEqual([]);
   }, 60_000);
 
   /**
-   * After entries of every kind and phase (the run writes 40): run-started (1), host-started (2),
-   * step-started/-finished of group, user and cron (3-7), the template that notifies (11, 12),
-   * the command (15, 16), the handler that records (17, 18) and the one that fails (19, 20), the
-   * rollback's start and middle (21, 22, 28, 35), the handler run again after the rollback (37,
-   * 38), and host-finished (39: only the run's end is missing). With the kill in the middle of a
-   * command and the random kills below, that is 24 kill points.
+   * After entries of every kind and phase (the run writes 41): run-started (1), host-started at
+   * connect (2), host-started naming the lock taken before the first change (3),
+   * step-started/-finished of group, user and cron (4-8), the template that notifies (12, 13),
+   * the command (16, 17), the handler that records (18, 19) and the one that fails (20, 21), the
+   * rollback's start and middle (22, 23, 29, 36), the handler run again after the rollback (38,
+   * 39), and host-finished (40: only the run's end is missing). With the kill in the middle of a
+   * command and the random kills below, that is 25 kill points.
    */
-  const POINTS = [1, 2, 3, 4, 5, 6, 7, 11, 12, 15, 16, 17, 18, 19, 20, 21, 22, 28, 35, 37, 38, 39];
+  const POINTS = [1, 2, 3, 4, 5, 6, 7, 8, 12, 13, 16, 17, 18, 19, 20, 21, 22, 23, 29, 36, 38, 39, 40];
   it(`SIGKILL after each of ${POINTS.length} journal entries: recover puts the host back every time`, async () => {
     for (const n of POINTS) {
       const calls = await handlerCalls();
@@ -210,13 +211,13 @@ describeHosts('recover: a run killed at any point is finished and the host put b
     // running on the host is stopped, and its scratch folder goes too.
     const inBatch = await crash({
       recipe: 'slowprobe.yml',
-      kill: async (pid, runId) => {
+      kill: async (pid) => {
+        // The batch runs before the first change (so before the run takes its host lock): its scratch folder on the host says it is under way.
         for (let i = 0; i < 300; i++) {
-          const id = runId();
-          if (id && entries(id).some((e) => e.kind === 'host-started')) break;
-          await new Promise((r) => setTimeout(r, 20));
+          if ((await sshOk(sandbox(), host(), 'ls -d /tmp/hostsmith-probe.* 2>/dev/null | wc -l')) === '1\n') break;
+          await new Promise((r) => setTimeout(r, 50));
         }
-        await new Promise((r) => setTimeout(r, 1500));
+        await new Promise((r) => setTimeout(r, 500));
         process.kill(pid, 'SIGKILL');
       },
     });

@@ -41,7 +41,8 @@ describe('runRecipe with the local transport', () => {
     const journal = readFileSync(applied.report.journalFile!, 'utf8');
     expect(journal).not.toContain('s3cret-token');
     expect(journal.trim().split('\n').map((l) => JSON.parse(l).kind)).toEqual([
-      'run-started', 'host-started', 'step-started', 'step-finished', 'step-started', 'step-finished', 'host-finished', 'run-finished',
+      // host-started at connect, and again naming the lock taken before the first change.
+      'run-started', 'host-started', 'host-started', 'step-started', 'step-finished', 'step-started', 'step-finished', 'host-finished', 'run-finished',
     ]);
     const again = await run(dir, target, 'apply');
     expect(again.report.hosts.here).toMatchObject({ status: 'ok', changed: 1, unchanged: 1 }); // the command always runs

@@ -83,6 +83,10 @@ async function recoverCommand(runId: string, o: RecoverCli): Promise<number> {
   for (const s of target.settled) out.say(`  ${one(s.name)}: had finished (${one(s.status)}): left as it is`);
   for (const h of target.hosts) {
     out.say(`  ${one(h.host.name)}:`);
+    const wd = h.host.watchdog;
+    if (wd?.state === 'armed') {
+      out.say(`    a lockout watchdog was armed there (it rolls the run back by itself at ${one(wd.deadline ?? '?')}): recover stops it first, or, if it has fired, records what it put back and does not do that again`);
+    }
     for (const s of h.inFlight) out.say(`    ${one(s.name)} [${one(s.type)}]: in flight at the crash — taken back only if the host shows its change (${one(undoSummary(s.type, s.undo))})`);
     for (const s of h.rollBack) out.say(`    ${one(s.name)} [${one(s.type)}]: ${s.rollback?.status === 'in-flight' ? 'its rollback was stopped — ' : ''}roll back: ${one(undoSummary(s.type, s.undo))}`);
     if (!h.inFlight.length && !h.rollBack.length) out.say('    nothing to take back; its lock is released');
