@@ -67,8 +67,11 @@ describeHosts('exit codes that never lie', () => {
       const failed = steps.find((e) => e.status === 'failed')!;
       expect(failed.error).toMatch(/cannot write the journal .*no space left on device/i);
       // Every completed step was rolled back on the host, each saying its record could not be written.
+      // Where the disk fills decides whether the last step made had its step-finished written: if
+      // not, it is reported failed (journal error), yet it was made, so it is rolled back too.
       const rollbacks = r.events.filter((e) => e.event === 'rollback-finished');
-      expect(rollbacks).toHaveLength(changed);
+      expect(rollbacks.length).toBeGreaterThanOrEqual(changed);
+      expect(rollbacks.length).toBeLessThanOrEqual(changed + 1);
       for (const rb of rollbacks) expect(rb.error).toMatch(/rolled back on the host, but the journal could not record it/);
       const host = r.events.find((e) => e.event === 'host-finished')!;
       expect(host.status).toBe('rollback-incomplete');
