@@ -106,6 +106,20 @@ export function changeWrites(type: string, writes: string[] | undefined, undo?: 
   const created = undo && typeof undo === 'object' && Array.isArray((undo as { created?: unknown }).created) ? ((undo as { created: unknown[] }).created.filter((d) => typeof d === 'string') as string[]) : [];
   if (type === 'file' || type === 'template' || type === 'line') return [...writes, ...created.map((d) => `path:${d}`)];
   if (type === 'cron') return [...writes, 'path:/var/spool/cron'];
+  // useradd, usermod, groupadd… write the account files, a home (with skel) and a mail spool, and
+  // change the entries of the users and groups they touch: not the packages, services or files
+  // elsewhere, whose batched reads (a package's apt simulation) stay.
+  if (type === 'user' || type === 'group') {
+    const touched = (undo as { accounts?: { touched?: Record<string, string[]> }; touched?: Record<string, string[]> } | null)?.accounts?.touched ??
+      (undo as { touched?: Record<string, string[]> } | null)?.touched ?? {};
+    return [
+      ...writes,
+      ...['passwd', 'shadow', 'group', 'gshadow', 'subuid', 'subgid'].map((f) => `path:/etc/${f}`),
+      'path:/var/mail',
+      ...(touched.passwd ?? []).map((n) => `user:${n}`),
+      ...(touched.group ?? []).map((n) => `group:${n}`),
+    ];
+  }
   return ['*'];
 }
 
