@@ -396,12 +396,17 @@ export async function runRecipe(o: RunRecipeOptions): Promise<RunReport> {
     if (o.mode === 'apply') {
       // Journaled at once, lock or not: a crash before the first change still leaves what the run
       // started on the host (a probe batch, its scratch folder) for recover to find and clear.
-      const sudo = target.sudo || o.recipe.sudo || o.recipe.defaults.sudo === true;
+      const sudo = runSudo(target);
       const reach = reachOf(target.describe);
       await journal?.write({ kind: 'host-started', time: time(), host: target.name, facts, backupDir: `${baseFor(sudo)}/backups/${runId}`, ...(reach ? { target: reach } : {}) });
       if (locked) await lockHost(target, h)();
     }
     return h;
+  }
+
+  /** Whether the run uses sudo on this host for its lock and backups: the host's, the recipe's or its defaults'. */
+  function runSudo(target: HostTarget): boolean {
+    return target.sudo || o.recipe.sudo || o.recipe.defaults.sudo === true;
   }
 
   /**
@@ -412,7 +417,7 @@ export async function runRecipe(o: RunRecipeOptions): Promise<RunReport> {
   function lockHost(target: HostTarget, h: Opened): () => Promise<number> {
     return () =>
       (h.locking ??= (async () => {
-        const sudo = target.sudo || o.recipe.sudo || o.recipe.defaults.sudo === true;
+        const sudo = runSudo(target);
         const held = await acquireLock(h.transport, h.baseFor(sudo), runId, sudo, { stateDir: o.stateDir, ...(o.rootLockDir ? { rootLockDir: o.rootLockDir } : {}) });
         h.release = held;
         const reach = reachOf(target.describe);

@@ -35,7 +35,7 @@ import { ROOT_LOCK_DIR, acquireLock } from './lock.js';
 import { Masker } from './mask.js';
 import { Recorder } from './recorder.js';
 import { stepType } from '../steps/registry.js';
-import { awaitWatchdog, claimWatchdog, removeWatchdog } from './watchdog.js';
+import { awaitWatchdog, claimWatchdog, recordWatchdogRollback, removeWatchdog } from './watchdog.js';
 import { replay, runPhase, type ControllerState, type HostState, type RunPhase, type RunState, type StepState } from './replay.js';
 
 /** Whether an open run's controller (or the newest recover that took it over) still runs. */
@@ -348,7 +348,7 @@ async function settleWatchdog(t: ShellTransport, sudo: boolean, h: HostState, re
     await rec.write({ kind: 'watchdog', event: 'disarmed', time: time(), host, dir: wd.dir, error: claim === 'claimed' ? 'taken over by recover before its time ran out' : 'gone when recover looked' });
     return done;
   }
-  const fired = await awaitWatchdog(t, sudo, wd.dir, wd.steps, 30 * 60_000);
+  const fired = await awaitWatchdog(t, sudo, wd.dir, wd.steps);
   if (typeof fired !== 'object') return done;
   await rec.write({ kind: 'watchdog', event: 'fired', time: time(), host, dir: wd.dir, result: fired.result, rolledBack: fired.ok, failed: fired.failed, ...(fired.log ? { log: fired.log } : {}) });
   // Handlers it ran again after a full rollback are settled with it, as the run itself would.
@@ -356,10 +356,7 @@ async function settleWatchdog(t: ShellTransport, sudo: boolean, h: HostState, re
   for (const name of [...fired.ok, ...handlers]) {
     const s = h.steps.find((x) => x.name === name && x.completed);
     if (!s || stepType(s.type)?.hostRollbackPartial) continue;
-    const base = { time: time(), host, step: name, type: s.type };
-    await rec.write({ kind: 'rollback-started', ...base });
-    await rec.write({ kind: 'rollback-finished', ...base, status: 'rolled-back' });
-    rec.emit({ event: 'rollback-finished', runId, ...base, status: 'rolled-back' });
+    await recordWatchdogRollback(rec, runId, host, name, s.type);
     done.add(name);
   }
   await removeWatchdog(t, sudo, wd.dir);

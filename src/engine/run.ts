@@ -13,7 +13,7 @@ import type { Counts, HostStatus, StepStatus } from './events.js';
 import { newHostRun, plannedResult, type Completed, type HostRun, type HostRunOptions } from './host-run.js';
 import { planStep, type PlannedStep } from './plan-step.js';
 import { stepDifference } from './plan-value.js';
-import { awaitWatchdog, claimWatchdog, protect, watchdogDir, watchdogParts, type ConfirmOptions, type Fired, type Protection } from './watchdog.js';
+import { awaitWatchdog, claimWatchdog, dueHandlers, protect, recordWatchdogRollback, watchdogDir, watchdogParts, type ConfirmOptions, type Fired, type Protection } from './watchdog.js';
 
 export type { HostRunOptions } from './host-run.js';
 
@@ -152,7 +152,7 @@ async function guarded(h: HostRun, c: ConfirmOptions): Promise<Protection> {
     const dir = watchdogDir(rootBackupDir, o.runId);
     if ((await claimWatchdog(t, true, dir)) !== 'fired') return { kind: 'failed', why };
     const names = watchdogParts(h).steps.map((s) => s.name);
-    const fired = await awaitWatchdog(t, true, dir, names, 30 * 60_000);
+    const fired = await awaitWatchdog(t, true, dir, names);
     return { kind: 'failed', why, ...(typeof fired === 'object' ? { fired } : {}) };
   }
 }
@@ -176,10 +176,7 @@ async function takenByWatchdog(h: HostRun, fired: Fired): Promise<void> {
       keep.push(c);
       continue;
     }
-    const base = { time: now(), host: o.host, step: c.spec.name, type: c.spec.type };
-    await h.rec.write({ kind: 'rollback-started', ...base }).catch(() => undefined);
-    await h.rec.write({ kind: 'rollback-finished', ...base, status: 'rolled-back' }).catch(() => undefined);
-    h.rec.emit({ event: 'rollback-finished', runId: o.runId, ...base, status: 'rolled-back' });
+    await recordWatchdogRollback(h.rec, o.runId, o.host, c.spec.name, c.spec.type).catch(() => undefined);
     h.counts.rolledBack++;
   }
   h.completed = keep;
@@ -282,9 +279,7 @@ function finishStep(h: HostRun, p: PlannedStep, started: number, status: StepSta
  */
 async function handlersAgain(h: HostRun): Promise<{ ok: boolean }> {
   const { o } = h;
-  const handlers = o.recipe.handlers;
-  const undone = h.completed.filter((c) => !handlers.includes(c.spec));
-  const due = handlers.filter((hd) => h.completed.some((c) => c.spec === hd) && undone.some((c) => c.spec.notify.includes(hd.name)));
+  const due = dueHandlers(h).map((c) => c.spec);
   let ok = true;
   for (const spec of due) {
     if (o.abortRollback?.aborted) return { ok: false };

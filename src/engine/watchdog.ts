@@ -16,8 +16,7 @@
 import { posix } from 'node:path';
 import { ConnectError, errorMessage } from '../errors.js';
 import { buildScope, render } from '../render/template.js';
-import type { HostEnv } from '../steps/step.js';
-import { tail } from '../steps/step.js';
+import { tail, type HostEnv } from '../steps/step.js';
 import type { ShellTransport } from '../transport/base.js';
 import { quote } from '../transport/shell.js';
 import type { Completed, HostRun } from './host-run.js';
@@ -164,8 +163,11 @@ export async function removeWatchdog(t: ShellTransport, sudo: boolean, dir: stri
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** Waits for the watchdog's outcome (it may be installing packages back): polls, up to `ms`. */
-export async function awaitWatchdog(t: ShellTransport, sudo: boolean, dir: string, names: string[], ms: number): Promise<Fired | 'gone' | 'timeout'> {
+/** How long a fired watchdog is waited for: its rollback may be installing packages back. */
+const WATCHDOG_WAIT_MS = 30 * 60_000;
+
+/** Waits for the watchdog's outcome: polls, up to `ms`. */
+export async function awaitWatchdog(t: ShellTransport, sudo: boolean, dir: string, names: string[], ms = WATCHDOG_WAIT_MS): Promise<Fired | 'gone' | 'timeout'> {
   const until = Date.now() + ms;
   for (;;) {
     const r = await readWatchdog(t, sudo, dir, names);
@@ -175,7 +177,7 @@ export async function awaitWatchdog(t: ShellTransport, sudo: boolean, dir: strin
   }
 }
 
-/** The handlers the watchdog runs again: as handlersAgain (run.ts) picks them. */
+/** Handlers to run again after a rollback: those that ran, for steps now put back. The controller's rollback (run.ts) and the watchdog both pick them here. */
 export function dueHandlers(h: HostRun): Completed[] {
   const handlers = h.o.recipe.handlers;
   const undone = h.completed.filter((c) => !handlers.includes(c.spec));
@@ -199,6 +201,14 @@ export function watchdogParts(h: HostRun): { steps: Part[]; handlers: Part[] } {
 
 const now = () => new Date().toISOString();
 
+/** Journals (and reports) a step the watchdog put back, as any rollback is recorded, so undo and show see it taken back. */
+export async function recordWatchdogRollback(rec: HostRun['rec'], runId: string, host: string, step: string, type: string): Promise<void> {
+  const base = { time: now(), host, step, type };
+  await rec.write({ kind: 'rollback-started', ...base });
+  await rec.write({ kind: 'rollback-finished', ...base, status: 'rolled-back' });
+  rec.emit({ event: 'rollback-finished', runId, ...base, status: 'rolled-back' });
+}
+
 /**
  * Arms the watchdog, checks the next login and the verify commands, and confirms or not (see the
  * file's comment). Journaled: `watchdog` entries armed (before the watchdog exists), confirmed,
@@ -218,7 +228,7 @@ export async function protect(h: HostRun, c: ConfirmOptions, o: { rootBackupDir:
     h.rec.emit({ event: 'watchdog', runId: ho.runId, time: now(), host: ho.host, what, message });
   await h.rec.write({ kind: 'watchdog', event: 'armed', time: now(), host: ho.host, dir, seconds, deadline: new Date(deadline).toISOString(), steps: names });
   await armWatchdog(t, sudo, dir, watchdogFiles(dir, seconds, parts.steps, parts.handlers));
-  say('armed', `watchdog armed: the host rolls this run back by itself at ${new Date(deadline).toISOString()} unless confirmed; checking a new login${ho.recipe.verify.length ? ` and ${ho.recipe.verify.length} verify command(s)` : ''}`);
+  say('armed', `watchdog armed: the host rolls this run back by itself at ${new Date(deadline).toISOString()} unless confirmed; checking a new login${c.verify.length ? ` and ${c.verify.length} verify command(s)` : ''}`);
   if (process.env.HOSTSMITH_FAULT_KILL_AFTER_ARM === '1') process.kill(process.pid, 'SIGKILL');
   // Fault injection: the run's own link goes, as a firewall rule the run added would take it.
   if (process.env.HOSTSMITH_FAULT_CUT_AFTER_ARM === '1') (t as { cutForTest?(): void }).cutForTest?.();
@@ -229,7 +239,7 @@ export async function protect(h: HostRun, c: ConfirmOptions, o: { rootBackupDir:
     fresh = await within(c.openFresh(), deadline - Date.now(), 'connecting');
     fresh.loginUser = t.loginUser;
     const scope = buildScope(h.vars, ho.facts, h.results);
-    for (const [i, text] of ho.recipe.verify.entries()) {
+    for (const [i, text] of c.verify.entries()) {
       const cmd = render(text, scope, { field: `verify[${i}]` });
       const left = deadline - Date.now();
       if (left <= 0) throw new Error('the confirmation time ran out while verifying');
@@ -281,7 +291,7 @@ export async function protect(h: HostRun, c: ConfirmOptions, o: { rootBackupDir:
       }
     }
   }
-  const fired = await awaitWatchdog(t, sudo, dir, names, 30 * 60_000);
+  const fired = await awaitWatchdog(t, sudo, dir, names);
   if (fired === 'gone' || fired === 'timeout') {
     return { kind: 'failed', why: `${why}; the watchdog ${fired === 'gone' ? 'left no outcome' : 'had not finished after 30 minutes'}`, fired: { result: 'rollback-incomplete', ok: [], failed: names, log: '' } };
   }
