@@ -74,7 +74,8 @@ export async function planStep(h: HostRun, spec: StepSpec): Promise<PlannedStep>
   const batched = h.o.mode === 'apply' && readFromBatch(h, spec);
   const changing = h.changing.length;
   const p = await planOnce(h, spec);
-  if (!batched || p.status !== 'planned' || !p.work) return p;
+  // A guarded type holds the host to what it was planned from in the very exec that changes it.
+  if (!batched || p.status !== 'planned' || !p.work || p.work.type.guarded) return p;
   // It will change the host: read it again at its turn, so a change made since the batch is seen.
   h.changing.length = changing;
   readLive(h, spec);

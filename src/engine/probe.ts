@@ -22,6 +22,7 @@ import { ShellTransport } from '../transport/base.js';
 import { quote } from '../transport/shell.js';
 import type { ExecResult } from '../transport/transport.js';
 import type { StepSpec } from '../recipe/types.js';
+import { MEMO_MARK } from '../steps/apt.js';
 import { overlaps } from './deps.js';
 import type { HostRun } from './host-run.js';
 
@@ -36,23 +37,31 @@ class Noted extends Error {
 
 const keyOf = (cmdline: string, stdin: Buffer) => `${cmdline}\0${stdin.toString('base64')}`;
 
+/** A read whose script names the stamp of everything its output depends on (apt.ts MEMO_MARK). */
+const MEMO_LINE = new RegExp(`(?:\\n|; )${MEMO_MARK} \\d+ \\d+\\n`);
+const isMemo = (stdin: Buffer): boolean => MEMO_LINE.test(stdin.toString('latin1'));
+
 /**
  * Results of batched commands, by framed form. Served as often as asked (two steps reading the
- * same file read the same bytes): the whole cache is dropped whenever the run changes the host.
+ * same file read the same bytes); a change drops the results of what it may have written. A
+ * stamped read (a package's apt dry run) is kept through every drop: its command names the stamp
+ * its answer depends on, so once the host moves the step asks with another stamp, another key.
  */
 class Prefetched {
   private readonly byKey = new Map<string, ExecResult>();
+  private readonly memo = new Set<string>();
   take(cmdline: string, stdin: Buffer): ExecResult | undefined {
     return this.byKey.get(keyOf(cmdline, stdin));
   }
   peek(key: string): ExecResult | undefined {
     return this.byKey.get(key);
   }
-  put(key: string, r: ExecResult): void {
+  put(key: string, r: ExecResult, stdin: Buffer): void {
     this.byKey.set(key, r);
+    if (r.code === 0 && isMemo(stdin)) this.memo.add(key);
   }
   drop(key: string): void {
-    this.byKey.delete(key);
+    if (!this.memo.has(key)) this.byKey.delete(key);
   }
 }
 
@@ -198,7 +207,7 @@ export async function prefetch(h: HostRun, spec: StepSpec, plan: (h: HostRun, s:
 async function runBatch(t: ShellTransport, items: Array<[string, { cmdline: string; stdin: Buffer }]>, p: HostProbes): Promise<void> {
   const results = await execBatch(t, items.map(([, it]) => it));
   results.forEach((r, i) => {
-    if (r) p.cache.put(items[i]![0], r);
+    if (r) p.cache.put(items[i]![0], r, items[i]![1].stdin);
   });
 }
 

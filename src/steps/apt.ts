@@ -158,14 +158,32 @@ export function stateScript(): string {
     'echo "--- lists-age"',
     `newest=$(stat -c %Y ${UPDATE_STAMP} /var/lib/apt/lists/*Release 2>/dev/null | sort -n | tail -n 1)`,
     'if [ -n "$newest" ]; then echo $(( $(date +%s) - newest )); else echo -1; fi',
+    'echo "--- inputs"',
+    INPUTS_STAMP,
   ].join('\n');
 }
 
-export function splitState(out: string): { dpkg: Record<string, DpkgEntry>; listsAgeS: number | null } {
-  const [head = '', age = ''] = out.split('--- lists-age\n');
+/**
+ * A stamp of everything apt's answer to a dry run depends on: dpkg's status and the auto marks
+ * (both rewritten by every package change, so the inode moves), the apt lists, and apt's
+ * configuration (sources, pins, options, keys). Two dry runs of one transaction under one stamp
+ * give the same answer, so the run does not simulate again until the stamp moves (MEMO_MARK).
+ */
+const INPUTS_STAMP = `stat -c '%n %i %s %Y' /var/lib/dpkg/status /var/lib/dpkg/arch /var/lib/apt/extended_states /var/lib/apt/lists/* /etc/apt /etc/apt/* /etc/apt/*/* 2>/dev/null | cksum`;
+
+/**
+ * First line of a read whose output is fixed by a stamp it names (engine/probe.ts): its result
+ * stays good for the run however many batched reads a change drops, until the stamp moves.
+ */
+export const MEMO_MARK = '# hostsmith-memo:';
+
+export function splitState(out: string): { dpkg: Record<string, DpkgEntry>; listsAgeS: number | null; inputs?: string } {
+  const [head = '', rest = ''] = out.split('--- lists-age\n');
+  const [age = '', inputs = ''] = rest.split('--- inputs\n');
   const nl = head.indexOf('\n');
   const n = Number(age.trim());
-  return { dpkg: parseDpkg(head.slice(nl + 1), head.slice(0, nl).trim()), listsAgeS: Number.isFinite(n) && n >= 0 ? n : null };
+  const stamp = inputs.trim();
+  return { dpkg: parseDpkg(head.slice(nl + 1), head.slice(0, nl).trim()), listsAgeS: Number.isFinite(n) && n >= 0 ? n : null, ...(/^\d+ \d+$/.test(stamp) ? { inputs: stamp } : {}) };
 }
 
 /** `apt-get install` arguments: `name[=version]` installs, `name-` removes, in one transaction. */
@@ -179,8 +197,9 @@ export function transactionArgs(install: PkgSpec[], remove: string[]): string {
  * With `privateLists` the simulation uses freshly downloaded lists in a temporary folder,
  * leaving the host's own lists and caches untouched.
  */
-export function simulateScript(args: string, privateLists = false): string {
-  const lines: string[] = [];
+export function simulateScript(args: string, privateLists = false, inputs?: string): string {
+  // Fresh lists are downloaded anew each time: nothing to memoize.
+  const lines: string[] = inputs && !privateLists ? [`${MEMO_MARK} ${inputs}`] : [];
   let opts = ` ${APT_READ_OPTS}`;
   if (privateLists) {
     lines.push(

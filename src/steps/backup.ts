@@ -19,7 +19,7 @@ export function backupPath(env: PlanEnv, path: string): string {
 }
 
 /** Shell: make the folders `dest` goes into, the backups root readable by root only. */
-export function backupDirsScript(ctx: StepContext, dest: string): string {
+export function backupDirsScript(ctx: Pick<StepContext, 'backupDir'>, dest: string): string {
   const root = quote(posix.dirname(ctx.backupDir));
   return `umask 077 && mkdir -p ${root} && chmod 0700 ${root} && mkdir -p ${quote(posix.dirname(dest))}`;
 }
@@ -30,26 +30,29 @@ export function backupDirsScript(ctx: StepContext, dest: string): string {
  */
 async function copyOk(ctx: StepContext, script: string, what: string, full: string): Promise<void> {
   const r = await ctx.exec(script);
-  if (r.code === 0) return;
+  if (r.code !== 0) throw backupFailure(ctx, r, what, full);
+}
+
+/** What a failed copy says: a full disk is named as such, with where to free space. */
+export function backupFailure(ctx: Pick<StepContext, 'host'>, r: { code: number; stdout: string; stderr: string }, what: string, full: string): StepError {
   if (/No space left on device/i.test(r.stderr)) {
-    throw new StepError(`no space left on ${ctx.host} while ${what}; the partial copy was removed. Free space on ${full} (df -h ${full}) and run again`, {
+    return new StepError(`no space left on ${ctx.host} while ${what}; the partial copy was removed. Free space on ${full} (df -h ${full}) and run again`, {
       code: r.code,
       stderr: r.stderr,
     });
   }
   const said = tail(r.stderr) || tail(r.stdout, 5);
-  throw new StepError(`${what} failed (exit ${r.code})${said ? `: ${said}` : ''}`, { code: r.code, stderr: r.stderr });
+  return new StepError(`${what} failed (exit ${r.code})${said ? `: ${said}` : ''}`, { code: r.code, stderr: r.stderr });
 }
 
-/** Copies what is at `path` (file, folder or link, with its metadata) to `dest`; a failed copy leaves nothing at `dest`. */
-export async function copyToBackup(ctx: StepContext, path: string, dest: string): Promise<void> {
+/** Shell: copies what is at `path` (file, folder or link, with its metadata) to `dest`; a failed copy leaves nothing at `dest`. */
+export function copyToBackupScript(ctx: Pick<StepContext, 'backupDir'>, path: string, dest: string): string {
   const d = quote(dest);
-  await copyOk(
-    ctx,
-    `${backupDirsScript(ctx, dest)} && rm -rf -- ${d} && { cp -a -- ${quote(path)} ${d} || { rc=$?; rm -rf -- ${d}; exit $rc; }; }`,
-    `backing up ${path} to ${dest}`,
-    posix.dirname(ctx.backupDir),
-  );
+  return `${backupDirsScript(ctx, dest)} && rm -rf -- ${d} && { cp -a -- ${quote(path)} ${d} || { rc=$?; rm -rf -- ${d}; exit $rc; }; }`;
+}
+
+export async function copyToBackup(ctx: StepContext, path: string, dest: string): Promise<void> {
+  await copyOk(ctx, copyToBackupScript(ctx, path, dest), `backing up ${path} to ${dest}`, posix.dirname(ctx.backupDir));
 }
 
 /**

@@ -6,8 +6,10 @@ import { posix } from 'node:path';
 import { StepError } from '../errors.js';
 import { unifiedDiff } from '../render/diff.js';
 import { quote } from '../transport/shell.js';
-import { runOk, type Plan, type PlanEnv, type StepContext } from './step.js';
-import { backupPath, copyToBackup, restoreFromBackup, restoreScript } from './backup.js';
+import { createHash } from 'node:crypto';
+import { atomicWriteScript } from '../transport/shell.js';
+import { runOk, tail, type Plan, type PlanEnv, type StepContext } from './step.js';
+import { backupFailure, backupPath, copyToBackupScript, restoreFromBackup, restoreScript } from './backup.js';
 import { fmtMode } from './modes.js';
 
 export type PathKind = 'absent' | 'file' | 'directory' | 'link' | 'other';
@@ -22,6 +24,12 @@ export interface PathState {
   /** Ancestors that do not exist yet, outermost first (they would be created). */
   missing: string[];
 }
+
+/**
+ * The check's answer as the host printed it, for each state read from a host: apply holds the
+ * path to it, so a path that moved since it was read is not written (applyPath's guard).
+ */
+const answers = new WeakMap<PathState, Buffer>();
 
 export interface Wanted {
   path: string;
@@ -102,6 +110,7 @@ export function parseCheck(raw: Buffer, path: string): PathState {
     throw new StepError(`cannot read ${path}: unexpected answer from the host (${JSON.stringify(kind)}, ${JSON.stringify(missing)})`);
   }
   const state: PathState = { kind: kind as PathKind, missing: missingParents(path, Number(missing)) };
+  answers.set(state, raw);
   if (state.kind !== 'absent') {
     state.mode = parseInt(mode, 8);
     state.owner = owner;
@@ -237,35 +246,84 @@ function chownSpec(owner?: string, group?: string): string | null {
   return `${owner ?? ''}${group ? `:${group}` : ''}`;
 }
 
-export async function applyPath(ctx: StepContext, w: Wanted, plan: Plan<FileUndo>): Promise<void> {
+/** Exit codes of the one apply script, by what failed. */
+const MOVED = 75;
+const FAILED_AT = /^hostsmith-failed: (backup|change|read) (\d+)$/m;
+
+/**
+ * Shell: exit MOVED, before anything else, unless `checkScript(path)` prints exactly `raw` now.
+ * The step was planned from `raw`; a path that moved since (another run, a person) is left alone.
+ */
+export function guardScript(path: string, raw: Buffer): string {
+  const want = createHash('sha256').update(raw).digest('hex');
+  return `g=$( ( ${checkScript(path)}
+) | sha256sum ) && [ "\${g%% *}" = ${want} ] || { echo "hostsmith-moved" >&2; exit ${MOVED}; }`;
+}
+
+/**
+ * Makes the path as wanted in one exec: holds it to the state it was planned from (`s`, as read),
+ * backs up what the change replaces, changes it, and reads it back. Resolves to the state it left
+ * (undefined when that read failed: the change is made all the same).
+ */
+export async function applyPath(ctx: StepContext, w: Wanted, plan: Plan<FileUndo>, s?: PathState): Promise<PathState | undefined> {
   const undo = plan.undo;
   const p = quote(w.path);
-  if (undo && undo.kind !== 'absent' && undo.backup) await copyToBackup(ctx, w.path, undo.backup);
   const own = chownSpec(w.owner, w.group);
   const chown = own ? [`chown ${w.state === 'link' ? '-h ' : ''}${quote(own)} -- ${p}`] : [];
   const meta = [...(w.mode !== undefined ? [`chmod ${fmtMode(w.mode)} -- ${p}`] : []), ...chown];
+  let change: string;
+  let what: string;
+  let stdin: Buffer | undefined;
   switch (w.state) {
     case 'absent':
-      await runOk(ctx, `rm -rf -- ${p}`, `removing ${w.path}`);
-      return;
+      [change, what] = [`rm -rf -- ${p}`, `removing ${w.path}`];
+      break;
     case 'directory':
-      await runOk(ctx, [`mkdir -p -- ${p}`, ...meta].join(' && '), `creating directory ${w.path}`);
-      return;
+      [change, what] = [[`mkdir -p -- ${p}`, ...meta].join(' && '), `creating directory ${w.path}`];
+      break;
     case 'link':
-      await runOk(ctx, [`mkdir -p -- ${quote(posix.dirname(w.path))}`, `ln -sfn -- ${quote(w.target ?? '')} ${p}`, ...chown].join(' && '), `linking ${w.path}`);
-      return;
+      [change, what] = [[`mkdir -p -- ${quote(posix.dirname(w.path))}`, `ln -sfn -- ${quote(w.target ?? '')} ${p}`, ...chown].join(' && '), `linking ${w.path}`];
+      break;
     case 'present': {
       const contentChanged = !undo || undo.kind === 'absent' || undo.backup !== undefined;
       if (!contentChanged) {
-        await runOk(ctx, meta.join(' && ') || 'true', `setting metadata of ${w.path}`);
-        return;
+        [change, what] = [meta.join(' && ') || 'true', `setting metadata of ${w.path}`];
+        break;
       }
-      if (undo?.kind === 'absent' && undo.created.length) {
-        await runOk(ctx, `mkdir -p -- ${quote(posix.dirname(w.path))}`, `creating ${posix.dirname(w.path)}`);
-      }
-      await ctx.writeFile(w.path, w.content ?? Buffer.alloc(0), { mode: w.mode, owner: w.owner, group: w.group });
+      const parents = undo?.kind === 'absent' && undo.created.length ? `mkdir -p -- ${quote(posix.dirname(w.path))}\n` : '';
+      [change, what, stdin] = [`${parents}${atomicWriteScript(w.path, { mode: w.mode, owner: w.owner, group: w.group })}`, `writing ${w.path}`, w.content ?? Buffer.alloc(0)];
     }
   }
+  const backup = undo && undo.kind !== 'absent' && undo.backup ? undo.backup : undefined;
+  // Not `( … ) || …`: inside an AND-OR list the shell ignores the write's own `set -e`.
+  const stage = (name: string, script: string, out = '>&2') => `( ${script}\n) ${out}\nrc=$?; [ $rc -eq 0 ] || { echo "hostsmith-failed: ${name} $rc" >&2; exit 1; }`;
+  const script = [
+    ...(s && answers.has(s) ? [guardScript(w.path, answers.get(s)!)] : []),
+    ...(backup ? [stage('backup', copyToBackupScript(ctx, w.path, backup))] : []),
+    stage('change', change),
+    stage('read', checkScript(w.path), ''),
+  ].join('\n');
+  const r = await ctx.exec(script, stdin ? { stdin } : {});
+  if (r.code === 0) {
+    try {
+      return parseCheck(r.stdoutRaw, w.path);
+    } catch {
+      return undefined; // made, but not read back: the engine reads it on its own
+    }
+  }
+  if (r.code === MOVED && /^hostsmith-moved$/m.test(r.stderr)) {
+    throw new StepError(`not applied: its state moved since it was read (someone changed ${w.path} meanwhile); nothing was written for this step. Run again to plan from what is there now`);
+  }
+  const failed = FAILED_AT.exec(r.stderr);
+  const said = r.stderr.replace(FAILED_AT, '').trim();
+  if (failed?.[1] === 'read') return undefined;
+  const code = Number(failed?.[2] ?? r.code);
+  if (failed?.[1] === 'backup') throw backupFailure(ctx, { ...r, code, stderr: said }, `backing up ${w.path} to ${backup}`, posix.dirname(ctx.backupDir));
+  const t = ctx.transport as { loginUser?: string };
+  const denied = stdin && /Permission denied|Operation not permitted/.test(said) && !ctx.sudo && t.loginUser !== 'root';
+  const hint = denied ? ` (${t.loginUser ?? 'the login user'} may not write there: log in as root, or use sudo: true on the recipe or step, or --sudo)` : '';
+  const tailSaid = tail(said) || tail(r.stdout, 5);
+  throw new StepError(`${what} failed (exit ${code})${tailSaid ? `: ${tailSaid}` : ''}${hint}`, { code, stderr: said });
 }
 
 /** Puts the path back as the undo data recorded it; works from journaled data alone. */

@@ -70,10 +70,8 @@ export const fileStep: StepType<FileParams, PathState, FileUndo> = {
   },
   check: (ctx, p) => checkPath(ctx, p.path),
   plan: (p, s, env) => planPath(wantedOf(p), s, env),
-  apply: async (ctx, p, plan) => {
-    await applyPath(ctx, wantedOf(p), plan);
-    return {};
-  },
+  apply: async (ctx, p, plan, s) => ({ state: await applyPath(ctx, wantedOf(p), plan, s) }),
+  guarded: true,
   rollback: (ctx, _p, undo) => rollbackPath(ctx, undo),
   hostRollback: (_p, undo) => rollbackPathScript(undo),
   stateKey: (_p, s) => pathKey(s),

@@ -181,9 +181,9 @@ export const lineStep: StepType<LineParams, PathState, FileUndo> = {
     // A file that did not exist when planned (an earlier step was to create it) still must now.
     const w = wanted(p, s);
     const content = w.content !== null ? Buffer.from(w.content, 'utf8') : (s.content ?? Buffer.alloc(0));
-    await applyPath(ctx, { path: p.path, state: 'present', content, mode: p.mode, owner: p.owner, group: p.group }, plan);
-    return {};
+    return { state: await applyPath(ctx, { path: p.path, state: 'present', content, mode: p.mode, owner: p.owner, group: p.group }, plan, s) };
   },
+  guarded: true,
   rollback: (ctx, _p, undo) => rollbackPath(ctx, undo),
   hostRollback: (_p, undo) => rollbackPathScript(undo),
   stateKey: (_p, s) => pathKey(s),

@@ -89,6 +89,8 @@ export interface PackageState {
   auto?: string[];
   /** The dry run used freshly downloaded lists (the host's own were missing or stale). */
   freshLists?: boolean;
+  /** Stamp of what a dry run's answer depends on (apt.ts INPUTS_STAMP); not part of the state key. */
+  inputs?: string;
 }
 
 export interface PackageUndo {
@@ -201,17 +203,17 @@ function failure(what: string, r: { code: number; stderr: string; stdout: string
   return new StepError(`${what} (exit ${r.code})${said ? `: ${said}` : ''}${hint}`, { code: r.code, stderr: r.stderr });
 }
 
-async function readState(ctx: StepContext): Promise<Pick<PackageState, 'dpkg' | 'listsAgeS'>> {
+async function readState(ctx: StepContext): Promise<Pick<PackageState, 'dpkg' | 'listsAgeS' | 'inputs'>> {
   const r = await exec(ctx, stateScript());
   if (r.code !== 0) throw failure(`cannot read the installed packages on ${ctx.host}`, r);
   return splitState(r.stdout);
 }
 
-async function simulate(ctx: StepContext, p: PackageParams, todo: Pending, freshLists: boolean) {
-  const r = await exec(ctx, simulateScript(transactionArgs(todo.install, todo.remove), freshLists));
+async function simulate(ctx: StepContext, p: PackageParams, todo: Pending, freshLists: boolean, inputs?: string) {
+  const r = await exec(ctx, simulateScript(transactionArgs(todo.install, todo.remove), freshLists, inputs));
   if (r.code === 0) return { ...splitSim(r.stdout), freshLists };
   const unknown = unknownPackages(r.stderr);
-  if (unknown.length && p.update_cache && !freshLists) return simulate(ctx, p, todo, true);
+  if (unknown.length && p.update_cache && !freshLists) return simulate(ctx, p, todo, true, inputs);
   if (unknown.length) {
     const hint = p.update_cache ? '' : ', or refresh the apt lists with update_cache: true';
     throw new StepError(
@@ -227,7 +229,7 @@ async function checkPackages(ctx: StepContext, p: PackageParams): Promise<Packag
   const todo = pending(p, base.dpkg);
   if (!todo.install.length && !todo.remove.length) return base;
   // With no lists at all there is nothing to simulate against: use fresh ones if we may refresh.
-  const sim = await simulate(ctx, p, todo, p.update_cache && base.listsAgeS === null);
+  const sim = await simulate(ctx, p, todo, p.update_cache && base.listsAgeS === null, base.inputs);
   return { ...base, ...sim };
 }
 

@@ -57,6 +57,8 @@ export interface Plan<Undo> {
 export interface ApplyResult {
   stdout?: string;
   stderr?: string;
+  /** The state right after the change, read in the same exec (the journal's post-state): no check of its own. */
+  state?: unknown;
 }
 
 export interface StepType<P = any, S = any, U = any> {
@@ -69,6 +71,11 @@ export interface StepType<P = any, S = any, U = any> {
   prepare?(ctx: StepContext, p: P): Promise<P>;
   /** Reads only. */
   check(ctx: StepContext, p: P): Promise<S>;
+  /**
+   * apply holds the host to the state it was planned from, in the same exec as the change (and
+   * writes nothing when it moved): the engine then need not read the step again at its turn.
+   */
+  guarded?: boolean;
   /** Pure: from params and current state to what would change. */
   plan(p: P, s: S, env: PlanEnv): Plan<U>;
   /**

@@ -35,10 +35,8 @@ export const templateStep: StepType<TemplateParams, PathState, FileUndo> = {
   },
   check: (ctx, p) => checkPath(ctx, p.dest),
   plan: (p, s, env) => planPath(wanted(p), s, env),
-  apply: async (ctx, p, plan) => {
-    await applyPath(ctx, wanted(p), plan);
-    return {};
-  },
+  apply: async (ctx, p, plan, s) => ({ state: await applyPath(ctx, wanted(p), plan, s) }),
+  guarded: true,
   rollback: (ctx, _p, undo) => rollbackPath(ctx, undo),
   hostRollback: (_p, undo) => rollbackPathScript(undo),
   stateKey: (_p, s) => pathKey(s),

@@ -17,8 +17,11 @@ function fakeHost(at: { kind: 'absent' } | { kind: 'file'; content: string }) {
   const header = at.kind === 'absent' ? 'absent\x00\x00\x00\x000\x00\x00' : `file\x00644\x00root\x00root\x000\x00\x00${at.content}`;
   const ctx = {
     backupDir: env.backupDir,
-    exec: async (cmd: string) => {
+    exec: async (cmd: string, o: { stdin?: Buffer } = {}) => {
       cmds.push(cmd);
+      // applyPath writes in its one script: the atomic write's rename names the path.
+      const mv = /mv -f -- "\$tmp" (\S+)/.exec(cmd);
+      if (mv) writes.push({ path: mv[1]!, data: (o.stdin ?? Buffer.alloc(0)).toString('utf8') });
       const out = cmds.length === 1 ? Buffer.from(header) : Buffer.alloc(0);
       return { code: 0, stdout: out.toString(), stderr: '', stdoutRaw: out };
     },
