@@ -173,6 +173,7 @@ export function contextFor(h: HostRun, spec: StepSpec, scope: Record<string, unk
     step: spec.name,
     backupDir: o.backupDirFor(sudo),
     sudo,
+    planOnly: o.mode === 'plan',
     timeoutMs,
     exec: (cmd, eo = {}) => o.transport.exec(cmd, { sudo, timeoutMs, ...eo }),
     readFile: (p) => o.transport.readFile(p, { sudo }),

@@ -210,7 +210,7 @@ async function readState(ctx: StepContext): Promise<Pick<PackageState, 'dpkg' | 
 }
 
 async function simulate(ctx: StepContext, p: PackageParams, todo: Pending, freshLists: boolean, inputs?: string) {
-  const r = await exec(ctx, simulateScript(transactionArgs(todo.install, todo.remove), freshLists, inputs));
+  const r = await exec(ctx, simulateScript(transactionArgs(todo.install, todo.remove), freshLists, inputs, ctx.planOnly !== false));
   if (r.code === 0) return { ...splitSim(r.stdout), freshLists };
   const unknown = unknownPackages(r.stderr);
   if (unknown.length && p.update_cache && !freshLists) return simulate(ctx, p, todo, true, inputs);

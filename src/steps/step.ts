@@ -15,6 +15,11 @@ export interface StepContext {
   backupDir: string;
   /** Effective sudo for this step (recipe > step > host). */
   sudo: boolean;
+  /**
+   * The run only plans (a dry run, `plan`): reads leave no trace at all. false in an apply, whose
+   * reads may keep the caches the host's own tools keep (apt's binary cache). Absent: plan only.
+   */
+  planOnly?: boolean;
   timeoutMs?: number;
   signal?: AbortSignal;
   /** Exec with this step's sudo, timeout and abort signal applied (override per call). */

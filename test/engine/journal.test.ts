@@ -55,6 +55,27 @@ describe('Journal.write → readJournal', () => {
     expect(await listRunIds(state)).toEqual([RUN]);
   });
 
+  it('entries written at once (many hosts) share syncs, keep their order, and each resolves only once it is in the file', async () => {
+    const j = await Journal.create(state, RUN, new Masker([]));
+    const entries = Array.from({ length: 200 }, (_, i) => stepStarted("web1", `step ${i}`));
+    const seen: number[] = [];
+    await Promise.all(
+      entries.map((e, i) =>
+        j.write(e).then(() => {
+          // Resolved: the entry, and every one written before it, is in the file.
+          const lines = readFileSync(j.file, 'utf8').split('\n').filter(Boolean);
+          expect(lines.length).toBeGreaterThan(i);
+          seen.push(i);
+        }),
+      ),
+    );
+    await j.close();
+    expect(seen).toEqual(entries.map((_, i) => i));
+    const back = await readJournal(state, RUN);
+    expect(back.problems).toEqual([]);
+    expect(back.entries.map((e) => (e as { step?: string }).step)).toEqual(entries.map((_, i) => `step ${i}`));
+  });
+
   it('a run id that is not one, or names no journal, is invalid input (exit 2)', async () => {
     await expect(readJournal(state, '../etc/passwd')).rejects.toThrow(InputError);
     await expect(readJournal(state, 'no-such-run')).rejects.toThrow(/no run "no-such-run" in .*runs \(see hostsmith history\)/);

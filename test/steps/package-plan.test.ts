@@ -175,13 +175,21 @@ Conf hello (2.10-3 Debian:12.15/oldstable [amd64])
     expect(simulateScript('hello', true)).toMatch(/Dir::State::Lists="\$d\/lists".*update/);
   });
   it('keeps every apt call of the dry run from writing its caches and planner log', () => {
-    for (const script of [simulateScript('hello'), simulateScript('hello', true)]) {
+    for (const script of [simulateScript('hello'), simulateScript('hello', true), simulateScript('hello', true, '1 2', false)]) {
       const calls = script.split('\n').flatMap((l) => l.match(/apt-(?:get|mark) [^|;)]*/g) ?? []);
       expect(calls.length).toBeGreaterThanOrEqual(2);
       for (const c of calls) {
         expect(c).toContain('-o Dir::Cache::pkgcache= -o Dir::Cache::srcpkgcache=');
         expect(c).toContain('-o Dir::Log::Planner=/dev/null');
       }
+    }
+  });
+  it("an apply's dry run keeps apt's binary cache for the install after it, and never its planner log", () => {
+    const calls = simulateScript('hello', false, '1 2', false).split('\n').flatMap((l) => l.match(/apt-(?:get|mark) [^|;)]*/g) ?? []);
+    expect(calls.length).toBeGreaterThanOrEqual(2);
+    for (const c of calls) {
+      expect(c).not.toContain('Dir::Cache');
+      expect(c).toContain('-o Dir::Log::Planner=/dev/null');
     }
   });
 });
