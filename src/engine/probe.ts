@@ -19,7 +19,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { ShellTransport } from '../transport/base.js';
-import { quote } from '../transport/shell.js';
+import { BOOTSTRAP, SCRIPT_END, quote } from '../transport/shell.js';
 import type { ExecResult } from '../transport/transport.js';
 import type { StepSpec } from '../recipe/types.js';
 import { MEMO_MARK } from '../steps/apt.js';
@@ -211,15 +211,46 @@ async function runBatch(t: ShellTransport, items: Array<[string, { cmdline: stri
   });
 }
 
+/** `sh -c <bootstrap>` with at most a `timeout` before it (no sudo: sudo would drop the env). */
+const PLAIN = new RegExp(`^((?:timeout -k \\d+ \\d+ )?)sh -c ${escapeRe(quote(BOOTSTRAP))}$`);
+
+function escapeRe(x: string): string {
+  return x.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+}
+
+/**
+ * One command of a batch as the host's shell runs it, its output to `o<i>`/`e<i>` and its exit
+ * code appended to `c`. The framed stdin is `<bytes>\n<script><own stdin>`. A command with no
+ * stdin of its own and no sudo runs as `s=<script> sh -c 'eval "$s"'`: what the bootstrap does
+ * with the script it reads (the script unsets `s` first), with one process instead of five.
+ * Any other goes through the very bootstrap its own exec would, its stdin fed from base64.
+ */
+function batchLine(i: number, it: { cmdline: string; stdin: Buffer }): string {
+  const out = `</dev/null >o${i} 2>e${i}`;
+  const plain = PLAIN.exec(it.cmdline);
+  const nl = it.stdin.indexOf(0x0a);
+  const len = nl > 0 ? Number(it.stdin.subarray(0, nl).toString('latin1')) : NaN;
+  if (plain && Number.isInteger(len) && nl + 1 + len === it.stdin.length) {
+    const script = it.stdin.subarray(nl + 1).toString('utf8');
+    if (script.endsWith(SCRIPT_END) && Buffer.byteLength(script) === len) {
+      return `s=${quote(script)} ${plain[1]}sh -c 'eval "$s"' ${out}; echo "${i} $?" >>c`;
+    }
+  }
+  return `printf %s ${quote(it.stdin.toString('base64'))} | base64 -d | ( eval ${quote(it.cmdline)} ) >o${i} 2>e${i}; echo "${i} $?" >>c`;
+}
+
 /**
  * Runs framed commands (exec command line + stdin, as ShellTransport.exec sends them) in one
  * exec, each exactly as its own exec would run, and gives back each one's result; undefined for
  * one whose result did not come back (the batch failed: such a command is run on its own later).
- * Each result is one line, `<nonce> <index> <exit> <base64 stdout> <base64 stderr>`, so nothing a
- * command prints (a line like the frame, binary bytes, no final newline) can break the framing.
+ * The answer is three header parts, each after a line holding the batch's nonce — the exit codes
+ * (`<index> <code>`), then `wc -c` of every output file — and then the files' bytes back to back,
+ * cut by those sizes: nothing a command prints (a line like the frame, binary bytes, no final
+ * newline) can shift another's output.
  */
 export async function execBatch(t: ShellTransport, items: Array<{ cmdline: string; stdin: Buffer }>): Promise<Array<ExecResult | undefined>> {
   const nonce = randomBytes(8).toString('hex');
+  const files = items.flatMap((_, i) => [`o${i}`, `e${i}`]);
   const lines = [
     // Named after the run (HOSTSMITH_RUN, set for every command): what a killed batch leaves, the
     // run's recover removes (journal-steps.ts stopLeftovers).
@@ -227,25 +258,50 @@ export async function execBatch(t: ShellTransport, items: Array<{ cmdline: strin
     'trap \'rm -rf -- "$T"\' EXIT',
     // Stopped, or its controller gone (a write to the dead channel: SIGPIPE): still leave nothing behind.
     "trap 'exit 143' TERM INT HUP PIPE",
-    `r() { printf %s "$2" | base64 -d | ( eval "$3" ) >"$T/o" 2>"$T/e"; c=$?; printf '%s %s %s ' ${nonce} "$1" "$c"; base64 -w0 "$T/o"; printf ' '; base64 -w0 "$T/e"; printf '\\n'; }`,
-    ...items.map((it, i) => `r ${i} ${quote(it.stdin.toString('base64'))} ${quote(it.cmdline)}`),
+    'cd "$T" || exit 97',
+    ': >c',
+    ...items.map((it, i) => batchLine(i, it)),
+    `printf '%s\\n' ${nonce}; cat c; printf '%s\\n' ${nonce}; wc -c ${files.join(' ')} </dev/null; printf '%s\\n' ${nonce}; cat ${files.join(' ')}`,
   ];
   const r = await t.exec(lines.join('\n'));
   const out: Array<ExecResult | undefined> = items.map(() => undefined);
   if (r.code !== 0) return out;
-  for (const line of r.stdout.split('\n')) {
-    const [n, i, code, o, e] = line.split(' ');
-    const item = items[Number(i)];
-    if (n !== nonce || !item || code === undefined || !/^\d+$/.test(code)) continue;
-    const stdoutRaw = Buffer.from(o ?? '', 'base64');
-    const exit = Number(code);
-    out[Number(i)] = {
+  const raw = r.stdoutRaw;
+  const mark = Buffer.from(`${nonce}\n`);
+  const at0 = raw.indexOf(mark);
+  const at1 = at0 < 0 ? -1 : raw.indexOf(mark, at0 + mark.length);
+  const at2 = at1 < 0 ? -1 : raw.indexOf(mark, at1 + mark.length);
+  if (at2 < 0) return out;
+  const codes = new Map<number, number>();
+  for (const line of raw.subarray(at0 + mark.length, at1).toString('latin1').split('\n')) {
+    const m = /^(\d+) (\d+)$/.exec(line);
+    if (m) codes.set(Number(m[1]), Number(m[2]));
+  }
+  const sizes = new Map<string, number>();
+  for (const line of raw.subarray(at1 + mark.length, at2).toString('latin1').split('\n')) {
+    const m = /^\s*(\d+) ([oe]\d+)$/.exec(line);
+    if (m) sizes.set(m[2]!, Number(m[1]));
+  }
+  if (files.some((f) => !sizes.has(f))) return out;
+  let at = at2 + mark.length;
+  const bytes = new Map<string, Buffer>();
+  for (const f of files) {
+    const n = sizes.get(f)!;
+    if (at + n > raw.length) return out;
+    bytes.set(f, raw.subarray(at, at + n));
+    at += n;
+  }
+  items.forEach((item, i) => {
+    const exit = codes.get(i);
+    if (exit === undefined) return;
+    const stdoutRaw = Buffer.from(bytes.get(`o${i}`)!);
+    out[i] = {
       code: exit,
       stdout: stdoutRaw.toString('utf8'),
-      stderr: Buffer.from(e ?? '', 'base64').toString('utf8'),
+      stderr: bytes.get(`e${i}`)!.toString('utf8'),
       stdoutRaw,
       timedOut: exit === 124 && item.cmdline.startsWith('timeout '),
     };
-  }
+  });
   return out;
 }

@@ -312,7 +312,7 @@ export async function applyPath(ctx: StepContext, w: Wanted, plan: Plan<FileUndo
     }
   }
   if (r.code === MOVED && /^hostsmith-moved$/m.test(r.stderr)) {
-    throw new StepError(`not applied: its state moved since it was read (someone changed ${w.path} meanwhile); nothing was written for this step. Run again to plan from what is there now`);
+    throw new StepError(`not applied: its state moved since the plan was made (someone changed ${w.path} after it was read); nothing was written for this step — make a new plan, or run again`);
   }
   const failed = FAILED_AT.exec(r.stderr);
   const said = r.stderr.replace(FAILED_AT, '').trim();

@@ -37,6 +37,22 @@ describe('execBatch: a batch gives each command what it gives on its own', () =>
     expect(batched!.stderr).toBe(live.stderr);
   });
 
+  it.each(CASES)('%s, under a timeout (as a step with timeout_s reads)', async (_name, cmd, stdin) => {
+    const o = { timeoutMs: 20_000, ...(stdin !== undefined ? { stdin } : {}) };
+    const live = await t.exec(cmd, o);
+    const [batched] = await execBatch(t, [frameCommand(cmd, o)]);
+    expect(batched!.code).toBe(live.code);
+    expect(batched!.stdoutRaw.equals(live.stdoutRaw)).toBe(true);
+    expect(batched!.stderr).toBe(live.stderr);
+  });
+
+  it('a command sees no variable of the batch (nor of the bootstrap), as in its own exec', async () => {
+    const cmd = 'echo "[$s][$n][$T][$c][$0][$#]"; set | grep -c "^r=" || true';
+    const live = await t.exec(cmd);
+    const [batched] = await execBatch(t, [frameCommand(cmd)]);
+    expect(batched!.stdout).toBe(live.stdout);
+  });
+
   it('all of them in one batch, each with its own result, in order', async () => {
     const framed = CASES.map(([, cmd, stdin]) => frameCommand(cmd, stdin !== undefined ? { stdin } : {}));
     const batched = await execBatch(t, framed);

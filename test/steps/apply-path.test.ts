@@ -75,7 +75,7 @@ describe('applyPath: one exec per change', () => {
     const s = await checkPath(ctx, path);
     const plan = planPath(w, s, env);
     writeFileSync(path, 'someone else\n');
-    await expect(applyPath(ctx, w, plan, s)).rejects.toThrow(/^not applied: its state moved since it was read \(someone changed .*app\.conf meanwhile\); nothing was written/);
+    await expect(applyPath(ctx, w, plan, s)).rejects.toThrow(/^not applied: its state moved since the plan was made \(someone changed .*app\.conf after it was read\); nothing was written/);
     expect(readFileSync(path, 'utf8')).toBe('someone else\n');
     expect(existsSync(ctx.backupDir)).toBe(false);
   });
