@@ -52,7 +52,7 @@ const mean = (xs: number[]): number => (xs.length ? sum(xs) / xs.length : 0);
 
 /** A short name for what an exec does, from its command line. */
 export function classify(cmd: string): string {
-  if (cmd.includes('base64 -d | ( eval')) return 'probe batch';
+  if (cmd.includes('hostsmith-probe.')) return 'probe batch';
   if (cmd.includes('os_id=$ID')) return 'facts';
   if (/hostsmith\/lock|lock\/owner/.test(cmd) && /LOCKED|HELD|mkdir/.test(cmd)) return 'lock take';
   if (/lock/.test(cmd) && /rm -r|rmdir/.test(cmd)) return 'lock release';

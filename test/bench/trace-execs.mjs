@@ -25,17 +25,19 @@ if (out && dist) {
 
   const { SshTransport } = await import(pathToFileURL(join(dist, 'transport/ssh.js')).href);
   // A probe batch's lines `r <i> '<framed stdin, base64>' '<cmdline>'`: each item's own script, shortened.
+  // One item per read of a batch (engine/probe.ts batchLine): `s=<quoted script> … sh -c` or
+  // `printf %s <base64 framed stdin> | base64 -d | ( eval … )`; the label is the script's start.
   const batchItems = (script) =>
-    script
-      .split('\n')
-      .filter((l) => /^r \d+ /.test(l))
-      .map((l) => {
-        const b64 = (l.split(' ')[2] ?? '').replace(/'/g, '');
-        const framed = Buffer.from(b64, 'base64');
+    [...script.matchAll(/(?:^|\n)(?:s=('(?:[^']|'\\'')*')|printf %s '?([A-Za-z0-9+/=]*)'? \| base64 -d)/g)].map((m) => {
+      let text;
+      if (m[1] !== undefined) text = m[1].slice(1, -1).replace(/'\\''/g, "'");
+      else {
+        const framed = Buffer.from(m[2], 'base64');
         const nl = framed.indexOf(10);
-        const n = Number(framed.subarray(0, nl).toString());
-        return framed.subarray(nl + 1, nl + 1 + n).toString('utf8').replace(/^unset n s;( export HOSTSMITH_RUN=\S+;)? /, '').slice(0, 400);
-      });
+        text = framed.subarray(nl + 1, nl + 1 + Number(framed.subarray(0, nl).toString())).toString('utf8');
+      }
+      return text.replace(/^unset n s;( export HOSTSMITH_RUN=\S+;)? /, '').slice(0, 400);
+    });
   const connect = SshTransport.connect;
   SshTransport.connect = async function (target, ...rest) {
     const t0 = now();
@@ -56,7 +58,7 @@ if (out && dist) {
     const rec = { kind: 'exec', host: this.name, t0, cmd: script.replace(/^unset n s;( export HOSTSMITH_RUN=\S+;)? /, '').slice(0, 1200), cmdLen: script.length, stdin: buf.length, wrapper: cmdline.slice(0, 120) };
     try {
       const r = await raw.call(this, cmdline, o);
-      note({ ...rec, t1: now(), code: r.code, out: r.stdoutRaw?.length ?? 0, ...(script.includes('base64 -d | ( eval') ? { items: batchItems(script) } : {}) });
+      note({ ...rec, t1: now(), code: r.code, out: r.stdoutRaw?.length ?? 0, ...(script.includes('hostsmith-probe.') ? { items: batchItems(script) } : {}) });
       return r;
     } catch (e) {
       note({ ...rec, t1: now(), error: String(e?.message ?? e) });
