@@ -27,7 +27,10 @@ export async function applyPlanned(h: HostRun, p: PlannedStep, started: number, 
   const w = p.work;
   if (!w) throw new HostsmithError(`step "${spec.name}": nothing planned to apply`);
   const handler = h.o.recipe.handlers.includes(spec);
-  if (h.o.beforeChange && (await h.o.beforeChange()) >= started) await recheckUnderLock(h, p);
+  if (h.o.beforeChange) {
+    const lock = await h.o.beforeChange();
+    if (lock.at >= started) await recheckUnderLock(h, p, lock.quiet);
+  }
   // The host is about to change: batched reads of what it may write are no longer to be trusted.
   dropProbes(h, changeWrites(spec.type, w.type.resources?.(w.params).writes, w.plan.undo));
   await h.rec.write({
@@ -75,11 +78,13 @@ export async function applyPlanned(h: HostRun, p: PlannedStep, started: number, 
 
 /**
  * The run's first change on the host has just taken the run lock. What was read before (the
- * batch, this step's read at its turn) was read unlocked: every batched read is dropped, and this
- * step is read again under the lock; if it moved meanwhile (another run, a person), nothing is
- * written for it.
+ * batch, this step's read at its turn) was read unlocked. `quiet`: no other hostsmith run took the
+ * lock since this run first read the host, so no run changed it meanwhile and those reads stand.
+ * Otherwise every batched read is dropped, and this step is read again under the lock; if it
+ * moved meanwhile, nothing is written for it.
  */
-async function recheckUnderLock(h: HostRun, p: PlannedStep): Promise<void> {
+async function recheckUnderLock(h: HostRun, p: PlannedStep, quiet: boolean): Promise<void> {
+  if (quiet) return;
   dropProbes(h);
   const w = p.work!;
   // Its apply makes the same comparison, under the lock, in the exec that writes.

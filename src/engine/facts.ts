@@ -1,5 +1,6 @@
 import type { Transport } from '../transport/transport.js';
 import { ConnectError } from '../errors.js';
+import { LAST_FILE } from './lock.js';
 
 export interface Facts {
   os: { id: string; version_id: string; name: string };
@@ -47,16 +48,21 @@ export function parseFacts(out: string): Facts {
 }
 
 /**
- * Facts, and in the same round trip whether any of `lockPaths` exists (a run lock held there):
- * an apply that finds none takes its own lock only before its first change.
+ * Facts, and in the same round trip whether any of `lockPaths` (shell words) exists (a run lock
+ * held there): an apply that finds none takes its own lock only before its first change. `lasts`:
+ * who took a lock beside each last (lock.ts LAST_FILE), to tell then whether another run locked
+ * the host in between.
  */
-export async function factsAndLocks(t: Transport, lockPaths: string[]): Promise<{ facts: Facts; locked: boolean }> {
-  const check = lockPaths.map((p) => `if [ -e ${p} ] || [ -L ${p} ]; then echo lock_held=1; fi`);
+export async function factsAndLocks(t: Transport, lockPaths: string[]): Promise<{ facts: Facts; locked: boolean; lasts: string[] }> {
+  const check = lockPaths.map(
+    (p, i) => `if [ -e ${p} ] || [ -L ${p} ]; then echo lock_held=1; fi; printf 'lock_last_${i}=%s\\n' "$(head -c 2000 -- "$(dirname -- ${p})/${LAST_FILE}" 2>/dev/null | tr -d '\\000\\n')"`,
+  );
   const r = await t.exec([FACTS_SCRIPT, ...check].join('\n'));
   if (r.code !== 0 && !r.stdout) {
     throw new ConnectError(t.name, `could not gather facts (exit ${r.code}): ${r.stderr.trim()}`);
   }
-  return { facts: parseFacts(r.stdout), locked: /^lock_held=1$/m.test(r.stdout) };
+  const lasts = lockPaths.map((_, i) => new RegExp(`^lock_last_${i}=(.*)$`, 'm').exec(r.stdout)?.[1] ?? '');
+  return { facts: parseFacts(r.stdout), locked: /^lock_held=1$/m.test(r.stdout), lasts };
 }
 
 export async function gatherFacts(t: Transport): Promise<Facts> {

@@ -27,6 +27,7 @@ import { quote } from '../transport/shell.js';
 import { Masker } from './mask.js';
 import { staleSteps, stepValueOf, varDigest, varDigests, type PlanStepValue, type PlanValue } from './plan-value.js';
 import { runHost, type HostResult } from './run.js';
+import type { LockTaken } from './host-run.js';
 import { sha256 } from '../steps/step.js';
 
 export interface HostTarget {
@@ -135,7 +136,9 @@ interface Opened {
   baseFor(withSudo: boolean): string;
   release?: () => Promise<void>;
   /** The host lock being (or already) taken, once per host: resolves to when it was held. */
-  locking?: Promise<number>;
+  locking?: Promise<LockTaken>;
+  /** Who had locked the host last, beside each lock path, when the run first read it (facts). */
+  lasts: string[];
 }
 
 /** A host that finished ok and may still be rolled back because of another host (rollback scope batch or fleet). */
@@ -384,14 +387,14 @@ export async function runRecipe(o: RunRecipeOptions): Promise<RunReport> {
     // or the login user's): if so it takes its own at once (and fails fast, or finds it stale);
     // if not, only before its first change — a run that changes nothing never locks the host.
     const lockPaths = [quote(`${o.rootLockDir ?? ROOT_LOCK_DIR}/lock`), o.hostStateDir ? quote(`${o.hostStateDir}/lock`) : '"$HOME/.local/state/hostsmith/lock"'];
-    const { facts, locked } = o.mode === 'apply' ? await factsAndLocks(transport, lockPaths) : { facts: await gatherFacts(transport), locked: false };
+    const { facts, locked, lasts } = o.mode === 'apply' ? await factsAndLocks(transport, lockPaths) : { facts: await gatherFacts(transport), locked: false, lasts: [] };
     transport.loginUser = facts.user;
     transport.defaultSudo = false;
     transport.runTag = runId;
     emit({ event: 'host-connected', runId, time: time(), host: target.name, facts });
     const baseFor = (withSudo: boolean) =>
       o.hostStateDir ?? (facts.user === 'root' || withSudo ? '/var/lib/hostsmith' : `${facts.home || '/tmp'}/.local/state/hostsmith`);
-    const h: Opened = { transport, facts, baseFor };
+    const h: Opened = { transport, facts, baseFor, lasts };
     opened.set(target.name, h);
     if (o.mode === 'apply') {
       // Journaled at once, lock or not: a crash before the first change still leaves what the run
@@ -414,7 +417,7 @@ export async function runRecipe(o: RunRecipeOptions): Promise<RunReport> {
    * it stale), else before the run's first change (runHost calls it through `beforeChange`), and
    * journaled by a second host-started entry that names the lock. Resolves to when it was held.
    */
-  function lockHost(target: HostTarget, h: Opened): () => Promise<number> {
+  function lockHost(target: HostTarget, h: Opened): () => Promise<LockTaken> {
     return () =>
       (h.locking ??= (async () => {
         const sudo = runSudo(target);
@@ -422,7 +425,9 @@ export async function runRecipe(o: RunRecipeOptions): Promise<RunReport> {
         h.release = held;
         const reach = reachOf(target.describe);
         await journal?.write({ kind: 'host-started', time: time(), host: target.name, facts: h.facts, backupDir: `${h.baseFor(sudo)}/backups/${runId}`, lock: held.path, ...(reach ? { target: reach } : {}) });
-        return Date.now();
+        // The lock beside the root lock path when the run has root, else beside the user's.
+        const seen = h.lasts[sudo || h.facts.user === 'root' ? 0 : 1];
+        return { at: Date.now(), quiet: seen !== undefined && held.before === seen };
       })());
   }
 

@@ -53,15 +53,22 @@ export interface HostRunOptions {
   reconnectMs?: number;
   /**
    * apply: takes the host lock if this run does not hold it yet (and journals host-started);
-   * resolves to when it was held (a step read before then was read unlocked). Called before
-   * every change: a run that changes nothing never locks the host.
+   * resolves to when it was held (a step read before then was read unlocked) and whether no other
+   * run took the lock since this run first read the host (`quiet`: what it read is still good).
+   * Called before every change: a run that changes nothing never locks the host.
    */
-  beforeChange?: () => Promise<number>;
+  beforeChange?: () => Promise<LockTaken>;
   /** apply: lockout protection (--confirm): a watchdog on the host, a new login and the verify commands before the host is done. */
   confirm?: ConfirmOptions;
 }
 
 /** What `steps.<name>` gives later templates. */
+/** When the run's host lock was taken, and whether another run locked the host since this one first read it. */
+export interface LockTaken {
+  at: number;
+  quiet: boolean;
+}
+
 export interface StepResult {
   status: string;
   changed: boolean;

@@ -33,7 +33,19 @@ export const ROOT_LOCK_DIR = '/run/hostsmith';
 export interface HeldLock {
   (): Promise<void>;
   readonly path: string;
+  /**
+   * Who took a lock in that folder last before this one (the `last` file: the owner line of the
+   * run before), '' when no run did since boot; undefined when the lock was adopted.
+   */
+  readonly before?: string;
 }
+
+/**
+ * Each run that takes a lock writes its owner line to `last` beside it. A run that read `last`
+ * earlier (its facts round trip) and finds the same line there when it takes its lock knows that
+ * no other hostsmith run locked the host in between: what it read meanwhile is still good.
+ */
+export const LAST_FILE = 'last';
 
 export interface LockOptions {
   /** Where a run with root keeps its lock (tests point it elsewhere). */
@@ -56,7 +68,7 @@ export function ownerLine(runId: string): string {
 
 /**
  * The script's answer, fields separated by NUL (paths and owner text cannot hold one):
- * LOCKED path | HELD path ownerName ownerText | UNSAFE path ownerName mode why | FOREIGN path ownerName kind.
+ * LOCKED path lastBefore | HELD path ownerName ownerText | UNSAFE path ownerName mode why | FOREIGN path ownerName kind.
  */
 function acquireScript(baseDir: string, rootDir: string, owner: string): string {
   return [
@@ -82,13 +94,15 @@ function acquireScript(baseDir: string, rootDir: string, owner: string): string 
     'L=${D%/}/lock',
     'if err=$(mkdir -- "$L" 2>&1); then',
     `  printf '%s\\n' ${quote(owner)} > "$L/owner" || { rm -f -- "$L/owner"; rmdir -- "$L"; exit 3; }`,
+    // Who locked here last before us, then us (see LAST_FILE); not knowing is not an error.
+    `  before=$(head -c 2000 -- "\${D%/}/${LAST_FILE}" 2>/dev/null | tr -d "\\000"); printf '%s\\n' ${quote(owner)} > "\${D%/}/${LAST_FILE}" 2>/dev/null || before=unknown`,
     // Without root: a root run's lock holds us off too. Ours was taken first, so that of two runs
     // starting at once at least one sees the other.
     '  if [ "$me" != 0 ] && [ -d "$RD/lock" ] && [ ! -L "$RD/lock" ] && [ "$(stat -c %u -- "$RD")" = 0 ] && [ "$(stat -c %u -- "$RD/lock")" = 0 ]; then',
     '    rm -f -- "$L/owner"; rmdir -- "$L"',
     '    out HELD "$RD/lock" root; head -c 2000 -- "$RD/lock/owner" 2>/dev/null | tr -d "\\000"; exit 0',
     '  fi',
-    '  out LOCKED "$L"; exit 0',
+    '  out LOCKED "$L" "$before"; exit 0',
     'fi',
     'if [ ! -e "$L" ] && [ ! -L "$L" ]; then printf "%s\\n" "$err" >&2; exit 3; fi',
     'if [ -L "$L" ] || [ ! -d "$L" ]; then out FOREIGN "$L" "$(stat -c %U -- "$L")" "not a folder"; exit 0; fi',
@@ -129,8 +143,10 @@ export async function acquireLock(t: Transport, baseDir: string, runId: string, 
   const login = (t as { loginUser?: string }).loginUser;
   const asRoot = sudo || login === 'root';
   switch (kind) {
-    case 'LOCKED':
-      break;
+    case 'LOCKED': {
+      const release = () => releaseLock(t, path, runId, sudo);
+      return Object.assign(release, { path, before: ownerName });
+    }
     case 'HELD': {
       const holder = rest.join('').replace(/\s+/g, ' ').trim() || 'an unknown run: its owner file is empty or missing';
       if (o.adopt && parseOwner(holder)?.runId === o.adopt) return Object.assign(() => releaseLock(t, path, o.adopt!, sudo), { path });
@@ -160,8 +176,6 @@ export async function acquireLock(t: Transport, baseDir: string, runId: string, 
     default:
       throw new LockedError(t.name, `cannot take the run lock: unexpected answer from the host (${r.stdout.slice(0, 200)})`);
   }
-  const release = () => releaseLock(t, path, runId, sudo);
-  return Object.assign(release, { path });
 }
 
 /** The owner line a run writes (ownerLine), taken apart; undefined for any other text. */

@@ -7,6 +7,7 @@ import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readFileSync,
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { acquireLock, releaseLock } from '../../src/engine/lock.js';
+import { factsAndLocks } from '../../src/engine/facts.js';
 import { LockedError } from '../../src/errors.js';
 import { quote } from '../../src/transport/shell.js';
 import { LocalTransport } from '../../src/transport/local.js';
@@ -69,6 +70,25 @@ describe.runIf(asRoot)('run lock (as root, through the local transport)', () => 
     await release();
     expect(existsSync(release.path)).toBe(false);
     expect(existsSync(rootDir)).toBe(true);
+  });
+
+  it('each take says who locked there last before it, as the facts round trip reads it: a run locking in between shows', async () => {
+    const t = rootTransport();
+    const lockPaths = [quote(join(rootDir, 'lock')), quote(join(base, 'lock'))];
+    const first = await factsAndLocks(t, lockPaths);
+    expect(first.lasts).toEqual(['', '']);
+    const a = await acquireLock(t, base, 'run-A', false, { rootLockDir: rootDir });
+    expect(a.before).toBe(first.lasts[0]); // nobody locked since: quiet
+    await a();
+    const seen = await factsAndLocks(t, lockPaths);
+    expect(seen.lasts[0]).toMatch(/^run=run-A controller=\S+ pid=\d+ since=\S+$/);
+    // Another run locks and unlocks between this run's read and its lock: the line moved.
+    const other = await acquireLock(t, base, 'run-B', false, { rootLockDir: rootDir });
+    await other();
+    const c = await acquireLock(t, base, 'run-C', false, { rootLockDir: rootDir });
+    expect(c.before).toMatch(/^run=run-B /);
+    expect(c.before).not.toBe(seen.lasts[0]);
+    await c();
   });
 
   it('a second run is refused, naming the holder and the lock; the holder keeps its lock', async () => {
