@@ -58,17 +58,18 @@ export function uniq<T>(xs: T[]): T[] {
 
 /** Copies the account files once per step: a retried apply must not overwrite the first copy. */
 export async function backupAccounts(ctx: StepContext, dir: string): Promise<void> {
+  await runOk(ctx, backupAccountsScript(ctx, dir), `backing up the account files to ${dir}`);
+}
+
+/** Shell: copies the account files into `dir` once (a retried apply keeps the first copy). */
+export function backupAccountsScript(ctx: Pick<StepContext, 'backupDir'>, dir: string): string {
   const d = quote(dir);
-  await runOk(
-    ctx,
-    [
-      `if [ ! -e ${d}/complete ]; then`,
-      `${backupDirsScript(ctx, `${dir}/complete`)} || exit 1`,
-      `for f in ${ACCOUNT_FILES.join(' ')}; do if [ -e /etc/$f ]; then cp -p /etc/$f ${d}/$f || exit 1; fi; done`,
-      `: > ${d}/complete; fi`,
-    ].join('\n'),
-    `backing up the account files to ${dir}`,
-  );
+  return [
+    `if [ ! -e ${d}/complete ]; then`,
+    `${backupDirsScript(ctx, `${dir}/complete`)} || exit 1`,
+    `for f in ${ACCOUNT_FILES.join(' ')}; do if [ -e /etc/$f ]; then cp -p /etc/$f ${d}/$f || exit 1; fi; done`,
+    `: > ${d}/complete; fi`,
+  ].join('\n');
 }
 
 interface Lines {

@@ -176,7 +176,7 @@ export function stateScript(): string {
  * configuration (sources, pins, options, keys). Two dry runs of one transaction under one stamp
  * give the same answer, so the run does not simulate again until the stamp moves (MEMO_MARK).
  */
-const INPUTS_STAMP = `stat -c '%n %i %s %Y' /var/lib/dpkg/status /var/lib/dpkg/arch /var/lib/apt/extended_states /var/lib/apt/lists/* /etc/apt /etc/apt/* /etc/apt/*/* 2>/dev/null | cksum`;
+export const INPUTS_STAMP = `stat -c '%n %i %s %Y' /var/lib/dpkg/status /var/lib/dpkg/arch /var/lib/apt/extended_states /var/lib/apt/lists/* /etc/apt /etc/apt/* /etc/apt/*/* 2>/dev/null | cksum`;
 
 /**
  * First line of a read whose output is fixed by a stamp it names (engine/probe.ts): its result

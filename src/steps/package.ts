@@ -4,9 +4,11 @@ import { DURATION_HINT, parseDuration } from '../recipe/duration.js';
 import { unifiedDiff } from '../render/diff.js';
 import { quote } from '../transport/shell.js';
 import { posix } from 'node:path';
-import { ACCOUNT_FILES, backupAccounts, entryNames, restoreAccounts, type AccountFile, type Touched } from './accounts.js';
+import { ACCOUNT_FILES, backupAccountsScript, entryNames, restoreAccounts, type AccountFile, type Touched } from './accounts.js';
 import { backupDirsScript, backupPath, restoreFromBackup, restoreScript } from './backup.js';
-import { runOk, tail, type HostEnv, type Plan, type StepContext, type StepType } from './step.js';
+import { runOk, stateFingerprint, tail, type HostEnv, type Plan, type StepContext, type StepType } from './step.js';
+import type { ExecResult } from '../transport/transport.js';
+import { randomBytes } from 'node:crypto';
 import {
   APT_ENV,
   APT_READ_OPTS,
@@ -29,6 +31,7 @@ import {
   updateScript,
   dpkgWaitScript,
   UCF_DIR,
+  INPUTS_STAMP,
   ownersScript,
   parseOwners,
   treeManifestScript,
@@ -233,6 +236,45 @@ async function checkPackages(ctx: StepContext, p: PackageParams): Promise<Packag
   return { ...base, ...sim };
 }
 
+/**
+ * The install as one exec: unless apt's inputs moved since `s` was read (exit 75, nothing done),
+ * backs up what maintainer scripts may change (accounts, ucf's state), runs the transaction,
+ * records what it left, and reads the packages back for the journal's post-state.
+ */
+async function install(ctx: StepContext, p: PackageParams, s: PackageState): Promise<ExecResult & { moved?: boolean; state?: PackageState }> {
+  const go = pending(p, s.dpkg);
+  const dir = residueDir(ctx);
+  const mark = `hostsmith-after-${randomBytes(8).toString('hex')}`;
+  const fail = (what: string) => `{ echo ${quote(`hostsmith-failed: ${what}`)} >&2; exit 1; }`;
+  const script = [
+    ...(s.inputs ? [`[ "$(${INPUTS_STAMP})" = ${quote(s.inputs)} ] || { echo hostsmith-moved >&2; exit 75; }`] : []),
+    `( ${backupAccountsScript(ctx, posix.join(dir, 'accounts'))}\n) >&2 || ${fail(`backing up the account files to ${posix.join(dir, 'accounts')}`)}`,
+    `( ${backupUcfScript(ctx, dir)}\n) >&2 || ${fail(`backing up ${UCF_DIR} on ${ctx.host} to ${dir}/ucf`)}`,
+    `apt-get ${APT_WRITE_OPTS} --allow-downgrades install ${transactionArgs(go.install, go.remove)}`,
+    'rc=$?; [ $rc -eq 0 ] || exit $rc',
+    `( ${snapshotAfterScript(ctx, dir)}\n) >&2 || ${fail(`recording the account files and ${UCF_DIR} after the install on ${ctx.host}`)}`,
+    `printf '\\n%s\\n' ${mark}`,
+    stateScript(),
+  ].join('\n');
+  const r = await exec(ctx, script);
+  if (r.code === 75 && /^hostsmith-moved$/m.test(r.stderr)) return { ...r, moved: true };
+  const failed = /^hostsmith-failed: (.*)$/m.exec(r.stderr);
+  if (failed) throw new StepError(`${failed[1]} failed: ${tail(r.stderr.replace(failed[0], '')) || `exit ${r.code}`}`, { code: r.code, stderr: r.stderr });
+  const at = r.stdout.lastIndexOf(`\n${mark}\n`);
+  if (r.code !== 0 || at < 0) return r;
+  const stdout = r.stdout.slice(0, at);
+  let state: PackageState | undefined;
+  try {
+    const after = splitState(r.stdout.slice(at + mark.length + 2));
+    // Still something to do (it should not be): the engine reads it on its own, simulation and all.
+    const todo = pending(p, after.dpkg);
+    if (!todo.install.length && !todo.remove.length) state = after;
+  } catch {
+    state = undefined;
+  }
+  return { ...r, stdout, stdoutRaw: Buffer.from(stdout), ...(state ? { state } : {}) };
+}
+
 async function refreshLists(ctx: StepContext): Promise<void> {
   const r = await exec(ctx, updateScript());
   if (r.code !== 0) throw failure(`apt-get update failed on ${ctx.host}`, r);
@@ -244,6 +286,8 @@ export const packageStep: StepType<PackageParams, PackageState, PackageUndo> = {
   type: 'package',
   schema: packageSchema,
   check: checkPackages,
+  // apply holds apt's inputs (dpkg's status, the lists, apt's config) to the stamp the check read.
+  guarded: true,
   plan: (p, s) => planPackage(p, s),
   async apply(ctx, p, plan, checked) {
     const hasPackages = p.install.length > 0 || p.remove.length > 0;
@@ -264,15 +308,18 @@ export const packageStep: StepType<PackageParams, PackageState, PackageUndo> = {
         );
       }
     }
-    const go = pending(p, s.dpkg);
-    // What maintainer scripts may change besides the packages (accounts, ucf's state), copied first.
-    const dir = residueDir(ctx);
-    await backupResidue(ctx, dir);
-    const r = await exec(ctx, `apt-get ${APT_WRITE_OPTS} --allow-downgrades install ${transactionArgs(go.install, go.remove)}`);
-    if (r.code === 0) {
-      await snapshotAfter(ctx, dir);
-      return { stdout: r.stdout, stderr: r.stderr };
+    // No stamp to hold apt's inputs to (never seen): read them now, as a step that is not guarded is.
+    let r: Awaited<ReturnType<typeof install>> = s.inputs ? await install(ctx, p, s) : { code: 75, stdout: '', stderr: '', stdoutRaw: Buffer.alloc(0), moved: true };
+    if (r.moved) {
+      // apt's inputs moved since the check (someone ran apt, or dpkg): install only if what this
+      // step reads is still as planned, from a fresh read.
+      const now = await checkPackages(ctx, { ...p, update_cache: false });
+      if (stateFingerprint(packageStep, p, now) !== stateFingerprint(packageStep, p, s)) {
+        throw new StepError(`not applied: its state moved since the plan was made (the packages apt would change on ${ctx.host} are not as planned now: ${planPackage(p, now).summary}); nothing was installed or removed — make a new plan, or run again`);
+      }
+      r = await install(ctx, p, now);
     }
+    if (r.code === 0) return { stdout: r.stdout, stderr: r.stderr, ...(r.state ? { state: r.state } : {}) };
     const err = failure(`apt-get on ${ctx.host} failed`, r);
     // A half-done transaction is not a completed step, so the engine will not roll it back: do it here.
     try {
@@ -437,38 +484,29 @@ function manifest(ctx: StepContext, dir: string): Promise<string> {
   return runOk(ctx, treeManifestScript(dir), `listing ${dir} on ${ctx.host}`);
 }
 
-/** Copies the account files and ucf's state once per step: a retried apply keeps the first copy. */
-async function backupResidue(ctx: StepContext, dir: string): Promise<void> {
-  await backupAccounts(ctx, posix.join(dir, 'accounts'));
+/** Shell: copies ucf's state once per step (a retried apply keeps the first copy); the account files go with backupAccountsScript. */
+function backupUcfScript(ctx: Pick<StepContext, 'backupDir'>, dir: string): string {
   const d = quote(dir);
   const u = quote(UCF_DIR);
-  await runOk(
-    ctx,
-    [
-      `if [ ! -e ${d}/ucf.complete ]; then`,
-      `${backupDirsScript(ctx, `${dir}/ucf.complete`)} || exit 1`,
-      `rm -rf -- ${d}/ucf`,
-      `if [ -e ${u} ]; then cp -a -- ${u} ${d}/ucf || { rc=$?; rm -rf -- ${d}/ucf; exit $rc; }; fi`,
-      `: > ${d}/ucf.complete; fi`,
-    ].join('\n'),
-    `backing up ${UCF_DIR} on ${ctx.host} to ${dir}/ucf`,
-  );
+  return [
+    `if [ ! -e ${d}/ucf.complete ]; then`,
+    `${backupDirsScript(ctx, `${dir}/ucf.complete`)} || exit 1`,
+    `rm -rf -- ${d}/ucf`,
+    `if [ -e ${u} ]; then cp -a -- ${u} ${d}/ucf || { rc=$?; rm -rf -- ${d}/ucf; exit $rc; }; fi`,
+    `: > ${d}/ucf.complete; fi`,
+  ].join('\n');
 }
 
-/** What the install left: the account files and a listing of ucf's state, to tell later changes by others apart. */
-async function snapshotAfter(ctx: StepContext, dir: string): Promise<void> {
+/** Shell: what the install left (the account files and a listing of ucf's state), to tell later changes by others apart. */
+function snapshotAfterScript(ctx: Pick<StepContext, 'backupDir'>, dir: string): string {
   const a = posix.join(dir, 'after');
   const q = quote(a);
-  await runOk(
-    ctx,
-    [
-      `rm -rf -- ${q} && ${backupDirsScript(ctx, `${a}/complete`)} || exit 1`,
-      `for f in ${ACCOUNT_FILES.join(' ')}; do if [ -e /etc/$f ]; then cp -p /etc/$f ${q}/$f || exit 1; fi; done`,
-      `( ${treeManifestScript(UCF_DIR)} ) > ${q}/ucf.manifest || exit 1`,
-      `: > ${q}/complete`,
-    ].join('\n'),
-    `recording the account files and ${UCF_DIR} after the install on ${ctx.host}`,
-  );
+  return [
+    `rm -rf -- ${q} && ${backupDirsScript(ctx, `${a}/complete`)} || exit 1`,
+    `for f in ${ACCOUNT_FILES.join(' ')}; do if [ -e /etc/$f ]; then cp -p /etc/$f ${q}/$f || exit 1; fi; done`,
+    `( ${treeManifestScript(UCF_DIR)} ) > ${q}/ucf.manifest || exit 1`,
+    `: > ${q}/complete`,
+  ].join('\n');
 }
 
 /**

@@ -54,7 +54,7 @@ const mean = (xs: number[]): number => (xs.length ? sum(xs) / xs.length : 0);
 export function classify(cmd: string): string {
   if (cmd.includes('hostsmith-probe.')) return 'probe batch';
   if (cmd.includes('os_id=$ID')) return 'facts';
-  if (/hostsmith\/lock|lock\/owner/.test(cmd) && /LOCKED|HELD|mkdir/.test(cmd)) return 'lock take';
+  if (cmd.includes('out LOCKED')) return 'lock take';
   if (/lock/.test(cmd) && /rm -r|rmdir/.test(cmd)) return 'lock release';
   if (/apt-get[^\n]* -s /.test(cmd) || /apt-get -s/.test(cmd)) return 'apt simulate';
   if (/apt-get[^\n]*install/.test(cmd)) return 'apt install';

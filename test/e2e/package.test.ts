@@ -144,6 +144,29 @@ describeHosts('package step (apt) on real hosts', () => {
     expect(BigInt(finished.trim())).toBeGreaterThan(BigInt((await sshOk(sb, h, 'cat /tmp/released')).trim()));
   });
 
+  it("apt's state moving after the check: an unrelated change installs as planned; the package itself installed meanwhile fails the step, nothing written", async () => {
+    const sb = sandbox();
+    const h = sb.hosts[0]!;
+    // The package step plans in the batch read at Marker's turn; the fault runs just before its own turn.
+    const file = recipe('  - name: Marker\n    file: { path: /etc/pkg-marker, content: "m\\n" }\n  - name: Hello\n    package: { install: [hello] }\n');
+    const before = (run: string) => ({ env: { HOSTSMITH_FAULT_BEFORE_STEP: JSON.stringify({ step: 'Hello', run: `ssh -F ${sb.sshConfigPath} ${h.name} '${run}'` }) } });
+    // dpkg's status file is rewritten (hold, unhold): apt's inputs moved, hello's plan did not.
+    const r1 = await hostsmith(args('apply', file, '--hosts', h.name, '--yes', '--json'), before('apt-mark hold bash >/dev/null && apt-mark unhold bash >/dev/null'));
+    expect(r1.code, r1.stderr + r1.stdout).toBe(0);
+    expect(stepEvents(r1).map((e) => `${e.step}:${e.status}`)).toEqual(['Marker:changed', 'Hello:changed']);
+    expect(await sshOk(sb, h, status('hello'))).toBe('hello install ok installed\n');
+
+    await sshOk(sb, h, 'DEBIAN_FRONTEND=noninteractive apt-get purge -y -q hello >/dev/null && rm /etc/pkg-marker');
+    const r2 = await hostsmith(args('apply', file, '--hosts', h.name, '--yes', '--json'), before('DEBIAN_FRONTEND=noninteractive apt-get install -y -q hello >/dev/null'));
+    expect(r2.code, r2.stderr + r2.stdout).toBe(1);
+    const steps = stepEvents(r2);
+    expect(steps.map((e) => `${e.step}:${e.status}`)).toEqual(['Marker:changed', 'Hello:failed']);
+    expect(steps[1]!.error).toMatch(/^not applied: its state moved since the plan was made \(the packages apt would change on h1 are not as planned now: hello installed\); nothing was installed or removed/);
+    // Marker rolled back; hello is the one the other hand installed, and stays.
+    expect((await sshRun(sb, h, 'test -e /etc/pkg-marker')).code).toBe(1);
+    expect(await sshOk(sb, h, status('hello'))).toBe('hello install ok installed\n');
+  });
+
   it('update_cache alone refreshes only lists older than cache_valid_time, so a second apply is unchanged', async () => {
     const sb = sandbox();
     const h = sb.hosts[0]!;
