@@ -6,7 +6,8 @@ import { cronProblem } from '../recipe/schema.js';
 import { unifiedDiff } from '../render/diff.js';
 import { quote } from '../transport/shell.js';
 import { backupDirsScript, backupPath } from './backup.js';
-import { runOk, sha256, tail, type Plan, type PlanEnv, type StepContext, type StepType } from './step.js';
+import { answerOf, failedStage, guardScript, movedError, oneExecScript, remember, stoppedByGuard } from './guard.js';
+import { sha256, tail, type Plan, type PlanEnv, type StepContext, type StepType } from './step.js';
 
 const oneLine = (what: string) =>
   z
@@ -156,7 +157,22 @@ export function checkScript(user: string): string {
   ].join('\n');
 }
 
+/**
+ * What the guard reads (guard.ts): the crontab and crontab's exit code, without the clock line
+ * (the clock moves; the crontab is the state).
+ */
+function guardCheck(user: string): string {
+  return `crontab -l -u ${quote(user)} 2>/dev/null; echo "rc=$?"`;
+}
+
 export function parseCheck(user: string, r: { code: number; stdoutRaw: Buffer; stderr: string }): CronState {
+  const s = parseCrontab(user, r);
+  const nl = r.stdoutRaw.indexOf(0x0a);
+  // What guardCheck prints for this state, kept with it for apply.
+  return remember(s, Buffer.concat([r.stdoutRaw.subarray(nl + 1), Buffer.from(`rc=${r.code}\n`)]));
+}
+
+function parseCrontab(user: string, r: { code: number; stdoutRaw: Buffer; stderr: string }): CronState {
   const nl = r.stdoutRaw.indexOf(0x0a);
   const [secs, tz] = r.stdoutRaw.subarray(0, nl < 0 ? r.stdoutRaw.length : nl).toString('utf8').trim().split(' ');
   if (nl < 0 || !/^\d+$/.test(secs ?? '')) throw new StepError(`cannot read ${user}'s crontab: ${hostSaid(r.stderr, r.code)}`, { code: r.code, stderr: r.stderr });
@@ -172,11 +188,6 @@ export function parseCheck(user: string, r: { code: number; stdoutRaw: Buffer; s
     throw new StepError(`${user}'s crontab is not UTF-8 text; hostsmith only edits UTF-8 crontabs`);
   }
   return withClock({ user, text });
-}
-
-/** Keeps the crontab as it was in a root-only file on the host, before it is replaced. */
-async function saveBackup(ctx: StepContext, path: string, text: string): Promise<void> {
-  await runOk(ctx, `${backupDirsScript(ctx, path)} && cat > ${quote(path)}`, `backing up the crontab to ${path}`, { stdin: text });
 }
 
 async function readCrontab(ctx: StepContext, user: string): Promise<CronState> {
@@ -207,12 +218,32 @@ export const cronStep: StepType<CronParams, CronState, CronUndo> = {
   schema: cronSchema,
   check: (ctx, p) => readCrontab(ctx, p.user),
   plan: planCron,
+  guarded: true,
+  /** One exec: held to the crontab the check read, that crontab kept in a root-only file, the new one installed and read back. */
   async apply(ctx, p, plan, now) {
     if (now.userMissing) throw new StepError(`user ${p.user} does not exist on ${ctx.host}: create it first (a user step before this one)`);
     const prev = plan.undo?.previous ?? null;
-    if (prev && now.text !== null) await saveBackup(ctx, prev.backup, now.text);
-    await writeCrontab(ctx, p.user, editCrontab(now.text, p));
-    return {};
+    const text = editCrontab(now.text, p);
+    const raw = answerOf(now);
+    const u = quote(p.user);
+    const r = await ctx.exec(
+      oneExecScript({
+        ...(raw ? { guard: guardScript(guardCheck(p.user), raw) } : {}),
+        stages: [
+          // The guard held the crontab to what the check read: it is what the backup keeps.
+          ...(prev && now.text !== null ? [{ name: 'backup', script: `${backupDirsScript(ctx, prev.backup)} && crontab -l -u ${u} > ${quote(prev.backup)}` }] : []),
+          { name: 'change', script: text === null ? removeCrontabScript(p.user) : `crontab -u ${u} -` },
+        ],
+        read: checkScript(p.user),
+      }),
+      text === null ? {} : { stdin: text },
+    );
+    if (r.code === 0) return { state: parseCheck(p.user, r) };
+    if (stoppedByGuard(r)) throw movedError(`${p.user}'s crontab changed after it was read`);
+    const failed = failedStage(r);
+    if (failed?.name === 'read') return {}; // installed; the engine reads it on its own
+    const what = failed?.name === 'backup' ? `backing up the crontab to ${prev?.backup}` : text === null ? `removing ${p.user}'s crontab` : `installing ${p.user}'s crontab`;
+    throw new StepError(`${what} failed: ${hostSaid(failed?.said ?? r.stderr, failed?.code ?? r.code)}`, { code: failed?.code ?? r.code, stderr: r.stderr });
   },
   hostRollback(_p, undo) {
     const u = quote(undo.user);

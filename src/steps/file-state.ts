@@ -6,10 +6,10 @@ import { posix } from 'node:path';
 import { StepError } from '../errors.js';
 import { unifiedDiff } from '../render/diff.js';
 import { quote } from '../transport/shell.js';
-import { createHash } from 'node:crypto';
 import { atomicWriteScript } from '../transport/shell.js';
 import { runOk, tail, type Plan, type PlanEnv, type StepContext } from './step.js';
 import { backupFailure, backupPath, copyToBackupScript, restoreFromBackup, restoreScript } from './backup.js';
+import { answerOf, failedStage, guardScript, movedError, oneExecScript, remember, stoppedByGuard } from './guard.js';
 import { fmtMode } from './modes.js';
 
 export type PathKind = 'absent' | 'file' | 'directory' | 'link' | 'other';
@@ -25,11 +25,6 @@ export interface PathState {
   missing: string[];
 }
 
-/**
- * The check's answer as the host printed it, for each state read from a host: apply holds the
- * path to it, so a path that moved since it was read is not written (applyPath's guard).
- */
-const answers = new WeakMap<PathState, Buffer>();
 
 export interface Wanted {
   path: string;
@@ -109,8 +104,8 @@ export function parseCheck(raw: Buffer, path: string): PathState {
   if (!['absent', 'file', 'directory', 'link', 'other'].includes(kind) || !/^\d+$/.test(missing)) {
     throw new StepError(`cannot read ${path}: unexpected answer from the host (${JSON.stringify(kind)}, ${JSON.stringify(missing)})`);
   }
-  const state: PathState = { kind: kind as PathKind, missing: missingParents(path, Number(missing)) };
-  answers.set(state, raw);
+  // Kept with the state: apply holds the path to it (guard.ts).
+  const state = remember<PathState>({ kind: kind as PathKind, missing: missingParents(path, Number(missing)) }, raw);
   if (state.kind !== 'absent') {
     state.mode = parseInt(mode, 8);
     state.owner = owner;
@@ -246,20 +241,6 @@ function chownSpec(owner?: string, group?: string): string | null {
   return `${owner ?? ''}${group ? `:${group}` : ''}`;
 }
 
-/** Exit codes of the one apply script, by what failed. */
-const MOVED = 75;
-const FAILED_AT = /^hostsmith-failed: (backup|change|read) (\d+)$/m;
-
-/**
- * Shell: exit MOVED, before anything else, unless `checkScript(path)` prints exactly `raw` now.
- * The step was planned from `raw`; a path that moved since (another run, a person) is left alone.
- */
-export function guardScript(path: string, raw: Buffer): string {
-  const want = createHash('sha256').update(raw).digest('hex');
-  return `g=$( ( ${checkScript(path)}
-) | sha256sum ) && [ "\${g%% *}" = ${want} ] || { echo "hostsmith-moved" >&2; exit ${MOVED}; }`;
-}
-
 /**
  * Makes the path as wanted in one exec: holds it to the state it was planned from (`s`, as read),
  * backs up what the change replaces, changes it, and reads it back. Resolves to the state it left
@@ -295,14 +276,12 @@ export async function applyPath(ctx: StepContext, w: Wanted, plan: Plan<FileUndo
     }
   }
   const backup = undo && undo.kind !== 'absent' && undo.backup ? undo.backup : undefined;
-  // Not `( … ) || …`: inside an AND-OR list the shell ignores the write's own `set -e`.
-  const stage = (name: string, script: string, out = '>&2') => `( ${script}\n) ${out}\nrc=$?; [ $rc -eq 0 ] || { echo "hostsmith-failed: ${name} $rc" >&2; exit 1; }`;
-  const script = [
-    ...(s && answers.has(s) ? [guardScript(w.path, answers.get(s)!)] : []),
-    ...(backup ? [stage('backup', copyToBackupScript(ctx, w.path, backup))] : []),
-    stage('change', change),
-    stage('read', checkScript(w.path), ''),
-  ].join('\n');
+  const raw = answerOf(s);
+  const script = oneExecScript({
+    ...(raw ? { guard: guardScript(checkScript(w.path), raw) } : {}),
+    stages: [...(backup ? [{ name: 'backup', script: copyToBackupScript(ctx, w.path, backup) }] : []), { name: 'change', script: change }],
+    read: checkScript(w.path),
+  });
   const r = await ctx.exec(script, stdin ? { stdin } : {});
   if (r.code === 0) {
     try {
@@ -311,14 +290,12 @@ export async function applyPath(ctx: StepContext, w: Wanted, plan: Plan<FileUndo
       return undefined; // made, but not read back: the engine reads it on its own
     }
   }
-  if (r.code === MOVED && /^hostsmith-moved$/m.test(r.stderr)) {
-    throw new StepError(`not applied: its state moved since the plan was made (someone changed ${w.path} after it was read); nothing was written for this step — make a new plan, or run again`);
-  }
-  const failed = FAILED_AT.exec(r.stderr);
-  const said = r.stderr.replace(FAILED_AT, '').trim();
-  if (failed?.[1] === 'read') return undefined;
-  const code = Number(failed?.[2] ?? r.code);
-  if (failed?.[1] === 'backup') throw backupFailure(ctx, { ...r, code, stderr: said }, `backing up ${w.path} to ${backup}`, posix.dirname(ctx.backupDir));
+  if (stoppedByGuard(r)) throw movedError(`someone changed ${w.path} after it was read`);
+  const failed = failedStage(r);
+  const said = failed?.said ?? r.stderr.trim();
+  if (failed?.name === 'read') return undefined;
+  const code = failed?.code ?? r.code;
+  if (failed?.name === 'backup') throw backupFailure(ctx, { ...r, code, stderr: said }, `backing up ${w.path} to ${backup}`, posix.dirname(ctx.backupDir));
   const t = ctx.transport as { loginUser?: string };
   const denied = stdin && /Permission denied|Operation not permitted/.test(said) && !ctx.sudo && t.loginUser !== 'root';
   const hint = denied ? ` (${t.loginUser ?? 'the login user'} may not write there: log in as root, or use sudo: true on the recipe or step, or --sudo)` : '';

@@ -1,8 +1,9 @@
 import { z } from 'zod';
 import { StepError } from '../errors.js';
 import { quote } from '../transport/shell.js';
-import { runOk } from './step.js';
-import { accountBackupDir, accountName, backupAccounts, flag, idNumber, restoreAccounts, restoreAccountsScript, type AccountUndo } from './accounts.js';
+import { tail } from './step.js';
+import { answerOf, failedStage, guardScript, movedError, oneExecScript, remember, stoppedByGuard } from './guard.js';
+import { accountBackupDir, accountName, backupAccountsScript, flag, idNumber, restoreAccounts, restoreAccountsScript, type AccountUndo } from './accounts.js';
 import type { Plan, StepContext, StepType } from './step.js';
 
 export const groupSchema = z
@@ -70,8 +71,10 @@ export const groupStep: StepType<GroupParams, GroupState, GroupUndo> = {
   async check(ctx, p) {
     const r = await ctx.exec(checkScript(p));
     if (r.code !== 0) throw new StepError(`cannot read group ${p.name}: ${r.stderr.trim() || `exit ${r.code}`}`, { code: r.code, stderr: r.stderr });
-    return parseGroupCheck(r.stdout);
+    // Kept with the state: apply holds the group to it (guard.ts).
+    return remember(parseGroupCheck(r.stdout), r.stdoutRaw);
   },
+  guarded: true,
   plan(p, s, env) {
     const backup = accountBackupDir(env);
     const name = p.name;
@@ -96,11 +99,28 @@ export const groupStep: StepType<GroupParams, GroupState, GroupUndo> = {
       undo: { backup, touched: { group: [name], gshadow: [name], ...(s.primaryOf.length ? { passwd: s.primaryOf } : {}) } },
     };
   },
+  /** One exec: held to what the check read, the account files backed up, the change, the group read back. */
   async apply(ctx: StepContext, p, plan, s) {
     const cmd = groupCommand(p, s);
-    await backupAccounts(ctx, plan.undo!.backup);
-    await runOk(ctx, cmd, cmd.split(' ')[0]!);
-    return {};
+    const raw = answerOf(s);
+    const backup = plan.undo!.backup;
+    const r = await ctx.exec(
+      oneExecScript({
+        ...(raw ? { guard: guardScript(checkScript(p), raw) } : {}),
+        stages: [
+          { name: 'backup', script: backupAccountsScript(ctx, backup) },
+          { name: 'change', script: cmd },
+        ],
+        read: checkScript(p),
+      }),
+    );
+    if (r.code === 0) return { state: parseGroupCheck(r.stdout) };
+    if (stoppedByGuard(r)) throw movedError(`group ${p.name} changed after it was read`);
+    const failed = failedStage(r);
+    if (failed?.name === 'read') return {};
+    const what = failed?.name === 'backup' ? `backing up the account files to ${backup}` : cmd.split(' ')[0]!;
+    const said = tail(failed?.said ?? r.stderr) || tail(r.stdout, 5);
+    throw new StepError(`${what} failed (exit ${failed?.code ?? r.code})${said ? `: ${said}` : ''}`, { code: failed?.code ?? r.code, stderr: r.stderr });
   },
   rollback: (ctx, _p, undo) => restoreAccounts(ctx, undo),
   hostRollback: (_p, undo) => restoreAccountsScript(undo),

@@ -9,6 +9,7 @@ import { backupDirsScript, backupPath, restoreFromBackup, restoreScript } from '
 import { runOk, stateFingerprint, tail, type HostEnv, type Plan, type StepContext, type StepType } from './step.js';
 import type { ExecResult } from '../transport/transport.js';
 import { randomBytes } from 'node:crypto';
+import { MOVED_EXIT, movedError, stoppedByGuard } from './guard.js';
 import {
   APT_ENV,
   APT_READ_OPTS,
@@ -247,7 +248,7 @@ async function install(ctx: StepContext, p: PackageParams, s: PackageState): Pro
   const mark = `hostsmith-after-${randomBytes(8).toString('hex')}`;
   const fail = (what: string) => `{ echo ${quote(`hostsmith-failed: ${what}`)} >&2; exit 1; }`;
   const script = [
-    ...(s.inputs ? [`[ "$(${INPUTS_STAMP})" = ${quote(s.inputs)} ] || { echo hostsmith-moved >&2; exit 75; }`] : []),
+    ...(s.inputs ? [`[ "$(${INPUTS_STAMP})" = ${quote(s.inputs)} ] || ${MOVED_EXIT}`] : []),
     `( ${backupAccountsScript(ctx, posix.join(dir, 'accounts'))}\n) >&2 || ${fail(`backing up the account files to ${posix.join(dir, 'accounts')}`)}`,
     `( ${backupUcfScript(ctx, dir)}\n) >&2 || ${fail(`backing up ${UCF_DIR} on ${ctx.host} to ${dir}/ucf`)}`,
     `apt-get ${APT_WRITE_OPTS} --allow-downgrades install ${transactionArgs(go.install, go.remove)}`,
@@ -257,7 +258,7 @@ async function install(ctx: StepContext, p: PackageParams, s: PackageState): Pro
     stateScript(),
   ].join('\n');
   const r = await exec(ctx, script);
-  if (r.code === 75 && /^hostsmith-moved$/m.test(r.stderr)) return { ...r, moved: true };
+  if (stoppedByGuard(r)) return { ...r, moved: true };
   const failed = /^hostsmith-failed: (.*)$/m.exec(r.stderr);
   if (failed) throw new StepError(`${failed[1]} failed: ${tail(r.stderr.replace(failed[0], '')) || `exit ${r.code}`}`, { code: r.code, stderr: r.stderr });
   const at = r.stdout.lastIndexOf(`\n${mark}\n`);
@@ -315,7 +316,7 @@ export const packageStep: StepType<PackageParams, PackageState, PackageUndo> = {
       // step reads is still as planned, from a fresh read.
       const now = await checkPackages(ctx, { ...p, update_cache: false });
       if (stateFingerprint(packageStep, p, now) !== stateFingerprint(packageStep, p, s)) {
-        throw new StepError(`not applied: its state moved since the plan was made (the packages apt would change on ${ctx.host} are not as planned now: ${planPackage(p, now).summary}); nothing was installed or removed — make a new plan, or run again`);
+        throw movedError(`the packages apt would change on ${ctx.host} are not as planned now: ${planPackage(p, now).summary}`);
       }
       r = await install(ctx, p, now);
     }

@@ -1,5 +1,6 @@
 import { posix } from 'node:path';
 import { z } from 'zod';
+import { MovedError, guardFirst, remember } from './guard.js';
 import { StepError } from '../errors.js';
 import { unifiedDiff } from '../render/diff.js';
 import { quote } from '../transport/shell.js';
@@ -421,7 +422,8 @@ export function accountCommand(p: UserParams, s: UserState): string {
 async function checkUser(ctx: StepContext, p: UserParams): Promise<UserState> {
   const r = await ctx.exec(checkScript(p));
   if (r.code !== 0) throw new StepError(`cannot read user ${p.name}: ${r.stderr.trim() || `exit ${r.code}`}`, { code: r.code, stderr: r.stderr });
-  return parseUserCheck(r.stdout, p);
+  // Kept with the state: apply's first exec holds the user to it (guard.ts).
+  return remember(parseUserCheck(r.stdout, p), r.stdoutRaw);
 }
 
 function writeKeysScript(file: string, content: Buffer, mode: number, owner: string): string {
@@ -478,10 +480,13 @@ export const userStep: StepType<UserParams, UserState, UserUndo> = {
   type: 'user',
   schema: userSchema,
   check: checkUser,
+  guarded: true,
   plan: planUser,
-  async apply(ctx, p, plan, s) {
+  async apply(ctx0, p, plan, s) {
     const undo = plan.undo!;
     if (p.state === 'present') assertGroupsExist(p, s);
+    // Its first exec first reads the user again: moved since the check, nothing is done.
+    const ctx = guardFirst(ctx0, checkScript(p), s, `user ${p.name} changed after it was read`);
     try {
       if (undo.accounts) await backupAccounts(ctx, undo.accounts.backup);
       for (const { path, backup } of undo.restore ?? []) {
@@ -495,6 +500,7 @@ export const userStep: StepType<UserParams, UserState, UserUndo> = {
         await runOk(ctx, writeKeysScript(posix.join(s.home, '.ssh/authorized_keys'), want, 0o600, `${quote(p.name)}:`), `writing authorized_keys of ${p.name}`);
       }
     } catch (e) {
+      if (e instanceof MovedError) throw e; // stopped before its first change: nothing to undo
       // The engine rolls back completed steps only: a half-done step undoes itself.
       try {
         await rollbackUser(ctx, undo);

@@ -1,0 +1,96 @@
+/**
+ * Holding the host to what a step was planned from, in the exec that changes it.
+ *
+ * A step is read (in a batch, or on its own) and planned; the change comes later. Instead of a
+ * read of its own at its turn, the exec that changes the host first runs the step's check script
+ * again and compares a digest of what it prints with what the plan was made from: if they differ
+ * (another run, a person changed it meanwhile), it exits MOVED before anything else, and nothing
+ * is written for the step (SPEC §8: a step whose state moves between its check and its write
+ * fails rather than making a change nobody reviewed).
+ */
+import { createHash } from 'node:crypto';
+import { StepError } from '../errors.js';
+import type { ExecResult } from '../transport/transport.js';
+import type { StepContext } from './step.js';
+
+/** Exit code of an exec whose guard found the state moved; its stderr holds MOVED_LINE. */
+export const MOVED = 75;
+const MOVED_LINE = 'hostsmith-moved';
+/** Shell: what a guard does when the state moved. */
+export const MOVED_EXIT = `{ echo ${MOVED_LINE} >&2; exit ${MOVED}; }`;
+
+/** The check's answer, as the host printed it, for each state read from a host. */
+const answers = new WeakMap<object, Buffer>();
+
+/** Keeps `raw` (what the check script printed) as the answer `state` was parsed from. */
+export function remember<S extends object>(state: S, raw: Buffer): S {
+  answers.set(state, raw);
+  return state;
+}
+
+/** What the check printed for `state`; undefined for a state not read from a host (tests, the journal). */
+export function answerOf(state: unknown): Buffer | undefined {
+  return state && typeof state === 'object' ? answers.get(state) : undefined;
+}
+
+/** Shell: exits MOVED, before anything else, unless `check` prints exactly `raw` now. */
+export function guardScript(check: string, raw: Buffer): string {
+  const want = createHash('sha256').update(raw).digest('hex');
+  return `g=$( ( ${check}\n) | sha256sum ) && [ "\${g%% *}" = ${want} ] || ${MOVED_EXIT}`;
+}
+
+/** Did this exec stop at its guard (nothing done)? */
+export function stoppedByGuard(r: Pick<ExecResult, 'code' | 'stderr'>): boolean {
+  return r.code === MOVED && new RegExp(`^${MOVED_LINE}$`, 'm').test(r.stderr);
+}
+
+/** A step stopped by its guard: nothing was written (so there is nothing of it to undo). */
+export class MovedError extends StepError {}
+
+/** What a step says when its guard stopped it. */
+export function movedError(what: string): MovedError {
+  return new MovedError(`not applied: its state moved since the plan was made (${what}); nothing was written for this step — make a new plan, or run again`);
+}
+
+/**
+ * A context whose first exec is guarded by `check` against the answer `state` was read from (no
+ * guard when there is none): the step's own execs, unchanged, with no read of its own before them.
+ */
+export function guardFirst(ctx: StepContext, check: string, state: unknown, what: string): StepContext {
+  const raw = answerOf(state);
+  if (!raw) return ctx;
+  let armed = true;
+  return {
+    ...ctx,
+    exec: async (cmd, o) => {
+      if (!armed) return ctx.exec(cmd, o);
+      armed = false;
+      const r = await ctx.exec(`${guardScript(check, raw)}\n${cmd}`, o);
+      if (stoppedByGuard(r)) throw movedError(what);
+      return r;
+    },
+  };
+}
+
+/** One part of a one-exec apply: a name (for the failure), and its script. */
+export interface Stage {
+  name: string;
+  script: string;
+}
+
+/**
+ * Shell: the guard (if any), then each stage in its own subshell (its stdout to stderr), stopping
+ * at the first that fails, then `read` (its stdout is the exec's: the state the change left).
+ * A failed stage says `hostsmith-failed: <name> <exit>` on stderr (failedStage reads it).
+ */
+export function oneExecScript(o: { guard?: string; stages: Stage[]; read?: string }): string {
+  // Not `( … ) || …`: inside an AND-OR list the shell ignores a stage's own `set -e`.
+  const run = (s: Stage, out: string) => `( ${s.script}\n) ${out}\nrc=$?; [ $rc -eq 0 ] || { echo "hostsmith-failed: ${s.name} $rc" >&2; exit 1; }`;
+  return [...(o.guard ? [o.guard] : []), ...o.stages.map((s) => run(s, '>&2')), ...(o.read ? [run({ name: 'read', script: o.read }, '')] : [])].join('\n');
+}
+
+/** The stage of a one-exec apply that failed, its exit code, and what the host said besides; undefined when none did. */
+export function failedStage(r: Pick<ExecResult, 'stderr'>): { name: string; code: number; said: string } | undefined {
+  const m = /^hostsmith-failed: (\S+) (\d+)$/m.exec(r.stderr);
+  return m ? { name: m[1]!, code: Number(m[2]), said: r.stderr.replace(m[0], '').trim() } : undefined;
+}
