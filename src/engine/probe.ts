@@ -226,17 +226,18 @@ function escapeRe(x: string): string {
  * Any other goes through the very bootstrap its own exec would, its stdin fed from base64.
  */
 function batchLine(i: number, it: { cmdline: string; stdin: Buffer }): string {
-  const out = `</dev/null >o${i} 2>e${i}`;
+  // In the login's own folder, as its own exec: the scratch folder is named by path, never entered.
+  const out = `</dev/null >"$T/o${i}" 2>"$T/e${i}"`;
   const plain = PLAIN.exec(it.cmdline);
   const nl = it.stdin.indexOf(0x0a);
   const len = nl > 0 ? Number(it.stdin.subarray(0, nl).toString('latin1')) : NaN;
   if (plain && Number.isInteger(len) && nl + 1 + len === it.stdin.length) {
     const script = it.stdin.subarray(nl + 1).toString('utf8');
     if (script.endsWith(SCRIPT_END) && Buffer.byteLength(script) === len) {
-      return `s=${quote(script)} ${plain[1]}sh -c 'eval "$s"' ${out}; echo "${i} $?" >>c`;
+      return `s=${quote(script)} ${plain[1]}sh -c 'eval "$s"' ${out}; echo "${i} $?" >>"$T/c"`;
     }
   }
-  return `printf %s ${quote(it.stdin.toString('base64'))} | base64 -d | ( eval ${quote(it.cmdline)} ) >o${i} 2>e${i}; echo "${i} $?" >>c`;
+  return `printf %s ${quote(it.stdin.toString('base64'))} | base64 -d | ( eval ${quote(it.cmdline)} ) >"$T/o${i}" 2>"$T/e${i}"; echo "${i} $?" >>"$T/c"`;
 }
 
 /**
@@ -258,10 +259,9 @@ export async function execBatch(t: ShellTransport, items: Array<{ cmdline: strin
     'trap \'rm -rf -- "$T"\' EXIT',
     // Stopped, or its controller gone (a write to the dead channel: SIGPIPE): still leave nothing behind.
     "trap 'exit 143' TERM INT HUP PIPE",
-    'cd "$T" || exit 97',
-    ': >c',
+    ': >"$T/c"',
     ...items.map((it, i) => batchLine(i, it)),
-    `printf '%s\\n' ${nonce}; cat c; printf '%s\\n' ${nonce}; wc -c ${files.join(' ')} </dev/null; printf '%s\\n' ${nonce}; cat ${files.join(' ')}`,
+    `printf '%s\\n' ${nonce}; cat "$T/c"; printf '%s\\n' ${nonce}; (cd "$T" && wc -c ${files.join(' ')} </dev/null); printf '%s\\n' ${nonce}; (cd "$T" && cat ${files.join(' ')})`,
   ];
   const r = await t.exec(lines.join('\n'));
   const out: Array<ExecResult | undefined> = items.map(() => undefined);

@@ -23,6 +23,7 @@ const CASES: Array<[string, string, string?]> = [
   ['it reads its own stdin', 'cat; echo; wc -c', 'given on stdin\n'],
   ['exit inside the command', 'echo before; exit 0; echo after'],
   ['a command that kills its own shell', 'echo x; kill -9 $$'],
+  ['it runs where its own exec would (the login folder)', 'pwd; ls -a | head -c 200'],
 ];
 
 describe('execBatch: a batch gives each command what it gives on its own', () => {
