@@ -198,6 +198,12 @@ export async function prefetch(h: HostRun, spec: StepSpec, plan: (h: HostRun, s:
       for (const n of rec.noted) if (!p.cache.peek(n.key)) wanted.set(n.key, n);
     }
     if (!wanted.size) break;
+    if (round === 0 && wanted.size === 1) {
+      // One read to make: its own exec costs the host less than a batch around it. The step that
+      // wants it reads on its own; the others plan from what is already here.
+      for (const s of rest) if (![...keys.get(s.name)!].some((k) => wanted.has(k))) p.covered.set(s.name, { keys: [...keys.get(s.name)!], reads: readsOf(h, s) });
+      return;
+    }
     await runBatch(real, [...wanted.entries()], p);
   }
   for (const s of rest) p.covered.set(s.name, { keys: [...keys.get(s.name)!], reads: readsOf(h, s) });
