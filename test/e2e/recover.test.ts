@@ -137,8 +137,10 @@ describeHosts('recover: a run killed at any point is finished and the host put b
     dir = fixture({
       'crash.yml': RECIPE,
       'templates/t.hbs': 'crash on {{facts.hostname}}\n',
-      // Its `unless` joins the probe batch and keeps it busy for 4 s.
-      'slowprobe.yml': 'name: slowprobe\nsteps:\n  - name: Probe slowly\n    file: { path: /srv/crash-probe, content: "p" }\n    unless: "sleep 4; false"\n',
+      // Its `unless` joins the probe batch and keeps it busy for 4 s. The second step's read is
+      // there so that a batch is made at all (a single read goes as its own exec).
+      'slowprobe.yml':
+        'name: slowprobe\nsteps:\n  - name: Probe slowly\n    file: { path: /srv/crash-probe, content: "p" }\n    unless: "sleep 4; false"\n  - name: Probe beside it\n    file: { path: /srv/crash-probe-2, content: "q" }\n',
     });
     state = join(dir, 'state');
     await sshOk(sandbox(), host(), `printf '# app\\nworkers=2\\n' > /etc/crash-app.conf; touch ${MARK}; sleep 1`);
