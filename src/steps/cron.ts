@@ -6,7 +6,7 @@ import { cronProblem } from '../recipe/schema.js';
 import { unifiedDiff } from '../render/diff.js';
 import { quote } from '../transport/shell.js';
 import { backupDirsScript, backupPath } from './backup.js';
-import { answerOf, failedStage, guardScript, movedError, oneExecScript, remember, stoppedByGuard } from './guard.js';
+import { answerOf, guardScript, remember, runOneExec } from './guard.js';
 import { sha256, tail, type Plan, type PlanEnv, type StepContext, type StepType } from './step.js';
 
 const oneLine = (what: string) =>
@@ -226,8 +226,9 @@ export const cronStep: StepType<CronParams, CronState, CronUndo> = {
     const text = editCrontab(now.text, p);
     const raw = answerOf(now);
     const u = quote(p.user);
-    const r = await ctx.exec(
-      oneExecScript({
+    const { r, failed } = await runOneExec(
+      ctx,
+      {
         ...(raw ? { guard: guardScript(guardCheck(p.user), raw) } : {}),
         stages: [
           // The guard held the crontab to what the check read: it is what the backup keeps.
@@ -235,15 +236,14 @@ export const cronStep: StepType<CronParams, CronState, CronUndo> = {
           { name: 'change', script: text === null ? removeCrontabScript(p.user) : `crontab -u ${u} -` },
         ],
         read: checkScript(p.user),
-      }),
+      },
+      `${p.user}'s crontab changed after it was read`,
       text === null ? {} : { stdin: text },
     );
-    if (r.code === 0) return { state: parseCheck(p.user, r) };
-    if (stoppedByGuard(r)) throw movedError(`${p.user}'s crontab changed after it was read`);
-    const failed = failedStage(r);
-    if (failed?.name === 'read') return {}; // installed; the engine reads it on its own
-    const what = failed?.name === 'backup' ? `backing up the crontab to ${prev?.backup}` : text === null ? `removing ${p.user}'s crontab` : `installing ${p.user}'s crontab`;
-    throw new StepError(`${what} failed: ${hostSaid(failed?.said ?? r.stderr, failed?.code ?? r.code)}`, { code: failed?.code ?? r.code, stderr: r.stderr });
+    if (!failed) return { state: parseCheck(p.user, r) };
+    if (failed.stage === 'read') return {}; // installed; the engine reads it on its own
+    const what = failed.stage === 'backup' ? `backing up the crontab to ${prev?.backup}` : text === null ? `removing ${p.user}'s crontab` : `installing ${p.user}'s crontab`;
+    throw new StepError(`${what} failed: ${hostSaid(failed.said, failed.code)}`, { code: failed.code, stderr: r.stderr });
   },
   hostRollback(_p, undo) {
     const u = quote(undo.user);

@@ -5,11 +5,10 @@
 import { posix } from 'node:path';
 import { StepError } from '../errors.js';
 import { unifiedDiff } from '../render/diff.js';
-import { quote } from '../transport/shell.js';
-import { atomicWriteScript } from '../transport/shell.js';
+import { atomicWriteScript, quote } from '../transport/shell.js';
 import { runOk, tail, type Plan, type PlanEnv, type StepContext } from './step.js';
 import { backupFailure, backupPath, copyToBackupScript, restoreFromBackup, restoreScript } from './backup.js';
-import { answerOf, failedStage, guardScript, movedError, oneExecScript, remember, stoppedByGuard } from './guard.js';
+import { answerOf, guardScript, remember, runOneExec } from './guard.js';
 import { fmtMode } from './modes.js';
 
 export type PathKind = 'absent' | 'file' | 'directory' | 'link' | 'other';
@@ -24,7 +23,6 @@ export interface PathState {
   /** Ancestors that do not exist yet, outermost first (they would be created). */
   missing: string[];
 }
-
 
 export interface Wanted {
   path: string;
@@ -277,25 +275,26 @@ export async function applyPath(ctx: StepContext, w: Wanted, plan: Plan<FileUndo
   }
   const backup = undo && undo.kind !== 'absent' && undo.backup ? undo.backup : undefined;
   const raw = answerOf(s);
-  const script = oneExecScript({
-    ...(raw ? { guard: guardScript(checkScript(w.path), raw) } : {}),
-    stages: [...(backup ? [{ name: 'backup', script: copyToBackupScript(ctx, w.path, backup) }] : []), { name: 'change', script: change }],
-    read: checkScript(w.path),
-  });
-  const r = await ctx.exec(script, stdin ? { stdin } : {});
-  if (r.code === 0) {
+  const { r, failed } = await runOneExec(
+    ctx,
+    {
+      ...(raw ? { guard: guardScript(checkScript(w.path), raw) } : {}),
+      stages: [...(backup ? [{ name: 'backup', script: copyToBackupScript(ctx, w.path, backup) }] : []), { name: 'change', script: change }],
+      read: checkScript(w.path),
+    },
+    `someone changed ${w.path} after it was read`,
+    stdin ? { stdin } : {},
+  );
+  if (!failed) {
     try {
       return parseCheck(r.stdoutRaw, w.path);
     } catch {
       return undefined; // made, but not read back: the engine reads it on its own
     }
   }
-  if (stoppedByGuard(r)) throw movedError(`someone changed ${w.path} after it was read`);
-  const failed = failedStage(r);
-  const said = failed?.said ?? r.stderr.trim();
-  if (failed?.name === 'read') return undefined;
-  const code = failed?.code ?? r.code;
-  if (failed?.name === 'backup') throw backupFailure(ctx, { ...r, code, stderr: said }, `backing up ${w.path} to ${backup}`, posix.dirname(ctx.backupDir));
+  const { stage, code, said } = failed;
+  if (stage === 'read') return undefined;
+  if (stage === 'backup') throw backupFailure(ctx, { ...r, code, stderr: said }, `backing up ${w.path} to ${backup}`, posix.dirname(ctx.backupDir));
   const t = ctx.transport as { loginUser?: string };
   const denied = stdin && /Permission denied|Operation not permitted/.test(said) && !ctx.sudo && t.loginUser !== 'root';
   const hint = denied ? ` (${t.loginUser ?? 'the login user'} may not write there: log in as root, or use sudo: true on the recipe or step, or --sudo)` : '';

@@ -2,7 +2,7 @@ import { z } from 'zod';
 import { StepError } from '../errors.js';
 import { quote } from '../transport/shell.js';
 import { tail } from './step.js';
-import { answerOf, failedStage, guardScript, movedError, oneExecScript, remember, stoppedByGuard } from './guard.js';
+import { answerOf, guardScript, remember, runOneExec } from './guard.js';
 import { accountBackupDir, accountName, backupAccountsScript, flag, idNumber, restoreAccounts, restoreAccountsScript, type AccountUndo } from './accounts.js';
 import type { Plan, StepContext, StepType } from './step.js';
 
@@ -104,23 +104,23 @@ export const groupStep: StepType<GroupParams, GroupState, GroupUndo> = {
     const cmd = groupCommand(p, s);
     const raw = answerOf(s);
     const backup = plan.undo!.backup;
-    const r = await ctx.exec(
-      oneExecScript({
+    const { r, failed } = await runOneExec(
+      ctx,
+      {
         ...(raw ? { guard: guardScript(checkScript(p), raw) } : {}),
         stages: [
           { name: 'backup', script: backupAccountsScript(ctx, backup) },
           { name: 'change', script: cmd },
         ],
         read: checkScript(p),
-      }),
+      },
+      `group ${p.name} changed after it was read`,
     );
-    if (r.code === 0) return { state: parseGroupCheck(r.stdout) };
-    if (stoppedByGuard(r)) throw movedError(`group ${p.name} changed after it was read`);
-    const failed = failedStage(r);
-    if (failed?.name === 'read') return {};
-    const what = failed?.name === 'backup' ? `backing up the account files to ${backup}` : cmd.split(' ')[0]!;
-    const said = tail(failed?.said ?? r.stderr) || tail(r.stdout, 5);
-    throw new StepError(`${what} failed (exit ${failed?.code ?? r.code})${said ? `: ${said}` : ''}`, { code: failed?.code ?? r.code, stderr: r.stderr });
+    if (!failed) return { state: parseGroupCheck(r.stdout) };
+    if (failed.stage === 'read') return {};
+    const what = failed.stage === 'backup' ? `backing up the account files to ${backup}` : cmd.split(' ')[0]!;
+    const said = tail(failed.said) || tail(r.stdout, 5);
+    throw new StepError(`${what} failed (exit ${failed.code})${said ? `: ${said}` : ''}`, { code: failed.code, stderr: r.stderr });
   },
   rollback: (ctx, _p, undo) => restoreAccounts(ctx, undo),
   hostRollback: (_p, undo) => restoreAccountsScript(undo),

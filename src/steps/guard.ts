@@ -10,14 +10,14 @@
  */
 import { createHash } from 'node:crypto';
 import { StepError } from '../errors.js';
-import type { ExecResult } from '../transport/transport.js';
+import type { ExecOptions, ExecResult } from '../transport/transport.js';
 import type { StepContext } from './step.js';
 
 /** Exit code of an exec whose guard found the state moved; its stderr holds MOVED_LINE. */
-export const MOVED = 75;
+const MOVED = 75;
 const MOVED_LINE = 'hostsmith-moved';
 /** Shell: what a guard does when the state moved. */
-export const MOVED_EXIT = `{ echo ${MOVED_LINE} >&2; exit ${MOVED}; }`;
+const MOVED_EXIT = `{ echo ${MOVED_LINE} >&2; exit ${MOVED}; }`;
 
 /** The check's answer, as the host printed it, for each state read from a host. */
 const answers = new WeakMap<object, Buffer>();
@@ -40,7 +40,7 @@ export function guardScript(check: string, raw: Buffer): string {
 }
 
 /** Did this exec stop at its guard (nothing done)? */
-export function stoppedByGuard(r: Pick<ExecResult, 'code' | 'stderr'>): boolean {
+function stoppedByGuard(r: Pick<ExecResult, 'code' | 'stderr'>): boolean {
   return r.code === MOVED && new RegExp(`^${MOVED_LINE}$`, 'm').test(r.stderr);
 }
 
@@ -72,10 +72,12 @@ export function guardFirst(ctx: StepContext, check: string, state: unknown, what
   };
 }
 
-/** One part of a one-exec apply: a name (for the failure), and its script. */
+/** One part of a one-exec apply: a name (for the failure), its script, and where its stdout goes (default: stderr). */
 export interface Stage {
   name: string;
   script: string;
+  /** '' keeps the stage's stdout in the exec's (a command whose output the step returns). */
+  out?: string;
 }
 
 /**
@@ -83,14 +85,32 @@ export interface Stage {
  * at the first that fails, then `read` (its stdout is the exec's: the state the change left).
  * A failed stage says `hostsmith-failed: <name> <exit>` on stderr (failedStage reads it).
  */
-export function oneExecScript(o: { guard?: string; stages: Stage[]; read?: string }): string {
+function oneExecScript(o: { guard?: string; stages: Stage[]; read?: string }): string {
   // Not `( … ) || …`: inside an AND-OR list the shell ignores a stage's own `set -e`.
   const run = (s: Stage, out: string) => `( ${s.script}\n) ${out}\nrc=$?; [ $rc -eq 0 ] || { echo "hostsmith-failed: ${s.name} $rc" >&2; exit 1; }`;
-  return [...(o.guard ? [o.guard] : []), ...o.stages.map((s) => run(s, '>&2')), ...(o.read ? [run({ name: 'read', script: o.read }, '')] : [])].join('\n');
+  return [...(o.guard ? [o.guard] : []), ...o.stages.map((s) => run(s, s.out ?? '>&2')), ...(o.read ? [run({ name: 'read', script: o.read }, '')] : [])].join('\n');
+}
+
+/**
+ * Runs a one-exec apply (oneExecScript). Throws movedError(`moved`) when the guard stopped it.
+ * `failed` names the stage that failed, its exit code and what the host said besides; a failed
+ * `read` means the change was made but not read back.
+ */
+export async function runOneExec(
+  ctx: Pick<StepContext, 'exec'>,
+  o: { guard?: string; stages: Stage[]; read?: string },
+  moved: string,
+  eo: ExecOptions = {},
+): Promise<{ r: ExecResult; failed?: { stage: string; code: number; said: string } }> {
+  const r = await ctx.exec(oneExecScript(o), eo);
+  if (r.code === 0) return { r };
+  if (stoppedByGuard(r)) throw movedError(moved);
+  const f = failedStage(r);
+  return { r, failed: { stage: f?.name ?? '', code: f?.code ?? r.code, said: f?.said ?? r.stderr.trim() } };
 }
 
 /** The stage of a one-exec apply that failed, its exit code, and what the host said besides; undefined when none did. */
-export function failedStage(r: Pick<ExecResult, 'stderr'>): { name: string; code: number; said: string } | undefined {
+function failedStage(r: Pick<ExecResult, 'stderr'>): { name: string; code: number; said: string } | undefined {
   const m = /^hostsmith-failed: (\S+) (\d+)$/m.exec(r.stderr);
   return m ? { name: m[1]!, code: Number(m[2]), said: r.stderr.replace(m[0], '').trim() } : undefined;
 }

@@ -7,9 +7,9 @@ import { posix } from 'node:path';
 import { ACCOUNT_FILES, backupAccountsScript, entryNames, restoreAccounts, type AccountFile, type Touched } from './accounts.js';
 import { backupDirsScript, backupPath, restoreFromBackup, restoreScript } from './backup.js';
 import { runOk, stateFingerprint, tail, type HostEnv, type Plan, type StepContext, type StepType } from './step.js';
-import type { ExecResult } from '../transport/transport.js';
+import type { ExecOptions } from '../transport/transport.js';
 import { randomBytes } from 'node:crypto';
-import { MOVED_EXIT, movedError, stoppedByGuard } from './guard.js';
+import { MovedError, guardScript, movedError, runOneExec } from './guard.js';
 import {
   APT_ENV,
   APT_READ_OPTS,
@@ -197,8 +197,8 @@ export function planPackage(p: PackageParams, s: PackageState): Plan<PackageUndo
   };
 }
 
-async function exec(ctx: StepContext, cmd: string) {
-  return ctx.exec(cmd, { env: APT_ENV });
+async function exec(ctx: StepContext, cmd: string, o: ExecOptions = {}) {
+  return ctx.exec(cmd, { ...o, env: APT_ENV });
 }
 
 function failure(what: string, r: { code: number; stderr: string; stdout: string }): StepError {
@@ -238,42 +238,48 @@ async function checkPackages(ctx: StepContext, p: PackageParams): Promise<Packag
 }
 
 /**
- * The install as one exec: unless apt's inputs moved since `s` was read (exit 75, nothing done),
- * backs up what maintainer scripts may change (accounts, ucf's state), runs the transaction,
- * records what it left, and reads the packages back for the journal's post-state.
+ * The install as one exec (guard.ts): held to the stamp of apt's inputs `s` was read with (moved:
+ * MovedError, nothing done), it backs up what maintainer scripts may change (accounts, ucf's
+ * state), runs the transaction, records what it left, and reads the packages back for the
+ * journal's post-state. A failed transaction comes back as its exit code and output.
  */
-async function install(ctx: StepContext, p: PackageParams, s: PackageState): Promise<ExecResult & { moved?: boolean; state?: PackageState }> {
+async function install(ctx: StepContext, p: PackageParams, s: PackageState): Promise<{ code: number; stdout: string; stderr: string; state?: PackageState }> {
   const go = pending(p, s.dpkg);
   const dir = residueDir(ctx);
   const mark = `hostsmith-after-${randomBytes(8).toString('hex')}`;
-  const fail = (what: string) => `{ echo ${quote(`hostsmith-failed: ${what}`)} >&2; exit 1; }`;
-  const script = [
-    ...(s.inputs ? [`[ "$(${INPUTS_STAMP})" = ${quote(s.inputs)} ] || ${MOVED_EXIT}`] : []),
-    `( ${backupAccountsScript(ctx, posix.join(dir, 'accounts'))}\n) >&2 || ${fail(`backing up the account files to ${posix.join(dir, 'accounts')}`)}`,
-    `( ${backupUcfScript(ctx, dir)}\n) >&2 || ${fail(`backing up ${UCF_DIR} on ${ctx.host} to ${dir}/ucf`)}`,
-    `apt-get ${APT_WRITE_OPTS} --allow-downgrades install ${transactionArgs(go.install, go.remove)}`,
-    'rc=$?; [ $rc -eq 0 ] || exit $rc',
-    `( ${snapshotAfterScript(ctx, dir)}\n) >&2 || ${fail(`recording the account files and ${UCF_DIR} after the install on ${ctx.host}`)}`,
-    `printf '\\n%s\\n' ${mark}`,
-    stateScript(),
-  ].join('\n');
-  const r = await exec(ctx, script);
-  if (stoppedByGuard(r)) return { ...r, moved: true };
-  const failed = /^hostsmith-failed: (.*)$/m.exec(r.stderr);
-  if (failed) throw new StepError(`${failed[1]} failed: ${tail(r.stderr.replace(failed[0], '')) || `exit ${r.code}`}`, { code: r.code, stderr: r.stderr });
+  const { r, failed } = await runOneExec(
+    { exec: (cmd, o) => exec(ctx, cmd, o) },
+    {
+      ...(s.inputs ? { guard: guardScript(INPUTS_STAMP, Buffer.from(`${s.inputs}\n`)) } : {}),
+      stages: [
+        { name: 'accounts', script: backupAccountsScript(ctx, posix.join(dir, 'accounts')) },
+        { name: 'ucf', script: backupUcfScript(ctx, dir) },
+        { name: 'install', script: `apt-get ${APT_WRITE_OPTS} --allow-downgrades install ${transactionArgs(go.install, go.remove)}`, out: '' },
+        { name: 'after', script: snapshotAfterScript(ctx, dir) },
+      ],
+      read: `printf '\\n%s\\n' ${mark}\n${stateScript()}`,
+    },
+    `apt's inputs on ${ctx.host} moved after they were read`,
+  );
   const at = r.stdout.lastIndexOf(`\n${mark}\n`);
-  if (r.code !== 0 || at < 0) return r;
-  const stdout = r.stdout.slice(0, at);
+  const stdout = at < 0 ? r.stdout : r.stdout.slice(0, at);
+  if (failed?.stage === 'install') return { code: failed.code, stdout, stderr: failed.said };
+  const what: Record<string, string> = {
+    accounts: `backing up the account files to ${posix.join(dir, 'accounts')}`,
+    ucf: `backing up ${UCF_DIR} on ${ctx.host} to ${dir}/ucf`,
+    after: `recording the account files and ${UCF_DIR} after the install on ${ctx.host}`,
+  };
+  if (failed && failed.stage !== 'read') throw new StepError(`${what[failed.stage] ?? failed.stage} failed: ${tail(failed.said) || `exit ${failed.code}`}`, { code: failed.code, stderr: r.stderr });
   let state: PackageState | undefined;
   try {
     const after = splitState(r.stdout.slice(at + mark.length + 2));
     // Still something to do (it should not be): the engine reads it on its own, simulation and all.
     const todo = pending(p, after.dpkg);
-    if (!todo.install.length && !todo.remove.length) state = after;
+    if (at >= 0 && !failed && !todo.install.length && !todo.remove.length) state = after;
   } catch {
     state = undefined;
   }
-  return { ...r, stdout, stdoutRaw: Buffer.from(stdout), ...(state ? { state } : {}) };
+  return { code: 0, stdout, stderr: failed ? failed.said : r.stderr, ...(state ? { state } : {}) };
 }
 
 async function refreshLists(ctx: StepContext): Promise<void> {
@@ -309,17 +315,19 @@ export const packageStep: StepType<PackageParams, PackageState, PackageUndo> = {
         );
       }
     }
-    // No stamp to hold apt's inputs to (never seen): read them now, as a step that is not guarded is.
-    let r: Awaited<ReturnType<typeof install>> = s.inputs ? await install(ctx, p, s) : { code: 75, stdout: '', stderr: '', stdoutRaw: Buffer.alloc(0), moved: true };
-    if (r.moved) {
-      // apt's inputs moved since the check (someone ran apt, or dpkg): install only if what this
-      // step reads is still as planned, from a fresh read.
+    // apt's inputs moved since the check (someone ran apt, or dpkg), or there is no stamp to hold
+    // them to: install only if what this step reads is still as planned, from a fresh read.
+    const again = async () => {
       const now = await checkPackages(ctx, { ...p, update_cache: false });
       if (stateFingerprint(packageStep, p, now) !== stateFingerprint(packageStep, p, s)) {
         throw movedError(`the packages apt would change on ${ctx.host} are not as planned now: ${planPackage(p, now).summary}`);
       }
-      r = await install(ctx, p, now);
-    }
+      return now;
+    };
+    const r = await install(ctx, p, s.inputs ? s : await again()).catch(async (e: unknown) => {
+      if (!(e instanceof MovedError)) throw e;
+      return install(ctx, p, await again());
+    });
     if (r.code === 0) return { stdout: r.stdout, stderr: r.stderr, ...(r.state ? { state: r.state } : {}) };
     const err = failure(`apt-get on ${ctx.host} failed`, r);
     // A half-done transaction is not a completed step, so the engine will not roll it back: do it here.
