@@ -16,6 +16,9 @@ const defaultSleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms))
 export interface Applied {
   stdout: string;
   stderr: string;
+  /** What the step did, when the apply could say it better than its plan (ApplyResult). */
+  summary?: string;
+  diff?: string;
 }
 
 /**
@@ -52,7 +55,9 @@ export async function applyPlanned(h: HostRun, p: PlannedStep, started: number, 
   });
   mark.journaled = true;
   const out = await withRetry(spec.retry ?? h.o.defaultRetry, h.o.sleep ?? defaultSleep, () => w.type.apply(w.ctx, w.params, w.plan, w.state));
-  h.completed.push({ spec, type: w.type, params: w.params, undo: w.plan.undo, summary: p.summary, ctx: w.ctx });
+  // The apply may have worked out the exact undo data of what it did (package: from dpkg's before and after).
+  const undo = out.undo !== undefined ? out.undo : w.plan.undo;
+  h.completed.push({ spec, type: w.type, params: w.params, undo, summary: p.summary, ctx: w.ctx });
   let post: string | undefined;
   try {
     const s = out.state !== undefined ? out.state : await w.type.check(w.ctx, w.params);
@@ -68,12 +73,13 @@ export async function applyPlanned(h: HostRun, p: PlannedStep, started: number, 
     step: spec.name,
     type: spec.type,
     status: 'changed',
-    summary: p.summary,
+    summary: out.summary ?? p.summary,
     changed: true,
     durationMs: Date.now() - started,
     ...(post ? { post } : {}),
+    ...(out.undo !== undefined ? { undo: out.undo } : {}),
   });
-  return { stdout: out.stdout ?? '', stderr: out.stderr ?? '' };
+  return { stdout: out.stdout ?? '', stderr: out.stderr ?? '', ...(out.summary ? { summary: out.summary } : {}), ...(out.diff ? { diff: out.diff } : {}) };
 }
 
 /**

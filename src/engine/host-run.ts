@@ -181,6 +181,7 @@ export function contextFor(h: HostRun, spec: StepSpec, scope: Record<string, unk
     backupDir: o.backupDirFor(sudo),
     sudo,
     planOnly: o.mode === 'plan',
+    planUnseen: o.mode === 'apply' && o.expected === undefined,
     timeoutMs,
     exec: (cmd, eo = {}) => o.transport.exec(cmd, { sudo, timeoutMs, ...eo }),
     readFile: (p) => o.transport.readFile(p, { sudo }),

@@ -154,6 +154,8 @@ const stepFinished = z.object({
   /** sha256 of the state after apply (for drift checks on undo). */
   post: text.optional(),
   error: text.optional(),
+  /** The exact undo data of what the step did, when its step-started held only where to find it (the package step's dpkg snapshot). */
+  undo: z.unknown().optional(),
 });
 const rollbackStarted = z.object({ kind: z.literal('rollback-started'), time: text, host: text, step: text, type: text });
 const rollbackFinished = z.object({

@@ -207,6 +207,9 @@ export function replay(entries: readonly JournalEntry[]): RunState | undefined {
         s.durationMs = e.durationMs;
         if (e.post) s.post = e.post;
         if (e.error) s.error = e.error;
+        if (e.undo !== undefined) s.undo = e.undo;
+        // What the step did, where its apply could say it better than its plan (a package installed with no dry run).
+        if (e.summary) s.summary = e.summary;
         if (e.status === 'changed') {
           s.completed = true;
           s.completedOrder = completions++;
@@ -358,6 +361,7 @@ export function undoSummary(type: string, undo: unknown): string {
         ? `reinstall ${(u.reinstall as Array<{ name?: unknown; version?: unknown }>).map((r) => `${String(r.name)}=${String(r.version)}`).join(' ')}`
         : '',
     ].filter(Boolean);
+    if (!parts.length && u.snapshot === true) return "put back dpkg's packages as they were before the step (worked out from its snapshot of dpkg on the host)";
     return parts.length ? parts.join('; ') : 'nothing to put back (apt lists refreshed only)';
   }
   // A service.

@@ -212,6 +212,9 @@ async function stepTurn(h: HostRun, spec: StepSpec): Promise<void> {
   try {
     const out = await applyPlanned(h, p, started, mark);
     h.applying.delete(spec.name);
+    // The report and the event say what was done, where the apply knows it better than the plan did.
+    if (out.summary) p.summary = out.summary;
+    if (out.diff) p.diff = out.diff;
     finishStep(h, p, started, 'changed', out);
   } catch (e) {
     // A lost link leaves the step undecided: linkLost reads it again once the host is back.

@@ -66,6 +66,8 @@ export interface DpkgEntry {
 }
 
 export const isInstalled = (e: DpkgEntry | undefined): boolean => e?.status === 'install ok installed';
+/** Its files are on disk: installed, or unpacked, half-configured, or waiting for triggers. */
+const onDisk = (e: DpkgEntry | undefined): boolean => !!e && !/ (?:not-installed|config-files)$/.test(e.status);
 /** Removed, but its configuration files are still there. */
 export const hasConfigOnly = (e: DpkgEntry | undefined): boolean => !!e && / config-files$/.test(e.status);
 
@@ -80,6 +82,8 @@ export function parseDpkg(out: string, nativeArch: string): Record<string, DpkgE
     const [name, arch, version, status] = line.split('\t');
     if (!name || !arch || version === undefined || status === undefined) continue;
     const e = { version, status: status.trim() };
+    // Only named by another package's relations: dpkg has no state for it.
+    if (e.status === 'unknown ok not-installed') continue;
     map[`${name}:${arch}`] = e;
     if (arch === nativeArch || arch === 'all' || !(name in map)) map[name] = e;
   }
@@ -160,8 +164,7 @@ const DPKG_FORMAT = quote('${Package}\t${Architecture}\t${Version}\t${Status}\n'
  */
 export function stateScript(): string {
   return [
-    'dpkg --print-architecture || exit $?',
-    `dpkg-query -W -f=${DPKG_FORMAT} || exit $?`,
+    `${DPKG_LIST} || exit $?`,
     'echo "--- lists-age"',
     `newest=$(stat -c %Y ${UPDATE_STAMP} /var/lib/apt/lists/*Release 2>/dev/null | sort -n | tail -n 1)`,
     'if [ -n "$newest" ]; then echo $(( $(date +%s) - newest )); else echo -1; fi',
@@ -187,10 +190,102 @@ export const MEMO_MARK = '# hostsmith-memo:';
 export function splitState(out: string): { dpkg: Record<string, DpkgEntry>; listsAgeS: number | null; inputs?: string } {
   const [head = '', rest = ''] = out.split('--- lists-age\n');
   const [age = '', inputs = ''] = rest.split('--- inputs\n');
-  const nl = head.indexOf('\n');
   const n = Number(age.trim());
   const stamp = inputs.trim();
-  return { dpkg: parseDpkg(head.slice(nl + 1), head.slice(0, nl).trim()), listsAgeS: Number.isFinite(n) && n >= 0 ? n : null, ...(/^\d+ \d+$/.test(stamp) ? { inputs: stamp } : {}) };
+  return { dpkg: parseDpkgList(head).dpkg, listsAgeS: Number.isFinite(n) && n >= 0 ? n : null, ...(/^\d+ \d+$/.test(stamp) ? { inputs: stamp } : {}) };
+}
+
+/** Shell: the native architecture, then every package dpkg lists (parseDpkgList). */
+export const DPKG_LIST = `dpkg --print-architecture && dpkg-query -W -f=${DPKG_FORMAT}`;
+
+/**
+ * DPKG_LIST with the entries a plain listing leaves out: a package selected but never unpacked
+ * ("install ok not-installed", what a failed transaction leaves of its own). Also lists every name
+ * dpkg merely heard of ("unknown ok not-installed"), which parseDpkg drops.
+ */
+export const DPKG_LIST_ALL = `dpkg --print-architecture && dpkg-query -W -f=${DPKG_FORMAT} '*'`;
+
+/** DPKG_LIST's output → the native architecture and the entries (parseDpkg). */
+export function parseDpkgList(out: string): { arch: string; dpkg: Record<string, DpkgEntry> } {
+  const nl = out.indexOf('\n');
+  const arch = (nl < 0 ? out : out.slice(0, nl)).trim();
+  return { arch, dpkg: nl < 0 ? {} : parseDpkg(out.slice(nl + 1), arch) };
+}
+
+/** The name apt gives a package: bare for the native architecture and `all`, else `name:arch`. */
+const aptName = (name: string, arch: string, native: string) => (arch === native || arch === 'all' ? name : `${name}:${arch}`);
+
+/** Entries by apt's name for them (parseDpkg keeps each under `name:arch` as well). */
+function byAptName(dpkg: Record<string, DpkgEntry>, native: string): Map<string, DpkgEntry> {
+  const out = new Map<string, DpkgEntry>();
+  for (const [key, e] of Object.entries(dpkg)) {
+    const at = key.indexOf(':');
+    if (at < 0) continue;
+    const name = aptName(key.slice(0, at), key.slice(at + 1), native);
+    // A package that moved between its native architecture and all keeps its one name: the installed entry wins.
+    if (!out.has(name) || isInstalled(e)) out.set(name, e);
+  }
+  return out;
+}
+
+/**
+ * What a transaction did, from dpkg's entries before and after it, in the form of apt's dry run:
+ * installed (with the version replaced, if any) and removed packages. What undo data is made of
+ * when no dry run was made before the change.
+ */
+export function dpkgChanges(before: Record<string, DpkgEntry>, after: Record<string, DpkgEntry>, native: string): SimResult {
+  const b = byAptName(before, native);
+  const a = byAptName(after, native);
+  const res: SimResult = { inst: [], remv: [] };
+  for (const name of [...new Set([...b.keys(), ...a.keys()])].sort()) {
+    const was = b.get(name);
+    const now = a.get(name);
+    // A transaction stopped part-way leaves packages unpacked or half-configured, and entries
+    // for packages it never unpacked ("install ok not-installed"): all of them are its own.
+    if ((onDisk(now) && !onDisk(was)) || (was === undefined && now !== undefined)) res.inst.push({ name, version: now!.version });
+    else if (onDisk(now) && now!.version !== was!.version) res.inst.push({ name, version: now!.version, from: was!.version });
+    else if (!onDisk(now) && onDisk(was)) res.remv.push({ name, version: was!.version });
+  }
+  return res;
+}
+
+/** The packages /var/lib/apt/extended_states marks as automatically installed, by apt's name. */
+export function parseExtendedStates(text: string, native: string): string[] {
+  const out: string[] = [];
+  for (const stanza of text.split(/\n\s*\n/)) {
+    const field = (k: string) => new RegExp(`^${k}:\\s*(\\S+)`, 'm').exec(stanza)?.[1];
+    const name = field('Package');
+    if (name && field('Auto-Installed') === '1') out.push(aptName(name, field('Architecture') ?? native, native));
+  }
+  return out;
+}
+
+/** Shell: apt's candidate and known versions of `names` (parsePolicy); no dry run. */
+export function policyScript(names: string[], inputs?: string): string {
+  return [...(inputs ? [`${MEMO_MARK} ${inputs}`] : []), `apt-cache -q policy ${names.map(quote).join(' ')}`].join('\n');
+}
+
+/** `apt-cache policy` → per package its candidate version (null: none) and the versions apt knows. */
+export function parsePolicy(out: string): Record<string, { candidate: string | null; versions: string[] }> {
+  const res: Record<string, { candidate: string | null; versions: string[] }> = {};
+  let cur: { candidate: string | null; versions: string[] } | undefined;
+  for (const line of out.split('\n')) {
+    let m = /^(\S+):$/.exec(line);
+    if (m) {
+      cur = { candidate: null, versions: [] };
+      res[m[1]!] = cur;
+      continue;
+    }
+    if (!cur) continue;
+    m = /^\s+Candidate: (\S+)$/.exec(line);
+    if (m) {
+      cur.candidate = m[1] === '(none)' ? null : m[1]!;
+      continue;
+    }
+    m = /^ (?:\*\*\*| {3}) (\S+) -?\d+$/.exec(line);
+    if (m) cur.versions.push(m[1]!);
+  }
+  return res;
 }
 
 /** `apt-get install` arguments: `name[=version]` installs, `name-` removes, in one transaction. */

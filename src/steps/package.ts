@@ -33,6 +33,13 @@ import {
   dpkgWaitScript,
   UCF_DIR,
   INPUTS_STAMP,
+  DPKG_LIST_ALL,
+  dpkgChanges,
+  formatSpec,
+  parseDpkgList,
+  parseExtendedStates,
+  parsePolicy,
+  policyScript,
   ownersScript,
   parseOwners,
   treeManifestScript,
@@ -95,6 +102,11 @@ export interface PackageState {
   freshLists?: boolean;
   /** Stamp of what a dry run's answer depends on (apt.ts INPUTS_STAMP); not part of the state key. */
   inputs?: string;
+  /**
+   * A plain apply (StepContext.planUnseen) of installs only: apt has a candidate for every package
+   * to install (apt-cache policy), and no dry run was made. The install works out what it did.
+   */
+  known?: boolean;
 }
 
 export interface PackageUndo {
@@ -104,6 +116,12 @@ export interface PackageUndo {
   remove: string[];
   /** Removed, upgraded or downgraded by the step: reinstalled at this version on rollback. */
   reinstall: Array<{ name: string; version: string; auto: boolean }>;
+  /**
+   * The lists above are not known before the change (no dry run was made): rollback works them
+   * out from the snapshot of dpkg the install took first (SNAPSHOT in the step's residue folder)
+   * and dpkg now. A completed step's exact lists are journaled with its result instead.
+   */
+  snapshot?: true;
 }
 
 interface Pending {
@@ -185,6 +203,12 @@ export function planPackage(p: PackageParams, s: PackageState): Plan<PackageUndo
     if (!hasPackages) return { changed: false, summary: `apt lists are fresh (${age(s.listsAgeS)})`, undo: null };
     return { changed: false, summary: wantedSummary(p), undo: null };
   }
+  if (!s.sim && s.known && !todo.remove.length) {
+    // No dry run (a plain apply): what apt brings along is worked out, and journaled, as it installs.
+    const refresh = due ? `refresh apt lists (${age(s.listsAgeS)}), then ` : '';
+    const what = todo.install.map((x) => (s.dpkg[x.name] && isInstalled(s.dpkg[x.name]) ? `${x.name} ${s.dpkg[x.name]!.version} → ${x.version}` : formatSpec(x)));
+    return { changed: true, summary: `${refresh}install ${what.join(', ')} (with what apt adds to it)`, undo: { purge: [], remove: [], reinstall: [], snapshot: true } };
+  }
   if (!s.sim) throw new Error('package: a transaction is pending but the check did not simulate it');
   if (!s.sim.inst.length && !s.sim.remv.length) return { changed: false, summary: `${wantedSummary(p)} (already satisfied)`, undo: null };
   const named = new Set([...p.install.map((x) => parseSpec(x).name), ...p.remove]);
@@ -228,10 +252,29 @@ async function simulate(ctx: StepContext, p: PackageParams, todo: Pending, fresh
   throw failure(`apt on ${ctx.host} cannot plan installing ${todo.install.map((s) => s.name).join(', ') || '-'} / removing ${todo.remove.join(', ') || '-'}`, r);
 }
 
-async function checkPackages(ctx: StepContext, p: PackageParams): Promise<PackageState> {
+/**
+ * apt has a candidate for each package (and the pinned version, if any): a read of apt's cache
+ * (tens of ms), not a dry run (its resolver: about a second). Anything else (an unknown name, a
+ * virtual package) is left to the dry run, which says what is wrong or what apt would pick.
+ */
+async function aptKnows(ctx: StepContext, install: PkgSpec[], inputs?: string): Promise<boolean> {
+  const r = await exec(ctx, policyScript(install.map((x) => x.name), inputs));
+  if (r.code !== 0) return false;
+  const known = parsePolicy(r.stdout);
+  return install.every((x) => {
+    const k = known[x.name];
+    return !!k?.candidate && (x.version === undefined || k.versions.includes(x.version));
+  });
+}
+
+/** `lean`: an install apt knows is left without a dry run (a plain apply's check, and the reads again of a plan made so). */
+async function checkPackages(ctx: StepContext, p: PackageParams, lean = ctx.planUnseen === true): Promise<PackageState> {
   const base = await readState(ctx);
   const todo = pending(p, base.dpkg);
   if (!todo.install.length && !todo.remove.length) return base;
+  const noLists = p.update_cache && base.listsAgeS === null;
+  // A plain apply needs no dry run of an install apt can make: the install records what it did.
+  if (lean && !todo.remove.length && !noLists && (await aptKnows(ctx, todo.install, base.inputs))) return { ...base, known: true };
   // With no lists at all there is nothing to simulate against: use fresh ones if we may refresh.
   const sim = await simulate(ctx, p, todo, p.update_cache && base.listsAgeS === null, base.inputs);
   return { ...base, ...sim };
@@ -243,10 +286,15 @@ async function checkPackages(ctx: StepContext, p: PackageParams): Promise<Packag
  * state), runs the transaction, records what it left, and reads the packages back for the
  * journal's post-state. A failed transaction comes back as its exit code and output.
  */
-async function install(ctx: StepContext, p: PackageParams, s: PackageState): Promise<{ code: number; stdout: string; stderr: string; state?: PackageState }> {
+async function install(
+  ctx: StepContext,
+  p: PackageParams,
+  s: PackageState,
+): Promise<{ code: number; stdout: string; stderr: string; state?: PackageState; before?: string }> {
   const go = pending(p, s.dpkg);
   const dir = residueDir(ctx);
   const mark = `hostsmith-after-${randomBytes(8).toString('hex')}`;
+  const snap = quote(posix.join(dir, SNAPSHOT));
   const { r, failed } = await runOneExec(
     { exec: (cmd, o) => exec(ctx, cmd, o) },
     {
@@ -254,32 +302,85 @@ async function install(ctx: StepContext, p: PackageParams, s: PackageState): Pro
       stages: [
         { name: 'accounts', script: backupAccountsScript(ctx, posix.join(dir, 'accounts')) },
         { name: 'ucf', script: backupUcfScript(ctx, dir) },
+        { name: 'snapshot', script: snapshotBeforeScript(dir) },
         { name: 'install', script: `apt-get ${APT_WRITE_OPTS} --allow-downgrades install ${transactionArgs(go.install, go.remove)}`, out: '' },
         { name: 'after', script: snapshotAfterScript(ctx, dir) },
       ],
-      read: `printf '\\n%s\\n' ${mark}\n${stateScript()}`,
+      // dpkg before (the first attempt's snapshot), then after: what the transaction did.
+      read: `printf '\\n%s\\n' ${mark}\ncat ${snap} || exit 1\nprintf '%s\\n' ${mark}\n${stateScript()}`,
     },
     `apt's inputs on ${ctx.host} moved after they were read`,
   );
-  const at = r.stdout.lastIndexOf(`\n${mark}\n`);
+  const at = r.stdout.indexOf(`\n${mark}\n`);
   const stdout = at < 0 ? r.stdout : r.stdout.slice(0, at);
   if (failed?.stage === 'install') return { code: failed.code, stdout, stderr: failed.said };
   const what: Record<string, string> = {
     accounts: `backing up the account files to ${posix.join(dir, 'accounts')}`,
     ucf: `backing up ${UCF_DIR} on ${ctx.host} to ${dir}/ucf`,
+    snapshot: `recording dpkg's packages before the install on ${ctx.host} in ${posix.join(dir, SNAPSHOT)}`,
     after: `recording the account files and ${UCF_DIR} after the install on ${ctx.host}`,
   };
   if (failed && failed.stage !== 'read') throw new StepError(`${what[failed.stage] ?? failed.stage} failed: ${tail(failed.said) || `exit ${failed.code}`}`, { code: failed.code, stderr: r.stderr });
   let state: PackageState | undefined;
+  let before: string | undefined;
   try {
-    const after = splitState(r.stdout.slice(at + mark.length + 2));
+    const rest = r.stdout.slice(at + mark.length + 2);
+    const cut = rest.indexOf(`${mark}\n`);
+    if (cut < 0) throw new Error('no snapshot');
+    before = rest.slice(0, cut);
+    const after = splitState(rest.slice(cut + mark.length + 1));
     // Still something to do (it should not be): the engine reads it on its own, simulation and all.
     const todo = pending(p, after.dpkg);
     if (at >= 0 && !failed && !todo.install.length && !todo.remove.length) state = after;
   } catch {
     state = undefined;
   }
-  return { code: 0, stdout, stderr: failed ? failed.said : r.stderr, ...(state ? { state } : {}) };
+  return { code: 0, stdout, stderr: failed ? failed.said : r.stderr, ...(state ? { state } : {}), ...(before !== undefined && state ? { before } : {}) };
+}
+
+/** The snapshot of dpkg's packages the install takes first (DPKG_LIST), and apt's auto marks then. */
+const SNAPSHOT = 'dpkg.before';
+const AUTO_SNAPSHOT = 'extended_states.before';
+
+/** Shell: the snapshot, taken once per step (a retried apply keeps the first), whole or not at all. */
+function snapshotBeforeScript(dir: string): string {
+  const f = quote(posix.join(dir, SNAPSHOT));
+  const a = quote(posix.join(dir, AUTO_SNAPSHOT));
+  return [
+    `if [ ! -e ${f} ]; then`,
+    `{ ${DPKG_LIST_ALL}; } > ${f}.part || exit 1`,
+    `if [ -e /var/lib/apt/extended_states ]; then cp /var/lib/apt/extended_states ${a} || exit 1; else : > ${a}; fi`,
+    `mv -f -- ${f}.part ${f}; fi`,
+  ].join('\n');
+}
+
+/**
+ * The exact undo data of a transaction, from dpkg before (DPKG_LIST's output) and after it; the
+ * auto marks, which rollback sets again on what it reinstalls, come from the snapshot's copy.
+ */
+async function undoFrom(ctx: StepContext, beforeList: string, after: Record<string, DpkgEntry>): Promise<{ undo: PackageUndo; sim: SimResult }> {
+  const { arch, dpkg: before } = parseDpkgList(beforeList);
+  const sim = dpkgChanges(before, after, arch);
+  let auto: string[] = [];
+  if (sim.remv.length || sim.inst.some((i) => i.from !== undefined)) {
+    const text = await ctx.readFile(posix.join(residueDir(ctx), AUTO_SNAPSHOT));
+    auto = parseExtendedStates(text?.toString('utf8') ?? '', arch);
+  }
+  return { undo: undoOf(sim, before, auto), sim };
+}
+
+/**
+ * Undo data with its lists worked out: as journaled, or (a change made with no dry run, stopped
+ * before its result was journaled) from the step's snapshot and dpkg now. No snapshot: the
+ * install never started, and dpkg was not changed.
+ */
+async function resolveUndo(ctx: StepContext, undo: PackageUndo): Promise<PackageUndo> {
+  if (!undo.snapshot) return undo;
+  const before = await ctx.readFile(posix.join(residueDir(ctx), SNAPSHOT));
+  if (before === null) return { purge: [], remove: [], reinstall: [] };
+  // Every entry, so what a stopped transaction left selected but not unpacked is cleared too.
+  const now = parseDpkgList(await runOk(ctx, DPKG_LIST_ALL, `listing dpkg's packages on ${ctx.host}`, { env: APT_ENV }));
+  return (await undoFrom(ctx, before.toString('utf8'), now.dpkg)).undo;
 }
 
 async function refreshLists(ctx: StepContext): Promise<void> {
@@ -292,7 +393,7 @@ const canonical = (u: PackageUndo | null) => JSON.stringify(u);
 export const packageStep: StepType<PackageParams, PackageState, PackageUndo> = {
   type: 'package',
   schema: packageSchema,
-  check: checkPackages,
+  check: (ctx, p) => checkPackages(ctx, p),
   // apply holds apt's inputs (dpkg's status, the lists, apt's config) to the stamp the check read.
   guarded: true,
   plan: (p, s) => planPackage(p, s),
@@ -303,13 +404,16 @@ export const packageStep: StepType<PackageParams, PackageState, PackageUndo> = {
       return {};
     }
     let s = checked;
+    // Read again as the plan was made: with no dry run, or with one.
+    const lean = plan.undo?.snapshot === true;
     if (refreshDue(p, checked) || checked.freshLists) {
       // Refreshed lists may offer other versions than the ones planned: simulate again on them.
       await refreshLists(ctx);
-      s = await checkPackages(ctx, { ...p, update_cache: false });
+      s = await checkPackages(ctx, { ...p, update_cache: false }, lean);
       // The journal already holds the plan's undo: go ahead only if apt would still do exactly that.
       const now = planPackage(p, s);
-      if (canonical(now.undo) !== canonical(plan.undo)) {
+      // No dry run was planned (a plain apply): the install works out its undo data from what it does.
+      if (!plan.undo?.snapshot && canonical(now.undo) !== canonical(plan.undo)) {
         throw new StepError(
           `with freshly refreshed apt lists, the packages apt would change on ${ctx.host} differ from the plan (now: ${now.changed ? now.summary : 'nothing'}); nothing was installed or removed — run again to see the new plan`,
         );
@@ -318,7 +422,7 @@ export const packageStep: StepType<PackageParams, PackageState, PackageUndo> = {
     // apt's inputs moved since the check (someone ran apt, or dpkg), or there is no stamp to hold
     // them to: install only if what this step reads is still as planned, from a fresh read.
     const again = async () => {
-      const now = await checkPackages(ctx, { ...p, update_cache: false });
+      const now = await checkPackages(ctx, { ...p, update_cache: false }, lean);
       if (stateFingerprint(packageStep, p, now) !== stateFingerprint(packageStep, p, s)) {
         throw movedError(`the packages apt would change on ${ctx.host} are not as planned now: ${planPackage(p, now).summary}`);
       }
@@ -328,7 +432,17 @@ export const packageStep: StepType<PackageParams, PackageState, PackageUndo> = {
       if (!(e instanceof MovedError)) throw e;
       return install(ctx, p, await again());
     });
-    if (r.code === 0) return { stdout: r.stdout, stderr: r.stderr, ...(r.state ? { state: r.state } : {}) };
+    if (r.code === 0) {
+      const out = { stdout: r.stdout, stderr: r.stderr, ...(r.state ? { state: r.state } : {}) };
+      if (!plan.undo?.snapshot) return out;
+      // No dry run was made: the undo data, and what the step did, come from dpkg before and after.
+      const before = r.before ?? (await ctx.readFile(posix.join(residueDir(ctx), SNAPSHOT)))?.toString('utf8');
+      if (before === undefined) throw new StepError(`the packages were installed on ${ctx.host}, but the snapshot of dpkg from before the install is gone (${posix.join(residueDir(ctx), SNAPSHOT)}): what to take back cannot be told`);
+      const { undo, sim } = await undoFrom(ctx, before, (r.state ?? (await readState(ctx))).dpkg);
+      const named = new Set([...p.install.map((x) => parseSpec(x).name), ...p.remove]);
+      const did = describe(sim, named);
+      return { ...out, undo, summary: did ? `${refreshDue(p, checked) ? `refresh apt lists (${age(checked.listsAgeS)}), then ` : ''}${did}` : plan.summary, ...(did ? { diff: packageDiff(sim) } : {}) };
+    }
     const err = failure(`apt-get on ${ctx.host} failed`, r);
     // A half-done transaction is not a completed step, so the engine will not roll it back: do it here.
     try {
@@ -366,8 +480,9 @@ export const packageStep: StepType<PackageParams, PackageState, PackageUndo> = {
  * Resolves to whether anything had to be done. Throws, after doing all it can, when something
  * stays: a version no longer available, a system user that still owns files.
  */
-export async function rollbackPackages(ctx: StepContext, undo: PackageUndo): Promise<boolean> {
+export async function rollbackPackages(ctx: StepContext, journaled: PackageUndo): Promise<boolean> {
   const dir = residueDir(ctx);
+  const undo = await resolveUndo(ctx, journaled);
   // ucf's state as the run left it, read before the purge changes it again.
   const ucfLeft = (await exists(ctx, posix.join(dir, 'ucf.complete'))) ? await manifest(ctx, UCF_DIR) : null;
   const put = await putBackPackages(ctx, undo);
@@ -432,6 +547,8 @@ async function putBackPackages(ctx: StepContext, undo: PackageUndo): Promise<{ d
  * one when that is gone), then ucf's state from the step's backup.
  */
 function hostRollbackPackages(undo: PackageUndo, env: HostEnv): string {
+  // Only a step whose result could not be journaled has no lists; the controller's rollback follows (hostRollbackPartial).
+  if (undo.snapshot) return `echo 'the packages to put back are known only from the snapshot of dpkg, which the controller reads' >&2; exit 1`;
   const env0 = Object.entries(APT_ENV).map(([k, v]) => `${k}=${quote(v)}`).join(' ');
   const has = (n: string) => `case "$(dpkg-query -W -f='\${Status}' ${quote(n)} 2>/dev/null)" in ''|*not-installed) false;; *) true;; esac`;
   const configOnly = (n: string) => `[ "$(dpkg-query -W -f='\${Status}' ${quote(n)} 2>/dev/null)" = 'deinstall ok config-files' ]`;

@@ -20,6 +20,12 @@ export interface StepContext {
    * reads may keep the caches the host's own tools keep (apt's binary cache). Absent: plan only.
    */
   planOnly?: boolean;
+  /**
+   * A plain apply: its plan is neither shown to anyone nor held to a saved one. A step may then
+   * leave out of its plan what only a person would read (apt's dry run of a transaction), as
+   * long as its apply works out the exact undo data from what it did (ApplyResult.undo).
+   */
+  planUnseen?: boolean;
   timeoutMs?: number;
   signal?: AbortSignal;
   /** Exec with this step's sudo, timeout and abort signal applied (override per call). */
@@ -64,6 +70,14 @@ export interface ApplyResult {
   stderr?: string;
   /** The state right after the change, read in the same exec (the journal's post-state): no check of its own. */
   state?: unknown;
+  /**
+   * The exact undo data of what the apply did, when its plan's undo data only said where to find
+   * it (the package step's dpkg snapshot): journaled with the result, and what rollback uses.
+   */
+  undo?: unknown;
+  /** What the apply did, when its plan could only name what it asked for (with `undo`). */
+  summary?: string;
+  diff?: string;
 }
 
 export interface StepType<P = any, S = any, U = any> {

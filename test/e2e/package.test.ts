@@ -221,6 +221,64 @@ describeHosts('package step (apt) on real hosts', () => {
     expect(await sshOk(sb, h, PACKAGES)).toBe(before);
   });
 
+  it('a plain apply installs with no dry run; the journal gets the exact undo from dpkg before and after, and undo uses it', async () => {
+    const sb = sandbox();
+    const h = sb.hosts[0]!;
+    const before = await sshOk(sb, h, PACKAGES);
+    // apt's dry run writes nothing of its own, but its log names the simulation: count the apt-get runs instead.
+    await sshOk(sb, h, `printf '#!/bin/sh\\necho "$*" >> /tmp/apt-calls\\nexec /usr/bin/apt-get "$@"\\n' > /usr/local/sbin/apt-get && chmod 755 /usr/local/sbin/apt-get`);
+    const r = await hostsmith(args('apply', recipe('  - name: Tools\n    package: { install: [hello, jq] }\n'), '--hosts', h.name, '--yes', '--json'));
+    expect(r.code, r.stderr + r.stdout).toBe(0);
+    // What the step did, as apt did it, not the plan's "with what apt adds to it".
+    expect(stepEvents(r)[0]).toMatchObject({ status: 'changed', summary: 'install hello, jq + dependencies libjq1, libonig5' });
+    expect(stepEvents(r)[0]!.diff).toMatch(/^\+libonig5 \S+$/m);
+    const calls = await sshOk(sb, h, 'cat /tmp/apt-calls');
+    expect(calls, 'one apt-get run: the install, no dry run').not.toMatch(/(^| )-s( |$)/m);
+    expect(calls.trim().split('\n')).toHaveLength(1);
+    const j = journalText(state).split('\n').filter(Boolean).map((l) => JSON.parse(l));
+    const started = j.find((e) => e.kind === 'step-started' && e.step === 'Tools');
+    const finished = j.find((e) => e.kind === 'step-finished' && e.step === 'Tools');
+    expect(started.undo).toEqual({ purge: [], remove: [], reinstall: [], snapshot: true });
+    expect(finished.undo).toEqual({ purge: ['hello', 'jq', 'libjq1', 'libonig5'], remove: [], reinstall: [] });
+    await sshOk(sb, h, 'rm -f /usr/local/sbin/apt-get /tmp/apt-calls');
+    const u = await hostsmith(['undo', r.events[0]!.runId, '--yes', '--known-hosts', sb.knownHostsPath, '--state-dir', state]);
+    expect(u.code, u.stderr + u.stdout).toBe(0);
+    expect(u.stdout + u.stderr).toContain('purge hello jq libjq1 libonig5');
+    expect(await sshOk(sb, h, PACKAGES)).toBe(before);
+  });
+
+  it('a plain apply killed while apt installs: recover works out from the dpkg snapshot what to take back', async () => {
+    const sb = sandbox();
+    const h = sb.hosts[0]!;
+    // apt sleeps after dpkg has installed everything: the kill lands with the packages in place and no result journaled.
+    const hook = '/etc/apt/apt.conf.d/99hostsmith-test-slow';
+    await sshOk(sb, h, `echo 'DPkg::Post-Invoke { "sleep 15"; };' > ${hook}`);
+    const before = await sshOk(sb, h, PACKAGES);
+    let child: import('node:child_process').ChildProcess | undefined;
+    const run = hostsmith(args('apply', recipe('  - name: Tools\n    package: { install: [hello, jq] }\n'), '--hosts', h.name, '--yes', '--json'), {
+      onSpawn: (c) => (child = c),
+    });
+    let seen = false;
+    for (let i = 0; i < 600 && !seen; i++) {
+      seen = (await sshRun(sb, h, 'pgrep -x sleep >/dev/null && dpkg-query -W -f="\\${Status}" libonig5 2>/dev/null')).stdout === 'install ok installed';
+      if (!seen) await new Promise((res) => setTimeout(res, 100));
+    }
+    expect(seen, 'apt reached its post-invoke hook with the packages installed').toBe(true);
+    child!.kill('SIGKILL');
+    const r = await run;
+    const runId = r.events[0]!.runId as string;
+    const j = journalText(state).split('\n').filter(Boolean).map((l) => JSON.parse(l));
+    expect(j.some((e) => e.kind === 'step-started' && e.step === 'Tools')).toBe(true);
+    expect(j.some((e) => e.kind === 'step-finished' && e.step === 'Tools'), 'killed before its result').toBe(false);
+    expect(await sshOk(sb, h, status('hello jq'))).toBe('hello install ok installed\njq install ok installed\n');
+    const rec = await hostsmith(['recover', runId, '--yes', '--known-hosts', sb.knownHostsPath, '--state-dir', state]);
+    expect(rec.code, rec.stdout + rec.stderr).toBe(0);
+    // The preview says what the snapshot is for; the host ends as it was.
+    expect(rec.stdout + rec.stderr).toContain('snapshot of dpkg');
+    expect(await sshOk(sb, h, PACKAGES)).toBe(before);
+    await sshOk(sb, h, `rm -f ${hook}`);
+  });
+
   it('rejects invalid package names before contacting any host', async () => {
     const file = recipe('  - name: Bad\n    package: { install: [hello, "Bad Name"], remove: ["x;y"] }\n');
     const r = await hostsmith(['validate', file]);

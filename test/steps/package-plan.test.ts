@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { packageSchema, planPackage, type PackageState } from '../../src/steps/package.js';
-import { dpkgErrors, parseSim, simulateScript, splitSim, splitState, transactionArgs, unknownPackages, missingVersions } from '../../src/steps/apt.js';
+import { dpkgChanges, dpkgErrors, parseDpkgList, parseExtendedStates, parsePolicy, parseSim, policyScript, simulateScript, splitSim, splitState, transactionArgs, unknownPackages, missingVersions } from '../../src/steps/apt.js';
 
 const params = (o: Record<string, unknown>) => packageSchema.parse(o);
 const ok = (version: string) => ({ version, status: 'install ok installed' });
@@ -206,5 +206,105 @@ Errors were encountered while processing:
       'dpkg: error processing archive /var/cache/apt/archives/jq_1.6-2.1+deb12u2_amd64.deb (--unpack):',
       "trying to overwrite '/usr/bin/jq', which is also in package blocker 1.0",
     ]);
+  });
+});
+
+describe('a plain apply installs with no dry run (StepContext.planUnseen)', () => {
+  const base: PackageState = { dpkg: { bash: ok('5.2.15-2+b7'), hello: ok('2.9-1') }, listsAgeS: 600 };
+
+  it('plans the named packages only, with undo data that points at the snapshot the install takes', () => {
+    const p = planPackage(params({ install: ['jq', 'hello=2.10-3'] }), { ...base, known: true });
+    expect(p).toEqual({
+      changed: true,
+      summary: 'install jq, hello 2.9-1 → 2.10-3 (with what apt adds to it)',
+      undo: { purge: [], remove: [], reinstall: [], snapshot: true },
+    });
+    // Nothing to install: no snapshot, no change.
+    expect(planPackage(params({ install: ['hello'] }), { ...base, known: true }).changed).toBe(false);
+  });
+
+  it('a removal is not left without its dry run: apt may take dependents along', () => {
+    const s: PackageState = { ...base, known: true };
+    expect(() => planPackage(params({ remove: ['hello'] }), s)).toThrow(/did not simulate/);
+  });
+
+  it("reads apt-cache policy: candidates, (none) for a virtual package, every version in the table", () => {
+    const out = `tree:
+  Installed: (none)
+  Candidate: 2.1.0-1
+  Version table:
+     2.1.0-1 500
+        500 http://deb.debian.org/debian bookworm/main amd64 Packages
+hello:
+  Installed: 2.9-1
+  Candidate: 2.10-3
+  Version table:
+     2.10-3 500
+        500 http://deb.debian.org/debian bookworm/main amd64 Packages
+ *** 2.9-1 100
+        100 /var/lib/dpkg/status
+mail-transport-agent:
+  Installed: (none)
+  Candidate: (none)
+  Version table:
+`;
+    expect(parsePolicy(out)).toEqual({
+      tree: { candidate: '2.1.0-1', versions: ['2.1.0-1'] },
+      hello: { candidate: '2.10-3', versions: ['2.10-3', '2.9-1'] },
+      'mail-transport-agent': { candidate: null, versions: [] },
+    });
+    // An unknown name prints nothing at all.
+    expect(parsePolicy('')).toEqual({});
+    expect(policyScript(['tree', "x'y"], '1 2')).toBe("# hostsmith-memo: 1 2\napt-cache -q policy tree 'x'\\''y'");
+  });
+
+  it('works out what a transaction did from dpkg before and after, as the dry run would have said it', () => {
+    const before = parseDpkgList(
+      'amd64\nbash\tamd64\t5.2\tinstall ok installed\nlibonig5\tamd64\t6.9.8-1\tdeinstall ok config-files\nlibc6\ti386\t2.36-8\tinstall ok installed\nold\tall\t1\tinstall ok installed\nlibc-bin\tamd64\t2.36\tinstall ok installed\n',
+    );
+    const after = parseDpkgList(
+      [
+        'amd64',
+        'bash\tamd64\t5.3\tinstall ok installed',
+        'libonig5\tamd64\t6.9.8-1\tinstall ok installed',
+        'libc6\ti386\t2.36-9\tinstall ok installed',
+        'hello\tamd64\t2.10-3\tinstall ok unpacked',
+        'jq\tamd64\t\tinstall ok not-installed',
+        'old\tall\t1\tdeinstall ok config-files',
+        'libc-bin\tamd64\t2.36\tinstall ok triggers-pending',
+        '',
+      ].join('\n'),
+    );
+    // A name dpkg only heard of (listed with '*') is no entry at all.
+    expect(parseDpkgList('amd64\nfoo\tamd64\t\tunknown ok not-installed\n').dpkg).toEqual({});
+    const sim = dpkgChanges(before.dpkg, after.dpkg, before.arch);
+    expect(sim).toEqual({
+      inst: [
+        { name: 'bash', version: '5.3', from: '5.2' },
+        // Unpacked by a transaction that stopped part-way, and an entry it left for what it never unpacked.
+        { name: 'hello', version: '2.10-3' },
+        { name: 'jq', version: '' },
+        { name: 'libc6:i386', version: '2.36-9', from: '2.36-8' },
+        { name: 'libonig5', version: '6.9.8-1' },
+      ],
+      remv: [{ name: 'old', version: '1' }],
+    });
+    // As undo data: the config-files package is removed, not purged; replaced versions come back.
+    const p = planPackage(params({ install: ['jq'] }), { dpkg: before.dpkg, listsAgeS: 1, sim, auto: ['libc6:i386'] });
+    expect(p.undo).toEqual({
+      purge: ['hello', 'jq'],
+      remove: ['libonig5'],
+      reinstall: [
+        { name: 'bash', version: '5.2', auto: false },
+        { name: 'libc6:i386', version: '2.36-8', auto: true },
+        { name: 'old', version: '1', auto: false },
+      ],
+    });
+  });
+
+  it('reads the auto marks of extended_states by the name apt gives them', () => {
+    const text = 'Package: libjq1\nArchitecture: amd64\nAuto-Installed: 1\n\nPackage: jq\nArchitecture: amd64\nAuto-Installed: 0\n\nPackage: libc6\nArchitecture: i386\nAuto-Installed: 1\n';
+    expect(parseExtendedStates(text, 'amd64')).toEqual(['libjq1', 'libc6:i386']);
+    expect(parseExtendedStates('', 'amd64')).toEqual([]);
   });
 });
