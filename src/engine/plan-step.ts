@@ -98,7 +98,7 @@ async function planOnce(h: HostRun, spec: StepSpec): Promise<PlannedStep> {
     const rendered = renderDeep(spec.params, scope, { step: spec.name, field: spec.type });
     if (h.touched.size) return unknownUntilApply(h, spec, spec.type);
     refuseNul(rendered, spec.type);
-    const parsed = type.schema.safeParse(rendered);
+    const parsed = parseParams(type, rendered);
     if (!parsed.success) {
       const why = parsed.error.issues.map((i) => `${[spec.type, ...i.path].join('.')}: ${i.message}`).join('; ');
       throw new StepError(`invalid parameters after rendering: ${why}`);
@@ -160,10 +160,33 @@ function unknownUntilApply(h: HostRun, spec: StepSpec, field: string, after: str
 }
 
 /** What a step reads (its type's resources), `*` when that cannot be known before it runs. */
+/**
+ * A step's params parsed by its type's schema, by rendered value: a step renders alike on most
+ * hosts, and parsing is pure, so a fleet parses each once. The data is frozen, being shared.
+ */
+const parsedParams = new Map<string, ReturnType<StepType['schema']['safeParse']>>();
+function parseParams(type: StepType, rendered: unknown): ReturnType<StepType['schema']['safeParse']> {
+  const key = `${type.type}\0${JSON.stringify(rendered)}`;
+  let r = parsedParams.get(key);
+  if (!r) {
+    r = type.schema.safeParse(rendered);
+    if (r.success) deepFreeze(r.data);
+    if (parsedParams.size >= 5000) parsedParams.clear();
+    parsedParams.set(key, r);
+  }
+  return r;
+}
+
+function deepFreeze(v: unknown): void {
+  if (v === null || typeof v !== 'object' || ArrayBuffer.isView(v) || Object.isFrozen(v)) return;
+  Object.freeze(v);
+  for (const x of Object.values(v)) deepFreeze(x);
+}
+
 function readsOf(h: HostRun, spec: StepSpec): string[] {
   const type = stepType(spec.type);
   try {
-    const parsed = type?.schema.safeParse(renderDeep(spec.params, scopeFor(h, spec), { step: spec.name, field: spec.type }));
+    const parsed = type && parseParams(type, renderDeep(spec.params, scopeFor(h, spec), { step: spec.name, field: spec.type }));
     const reads = parsed?.success ? type?.resources?.(parsed.data).reads : undefined;
     // `when` and `unless` may read anything.
     if (reads && spec.when === undefined && spec.unless === undefined) return reads.map((r) => (r.includes(KNOWN_AFTER_APPLY) ? `${r.slice(0, r.indexOf(':'))}:*` : r));
@@ -176,7 +199,7 @@ function readsOf(h: HostRun, spec: StepSpec): string[] {
 function writesOf(h: HostRun, spec: StepSpec): string[] {
   const type = stepType(spec.type);
   try {
-    const parsed = type?.schema.safeParse(renderDeep(spec.params, scopeFor(h, spec), { step: spec.name, field: spec.type }));
+    const parsed = type && parseParams(type, renderDeep(spec.params, scopeFor(h, spec), { step: spec.name, field: spec.type }));
     const writes = parsed?.success ? type?.resources?.(parsed.data).writes : undefined;
     // A name not known yet (`path:/srv/(known after apply)`) may be any name of that kind.
     if (writes) return writes.map((w) => (w.includes(KNOWN_AFTER_APPLY) ? `${w.slice(0, w.indexOf(':'))}:*` : w));

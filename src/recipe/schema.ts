@@ -183,6 +183,17 @@ const DAYS = ['sun', 'mon', 'tue', 'wed', 'thu', 'fri', 'sat'];
  * seconds and Quartz extensions (L, W, #, ?, H) that crontab rejects, so those are refused first.
  */
 export function cronProblem(expr: string): string | undefined {
+  // Asked once per cron step and host (each host's params are parsed): the answer depends on the text alone.
+  if (cronAnswers.has(expr)) return cronAnswers.get(expr);
+  const why = cronProblemOf(expr);
+  if (cronAnswers.size >= 1000) cronAnswers.clear();
+  cronAnswers.set(expr, why);
+  return why;
+}
+
+const cronAnswers = new Map<string, string | undefined>();
+
+function cronProblemOf(expr: string): string | undefined {
   const s = expr.trim();
   if (s.startsWith('@')) {
     if (CRON_NAMES.includes(s)) return undefined;
