@@ -4,7 +4,7 @@
  */
 import { ConnectError, HostsmithError, JournalError, StepError, errorMessage } from '../errors.js';
 import type { RetrySpec } from '../recipe/types.js';
-import { stateFingerprint, sha256 } from '../steps/step.js';
+import { isGuarded, stateFingerprint, sha256 } from '../steps/step.js';
 import type { Completed, HostRun } from './host-run.js';
 import { runsAs } from './journal.js';
 import type { PlannedStep } from './plan-step.js';
@@ -94,7 +94,7 @@ async function recheckUnderLock(h: HostRun, p: PlannedStep, quiet: boolean): Pro
   dropProbes(h);
   const w = p.work!;
   // Its apply makes the same comparison, under the lock, in the exec that writes.
-  if (w.type.guarded) return;
+  if (isGuarded(w.type, w.params)) return;
   const s = await w.type.check(w.ctx, w.params);
   if (stateFingerprint(w.type, w.params, s) !== p.pre) {
     throw new StepError(`its state changed between its read and the run lock (someone changed the host meanwhile): nothing was written for this step; run again`);

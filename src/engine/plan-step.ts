@@ -7,7 +7,7 @@ import { ConnectError, HostsmithError, StepError, errorMessage } from '../errors
 import { render, renderDeep } from '../render/template.js';
 import type { StepSpec } from '../recipe/types.js';
 import { stepType } from '../steps/registry.js';
-import { stateFingerprint, sha256, type Plan, type StepContext, type StepType } from '../steps/step.js';
+import { isGuarded, stateFingerprint, sha256, type Plan, type StepContext, type StepType } from '../steps/step.js';
 import { KNOWN_AFTER_APPLY, contextFor, scopeFor, type HostRun } from './host-run.js';
 import { dependsOn } from './deps.js';
 import { prefetch, readFromBatch, readLive } from './probe.js';
@@ -75,7 +75,7 @@ export async function planStep(h: HostRun, spec: StepSpec): Promise<PlannedStep>
   const changing = h.changing.length;
   const p = await planOnce(h, spec);
   // A guarded type holds the host to what it was planned from in the very exec that changes it.
-  if (!batched || p.status !== 'planned' || !p.work || p.work.type.guarded) return p;
+  if (!batched || p.status !== 'planned' || !p.work || isGuarded(p.work.type, p.work.params)) return p;
   // It will change the host: read it again at its turn, so a change made since the batch is seen.
   h.changing.length = changing;
   readLive(h, spec);

@@ -3,6 +3,8 @@ import { StepError } from '../errors.js';
 import { commandScript, quote } from '../transport/shell.js';
 import { tail, type StepContext, type StepType } from './step.js';
 import { hostPath, ownerName } from './paths.js';
+import { guardScript, runOneExec } from './guard.js';
+import { randomBytes } from 'node:crypto';
 
 export const commandSchema = z
   .object({
@@ -43,6 +45,11 @@ async function runChecked(ctx: StepContext, cmd: string, o: Omit<CommandUndo, 'r
   const started = Date.now();
   // `cd -- -` goes to $OLDPWD: a folder named "-" is reached as ./-.
   const r = await ctx.exec(cmd, { cwd: o.cwd === '-' ? './-' : o.cwd, env: o.env, user: o.user });
+  return judge(ctx, r, started, what);
+}
+
+/** The command's result as the step reports it: a timeout or a non-zero exit is a StepError. */
+function judge<R extends { code: number; stdout: string; stderr: string; timedOut?: boolean }>(ctx: StepContext, r: R, started: number, what: string): R {
   // `timeout -k 5` sends SIGKILL 5 s after a SIGTERM the command ignored: 137 (128 + 9), not 124.
   const killed = r.code === KILLED;
   if (r.timedOut || (killed && ctx.timeoutMs !== undefined && Date.now() - started >= ctx.timeoutMs)) {
@@ -68,6 +75,23 @@ function hostCommand(cmd: string, o: Omit<CommandUndo, 'run'>): string {
   return `HOME=$(getent passwd ${u} | cut -d: -f6) runuser -u ${u} -- sh -c ${quote(script)}`;
 }
 
+/** Shell: `creates=0|1`, `removes=0|1` (as `test -e` finds them), the state check() reads; '' with neither. */
+function probeScript(p: CommandParams): string {
+  const line = (k: string, path: string) => `if [ -e ${quote(path)} ]; then echo ${k}=1; else echo ${k}=0; fi`;
+  return [...(p.creates ? [line('creates', p.creates)] : []), ...(p.removes ? [line('removes', p.removes)] : [])].join('\n');
+}
+
+/** What probeScript prints for `s`. */
+function probeAnswer(p: CommandParams, s: CommandState): string {
+  return `${p.creates ? `creates=${s.createsExists ? 1 : 0}\n` : ''}${p.removes ? `removes=${s.removesExists ? 1 : 0}\n` : ''}`;
+}
+
+function parseProbe(out: string): CommandState | undefined {
+  const s: CommandState = {};
+  for (const m of out.matchAll(/^(creates|removes)=([01])$/gm)) s[m[1] === 'creates' ? 'createsExists' : 'removesExists'] = m[2] === '1';
+  return out.trim() ? s : undefined;
+}
+
 export const commandStep: StepType<CommandParams, CommandState, CommandUndo> = {
   type: 'command',
   schema: commandSchema,
@@ -87,9 +111,35 @@ export const commandStep: StepType<CommandParams, CommandState, CommandUndo> = {
       undo: p.rollback ? { run: p.rollback, cwd: p.cwd, env: p.env, user: p.user } : null,
     };
   },
-  async apply(ctx, p) {
-    const r = await runChecked(ctx, p.run, p, `command "${p.run}"`);
-    return { stdout: r.stdout, stderr: r.stderr };
+  // Held to its `creates`/`removes` in the exec that runs it, unless it runs as another user (whose
+  // view of those paths the step's own reads do not share): then it is read again at its turn.
+  guarded: (p) => !p.user,
+  async apply(ctx, p, _plan, planned) {
+    const what = `command "${p.run}"`;
+    const probe = probeScript(p);
+    if (p.user || !probe) {
+      const r = await runChecked(ctx, p.run, p, what);
+      return { stdout: r.stdout, stderr: r.stderr, ...(probe ? {} : { state: {} }) };
+    }
+    // One exec: the guard (the paths as planned), the command as its own exec would run it, then
+    // the paths again for the journal's post-state, after a line no command can print.
+    const mark = `hostsmith-after-${randomBytes(8).toString('hex')}`;
+    const script = commandScript(p.run, { cwd: p.cwd === '-' ? './-' : p.cwd, env: p.env });
+    const started = Date.now();
+    const { r, failed } = await runOneExec(
+      ctx,
+      {
+        guard: guardScript(probe, Buffer.from(probeAnswer(p, planned))),
+        stages: [{ name: 'run', script: `s=${quote(script)} sh -c 'eval "$s"'`, out: '' }],
+        read: `printf '\\n%s\\n' ${mark}\n${probe}`,
+      },
+      `${[p.creates, p.removes].filter(Boolean).join(', ')} changed after it was read`,
+    );
+    const at = r.stdout.indexOf(`\n${mark}\n`);
+    const stdout = at < 0 ? r.stdout : r.stdout.slice(0, at);
+    if (failed && failed.stage !== 'read') judge(ctx, { code: failed.stage === 'run' ? failed.code : r.code || 1, stdout, stderr: failed.said, timedOut: r.timedOut }, started, what);
+    const after = at < 0 || failed ? undefined : parseProbe(r.stdout.slice(at + mark.length + 2));
+    return { stdout, stderr: r.stderr, ...(after ? { state: after } : {}) };
   },
   hostRollback: (_p, undo) => hostCommand(undo.run, undo),
   hostRun(p) {

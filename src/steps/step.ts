@@ -94,7 +94,7 @@ export interface StepType<P = any, S = any, U = any> {
    * apply holds the host to the state it was planned from, in the same exec as the change (and
    * writes nothing when it moved): the engine then need not read the step again at its turn.
    */
-  guarded?: boolean;
+  guarded?: boolean | ((p: P) => boolean);
   /** Pure: from params and current state to what would change. */
   plan(p: P, s: S, env: PlanEnv): Plan<U>;
   /**
@@ -183,4 +183,9 @@ export async function runOk(ctx: StepContext, script: string, what: string, o?: 
     throw new StepError(`${what} failed (exit ${r.code})${said ? `: ${said}` : ''}`, { code: r.code, stderr: r.stderr });
   }
   return r.stdout;
+}
+
+/** Does `type`'s apply hold the host to its planned state for these params (StepType.guarded)? */
+export function isGuarded<P>(type: Pick<StepType<P>, 'guarded'>, p: P): boolean {
+  return typeof type.guarded === 'function' ? type.guarded(p) : type.guarded === true;
 }

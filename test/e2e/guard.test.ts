@@ -25,6 +25,8 @@ steps:
     cron: { name: guard-job, schedule: "0 4 * * *", command: "true" }
   - name: Line
     line: { path: /etc/guard.conf, line: "a=1", match: "^a=", create: true }
+  - name: Command
+    command: { run: "echo ran >> /etc/guard-ran; touch /etc/guard-made", creates: /etc/guard-made, rollback: "rm -f /etc/guard-made /etc/guard-ran" }
 `;
 
 /** Per step: what a person does just before its turn, and what must still be there after the run. */
@@ -33,6 +35,8 @@ const MOVES: Array<[string, string, string, string]> = [
   ['User', 'useradd -s /bin/bash guardusr', 'getent passwd guardusr | cut -d: -f7', '/bin/bash\n'],
   ['Cron', 'echo "# by hand" | crontab -', 'crontab -l', '# by hand\n'],
   ['Line', 'echo "a=by-hand" > /etc/guard.conf', 'cat /etc/guard.conf', 'a=by-hand\n'],
+  // The command's `creates` made by hand: the command does not run.
+  ['Command', 'echo by-hand > /etc/guard-made', 'cat /etc/guard-made; cat /etc/guard-ran 2>/dev/null || echo never-ran', 'by-hand\nnever-ran\n'],
 ];
 
 describeHosts('guarded changes: a step whose state moves after its batched read writes nothing', () => {
@@ -66,8 +70,8 @@ describeHosts('guarded changes: a step whose state moves after its batched read 
     const file = join(fixture({ 'r.yml': RECIPE }), 'r.yml');
     const r1 = await hostsmith(['apply', file, '--hosts', h.name, '--yes', '--json', ...sandboxArgs(sb, state)]);
     expect(r1.code, r1.stderr + r1.stdout).toBe(0);
-    expect(stepEvents(r1).map((e) => `${e.step}:${e.status}`)).toEqual(['Marker:changed', 'Group:changed', 'User:changed', 'Cron:changed', 'Line:changed']);
-    expect(await sshOk(sb, h, 'getent group guardgrp | cut -d: -f3; getent passwd guardusr | cut -d: -f7; crontab -l | grep -c guard-job; cat /etc/guard.conf')).toBe('1700\n/bin/sh\n1\na=1\n');
+    expect(stepEvents(r1).map((e) => `${e.step}:${e.status}`)).toEqual(['Marker:changed', 'Group:changed', 'User:changed', 'Cron:changed', 'Line:changed', 'Command:changed']);
+    expect(await sshOk(sb, h, 'getent group guardgrp | cut -d: -f3; getent passwd guardusr | cut -d: -f7; crontab -l | grep -c guard-job; cat /etc/guard.conf /etc/guard-ran')).toBe('1700\n/bin/sh\n1\na=1\nran\n');
     const r2 = await hostsmith(['apply', file, '--hosts', h.name, '--yes', '--json', ...sandboxArgs(sb, state)]);
     expect(r2.code).toBe(0);
     expect(stepEvents(r2).every((e) => e.status === 'unchanged')).toBe(true);
