@@ -271,7 +271,7 @@ steps:
   it('a second run on a locked host fails fast with a clear message', async () => {
     const sb = sandbox();
     const h = sb.hosts[0]!;
-    const dir = fixture({ 'slow.yml': `name: slow\nsteps:\n  - name: Wait\n    command: { run: "sleep 6" }\n` });
+    const dir = fixture({ 'slow.yml': `name: slow\nsteps:\n  - name: Wait\n    command: { run: "sleep 10" }\n` });
     const first = hostsmith(args('apply', join(dir, 'slow.yml'), '--hosts', h.name, '--yes'));
     // Wait until the first run holds the lock.
     for (let i = 0; i < 50 && (await sshRun(sb, h, 'test -d /run/hostsmith/lock')).code !== 0; i++) await new Promise((r) => setTimeout(r, 100));
