@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { StepError } from '../errors.js';
 import { quote } from '../transport/shell.js';
+import { randomBytes } from 'node:crypto';
 import type { Plan, StepContext, StepType } from './step.js';
 
 export const serviceSchema = z
@@ -181,13 +182,30 @@ function enableCommand(name: string, init: Init, target: string): string {
   return `update-rc.d -f ${n} remove`;
 }
 
-async function setRunning(ctx: StepContext, name: string, init: Init, a: RunAction): Promise<void> {
-  await control(ctx, runCommand(name, init, a), `${a} ${name}`);
-  const after = await checkService(ctx, name, init);
+/**
+ * control() and then, in the same exec, the service's state as check() reads it: the state the
+ * change left, with no exec of its own.
+ */
+async function controlAndRead(ctx: StepContext, cmd: string, what: string, name: string, init: Init): Promise<ServiceState> {
+  const mark = `hostsmith-after-${randomBytes(8).toString('hex')}`;
+  const r = await ctx.exec(
+    [PATH, 'out=$(mktemp)', `${cmd} >"$out" 2>&1 </dev/null`, 'rc=$?', 'cat "$out"; rm -f "$out"', '[ $rc -eq 0 ] || exit $rc', `printf '\\n%s\\n' ${mark}`, checkScript(name, init)].join('\n'),
+  );
+  const at = r.stdout.indexOf(`\n${mark}\n`);
+  if (r.code !== 0 || at < 0) {
+    const said = (at < 0 ? r.stdout : r.stdout.slice(0, at)).trim().split('\n').slice(-10).join('\n') || r.stderr.trim();
+    throw new StepError(`${what} on ${ctx.host} failed (exit ${r.code})${said ? `: ${said}` : ''}`, { code: r.code, stderr: r.stderr || r.stdout });
+  }
+  return parseCheck(r.stdout.slice(at + mark.length + 2), init);
+}
+
+async function setRunning(ctx: StepContext, name: string, init: Init, a: RunAction): Promise<ServiceState> {
+  const after = await controlAndRead(ctx, runCommand(name, init, a), `${a} ${name}`, name, init);
   const want = a !== 'stop';
   if (after.running !== want) {
     throw new StepError(`${a} ${name} on ${ctx.host} reported success, but the service is ${after.running ? 'still running' : 'not running'}`);
   }
+  return after;
 }
 
 function missing(ctx: StepContext, name: string, init: Init): StepError {
@@ -203,9 +221,11 @@ export const serviceStep: StepType<ServiceParams, ServiceState, ServiceUndo> = {
     const init = initOf(ctx);
     if (!s.exists) throw missing(ctx, p.name, init);
     const a = actions(p, s);
-    if (a.enable !== undefined) await control(ctx, enableCommand(p.name, init, a.enable ? 'enabled' : 'disabled'), `${a.enable ? 'enable' : 'disable'} ${p.name}`);
-    if (a.run) await setRunning(ctx, p.name, init, a.run);
-    return {};
+    // Each control exec reads the service back: the last read is the journal's post-state.
+    let after: ServiceState | undefined;
+    if (a.enable !== undefined) after = await controlAndRead(ctx, enableCommand(p.name, init, a.enable ? 'enabled' : 'disabled'), `${a.enable ? 'enable' : 'disable'} ${p.name}`, p.name, init);
+    if (a.run) after = await setRunning(ctx, p.name, init, a.run);
+    return after ? { state: after } : {};
   },
   hostRollback(_p, undo) {
     const n = quote(undo.name);

@@ -1,11 +1,11 @@
 import { posix } from 'node:path';
 import { z } from 'zod';
-import { MovedError, guardFirst, remember } from './guard.js';
+import { MovedError, answerOf, guardFirst, guardScript, remember, runOneExec } from './guard.js';
 import { StepError } from '../errors.js';
 import { unifiedDiff } from '../render/diff.js';
 import { quote } from '../transport/shell.js';
-import { runOk } from './step.js';
-import { accountBackupDir, accountName, backupAccounts, flag, idNumber, passwdField, restoreAccounts, restoreAccountsScript, uniq, type AccountUndo, type Touched } from './accounts.js';
+import { runOk, tail, type ApplyResult } from './step.js';
+import { accountBackupDir, accountName, backupAccounts, backupAccountsScript, flag, idNumber, passwdField, restoreAccounts, restoreAccountsScript, uniq, type AccountUndo, type Touched } from './accounts.js';
 import { backupPath, copyToBackup, restoreFromBackup, restoreScript } from './backup.js';
 import { fmtMode } from './modes.js';
 import { absolutePathProblem } from './paths.js';
@@ -419,6 +419,38 @@ export function accountCommand(p: UserParams, s: UserState): string {
   return `useradd ${q(args)} -- ${quote(p.name)}`;
 }
 
+/**
+ * The usual change (useradd, usermod or userdel alone: no keys to write, no home to move) as one
+ * exec, as group does it: held to what the check read, the account files backed up, the change,
+ * the user read back for the journal's post-state.
+ */
+async function oneExecApply(ctx: StepContext, p: UserParams, s: UserState, undo: UserUndo, cmd: string): Promise<ApplyResult> {
+  const raw = answerOf(s);
+  const backup = undo.accounts?.backup;
+  const { r, failed } = await runOneExec(
+    ctx,
+    {
+      ...(raw ? { guard: guardScript(checkScript(p), raw) } : {}),
+      stages: [...(backup ? [{ name: 'backup', script: backupAccountsScript(ctx, backup) }] : []), { name: 'change', script: cmd }],
+      read: checkScript(p),
+    },
+    `user ${p.name} changed after it was read`,
+  );
+  if (!failed) return { state: parseUserCheck(r.stdout, p) };
+  if (failed.stage === 'read') return {};
+  const what = failed.stage === 'backup' ? `backing up the account files to ${backup}` : cmd.split(' ')[0]!;
+  const said = tail(failed.said) || tail(r.stdout, 5);
+  const e = new StepError(`${what} failed (exit ${failed.code})${said ? `: ${said}` : ''}`, { code: failed.code, stderr: r.stderr });
+  if (failed.stage === 'backup') throw e;
+  // The engine rolls back completed steps only: a half-done step undoes itself.
+  try {
+    await rollbackUser(ctx, undo);
+  } catch (x) {
+    throw new StepError(`${e.message}; undoing the partial change also failed: ${(x as Error).message}`, { cause: e });
+  }
+  throw e;
+}
+
 async function checkUser(ctx: StepContext, p: UserParams): Promise<UserState> {
   const r = await ctx.exec(checkScript(p));
   if (r.code !== 0) throw new StepError(`cannot read user ${p.name}: ${r.stderr.trim() || `exit ${r.code}`}`, { code: r.code, stderr: r.stderr });
@@ -485,6 +517,9 @@ export const userStep: StepType<UserParams, UserState, UserUndo> = {
   async apply(ctx0, p, plan, s) {
     const undo = plan.undo!;
     if (p.state === 'present') assertGroupsExist(p, s);
+    const cmd0 = accountCommand(p, s);
+    const keys = p.state === 'present' && p.authorized_keys !== undefined && (!s.user || planKeys(p, s, ownerOf(s.user, p.name, s))?.changes.length);
+    if (cmd0 && !keys && !undo.restore?.length) return oneExecApply(ctx0, p, s, undo, cmd0);
     // Its first exec first reads the user again: moved since the check, nothing is done.
     const ctx = guardFirst(ctx0, checkScript(p), s, `user ${p.name} changed after it was read`);
     try {
@@ -492,10 +527,9 @@ export const userStep: StepType<UserParams, UserState, UserUndo> = {
       for (const { path, backup } of undo.restore ?? []) {
         await copyToBackup(ctx, path, backup);
       }
-      const cmd = accountCommand(p, s);
-      if (cmd) await runOk(ctx, cmd, cmd.split(' ')[0]!);
+      if (cmd0) await runOk(ctx, cmd0, cmd0.split(' ')[0]!);
       for (const { path } of undo.restore ?? []) await runOk(ctx, `rm -rf -- ${quote(path)}`, `removing ${path}`);
-      if (p.state === 'present' && p.authorized_keys !== undefined && (!s.user || planKeys(p, s, ownerOf(s.user, p.name, s))?.changes.length)) {
+      if (keys && p.authorized_keys !== undefined) {
         const want = wantedKeys(p.authorized_keys);
         await runOk(ctx, writeKeysScript(posix.join(s.home, '.ssh/authorized_keys'), want, 0o600, `${quote(p.name)}:`), `writing authorized_keys of ${p.name}`);
       }

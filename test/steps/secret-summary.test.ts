@@ -83,8 +83,10 @@ describe('user: an old comment is not quoted when the step holds a secret', () =
     const s = state(`token ${OLD}`);
     const plan = planUser(p, s, { ...env, sensitive: true });
     const h = host(`token ${OLD}`);
-    await expect(userStep.apply(h.ctx, p, plan, s)).resolves.toEqual({});
-    expect(h.cmds.some((c) => c.startsWith('usermod'))).toBe(true);
+    // One exec: guard, backup, usermod, the user read back (the journal's post-state).
+    await expect(userStep.apply(h.ctx, p, plan, s)).resolves.toEqual({ state: expect.objectContaining({ home: '/home/app' }) });
+    expect(h.cmds).toHaveLength(1);
+    expect(h.cmds[0]).toMatch(/^\( usermod /m);
     expect(h.cmds.join('\n')).not.toContain(OLD);
   });
 });

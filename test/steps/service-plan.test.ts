@@ -73,3 +73,39 @@ describe('service check output', () => {
     expect(checkScript('getty@tty1', 'systemd')).toContain('systemctl is-active -- getty@tty1 ');
   });
 });
+
+describe('service apply: the control command and the read back in one exec', () => {
+  /** A host that answers each exec with the control command's output, then the state after a start. */
+  function fakeCtx(o: { code?: number; said?: string; runningAfter?: boolean } = {}) {
+    const execs: string[] = [];
+    const ctx = {
+      host: 'h1',
+      facts: { init: 'sysvinit' },
+      exec: async (cmd: string) => {
+        execs.push(cmd);
+        const mark = /printf '\\n%s\\n' (hostsmith-after-[0-9a-f]+)/.exec(cmd)?.[1];
+        if (o.code) return { code: o.code, stdout: o.said ?? '', stderr: '' };
+        return { code: 0, stdout: `Starting cron.\n\n${mark}\nexists=1\nstatus=${o.runningAfter === false ? 3 : 0}\nlink=/etc/rc2.d/S01cron\n`, stderr: '' };
+      },
+    } as unknown as import('../../src/steps/step.js').StepContext;
+    return { ctx, execs };
+  }
+  const p = params({ state: 'started' });
+  const plan = planService(p, sysv(false));
+
+  it('one exec starts the service and gives the state it left, for the journal', async () => {
+    const { serviceStep } = await import('../../src/steps/service.js');
+    const { ctx, execs } = fakeCtx();
+    const r = await serviceStep.apply(ctx, p, plan, sysv(false));
+    expect(execs).toHaveLength(1);
+    expect(execs[0]).toContain('service cron start');
+    expect(execs[0]).toContain(checkScript('cron', 'sysvinit'));
+    expect(r).toEqual({ state: sysv(true) });
+  });
+
+  it('a failed start says what the init script said; a start that did not take says so', async () => {
+    const { serviceStep } = await import('../../src/steps/service.js');
+    await expect(serviceStep.apply(fakeCtx({ code: 1, said: 'cron: no such daemon\n' }).ctx, p, plan, sysv(false))).rejects.toThrow('start cron on h1 failed (exit 1): cron: no such daemon');
+    await expect(serviceStep.apply(fakeCtx({ runningAfter: false }).ctx, p, plan, sysv(false))).rejects.toThrow('start cron on h1 reported success, but the service is not running');
+  });
+});
