@@ -186,10 +186,14 @@ function enableCommand(name: string, init: Init, target: string): string {
  * control() and then, in the same exec, the service's state as check() reads it: the state the
  * change left, with no exec of its own.
  */
-async function controlAndRead(ctx: StepContext, cmd: string, what: string, name: string, init: Init): Promise<ServiceState> {
+async function controlAndRead(ctx: StepContext, cmd: string, what: string, name: string, init: Init, running?: boolean): Promise<ServiceState> {
   const mark = `hostsmith-after-${randomBytes(8).toString('hex')}`;
+  // An init script may return before its daemon has written its pid file: give it up to 3 s to
+  // reach the state asked for before reading it back (a separate read used to give it a round trip).
+  const settle =
+    running === undefined ? [] : [`i=0; while ${running ? '! ' : ''}${runningTest(name, init)} && [ $i -lt 30 ]; do sleep 0.1; i=$((i+1)); done`];
   const r = await ctx.exec(
-    [PATH, 'out=$(mktemp)', `${cmd} >"$out" 2>&1 </dev/null`, 'rc=$?', 'cat "$out"; rm -f "$out"', '[ $rc -eq 0 ] || exit $rc', `printf '\\n%s\\n' ${mark}`, checkScript(name, init)].join('\n'),
+    [PATH, 'out=$(mktemp)', `${cmd} >"$out" 2>&1 </dev/null`, 'rc=$?', 'cat "$out"; rm -f "$out"', '[ $rc -eq 0 ] || exit $rc', ...settle, `printf '\\n%s\\n' ${mark}`, checkScript(name, init)].join('\n'),
   );
   const at = r.stdout.indexOf(`\n${mark}\n`);
   if (r.code !== 0 || at < 0) {
@@ -200,8 +204,8 @@ async function controlAndRead(ctx: StepContext, cmd: string, what: string, name:
 }
 
 async function setRunning(ctx: StepContext, name: string, init: Init, a: RunAction): Promise<ServiceState> {
-  const after = await controlAndRead(ctx, runCommand(name, init, a), `${a} ${name}`, name, init);
   const want = a !== 'stop';
+  const after = await controlAndRead(ctx, runCommand(name, init, a), `${a} ${name}`, name, init, want);
   if (after.running !== want) {
     throw new StepError(`${a} ${name} on ${ctx.host} reported success, but the service is ${after.running ? 'still running' : 'not running'}`);
   }

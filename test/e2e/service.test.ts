@@ -111,6 +111,30 @@ describeHosts('service step (sysvinit) on real hosts', () => {
     expect(newPid).not.toBe(pid);
   });
 
+  it('a daemon that writes its pid file only after its init script returned is waited for, not reported as failed to start', async () => {
+    const sb = sandbox();
+    const h = sb.hosts[0]!;
+    // Its start returns at once; the daemon shows up in status a second later.
+    const script = [
+      '#!/bin/sh',
+      'P=/run/slowd.pid',
+      'case "$1" in',
+      `  start) ( sleep 1; sh -c 'echo $$ > /run/slowd.pid; exec sleep 1000' ) >/dev/null 2>&1 & ;;`,
+      '  stop) [ -f $P ] && kill $(cat $P); rm -f $P ;;',
+      '  restart) $0 stop; $0 start ;;',
+      '  status) [ -f $P ] && kill -0 $(cat $P) 2>/dev/null ;;',
+      'esac',
+      '',
+    ].join('\n');
+    await sshOk(sb, h, `echo ${Buffer.from(script).toString('base64')} | base64 -d > /etc/init.d/slowd && chmod 755 /etc/init.d/slowd`);
+    const r = await apply(recipe('  - name: Slow\n    service: { name: slowd, state: started }\n'));
+    expect(r.code, r.stderr + r.stdout).toBe(0);
+    expect(stepEvents(r)[0]).toMatchObject({ status: 'changed', summary: 'start slowd' });
+    expect(await sshOk(sb, h, '/etc/init.d/slowd status && echo running')).toBe('running\n');
+    const again = await apply(recipe('  - name: Slow\n    service: { name: slowd, state: started }\n'));
+    expect(stepEvents(again)[0]).toMatchObject({ status: 'unchanged' });
+  });
+
   it('a service that does not exist fails with a clear error', async () => {
     const sb = sandbox();
     const h = sb.hosts[0]!;
