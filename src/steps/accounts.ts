@@ -15,7 +15,7 @@ import { z } from 'zod';
 import { StepError } from '../errors.js';
 import { quote } from '../transport/shell.js';
 import { backupDirsScript, backupPath } from './backup.js';
-import { runOk, sha256, type PlanEnv, type StepContext } from './step.js';
+import { runOk, sha256, tail, type PlanEnv, type StepContext } from './step.js';
 
 export const ACCOUNT_FILES = ['passwd', 'shadow', 'group', 'gshadow', 'subuid', 'subgid'] as const;
 export type AccountFile = (typeof ACCOUNT_FILES)[number];
@@ -298,3 +298,11 @@ export function restoreAccountsScript(undo: AccountUndo, o: { dropMembers?: stri
   }
   return lines.join('\n');
 }
+
+/** Why a one-exec account change (group.ts, user.ts) failed: its backup, or the command itself. */
+export function accountChangeError(failed: { stage: string; code: number; said: string }, stdout: string, stderr: string, backup: string | undefined, cmd: string): StepError {
+  const what = failed.stage === 'backup' ? `backing up the account files to ${backup}` : cmd.split(' ')[0]!;
+  const said = tail(failed.said) || tail(stdout, 5);
+  return new StepError(`${what} failed (exit ${failed.code})${said ? `: ${said}` : ''}`, { code: failed.code, stderr });
+}
+

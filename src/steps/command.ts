@@ -4,7 +4,6 @@ import { commandScript, quote } from '../transport/shell.js';
 import { tail, type StepContext, type StepType } from './step.js';
 import { hostPath, ownerName } from './paths.js';
 import { guardScript, runOneExec } from './guard.js';
-import { randomBytes } from 'node:crypto';
 
 export const commandSchema = z
   .object({
@@ -122,23 +121,20 @@ export const commandStep: StepType<CommandParams, CommandState, CommandUndo> = {
       return { stdout: r.stdout, stderr: r.stderr, ...(probe ? {} : { state: {} }) };
     }
     // One exec: the guard (the paths as planned), the command as its own exec would run it, then
-    // the paths again for the journal's post-state, after a line no command can print.
-    const mark = `hostsmith-after-${randomBytes(8).toString('hex')}`;
+    // the paths again for the journal's post-state.
     const script = commandScript(p.run, { cwd: p.cwd === '-' ? './-' : p.cwd, env: p.env });
     const started = Date.now();
-    const { r, failed } = await runOneExec(
+    const { r, kept: stdout, read, failed } = await runOneExec(
       ctx,
       {
         guard: guardScript(probe, Buffer.from(probeAnswer(p, planned))),
         stages: [{ name: 'run', script: `s=${quote(script)} sh -c 'eval "$s"'`, out: '' }],
-        read: `printf '\\n%s\\n' ${mark}\n${probe}`,
+        read: probe,
       },
       `${[p.creates, p.removes].filter(Boolean).join(', ')} changed after it was read`,
     );
-    const at = r.stdout.indexOf(`\n${mark}\n`);
-    const stdout = at < 0 ? r.stdout : r.stdout.slice(0, at);
     if (failed && failed.stage !== 'read') judge(ctx, { code: failed.stage === 'run' ? failed.code : r.code || 1, stdout, stderr: failed.said, timedOut: r.timedOut }, started, what);
-    const after = at < 0 || failed ? undefined : parseProbe(r.stdout.slice(at + mark.length + 2));
+    const after = read === undefined || failed ? undefined : parseProbe(read);
     return { stdout, stderr: r.stderr, ...(after ? { state: after } : {}) };
   },
   hostRollback: (_p, undo) => hostCommand(undo.run, undo),

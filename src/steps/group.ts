@@ -1,9 +1,8 @@
 import { z } from 'zod';
 import { StepError } from '../errors.js';
 import { quote } from '../transport/shell.js';
-import { tail } from './step.js';
 import { answerOf, guardScript, remember, runOneExec } from './guard.js';
-import { accountBackupDir, accountName, backupAccountsScript, flag, idNumber, restoreAccounts, restoreAccountsScript, type AccountUndo } from './accounts.js';
+import { accountBackupDir, accountChangeError, accountName, backupAccountsScript, flag, idNumber, restoreAccounts, restoreAccountsScript, type AccountUndo } from './accounts.js';
 import type { Plan, StepContext, StepType } from './step.js';
 
 export const groupSchema = z
@@ -118,9 +117,7 @@ export const groupStep: StepType<GroupParams, GroupState, GroupUndo> = {
     );
     if (!failed) return { state: parseGroupCheck(r.stdout) };
     if (failed.stage === 'read') return {};
-    const what = failed.stage === 'backup' ? `backing up the account files to ${backup}` : cmd.split(' ')[0]!;
-    const said = tail(failed.said) || tail(r.stdout, 5);
-    throw new StepError(`${what} failed (exit ${failed.code})${said ? `: ${said}` : ''}`, { code: failed.code, stderr: r.stderr });
+    throw accountChangeError(failed, r.stdout, r.stderr, backup, cmd);
   },
   rollback: (ctx, _p, undo) => restoreAccounts(ctx, undo),
   hostRollback: (_p, undo) => restoreAccountsScript(undo),

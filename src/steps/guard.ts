@@ -8,7 +8,7 @@
  * is written for the step (SPEC §8: a step whose state moves between its check and its write
  * fails rather than making a change nobody reviewed).
  */
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { StepError } from '../errors.js';
 import type { ExecOptions, ExecResult } from '../transport/transport.js';
 import type { StepContext } from './step.js';
@@ -85,28 +85,36 @@ export interface Stage {
  * at the first that fails, then `read` (its stdout is the exec's: the state the change left).
  * A failed stage says `hostsmith-failed: <name> <exit>` on stderr (failedStage reads it).
  */
-function oneExecScript(o: { guard?: string; stages: Stage[]; read?: string }): string {
+function oneExecScript(o: { guard?: string; stages: Stage[]; read?: string }, mark: string): string {
   // Not `( … ) || …`: inside an AND-OR list the shell ignores a stage's own `set -e`.
   const run = (s: Stage, out: string) => `( ${s.script}\n) ${out}\nrc=$?; [ $rc -eq 0 ] || { echo "hostsmith-failed: ${s.name} $rc" >&2; exit 1; }`;
-  return [...(o.guard ? [o.guard] : []), ...o.stages.map((s) => run(s, s.out ?? '>&2')), ...(o.read ? [run({ name: 'read', script: o.read }, '')] : [])].join('\n');
+  // A stage that keeps its stdout is cut from the read's by a line no command can print.
+  const cut = o.read && o.stages.some((s) => s.out === '') ? [`printf '\\n%s\\n' ${mark}`] : [];
+  return [...(o.guard ? [o.guard] : []), ...o.stages.map((s) => run(s, s.out ?? '>&2')), ...cut, ...(o.read ? [run({ name: 'read', script: o.read }, '')] : [])].join('\n');
 }
 
 /**
  * Runs a one-exec apply (oneExecScript). Throws movedError(`moved`) when the guard stopped it.
  * `failed` names the stage that failed, its exit code and what the host said besides; a failed
- * `read` means the change was made but not read back.
+ * `read` means the change was made but not read back. `kept`: what the stages that keep their
+ * stdout printed; `read`: what the read printed (undefined when it did not run).
  */
 export async function runOneExec(
   ctx: Pick<StepContext, 'exec'>,
   o: { guard?: string; stages: Stage[]; read?: string },
   moved: string,
   eo: ExecOptions = {},
-): Promise<{ r: ExecResult; failed?: { stage: string; code: number; said: string } }> {
-  const r = await ctx.exec(oneExecScript(o), eo);
-  if (r.code === 0) return { r };
+): Promise<{ r: ExecResult; kept: string; read?: string; failed?: { stage: string; code: number; said: string } }> {
+  const mark = `hostsmith-after-${randomBytes(8).toString('hex')}`;
+  const r = await ctx.exec(oneExecScript(o, mark), eo);
   if (stoppedByGuard(r)) throw movedError(moved);
+  const split = o.read && o.stages.some((s) => s.out === '');
+  const at = split ? r.stdout.indexOf(`\n${mark}\n`) : 0;
+  const kept = split ? (at < 0 ? r.stdout : r.stdout.slice(0, at)) : '';
+  const read = !o.read || at < 0 ? undefined : split ? r.stdout.slice(at + mark.length + 2) : r.stdout;
+  if (r.code === 0) return { r, kept, ...(read !== undefined ? { read } : {}) };
   const f = failedStage(r);
-  return { r, failed: { stage: f?.name ?? '', code: f?.code ?? r.code, said: f?.said ?? r.stderr.trim() } };
+  return { r, kept, failed: { stage: f?.name ?? '', code: f?.code ?? r.code, said: f?.said ?? r.stderr.trim() } };
 }
 
 /** The stage of a one-exec apply that failed, its exit code, and what the host said besides; undefined when none did. */

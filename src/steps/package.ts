@@ -295,7 +295,7 @@ async function install(
   const dir = residueDir(ctx);
   const mark = `hostsmith-after-${randomBytes(8).toString('hex')}`;
   const snap = quote(posix.join(dir, SNAPSHOT));
-  const { r, failed } = await runOneExec(
+  const { r, kept: stdout, read, failed } = await runOneExec(
     { exec: (cmd, o) => exec(ctx, cmd, o) },
     {
       ...(s.inputs ? { guard: guardScript(INPUTS_STAMP, Buffer.from(`${s.inputs}\n`)) } : {}),
@@ -307,12 +307,10 @@ async function install(
         { name: 'after', script: snapshotAfterScript(ctx, dir) },
       ],
       // dpkg before (the first attempt's snapshot), then after: what the transaction did.
-      read: `printf '\\n%s\\n' ${mark}\ncat ${snap} || exit 1\nprintf '%s\\n' ${mark}\n${stateScript()}`,
+      read: `cat ${snap} || exit 1\nprintf '%s\\n' ${mark}\n${stateScript()}`,
     },
     `apt's inputs on ${ctx.host} moved after they were read`,
   );
-  const at = r.stdout.indexOf(`\n${mark}\n`);
-  const stdout = at < 0 ? r.stdout : r.stdout.slice(0, at);
   if (failed?.stage === 'install') return { code: failed.code, stdout, stderr: failed.said };
   const what: Record<string, string> = {
     accounts: `backing up the account files to ${posix.join(dir, 'accounts')}`,
@@ -324,14 +322,14 @@ async function install(
   let state: PackageState | undefined;
   let before: string | undefined;
   try {
-    const rest = r.stdout.slice(at + mark.length + 2);
+    const rest = read ?? '';
     const cut = rest.indexOf(`${mark}\n`);
     if (cut < 0) throw new Error('no snapshot');
     before = rest.slice(0, cut);
     const after = splitState(rest.slice(cut + mark.length + 1));
     // Still something to do (it should not be): the engine reads it on its own, simulation and all.
     const todo = pending(p, after.dpkg);
-    if (at >= 0 && !failed && !todo.install.length && !todo.remove.length) state = after;
+    if (read !== undefined && !failed && !todo.install.length && !todo.remove.length) state = after;
   } catch {
     state = undefined;
   }

@@ -5,7 +5,7 @@ import { StepError } from '../errors.js';
 import { unifiedDiff } from '../render/diff.js';
 import { quote } from '../transport/shell.js';
 import { runOk, tail, type ApplyResult } from './step.js';
-import { accountBackupDir, accountName, backupAccounts, backupAccountsScript, flag, idNumber, passwdField, restoreAccounts, restoreAccountsScript, uniq, type AccountUndo, type Touched } from './accounts.js';
+import { accountBackupDir, accountChangeError, accountName, backupAccounts, backupAccountsScript, flag, idNumber, passwdField, restoreAccounts, restoreAccountsScript, uniq, type AccountUndo, type Touched } from './accounts.js';
 import { backupPath, copyToBackup, restoreFromBackup, restoreScript } from './backup.js';
 import { fmtMode } from './modes.js';
 import { absolutePathProblem } from './paths.js';
@@ -438,9 +438,7 @@ async function oneExecApply(ctx: StepContext, p: UserParams, s: UserState, undo:
   );
   if (!failed) return { state: parseUserCheck(r.stdout, p) };
   if (failed.stage === 'read') return {};
-  const what = failed.stage === 'backup' ? `backing up the account files to ${backup}` : cmd.split(' ')[0]!;
-  const said = tail(failed.said) || tail(r.stdout, 5);
-  const e = new StepError(`${what} failed (exit ${failed.code})${said ? `: ${said}` : ''}`, { code: failed.code, stderr: r.stderr });
+  const e = accountChangeError(failed, r.stdout, r.stderr, backup, cmd);
   if (failed.stage === 'backup') throw e;
   // The engine rolls back completed steps only: a half-done step undoes itself.
   try {

@@ -3,36 +3,15 @@
  * backs up what it replaces, changes it and reads it back. Run for real through /bin/sh with the
  * local transport in a scratch folder; the real-host tier is test/e2e/probes.test.ts.
  */
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { applyPath, checkPath, pathKey, planPath, type Wanted } from '../../src/steps/file-state.js';
-import { fingerprint, type StepContext } from '../../src/steps/step.js';
-import { LocalTransport } from '../../src/transport/local.js';
-
-const dirs: string[] = [];
-afterEach(() => {
-  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
-});
+import { fingerprint } from '../../src/steps/step.js';
+import { localCtx } from './local-ctx.js';
 
 function setup() {
-  const dir = mkdtempSync(join(tmpdir(), 'hs-apply-path-'));
-  dirs.push(dir);
-  const t = new LocalTransport();
-  const execs: string[] = [];
-  const ctx = {
-    host: 'local',
-    transport: t,
-    step: 'S',
-    runId: 'R1',
-    backupDir: join(dir, 'backups/R1'),
-    sudo: false,
-    exec: (cmd: string, o?: Parameters<LocalTransport['exec']>[1]) => {
-      execs.push(cmd);
-      return t.exec(cmd, o);
-    },
-  } as unknown as StepContext;
+  const { dir, ctx, execs } = localCtx('hs-apply-path-', { backupDir: 'backups/R1' });
   const env = { runId: 'R1', step: 'S', backupDir: ctx.backupDir };
   return { dir, ctx, execs, env };
 }

@@ -3,39 +3,14 @@
  * as its own exec would run it, and the paths read back, in one exec. Run for real through /bin/sh
  * with the local transport in a scratch folder; the real-host tier is test/e2e/guard.test.ts.
  */
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { commandSchema, commandStep } from '../../src/steps/command.js';
 import { isGuarded, type StepContext } from '../../src/steps/step.js';
-import { LocalTransport } from '../../src/transport/local.js';
+import { localCtx } from './local-ctx.js';
 
-const dirs: string[] = [];
-afterEach(() => {
-  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
-});
-
-function setup(timeoutMs?: number) {
-  const dir = mkdtempSync(join(tmpdir(), 'hs-command-'));
-  dirs.push(dir);
-  const t = new LocalTransport();
-  const execs: string[] = [];
-  const ctx = {
-    host: 'local',
-    transport: t,
-    step: 'S',
-    runId: 'R1',
-    backupDir: join(dir, 'backups'),
-    sudo: false,
-    ...(timeoutMs ? { timeoutMs } : {}),
-    exec: (cmd: string, o?: Parameters<LocalTransport['exec']>[1]) => {
-      execs.push(cmd);
-      return t.exec(cmd, { ...(timeoutMs ? { timeoutMs } : {}), ...o });
-    },
-  } as unknown as StepContext;
-  return { dir, ctx, execs };
-}
+const setup = (timeoutMs?: number) => localCtx('hs-command-', timeoutMs ? { timeoutMs } : {});
 
 const params = (o: Record<string, unknown>) => commandSchema.parse(o);
 
