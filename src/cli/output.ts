@@ -108,13 +108,16 @@ export class Output {
         if (this.o.tty && this.hostCount === 1 && this.ora) this.spinner = this.ora({ text: one(e.step), stream: this.out as NodeJS.WriteStream }).start();
         break;
       case 'step-finished': {
-        const label = e.status === 'planned' ? 'will change' : e.status;
+        // Known after apply: its summary says so, with the outcome against the host as it is now.
+        const dynamic = e.status === 'planned' && e.dynamic === true;
+        const label = dynamic ? '' : `${e.status === 'planned' ? 'will change' : e.status}: `;
+        const symbol = dynamic ? '?' : (SYMBOL[e.status] ?? ' ');
         const irr = e.irreversible ? this.paint(33, ' [irreversible: no rollback]') : '';
         const color = e.status === 'failed' ? 31 : e.status === 'changed' || e.status === 'planned' ? 33 : 32;
-        const line = `${prefix(e.host)}${SYMBOL[e.status] ?? ' '} ${one(e.step)}  ${this.paint(color, label)}: ${one(e.summary)}${irr}${this.mode !== 'plan' ? `  (${secs(e.durationMs)})` : ''}`;
+        const line = `${prefix(e.host)}${symbol} ${one(e.step)}  ${this.paint(color, label)}${one(e.summary)}${irr}${this.mode !== 'plan' ? `  (${secs(e.durationMs)})` : ''}`;
         if (this.spinner) {
           if (e.status === 'failed') this.spinner.fail(line.trimStart());
-          else this.spinner.stopAndPersist({ symbol: SYMBOL[e.status] ?? ' ', text: line.trimStart().slice(2) });
+          else this.spinner.stopAndPersist({ symbol, text: line.trimStart().slice(2) });
           this.spinner = undefined;
         } else this.say(line);
         if (e.error) this.say(`${prefix(e.host)}    error: ${multi(e.error)}`);

@@ -4,11 +4,11 @@
  */
 import { ConnectError, HostsmithError, JournalError, StepError, errorMessage } from '../errors.js';
 import type { RetrySpec } from '../recipe/types.js';
-import { isGuarded, stateFingerprint, sha256 } from '../steps/step.js';
+import { changeWrites, isGuarded, stateFingerprint, sha256 } from '../steps/step.js';
 import type { Completed, HostRun } from './host-run.js';
 import { runsAs } from './journal.js';
 import type { PlannedStep } from './plan-step.js';
-import { changeWrites, dropProbes } from './probe.js';
+import { dropProbes } from './probe.js';
 
 const now = () => new Date().toISOString();
 const defaultSleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
@@ -35,7 +35,7 @@ export async function applyPlanned(h: HostRun, p: PlannedStep, started: number, 
     if (lock.at >= started) await recheckUnderLock(h, p, lock.quiet);
   }
   // The host is about to change: batched reads of what it may write are no longer to be trusted.
-  dropProbes(h, changeWrites(spec.type, w.type.resources?.(w.params).writes, w.plan.undo));
+  dropProbes(h, changeWrites(w.type, w.params, w.plan.undo));
   await h.rec.write({
     kind: 'step-started',
     time: now(),

@@ -161,6 +161,12 @@ export async function handlersAgain(o: {
     const ctx = contextOf(o.transport, o.facts, o.host, s, r.sudo, o.runId, o.command);
     let journaled = false;
     try {
+      // The rollback may have removed what the handler acts on (the service's package, its folder).
+      const gone = await r.type.gone?.(ctx, r.params);
+      if (gone) {
+        o.rec.emit({ event: 'step-finished', runId: o.eventRunId, time: now(), host: o.host.name, step: s.name, type: s.type, status: 'skipped', summary: `after rollback: not needed: ${gone}`, irreversible: false, durationMs: Date.now() - started, handler: true });
+        continue;
+      }
       const state = await r.type.check(ctx, r.params);
       const plan = r.type.plan(r.params, state, { runId: o.runId, step: s.name, backupDir: ctx.backupDir });
       if (!plan.changed) continue;

@@ -9,7 +9,7 @@ import type { StepSpec } from '../recipe/types.js';
 import { stepType } from '../steps/registry.js';
 import { isGuarded, stateFingerprint, sha256, type Plan, type StepContext, type StepType } from '../steps/step.js';
 import { KNOWN_AFTER_APPLY, contextFor, scopeFor, type HostRun } from './host-run.js';
-import { dependsOn } from './deps.js';
+import { ANYTHING, meets, widen } from '../steps/footprint.js';
 import { prefetch, readFromBatch, readLive } from './probe.js';
 
 export type PlannedStatus = 'planned' | 'unchanged' | 'skipped' | 'failed';
@@ -105,13 +105,22 @@ async function planOnce(h: HostRun, spec: StepSpec): Promise<PlannedStep> {
     }
     const params = type.prepare ? await type.prepare(ctx, parsed.data) : parsed.data;
     const digest = paramsDigest(h.o.salt ?? '', params);
-    const after = dependsOn(h, type.resources?.(params).reads ?? []);
+    // `unless` is a command of the recipe's: it may read anything.
+    const reads = spec.unless === undefined ? type.footprint(params).reads : [ANYTHING];
+    const after = dependsOn(h, reads);
+    // In a plan, what an earlier change may move is known only after apply: shown with its likely
+    // outcome, never as a promise. At its turn in an apply the earlier changes are made: it is real.
+    const dynamic = h.o.mode === 'plan' && after.length > 0;
     if (spec.unless !== undefined) {
       const cmd = render(spec.unless, scope, { step: spec.name, field: 'unless' });
       if (h.touched.size) return unknownUntilApply(h, spec, 'unless');
       refuseNul(cmd, 'unless');
       const r = await ctx.exec(cmd);
-      if (r.code === 0) return { spec, status: 'skipped', summary: `unless: \`${cmd}\` succeeded`, irreversible: false, paramsDigest: digest, ...(after.length ? { dependsOn: after } : {}) };
+      if (r.code === 0) {
+        const summary = `unless: \`${cmd}\` succeeded`;
+        if (dynamic) return likelyOutcome(h, spec, params, type, after, `skipped (${summary})`, digest);
+        return { spec, status: 'skipped', summary, irreversible: false, paramsDigest: digest, ...(after.length ? { dependsOn: after } : {}) };
+      }
     }
     let state: unknown;
     try {
@@ -125,10 +134,11 @@ async function planOnce(h: HostRun, spec: StepSpec): Promise<PlannedStep> {
     summary = plan.summary;
     // Masking the new secret is not enough: the old content may hold the value it replaces.
     if (plan.diff && h.o.sensitive?.(JSON.stringify(params))) plan = { ...plan, diff: HIDDEN_DIFF };
+    if (dynamic) return likelyOutcome(h, spec, params, type, after, plan.changed ? plan.summary : `unchanged (${plan.summary})`, digest, plan);
     const pre = stateFingerprint(type, params, state);
     const base = { spec, summary: plan.summary, paramsDigest: digest, pre, ...(after.length ? { dependsOn: after } : {}) };
     if (!plan.changed) return { ...base, status: 'unchanged', irreversible: false };
-    h.changing.push({ name: spec.name, writes: type.resources?.(params).writes ?? [] });
+    h.changing.push({ name: spec.name, writes: type.footprint(params).writes });
     return {
       ...base,
       status: 'planned',
@@ -140,6 +150,29 @@ async function planOnce(h: HostRun, spec: StepSpec): Promise<PlannedStep> {
     if (e instanceof ConnectError) throw e;
     return { spec, status: 'failed', summary: summary ?? `${spec.type} step failed before any change`, irreversible: false, error: errorMessage(e) };
   }
+}
+
+/** Names of the earlier changing steps whose writes meet any of `reads`, in order. */
+function dependsOn(h: Pick<HostRun, 'changing'>, reads: string[]): string[] {
+  return h.changing.filter((c) => meets(c.writes, reads)).map((c) => c.name);
+}
+
+/**
+ * A step that reads what an earlier step of the plan may change: known after apply, planned again
+ * at its turn. What it would do against the host as it is now is shown as its likely outcome (with
+ * the diff), and it counts as changing for the steps after it.
+ */
+function likelyOutcome(h: HostRun, spec: StepSpec, params: unknown, type: StepType, after: string[], now: string, digest: string, plan?: Plan<unknown>): PlannedStep {
+  h.changing.push({ name: spec.name, writes: type.footprint(params).writes });
+  return {
+    spec,
+    status: 'planned',
+    summary: `known after apply (it reads what ${after.join(', ')} may change); as the host is now: ${now}`,
+    ...(plan?.changed && plan.diff ? { diff: plan.diff } : {}),
+    irreversible: plan?.changed === true && plan.undo === null,
+    dependsOn: after,
+    paramsDigest: digest,
+  };
 }
 
 /**
@@ -159,7 +192,6 @@ function unknownUntilApply(h: HostRun, spec: StepSpec, field: string, after: str
   };
 }
 
-/** What a step reads (its type's resources), `*` when that cannot be known before it runs. */
 /**
  * A step's params parsed by its type's schema, by rendered value: a step renders alike on most
  * hosts, and parsing is pure, so a fleet parses each once. The data is frozen, being shared.
@@ -183,13 +215,14 @@ function deepFreeze(v: unknown): void {
   for (const x of Object.values(v)) deepFreeze(x);
 }
 
+/** What a step reads (its type's footprint), `*` when that cannot be known before it runs. */
 function readsOf(h: HostRun, spec: StepSpec): string[] {
   const type = stepType(spec.type);
   try {
     const parsed = type && parseParams(type, renderDeep(spec.params, scopeFor(h, spec), { step: spec.name, field: spec.type }));
-    const reads = parsed?.success ? type?.resources?.(parsed.data).reads : undefined;
+    const reads = parsed?.success ? type?.footprint(parsed.data).reads : undefined;
     // `when` and `unless` may read anything.
-    if (reads && spec.when === undefined && spec.unless === undefined) return reads.map((r) => (r.includes(KNOWN_AFTER_APPLY) ? `${r.slice(0, r.indexOf(':'))}:*` : r));
+    if (reads && spec.when === undefined && spec.unless === undefined) return widen(reads, KNOWN_AFTER_APPLY);
   } catch {
     // params that cannot be rendered yet
   }
@@ -200,9 +233,9 @@ function writesOf(h: HostRun, spec: StepSpec): string[] {
   const type = stepType(spec.type);
   try {
     const parsed = type && parseParams(type, renderDeep(spec.params, scopeFor(h, spec), { step: spec.name, field: spec.type }));
-    const writes = parsed?.success ? type?.resources?.(parsed.data).writes : undefined;
+    const writes = parsed?.success ? type?.footprint(parsed.data).writes : undefined;
     // A name not known yet (`path:/srv/(known after apply)`) may be any name of that kind.
-    if (writes) return writes.map((w) => (w.includes(KNOWN_AFTER_APPLY) ? `${w.slice(0, w.indexOf(':'))}:*` : w));
+    if (writes) return widen(writes, KNOWN_AFTER_APPLY);
   } catch {
     // params that cannot be rendered yet: anything may be written
   }

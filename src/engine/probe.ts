@@ -23,7 +23,7 @@ import { BOOTSTRAP, SCRIPT_END, quote } from '../transport/shell.js';
 import type { ExecResult } from '../transport/transport.js';
 import type { StepSpec } from '../recipe/types.js';
 import { MEMO_MARK } from '../steps/apt.js';
-import { overlaps } from './deps.js';
+import { overlaps } from '../steps/footprint.js';
 import type { HostRun } from './host-run.js';
 
 /** Rounds of discovery per batch: a check reads at most this many times in a row from one batch. */
@@ -102,35 +102,6 @@ interface HostProbes {
 
 const probes = new WeakMap<HostRun, HostProbes>();
 const shadows = new WeakSet<HostRun>();
-
-/**
- * What a change by a step of `type` may have written, for dropping batched reads: its declared
- * writes for file, template, line and cron; anything at all for the others (a command, a
- * package's maintainer scripts, a service's init script, useradd/groupadd touch more than they
- * name).
- */
-export function changeWrites(type: string, writes: string[] | undefined, undo?: unknown): string[] {
-  if (!writes) return ['*'];
-  // A file made where its folders are missing makes them too: steps that read beside it see them.
-  const created = undo && typeof undo === 'object' && Array.isArray((undo as { created?: unknown }).created) ? ((undo as { created: unknown[] }).created.filter((d) => typeof d === 'string') as string[]) : [];
-  if (type === 'file' || type === 'template' || type === 'line') return [...writes, ...created.map((d) => `path:${d}`)];
-  if (type === 'cron') return [...writes, 'path:/var/spool/cron'];
-  // useradd, usermod, groupadd… write the account files, a home (with skel) and a mail spool, and
-  // change the entries of the users and groups they touch: not the packages, services or files
-  // elsewhere, whose batched reads (a package's apt simulation) stay.
-  if (type === 'user' || type === 'group') {
-    const touched = (undo as { accounts?: { touched?: Record<string, string[]> }; touched?: Record<string, string[]> } | null)?.accounts?.touched ??
-      (undo as { touched?: Record<string, string[]> } | null)?.touched ?? {};
-    return [
-      ...writes,
-      ...['passwd', 'shadow', 'group', 'gshadow', 'subuid', 'subgid'].map((f) => `path:/etc/${f}`),
-      'path:/var/mail',
-      ...(touched.passwd ?? []).map((n) => `user:${n}`),
-      ...(touched.group ?? []).map((n) => `group:${n}`),
-    ];
-  }
-  return ['*'];
-}
 
 /**
  * The run is about to change the host (`writes`: what the change may write; undefined: anything).

@@ -297,6 +297,12 @@ async function handlersAgain(h: HostRun): Promise<{ ok: boolean }> {
         event(p.status, p.summary);
         continue;
       }
+      // The rollback may have removed what the handler acts on (the service's package, its folder).
+      const gone = p.work && (await p.work.type.gone?.(p.work.ctx, p.work.params));
+      if (gone) {
+        event('skipped', `not needed: ${gone}`);
+        continue;
+      }
       await applyPlanned(h, p, started, { journaled: false }, { afterRollback: true });
       event('changed', p.summary);
     } catch (e) {

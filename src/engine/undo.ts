@@ -35,6 +35,9 @@ import { Recorder } from './recorder.js';
 import { contextOf, handlersAgain, holdsMask, journaledStep, stateNow, type JournaledStep, type SecretDigests } from './journal-steps.js';
 import { replay, undoSummary, type HostState, type RunState, type StepState } from './replay.js';
 import type { StepSpec } from '../recipe/types.js';
+import { ANYTHING, meets } from '../steps/footprint.js';
+import { stepType } from '../steps/registry.js';
+import { changeWrites } from '../steps/step.js';
 
 export { MASK, type SecretDigests } from './journal-steps.js';
 
@@ -184,6 +187,17 @@ export async function loadUndo(stateDir: string, runId: string, hosts?: string[]
   return target;
 }
 
+/** A journaled step's footprint; journal data a type cannot read counts as touching anything. */
+function journaledFootprint(s: StepState): { reads: string[]; wrote: string[] } {
+  const type = stepType(s.type);
+  try {
+    if (type) return { reads: type.footprint(s.params).reads, wrote: changeWrites(type, s.params, s.undo ?? null) };
+  } catch {
+    // params of another hostsmith's shape
+  }
+  return { reads: [ANYTHING], wrote: [ANYTHING] };
+}
+
 /** Is the step's state on the host still what the run left? Undefined: yes; else the difference. */
 async function driftOf(t: ShellTransport, facts: Facts, h: HostState, s: StepState, r: ReadyStep, runId: string): Promise<string | undefined> {
   if (!s.post) return 'the run journaled no post-state for this step, so a change since cannot be ruled out';
@@ -214,8 +228,17 @@ export async function readHosts(
         transport.loginUser = facts.user;
         transport.defaultSudo = false;
         c.facts = facts;
+        // What the run's newer steps may have written (newest first, as they are undone). A step
+        // whose reads they meet was moved by the run itself (a user joining the group a step
+        // before made): its state is judged at its turn, once the newer ones are put back.
+        const newerWrites: string[] = [];
         for (const s of u.steps) {
           const problem = (kind: UndoProblem['kind'], message: string) => c.problems.push({ host: c.name, step: s.name, type: s.type, kind, message });
+          const fp = journaledFootprint(s);
+          const movedByNewer = meets(newerWrites, fp.reads);
+          // Only what a newer step names excuses a change: a command or a package "may write
+          // anything", and letting that excuse every older step would hide real drift.
+          newerWrites.push(...fp.wrote.filter((w) => w !== ANYTHING && !w.endsWith(':*')));
           if (s.undo === null || s.undo === undefined) {
             problem('irreversible', `irreversible: ${s.type === 'command' ? 'a command without `rollback`' : 'the step has no rollback'}, so its change (${s.summary}) cannot be taken back`);
             continue;
@@ -228,7 +251,9 @@ export async function readHosts(
           const r: ReadyStep = j.ready;
           try {
             const d = await driftOf(transport, facts, u.host, s, r, t.run.runId);
-            if (d) problem('drift', d);
+            // Moved, but maybe by the run's own newer step: judged at its turn, once those are back.
+            if (d && movedByNewer) c.ready.push(r);
+            else if (d) problem('drift', d);
             else c.ready.push(r);
           } catch (e) {
             if (e instanceof ConnectError) throw e;

@@ -306,3 +306,21 @@ export function accountChangeError(failed: { stage: string; code: number; said: 
   return new StepError(`${what} failed (exit ${failed.code})${said ? `: ${said}` : ''}`, { code: failed.code, stderr });
 }
 
+
+/**
+ * useradd, usermod, groupadd… rewrite the account files and a mail spool whatever entry they
+ * change: a change to one account writes those, beside the entries it names.
+ */
+export const ACCOUNT_WRITES = [...ACCOUNT_FILES.map((f) => `path:/etc/${f}`), 'path:/var/mail'];
+
+/** The entries a change touched, from its undo data: the users and groups it really changed. */
+export function touchedItems(undo: AccountUndo | undefined | null): string[] {
+  const t = undo?.touched ?? {};
+  return [...(t.passwd ?? []).map((n) => `user:${n}`), ...(t.group ?? []).map((n) => `group:${n}`)];
+}
+
+/** A handler on an account is not needed once the account is gone. */
+export async function accountGone(ctx: StepContext, what: 'user' | 'group', name: string): Promise<string | null> {
+  const r = await ctx.exec(`getent ${what === 'user' ? 'passwd' : 'group'} ${quote(name)} >/dev/null`);
+  return r.code === 0 ? null : `${what} ${name} no longer exists`;
+}

@@ -1,4 +1,6 @@
+import { posix } from 'node:path';
 import { z } from 'zod';
+import { ANYTHING } from './footprint.js';
 import { StepError } from '../errors.js';
 import { commandScript, quote } from '../transport/shell.js';
 import { tail, type StepContext, type StepType } from './step.js';
@@ -145,10 +147,13 @@ export const commandStep: StepType<CommandParams, CommandState, CommandUndo> = {
   async rollback(ctx, _p, undo) {
     await runChecked(ctx, undo.run, undo, `rollback command "${undo.run}"`);
   },
-  // What a command changes is unknown; only its guards are known paths. Later steps are planned
-  // against the host as it is: if the command moves what they read, apply refuses at their turn.
-  resources: (p) => {
-    const guards = [p.creates, p.removes].filter((x): x is string => typeof x === 'string' && x.startsWith('/')).map((x) => `path:${x}`);
-    return { reads: guards, writes: guards };
+  // What a command changes is unknown: it may write anything, `creates` only names what it
+  // leaves behind. Its check reads its guards; `unless` (any step's) is the engine's to count.
+  footprint: (p) => ({ reads: [p.creates, p.removes].filter((x): x is string => typeof x === 'string').map((x) => `path:${x}`), writes: [ANYTHING] }),
+  // A command cannot run in a folder that is gone, nor create its marker in one.
+  gone: async (ctx, p) => {
+    const dirs = [p.cwd, p.creates && posix.dirname(p.creates)].filter((d): d is string => typeof d === 'string' && d.startsWith('/'));
+    for (const d of dirs) if ((await ctx.exec(`[ -d ${quote(d)} ]`)).code !== 0) return `its folder ${d} is no longer there`;
+    return null;
   },
 };

@@ -264,5 +264,7 @@ export const cronStep: StepType<CronParams, CronState, CronUndo> = {
   },
   // The crontab and whether the user exists; the host's clock (for next run times) is not state.
   stateKey: (_p, s) => ({ user: s.user, text: s.text, userMissing: s.userMissing ?? false }),
-  resources: (p) => ({ reads: [`user:${p.user}`, `cron:${p.user}`], writes: [`cron:${p.user}`] }),
+  // crontab(1) writes the user's file under the spool.
+  footprint: (p) => ({ reads: [`user:${p.user}`, `cron:${p.user}`], writes: [`cron:${p.user}`, 'path:/var/spool/cron'] }),
+  gone: async (ctx, p) => ((await ctx.exec(`getent passwd ${quote(p.user)} >/dev/null`)).code === 0 ? null : `user ${p.user} no longer exists`),
 };

@@ -7,6 +7,7 @@ import { StepError } from '../errors.js';
 import { unifiedDiff } from '../render/diff.js';
 import { atomicWriteScript, quote } from '../transport/shell.js';
 import { runOk, tail, type Plan, type PlanEnv, type StepContext } from './step.js';
+import type { Footprint } from './footprint.js';
 import { backupFailure, backupPath, copyToBackupScript, restoreFromBackup, restoreScript } from './backup.js';
 import { answerOf, guardScript, remember, runOneExec } from './guard.js';
 import { fmtMode } from './modes.js';
@@ -323,4 +324,21 @@ export function rollbackPathScript(undo: FileUndo): string {
   if (undo.kind === 'link') return [`ln -sfn -- ${quote(undo.target ?? '')} ${p}`, own ? `chown -h ${quote(own)} -- ${p}` : ''].filter(Boolean).join(' && ');
   const cmds = [undo.mode !== undefined ? `chmod ${fmtMode(undo.mode)} -- ${p}` : '', own ? `chown ${quote(own)} -- ${p}` : ''];
   return cmds.filter(Boolean).join(' && ') || 'true';
+}
+
+/** A path step reads and writes its path (and, through the folders above it, depends on them). */
+export function pathFootprint(path: string): Footprint {
+  return { reads: [`path:${path}`], writes: [`path:${path}`] };
+}
+
+/** The folders a change made on the way to its path (undo of a path that was absent). */
+export function pathWrote(undo: FileUndo | null): string[] {
+  return undo && undo.kind === 'absent' ? undo.created.map((d) => `path:${d}`) : [];
+}
+
+/** A handler on a path is not needed once the folder it writes into is gone. */
+export async function folderGone(ctx: StepContext, path: string): Promise<string | null> {
+  const dir = posix.dirname(path);
+  const r = await ctx.exec(`[ -d ${quote(dir)} ]`);
+  return r.code === 0 ? null : `its folder ${dir} is no longer there`;
 }

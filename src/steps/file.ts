@@ -3,7 +3,7 @@ import { InputError } from '../errors.js';
 import type { StepType } from './step.js';
 import { modeSchema } from './modes.js';
 import { absolutePath, linkTarget, ownerName } from './paths.js';
-import { applyPath, checkPath, pathKey, planPath, rollbackPath, rollbackPathScript, type FileUndo, type PathState, type Wanted } from './file-state.js';
+import { applyPath, checkPath, folderGone, pathFootprint, pathKey, pathWrote, planPath, rollbackPath, rollbackPathScript, type FileUndo, type PathState, type Wanted } from './file-state.js';
 
 export const fileSchema = z
   .object({
@@ -75,5 +75,7 @@ export const fileStep: StepType<FileParams, PathState, FileUndo> = {
   rollback: (ctx, _p, undo) => rollbackPath(ctx, undo),
   hostRollback: (_p, undo) => rollbackPathScript(undo),
   stateKey: (_p, s) => pathKey(s),
-  resources: (p) => ({ reads: [`path:${p.path}`], writes: [`path:${p.path}`] }),
+  footprint: (p) => pathFootprint(p.path),
+  wrote: (_p, undo) => pathWrote(undo),
+  gone: (ctx, p) => folderGone(ctx, p.path),
 };

@@ -2,7 +2,7 @@ import { z } from 'zod';
 import { StepError } from '../errors.js';
 import { quote } from '../transport/shell.js';
 import { answerOf, guardScript, remember, runOneExec } from './guard.js';
-import { accountBackupDir, accountChangeError, accountName, backupAccountsScript, flag, idNumber, restoreAccounts, restoreAccountsScript, type AccountUndo } from './accounts.js';
+import { accountBackupDir, accountChangeError, accountName, backupAccountsScript, flag, idNumber, restoreAccounts, restoreAccountsScript, touchedItems, ACCOUNT_WRITES, accountGone, type AccountUndo } from './accounts.js';
 import type { Plan, StepContext, StepType } from './step.js';
 
 export const groupSchema = z
@@ -121,5 +121,8 @@ export const groupStep: StepType<GroupParams, GroupState, GroupUndo> = {
   },
   rollback: (ctx, _p, undo) => restoreAccounts(ctx, undo),
   hostRollback: (_p, undo) => restoreAccountsScript(undo),
-  resources: (p) => ({ reads: [`group:${p.name}`], writes: [`group:${p.name}`] }),
+  // Members are part of a group's state: a user step that joins it writes it too.
+  footprint: (p) => ({ reads: [`group:${p.name}`], writes: [`group:${p.name}`, ...ACCOUNT_WRITES] }),
+  wrote: (_p, undo) => touchedItems(undo),
+  gone: (ctx, p) => accountGone(ctx, 'group', p.name),
 };

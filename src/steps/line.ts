@@ -2,7 +2,7 @@ import { z } from 'zod';
 import { StepError } from '../errors.js';
 import { unifiedDiff } from '../render/diff.js';
 import { backupPath } from './backup.js';
-import { applyPath, checkPath, pathKey, rollbackPath, rollbackPathScript, type FileUndo, type PathState } from './file-state.js';
+import { applyPath, checkPath, folderGone, pathFootprint, pathKey, pathWrote, rollbackPath, rollbackPathScript, type FileUndo, type PathState } from './file-state.js';
 import { HIDDEN_OLD, type Plan, type PlanEnv, type StepType } from './step.js';
 import { fmtMode, modeSchema } from './modes.js';
 import { absolutePath, ownerName } from './paths.js';
@@ -187,5 +187,7 @@ export const lineStep: StepType<LineParams, PathState, FileUndo> = {
   rollback: (ctx, _p, undo) => rollbackPath(ctx, undo),
   hostRollback: (_p, undo) => rollbackPathScript(undo),
   stateKey: (_p, s) => pathKey(s),
-  resources: (p) => ({ reads: [`path:${p.path}`], writes: [`path:${p.path}`] }),
+  footprint: (p) => pathFootprint(p.path),
+  wrote: (_p, undo) => pathWrote(undo),
+  gone: (ctx, p) => folderGone(ctx, p.path),
 };

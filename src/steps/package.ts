@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { ANYTHING } from './footprint.js';
 import { StepError } from '../errors.js';
 import { DURATION_HINT, parseDuration } from '../recipe/duration.js';
 import { unifiedDiff } from '../render/diff.js';
@@ -303,6 +304,7 @@ async function install(
         { name: 'accounts', script: backupAccountsScript(ctx, posix.join(dir, 'accounts')) },
         { name: 'ucf', script: backupUcfScript(ctx, dir) },
         { name: 'snapshot', script: snapshotBeforeScript(dir) },
+        { name: 'paths', script: pathsBeforeScript(dir) },
         { name: 'install', script: `apt-get ${APT_WRITE_OPTS} --allow-downgrades install ${transactionArgs(go.install, go.remove)}`, out: '' },
         { name: 'after', script: snapshotAfterScript(ctx, dir) },
       ],
@@ -316,6 +318,7 @@ async function install(
     accounts: `backing up the account files to ${posix.join(dir, 'accounts')}`,
     ucf: `backing up ${UCF_DIR} on ${ctx.host} to ${dir}/ucf`,
     snapshot: `recording dpkg's packages before the install on ${ctx.host} in ${posix.join(dir, SNAPSHOT)}`,
+    paths: `listing ${LEFTOVER_DIRS.join(', ')} before the install on ${ctx.host}`,
     after: `recording the account files and ${UCF_DIR} after the install on ${ctx.host}`,
   };
   if (failed && failed.stage !== 'read') throw new StepError(`${what[failed.stage] ?? failed.stage} failed: ${tail(failed.said) || `exit ${failed.code}`}`, { code: failed.code, stderr: r.stderr });
@@ -463,12 +466,12 @@ export const packageStep: StepType<PackageParams, PackageState, PackageUndo> = {
     const named = [...p.install.map((x) => parseSpec(x).name), ...p.remove].sort();
     return { dpkg: Object.fromEntries(named.map((n) => [n, s.dpkg[n] ?? null])), sim: s.sim ?? null, auto: s.auto ?? null };
   },
-  resources: (p) => {
+  footprint: (p) => {
     const named = [...p.install.map((x) => parseSpec(x).name), ...p.remove];
     const reads = [...named.map((n) => `pkg:${n}`), 'apt:lists'];
-    if (!named.length) return { reads, writes: ['apt:lists'] };
+    if (!named.length) return { reads, writes: ['apt:lists', 'path:/var/lib/apt/lists'] };
     // Maintainer scripts may write anywhere, add system users and groups, install services.
-    return { reads, writes: ['apt:lists', 'pkg:*', 'path:*', 'user:*', 'group:*', 'service:*'] };
+    return { reads, writes: [ANYTHING] };
   },
 };
 
@@ -487,9 +490,10 @@ export async function rollbackPackages(ctx: StepContext, journaled: PackageUndo)
   const left: string[] = [];
   const ucf = ucfLeft === null ? false : await restoreUcf(ctx, dir, ucfLeft, left);
   const accounts = await cleanAccounts(ctx, dir, left);
+  const leftovers = await cleanLeftovers(ctx, dir, left);
   const problems = [...(put.warning ? [put.warning] : []), ...(left.length ? [`rolled back the packages on ${ctx.host}, but ${left.join('; ')}`] : [])];
   if (problems.length) throw new StepError(problems.join('; '));
-  return put.did || ucf || accounts;
+  return put.did || ucf || accounts || leftovers;
 }
 
 async function putBackPackages(ctx: StepContext, undo: PackageUndo): Promise<{ did: boolean; warning?: string }> {
@@ -629,6 +633,9 @@ function snapshotAfterScript(ctx: Pick<StepContext, 'backupDir'>, dir: string): 
     `rm -rf -- ${q} && ${backupDirsScript(ctx, `${a}/complete`)} || exit 1`,
     `for f in ${ACCOUNT_FILES.join(' ')}; do if [ -e /etc/$f ]; then cp -p /etc/$f ${q}/$f || exit 1; fi; done`,
     `( ${treeManifestScript(UCF_DIR)} ) > ${q}/ucf.manifest || exit 1`,
+    // What the transaction made in the watched folders: a maintainer script's files dpkg does not
+    // track (nginx's /var/www/html), which a purge leaves behind.
+    `if [ -e ${quote(posix.join(dir, PATHS_BEFORE))} ]; then ${listPaths()} | LC_ALL=C comm -z -13 ${quote(posix.join(dir, PATHS_BEFORE))} - > ${q}/paths.new || exit 1; fi`,
     `: > ${q}/complete`,
   ].join('\n');
 }
@@ -754,4 +761,50 @@ async function cleanAccounts(ctx: StepContext, dir: string, left: string[]): Pro
     );
   }
   return Object.keys(d.touched).length > 0;
+}
+
+/**
+ * Folders where maintainer scripts make files dpkg does not track and a purge leaves (a default web
+ * page, a config made at install). Not /var/lib, /var/log or /var/cache: they churn by themselves.
+ */
+const LEFTOVER_DIRS = ['/etc', '/var/www', '/srv', '/opt', '/usr/local'];
+const PATHS_BEFORE = 'paths.before';
+
+/** Shell: every path under the watched folders, NUL-separated, sorted as comm wants them. */
+function listPaths(): string {
+  return `find ${LEFTOVER_DIRS.join(' ')} -xdev -print0 2>/dev/null | LC_ALL=C sort -z`;
+}
+
+/** Shell: the listing before the install, taken once per step (a retried apply keeps the first). */
+function pathsBeforeScript(dir: string): string {
+  const f = quote(posix.join(dir, PATHS_BEFORE));
+  return `if [ ! -e ${f} ]; then { ${listPaths()}; } > ${f}.part && mv -f -- ${f}.part ${f} || exit 1; fi`;
+}
+
+/**
+ * After the purge: what the transaction made in the watched folders and the purge left goes,
+ * deepest first — a file or link only when not changed since the install and owned by no package,
+ * a folder only when empty. What was changed since is kept and said in `left`.
+ */
+async function cleanLeftovers(ctx: StepContext, dir: string, left: string[]): Promise<boolean> {
+  const after = posix.join(dir, 'after');
+  // $0 is the folder of what the install left; the paths come as arguments, deepest first.
+  const each = [
+    'for p; do',
+    '  if [ -L "$p" ] || [ -f "$p" ]; then',
+    '    if [ -n "$(find "$p" -maxdepth 0 -newer "$0/complete")" ]; then printf "changed %s\\n" "$p"; continue; fi',
+    '    if dpkg-query -S "$p" >/dev/null 2>&1; then continue; fi',
+    '    rm -f -- "$p" && printf "removed %s\\n" "$p"',
+    '  elif [ -d "$p" ]; then',
+    '    if dpkg-query -S "$p" >/dev/null 2>&1; then continue; fi',
+    '    rmdir -- "$p" 2>/dev/null && printf "removed %s\\n" "$p"',
+    '  fi',
+    'done',
+    'exit 0',
+  ].join('\n');
+  const script = [`a=${quote(after)}`, '[ -s "$a/paths.new" ] || exit 0', `LC_ALL=C sort -z -r "$a/paths.new" | xargs -0 -r sh -c ${quote(each)} "$a"`].join('\n');
+  const out = await runOk(ctx, script, `removing what the packages' scripts left in ${LEFTOVER_DIRS.join(', ')} on ${ctx.host}`);
+  const changed = out.split('\n').filter((l) => l.startsWith('changed ')).map((l) => l.slice(8));
+  if (changed.length) left.push(`kept what the packages' scripts made and was changed since the install: ${changed.join(', ')}`);
+  return out.includes('removed ');
 }

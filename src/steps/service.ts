@@ -268,5 +268,8 @@ export const serviceStep: StepType<ServiceParams, ServiceState, ServiceUndo> = {
     }
     if (undo.running !== undefined && undo.running !== s.running) await setRunning(ctx, undo.name, undo.init, undo.running ? 'start' : 'stop');
   },
-  resources: (p) => ({ reads: [`service:${p.name}`], writes: [`service:${p.name}`] }),
+  // Starting a service runs its own scripts: they may write files anywhere (pid files, logs,
+  // caches, even keys under /etc), but not accounts, crontabs or packages.
+  footprint: (p) => ({ reads: [`service:${p.name}`], writes: [`service:${p.name}`, 'path:*'] }),
+  gone: async (ctx, p) => ((await checkService(ctx, p.name, initOf(ctx))).exists ? null : `service ${p.name} is no longer installed`),
 };

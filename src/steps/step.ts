@@ -3,6 +3,7 @@ import type { z } from 'zod';
 import { StepError } from '../errors.js';
 import type { ExecOptions, ExecResult, Transport, WriteOptions } from '../transport/transport.js';
 import type { Facts } from '../engine/facts.js';
+import type { Footprint } from './footprint.js';
 
 /** What the engine hands a step: one host, one step, everything injected. */
 export interface StepContext {
@@ -111,11 +112,24 @@ export interface StepType<P = any, S = any, U = any> {
    */
   stateKey?(p: P, s: S): unknown;
   /**
-   * What the step's check reads and its apply writes, as `kind:name` (`path:/etc/motd`,
-   * `user:alice`, `cron:alice`, `service:nginx`; `path:*` = any path). A step that reads what an
-   * earlier changing step writes is planned as dynamic: its state is known only after apply.
+   * What the step reads (its check) and may write (its apply), from its rendered params alone: the
+   * engine decides every question of overlap from this and never from the type's name — which later
+   * steps a change makes known-after-apply in a plan, which batched reads a change drops, and which
+   * older steps of a run a newer one may legitimately have moved (undo, recover).
+   * Items are `kind:name` (see footprint.ts); an honest footprint is wide rather than short.
    */
-  resources?(p: P): Resources;
+  footprint(p: P): Footprint;
+  /**
+   * What a change actually wrote beyond its footprint, read from the undo data its apply produced
+   * (the folders a file step made on the way): dropped from the batched reads too.
+   */
+  wrote?(p: P, undo: U | null): string[];
+  /**
+   * Whether what the step acts on is still there: a handler run again after a rollback or an undo
+   * is not needed (and not run) when the rollback removed its target — the service's package, the
+   * folder it writes into. Resolves to why it is gone, or null when it is there. Reads only.
+   */
+  gone?(ctx: StepContext, p: P): Promise<string | null>;
   /**
    * The rollback as a POSIX sh script that runs on the host as root, with no controller: what the
    * lockout watchdog (`--confirm`) runs when the controller cannot confirm. It must leave the host
@@ -138,10 +152,7 @@ export interface HostEnv {
   init: 'systemd' | 'sysvinit';
 }
 
-export interface Resources {
-  reads: string[];
-  writes: string[];
-}
+export type { Footprint } from './footprint.js';
 
 /** sha256 of a state value, stable across key order; Buffers are hashed by content. */
 export function fingerprint(value: unknown): string {
@@ -188,4 +199,9 @@ export async function runOk(ctx: StepContext, script: string, what: string, o?: 
 /** Does `type`'s apply hold the host to its planned state for these params (StepType.guarded)? */
 export function isGuarded<P>(type: Pick<StepType<P>, 'guarded'>, p: P): boolean {
   return typeof type.guarded === 'function' ? type.guarded(p) : type.guarded === true;
+}
+
+/** What a change by a step of `type` may have written: its footprint's writes and what it says it wrote. */
+export function changeWrites<P, U>(type: Pick<StepType<P, unknown, U>, 'footprint' | 'wrote'>, params: P, undo: U | null): string[] {
+  return [...type.footprint(params).writes, ...(type.wrote?.(params, undo) ?? [])];
 }

@@ -5,7 +5,7 @@ import { StepError } from '../errors.js';
 import { unifiedDiff } from '../render/diff.js';
 import { quote } from '../transport/shell.js';
 import { runOk, tail, type ApplyResult } from './step.js';
-import { accountBackupDir, accountChangeError, accountName, backupAccounts, backupAccountsScript, flag, idNumber, passwdField, restoreAccounts, restoreAccountsScript, uniq, type AccountUndo, type Touched } from './accounts.js';
+import { accountBackupDir, accountChangeError, accountName, backupAccounts, backupAccountsScript, flag, idNumber, passwdField, restoreAccounts, restoreAccountsScript, uniq, touchedItems, ACCOUNT_WRITES, accountGone, type AccountUndo, type Touched } from './accounts.js';
 import { backupPath, copyToBackup, restoreFromBackup, restoreScript } from './backup.js';
 import { fmtMode } from './modes.js';
 import { absolutePathProblem } from './paths.js';
@@ -545,9 +545,12 @@ export const userStep: StepType<UserParams, UserState, UserUndo> = {
   },
   rollback: (ctx, _p, undo) => rollbackUser(ctx, undo),
   hostRollback: (_p, undo) => rollbackUserScript(undo),
-  resources: (p) => {
+  footprint: (p) => {
     const home = p.home ? [`path:${p.home}`] : [`path:/home/${p.name}`];
-    const own = [`user:${p.name}`, `group:${p.name}`, ...home, `cron:${p.name}`];
-    return { reads: [...own, ...(p.groups ?? []).map((g: string) => `group:${g}`)], writes: own };
+    // Its private group, and the groups it joins or leaves: membership is the group's state too.
+    const own = [`user:${p.name}`, `group:${p.name}`, ...home, `cron:${p.name}`, ...(p.groups ?? []).map((g: string) => `group:${g}`)];
+    return { reads: own, writes: [...own, ...ACCOUNT_WRITES] };
   },
+  wrote: (_p, undo) => touchedItems(undo?.accounts),
+  gone: (ctx, p) => accountGone(ctx, 'user', p.name),
 };

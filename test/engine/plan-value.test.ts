@@ -1,7 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { Ajv } from 'ajv';
 import { describe, expect, it } from 'vitest';
-import { dependsOn, overlaps } from '../../src/engine/deps.js';
 import type { PlannedStep } from '../../src/engine/plan-step.js';
 import { planValueSchema, staleSteps, stepDifference, varDigest, type PlanHost, type PlanStepValue, type PlanValue } from '../../src/engine/plan-value.js';
 import type { StepSpec } from '../../src/recipe/types.js';
@@ -61,32 +60,6 @@ describe('stepDifference: is the step as checked now the step the plan showed?',
     expect(lines[0]).toMatch(/^step "a": its state moved/);
     expect(lines[1]).toMatch(/^step "c": .*no longer reached/);
     expect(staleSteps(host, [now('a'), now('b'), now('c')])).toEqual([]);
-  });
-});
-
-describe('dynamic detection: does a step read what an earlier changing step writes?', () => {
-  const rows: Array<[string, string, boolean]> = [
-    ['path:/etc/nginx', 'path:/etc/nginx/sites-enabled/x', true],
-    ['path:/etc/nginx/sites-enabled/x', 'path:/etc/nginx', true],
-    ['path:/etc/nginx', 'path:/etc/nginx2', false],
-    ['path:*', 'path:/etc/anything', true],
-    ['user:alice', 'user:alice', true],
-    ['user:alice', 'user:bob', false],
-    ['user:*', 'user:bob', true],
-    ['user:alice', 'cron:alice', false],
-    ['*', 'service:nginx', true],
-    ['path:/', 'path:/etc', true],
-  ];
-  it.each(rows)('%s meets %s: %s', (w, r, want) => {
-    expect(overlaps(w, r)).toBe(want);
-    expect(overlaps(r, w)).toBe(want);
-  });
-
-  it('names the earlier steps in order', () => {
-    const h = { changing: [{ name: 'pkg', writes: ['path:*', 'user:*'] }, { name: 'motd', writes: ['path:/etc/motd'] }, { name: 'u', writes: ['user:alice'] }] };
-    expect(dependsOn(h, ['path:/etc/motd'])).toEqual(['pkg', 'motd']);
-    expect(dependsOn(h, ['cron:alice', 'user:alice'])).toEqual(['pkg', 'u']);
-    expect(dependsOn(h, ['service:cron'])).toEqual([]);
   });
 });
 
