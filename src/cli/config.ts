@@ -6,7 +6,7 @@ import { readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { z } from 'zod';
-import { parseDuration, DURATION_HINT } from '../recipe/duration.js';
+import { parseDuration, DURATION_HINT } from '../duration.js';
 import { validYaml } from '../recipe/schema.js';
 import { displayPath } from '../yaml.js';
 import type { RetrySpec } from '../recipe/types.js';

@@ -17,7 +17,7 @@ import { loadInventory, resolveTargets, type TargetSpec } from '../transport/tar
 import { defaultStateDir, loadConfig, type Config } from './config.js';
 import { MIN_SAFE_SECRET, secretPieces } from '../engine/mask.js';
 import { fleetOptions, type FleetOptions } from '../engine/batches.js';
-import { DURATION_HINT, parseDuration } from '../recipe/duration.js';
+import { DURATION_HINT, parseDuration } from '../duration.js';
 
 export interface GlobalOptions {
   json?: boolean;

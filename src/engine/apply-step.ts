@@ -7,7 +7,7 @@ import type { RetrySpec } from '../recipe/types.js';
 import { changeWrites, isGuarded, stateFingerprint, sha256 } from '../steps/step.js';
 import type { Completed, HostRun } from './host-run.js';
 import { runsAs } from './journal.js';
-import type { PlannedStep } from './plan-step.js';
+import type { PlannedStep } from './planned-step.js';
 import { dropProbes } from './probe.js';
 
 const now = () => new Date().toISOString();

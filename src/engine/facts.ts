@@ -2,18 +2,9 @@ import type { Transport } from '../transport/transport.js';
 import { ConnectError } from '../errors.js';
 import { LAST_FILE } from './lock.js';
 
-export interface Facts {
-  os: { id: string; version_id: string; name: string };
-  arch: string;
-  hostname: string;
-  /** The login user. */
-  user: string;
-  home: string;
-  /** Package manager: apt, dnf, yum, apk, or unknown. */
-  pkg: string;
-  /** Init system: systemd or sysvinit. */
-  init: string;
-}
+// What a host is, as steps see it: the type lives with the steps, the gathering here.
+export type { Facts } from '../steps/facts.js';
+import type { Facts } from '../steps/facts.js';
 
 /** One round trip: a small script prints key=value lines. */
 export const FACTS_SCRIPT = [

@@ -10,10 +10,20 @@ import type { Transport } from '../transport/transport.js';
 import type { Counts, Emit } from './events.js';
 import type { Facts } from './facts.js';
 import type { Journal } from './journal.js';
-import type { PlannedStep } from './plan-step.js';
+import type { PlannedStep } from './planned-step.js';
 import type { PlanHost } from './plan-value.js';
 import { Recorder } from './recorder.js';
-import type { ConfirmOptions } from './watchdog.js';
+import type { ShellTransport } from '../transport/base.js';
+
+/** Lockout protection (`--confirm`): what the watchdog on the host waits for. */
+export interface ConfirmOptions {
+  /** How long the watchdog waits for the confirmation. */
+  ms: number;
+  /** The recipe's verify: commands (templates). */
+  verify: string[];
+  /** A brand-new connection to the host (the caller's to close): the "next login" that must still work. */
+  openFresh(): Promise<ShellTransport>;
+}
 
 export interface HostRunOptions {
   runId: string;

@@ -12,24 +12,8 @@ import { KNOWN_AFTER_APPLY, contextFor, scopeFor, type HostRun } from './host-ru
 import { ANYTHING, meets, widen } from '../steps/footprint.js';
 import { prefetch, readFromBatch, readLive } from './probe.js';
 
-export type PlannedStatus = 'planned' | 'unchanged' | 'skipped' | 'failed';
-
-export interface PlannedStep {
-  spec: StepSpec;
-  status: PlannedStatus;
-  summary: string;
-  diff?: string;
-  irreversible: boolean;
-  /** Salted digest of the rendered params: the same recipe, vars and facts give the same digest. */
-  paramsDigest?: string;
-  /** Fingerprint of the state the check read (the type's stateKey); absent when not checked. */
-  pre?: string;
-  /** Earlier steps that would change what this one reads or renders: its state is known only after apply. */
-  dependsOn?: string[];
-  error?: string;
-  /** For apply: what it takes to make the change. Absent unless status is planned. */
-  work?: { type: StepType; ctx: StepContext; params: unknown; plan: Plan<unknown>; state: unknown };
-}
+export type { PlannedStatus, PlannedStep } from './planned-step.js';
+import type { PlannedStep } from './planned-step.js';
 
 const HIDDEN_DIFF = '(diff hidden: the content holds secret values)\n';
 

@@ -7,7 +7,7 @@ import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
 import { sha256 } from '../steps/step.js';
 import type { HostStatus, RunStatus } from './events.js';
-import type { PlannedStep } from './plan-step.js';
+import type { PlannedStep } from './planned-step.js';
 
 export const PLAN_FORMAT = 'hostsmith-plan';
 export const PLAN_VERSION = 1;

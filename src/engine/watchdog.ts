@@ -21,14 +21,8 @@ import type { ShellTransport } from '../transport/base.js';
 import { quote } from '../transport/shell.js';
 import type { Completed, HostRun } from './host-run.js';
 
-export interface ConfirmOptions {
-  /** How long the watchdog waits for the confirmation. */
-  ms: number;
-  /** The recipe's verify: commands (templates). */
-  verify: string[];
-  /** A brand-new connection to the host (the caller's to close): the "next login" that must still work. */
-  openFresh(): Promise<ShellTransport>;
-}
+export type { ConfirmOptions } from './host-run.js';
+import type { ConfirmOptions } from './host-run.js';
 
 /** What the watchdog did, read back from the host. */
 export interface Fired {

@@ -2,7 +2,7 @@ import { CronExpressionParser } from 'cron-parser';
 import cronstrue from 'cronstrue';
 import { z } from 'zod';
 import { StepError } from '../errors.js';
-import { cronProblem } from '../recipe/schema.js';
+import { cronProblem } from './cron-schedule.js';
 import { unifiedDiff } from '../render/diff.js';
 import { quote } from '../transport/shell.js';
 import { backupDirsScript, backupPath } from './backup.js';

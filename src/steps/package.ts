@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { ANYTHING } from './footprint.js';
 import { StepError } from '../errors.js';
-import { DURATION_HINT, parseDuration } from '../recipe/duration.js';
+import { DURATION_HINT, parseDuration } from '../duration.js';
 import { unifiedDiff } from '../render/diff.js';
 import { quote } from '../transport/shell.js';
 import { posix } from 'node:path';

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import type { z } from 'zod';
 import { StepError } from '../errors.js';
 import type { ExecOptions, ExecResult, Transport, WriteOptions } from '../transport/transport.js';
-import type { Facts } from '../engine/facts.js';
+import type { Facts } from './facts.js';
 import type { Footprint } from './footprint.js';
 
 /** What the engine hands a step: one host, one step, everything injected. */

@@ -8,7 +8,7 @@ import { dirname, resolve } from 'node:path';
 import SSHConfig from 'ssh-config';
 import { z } from 'zod';
 import { InputError } from '../errors.js';
-import { parseYamlFile } from '../recipe/schema.js';
+import { parseYamlFile } from '../zod-issues.js';
 import { displayPath, formatPath, notePlaces, type PathSeg, type YamlSource } from '../yaml.js';
 
 export interface TargetSpec {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { parseDuration } from '../../src/recipe/duration.js';
+import { parseDuration } from '../../src/duration.js';
 import { cronProblem, formatPath, YamlSource } from '../../src/recipe/schema.js';
 
 describe('parseDuration', () => {

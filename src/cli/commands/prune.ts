@@ -5,7 +5,7 @@
 import type { Command } from 'commander';
 import { InputError } from '../../errors.js';
 import { pruneRuns, selectPrune, tombstoneFile } from '../../engine/prune.js';
-import { DURATION_HINT, parseDuration } from '../../recipe/duration.js';
+import { DURATION_HINT, parseDuration } from '../../duration.js';
 import type { ShellTransport } from '../../transport/base.js';
 import { stateDirOf, type GlobalOptions } from '../context.js';
 import { escapeText } from '../escape.js';
