@@ -6,6 +6,7 @@
  * version (`v`), and reading validates every entry against the schemas below. What a run's
  * entries mean together is derived in one place, replay.ts.
  */
+import { stepType } from '../steps/registry.js';
 import { mkdir, open, readdir, readFile, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
@@ -73,11 +74,13 @@ export function reachOf(describe: Record<string, unknown> | undefined): Reach | 
   return r.success ? r.data : undefined;
 }
 
-/** The user a step's command runs as, when it is not the login (a `command` step's `user`). */
+/** The user a step's work runs as, when it is not the login (its type says: a `command` step's `user`). */
 export function runsAs(type: string, params: unknown): string | undefined {
-  if (type !== 'command' || !params || typeof params !== 'object') return undefined;
-  const user = (params as { user?: unknown }).user;
-  return typeof user === 'string' && user ? user : undefined;
+  try {
+    return stepType(type)?.runsAs?.(params);
+  } catch {
+    return undefined;
+  }
 }
 
 const countsSchema = z.object({ changed: count, unchanged: count, skipped: count, failed: count, rolledBack: count });

@@ -3,6 +3,8 @@
  * undo and recover all read a run through. It decides nothing about processes or hosts; the
  * questions that need the world (is the controller alive?) take their answers as arguments.
  */
+import { stepType } from '../steps/registry.js';
+import { compact, type UndoData } from '../steps/undo-text.js';
 import type { Cause, Counts, HostStatus, StepStatus } from './events.js';
 import type { JournalEntry, Reach } from './journal.js';
 
@@ -321,75 +323,12 @@ export function runPhase(run: RunState, controller: ControllerState): RunPhase {
 /** One line of what a step's rollback would do, from its undo data (journal text: escape before printing). */
 export function undoSummary(type: string, undo: unknown): string {
   if (undo === null || undo === undefined) return 'none: the step cannot be taken back (no rollback)';
-  if (typeof undo !== 'object') return `undo data ${JSON.stringify(undo)}`;
-  const u = undo as Record<string, unknown>;
-  const str = (k: string) => (typeof u[k] === 'string' ? (u[k] as string) : undefined);
-  const list = (k: string) => (Array.isArray(u[k]) ? (u[k] as unknown[]).map((x) => (x && typeof x === 'object' ? (x as { name?: unknown }).name : x)).map(String) : []);
-  const meta = () => {
-    const m: string[] = [];
-    if (typeof u.mode === 'number') m.push(`mode ${u.mode.toString(8).padStart(4, '0')}`);
-    if (str('owner') || str('group')) m.push(`owner ${str('owner') ?? '?'}:${str('group') ?? '?'}`);
-    return m.join(', ');
-  };
-  // Files, templates and lines (file-state.ts's FileUndo).
-  if (typeof u.kind === 'string' && typeof u.path === 'string') {
-    if (u.kind === 'absent') {
-      const created = list('created');
-      return `remove ${u.path}${created.length ? ` and the folders the step created (${created.join(', ')})` : ''}`;
-    }
-    const what = u.kind === 'directory' ? 'folder' : u.kind === 'link' ? 'link' : 'file';
-    const parts = [
-      str('backup') ? `put back ${what} ${u.path} from the backup ${str('backup')}` : `put back ${what} ${u.path}`,
-      str('target') ? `link target ${str('target')}` : '',
-      meta(),
-    ].filter(Boolean);
-    return parts.join('; ');
+  if (typeof undo !== 'object' || Array.isArray(undo)) return `undo data ${JSON.stringify(undo)}`;
+  const t = stepType(type);
+  try {
+    if (t?.undoSummary) return t.undoSummary(undo as UndoData);
+  } catch {
+    // undo data of another shape: shown as it is
   }
-  // A command's rollback command.
-  if (type === 'command' && typeof u.run === 'string') return `run ${JSON.stringify(u.run)}${str('user') ? ` as ${str('user')}` : ''}${str('cwd') ? ` in ${str('cwd')}` : ''}`;
-  // A crontab.
-  if (type === 'cron' && 'previous' in u) {
-    const prev = u.previous as { backup?: unknown } | null;
-    return prev ? `put back ${str('user') ?? 'the user'}'s crontab from the backup ${String(prev.backup)}` : `remove ${str('user') ?? 'the user'}'s crontab (there was none)`;
-  }
-  // Packages.
-  if (Array.isArray(u.purge) || Array.isArray(u.reinstall)) {
-    const parts = [
-      list('purge').length ? `purge ${list('purge').join(' ')}` : '',
-      list('remove').length ? `remove ${list('remove').join(' ')}` : '',
-      Array.isArray(u.reinstall) && u.reinstall.length
-        ? `reinstall ${(u.reinstall as Array<{ name?: unknown; version?: unknown }>).map((r) => `${String(r.name)}=${String(r.version)}`).join(' ')}`
-        : '',
-    ].filter(Boolean);
-    if (!parts.length && u.snapshot === true) return "put back dpkg's packages as they were before the step (worked out from its snapshot of dpkg on the host)";
-    return parts.length ? parts.join('; ') : 'nothing to put back (apt lists refreshed only)';
-  }
-  // A service.
-  if (type === 'service' && typeof u.name === 'string') {
-    const parts = [typeof u.running === 'boolean' ? (u.running ? 'running' : 'stopped') : '', str('enabled') ? `enabled: ${str('enabled')}` : ''].filter(Boolean);
-    return `put ${u.name} back to ${parts.join(', ') || 'its previous state'}`;
-  }
-  // Account entries (group; user's `accounts`).
-  const accounts = (a: unknown): string | undefined => {
-    if (!a || typeof a !== 'object' || typeof (a as { backup?: unknown }).backup !== 'string') return undefined;
-    const t = (a as { touched?: Record<string, unknown> }).touched ?? {};
-    const files = Object.keys(t).map((f) => `/etc/${f}`);
-    return `put back the entries of ${files.join(', ') || 'the account files'} from the backup ${(a as { backup: string }).backup}`;
-  };
-  if (type === 'group') return accounts(u) ?? compact(u);
-  if (type === 'user') {
-    const parts = [
-      accounts(u.accounts),
-      list('remove').length ? `remove ${list('remove').join(', ')}` : '',
-      Array.isArray(u.restore) && u.restore.length ? `restore ${(u.restore as Array<{ path?: unknown }>).map((r) => String(r.path)).join(', ')}` : '',
-      u.keys && typeof u.keys === 'object' ? `put back ${String((u.keys as { file?: unknown }).file)}` : '',
-    ].filter(Boolean);
-    return parts.length ? parts.join('; ') : compact(u);
-  }
-  return compact(u);
-}
-
-function compact(u: unknown): string {
-  const s = JSON.stringify(u);
-  return `undo data ${s.length > 200 ? `${s.slice(0, 200)}…` : s}`;
+  return compact(undo);
 }

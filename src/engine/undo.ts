@@ -240,7 +240,7 @@ export async function readHosts(
           // anything", and letting that excuse every older step would hide real drift.
           newerWrites.push(...fp.wrote.filter((w) => w !== ANYTHING && !w.endsWith(':*')));
           if (s.undo === null || s.undo === undefined) {
-            problem('irreversible', `irreversible: ${s.type === 'command' ? 'a command without `rollback`' : 'the step has no rollback'}, so its change (${s.summary}) cannot be taken back`);
+            problem('irreversible', `irreversible: ${stepType(s.type)?.irreversibleWhy ?? 'the step has no rollback'}, so its change (${s.summary}) cannot be taken back`);
             continue;
           }
           const j = journaledStep(u.host, s, t.secrets, given);

@@ -3,8 +3,8 @@ import { dirname, resolve } from 'node:path';
 import { errorMessage, InputError, type InputIssue } from '../errors.js';
 import { checkTemplate, suggestion, templateNames, type TemplateRef } from '../render/template.js';
 import { stepType, stepTypes } from '../steps/registry.js';
+import type { StaticEnv } from '../steps/step.js';
 import {
-  cronProblem,
   defaultsSchema,
   displayPath,
   formatPath,
@@ -257,24 +257,22 @@ class Loader {
       if (k === 'name' || k === 'needs' || k === 'notify') continue;
       this.checkStrings(src, v, [...path, k], names);
     }
-    const cron = item.cron;
-    const schedulePath = formatPath([...path, 'cron', 'schedule']);
-    const reported = this.issues.some((i) => i.file === src.file && i.path === schedulePath);
-    if (isMap(cron) && typeof cron.schedule === 'string' && !cron.schedule.includes('{{') && !reported) {
-      const why = cronProblem(cron.schedule);
-      if (why) this.report(src, { path: [...path, 'cron', 'schedule'], message: why });
-    }
-    for (const [type, kind] of [['template', 'templates'], ['file', 'files']] as const) {
-      const params = item[type];
-      if (!isMap(params) || typeof params.src !== 'string' || !params.src || params.src.includes('{{')) continue;
-      const srcPath = [...path, type, 'src'];
-      const found = await findSource(dir, params.src, kind);
-      if (!found) {
-        const looked = sourceCandidates(dir, params.src, kind).map(displayPath).join(', ');
-        this.report(src, { path: srcPath, message: `${type === 'template' ? 'template' : 'file'} "${params.src}" not found (looked in ${looked})` });
-      } else if (type === 'template') {
-        const local = new Set([...names, ...(isMap(params.vars) ? Object.keys(params.vars) : [])]);
-        await this.checkTemplateFile(found, srcPath, local);
+    // The step type's own checks (a cron schedule, a template's source and names), on the raw params.
+    for (const [key, raw] of Object.entries(item)) {
+      const type = stepType(key);
+      if (!type?.staticCheck || !isMap(raw)) continue;
+      const at = (p: Array<string | number>): PathSeg[] => [...path, key, ...p];
+      const env: StaticEnv = {
+        findSource: async (srcName, kind) => {
+          const file = await findSource(dir, srcName, kind);
+          return file ? { file } : { looked: sourceCandidates(dir, srcName, kind).map(displayPath) };
+        },
+        checkTemplate: (file, p, local) => this.checkTemplateFile(file, at(p), new Set([...names, ...local])),
+      };
+      for (const problem of await type.staticCheck(raw, env)) {
+        // A field its schema already refused is not reported twice.
+        const where = formatPath(at(problem.path));
+        if (!this.issues.some((i) => i.file === src.file && i.path === where)) this.report(src, { path: at(problem.path), message: problem.message });
       }
     }
   }

@@ -1,4 +1,5 @@
 import { posix } from 'node:path';
+import { compact, str } from './undo-text.js';
 import { z } from 'zod';
 import { ANYTHING } from './footprint.js';
 import { StepError } from '../errors.js';
@@ -149,6 +150,9 @@ export const commandStep: StepType<CommandParams, CommandState, CommandUndo> = {
   },
   // What a command changes is unknown: it may write anything, `creates` only names what it
   // leaves behind. Its check reads its guards; `unless` (any step's) is the engine's to count.
+  undoSummary: (u) => (typeof u.run === 'string' ? `run ${JSON.stringify(u.run)}${str(u, 'user') ? ` as ${str(u, 'user')}` : ''}${str(u, 'cwd') ? ` in ${str(u, 'cwd')}` : ''}` : compact(u)),
+  irreversibleWhy: 'a command without `rollback`',
+  runsAs: (p) => p.user || undefined,
   footprint: (p) => ({ reads: [p.creates, p.removes].filter((x): x is string => typeof x === 'string').map((x) => `path:${x}`), writes: [ANYTHING] }),
   // A command cannot run in a folder that is gone, nor create its marker in one.
   gone: async (ctx, p) => {

@@ -1,4 +1,5 @@
 import { CronExpressionParser } from 'cron-parser';
+import { compact, str } from './undo-text.js';
 import cronstrue from 'cronstrue';
 import { z } from 'zod';
 import { StepError } from '../errors.js';
@@ -264,6 +265,17 @@ export const cronStep: StepType<CronParams, CronState, CronUndo> = {
   },
   // The crontab and whether the user exists; the host's clock (for next run times) is not state.
   stateKey: (_p, s) => ({ user: s.user, text: s.text, userMissing: s.userMissing ?? false }),
+  undoSummary: (u) => {
+    if (!('previous' in u)) return compact(u);
+    const who = str(u, 'user') ?? 'the user';
+    const prev = u.previous as { backup?: unknown } | null;
+    return prev ? `put back ${who}'s crontab from the backup ${String(prev.backup)}` : `remove ${who}'s crontab (there was none)`;
+  },
+  staticCheck: async (raw) => {
+    if (typeof raw.schedule !== 'string' || raw.schedule.includes('{{')) return [];
+    const why = cronProblem(raw.schedule);
+    return why ? [{ path: ['schedule'], message: why }] : [];
+  },
   // crontab(1) writes the user's file under the spool.
   footprint: (p) => ({ reads: [`user:${p.user}`, `cron:${p.user}`], writes: [`cron:${p.user}`, 'path:/var/spool/cron'] }),
   gone: async (ctx, p) => ((await ctx.exec(`getent passwd ${quote(p.user)} >/dev/null`)).code === 0 ? null : `user ${p.user} no longer exists`),

@@ -8,6 +8,8 @@ import { unifiedDiff } from '../render/diff.js';
 import { atomicWriteScript, quote } from '../transport/shell.js';
 import { runOk, tail, type Plan, type PlanEnv, type StepContext } from './step.js';
 import type { Footprint } from './footprint.js';
+import { metaText, names, str, type UndoData } from './undo-text.js';
+import type { StaticEnv, StaticProblem } from './step.js';
 import { backupFailure, backupPath, copyToBackupScript, restoreFromBackup, restoreScript } from './backup.js';
 import { answerOf, guardScript, remember, runOneExec } from './guard.js';
 import { fmtMode } from './modes.js';
@@ -341,4 +343,26 @@ export async function folderGone(ctx: StepContext, path: string): Promise<string
   const dir = posix.dirname(path);
   const r = await ctx.exec(`[ -d ${quote(dir)} ]`);
   return r.code === 0 ? null : `its folder ${dir} is no longer there`;
+}
+
+/** What a path's rollback puts back, from its undo data as journaled. */
+export function pathUndoSummary(u: UndoData): string {
+  const path = str(u, 'path') ?? '?';
+  if (u.kind === 'absent') {
+    const created = names(u, 'created');
+    return `remove ${path}${created.length ? ` and the folders the step created (${created.join(', ')})` : ''}`;
+  }
+  const what = u.kind === 'directory' ? 'folder' : u.kind === 'link' ? 'link' : 'file';
+  const parts = [str(u, 'backup') ? `put back ${what} ${path} from the backup ${str(u, 'backup')}` : `put back ${what} ${path}`, str(u, 'target') ? `link target ${str(u, 'target')}` : '', metaText(u)].filter(Boolean);
+  return parts.join('; ');
+}
+
+/** A `src` beside the recipe: found, or a problem saying where it was looked for. */
+export async function sourceProblems(raw: UndoData, env: StaticEnv, kind: 'templates' | 'files', what: string, local?: string[]): Promise<StaticProblem[]> {
+  const src = raw.src;
+  if (typeof src !== 'string' || !src || src.includes('{{')) return [];
+  const found = await env.findSource(src, kind);
+  if ('looked' in found) return [{ path: ['src'], message: `${what} "${src}" not found (looked in ${found.looked.join(', ')})` }];
+  if (local) await env.checkTemplate(found.file, ['src'], local);
+  return [];
 }

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { accountsText, compact } from './undo-text.js';
 import { StepError } from '../errors.js';
 import { quote } from '../transport/shell.js';
 import { answerOf, guardScript, remember, runOneExec } from './guard.js';
@@ -121,6 +122,7 @@ export const groupStep: StepType<GroupParams, GroupState, GroupUndo> = {
   },
   rollback: (ctx, _p, undo) => restoreAccounts(ctx, undo),
   hostRollback: (_p, undo) => restoreAccountsScript(undo),
+  undoSummary: (u) => accountsText(u) ?? compact(u),
   // Members are part of a group's state: a user step that joins it writes it too.
   footprint: (p) => ({ reads: [`group:${p.name}`], writes: [`group:${p.name}`, ...ACCOUNT_WRITES] }),
   wrote: (_p, undo) => touchedItems(undo),

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { compact, names } from './undo-text.js';
 import { ANYTHING } from './footprint.js';
 import { StepError } from '../errors.js';
 import { DURATION_HINT, parseDuration } from '../duration.js';
@@ -465,6 +466,16 @@ export const packageStep: StepType<PackageParams, PackageState, PackageUndo> = {
   stateKey: (p, s) => {
     const named = [...p.install.map((x) => parseSpec(x).name), ...p.remove].sort();
     return { dpkg: Object.fromEntries(named.map((n) => [n, s.dpkg[n] ?? null])), sim: s.sim ?? null, auto: s.auto ?? null };
+  },
+  undoSummary: (u) => {
+    if (!Array.isArray(u.purge) && !Array.isArray(u.reinstall)) return compact(u);
+    const parts = [
+      names(u, 'purge').length ? `purge ${names(u, 'purge').join(' ')}` : '',
+      names(u, 'remove').length ? `remove ${names(u, 'remove').join(' ')}` : '',
+      Array.isArray(u.reinstall) && u.reinstall.length ? `reinstall ${(u.reinstall as Array<{ name?: unknown; version?: unknown }>).map((r) => `${String(r.name)}=${String(r.version)}`).join(' ')}` : '',
+    ].filter(Boolean);
+    if (!parts.length && u.snapshot === true) return "put back dpkg's packages as they were before the step (worked out from its snapshot of dpkg on the host)";
+    return parts.length ? parts.join('; ') : 'nothing to put back (apt lists refreshed only)';
   },
   footprint: (p) => {
     const named = [...p.install.map((x) => parseSpec(x).name), ...p.remove];

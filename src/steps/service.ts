@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { compact, str } from './undo-text.js';
 import { StepError } from '../errors.js';
 import { quote } from '../transport/shell.js';
 import { randomBytes } from 'node:crypto';
@@ -267,6 +268,11 @@ export const serviceStep: StepType<ServiceParams, ServiceState, ServiceUndo> = {
       await control(ctx, enableCommand(undo.name, undo.init, undo.enabled), `restore ${undo.name} to ${undo.enabled} at boot`);
     }
     if (undo.running !== undefined && undo.running !== s.running) await setRunning(ctx, undo.name, undo.init, undo.running ? 'start' : 'stop');
+  },
+  undoSummary: (u) => {
+    if (typeof u.name !== 'string') return compact(u);
+    const parts = [typeof u.running === 'boolean' ? (u.running ? 'running' : 'stopped') : '', str(u, 'enabled') ? `enabled: ${str(u, 'enabled')}` : ''].filter(Boolean);
+    return `put ${u.name} back to ${parts.join(', ') || 'its previous state'}`;
   },
   // Starting a service runs its own scripts: they may write files anywhere (pid files, logs,
   // caches, even keys under /etc), but not accounts, crontabs or packages.

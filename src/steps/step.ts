@@ -4,6 +4,7 @@ import { StepError } from '../errors.js';
 import type { ExecOptions, ExecResult, Transport, WriteOptions } from '../transport/transport.js';
 import type { Facts } from './facts.js';
 import type { Footprint } from './footprint.js';
+import type { UndoData } from './undo-text.js';
 
 /** What the engine hands a step: one host, one step, everything injected. */
 export interface StepContext {
@@ -130,6 +131,17 @@ export interface StepType<P = any, S = any, U = any> {
    * folder it writes into. Resolves to why it is gone, or null when it is there. Reads only.
    */
   gone?(ctx: StepContext, p: P): Promise<string | null>;
+  /** One line of what its rollback would do, from the undo data as journaled (`show`, `undo`, `recover`). */
+  undoSummary?(undo: UndoData): string;
+  /** Why the step cannot be taken back when its plan's undo is null: "a command without `rollback`". */
+  irreversibleWhy?: string;
+  /** The user its work runs as, when not the login (journaled with the step). */
+  runsAs?(p: P): string | undefined;
+  /**
+   * Its own checks of the raw params, before any host is contacted (a cron schedule, a template's
+   * source and names): problems at paths under the step's params. Templated strings are left alone.
+   */
+  staticCheck?(raw: UndoData, env: StaticEnv): Promise<StaticProblem[]>;
   /**
    * The rollback as a POSIX sh script that runs on the host as root, with no controller: what the
    * lockout watchdog (`--confirm`) runs when the controller cannot confirm. It must leave the host
@@ -153,6 +165,21 @@ export interface HostEnv {
 }
 
 export type { Footprint } from './footprint.js';
+export type { UndoData } from './undo-text.js';
+
+/** A problem a static check found, at a path under the step's params (`['src']`). */
+export interface StaticProblem {
+  path: Array<string | number>;
+  message: string;
+}
+
+/** What a static check may ask the loader: sources beside the recipe, and template files checked. */
+export interface StaticEnv {
+  /** The local file `src` names (of kind templates or files), or undefined with where it looked. */
+  findSource(src: string, kind: 'templates' | 'files'): Promise<{ file: string } | { looked: string[] }>;
+  /** Checks a template file's syntax and names, reporting at the step's `path`; `local`: names it may use beyond the recipe's. */
+  checkTemplate(file: string, path: Array<string | number>, local: string[]): Promise<void>;
+}
 
 /** sha256 of a state value, stable across key order; Buffers are hashed by content. */
 export function fingerprint(value: unknown): string {

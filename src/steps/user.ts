@@ -1,4 +1,5 @@
 import { posix } from 'node:path';
+import { accountsText, compact, names } from './undo-text.js';
 import { z } from 'zod';
 import { MovedError, answerOf, guardFirst, guardScript, remember, runOneExec } from './guard.js';
 import { StepError } from '../errors.js';
@@ -545,6 +546,15 @@ export const userStep: StepType<UserParams, UserState, UserUndo> = {
   },
   rollback: (ctx, _p, undo) => rollbackUser(ctx, undo),
   hostRollback: (_p, undo) => rollbackUserScript(undo),
+  undoSummary: (u) => {
+    const parts = [
+      accountsText(u.accounts),
+      names(u, 'remove').length ? `remove ${names(u, 'remove').join(', ')}` : '',
+      Array.isArray(u.restore) && u.restore.length ? `restore ${(u.restore as Array<{ path?: unknown }>).map((r) => String(r.path)).join(', ')}` : '',
+      u.keys && typeof u.keys === 'object' ? `put back ${String((u.keys as { file?: unknown }).file)}` : '',
+    ].filter(Boolean);
+    return parts.length ? parts.join('; ') : compact(u);
+  },
   footprint: (p) => {
     const home = p.home ? [`path:${p.home}`] : [`path:/home/${p.name}`];
     // Its private group, and the groups it joins or leaves: membership is the group's state too.
