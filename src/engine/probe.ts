@@ -22,7 +22,7 @@ import { ShellTransport } from '../transport/base.js';
 import { BOOTSTRAP, SCRIPT_END, quote } from '../transport/shell.js';
 import type { ExecResult } from '../transport/transport.js';
 import type { StepSpec } from '../recipe/types.js';
-import { MEMO_MARK } from '../steps/apt.js';
+import { MEMO_MARK } from '../steps/package/apt.js';
 import { overlaps } from '../steps/footprint.js';
 import type { HostRun } from './host-run.js';
 

@@ -3,7 +3,7 @@ import { DURATION_HINT, parseDuration } from '../duration.js';
 
 // The schema checks every loader shares, and the cron step's own: re-exported for the recipe modules.
 export { knownKeys, parseYamlFile, unknownKeyMessage, validYaml, zodIssues } from '../zod-issues.js';
-export { CRON_NAMES, cronProblem } from '../steps/cron-schedule.js';
+export { CRON_NAMES, cronProblem } from '../steps/cron/schedule.js';
 
 // YAML with positions lives in src/yaml.ts; re-exported for the recipe modules.
 export { displayPath, formatPath, YamlSource, type LinePos, type PathIssue, type PathSeg } from '../yaml.js';

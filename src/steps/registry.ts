@@ -1,13 +1,13 @@
 import type { StepType } from './step.js';
-import { commandStep } from './command.js';
-import { cronStep } from './cron.js';
-import { fileStep } from './file.js';
-import { groupStep } from './group.js';
-import { lineStep } from './line.js';
-import { packageStep } from './package.js';
-import { serviceStep } from './service.js';
-import { templateStep } from './template.js';
-import { userStep } from './user.js';
+import { commandStep } from './command/command.js';
+import { cronStep } from './cron/cron.js';
+import { fileStep } from './file/file.js';
+import { groupStep } from './group/group.js';
+import { lineStep } from './line/line.js';
+import { packageStep } from './package/package.js';
+import { serviceStep } from './service/service.js';
+import { templateStep } from './template/template.js';
+import { userStep } from './user/user.js';
 
 /** Every step type, by the recipe key that selects it, in the order SPEC §3 lists them. */
 export const stepTypes: Record<string, StepType> = {

@@ -9,9 +9,9 @@ import { describe, expect, it } from 'vitest';
 import { makePlanValue } from '../../src/engine/plan-file.js';
 import { newSalt } from '../../src/engine/plan-value.js';
 import { LocalTransport, loadRecipe, runRecipe, type HostTarget, type RunEvent } from '../../src/index.js';
-import { cronStep } from '../../src/steps/cron.js';
-import { fileStep } from '../../src/steps/file.js';
-import { packageStep } from '../../src/steps/package.js';
+import { cronStep } from '../../src/steps/cron/cron.js';
+import { fileStep } from '../../src/steps/file/file.js';
+import { packageStep } from '../../src/steps/package/package.js';
 import { fingerprint, type StepType } from '../../src/steps/step.js';
 
 function setup(steps: string) {

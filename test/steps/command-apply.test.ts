@@ -6,7 +6,7 @@
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { commandSchema, commandStep } from '../../src/steps/command.js';
+import { commandSchema, commandStep } from '../../src/steps/command/command.js';
 import { isGuarded, type StepContext } from '../../src/steps/step.js';
 import { localCtx } from './local-ctx.js';
 

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { commandStep, commandSchema } from '../../src/steps/command.js';
+import { commandStep, commandSchema } from '../../src/steps/command/command.js';
 import type { StepContext } from '../../src/steps/step.js';
 
 const env = { runId: 'R', step: 's', backupDir: '/b' };

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { cronSchema, cronStep, describeSchedule, editCrontab, parseCheck, type CronState } from '../../src/steps/cron.js';
+import { cronSchema, cronStep, describeSchedule, editCrontab, parseCheck, type CronState } from '../../src/steps/cron/cron.js';
 import { StepError } from '../../src/errors.js';
 import { fingerprint } from '../../src/steps/step.js';
 

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { backupFolder, backupPath } from '../../src/steps/backup.js';
 import { applyPath, checkScript, planPath, parseCheck, type PathState, type Wanted } from '../../src/steps/file-state.js';
-import { fileSchema, fileStep } from '../../src/steps/file.js';
+import { fileSchema, fileStep } from '../../src/steps/file/file.js';
 import type { StepContext } from '../../src/steps/step.js';
 
 const env = { runId: 'R1', step: 'Site config', backupDir: '/var/lib/hostsmith/backups/R1' };

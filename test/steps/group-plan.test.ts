@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { groupCommand, groupSchema, groupStep, parseGroupCheck, type GroupState } from '../../src/steps/group.js';
+import { groupCommand, groupSchema, groupStep, parseGroupCheck, type GroupState } from '../../src/steps/group/group.js';
 
 const env = { runId: 'R1', step: 'App group', backupDir: '/var/lib/hostsmith/backups/R1' };
 const BK = '/var/lib/hostsmith/backups/R1/App_group-4229a49f/accounts';

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { editLines, lineSchema, lineStep, planLine } from '../../src/steps/line.js';
+import { editLines, lineSchema, lineStep, planLine } from '../../src/steps/line/line.js';
 import { parseCheck, type PathState } from '../../src/steps/file-state.js';
 import { StepError } from '../../src/errors.js';
 import type { StepContext } from '../../src/steps/step.js';

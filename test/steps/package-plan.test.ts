@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { packageSchema, planPackage, type PackageState } from '../../src/steps/package.js';
-import { dpkgChanges, dpkgErrors, parseDpkgList, parseExtendedStates, parsePolicy, parseSim, policyScript, simulateScript, splitSim, splitState, transactionArgs, unknownPackages, missingVersions } from '../../src/steps/apt.js';
+import { packageSchema, planPackage, type PackageState } from '../../src/steps/package/package.js';
+import { dpkgChanges, dpkgErrors, parseDpkgList, parseExtendedStates, parsePolicy, parseSim, policyScript, simulateScript, splitSim, splitState, transactionArgs, unknownPackages, missingVersions } from '../../src/steps/package/apt.js';
 
 const params = (o: Record<string, unknown>) => packageSchema.parse(o);
 const ok = (version: string) => ({ version, status: 'install ok installed' });

@@ -4,8 +4,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { dropAddedMembers, entryNames, mergeEntries } from '../../src/steps/accounts.js';
-import { ownersScript, parseOwners, treeManifestScript } from '../../src/steps/apt.js';
-import { addedAccounts, decideAccounts, residueDir } from '../../src/steps/package.js';
+import { ownersScript, parseOwners, treeManifestScript } from '../../src/steps/package/apt.js';
+import { addedAccounts, decideAccounts, residueDir } from '../../src/steps/package/package.js';
 
 const PASSWD_BEFORE = 'root:x:0:0:root:/root:/bin/bash\nsshd:x:100:65534::/run/sshd:/usr/sbin/nologin\n';
 const PASSWD_NOW = `${PASSWD_BEFORE}messagebus:x:101:103::/nonexistent:/usr/sbin/nologin\nalice:x:1001:1001::/home/alice:/bin/bash\n`;

@@ -3,10 +3,10 @@
  * hold the secret's previous value (a rotated password), which no mask knows.
  */
 import { describe, expect, it } from 'vitest';
-import { lineSchema, planLine } from '../../src/steps/line.js';
+import { lineSchema, planLine } from '../../src/steps/line/line.js';
 import type { PathState } from '../../src/steps/file-state.js';
 import { HIDDEN_OLD, type StepContext } from '../../src/steps/step.js';
-import { planUser, userSchema, userStep } from '../../src/steps/user.js';
+import { planUser, userSchema, userStep } from '../../src/steps/user/user.js';
 
 const env = { runId: 'R1', step: 'Set password', backupDir: '/var/lib/hostsmith/backups/R1' };
 const OLD = 'old-Secret-value';

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { checkScript, parseCheck, planService, serviceSchema, type ServiceState } from '../../src/steps/service.js';
+import { checkScript, parseCheck, planService, serviceSchema, type ServiceState } from '../../src/steps/service/service.js';
 
 const params = (o: Record<string, unknown>) => serviceSchema.parse({ name: 'cron', ...o });
 const sysv = (running: boolean, enabled: 'enabled' | 'disabled' | 'none' = 'enabled'): ServiceState => ({ init: 'sysvinit', exists: true, running, enabled });
@@ -94,7 +94,7 @@ describe('service apply: the control command and the read back in one exec', () 
   const plan = planService(p, sysv(false));
 
   it('one exec starts the service and gives the state it left, for the journal', async () => {
-    const { serviceStep } = await import('../../src/steps/service.js');
+    const { serviceStep } = await import('../../src/steps/service/service.js');
     const { ctx, execs } = fakeCtx();
     const r = await serviceStep.apply(ctx, p, plan, sysv(false));
     expect(execs).toHaveLength(1);
@@ -104,7 +104,7 @@ describe('service apply: the control command and the read back in one exec', () 
   });
 
   it('a failed start says what the init script said; a start that did not take says so', async () => {
-    const { serviceStep } = await import('../../src/steps/service.js');
+    const { serviceStep } = await import('../../src/steps/service/service.js');
     await expect(serviceStep.apply(fakeCtx({ code: 1, said: 'cron: no such daemon\n' }).ctx, p, plan, sysv(false))).rejects.toThrow('start cron on h1 failed (exit 1): cron: no such daemon');
     await expect(serviceStep.apply(fakeCtx({ runningAfter: false }).ctx, p, plan, sysv(false))).rejects.toThrow('start cron on h1 reported success, but the service is not running');
   });

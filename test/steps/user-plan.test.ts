@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { mergeEntries } from '../../src/steps/accounts.js';
-import { accountCommand, parseUserCheck, planUser, userSchema, type UserState } from '../../src/steps/user.js';
+import { accountCommand, parseUserCheck, planUser, userSchema, type UserState } from '../../src/steps/user/user.js';
 
 const env = { runId: 'R1', step: 'Deploy user', backupDir: '/var/lib/hostsmith/backups/R1' };
 const BK = '/var/lib/hostsmith/backups/R1/Deploy_user-bc83310f';

@@ -5,12 +5,12 @@
  */
 import { describe, expect, it } from 'vitest';
 import type { z } from 'zod';
-import { commandSchema } from '../../src/steps/command.js';
-import { fileSchema } from '../../src/steps/file.js';
-import { lineSchema } from '../../src/steps/line.js';
+import { commandSchema } from '../../src/steps/command/command.js';
+import { fileSchema } from '../../src/steps/file/file.js';
+import { lineSchema } from '../../src/steps/line/line.js';
 import { absolutePathProblem, normalisePath } from '../../src/steps/paths.js';
-import { templateSchema } from '../../src/steps/template.js';
-import { userSchema } from '../../src/steps/user.js';
+import { templateSchema } from '../../src/steps/template/template.js';
+import { userSchema } from '../../src/steps/user/user.js';
 import { brief, loadIssues, yaml } from '../recipe/fixtures.js';
 
 /** `field: message` for each issue; [] when the params are valid. */

@@ -1,10 +1,10 @@
 import { z } from 'zod';
-import { accountsText, compact } from './undo-text.js';
-import { StepError } from '../errors.js';
-import { quote } from '../transport/shell.js';
-import { answerOf, guardScript, remember, runOneExec } from './guard.js';
-import { accountBackupDir, accountChangeError, accountName, backupAccountsScript, flag, idNumber, restoreAccounts, restoreAccountsScript, touchedItems, ACCOUNT_WRITES, accountGone, type AccountUndo } from './accounts.js';
-import type { Plan, StepContext, StepType } from './step.js';
+import { accountsText, compact } from '../undo-text.js';
+import { StepError } from '../../errors.js';
+import { quote } from '../../transport/shell.js';
+import { answerOf, guardScript, remember, runOneExec } from '../guard.js';
+import { accountBackupDir, accountChangeError, accountName, backupAccountsScript, flag, idNumber, restoreAccounts, restoreAccountsScript, touchedItems, ACCOUNT_WRITES, accountGone, type AccountUndo } from '../accounts.js';
+import type { Plan, StepContext, StepType } from '../step.js';
 
 export const groupSchema = z
   .object({

@@ -1,12 +1,12 @@
 import { posix } from 'node:path';
-import { compact, str } from './undo-text.js';
+import { compact, str } from '../undo-text.js';
 import { z } from 'zod';
-import { ANYTHING } from './footprint.js';
-import { StepError } from '../errors.js';
-import { commandScript, quote } from '../transport/shell.js';
-import { tail, type StepContext, type StepType } from './step.js';
-import { hostPath, ownerName } from './paths.js';
-import { guardScript, runOneExec } from './guard.js';
+import { ANYTHING } from '../footprint.js';
+import { StepError } from '../../errors.js';
+import { commandScript, quote } from '../../transport/shell.js';
+import { tail, type StepContext, type StepType } from '../step.js';
+import { hostPath, ownerName } from '../paths.js';
+import { guardScript, runOneExec } from '../guard.js';
 
 export const commandSchema = z
   .object({

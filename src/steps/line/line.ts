@@ -1,11 +1,11 @@
 import { z } from 'zod';
-import { StepError } from '../errors.js';
-import { unifiedDiff } from '../render/diff.js';
-import { backupPath } from './backup.js';
-import { applyPath, checkPath, folderGone, pathUndoSummary, sourceProblems, pathFootprint, pathKey, pathWrote, rollbackPath, rollbackPathScript, type FileUndo, type PathState } from './file-state.js';
-import { HIDDEN_OLD, type Plan, type PlanEnv, type StepType } from './step.js';
-import { fmtMode, modeSchema } from './modes.js';
-import { absolutePath, ownerName } from './paths.js';
+import { StepError } from '../../errors.js';
+import { unifiedDiff } from '../../render/diff.js';
+import { backupPath } from '../backup.js';
+import { applyPath, checkPath, folderGone, pathUndoSummary, sourceProblems, pathFootprint, pathKey, pathWrote, rollbackPath, rollbackPathScript, type FileUndo, type PathState } from '../file-state.js';
+import { HIDDEN_OLD, type Plan, type PlanEnv, type StepType } from '../step.js';
+import { fmtMode, modeSchema } from '../modes.js';
+import { absolutePath, ownerName } from '../paths.js';
 
 const regex = z.string().min(1).superRefine((s, ctx) => {
   try {

@@ -1,16 +1,16 @@
 import { posix } from 'node:path';
-import { accountsText, compact, names } from './undo-text.js';
+import { accountsText, compact, names } from '../undo-text.js';
 import { z } from 'zod';
-import { MovedError, answerOf, guardFirst, guardScript, remember, runOneExec } from './guard.js';
-import { StepError } from '../errors.js';
-import { unifiedDiff } from '../render/diff.js';
-import { quote } from '../transport/shell.js';
-import { runOk, tail, type ApplyResult } from './step.js';
-import { accountBackupDir, accountChangeError, accountName, backupAccounts, backupAccountsScript, flag, idNumber, passwdField, restoreAccounts, restoreAccountsScript, uniq, touchedItems, ACCOUNT_WRITES, accountGone, type AccountUndo, type Touched } from './accounts.js';
-import { backupPath, copyToBackup, restoreFromBackup, restoreScript } from './backup.js';
-import { fmtMode } from './modes.js';
-import { absolutePathProblem } from './paths.js';
-import { HIDDEN_OLD, type Plan, type PlanEnv, type StepContext, type StepType } from './step.js';
+import { MovedError, answerOf, guardFirst, guardScript, remember, runOneExec } from '../guard.js';
+import { StepError } from '../../errors.js';
+import { unifiedDiff } from '../../render/diff.js';
+import { quote } from '../../transport/shell.js';
+import { runOk, tail, type ApplyResult } from '../step.js';
+import { accountBackupDir, accountChangeError, accountName, backupAccounts, backupAccountsScript, flag, idNumber, passwdField, restoreAccounts, restoreAccountsScript, uniq, touchedItems, ACCOUNT_WRITES, accountGone, type AccountUndo, type Touched } from '../accounts.js';
+import { backupPath, copyToBackup, restoreFromBackup, restoreScript } from '../backup.js';
+import { fmtMode } from '../modes.js';
+import { absolutePathProblem } from '../paths.js';
+import { HIDDEN_OLD, type Plan, type PlanEnv, type StepContext, type StepType } from '../step.js';
 
 const absPath = (what: string) =>
   passwdField(what).superRefine((v, ctx) => {

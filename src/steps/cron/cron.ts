@@ -1,14 +1,14 @@
 import { CronExpressionParser } from 'cron-parser';
-import { compact, str } from './undo-text.js';
+import { compact, str } from '../undo-text.js';
 import cronstrue from 'cronstrue';
 import { z } from 'zod';
-import { StepError } from '../errors.js';
-import { cronProblem } from './cron-schedule.js';
-import { unifiedDiff } from '../render/diff.js';
-import { quote } from '../transport/shell.js';
-import { backupDirsScript, backupPath } from './backup.js';
-import { answerOf, guardScript, remember, runOneExec } from './guard.js';
-import { sha256, tail, type Plan, type PlanEnv, type StepContext, type StepType } from './step.js';
+import { StepError } from '../../errors.js';
+import { cronProblem } from './schedule.js';
+import { unifiedDiff } from '../../render/diff.js';
+import { quote } from '../../transport/shell.js';
+import { backupDirsScript, backupPath } from '../backup.js';
+import { answerOf, guardScript, remember, runOneExec } from '../guard.js';
+import { sha256, tail, type Plan, type PlanEnv, type StepContext, type StepType } from '../step.js';
 
 const oneLine = (what: string) =>
   z

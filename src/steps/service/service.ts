@@ -1,9 +1,9 @@
 import { z } from 'zod';
-import { compact, str } from './undo-text.js';
-import { StepError } from '../errors.js';
-import { quote } from '../transport/shell.js';
+import { compact, str } from '../undo-text.js';
+import { StepError } from '../../errors.js';
+import { quote } from '../../transport/shell.js';
 import { randomBytes } from 'node:crypto';
-import type { Plan, StepContext, StepType } from './step.js';
+import type { Plan, StepContext, StepType } from '../step.js';
 
 export const serviceSchema = z
   .object({

@@ -1,9 +1,9 @@
 import { z } from 'zod';
-import { InputError } from '../errors.js';
-import type { StepType } from './step.js';
-import { modeSchema } from './modes.js';
-import { absolutePath, linkTarget, ownerName } from './paths.js';
-import { applyPath, checkPath, folderGone, pathUndoSummary, sourceProblems, pathFootprint, pathKey, pathWrote, planPath, rollbackPath, rollbackPathScript, type FileUndo, type PathState, type Wanted } from './file-state.js';
+import { InputError } from '../../errors.js';
+import type { StepType } from '../step.js';
+import { modeSchema } from '../modes.js';
+import { absolutePath, linkTarget, ownerName } from '../paths.js';
+import { applyPath, checkPath, folderGone, pathUndoSummary, sourceProblems, pathFootprint, pathKey, pathWrote, planPath, rollbackPath, rollbackPathScript, type FileUndo, type PathState, type Wanted } from '../file-state.js';
 
 export const fileSchema = z
   .object({

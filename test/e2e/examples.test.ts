@@ -1,0 +1,172 @@
+/**
+ * Every example recipe in recipes/, end to end on a fresh real host, the ways a person runs them:
+ *
+ * - each recipe (listed from the folder, so a new one is covered without touching this file):
+ *   `apply --yes --json`, then `undo <run-id> --yes` leaves zero residue against a snapshot taken
+ *   before the apply, and a second undo of the same run has nothing to do;
+ * - web-server through a saved plan: `plan --out` marks "No default site" as known after apply
+ *   (it depends on the nginx package), `apply --plan` follows it, and a new plan has nothing left;
+ * - web-server through a terminal `apply`, answering yes at the confirmation, on a real pty;
+ * - web-server through `bootstrap`, every question typed on a real pty.
+ *
+ * Each case starts on a fresh host (the sandbox host restarted with its changes wiped). The
+ * host is read with plain OpenSSH (test/hosts/residue.ts) and nginx with a plain HTTP request.
+ */
+import { get } from 'node:http';
+import { mkdtempSync, readdirSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { beforeEach, expect, it } from 'vitest';
+import type { Sandbox, SandboxHost } from '../hosts/hosts.js';
+import { residue, snapshotHost } from '../hosts/residue.js';
+import { describeHosts, useSandbox } from '../hosts/use-sandbox.js';
+import { hostsmith, onTerminal, ROOT, sandboxArgs, stepEvents } from './cli.js';
+
+/** Read when the file is collected: a recipe added to recipes/ gets its own test. */
+const RECIPES = readdirSync(join(ROOT, 'recipes'))
+  .filter((f) => /\.ya?ml$/.test(f))
+  .sort();
+
+/**
+ * The vars a recipe needs on a sandbox host (as --var name=value). A recipe with a required var
+ * that is not given here fails its test with exit 2, which is the reminder to add it.
+ */
+const VARS: Record<string, (sb: Sandbox, h: SandboxHost) => string[]> = {
+  // The sandbox key logs in as root already: installing it for the admin is harmless.
+  'admin-user': (sb) => [`admin_key=${readFileSync(`${sb.keyPath}.pub`, 'utf8').trim()}`],
+  // Hosts share the machine's network: nginx binds the host's own loopback address.
+  'web-server': (_sb, h) => [`listen=${h.address}:8080`],
+};
+
+function httpGet(url: string): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    get(url, (res) => {
+      let body = '';
+      res.on('data', (d) => (body += d));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+    }).on('error', reject);
+  });
+}
+
+describeHosts('the example recipes, end to end on a fresh host', () => {
+  const sandbox = useSandbox(1);
+  const host = () => sandbox().hosts[0]!;
+  let state: string;
+  let used = false;
+
+  beforeEach(async () => {
+    // The sandbox starts fresh; every later case gets the host back as it booted the first time.
+    if (used) await sandbox().restart(host(), { wipe: true });
+    used = true;
+    state = mkdtempSync(join(tmpdir(), 'hostsmith-state-'));
+  });
+
+  const varArgs = (vars: string[]) => vars.flatMap((v) => ['--var', v]);
+  const tail = (r: { stdout: string; stderr: string }) => `${r.stderr}\n${r.stdout.slice(-4000)}`;
+
+  for (const file of RECIPES) {
+    const name = file.replace(/\.ya?ml$/, '');
+    it(`${name}: apply, then undo leaves no residue; a second undo has nothing to do`, async () => {
+      const sb = sandbox();
+      const h = host();
+      const before = await snapshotHost(sb, h);
+
+      const applied = await hostsmith(['apply', `recipes/${file}`, '--hosts', h.name, '--yes', '--json', ...sandboxArgs(sb, state), ...varArgs(VARS[name]?.(sb, h) ?? [])]);
+      expect(applied.code, tail(applied)).toBe(0);
+      const runId = applied.events.find((e) => e.event === 'run-started')?.runId as string | undefined;
+      expect(runId).toEqual(expect.any(String));
+
+      // Soft: what the host is left with is reported even when the undo itself failed.
+      const undo = await hostsmith(['undo', runId!, '--yes', '--state-dir', state]);
+      expect.soft(undo.code, tail(undo)).toBe(0);
+      expect.soft(await residue(sb, h, before), 'what the undo left on the host').toEqual([]);
+
+      const again = await hostsmith(['undo', runId!, '--yes', '--state-dir', state]);
+      expect(again.code, tail(again)).toBe(0);
+      expect(again.stdout).toMatch(/nothing to undo for run/);
+    });
+  }
+
+  it('web-server through a saved plan: "No default site" known after apply; apply --plan follows it; nothing left to plan', async () => {
+    const sb = sandbox();
+    const h = host();
+    const planFile = join(mkdtempSync(join(tmpdir(), 'hostsmith-plan-')), 'p.json');
+    const target = ['--hosts', h.name, ...sandboxArgs(sb, state), ...varArgs(['server_name=plan.test', `listen=${h.address}:8080`])];
+
+    // Plans take no lock on the host: the saved one and the human text one are made at once.
+    const [plan, text] = await Promise.all([
+      hostsmith(['plan', 'recipes/web-server.yml', '--out', planFile, '--json', ...target]),
+      hostsmith(['plan', 'recipes/web-server.yml', ...target]),
+    ]);
+    expect(plan.code, tail(plan)).toBe(0);
+    const noDefault = stepEvents(plan).find((e) => e.step === 'No default site');
+    // Whether the default site exists is known only once nginx is installed.
+    expect(noDefault, JSON.stringify(noDefault)).toMatchObject({ status: 'planned', dynamic: true });
+    expect(noDefault!.dependsOn).toContain('Install nginx');
+
+    expect(text.code, tail(text)).toBe(0);
+    const line = text.stdout.split('\n').find((l) => l.includes('No default site'));
+    expect(line, text.stdout).toMatch(/known after apply/);
+    expect(line).toMatch(/Install nginx/);
+
+    const applied = await hostsmith(['apply', '--plan', planFile, '--state-dir', state]);
+    expect(applied.code, tail(applied)).toBe(0);
+    expect(applied.stdout).toMatch(/Done \(run \S+\)/);
+
+    const after = await hostsmith(['plan', 'recipes/web-server.yml', '--json', ...target]);
+    expect(after.code, tail(after)).toBe(0);
+    expect(stepEvents(after).filter((e) => e.status === 'planned')).toEqual([]);
+  });
+
+  it('web-server through apply on a terminal: the plan shown, yes at the confirmation, nginx serves the page', async () => {
+    const sb = sandbox();
+    const h = host();
+    const r = await onTerminal(
+      ['apply', 'recipes/web-server.yml', '--hosts', h.name, ...sandboxArgs(sb, state), ...varArgs([`listen=${h.address}:8080`])],
+      [
+        [/Public host name of the site \(server_name\)/, 'term.test\r'],
+        [/Apply these \d+ change\(s\)\? \(y\/N\)/, 'y\r'],
+      ],
+      { timeoutMs: 120_000 },
+    );
+    expect(r.code, r.screen.slice(-4000)).toBe(0);
+    expect(r.screen).toMatch(/No default site/);
+    expect(r.screen).toMatch(/Done \(run \S+\)/);
+    const page = await httpGet(`http://${h.address}:8080/`);
+    expect(page.status).toBe(200);
+    expect(page.body).toContain('<h1>term.test</h1>');
+  });
+
+  it('web-server through bootstrap on a terminal: host, key-file login and vars typed, the plan confirmed', async () => {
+    const sb = sandbox();
+    const h = host();
+    // An empty home: no ssh-agent, no ~/.ssh keys or config, no hostsmith config of the person's.
+    const home = mkdtempSync(join(tmpdir(), 'hostsmith-home-'));
+    const r = await onTerminal(
+      ['bootstrap', 'recipes/web-server.yml', '--known-hosts', sb.knownHostsPath, '--state-dir', state],
+      [
+        [/Host to set up/, `root@${h.address}:${h.port}\r`],
+        // Typing picks the choice whose name starts with it: the key file, not the password.
+        [/How do you log in/, 'a key file\r'],
+        [/Private key file/, `${sb.keyPath}\r`],
+        [/Public host name of the site \(server_name\)/, 'boot.test\r'],
+        [/What nginx listens on: a port, or address:port \(listen\)/, `${h.address}:8080\r`],
+        [/Folder the site is served from \(site_root\)/, '\r'],
+        [/Shown on the index page \(admin_email\)/, '\r'],
+        [/Days of nginx logs logrotate keeps \(log_keep_days\)/, '\r'],
+        [/Apply these \d+ change\(s\)\? \(Y\/n\)/, 'y\r'],
+        // Not saved: an inventory.yml would be written into the project folder.
+        [/to an inventory, so later runs can name it/, 'n\r'],
+      ],
+      { env: { HOME: home, SSH_AUTH_SOCK: '', XDG_CONFIG_HOME: join(home, '.config') }, timeoutMs: 120_000 },
+    );
+    expect(r.code, r.screen.slice(-4000)).toBe(0);
+    expect(r.screen).toContain(`Setting up root@${h.address}:${h.port}.`);
+    expect(r.screen).toContain(`Logged in to ${h.address} as root with ${sb.keyPath}.`);
+    expect(r.screen).toMatch(/Done \(run \S+\)/);
+    expect(r.screen).toContain('Not saved to an inventory.');
+    const page = await httpGet(`http://${h.address}:8080/`);
+    expect(page.status).toBe(200);
+    expect(page.body).toContain('<h1>boot.test</h1>');
+  });
+});
