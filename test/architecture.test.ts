@@ -77,6 +77,7 @@ describe('the shape of src/', () => {
     ['steps', ['engine', 'recipe', 'cli']],
     ['transport', ['engine', 'recipe', 'cli', 'steps']],
     ['render', ['engine', 'recipe', 'cli', 'steps']],
+    ['shell', ['engine', 'recipe', 'cli', 'steps', 'transport', 'render']],
   ])('%s/ imports nothing from %j', (layer, above) => {
     const bad = [...graph].flatMap(([f, deps]) => (f.startsWith(`${layer}/`) ? deps.filter((d) => above.some((a) => d.startsWith(`${a}/`))).map((d) => `${f} -> ${d}`) : []));
     expect(bad).toEqual([]);

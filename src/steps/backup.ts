@@ -5,6 +5,7 @@
 import { createHash } from 'node:crypto';
 import { posix } from 'node:path';
 import { quote } from '../transport/shell.js';
+import { enterScript, splitPath, withSafePath } from '../shell/safe-path.js';
 import { StepError } from '../errors.js';
 import { tail, type PlanEnv, type StepContext } from './step.js';
 
@@ -48,7 +49,9 @@ export function backupFailure(ctx: Pick<StepContext, 'host'>, r: { code: number;
 /** Shell: copies what is at `path` (file, folder or link, with its metadata) to `dest`; a failed copy leaves nothing at `dest`. */
 export function copyToBackupScript(ctx: Pick<StepContext, 'backupDir'>, path: string, dest: string): string {
   const d = quote(dest);
-  return `${backupDirsScript(ctx, dest)} && rm -rf -- ${d} && { cp -a -- ${quote(path)} ${d} || { rc=$?; rm -rf -- ${d}; exit $rc; }; }`;
+  const { dir, base } = splitPath(path);
+  // Read from inside its folder, entered without following a planted link: what is copied is what the step manages.
+  return withSafePath(`${backupDirsScript(ctx, dest)} && rm -rf -- ${d} || exit 1\n${enterScript(dir)}\n{ cp -a -- ${quote(base)} ${d} || { rc=$?; rm -rf -- ${d}; exit $rc; }; }`);
 }
 
 export async function copyToBackup(ctx: StepContext, path: string, dest: string): Promise<void> {
@@ -66,15 +69,21 @@ export async function restoreFromBackup(ctx: StepContext, backup: string, path: 
 /** The script restoreFromBackup runs; the lockout watchdog runs the same one. */
 export function restoreScript(backup: string, path: string): string {
   const b = quote(backup);
-  const p = quote(path);
-  const tmp = quote(`${path}.hostsmith-restore`);
-  return [
-    `{ test -e ${b} || test -L ${b} || { printf '%s\\n' ${quote(`the backup ${backup} is missing`)} >&2; exit 1; }; }`,
-    `rm -rf -- ${tmp}`,
-    `{ cp -a -- ${b} ${tmp} || { rc=$?; rm -rf -- ${tmp}; exit $rc; }; }`,
-    `rm -rf -- ${p}.hostsmith-old`,
-    `if [ -d ${p} ] && [ ! -L ${p} ]; then mv -- ${p} ${p}.hostsmith-old; fi`,
-    `mv -fT -- ${tmp} ${p}`,
-    `rm -rf -- ${p}.hostsmith-old`,
-  ].join(' && ');
+  const { dir, base } = splitPath(path);
+  const p = quote(base);
+  // In the path's folder, entered without following a planted link; the copy goes to a name no
+  // one can guess, then is renamed over the path (rename does not follow a link there).
+  return withSafePath(
+    [
+      'set -e',
+      `{ test -e ${b} || test -L ${b} || { printf '%s\\n' ${quote(`the backup ${backup} is missing`)} >&2; exit 1; }; }`,
+      enterScript(dir),
+      `tmp=.hostsmith-restore.$(od -An -N8 -tx8 /dev/urandom | tr -d ' ')`,
+      `old=$tmp.old`,
+      `{ cp -a -- ${b} "$tmp" || { rc=$?; rm -rf -- "$tmp"; exit $rc; }; }`,
+      `if [ -d ${p} ] && [ ! -L ${p} ]; then mv -- ${p} "$old"; fi`,
+      `mv -fT -- "$tmp" ${p}`,
+      `rm -rf -- "$old"`,
+    ].join('\n'),
+  );
 }

@@ -5,7 +5,8 @@
 import { posix } from 'node:path';
 import { StepError } from '../errors.js';
 import { unifiedDiff } from '../render/diff.js';
-import { atomicWriteScript, quote } from '../transport/shell.js';
+import { quote } from '../transport/shell.js';
+import { enterScript, splitPath, withSafePath } from '../shell/safe-path.js';
 import { runOk, tail, type Plan, type PlanEnv, type StepContext } from './step.js';
 import type { Footprint } from './footprint.js';
 import { metaText, names, str, type UndoData } from './undo-text.js';
@@ -249,33 +250,37 @@ function chownSpec(owner?: string, group?: string): string | null {
  */
 export async function applyPath(ctx: StepContext, w: Wanted, plan: Plan<FileUndo>, s?: PathState): Promise<PathState | undefined> {
   const undo = plan.undo;
-  const p = quote(w.path);
+  // Every change is made from inside the path's folder, entered without following a link another
+  // user could plant or swap, on the bare name with operations that do not follow one (safe-path.ts).
+  const { dir, base } = splitPath(w.path);
+  const b = quote(base);
   const own = chownSpec(w.owner, w.group);
-  const chown = own ? [`chown ${w.state === 'link' ? '-h ' : ''}${quote(own)} -- ${p}`] : [];
-  const meta = [...(w.mode !== undefined ? [`chmod ${fmtMode(w.mode)} -- ${p}`] : []), ...chown];
-  let change: string;
+  const meta = (name: string) => (w.mode !== undefined || own ? `hs_meta ${name} ${w.mode !== undefined ? fmtMode(w.mode) : "''"} ${quote(own ?? '')}` : 'true');
+  let lines: string[];
   let what: string;
   let stdin: Buffer | undefined;
   switch (w.state) {
     case 'absent':
-      [change, what] = [`rm -rf -- ${p}`, `removing ${w.path}`];
+      [lines, what] = [[enterScript(dir, { missingOk: true }), `rm -rf -- ${b}`], `removing ${w.path}`];
       break;
     case 'directory':
-      [change, what] = [[`mkdir -p -- ${p}`, ...meta].join(' && '), `creating directory ${w.path}`];
+      [lines, what] = [[enterScript(w.path, { make: true }), meta('.')], `creating directory ${w.path}`];
       break;
     case 'link':
-      [change, what] = [[`mkdir -p -- ${quote(posix.dirname(w.path))}`, `ln -sfn -- ${quote(w.target ?? '')} ${p}`, ...chown].join(' && '), `linking ${w.path}`];
+      [lines, what] = [[enterScript(dir, { make: true }), `ln -sfT -- ${quote(w.target ?? '')} ${b}`, ...(own ? [`chown -h ${quote(own)} -- ${b}`] : [])], `linking ${w.path}`];
       break;
     case 'present': {
       const contentChanged = !undo || undo.kind === 'absent' || undo.backup !== undefined;
       if (!contentChanged) {
-        [change, what] = [meta.join(' && ') || 'true', `setting metadata of ${w.path}`];
+        [lines, what] = [[enterScript(dir), meta(b)], `setting metadata of ${w.path}`];
         break;
       }
-      const parents = undo?.kind === 'absent' && undo.created.length ? `mkdir -p -- ${quote(posix.dirname(w.path))}\n` : '';
-      [change, what, stdin] = [`${parents}${atomicWriteScript(w.path, { mode: w.mode, owner: w.owner, group: w.group })}`, `writing ${w.path}`, w.content ?? Buffer.alloc(0)];
+      const make = undo?.kind === 'absent' && undo.created.length > 0;
+      const write = `hs_write ${b} ${w.mode !== undefined ? fmtMode(w.mode) : "''"} ${quote(own ?? '')}`;
+      [lines, what, stdin] = [[enterScript(dir, { make }), write], `writing ${w.path}`, w.content ?? Buffer.alloc(0)];
     }
   }
+  const change = withSafePath(lines.join('\n'));
   const backup = undo && undo.kind !== 'absent' && undo.backup ? undo.backup : undefined;
   const raw = answerOf(s);
   const { r, failed } = await runOneExec(
@@ -313,19 +318,24 @@ export async function rollbackPath(ctx: StepContext, undo: FileUndo): Promise<vo
 
 /** The one script that puts the path back: rollbackPath runs it, and so does the lockout watchdog. */
 export function rollbackPathScript(undo: FileUndo): string {
-  const p = quote(undo.path);
+  // Each part in its own subshell: it enters its folder (refusing a planted or swapped link) and
+  // acts on the bare name there.
+  const at = (path: string, missingOk: boolean, act: (name: string) => string) => {
+    const { dir, base } = splitPath(path);
+    return `( ${enterScript(dir, { missingOk })}\n${act(quote(base))}\n)`;
+  };
   if (undo.kind === 'absent') {
     // What is already gone (a later rollback, e.g. a package purge, took it) needs no undoing.
-    const parents = [...undo.created].reverse().map((d) => `if [ -d ${quote(d)} ]; then rmdir -- ${quote(d)}; fi`);
     // A directory we created is removed only if empty: anything else in it is not ours to delete.
-    const remove = `if [ -d ${p} ] && [ ! -L ${p} ]; then rmdir -- ${p}; else rm -f -- ${p}; fi`;
-    return [remove, ...parents].join(' && ');
+    const remove = at(undo.path, true, (n) => `if [ -d ${n} ] && [ ! -L ${n} ]; then rmdir -- ${n}; else rm -f -- ${n}; fi`);
+    const parents = [...undo.created].reverse().map((d) => at(d, true, (n) => `if [ -d ${n} ] && [ ! -L ${n} ]; then rmdir -- ${n}; fi`));
+    return withSafePath([remove, ...parents].join(' &&\n'));
   }
   if (undo.backup) return restoreScript(undo.backup, undo.path);
   const own = chownSpec(undo.owner, undo.group);
-  if (undo.kind === 'link') return [`ln -sfn -- ${quote(undo.target ?? '')} ${p}`, own ? `chown -h ${quote(own)} -- ${p}` : ''].filter(Boolean).join(' && ');
-  const cmds = [undo.mode !== undefined ? `chmod ${fmtMode(undo.mode)} -- ${p}` : '', own ? `chown ${quote(own)} -- ${p}` : ''];
-  return cmds.filter(Boolean).join(' && ') || 'true';
+  if (undo.kind === 'link') return withSafePath(at(undo.path, false, (n) => [`ln -sfT -- ${quote(undo.target ?? '')} ${n}`, ...(own ? [`chown -h ${quote(own)} -- ${n}`] : [])].join(' && ')));
+  if (undo.mode === undefined && !own) return 'true';
+  return withSafePath(at(undo.path, false, (n) => `hs_meta ${n} ${undo.mode !== undefined ? fmtMode(undo.mode) : "''"} ${quote(own ?? '')}`));
 }
 
 /** A path step reads and writes its path (and, through the folders above it, depends on them). */

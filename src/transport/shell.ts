@@ -2,6 +2,7 @@
  * Everything that reaches a remote shell is built here, so quoting lives in one place.
  */
 import { HostsmithError } from '../errors.js';
+import { enterScript, splitPath, withSafePath } from '../shell/safe-path.js';
 
 /** POSIX single-quote a string for sh. */
 export function quote(s: string | number): string {
@@ -108,19 +109,10 @@ export function octal(mode: number): string {
  * existing file's are kept.
  */
 export function atomicWriteScript(path: string, o: { mode?: number; owner?: string; group?: string }): string {
-  const p = quote(path);
-  const lines = [
-    'set -e',
-    `dir=$(dirname -- ${p})`,
-    `tmp=$(mktemp "$dir/.hostsmith.XXXXXXXX")`,
-    `trap 'rm -f -- "$tmp"' EXIT`,
-    'cat > "$tmp"',
-    `if [ -e ${p} ]; then chmod --reference=${p} "$tmp"; chown --reference=${p} "$tmp" 2>/dev/null || true; else chmod 0644 "$tmp"; fi`,
-  ];
-  if (o.mode !== undefined) lines.push(`chmod ${octal(o.mode)} "$tmp"`);
-  if (o.owner || o.group) lines.push(`chown ${quote(`${o.owner ?? ''}${o.group ? `:${o.group}` : ''}`)} "$tmp"`);
-  lines.push(`mv -f -- "$tmp" ${p}`, 'trap - EXIT');
-  return lines.join('\n');
+  const { dir, base } = splitPath(path);
+  const own = o.owner || o.group ? `${o.owner ?? ''}${o.group ? `:${o.group}` : ''}` : '';
+  // Entered without following a link another user could plant; the file opened without following one.
+  return withSafePath([enterScript(dir), `hs_write ${quote(base)} ${o.mode !== undefined ? octal(o.mode) : "''"} ${quote(own)}`].join('\n'));
 }
 
 /** Reads a file as raw bytes; exit 44 means it does not exist. */

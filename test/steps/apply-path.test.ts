@@ -90,6 +90,6 @@ describe('applyPath: one exec per change', () => {
     const path = join(dir, 'plain/app.conf');
     const w: Wanted = { path, state: 'present', content: Buffer.from('new\n') };
     const s = { kind: 'absent' as const, missing: [] };
-    await expect(applyPath(ctx, w, planPath(w, s, env))).rejects.toThrow(/^writing .*plain\/app\.conf failed \(exit 1\): .*Not a directory/);
+    await expect(applyPath(ctx, w, planPath(w, s, env))).rejects.toThrow(/^writing .*plain\/app\.conf failed \(exit 1\): .*plain is not a folder/);
   });
 });

@@ -28,8 +28,9 @@ function fakeCtx() {
     exec: async (cmd: string, o: { stdin?: Buffer } = {}) => {
       cmds.push(cmd);
       // applyPath writes in its one script: the atomic write's rename names the path.
-      const mv = /mv -f -- "\$tmp" (\S+)/.exec(cmd);
-      if (mv) writes.push({ path: mv[1]!, data: (o.stdin ?? Buffer.alloc(0)).toString('utf8') });
+      // The write enters the folder (hs_cd, or hs_mkcd making it) and writes the bare name there.
+      const mv = /hs_(?:mk)?cd '?([^'\s]+)'? .*\nhs_write '?([^'\s]+)'?/.exec(cmd);
+      if (mv) writes.push({ path: `${mv[1] === '/' ? '' : mv[1]}/${mv[2]}`, data: (o.stdin ?? Buffer.alloc(0)).toString('utf8') });
       return { code: 0, stdout: '', stderr: '', stdoutRaw: Buffer.alloc(0) };
     },
     writeFile: async (path: string, data: Buffer) => {
@@ -177,7 +178,8 @@ describe('file with state: present and neither content nor src', () => {
     await fileStep.apply(fake.ctx, p, plan({ mode: '0600' }, file('keep me\n')), file('keep me\n'));
     expect(fake.writes).toEqual([]);
     expect(fake.cmds).toHaveLength(1);
-    expect(fake.cmds[0]).toContain('( chmod 0600 -- /etc/app.conf\n)');
+    expect(fake.cmds[0]).toContain("hs_cd '/etc' ");
+    expect(fake.cmds[0]).toContain("hs_meta app.conf 0600 ''\n");
     expect(fake.cmds[0]).not.toContain('mktemp');
   });
 
@@ -218,7 +220,8 @@ describe('links: owner and group', () => {
     const w = want({ path: '/l', state: 'link', target: '/t', owner: 'www', group: 'adm' });
     await applyPath(fake.ctx, w, planPath(w, absent(), env));
     expect(fake.cmds).toHaveLength(1);
-    expect(fake.cmds[0]).toContain('( mkdir -p -- / && ln -sfn -- /t /l && chown -h www:adm -- /l\n)');
+    expect(fake.cmds[0]).toContain("hs_mkcd '/' ");
+    expect(fake.cmds[0]).toContain('ln -sfT -- /t l\nchown -h www:adm -- l\n');
   });
 
   it('a link cannot have a mode', () => {

@@ -20,8 +20,9 @@ function fakeHost(at: { kind: 'absent' } | { kind: 'file'; content: string }) {
     exec: async (cmd: string, o: { stdin?: Buffer } = {}) => {
       cmds.push(cmd);
       // applyPath writes in its one script: the atomic write's rename names the path.
-      const mv = /mv -f -- "\$tmp" (\S+)/.exec(cmd);
-      if (mv) writes.push({ path: mv[1]!, data: (o.stdin ?? Buffer.alloc(0)).toString('utf8') });
+      // The write enters the folder (hs_cd, or hs_mkcd making it) and writes the bare name there.
+      const mv = /hs_(?:mk)?cd '?([^'\s]+)'? .*\nhs_write '?([^'\s]+)'?/.exec(cmd);
+      if (mv) writes.push({ path: `${mv[1] === '/' ? '' : mv[1]}/${mv[2]}`, data: (o.stdin ?? Buffer.alloc(0)).toString('utf8') });
       const out = cmds.length === 1 ? Buffer.from(header) : Buffer.alloc(0);
       return { code: 0, stdout: out.toString(), stderr: '', stdoutRaw: out };
     },
@@ -104,7 +105,7 @@ describe('line plan: (params, file state) → plan', () => {
     const now: PathState = { kind: 'file', mode: 0o644, owner: 'root', group: 'root', content: Buffer.from('x\n'), missing: [] };
     const plan = lineStep.plan(p, now, env);
     await lineStep.apply(fake.ctx, p, plan, now);
-    expect(fake.cmds[0]).toContain(`cp -a -- ${P} ${(plan.undo as { backup: string }).backup}`);
+    expect(fake.cmds[0]).toContain(`cp -a -- ${P.slice(P.lastIndexOf('/') + 1)} ${(plan.undo as { backup: string }).backup}`);
     expect(fake.writes).toEqual([{ path: P, data: 'x\na\n' }]);
   });
   it('creates the file (and parents) with create: true; rollback removes them', () => {

@@ -9,6 +9,7 @@ import { runOk, tail, type ApplyResult } from '../step.js';
 import { accountBackupDir, accountChangeError, accountName, backupAccounts, backupAccountsScript, flag, idNumber, passwdField, restoreAccounts, restoreAccountsScript, uniq, touchedItems, ACCOUNT_WRITES, accountGone, type AccountUndo, type Touched } from '../accounts.js';
 import { backupPath, copyToBackup, restoreFromBackup, restoreScript } from '../backup.js';
 import { fmtMode } from '../modes.js';
+import { enterScript, withSafePath } from '../../shell/safe-path.js';
 import { absolutePathProblem } from '../paths.js';
 import { HIDDEN_OLD, type Plan, type PlanEnv, type StepContext, type StepType } from '../step.js';
 
@@ -457,31 +458,46 @@ async function checkUser(ctx: StepContext, p: UserParams): Promise<UserState> {
   return remember(parseUserCheck(r.stdout, p), r.stdoutRaw);
 }
 
+/**
+ * authorized_keys and its .ssh folder sit in a home its user owns: the user could plant a link
+ * there (~/.ssh -> /root/.ssh) or swap one in while we write. So the home is entered without
+ * following such a link, .ssh is refused if it is one, and the file is written by its bare name
+ * with operations that do not follow a link (safe-path.ts).
+ */
 function writeKeysScript(file: string, content: Buffer, mode: number, owner: string): string {
   const dir = posix.dirname(file);
-  return [
-    `d=${quote(dir)}; f=${quote(file)}`,
-    `if [ -L "$d" ] || [ -L "$f" ]; then echo "$d or $f is a symbolic link" >&2; exit 1; fi`,
-    `[ -d "$d" ] || mkdir -- "$d" || exit 1`,
-    `chmod 0700 -- "$d" && chown -- ${owner} "$d" || exit 1`,
-    `t=$(mktemp "$d/.hostsmith.XXXXXXXX") || exit 1`,
-    `printf %s ${quote(content.toString('base64'))} | base64 -d > "$t" && chmod ${fmtMode(mode)} "$t" && chown ${owner} "$t" && mv -f -- "$t" "$f" || { rm -f -- "$t"; exit 1; }`,
-  ].join('\n');
+  const home = posix.dirname(dir);
+  return withSafePath(
+    [
+      enterScript(home),
+      `if [ -L .ssh ] || [ -L .ssh/authorized_keys ]; then hs_refuse ${quote(dir)} 'it or its authorized_keys is a symbolic link'; exit $?; fi`,
+      '[ -d .ssh ] || mkdir -- .ssh || exit 1',
+      `hs_meta .ssh 0700 ${quote(owner)} || exit 1`,
+      enterScript(dir),
+      `printf %s ${quote(content.toString('base64'))} | base64 -d | hs_write authorized_keys ${fmtMode(mode)} ${quote(owner)} || exit 1`,
+    ].join('\n'),
+  );
 }
 
 function rollbackKeysScript(k: KeysUndo): string {
-  const d = quote(k.dir);
-  const f = quote(k.file);
+  const home = posix.dirname(k.dir);
   const script = k.fileMeta
     ? writeKeysScript(k.file, Buffer.from(k.fileMeta.contentBase64, 'base64'), k.fileMeta.mode, `${k.fileMeta.uid}:${k.fileMeta.gid}`)
-    : `if [ -L ${d} ]; then exit 0; fi; rm -f -- ${f}`;
+    : withSafePath(`( ${enterScript(k.dir, { missingOk: true })}\nrm -f -- ${quote(posix.basename(k.file))}\n)`);
   // A .ssh folder the step created goes only if empty: anything else in it is not ours.
-  const dir = k.dirMeta ? `[ -L ${d} ] || { chmod ${fmtMode(k.dirMeta.mode)} -- ${d} && chown -- ${k.dirMeta.uid}:${k.dirMeta.gid} ${d}; }` : `rmdir -- ${d} 2>/dev/null; true`;
-  return `${script}\n${dir}`;
+  const dir = k.dirMeta
+    ? `( ${enterScript(home, { missingOk: true })}\n[ -L .ssh ] || [ ! -d .ssh ] || hs_meta .ssh ${fmtMode(k.dirMeta.mode)} ${k.dirMeta.uid}:${k.dirMeta.gid}\n)`
+    : `( ${enterScript(home, { missingOk: true })}\n[ -L .ssh ] || rmdir -- .ssh 2>/dev/null; true\n)`;
+  return `${script}\n${withSafePath(dir)}`;
 }
 
 async function rollbackKeys(ctx: StepContext, k: KeysUndo): Promise<void> {
   await runOk(ctx, rollbackKeysScript(k), `restoring ${k.file}`);
+}
+
+/** A path the step made (a home, a mail spool) removed from inside its folder, entered without following a planted link. */
+function removeScript(path: string): string {
+  return withSafePath(`${enterScript(posix.dirname(path), { missingOk: true })}\nrm -rf -- ${quote(posix.basename(path))}`);
 }
 
 /** rollbackUser as one host script, in the same order: keys, account entries, removed paths, restored paths. */
@@ -490,7 +506,11 @@ function rollbackUserScript(undo: UserUndo): string {
   // The keys script may `exit 0` early (a linked .ssh): it runs in its own subshell.
   if (undo.keys) parts.push(`( ${rollbackKeysScript(undo.keys)}\n ) || exit 1`);
   if (undo.accounts) parts.push(`( ${restoreAccountsScript(undo.accounts)}\n ) || exit 1`);
-  for (const path of undo.remove ?? []) if (path.startsWith('/') && path !== '/') parts.push(`rm -rf -- ${quote(path)} || exit 1`);
+  for (const path of undo.remove ?? []) {
+    if (!path.startsWith('/') || path === '/') continue;
+    // A home the step made: removed from inside its parent, entered without following a planted link.
+    parts.push(`( ${removeScript(path)}\n) || exit 1`);
+  }
   for (const { path, backup } of undo.restore ?? []) parts.push(`${restoreScript(backup, path)} || exit 1`);
   return parts.join('\n') || 'true';
 }
@@ -500,7 +520,7 @@ async function rollbackUser(ctx: StepContext, undo: UserUndo): Promise<void> {
   if (undo.accounts) await restoreAccounts(ctx, undo.accounts);
   for (const path of undo.remove ?? []) {
     if (!path.startsWith('/') || path === '/') continue;
-    await runOk(ctx, `rm -rf -- ${quote(path)}`, `removing ${path}`);
+    await runOk(ctx, removeScript(path), `removing ${path}`);
   }
   for (const { path, backup } of undo.restore ?? []) {
     await restoreFromBackup(ctx, backup, path);
@@ -527,7 +547,7 @@ export const userStep: StepType<UserParams, UserState, UserUndo> = {
         await copyToBackup(ctx, path, backup);
       }
       if (cmd0) await runOk(ctx, cmd0, cmd0.split(' ')[0]!);
-      for (const { path } of undo.restore ?? []) await runOk(ctx, `rm -rf -- ${quote(path)}`, `removing ${path}`);
+      for (const { path } of undo.restore ?? []) await runOk(ctx, removeScript(path), `removing ${path}`);
       if (keys && p.authorized_keys !== undefined) {
         const want = wantedKeys(p.authorized_keys);
         await runOk(ctx, writeKeysScript(posix.join(s.home, '.ssh/authorized_keys'), want, 0o600, `${quote(p.name)}:`), `writing authorized_keys of ${p.name}`);
