@@ -132,3 +132,28 @@ export function enterScript(dir: string, o: { make?: boolean; missingOk?: boolea
   const missing = o.missingOk ? 'exit 0' : `{ printf '%s\\n' ${q(`hostsmith: folder ${dir} does not exist`)} >&2; exit 1; }`;
   return `hs_cd ${q(dir)} || { hs_rc=$?; [ $hs_rc -eq ${MISSING} ] && ${missing}; exit $hs_rc; }`;
 }
+
+/**
+ * Shell for the read side: before a step reads `path`, it refuses the same planted links a
+ * write would (exit 77, naming the component), so a plan neither shows what such a link points
+ * at (root's files, in a diff) nor promises a change its apply would refuse. One `stat` over the
+ * folders above the path; the write side still checks again as it enters them.
+ */
+export function unsafeParentsScript(path: string): string {
+  const parts = path.split('/').filter(Boolean);
+  const prefixes = ['/', ...parts.slice(0, -1).map((_, i) => `/${parts.slice(0, i + 1).join('/')}`)];
+  return [
+    `set -- ${prefixes.map(q).join(' ')}`,
+    // Only the leading folders that exist print a line, in order: the i-th line is the i-th folder.
+    'hs_i=0; hs_prev=',
+    'hs_bad=$(stat --printf "%u %g %a %F\\n" -- "$@" 2>/dev/null | while read -r u g a f; do',
+    '  hs_i=$((hs_i+1))',
+    '  if [ "$f" = "symbolic link" ]; then',
+    '    set -- $hs_prev',
+    '    if [ "$u" != 0 ] || [ "$1" != 0 ] || { [ $(( 0$3 & 01000 )) -eq 0 ] && { [ $(( 0$3 & 02 )) -ne 0 ] || { [ $(( 0$3 & 020 )) -ne 0 ] && [ "$2" != 0 ]; }; }; }; then echo "$hs_i $u"; break; fi',
+    '  fi',
+    '  hs_prev="$u $g $a"',
+    'done)',
+    `if [ -n "$hs_bad" ]; then set -- "$@"; eval "hs_c=\\\${\${hs_bad% *}}"; printf 'hostsmith: refusing %s: it is a symbolic link (owned by uid %s) that a user other than root could have planted or swapped; hostsmith does not read or write through it\\n' "$hs_c" "\${hs_bad#* }" >&2; exit ${REFUSED}; fi`,
+  ].join('\n');
+}

@@ -6,7 +6,7 @@ import { posix } from 'node:path';
 import { StepError } from '../errors.js';
 import { unifiedDiff } from '../render/diff.js';
 import { quote } from '../transport/shell.js';
-import { enterScript, splitPath, withSafePath } from '../shell/safe-path.js';
+import { enterScript, splitPath, unsafeParentsScript, withSafePath } from '../shell/safe-path.js';
 import { runOk, tail, type Plan, type PlanEnv, type StepContext } from './step.js';
 import type { Footprint } from './footprint.js';
 import { metaText, names, str, type UndoData } from './undo-text.js';
@@ -64,6 +64,7 @@ export type FileUndo =
  */
 export function checkScript(path: string): string {
   return [
+    unsafeParentsScript(path),
     `p=${quote(path)}`,
     // ${d%/*} rather than dirname: the path is absolute and normalised (schema), and no command
     // substitution gets to strip a name's trailing newline. A dangling symlink is not "missing".
