@@ -40,12 +40,14 @@ const STRUCTURAL = new Set([
 const DIGEST = /^sha256:[0-9a-f]{64}( \(\d+ bytes\))?$/;
 
 /**
- * What to look for of one secret: the value without trailing whitespace (output is often
- * trimmed), and each non-blank line of a multi-line value (a cut-off tail shows only some).
+ * What to look for of one secret: the value as it is and trimmed at either end (output is
+ * often trimmed), and each non-blank line of a multi-line value (a cut-off tail shows only some).
  */
 export function secretPieces(secret: string): string[] {
   if (!secret) return [];
-  const pieces = new Set<string>([secret.trimEnd() || secret]);
+  // Output is trimmed at either end before it is shown (an error's text): every trimmed form counts.
+  const pieces = new Set<string>([secret, secret.trimEnd(), secret.trimStart(), secret.trim()].filter((x) => x.trim() !== ''));
+  if (!pieces.size) pieces.add(secret);
   if (/[\r\n]/.test(secret)) {
     for (const line of secret.split(/\r?\n|\r/)) {
       const t = line.trim();

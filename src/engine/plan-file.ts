@@ -3,7 +3,7 @@
  * with what an apply would use now (recipe, sources, vars, targets, version) before any host is
  * contacted. Every difference is named; any one refuses the apply (exit 2).
  */
-import { readFile, writeFile, chmod } from 'node:fs/promises';
+import { chmod, lstat, readFile, rename, unlink, writeFile } from 'node:fs/promises';
 import { InputError, type InputIssue } from '../errors.js';
 import type { Recipe } from '../recipe/types.js';
 import { sha256 } from '../steps/step.js';
@@ -82,9 +82,25 @@ function reachOf(t: HostTarget): Record<string, unknown> {
 }
 
 /** Written for its owner only (it names hosts and shows diffs), secrets masked. */
+/** A link at --out would have the plan (hosts, diffs) written wherever it points: refused, before any host is read too. */
+export async function checkPlanOut(file: string): Promise<void> {
+  const at = await lstat(file).catch(() => undefined);
+  if (at?.isSymbolicLink()) throw new InputError([{ file, message: '--out is a symbolic link: not writing the plan through it (give the path of a regular file); nothing was contacted' }]);
+  if (at && !at.isFile()) throw new InputError([{ file, message: '--out is not a regular file; nothing was contacted' }]);
+}
+
 export async function writePlanFile(file: string, plan: PlanValue, masker: Masker): Promise<void> {
-  await writeFile(file, JSON.stringify(masker.value(plan), null, 2) + '\n', { mode: 0o600 });
-  await chmod(file, 0o600);
+  await checkPlanOut(file);
+  // Written beside it and renamed into place: a link made meanwhile is replaced, not followed.
+  const tmp = `${file}.${process.pid}.${Date.now()}.tmp`;
+  try {
+    await writeFile(tmp, JSON.stringify(masker.value(plan), null, 2) + '\n', { mode: 0o600, flag: 'wx' });
+    await chmod(tmp, 0o600);
+    await rename(tmp, file);
+  } catch (e) {
+    await unlink(tmp).catch(() => {});
+    throw e;
+  }
 }
 
 export async function readPlanFile(file: string): Promise<PlanValue> {

@@ -19,7 +19,7 @@ import {
   type PathSeg,
   type RetryInput,
 } from './schema.js';
-import { findSource, sourceCandidates } from './sources.js';
+import { OutsideProject, findSource, sourceCandidates } from './sources.js';
 import type { Recipe, RetrySpec, StepSpec, VarSpec } from './types.js';
 import { convertVar, parseVarDecls } from './vars.js';
 import { decodeText, MAX_YAML_BYTES, notePlaces } from '../yaml.js';
@@ -264,7 +264,11 @@ class Loader {
       const at = (p: Array<string | number>): PathSeg[] => [...path, key, ...p];
       const env: StaticEnv = {
         findSource: async (srcName, kind) => {
-          const file = await findSource(dir, srcName, kind);
+          const file = await findSource(dir, srcName, kind).catch((e: unknown) => {
+            if (e instanceof OutsideProject) return { outside: e.message };
+            throw e;
+          });
+          if (file && typeof file === 'object') return { looked: [], why: file.outside };
           return file ? { file } : { looked: sourceCandidates(dir, srcName, kind).map(displayPath) };
         },
         checkTemplate: (file, p, local) => this.checkTemplateFile(file, at(p), new Set([...names, ...local])),

@@ -57,12 +57,14 @@ const builtins: Record<string, { min: number; max: number }> = {
   each: { min: 1, max: 1 },
   with: { min: 1, max: 1 },
   lookup: { min: 2, max: 2 },
-  log: { min: 1, max: Infinity },
 };
 
 export const HELPER_NAMES: readonly string[] = [...Object.keys(helpers), ...Object.keys(builtins)];
 
 const hb = Handlebars.create();
+// Handlebars' `log` prints its argument on the controller's stdout: unmasked secrets, and a line
+// that breaks --json. Templates render text; they do not print.
+hb.unregisterHelper('log');
 for (const [name, h] of Object.entries(helpers)) {
   // Handlebars passes its options object last; helpers only see the template's arguments.
   hb.registerHelper(name, (...args: unknown[]) => h.fn(...args.slice(0, -1)));

@@ -373,7 +373,7 @@ export async function sourceProblems(raw: UndoData, env: StaticEnv, kind: 'templ
   const src = raw.src;
   if (typeof src !== 'string' || !src || src.includes('{{')) return [];
   const found = await env.findSource(src, kind);
-  if ('looked' in found) return [{ path: ['src'], message: `${what} "${src}" not found (looked in ${found.looked.join(', ')})` }];
+  if ('looked' in found) return [{ path: ['src'], message: found.why ?? `${what} "${src}" not found (looked in ${found.looked.join(', ')})` }];
   if (local) await env.checkTemplate(found.file, ['src'], local);
   return [];
 }

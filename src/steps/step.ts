@@ -176,7 +176,7 @@ export interface StaticProblem {
 /** What a static check may ask the loader: sources beside the recipe, and template files checked. */
 export interface StaticEnv {
   /** The local file `src` names (of kind templates or files), or undefined with where it looked. */
-  findSource(src: string, kind: 'templates' | 'files'): Promise<{ file: string } | { looked: string[] }>;
+  findSource(src: string, kind: 'templates' | 'files'): Promise<{ file: string } | { looked: string[]; why?: string }>;
   /** Checks a template file's syntax and names, reporting at the step's `path`; `local`: names it may use beyond the recipe's. */
   checkTemplate(file: string, path: Array<string | number>, local: string[]): Promise<void>;
 }

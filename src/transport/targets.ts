@@ -9,6 +9,7 @@ import SSHConfig from 'ssh-config';
 import { z } from 'zod';
 import { InputError } from '../errors.js';
 import { parseYamlFile } from '../zod-issues.js';
+import { suggestion } from '../render/template.js';
 import { displayPath, formatPath, notePlaces, type PathSeg, type YamlSource } from '../yaml.js';
 
 export interface TargetSpec {
@@ -127,6 +128,53 @@ export function parseAddress(s: string): { user?: string; host: string; port?: n
   return { user, host: rest, port };
 }
 
+/** The Host patterns ~/.ssh/config names (the catch-all `*` left out). */
+function sshConfigNames(file: string): string[] {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch {
+    return [];
+  }
+  const out: string[] = [];
+  for (const line of SSHConfig.parse(text)) {
+    const l = line as { param?: string; value?: unknown };
+    if (l.param?.toLowerCase() !== 'host') continue;
+    const values = Array.isArray(l.value) ? l.value : [l.value];
+    for (const v of values) {
+      const pat = typeof v === 'string' ? v : (v as { val?: string })?.val;
+      if (pat && pat !== '*') out.push(pat);
+    }
+  }
+  return out;
+}
+
+/** Does an ssh config Host pattern (globs * and ?, ! negation left out) name `host`? */
+function patternNames(pattern: string, host: string): boolean {
+  if (pattern.startsWith('!')) return false;
+  const re = new RegExp(`^${pattern.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.')}$`, 'i');
+  return re.test(host);
+}
+
+const HOST_NAME = /^[A-Za-z0-9_]([A-Za-z0-9_.-]*[A-Za-z0-9_])?$/;
+const USER_NAME = /^[A-Za-z0-9_][A-Za-z0-9_.-]*$/;
+
+/**
+ * Why `name` (not local, not in the inventory) is no target, or undefined when it is one: a
+ * host name or address (with a dot, a colon, `@`, an IP, `localhost`) or a name ~/.ssh/config
+ * gives. Anything else — an option-looking `-oProxyCommand=…`, spaces, a bare word that is in
+ * no inventory — is refused before any lookup.
+ */
+function targetProblem(name: string, a: { user?: string; host: string }, sshNames: string[]): string | undefined {
+  const v6 = a.host.includes(':');
+  if (a.user !== undefined && !USER_NAME.test(a.user)) return `"${name}": "${a.user}" is not a user name`;
+  if (!v6 && !HOST_NAME.test(a.host)) return `"${name}" is not a host name, an address or a name in the inventory`;
+  if (v6 && !/^[0-9A-Fa-f:.]+$/.test(a.host)) return `"${name}" is not an IPv6 address`;
+  const addressLike = a.user !== undefined || v6 || a.host.includes('.') || name.includes(':') || a.host === 'localhost';
+  if (addressLike || sshNames.some((p) => patternNames(p, a.host))) return undefined;
+  return `"${name}" is neither in the inventory${sshNames.length ? ' nor in ~/.ssh/config' : ''} nor an address (an address has a dot, a colon or user@)`;
+}
+
 function sshConfigFor(host: string, file: string): Record<string, string | string[]> | undefined {
   let text: string;
   try {
@@ -152,9 +200,9 @@ export function resolveTargets(o: TargetOptions): TargetSpec[] {
   const d = inv?.defaults ?? {};
   const defaultUser = userInfo().username;
   const sshConfigFile = o.sshConfigFile ?? `${homedir()}/.ssh/config`;
-  const names = o.hosts
-    ? o.hosts.split(',').map((s) => s.trim()).filter(Boolean)
-    : Object.keys(inv?.hosts ?? {});
+  // An empty --hosts (an unset $HOSTS in a script) selects nothing: never the whole inventory.
+  if (o.hosts !== undefined && !o.hosts.split(',').some((x) => x.trim())) throw new InputError('--hosts is empty: name the hosts to run on (e.g. --hosts web1,web2, or --hosts all for every host of the inventory)');
+  const names = o.hosts !== undefined ? o.hosts.split(',').map((s) => s.trim()).filter(Boolean) : Object.keys(inv?.hosts ?? {});
   if (!names.length) throw new InputError('no hosts to run on: pass --hosts (e.g. --hosts local or --hosts root@203.0.113.10) or an inventory with hosts (-i)');
 
   const groupMembers = (g: string): string[] => {
@@ -209,6 +257,12 @@ export function resolveTargets(o: TargetOptions): TargetSpec[] {
       groupMembers(n).forEach((m) => add(fromInventory(m)));
     } else {
       const a = parseAddress(n);
+      const named = sshConfigNames(sshConfigFile);
+      const problem = targetProblem(n, a, named);
+      if (problem) {
+        const hint = suggestion(n, [...Object.keys(inv?.hosts ?? {}), ...Object.keys(inv?.groups ?? {}), ...named.filter((x) => !/[*?!]/.test(x))]);
+        throw new InputError(`--hosts: ${problem}${hint}; nothing was contacted`);
+      }
       const c = sshConfigFor(a.host, sshConfigFile);
       const idf = c?.IdentityFile;
       const identities = o.identity ? [o.identity] : (Array.isArray(idf) ? idf : idf ? [idf] : []).map((p) => expandHome(p));

@@ -87,10 +87,12 @@ describe('Masker.value: masks inside string values, before any serialising', () 
 describe('multi-line secrets', () => {
   const key = '-----BEGIN KEY-----\nAAAAlineone\nBBBBlinetwo\n\n-----END KEY-----\n';
 
-  it('splits into the value without trailing whitespace and each non-blank line', () => {
-    expect(secretPieces(key)).toEqual([key.trimEnd(), '-----BEGIN KEY-----', 'AAAAlineone', 'BBBBlinetwo', '-----END KEY-----']);
-    expect(secretPieces('one\r\ntwo\r\n')).toEqual(['one\r\ntwo', 'one', 'two']);
+  it('splits into the value as it is and trimmed at either end, and each non-blank line', () => {
+    expect(secretPieces(key)).toEqual([key, key.trimEnd(), '-----BEGIN KEY-----', 'AAAAlineone', 'BBBBlinetwo', '-----END KEY-----']);
+    expect(secretPieces('one\r\ntwo\r\n')).toEqual(['one\r\ntwo\r\n', 'one\r\ntwo', 'one', 'two']);
     expect(secretPieces('single')).toEqual(['single']);
+    // An error's text is trimmed before it is shown: a secret with leading blanks is found trimmed too.
+    expect(secretPieces('  lead and trail ')).toEqual(['  lead and trail ', '  lead and trail', 'lead and trail ', 'lead and trail']);
     expect(secretPieces('   ')).toEqual(['   ']);
     expect(secretPieces('')).toEqual([]);
   });

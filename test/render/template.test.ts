@@ -58,6 +58,8 @@ describe('render', () => {
     ['{{#each tags}}{{name}}{{/each}}', 'step "Site config": template.dest: unknown variable "name"'],
     ['{{#each steps}}{{stdout.x.y}}{{/each}}', 'step "Site config": template.dest: unknown variable "stdout.x.y"'],
     ['{{shout server_name}}', 'step "Site config": template.dest: unknown helper "shout" (helpers: eq ne lt gt and or not default json quote)'],
+    // Handlebars' own `log` would print its argument (a secret, unmasked) on stdout: not a helper here.
+    ['{{log server_name}}', 'step "Site config": template.dest: unknown helper "log" (helpers: eq ne lt gt and or not default json quote)'],
     ['{{eq server_name}}', 'step "Site config": template.dest: helper "eq" takes 2 arguments, got 1'],
     ['{{#if x}}', 'step "Site config": template.dest: template syntax error near "{{#if x}}": unexpected end of template (a block or {{ not closed?) (line 1)'],
     ['{{> partial}}', 'step "Site config": template.dest: partials and decorators are not supported'],

@@ -47,3 +47,33 @@ describe('inventory and config files report every problem at file:line:col', () 
     expect(t!.identities[0]).toBe(join(f, '..', 'keys/id'));
   });
 });
+
+describe('--hosts: only hosts, addresses and inventory names become targets; the rest is exit 2 before any lookup', () => {
+  const inv = () => loadInventory(file('inv.yml', 'hosts:\n  web1: { address: 10.0.0.1, groups: [web] }\n  web2: { address: 10.0.0.2, groups: [web] }\n'));
+  const sshConfig = file('config', 'Host bastion\n  HostName 10.9.9.9\nHost *.corp\n  User ops\nHost *\n  User any\n');
+  const refused = async (hosts: string) => {
+    try {
+      resolveTargets({ hosts, inventory: await inv(), sshConfigFile: sshConfig });
+    } catch (e) {
+      expect(e).toBeInstanceOf(InputError);
+      expect((e as InputError).exitCode).toBe(2);
+      return (e as Error).message;
+    }
+    throw new Error(`--hosts ${JSON.stringify(hosts)} was accepted`);
+  };
+
+  it.each([
+    ['', /--hosts is empty/],
+    [' , ', /--hosts is empty/],
+    ['-oProxyCommand=touch /tmp/x', /is not a host name/],
+    ['web 3', /is not a host name/],
+    ['web3', /"web3" is neither in the inventory nor in ~\/.ssh\/config nor an address.*did you mean "web1"/],
+    ['-l@host.example', /is not a user name/],
+  ])('%j is refused', async (hosts, why) => {
+    expect(await refused(hosts)).toMatch(why);
+  });
+
+  it.each([['root@10.0.0.9'], ['example.com'], ['localhost'], ['db.example.com:2222'], ['[::1]:22'], ['bastion'], ['build.corp'], ['web1'], ['web'], ['local']])('%j is a target', async (hosts) => {
+    expect(resolveTargets({ hosts, inventory: await inv(), sshConfigFile: sshConfig }).length).toBeGreaterThan(0);
+  });
+});

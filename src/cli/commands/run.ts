@@ -5,7 +5,7 @@ import type { Command } from 'commander';
 import { InputError } from '../../errors.js';
 import type { RunEvent } from '../../engine/events.js';
 import { runRecipe } from '../../engine/fleet.js';
-import { makePlanValue, planInputDifferences, readPlanFile, writePlanFile } from '../../engine/plan-file.js';
+import { checkPlanOut, makePlanValue, planInputDifferences, readPlanFile, writePlanFile } from '../../engine/plan-file.js';
 import { newSalt, type PlanValue } from '../../engine/plan-value.js';
 import { Masker } from '../../engine/mask.js';
 import { prepare, type GlobalOptions, type Prepared, type TargetCliOptions } from '../context.js';
@@ -71,6 +71,7 @@ async function runCommand(mode: 'plan' | 'apply', recipeArg: string | undefined,
   const recipeFile = recipeArg ?? saved?.recipe.file;
   if (!recipeFile) throw new InputError('apply needs a recipe, or --plan <file> (which names its recipe)');
   const opts: RunCli = saved ? { ...(saved.options as Partial<RunCli>), ...definedOnly(o), planVars: { cli: saved.vars.cli, file: saved.vars.file } } : o;
+  if (o.out) await checkPlanOut(resolve(o.out));
   const prep = await prepare(recipeFile, opts, tty ? (_r, missing) => askVars(missing) : undefined);
   prep.warnings.forEach((w) => out.warn(w));
   if (saved) {

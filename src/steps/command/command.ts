@@ -4,7 +4,7 @@ import { z } from 'zod';
 import { ANYTHING } from '../footprint.js';
 import { StepError } from '../../errors.js';
 import { commandScript, quote } from '../../transport/shell.js';
-import { tail, type StepContext, type StepType } from '../step.js';
+import { sha256, tail, type StepContext, type StepType } from '../step.js';
 import { hostPath, ownerName } from '../paths.js';
 import { guardScript, runOneExec } from '../guard.js';
 
@@ -15,7 +15,13 @@ export const commandSchema = z
     creates: hostPath.optional(),
     removes: hostPath.optional(),
     cwd: hostPath.optional(),
-    env: z.record(z.union([z.string(), z.number(), z.boolean()]).transform(String)).optional(),
+    // A name the shell cannot export would fail only on the hosts: refused at load instead.
+    env: z
+      .record(
+        z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'an environment variable name is letters, digits and "_", not starting with a digit'),
+        z.union([z.string(), z.number(), z.boolean()]).transform(String),
+      )
+      .optional(),
     user: ownerName('user').optional(),
   })
   .strict();
@@ -72,9 +78,13 @@ function judge<R extends { code: number; stdout: string; stderr: string; timedOu
  */
 function hostCommand(cmd: string, o: Omit<CommandUndo, 'run'>): string {
   const script = commandScript(cmd, { cwd: o.cwd === '-' ? './-' : o.cwd, env: o.env });
-  if (!o.user) return `sh -c ${quote(script)}`;
+  // The command's text (it may hold a secret) reaches sh on fd 3 from a here-document, never on a
+  // command line any local user can read in ps; the command keeps its own stdin.
+  const end = `HOSTSMITH_EOF_${sha256(script).slice(0, 16)}`;
+  const run = `sh -c 'eval "$(cat <&3)"' 3<<'${end}'\n${script}\n${end}`;
+  if (!o.user) return run;
   const u = quote(o.user);
-  return `HOME=$(getent passwd ${u} | cut -d: -f6) runuser -u ${u} -- sh -c ${quote(script)}`;
+  return `HOME=$(getent passwd ${u} | cut -d: -f6) runuser -u ${u} -- ${run}`;
 }
 
 /** Shell: `creates=0|1`, `removes=0|1` (as `test -e` finds them), the state check() reads; '' with neither. */
