@@ -10,7 +10,7 @@ import { enterScript, splitPath, unsafeParentsScript, withSafePath } from '../sh
 import { runOk, tail, type Plan, type PlanEnv, type StepContext } from './step.js';
 import type { Footprint } from './footprint.js';
 import { metaText, names, str, type UndoData } from './undo-text.js';
-import type { StaticEnv, StaticProblem } from './step.js';
+import { backupMismatch, type StaticEnv, type StaticProblem } from './step.js';
 import { backupFailure, backupPath, copyToBackupScript, restoreFromBackup, restoreScript } from './backup.js';
 import { answerOf, guardScript, remember, runOneExec } from './guard.js';
 import { fmtMode } from './modes.js';
@@ -376,4 +376,13 @@ export async function sourceProblems(raw: UndoData, env: StaticEnv, kind: 'templ
   if ('looked' in found) return [{ path: ['src'], message: found.why ?? `${what} "${src}" not found (looked in ${found.looked.join(', ')})` }];
   if (local) await env.checkTemplate(found.file, ['src'], local);
   return [];
+}
+
+/** Undo data of a path step names that path, folders above it, and a backup of it. */
+export function pathUndoMismatch(path: string, u: UndoData): string | undefined {
+  if (u.path !== path) return `its undo data is for ${JSON.stringify(u.path)}, not the step's ${path}`;
+  const created = Array.isArray(u.created) ? u.created : [];
+  const notAbove = created.find((d) => typeof d !== 'string' || !path.startsWith(`${d}/`));
+  if (notAbove !== undefined) return `its undo data would remove ${JSON.stringify(notAbove)}, which is not a folder above ${path}`;
+  return backupMismatch(u.backup, path);
 }

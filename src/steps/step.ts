@@ -135,6 +135,12 @@ export interface StepType<P = any, S = any, U = any> {
   undoSummary?(undo: UndoData): string;
   /** Why the step cannot be taken back when its plan's undo is null: "a command without `rollback`". */
   irreversibleWhy?: string;
+  /**
+   * Does journaled undo data belong to these params (the same path, user, service)? undo and
+   * recover act from the journal alone: data naming another path than the step's own is a corrupt
+   * or tampered journal, refused rather than acted on. Undefined: it belongs; else why not.
+   */
+  undoMismatch?(p: P, undo: UndoData): string | undefined;
   /** The user its work runs as, when not the login (journaled with the step). */
   runsAs?(p: P): string | undefined;
   /**
@@ -231,4 +237,23 @@ export function isGuarded<P>(type: Pick<StepType<P>, 'guarded'>, p: P): boolean 
 /** What a change by a step of `type` may have written: its footprint's writes and what it says it wrote. */
 export function changeWrites<P, U>(type: Pick<StepType<P, unknown, U>, 'footprint' | 'wrote'>, params: P, undo: U | null): string[] {
   return [...type.footprint(params).writes, ...(type.wrote?.(params, undo) ?? [])];
+}
+
+/** Why journaled undo data does not belong to its step's params, or undefined (its type's undoMismatch). */
+export function undoMismatch(type: Pick<StepType, 'undoMismatch'>, params: unknown, undo: unknown): string | undefined {
+  if (undo === null || undo === undefined || !type.undoMismatch) return undefined;
+  if (typeof undo !== 'object' || Array.isArray(undo)) return 'its undo data is not an object';
+  try {
+    return type.undoMismatch(params, undo as UndoData);
+  } catch (e) {
+    return `its undo data cannot be read (${(e as Error).message})`;
+  }
+}
+
+/** A backup the journal names must be one of hostsmith's backups, kept for this very path. */
+export function backupMismatch(backup: unknown, path?: string): string | undefined {
+  if (backup === undefined) return undefined;
+  if (typeof backup !== 'string' || !backup.startsWith('/') || backup.split('/').includes('..') || !/\/(backups|hostsmith)\//.test(backup)) return `its backup ${JSON.stringify(backup)} is not in a hostsmith backup folder`;
+  if (path !== undefined && !backup.endsWith(path)) return `its backup ${backup} is not the backup of ${path}`;
+  return undefined;
 }

@@ -114,3 +114,34 @@ describe('what a change wrote: its footprint and what its undo data says it made
     expect(changeWrites(t, p, { name: 'alice', accounts: { backup: '/b', touched: { passwd: ['alice'], group: ['alice', 'web'] } } })).toEqual(expect.arrayContaining(['group:web']));
   });
 });
+
+describe('journaled undo data must belong to its step (a corrupt or tampered journal is refused)', () => {
+  const B = '/var/lib/hostsmith/backups/R1/S-1234abcd';
+  const rows: Array<[string, Record<string, unknown>, Record<string, unknown>, RegExp | undefined]> = [
+    ['file', { path: '/etc/motd', content: 'x' }, { kind: 'file', path: '/etc/motd', backup: `${B}/etc/motd` }, undefined],
+    ['file', { path: '/etc/motd', content: 'x' }, { kind: 'file', path: '/etc/shadow', backup: `${B}/etc/shadow` }, /not the step's \/etc\/motd/],
+    ['file', { path: '/etc/motd', content: 'x' }, { kind: 'file', path: '/etc/motd', backup: '/etc/shadow' }, /not in a hostsmith backup folder/],
+    ['file', { path: '/srv/a/b', content: 'x' }, { kind: 'absent', path: '/srv/a/b', created: ['/srv/a'] }, undefined],
+    ['file', { path: '/srv/a/b', content: 'x' }, { kind: 'absent', path: '/srv/a/b', created: ['/etc'] }, /not a folder above/],
+    ['template', { src: 't.hbs', dest: '/etc/app.conf' }, { kind: 'absent', path: '/etc/other.conf', created: [] }, /not the step's/],
+    ['line', { path: '/etc/hosts', line: 'x' }, { kind: 'file', path: '/etc/hosts', backup: `${B}/etc/passwd` }, /not the backup of \/etc\/hosts/],
+    ['cron', { name: 'j', schedule: '0 1 * * *', command: 'true', user: 'alice' }, { user: 'root', previous: null }, /root.*not alice's/],
+    ['cron', { name: 'j', schedule: '0 1 * * *', command: 'true', user: 'alice' }, { user: 'alice', previous: { backup: `${B}/crontab`, sha256: 'x' } }, undefined],
+    ['service', { name: 'nginx', state: 'started' }, { name: 'ssh', init: 'sysvinit', running: false }, /service "ssh", not nginx/],
+    ['command', { run: 'a', rollback: 'b' }, { run: 'b' }, undefined],
+    ['command', { run: 'a', rollback: 'b' }, { run: 'rm -rf /' }, /not the step's own rollback/],
+    ['group', { name: 'web' }, { backup: `${B}/accounts`, touched: { group: ['web'] } }, undefined],
+    ['group', { name: 'web' }, { backup: `${B}/accounts`, touched: { group: ['sudo'] } }, /not only web/],
+    ['user', { name: 'alice' }, { name: 'alice', remove: ['/home/alice', '/var/mail/alice'] }, undefined],
+    ['user', { name: 'alice' }, { name: 'alice', remove: ['/etc'] }, /would remove "\/etc"/],
+    ['user', { name: 'alice' }, { name: 'bob' }, /user "bob", not alice/],
+    ['user', { name: 'alice' }, { name: 'alice', keys: { file: '/root/.ssh/authorized_keys2' } }, /not an authorized_keys file/],
+  ];
+  it.each(rows)('%s %j with %j', async (type, params, undo, want) => {
+    const { undoMismatch } = await import('../../src/steps/step.js');
+    const t = stepTypes[type]!;
+    const why = undoMismatch(t, t.schema.parse(params), undo);
+    if (want) expect(why).toMatch(want);
+    else expect(why).toBeUndefined();
+  });
+});

@@ -162,6 +162,7 @@ export const commandStep: StepType<CommandParams, CommandState, CommandUndo> = {
   // leaves behind. Its check reads its guards; `unless` (any step's) is the engine's to count.
   undoSummary: (u) => (typeof u.run === 'string' ? `run ${JSON.stringify(u.run)}${str(u, 'user') ? ` as ${str(u, 'user')}` : ''}${str(u, 'cwd') ? ` in ${str(u, 'cwd')}` : ''}` : compact(u)),
   irreversibleWhy: 'a command without `rollback`',
+  undoMismatch: (p, u) => (u.run === p.rollback && (u.user ?? undefined) === (p.user ?? undefined) && (u.cwd ?? undefined) === (p.cwd ?? undefined) ? undefined : "its undo data is not the step's own rollback command"),
   runsAs: (p) => p.user || undefined,
   footprint: (p) => ({ reads: [p.creates, p.removes].filter((x): x is string => typeof x === 'string').map((x) => `path:${x}`), writes: [ANYTHING] }),
   // A command cannot run in a folder that is gone, nor create its marker in one.

@@ -8,7 +8,7 @@ import { unifiedDiff } from '../../render/diff.js';
 import { quote } from '../../transport/shell.js';
 import { backupDirsScript, backupPath } from '../backup.js';
 import { answerOf, guardScript, remember, runOneExec } from '../guard.js';
-import { sha256, tail, type Plan, type PlanEnv, type StepContext, type StepType } from '../step.js';
+import { backupMismatch, sha256, tail, type Plan, type PlanEnv, type StepContext, type StepType } from '../step.js';
 
 const oneLine = (what: string) =>
   z
@@ -270,6 +270,11 @@ export const cronStep: StepType<CronParams, CronState, CronUndo> = {
     const who = str(u, 'user') ?? 'the user';
     const prev = u.previous as { backup?: unknown } | null;
     return prev ? `put back ${who}'s crontab from the backup ${String(prev.backup)}` : `remove ${who}'s crontab (there was none)`;
+  },
+  undoMismatch: (p, u) => {
+    if (u.user !== p.user) return `its undo data is for ${JSON.stringify(u.user)}'s crontab, not ${p.user}'s`;
+    const prev = u.previous as { backup?: unknown } | null | undefined;
+    return prev ? backupMismatch(prev.backup) : undefined;
   },
   staticCheck: async (raw) => {
     if (typeof raw.schedule !== 'string' || raw.schedule.includes('{{')) return [];

@@ -3,7 +3,7 @@ import { InputError } from '../../errors.js';
 import type { StepType } from '../step.js';
 import { modeSchema } from '../modes.js';
 import { absolutePath, linkTarget, ownerName } from '../paths.js';
-import { applyPath, checkPath, folderGone, pathUndoSummary, sourceProblems, pathFootprint, pathKey, pathWrote, planPath, rollbackPath, rollbackPathScript, type FileUndo, type PathState, type Wanted } from '../file-state.js';
+import { applyPath, checkPath, folderGone, pathUndoMismatch, pathUndoSummary, sourceProblems, pathFootprint, pathKey, pathWrote, planPath, rollbackPath, rollbackPathScript, type FileUndo, type PathState, type Wanted } from '../file-state.js';
 
 export const fileSchema = z
   .object({
@@ -77,6 +77,7 @@ export const fileStep: StepType<FileParams, PathState, FileUndo> = {
   stateKey: (_p, s) => pathKey(s),
   footprint: (p) => pathFootprint(p.path),
   undoSummary: pathUndoSummary,
+  undoMismatch: (p, u) => pathUndoMismatch(p.path, u),
   staticCheck: (raw, env) => sourceProblems(raw, env, 'files', 'file'),
   wrote: (_p, undo) => pathWrote(undo),
   gone: (ctx, p) => folderGone(ctx, p.path),

@@ -4,7 +4,7 @@ import { StepError } from '../../errors.js';
 import { quote } from '../../transport/shell.js';
 import { answerOf, guardScript, remember, runOneExec } from '../guard.js';
 import { accountBackupDir, accountChangeError, accountName, backupAccountsScript, flag, idNumber, restoreAccounts, restoreAccountsScript, touchedItems, ACCOUNT_WRITES, accountGone, type AccountUndo } from '../accounts.js';
-import type { Plan, StepContext, StepType } from '../step.js';
+import { backupMismatch, type Plan, type StepContext, type StepType } from '../step.js';
 
 export const groupSchema = z
   .object({
@@ -123,6 +123,11 @@ export const groupStep: StepType<GroupParams, GroupState, GroupUndo> = {
   rollback: (ctx, _p, undo) => restoreAccounts(ctx, undo),
   hostRollback: (_p, undo) => restoreAccountsScript(undo),
   undoSummary: (u) => accountsText(u) ?? compact(u),
+  undoMismatch: (p, u) => {
+    const groups = (u.touched as { group?: unknown } | undefined)?.group;
+    if (!Array.isArray(groups) || groups.some((g) => g !== p.name)) return `its undo data puts back groups ${JSON.stringify(groups)}, not only ${p.name}`;
+    return backupMismatch(u.backup);
+  },
   // Members are part of a group's state: a user step that joins it writes it too.
   footprint: (p) => ({ reads: [`group:${p.name}`], writes: [`group:${p.name}`, ...ACCOUNT_WRITES] }),
   wrote: (_p, undo) => touchedItems(undo),

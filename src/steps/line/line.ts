@@ -2,7 +2,7 @@ import { z } from 'zod';
 import { StepError } from '../../errors.js';
 import { unifiedDiff } from '../../render/diff.js';
 import { backupPath } from '../backup.js';
-import { applyPath, checkPath, folderGone, pathUndoSummary, sourceProblems, pathFootprint, pathKey, pathWrote, rollbackPath, rollbackPathScript, type FileUndo, type PathState } from '../file-state.js';
+import { applyPath, checkPath, folderGone, pathUndoMismatch, pathUndoSummary, sourceProblems, pathFootprint, pathKey, pathWrote, rollbackPath, rollbackPathScript, type FileUndo, type PathState } from '../file-state.js';
 import { HIDDEN_OLD, type Plan, type PlanEnv, type StepType } from '../step.js';
 import { fmtMode, modeSchema } from '../modes.js';
 import { absolutePath, ownerName } from '../paths.js';
@@ -189,6 +189,7 @@ export const lineStep: StepType<LineParams, PathState, FileUndo> = {
   stateKey: (_p, s) => pathKey(s),
   footprint: (p) => pathFootprint(p.path),
   undoSummary: pathUndoSummary,
+  undoMismatch: (p, u) => pathUndoMismatch(p.path, u),
   wrote: (_p, undo) => pathWrote(undo),
   gone: (ctx, p) => folderGone(ctx, p.path),
 };

@@ -269,6 +269,7 @@ export const serviceStep: StepType<ServiceParams, ServiceState, ServiceUndo> = {
     }
     if (undo.running !== undefined && undo.running !== s.running) await setRunning(ctx, undo.name, undo.init, undo.running ? 'start' : 'stop');
   },
+  undoMismatch: (p, u) => (u.name === p.name ? undefined : `its undo data is for service ${JSON.stringify(u.name)}, not ${p.name}`),
   undoSummary: (u) => {
     if (typeof u.name !== 'string') return compact(u);
     const parts = [typeof u.running === 'boolean' ? (u.running ? 'running' : 'stopped') : '', str(u, 'enabled') ? `enabled: ${str(u, 'enabled')}` : ''].filter(Boolean);

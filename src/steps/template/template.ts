@@ -3,7 +3,7 @@ import { InputError } from '../../errors.js';
 import type { StepType } from '../step.js';
 import { modeSchema } from '../modes.js';
 import { absolutePath, ownerName } from '../paths.js';
-import { applyPath, checkPath, folderGone, pathUndoSummary, sourceProblems, pathFootprint, pathKey, pathWrote, planPath, rollbackPath, rollbackPathScript, type FileUndo, type PathState, type Wanted } from '../file-state.js';
+import { applyPath, checkPath, folderGone, pathUndoMismatch, pathUndoSummary, sourceProblems, pathFootprint, pathKey, pathWrote, planPath, rollbackPath, rollbackPathScript, type FileUndo, type PathState, type Wanted } from '../file-state.js';
 
 export const templateSchema = z
   .object({
@@ -42,6 +42,7 @@ export const templateStep: StepType<TemplateParams, PathState, FileUndo> = {
   stateKey: (_p, s) => pathKey(s),
   footprint: (p) => pathFootprint(p.dest),
   undoSummary: pathUndoSummary,
+  undoMismatch: (p, u) => pathUndoMismatch(p.dest, u),
   // The template's own vars are names it may use beyond the recipe's.
   staticCheck: (raw, env) => sourceProblems(raw, env, 'templates', 'template', raw.vars && typeof raw.vars === 'object' && !Array.isArray(raw.vars) ? Object.keys(raw.vars) : []),
   wrote: (_p, undo) => pathWrote(undo),

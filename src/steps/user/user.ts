@@ -5,7 +5,7 @@ import { MovedError, answerOf, guardFirst, guardScript, remember, runOneExec } f
 import { StepError } from '../../errors.js';
 import { unifiedDiff } from '../../render/diff.js';
 import { quote } from '../../transport/shell.js';
-import { runOk, tail, type ApplyResult } from '../step.js';
+import { backupMismatch, runOk, tail, type ApplyResult } from '../step.js';
 import { accountBackupDir, accountChangeError, accountName, backupAccounts, backupAccountsScript, flag, idNumber, passwdField, restoreAccounts, restoreAccountsScript, uniq, touchedItems, ACCOUNT_WRITES, accountGone, type AccountUndo, type Touched } from '../accounts.js';
 import { backupPath, copyToBackup, restoreFromBackup, restoreScript } from '../backup.js';
 import { fmtMode } from '../modes.js';
@@ -574,6 +574,21 @@ export const userStep: StepType<UserParams, UserState, UserUndo> = {
       u.keys && typeof u.keys === 'object' ? `put back ${String((u.keys as { file?: unknown }).file)}` : '',
     ].filter(Boolean);
     return parts.length ? parts.join('; ') : compact(u);
+  },
+  undoMismatch: (p, u) => {
+    if (u.name !== p.name) return `its undo data is for user ${JSON.stringify(u.name)}, not ${p.name}`;
+    // What it removes is what useradd made for this user: a home or mail spool named after it.
+    const remove = Array.isArray(u.remove) ? u.remove : [];
+    const stray = remove.find((x) => typeof x !== 'string' || (x !== p.home && !x.endsWith(`/${p.name}`)));
+    if (stray !== undefined) return `its undo data would remove ${JSON.stringify(stray)}, which is not ${p.name}'s home or mail spool`;
+    const keys = u.keys as { file?: unknown } | undefined;
+    if (keys && (typeof keys.file !== 'string' || !keys.file.endsWith('/.ssh/authorized_keys'))) return `its undo data would write ${JSON.stringify(keys.file)}, which is not an authorized_keys file`;
+    const restore = Array.isArray(u.restore) ? (u.restore as Array<{ path?: unknown; backup?: unknown }>) : [];
+    for (const r of restore) {
+      const bad = backupMismatch(r.backup, typeof r.path === 'string' ? r.path : undefined);
+      if (bad) return bad;
+    }
+    return backupMismatch((u.accounts as { backup?: unknown } | undefined)?.backup);
   },
   footprint: (p) => {
     const home = p.home ? [`path:${p.home}`] : [`path:/home/${p.name}`];
