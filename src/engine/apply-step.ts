@@ -1,13 +1,14 @@
 /**
- * Making a planned change, and taking completed ones back. Every change is journaled before it
+ * Making a planned change, and rolling completed ones back. Every change is journaled before it
  * is made (step-started carries the undo data) and after (step-finished); every rollback too.
  */
 import { ConnectError, HostsmithError, JournalError, StepError, errorMessage } from '../errors.js';
-import type { RetrySpec } from '../recipe/types.js';
+import type { RetrySpec, StepSpec } from '../recipe/types.js';
 import { changeWrites, isGuarded, stateFingerprint, sha256 } from '../steps/step.js';
 import type { Completed, HostRun } from './host-run.js';
-import { runsAs } from './journal.js';
+import { runsAs, type JournalEntry } from './journal.js';
 import type { PlannedStep } from './planned-step.js';
+import type { Recorder } from './recorder.js';
 import { dropProbes } from './probe.js';
 
 const now = () => new Date().toISOString();
@@ -101,30 +102,33 @@ async function recheckUnderLock(h: HostRun, p: PlannedStep, quiet: boolean): Pro
   }
 }
 
+/** What rolling back a step needs: its name and type, its type's rollback, and what that rollback gets. */
+export type ToRollBack = Pick<Completed, 'type' | 'params' | 'undo' | 'summary' | 'ctx'> & { spec: Pick<StepSpec, 'name' | 'type'> };
+
 /**
- * Rolls back one completed step from its undo data. Never throws for the step's own failure
- * (it is recorded and the next rollback still runs); a lost connection is thrown.
+ * Rolls back one completed step from its undo data, journaled through `rec`; the event goes out
+ * under `at.runId`. Never throws for the step's own failure (it is recorded and the next rollback
+ * still runs); a lost connection is thrown.
  */
-export async function rollbackOne(h: HostRun, c: Completed): Promise<boolean> {
-  const base = { time: now(), host: h.o.host, step: c.spec.name, type: c.spec.type };
+export async function rollBackStep(rec: Recorder, at: { host: string; runId: string }, step: ToRollBack): Promise<boolean> {
+  const base = { time: now(), host: at.host, step: step.spec.name, type: step.spec.type };
   let journalProblem: string | undefined;
-  const write = async (entry: Parameters<HostRun['rec']['write']>[0]) => {
+  const write = async (entry: JournalEntry) => {
     try {
-      await h.rec.write(entry);
+      await rec.write(entry);
     } catch (e) {
       if (!(e instanceof JournalError)) throw e;
       // Rolling back matters more than recording it: go on, and say the record is incomplete.
       journalProblem = e.message;
     }
   };
-  dropProbes(h);
   await write({ kind: 'rollback-started', ...base });
   let error: string | undefined;
-  if (c.undo === null) {
-    error = `irreversible: the step has no rollback, so its change stays (${c.summary || c.spec.type})`;
+  if (step.undo === null) {
+    error = `irreversible: the step has no rollback, so its change stays (${step.summary || step.spec.type})`;
   } else {
     try {
-      await c.type.rollback(c.ctx, c.params, c.undo);
+      await step.type.rollback(step.ctx, step.params, step.undo);
     } catch (e) {
       if (e instanceof ConnectError) throw e;
       error = errorMessage(e);
@@ -133,7 +137,7 @@ export async function rollbackOne(h: HostRun, c: Completed): Promise<boolean> {
   const status = error ? 'rollback-failed' : 'rolled-back';
   await write({ kind: 'rollback-finished', ...base, time: now(), status, ...(error ? { error } : {}) });
   if (journalProblem) error = `${error ? `${error}; ` : 'rolled back on the host, but '}the journal could not record it (${journalProblem})`;
-  h.rec.emit({ event: 'rollback-finished', runId: h.o.runId, ...base, time: now(), status, ...(error ? { error } : {}) });
+  rec.emit({ event: 'rollback-finished', runId: at.runId, ...base, time: now(), status, ...(error ? { error } : {}) });
   return !error;
 }
 

@@ -11,6 +11,7 @@ import type { ShellTransport } from '../transport/base.js';
 import { quote } from '../transport/shell.js';
 import type { Facts } from './facts.js';
 import type { JournalEntry } from './journal.js';
+import { rollBackStep } from './apply-step.js';
 import type { Recorder } from './recorder.js';
 import type { HostState, StepState } from './replay.js';
 
@@ -20,35 +21,51 @@ export const MASK = '***';
 /** A secret var of a run: salted digests of its value(s), as `<salt>:<sha256:hex>`. */
 export type SecretDigests = Record<string, string[]>;
 
+const now = () => new Date().toISOString();
+
 export const holdsMask = (v: unknown): boolean => JSON.stringify(v ?? null).includes(MASK);
 
 /** Puts a secret value back where the journal masked it. */
-export function unmask(v: unknown, value: string): unknown {
-  if (typeof v === 'string') return v.split(MASK).join(value);
-  if (Array.isArray(v)) return v.map((x) => unmask(x, value));
-  if (v && typeof v === 'object') return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, unmask(x, value)]));
-  return v;
+export function unmask(masked: unknown, value: string): unknown {
+  if (typeof masked === 'string') return masked.split(MASK).join(value);
+  if (Array.isArray(masked)) return masked.map((item) => unmask(item, value));
+  if (masked && typeof masked === 'object') return Object.fromEntries(Object.entries(masked).map(([key, item]) => [key, unmask(item, value)]));
+  return masked;
+}
+
+/**
+ * A host whose journaled steps are acted on: as the run journaled it, and the connection to it
+ * now. `runId`: the run whose steps they are (its backups); `command`: the one acting (undo,
+ * recover), named when something cannot be done from the journal alone.
+ */
+export interface JournaledHost {
+  host: HostState;
+  transport: ShellTransport;
+  facts: Facts;
+  runId: string;
+  command: string;
 }
 
 /** Where a step's backups are: the host's backup folder, or root's for a sudo step when the login kept its own. */
-function backupDirOf(h: HostState, sudo: boolean, runId: string): string {
-  const dir = h.backupDir ?? `/var/lib/hostsmith/backups/${runId}`;
+function backupDirOf(host: HostState, sudo: boolean, runId: string): string {
+  const dir = host.backupDir ?? `/var/lib/hostsmith/backups/${runId}`;
   return sudo && dir.includes('/.local/state/hostsmith/') ? `/var/lib/hostsmith/backups/${runId}` : dir;
 }
 
-/** A step context for a journaled step of run `runId` (whose backups it uses). */
-export function contextOf(t: ShellTransport, facts: Facts, h: HostState, s: Pick<StepState, 'name'>, sudo: boolean, runId: string, command = 'undo'): StepContext {
+/** A step context for a journaled step (whose run's backups it uses). */
+export function contextOf(on: JournaledHost, step: Pick<StepState, 'name'>, sudo: boolean): StepContext {
+  const { transport, command } = on;
   return {
-    host: h.name,
-    transport: t,
-    facts,
-    runId,
-    step: s.name,
-    backupDir: backupDirOf(h, sudo, runId),
+    host: on.host.name,
+    transport,
+    facts: on.facts,
+    runId: on.runId,
+    step: step.name,
+    backupDir: backupDirOf(on.host, sudo, on.runId),
     sudo,
-    exec: (cmd, eo = {}) => t.exec(cmd, { sudo, ...eo }),
-    readFile: (p) => t.readFile(p, { sudo }),
-    writeFile: (p, d, wo = {}) => t.writeFile(p, d, { sudo, ...wo }),
+    exec: (cmd, eo = {}) => transport.exec(cmd, { sudo, ...eo }),
+    readFile: (path) => transport.readFile(path, { sudo }),
+    writeFile: (path, data, wo = {}) => transport.writeFile(path, data, { sudo, ...wo }),
     readSource: async () => {
       throw new HostsmithError(`${command} works from the journal alone: it reads no recipe sources`);
     },
@@ -82,36 +99,59 @@ export interface JournaledStep {
 
 /** The step ready to act on, or why it cannot be (unknown type, a secret that cannot be given back). */
 export function journaledStep(
-  h: HostState,
-  s: StepState,
+  host: HostState,
+  step: StepState,
   secrets: SecretDigests,
   given: Record<string, string>,
   command = 'undo',
 ): { ready: JournaledStep } | { problem: 'unknown-type' | 'secret'; message: string } {
-  const type = stepType(s.type);
-  if (!type) return { problem: 'unknown-type', message: `step type "${s.type}" is unknown to this hostsmith` };
-  let params: unknown = s.params;
-  let undo: unknown = s.undo;
+  const type = stepType(step.type);
+  if (!type) return { problem: 'unknown-type', message: `step type "${step.type}" is unknown to this hostsmith` };
+  let params: unknown = step.params;
+  let undo: unknown = step.undo;
   if (holdsMask(params) || holdsMask(undo)) {
-    const sec = secretFor(secrets, given, command);
-    if (sec.value === undefined) return { problem: 'secret', message: sec.why! };
-    params = unmask(params, sec.value);
-    undo = unmask(undo, sec.value);
+    const secret = secretFor(secrets, given, command);
+    if (secret.value === undefined) return { problem: 'secret', message: secret.why! };
+    params = unmask(params, secret.value);
+    undo = unmask(undo, secret.value);
   }
-  return { ready: { step: s, type, params, undo, sudo: s.sudo ?? h.target?.sudo ?? false } };
+  return { ready: { step, type, params, undo, sudo: step.sudo ?? host.target?.sudo ?? false } };
 }
 
 /** The step's state on the host now, fingerprinted as the run fingerprinted its pre- and post-states. */
-export async function stateNow(ctx: StepContext, r: Pick<JournaledStep, 'type' | 'params'>): Promise<string> {
-  const state = await r.type.check(ctx, r.params);
-  return stateFingerprint(r.type, r.params, state);
+export async function stateNow(ctx: StepContext, ready: Pick<JournaledStep, 'type' | 'params'>): Promise<string> {
+  const state = await ready.type.check(ctx, ready.params);
+  return stateFingerprint(ready.type, ready.params, state);
+}
+
+/**
+ * Rolls back a journaled step with what the journal holds for it (undo, recover), journaled
+ * through `rec`; its event goes out under `eventRunId` (the run acting).
+ */
+export async function rollBackJournaled(on: JournaledHost, ready: JournaledStep, rec: Recorder, eventRunId: string): Promise<boolean> {
+  const { step } = ready;
+  const ctx = contextOf(on, step, ready.sudo);
+  return rollBackStep(rec, { host: on.host.name, runId: eventRunId }, { spec: { name: step.name, type: step.type }, type: ready.type, params: ready.params, undo: ready.undo, summary: step.summary, ctx });
 }
 
 /** Content a run resolved locally is journaled by digest only: such a step cannot be applied again from the journal. */
 function resolvedLocally(params: unknown): boolean {
   if (!params || typeof params !== 'object') return false;
-  const p = params as Record<string, unknown>;
-  return ['rendered', 'resolvedContent'].some((k) => typeof p[k] === 'string' && (p[k] as string).startsWith('sha256:'));
+  const fields = params as Record<string, unknown>;
+  return ['rendered', 'resolvedContent'].some((key) => typeof fields[key] === 'string' && (fields[key] as string).startsWith('sha256:'));
+}
+
+/** What running handlers again after a rollback needs beside the host. */
+export interface HandlersDue {
+  /** Steps rolled back now, whose handlers are due. */
+  rolledBack: StepState[];
+  /** Handlers already run again for these rollbacks (before a crash): not run a second time. */
+  skip?: Set<string>;
+  secrets: SecretDigests;
+  given: Record<string, string>;
+  rec: Recorder;
+  /** Id the events are sent under (the undo or recover run). */
+  eventRunId: string;
 }
 
 /**
@@ -120,88 +160,73 @@ function resolvedLocally(params: unknown): boolean {
  * notifies run again, once each, from their journaled params, journaled as `afterRollback`.
  * Returns whether every one that was due ran; a lost connection is thrown.
  */
-export async function handlersAgain(o: {
-  host: HostState;
-  /** Steps rolled back now, whose handlers are due. */
-  rolledBack: StepState[];
-  transport: ShellTransport;
-  facts: Facts;
-  /** The run whose handlers these are (its backups). */
-  runId: string;
-  secrets: SecretDigests;
-  given: Record<string, string>;
-  rec: Recorder;
-  /** Id the events are sent under (the undo or recover run). */
-  eventRunId: string;
-  command: string;
-  /** Handlers already run again for these rollbacks (before a crash): not run a second time. */
-  skip?: Set<string>;
-}): Promise<{ ok: boolean; errors: string[] }> {
-  const names = new Set(o.rolledBack.filter((s) => !s.handler).flatMap((s) => s.notifies ?? []));
-  for (const n of o.skip ?? []) names.delete(n);
+export async function handlersAgain(on: JournaledHost, due: HandlersDue): Promise<{ ok: boolean; errors: string[] }> {
+  const names = new Set(due.rolledBack.filter((step) => !step.handler).flatMap((step) => step.notifies ?? []));
+  for (const name of due.skip ?? []) names.delete(name);
   // The newest completed run of each handler (a handler runs once per run, but an undo may copy it).
   const ran = new Map<string, StepState>();
-  for (const s of o.host.steps) if (s.handler && !s.afterRollback && s.status === 'changed' && names.has(s.name)) ran.set(s.name, s);
+  for (const step of on.host.steps) if (step.handler && !step.afterRollback && step.status === 'changed' && names.has(step.name)) ran.set(step.name, step);
   const errors: string[] = [];
-  const now = () => new Date().toISOString();
-  for (const s of ran.values()) {
-    const started = Date.now();
-    const fail = (why: string) =>
-      errors.push(`handler "${s.name}" could not run again after the rollback: ${why} — the rolled-back files are in place, but the service may still run what the run had set up: run the handler by hand`);
-    const j = journaledStep(o.host, s, o.secrets, o.given, o.command);
-    if (!('ready' in j)) {
-      fail(j.message);
-      continue;
-    }
-    const r = j.ready;
-    if (resolvedLocally(r.params)) {
-      fail('its content was made from the recipe, which the journal keeps by digest only');
-      continue;
-    }
-    const ctx = contextOf(o.transport, o.facts, o.host, s, r.sudo, o.runId, o.command);
-    let journaled = false;
-    try {
-      // The rollback may have removed what the handler acts on (the service's package, its folder).
-      const gone = await r.type.gone?.(ctx, r.params);
-      if (gone) {
-        o.rec.emit({ event: 'step-finished', runId: o.eventRunId, time: now(), host: o.host.name, step: s.name, type: s.type, status: 'skipped', summary: `after rollback: not needed: ${gone}`, irreversible: false, durationMs: Date.now() - started, handler: true });
-        continue;
-      }
-      const state = await r.type.check(ctx, r.params);
-      const plan = r.type.plan(r.params, state, { runId: o.runId, step: s.name, backupDir: ctx.backupDir });
-      if (!plan.changed) continue;
-      await o.rec.write({
-        kind: 'step-started',
-        time: now(),
-        host: o.host.name,
-        step: s.name,
-        type: s.type,
-        handler: true,
-        afterRollback: true,
-        params: s.params,
-        undo: plan.undo,
-        irreversible: plan.undo === null,
-        summary: `after rollback: ${plan.summary}`,
-        pre: stateFingerprint(r.type, r.params, state),
-        sudo: r.sudo,
-      } satisfies JournalEntry);
-      journaled = true;
-      await r.type.apply(ctx, r.params, plan, state);
-      await o.rec.write({ kind: 'step-finished', time: now(), host: o.host.name, step: s.name, type: s.type, status: 'changed', summary: `after rollback: ${plan.summary}`, changed: true, durationMs: Date.now() - started });
-      o.rec.emit({ event: 'step-finished', runId: o.eventRunId, time: now(), host: o.host.name, step: s.name, type: s.type, status: 'changed', summary: `after rollback: ${plan.summary}`, irreversible: false, durationMs: Date.now() - started, handler: true });
-    } catch (e) {
-      if (e instanceof ConnectError) throw e;
-      const why = errorMessage(e);
-      if (journaled) {
-        await o.rec
-          .write({ kind: 'step-finished', time: now(), host: o.host.name, step: s.name, type: s.type, status: 'failed', summary: 'after rollback', changed: false, durationMs: Date.now() - started, error: why })
-          .catch(() => {});
-      }
-      o.rec.emit({ event: 'step-finished', runId: o.eventRunId, time: now(), host: o.host.name, step: s.name, type: s.type, status: 'failed', summary: 'after rollback', irreversible: false, durationMs: Date.now() - started, handler: true, error: why });
-      fail(why);
+  for (const handler of ran.values()) {
+    const why = await handlerAgain(on, handler, due);
+    if (why !== undefined) {
+      errors.push(`handler "${handler.name}" could not run again after the rollback: ${why} — the rolled-back files are in place, but the service may still run what the run had set up: run the handler by hand`);
     }
   }
   return { ok: errors.length === 0, errors };
+}
+
+/** Runs one handler again from its journaled params; undefined when it ran (or was not needed), else why not. */
+async function handlerAgain(on: JournaledHost, handler: StepState, due: HandlersDue): Promise<string | undefined> {
+  const started = Date.now();
+  const { rec } = due;
+  const journaled = journaledStep(on.host, handler, due.secrets, due.given, on.command);
+  if (!('ready' in journaled)) return journaled.message;
+  const ready = journaled.ready;
+  if (resolvedLocally(ready.params)) return 'its content was made from the recipe, which the journal keeps by digest only';
+  const ctx = contextOf(on, handler, ready.sudo);
+  const at = { time: now(), host: on.host.name, step: handler.name, type: handler.type };
+  const event = (status: 'skipped' | 'changed' | 'failed', summary: string, error?: string) =>
+    rec.emit({ event: 'step-finished', runId: due.eventRunId, ...at, time: now(), status, summary, irreversible: false, durationMs: Date.now() - started, handler: true, ...(error ? { error } : {}) });
+  let wrote = false;
+  try {
+    // The rollback may have removed what the handler acts on (the service's package, its folder).
+    const gone = await ready.type.gone?.(ctx, ready.params);
+    if (gone) {
+      event('skipped', `after rollback: not needed: ${gone}`);
+      return undefined;
+    }
+    const state = await ready.type.check(ctx, ready.params);
+    const plan = ready.type.plan(ready.params, state, { runId: on.runId, step: handler.name, backupDir: ctx.backupDir });
+    if (!plan.changed) return undefined;
+    const summary = `after rollback: ${plan.summary}`;
+    await rec.write({
+      kind: 'step-started',
+      ...at,
+      time: now(),
+      handler: true,
+      afterRollback: true,
+      params: handler.params,
+      undo: plan.undo,
+      irreversible: plan.undo === null,
+      summary,
+      pre: stateFingerprint(ready.type, ready.params, state),
+      sudo: ready.sudo,
+    } satisfies JournalEntry);
+    wrote = true;
+    await ready.type.apply(ctx, ready.params, plan, state);
+    await rec.write({ kind: 'step-finished', ...at, time: now(), status: 'changed', summary, changed: true, durationMs: Date.now() - started });
+    event('changed', summary);
+    return undefined;
+  } catch (e) {
+    if (e instanceof ConnectError) throw e;
+    const why = errorMessage(e);
+    if (wrote) {
+      await rec.write({ kind: 'step-finished', ...at, time: now(), status: 'failed', summary: 'after rollback', changed: false, durationMs: Date.now() - started, error: why }).catch(() => {});
+    }
+    event('failed', 'after rollback', why);
+    return why;
+  }
 }
 
 /**

@@ -12,28 +12,24 @@
  * - a rollback the crash stopped is started again (rollbacks restore from backups: doing one
  *   twice leaves the same host);
  * - every other completed step is rolled back, newest first;
- * - handlers the run ran that those steps notify run again (services load what was put back);
+ * - handlers the run ran that those steps notify run again (services load what was rolled back);
  * then `host-finished`, the lock released, and `run-finished` with status `recovered`.
  *
  * Hosts that had finished before the crash keep how they finished (an `ok` host keeps its changes,
  * as the run decided); a host the run stopped rolling back (a second Ctrl-C) is finished too.
  * An undo run is finished the same way: its interrupted rollback completes; what it had not yet
- * taken back stays (run `undo` again for it).
+ * rolled back stays (run `undo` again for it).
  */
-import { hostname } from 'node:os';
 import { ConnectError, HostsmithError, InputError, errorMessage } from '../errors.js';
-import type { StepSpec } from '../recipe/types.js';
 import type { ShellTransport } from '../transport/base.js';
-import { rollbackOne } from './apply-step.js';
 import { controllerState, localProbe, type ControllerProbe } from './controller.js';
-import { type Counts, type Emit, type HostStatus, type RunEvent } from './events.js';
+import { type Counts, type Emit, type HostStatus } from './events.js';
 import { gatherFacts } from './facts.js';
-import type { Completed, HostRun } from './host-run.js';
-import { contextOf, handlersAgain, holdsMask, journaledStep, stateNow, stopLeftovers, type SecretDigests } from './journal-steps.js';
+import { contextOf, handlersAgain, holdsMask, journaledStep, rollBackJournaled, stateNow, stopLeftovers, type JournaledHost, type JournaledStep, type SecretDigests } from './journal-steps.js';
 import { Journal, listRunIds, readJournal } from './journal.js';
 import { ROOT_LOCK_DIR, acquireLock } from './lock.js';
-import { Masker } from './mask.js';
 import { Recorder } from './recorder.js';
+import { driveRun, isoNow, pool, recoverStartedEntry, zeroCounts, type RunFrame } from './run-skeleton.js';
 import { stepType } from '../steps/registry.js';
 import { awaitWatchdog, claimWatchdog, recordWatchdogRollback, removeWatchdog } from './watchdog.js';
 import { replay, runPhase, type ControllerState, type HostState, type RunPhase, type RunState, type StepState } from './replay.js';
@@ -134,7 +130,7 @@ function workOf(run: RunState, h: HostState): RecoverHost | undefined {
   // In an undo run, "completed" steps are its own rollbacks: only one that was stopped part-way is continued.
   const rollBack = run.mode === 'undo' ? newestFirst(h.rollingBack) : newestFirst(h.left);
   const inFlight = h.inFlight.filter((s) => !s.afterRollback && run.mode !== 'undo');
-  // An undo run's step-started with no rollback yet, and a handler run again after a rollback, changed nothing to take back.
+  // An undo run's step-started with no rollback yet, and a handler run again after a rollback, changed nothing to roll back.
   const closeOnly = h.inFlight.filter((s) => !inFlight.includes(s));
   return { host: h, inFlight: [...inFlight, ...closeOnly], rollBack };
 }
@@ -143,11 +139,11 @@ export interface RecoverHostReport extends Counts {
   status: HostStatus;
   /** Rolled back by the recover, newest first. */
   rolledBackSteps: string[];
-  /** In flight at the crash, found unchanged: nothing to take back. */
+  /** In flight at the crash, found unchanged: nothing to roll back. */
   untouched: string[];
   /** Commands of the run still running on the host, stopped first ("pid command"). */
   stopped: string[];
-  /** Not put back, with why. */
+  /** Not rolled back, with why. */
   problems: Array<{ step: string; why: string }>;
   /** Nothing could be done (not reached, or its lock is another run's): the host stays open for another recover. */
   leftOpen?: boolean;
@@ -163,173 +159,233 @@ export interface RecoverReport {
   hosts: Record<string, RecoverHostReport>;
 }
 
-/**
- * Finishes the run: see the top of this file. `connect` reaches a host as the journal says;
- * `secrets`: values of the run's secret vars, already checked against their digests.
- */
-export async function runRecover(
-  t: RecoverTarget,
-  o: { connect(h: HostState): Promise<ShellTransport>; secrets?: Record<string, string>; emit?: Emit; concurrency?: number },
-): Promise<RecoverReport> {
-  const runId = t.run.runId;
-  const given = o.secrets ?? {};
-  const masker = new Masker(Object.values(given));
-  const emit: Emit = (e: RunEvent) => o.emit?.(masker.value(e));
-  const time = () => new Date().toISOString();
-  const journal = await Journal.append(t.stateDir, runId, masker);
+export interface RecoverOptions {
+  /** Reaches a host as the journal says. */
+  connect(host: HostState): Promise<ShellTransport>;
+  /** Values of the run's secret vars, already checked against their digests. */
+  secrets?: Record<string, string>;
+  emit?: Emit;
+  concurrency?: number;
+}
+
+/** Finishes the run: see the top of this file. */
+export async function runRecover(target: RecoverTarget, options: RecoverOptions): Promise<RecoverReport> {
+  const runId = target.run.runId;
+  const given = options.secrets ?? {};
   const reports: Record<string, RecoverHostReport> = {};
-  try {
-    await journal.write({ kind: 'recover-started', time: time(), pid: process.pid, controller: hostname() });
-    emit({ event: 'run-started', runId, time: time(), recipe: t.run.recipe, mode: 'recover', hosts: t.hosts.map((h) => h.host.name) });
-    let next = 0;
-    const worker = async () => {
-      while (next < t.hosts.length) {
-        const u = t.hosts[next++]!;
+  return driveRun({
+    runId,
+    secrets: Object.values(given),
+    emit: options.emit,
+    // The run's own journal, appended to: it tells the run's whole story, and a recover that is
+    // itself killed is continued by the next.
+    openJournal: (masker) => Journal.append(target.stateDir, runId, masker),
+    opening: () => ({
+      entry: recoverStartedEntry(),
+      event: { event: 'run-started', runId, time: isoNow(), recipe: target.run.recipe, mode: 'recover', hosts: target.hosts.map((work) => work.host.name) },
+    }),
+    work: (frame) =>
+      pool(target.hosts, options.concurrency ?? 10, async (work) => {
+        const name = work.host.name;
         const started = Date.now();
-        const r = await recoverHost(u);
-        reports[u.host.name] = r;
-        // A host that could not be reached stays open in the journal: another recover finishes it.
-        if (!r.leftOpen) {
-          await journal
-            .write({ kind: 'host-finished', time: time(), host: u.host.name, status: r.status, counts: counts(r), ...(r.error ? { error: r.error } : {}) })
-            .catch((e: unknown) => {
-              r.status = 'rollback-incomplete';
-              r.error = `${r.error ?? u.host.name}; the journal could not record it: ${errorMessage(e)}`;
-            });
-        }
-        emit({ event: 'host-finished', runId, time: time(), host: u.host.name, status: r.status, ...counts(r), ...(r.error ? { error: r.error } : {}), durationMs: Date.now() - started });
-      }
-    };
-    await Promise.all(Array.from({ length: Math.max(1, Math.min(o.concurrency ?? 10, t.hosts.length)) }, worker));
-    const statuses = Object.values(reports).map((r) => r.status);
-    const exitCode = statuses.includes('rollback-incomplete') ? 3 : statuses.includes('unreachable') ? 4 : statuses.includes('failed') ? 1 : 0;
-    const closed = !Object.values(reports).some((r) => r.leftOpen);
-    if (closed) await journal.write({ kind: 'run-finished', time: time(), status: 'recovered', exitCode });
-    return masker.value({ runId, closed, exitCode, journalFile: journal.file, hosts: reports });
-  } finally {
-    await journal.close().catch(() => {});
-  }
-
-  async function recoverHost(u: RecoverHost): Promise<RecoverHostReport> {
-    const name = u.host.name;
-    const r: RecoverHostReport = { status: 'rolled-back', changed: 0, unchanged: 0, skipped: 0, failed: 0, rolledBack: 0, rolledBackSteps: [], untouched: [], stopped: [], problems: [] };
-    const problem = (step: string, why: string) => {
-      r.failed++;
-      r.problems.push({ step, why });
-    };
-    let transport: ShellTransport;
-    try {
-      transport = await o.connect(u.host);
-    } catch (e) {
-      return { ...r, status: 'unreachable', leftOpen: true, error: `${name}: ${errorMessage(e)}; nothing was done there: run \`hostsmith recover ${runId}\` again once it can be reached` };
-    }
-    const rec = new Recorder(journal, emit);
-    let release: (() => Promise<void>) | undefined;
-    try {
-      const facts = await gatherFacts(transport);
-      transport.loginUser = facts.user;
-      transport.defaultSudo = false;
-      emit({ event: 'host-connected', runId, time: time(), host: name, facts });
-      // The run's own lock, taken over (or taken again where it is gone, e.g. a host that rebooted).
-      const steps = [...u.inFlight, ...u.rollBack];
-      const lockSudo =
-        facts.user !== 'root' && (u.host.target?.sudo === true || (u.host.lock?.startsWith(`${ROOT_LOCK_DIR}/`) ?? false) || steps.some((s) => s.sudo === true));
-      const backupDir = u.host.backupDir ?? '';
-      const base = backupDir.endsWith(`/backups/${runId}`) ? backupDir.slice(0, -`/backups/${runId}`.length) : '/var/lib/hostsmith';
-      try {
-        release = await acquireLock(transport, base, runId, lockSudo, { stateDir: t.stateDir, adopt: runId });
-      } catch (e) {
-        if (e instanceof ConnectError) throw e;
-        return { ...r, status: 'failed', leftOpen: true, error: `${errorMessage(e)}; nothing was done on ${name}: run \`hostsmith recover ${runId}\` again once the lock is free` };
-      }
-
-      // A command the run started may still be running there: stopped before its state is read.
-      r.stopped = await stopLeftovers(transport, runId, lockSudo);
-
-      // A lockout watchdog the run armed and never settled: taken over before anything else, or,
-      // when its time ran out and it rolled back by itself, what it did is recorded and not done twice.
-      const byWatchdog = await settleWatchdog(transport, facts.user !== 'root', u.host, rec, name, runId);
-
-      const shim = { o: { host: name, runId }, rec } as unknown as HostRun;
-      const undone: StepState[] = [];
-      const rollBack = async (s: StepState, j: { type: Completed['type']; params: unknown; undo: unknown; sudo: boolean }) => {
-        const ctx = contextOf(transport, facts, u.host, s, j.sudo, runId, 'recover');
-        const done: Completed = { spec: { name: s.name, type: s.type } as StepSpec, type: j.type, params: j.params, undo: j.undo, summary: s.summary, ctx };
-        if (await rollbackOne(shim, done)) {
-          r.rolledBack++;
-          r.rolledBackSteps.push(s.name);
-          undone.push(s);
-        } else problem(s.name, s.undo === null ? 'irreversible: the step has no rollback, so its change stays' : 'its rollback failed (see the journal)');
+        const report = await recoverHost(work, { target, frame, connect: options.connect, given });
+        reports[name] = report;
+        await frame.hostFinished(name, report, {
+          durationMs: Date.now() - started,
+          // A host that could not be reached stays open in the journal: another recover finishes it.
+          staysOpen: report.leftOpen,
+          unrecorded: (e) => {
+            report.status = 'rollback-incomplete';
+            report.error = `${report.error ?? name}; the journal could not record it: ${errorMessage(e)}`;
+          },
+        });
+      }),
+    ending: (frame) => {
+      const statuses = Object.values(reports).map((report) => report.status);
+      const exitCode = statuses.includes('rollback-incomplete') ? 3 : statuses.includes('unreachable') ? 4 : statuses.includes('failed') ? 1 : 0;
+      const closed = !Object.values(reports).some((report) => report.leftOpen);
+      return {
+        ...(closed ? { finished: { status: 'recovered' as const, exitCode } } : {}),
+        mustRecordEnd: true,
+        result: { runId, closed, exitCode, journalFile: frame.journal!.file, hosts: reports },
       };
+    },
+  });
+}
 
-      // The step in flight at the crash: changed or not, as its state says.
-      for (const s of u.inFlight) {
-        const closeUnchanged = async (why: string) => {
-          await rec.write({ kind: 'step-finished', time: time(), host: name, step: s.name, type: s.type, status: 'failed', summary: s.summary, changed: false, durationMs: 0, error: why });
-          r.untouched.push(s.name);
-        };
-        if (s.afterRollback || t.run.mode === 'undo') {
-          await closeUnchanged(`interrupted: the controller stopped before it ${s.afterRollback ? 'ran' : 'took it back'}; closed by recover`);
-          continue;
-        }
-        const j = journaledStep(u.host, s, t.secrets, given, 'recover');
-        if (!('ready' in j)) {
-          problem(s.name, `in flight at the crash, and cannot be checked: ${j.message}`);
-          continue;
-        }
-        let now: string;
-        try {
-          now = await stateNow(contextOf(transport, facts, u.host, s, j.ready.sudo, runId, 'recover'), j.ready);
-        } catch (e) {
-          if (e instanceof ConnectError) throw e;
-          problem(s.name, `in flight at the crash, and its state could not be read: ${errorMessage(e)}`);
-          continue;
-        }
-        if (now === s.pre) await closeUnchanged('interrupted: the controller stopped during this step; recover found the host as it was before the step (nothing to take back)');
-        else await rollBack(s, j.ready);
-      }
+/** What each host's recovery needs of the recover run. */
+interface RecoverRun {
+  target: RecoverTarget;
+  frame: RunFrame;
+  connect: RecoverOptions['connect'];
+  /** Values of the run's secret vars. */
+  given: Record<string, string>;
+}
 
-      // Everything else the run completed, newest first (a rollback the crash stopped among them).
-      for (const s of u.rollBack) {
-        if (byWatchdog.has(s.name)) {
-          r.rolledBack++;
-          r.rolledBackSteps.push(s.name);
-          continue;
-        }
-        const j = journaledStep(u.host, s, t.secrets, given, 'recover');
-        if (!('ready' in j)) problem(s.name, j.message);
-        else await rollBack(s, j.ready);
-      }
+function problem(report: RecoverHostReport, step: string, why: string): void {
+  report.failed++;
+  report.problems.push({ step, why });
+}
 
-      // Handlers are due for what this recover put back, and for what the run itself put back
-      // before it stopped, unless the run had already run them again after that rollback.
-      const before = u.host.steps.filter((s) => s.rollback?.status === 'rolled-back' && s.rollback.finishedAt && !undone.includes(s));
-      const lastBefore = before.map((s) => s.rollback!.finishedAt!).sort().at(-1);
-      const nowDue = new Set(undone.flatMap((s) => s.notifies ?? []));
-      const skip = new Set(
-        u.host.steps.filter((s) => s.afterRollback && s.status === 'changed' && lastBefore && (s.finishedAt ?? '') >= lastBefore && !nowDue.has(s.name)).map((s) => s.name),
-      );
-      const again = await handlersAgain({ host: u.host, rolledBack: [...undone, ...before], transport, facts, runId, secrets: t.secrets, given, rec, eventRunId: runId, command: 'recover', skip });
-      for (const e of again.errors) problem('handlers', e);
-    } catch (e) {
-      if (e instanceof ConnectError) {
-        r.status = 'unreachable';
-        r.leftOpen = true;
-        r.error = `${name}: ${errorMessage(e)}; run \`hostsmith recover ${runId}\` again once it can be reached (it continues where this one stopped)`;
-        return r;
-      }
-      problem('', errorMessage(e));
-    } finally {
-      if (release && !r.leftOpen) {
-        await release().catch((e: unknown) => problem('lock', errorMessage(e)));
-      }
-    }
-    if (r.problems.length) {
-      r.status = 'rollback-incomplete';
-      r.error = `${name}: not everything was put back: ${r.problems.map((p) => (p.step ? `${p.step} (${p.why})` : p.why)).join('; ')}`;
-    }
-    return r;
+/** One host: under the run's own lock, what the crash left is decided, rolled back, and its handlers run again. */
+async function recoverHost(work: RecoverHost, run: RecoverRun): Promise<RecoverHostReport> {
+  const name = work.host.name;
+  const runId = run.target.run.runId;
+  const report: RecoverHostReport = { status: 'rolled-back', ...zeroCounts(), rolledBackSteps: [], untouched: [], stopped: [], problems: [] };
+  let transport: ShellTransport;
+  try {
+    transport = await run.connect(work.host);
+  } catch (e) {
+    return { ...report, status: 'unreachable', leftOpen: true, error: `${name}: ${errorMessage(e)}; nothing was done there: run \`hostsmith recover ${runId}\` again once it can be reached` };
   }
+  const rec = new Recorder(run.frame.journal, run.frame.emit);
+  let release: (() => Promise<void>) | undefined;
+  try {
+    const facts = await gatherFacts(transport);
+    transport.loginUser = facts.user;
+    transport.defaultSudo = false;
+    run.frame.emit({ event: 'host-connected', runId, time: isoNow(), host: name, facts });
+    // The run's own lock, taken over (or taken again where it is gone, e.g. a host that rebooted).
+    const steps = [...work.inFlight, ...work.rollBack];
+    const lockSudo =
+      facts.user !== 'root' && (work.host.target?.sudo === true || (work.host.lock?.startsWith(`${ROOT_LOCK_DIR}/`) ?? false) || steps.some((step) => step.sudo === true));
+    const backupDir = work.host.backupDir ?? '';
+    const base = backupDir.endsWith(`/backups/${runId}`) ? backupDir.slice(0, -`/backups/${runId}`.length) : '/var/lib/hostsmith';
+    try {
+      release = await acquireLock(transport, base, runId, lockSudo, { stateDir: run.target.stateDir, adopt: runId });
+    } catch (e) {
+      if (e instanceof ConnectError) throw e;
+      return { ...report, status: 'failed', leftOpen: true, error: `${errorMessage(e)}; nothing was done on ${name}: run \`hostsmith recover ${runId}\` again once the lock is free` };
+    }
+
+    // A command the run started may still be running there: stopped before its state is read.
+    report.stopped = await stopLeftovers(transport, runId, lockSudo);
+
+    // A lockout watchdog the run armed and never settled: taken over before anything else, or,
+    // when its time ran out and it rolled back by itself, what it did is recorded and not done twice.
+    const on: JournaledHost = { host: work.host, transport, facts, runId, command: 'recover' };
+    const byWatchdog = await settleWatchdog(on, facts.user !== 'root', rec);
+    await rollBackLeft(on, work, { byWatchdog, rec, run, report });
+  } catch (e) {
+    if (e instanceof ConnectError) {
+      report.status = 'unreachable';
+      report.leftOpen = true;
+      report.error = `${name}: ${errorMessage(e)}; run \`hostsmith recover ${runId}\` again once it can be reached (it continues where this one stopped)`;
+      return report;
+    }
+    problem(report, '', errorMessage(e));
+  } finally {
+    if (release && !report.leftOpen) {
+      await release().catch((e: unknown) => problem(report, 'lock', errorMessage(e)));
+    }
+  }
+  if (report.problems.length) {
+    report.status = 'rollback-incomplete';
+    report.error = `${name}: not everything was put back: ${report.problems.map((found) => (found.step ? `${found.step} (${found.why})` : found.why)).join('; ')}`;
+  }
+  return report;
+}
+
+/** What rolling back one host's left steps works with. */
+interface LeftOnHost {
+  /** Steps the watchdog already rolled back (recorded as such). */
+  byWatchdog: Set<string>;
+  rec: Recorder;
+  run: RecoverRun;
+  report: RecoverHostReport;
+}
+
+/**
+ * Under the lock: the steps in flight at the crash decided by their state, everything else the
+ * run completed rolled back newest first, then the handlers due for what was rolled back.
+ */
+async function rollBackLeft(on: JournaledHost, work: RecoverHost, left: LeftOnHost): Promise<void> {
+  const { rec, run, report } = left;
+  const rolledBack: StepState[] = [];
+  const rollBack = async (ready: JournaledStep) => {
+    const { step } = ready;
+    if (await rollBackJournaled(on, ready, rec, on.runId)) {
+      report.rolledBack++;
+      report.rolledBackSteps.push(step.name);
+      rolledBack.push(step);
+    } else problem(report, step.name, step.undo === null ? 'irreversible: the step has no rollback, so its change stays' : 'its rollback failed (see the journal)');
+  };
+
+  // The step in flight at the crash: changed or not, as its state says.
+  for (const step of work.inFlight) {
+    const ready = await inFlightChanged(on, step, left);
+    if (ready) await rollBack(ready);
+  }
+
+  // Everything else the run completed, newest first (a rollback the crash stopped among them).
+  for (const step of work.rollBack) {
+    if (left.byWatchdog.has(step.name)) {
+      report.rolledBack++;
+      report.rolledBackSteps.push(step.name);
+      continue;
+    }
+    const journaled = journaledStep(on.host, step, run.target.secrets, run.given, 'recover');
+    if (!('ready' in journaled)) problem(report, step.name, journaled.message);
+    else await rollBack(journaled.ready);
+  }
+
+  const again = await handlersAgain(on, { rolledBack: [...rolledBack, ...rolledBackBefore(on.host, rolledBack)], skip: handlersRunAgain(on.host, rolledBack), secrets: run.target.secrets, given: run.given, rec, eventRunId: on.runId });
+  for (const error of again.errors) problem(report, 'handlers', error);
+}
+
+/**
+ * A step in flight at the crash: closed as failed when its state is still its journaled pre-state
+ * (nothing to roll back), else ready to roll back. Undefined when it is closed, or is a problem.
+ */
+async function inFlightChanged(on: JournaledHost, step: StepState, left: LeftOnHost): Promise<JournaledStep | undefined> {
+  const { rec, run, report } = left;
+  const closeUnchanged = async (why: string) => {
+    await rec.write({ kind: 'step-finished', time: isoNow(), host: on.host.name, step: step.name, type: step.type, status: 'failed', summary: step.summary, changed: false, durationMs: 0, error: why });
+    report.untouched.push(step.name);
+  };
+  if (step.afterRollback || run.target.run.mode === 'undo') {
+    await closeUnchanged(`interrupted: the controller stopped before it ${step.afterRollback ? 'ran' : 'took it back'}; closed by recover`);
+    return undefined;
+  }
+  const ready = readyOrProblem(on, step, left);
+  if (!ready) return undefined;
+  let now: string;
+  try {
+    now = await stateNow(contextOf(on, step, ready.sudo), ready);
+  } catch (e) {
+    if (e instanceof ConnectError) throw e;
+    problem(report, step.name, `in flight at the crash, and its state could not be read: ${errorMessage(e)}`);
+    return undefined;
+  }
+  if (now !== step.pre) return ready;
+  await closeUnchanged('interrupted: the controller stopped during this step; recover found the host as it was before the step (nothing to take back)');
+  return undefined;
+}
+
+/** The in-flight step ready to check, or a problem said for it. */
+function readyOrProblem(on: JournaledHost, step: StepState, left: LeftOnHost): JournaledStep | undefined {
+  const journaled = journaledStep(on.host, step, left.run.target.secrets, left.run.given, 'recover');
+  if ('ready' in journaled) return journaled.ready;
+  problem(left.report, step.name, `in flight at the crash, and cannot be checked: ${journaled.message}`);
+  return undefined;
+}
+
+/** What the run itself rolled back before it stopped: its handlers are due too. */
+function rolledBackBefore(host: HostState, now: StepState[]): StepState[] {
+  return host.steps.filter((step) => step.rollback?.status === 'rolled-back' && step.rollback.finishedAt && !now.includes(step));
+}
+
+/**
+ * Handlers due for what the run rolled back before it stopped, which the run had already run
+ * again after that rollback (and that nothing rolled back now notifies): not run a second time.
+ */
+function handlersRunAgain(host: HostState, now: StepState[]): Set<string> {
+  const lastBefore = rolledBackBefore(host, now)
+    .map((step) => step.rollback!.finishedAt!)
+    .sort()
+    .at(-1);
+  const nowDue = new Set(now.flatMap((step) => step.notifies ?? []));
+  return new Set(host.steps.filter((step) => step.afterRollback && step.status === 'changed' && lastBefore && (step.finishedAt ?? '') >= lastBefore && !nowDue.has(step.name)).map((step) => step.name));
 }
 
 /**
@@ -338,31 +394,27 @@ export async function runRecover(
  * rolled back here); a step type whose host script does only part (packages) is rolled back again
  * by recover as usual.
  */
-async function settleWatchdog(t: ShellTransport, sudo: boolean, h: HostState, rec: Recorder, host: string, runId: string): Promise<Set<string>> {
+async function settleWatchdog(on: Pick<JournaledHost, 'host' | 'transport' | 'runId'>, sudo: boolean, rec: Recorder): Promise<Set<string>> {
+  const { host, transport, runId } = on;
   const done = new Set<string>();
-  const wd = h.watchdog;
-  if (!wd || wd.state !== 'armed') return done;
-  const time = () => new Date().toISOString();
-  const claim = await claimWatchdog(t, sudo, wd.dir);
+  const watchdog = host.watchdog;
+  if (!watchdog || watchdog.state !== 'armed') return done;
+  const claim = await claimWatchdog(transport, sudo, watchdog.dir);
   if (claim !== 'fired') {
-    await rec.write({ kind: 'watchdog', event: 'disarmed', time: time(), host, dir: wd.dir, error: claim === 'claimed' ? 'taken over by recover before its time ran out' : 'gone when recover looked' });
+    await rec.write({ kind: 'watchdog', event: 'disarmed', time: isoNow(), host: host.name, dir: watchdog.dir, error: claim === 'claimed' ? 'taken over by recover before its time ran out' : 'gone when recover looked' });
     return done;
   }
-  const fired = await awaitWatchdog(t, sudo, wd.dir, wd.steps);
+  const fired = await awaitWatchdog(transport, sudo, watchdog.dir, watchdog.steps);
   if (typeof fired !== 'object') return done;
-  await rec.write({ kind: 'watchdog', event: 'fired', time: time(), host, dir: wd.dir, result: fired.result, rolledBack: fired.ok, failed: fired.failed, ...(fired.log ? { log: fired.log } : {}) });
+  await rec.write({ kind: 'watchdog', event: 'fired', time: isoNow(), host: host.name, dir: watchdog.dir, result: fired.result, rolledBack: fired.ok, failed: fired.failed, ...(fired.log ? { log: fired.log } : {}) });
   // Handlers it ran again after a full rollback are settled with it, as the run itself would.
-  const handlers = fired.result === 'rolled-back' ? h.steps.filter((x) => x.handler && x.completed && !x.afterRollback).map((x) => x.name) : [];
+  const handlers = fired.result === 'rolled-back' ? host.steps.filter((step) => step.handler && step.completed && !step.afterRollback).map((step) => step.name) : [];
   for (const name of [...fired.ok, ...handlers]) {
-    const s = h.steps.find((x) => x.name === name && x.completed);
-    if (!s || stepType(s.type)?.hostRollbackPartial) continue;
-    await recordWatchdogRollback(rec, runId, host, name, s.type);
+    const step = host.steps.find((known) => known.name === name && known.completed);
+    if (!step || stepType(step.type)?.hostRollbackPartial) continue;
+    await recordWatchdogRollback(rec, runId, host.name, name, step.type);
     done.add(name);
   }
-  await removeWatchdog(t, sudo, wd.dir);
+  await removeWatchdog(transport, sudo, watchdog.dir);
   return done;
-}
-
-function counts(r: Counts): Counts {
-  return { changed: r.changed, unchanged: r.unchanged, skipped: r.skipped, failed: r.failed, rolledBack: r.rolledBack };
 }

@@ -8,7 +8,8 @@ import { stateFingerprint } from '../steps/step.js';
 import type { ShellTransport } from '../transport/base.js';
 import { stopLeftovers } from './journal-steps.js';
 import type { StepSpec } from '../recipe/types.js';
-import { applyPlanned, rollbackOne } from './apply-step.js';
+import { applyPlanned, rollBackStep } from './apply-step.js';
+import { dropProbes } from './probe.js';
 import type { Counts, HostStatus, StepStatus } from './events.js';
 import { newHostRun, plannedResult, type Completed, type HostRun, type HostRunOptions } from './host-run.js';
 import { planStep, type PlannedStep } from './plan-step.js';
@@ -31,7 +32,7 @@ export interface HostResult {
   /** The step whose failure stopped the run on this host, when a step's did. */
   failedStep?: string;
   /**
-   * Apply, status ok: takes back everything the run did on this host (newest first, every
+   * Apply, status ok: rolls back everything the run did on this host (newest first, every
    * rollback attempted, handlers run again), because `cause` — another host's failure under
    * `--rollback-scope batch|fleet`. The caller keeps the connection and the host lock until it
    * has called this or decided not to. At most once.
@@ -47,90 +48,104 @@ function reconnectBudget(o: HostRunOptions): number {
 
 const now = () => new Date().toISOString();
 
-export async function runHost(o: HostRunOptions): Promise<HostResult> {
-  const h = newHostRun(o);
-  if (o.mode === 'apply' && o.confirm) {
-    const login = (o.transport as Partial<ShellTransport>).loginUser ?? o.facts.user;
-    if (login !== 'root' && !h.baseSudo) {
+export async function runHost(options: HostRunOptions): Promise<HostResult> {
+  const hostRun = newHostRun(options);
+  if (options.mode === 'apply' && options.confirm) {
+    const login = (options.transport as Partial<ShellTransport>).loginUser ?? options.facts.user;
+    if (login !== 'root' && !hostRun.baseSudo) {
       return {
         status: 'failed',
-        counts: h.counts,
-        planned: h.planned,
-        error: `lockout protection (--confirm) needs root on ${o.host} for its watchdog, but the run logs in as ${login} without sudo: log in as root, or pass --sudo (or sudo: true in the recipe). Nothing was changed`,
+        counts: hostRun.counts,
+        planned: hostRun.planned,
+        error: `lockout protection (--confirm) needs root on ${options.host} for its watchdog, but the run logs in as ${login} without sudo: log in as root, or pass --sudo (or sudo: true in the recipe). Nothing was changed`,
       };
     }
   }
-  const stop = () => (o.mode === 'apply' && h.fatal !== undefined) || o.interrupt?.aborted === true;
+  const stop = () => (options.mode === 'apply' && hostRun.fatal !== undefined) || options.interrupt?.aborted === true;
   try {
     // A plan goes on past a failing step, so one dry run shows every problem; apply stops.
-    await schedule(o.recipe.steps, Math.max(1, o.recipe.defaults.parallel || 1), (spec) => stepTurn(h, spec), stop);
-    for (const handler of o.recipe.handlers) {
+    await schedule(options.recipe.steps, Math.max(1, options.recipe.defaults.parallel || 1), (spec) => stepTurn(hostRun, spec), stop);
+    for (const handler of options.recipe.handlers) {
       if (stop()) break;
-      if (h.notified.has(handler.name)) await stepTurn(h, handler);
+      if (hostRun.notified.has(handler.name)) await stepTurn(hostRun, handler);
     }
   } catch (e) {
     if (!(e instanceof ConnectError)) throw e;
-    if (o.mode !== 'apply') return { status: 'unreachable', counts: h.counts, planned: h.planned, error: e.message };
+    if (options.mode !== 'apply') return { status: 'unreachable', counts: hostRun.counts, planned: hostRun.planned, error: e.message };
     // A lost link during apply: made again (or the host given up), and the run on this host is
     // rolled back — what the step under way did cannot be known from here, so it is read again.
-    const gone = await linkLost(h, e, 'while applying');
+    const gone = await linkLost(hostRun, e, 'while applying');
     if (gone) return gone;
   }
 
-  const interrupted = o.interrupt?.aborted === true;
-  if (!h.fatal && !interrupted && o.mode === 'apply' && o.confirm) {
-    const p = await guarded(h, o.confirm);
-    if (p.kind === 'lost') return lostToWatchdog(h, p.why);
-    if (p.kind === 'failed') {
-      h.fatal = p.why;
-      if (p.fired) await takenByWatchdog(h, p.fired);
-      return takeBack(h, { byWatchdog: p.fired !== undefined });
+  const interrupted = options.interrupt?.aborted === true;
+  if (!hostRun.fatal && !interrupted && options.mode === 'apply' && options.confirm) {
+    const protection = await lockoutProtection(hostRun, options.confirm);
+    if (protection.kind === 'lost') return lostToWatchdog(hostRun, protection.why);
+    if (protection.kind === 'failed') {
+      hostRun.fatal = protection.why;
+      if (protection.fired) await rolledBackByWatchdog(hostRun, protection.fired);
+      return rollBackHost(hostRun, { byWatchdog: protection.fired !== undefined });
     }
   }
-  if (!h.fatal && !interrupted) {
-    if (o.mode !== 'apply') return { status: 'ok', counts: h.counts, planned: h.planned };
+  if (!hostRun.fatal && !interrupted) {
+    if (options.mode !== 'apply') return { status: 'ok', counts: hostRun.counts, planned: hostRun.planned };
     let asked = false;
     const rollBackLater = async (cause: string): Promise<HostResult> => {
-      if (asked) throw new Error(`${o.host}: its rollback was already asked for`);
+      if (asked) throw new Error(`${options.host}: its rollback was already asked for`);
       asked = true;
-      h.fatal = cause;
-      return takeBack(h, { becauseOfAnother: true });
+      hostRun.fatal = cause;
+      return rollBackHost(hostRun, { becauseOfAnother: true });
     };
-    return { status: 'ok', counts: h.counts, planned: h.planned, rollBackLater };
+    return { status: 'ok', counts: hostRun.counts, planned: hostRun.planned, rollBackLater };
   }
-  if (o.mode === 'plan') return { status: interrupted ? 'interrupted' : 'failed', counts: h.counts, planned: h.planned, error: h.fatal };
-  return takeBack(h, { interrupted });
+  if (options.mode === 'plan') return { status: interrupted ? 'interrupted' : 'failed', counts: hostRun.counts, planned: hostRun.planned, error: hostRun.fatal };
+  return rollBackHost(hostRun, { interrupted });
 }
 
 /**
  * Rolls back every completed step (newest first, each attempted), runs again the handlers of what
- * was put back, and says how the host ends: `becauseOfAnother` — the host did not fail itself
- * (rollback scope), so it ends rolled-back even with nothing to take back.
+ * was rolled back, and says how the host ends: `becauseOfAnother` — the host did not fail itself
+ * (rollback scope), so it ends rolled-back even with nothing to roll back.
  */
-async function takeBack(h: HostRun, how: { interrupted?: boolean; becauseOfAnother?: boolean; byWatchdog?: boolean }): Promise<HostResult> {
-  const { o } = h;
+async function rollBackHost(hostRun: HostRun, how: { interrupted?: boolean; becauseOfAnother?: boolean; byWatchdog?: boolean }): Promise<HostResult> {
+  const options = hostRun.o;
   const interrupted = how.interrupted === true;
-  const r = await rollBack(h);
-  if (r.givenUp) return r.givenUp;
+  const rollback = await rollBackCompleted(hostRun);
+  if (rollback.givenUp) return rollback.givenUp;
   let again: { ok: boolean } | HostResult;
   for (;;) {
     try {
-      again = await handlersAgain(h);
+      again = await handlersAgain(hostRun);
       break;
     } catch (e) {
       if (!(e instanceof ConnectError)) throw e;
-      const gone = await linkLost(h, e, 'while running handlers again after the rollback');
+      const gone = await linkLost(hostRun, e, 'while running handlers again after the rollback');
       if (gone) return gone;
     }
   }
-  if (!again.ok) r.complete = false;
-  const unrecorded = h.journalBroken !== undefined || h.rec.failedWrites.some((k) => k.startsWith('rollback'));
+  if (!again.ok) rollback.complete = false;
+  const unrecorded = hostRun.journalBroken !== undefined || hostRun.rec.failedWrites.some((kind) => kind.startsWith('rollback'));
   const status: HostStatus =
-    !r.complete || unrecorded ? 'rollback-incomplete' : how.becauseOfAnother || how.byWatchdog ? 'rolled-back' : interrupted ? 'interrupted' : h.completed.length ? 'rolled-back' : 'failed';
-  const note = h.journalBroken
-    ? `; the journal could not be written, so the run stopped before the next change${h.completed.length ? ` (${r.complete ? 'every completed step was rolled back on the host' : 'see the rollback errors above'}, but the journal may not record it)` : ''} — free space in the state dir or pass --state-dir, then check \`hostsmith show ${o.runId}\``
+    !rollback.complete || unrecorded
+      ? 'rollback-incomplete'
+      : how.becauseOfAnother || how.byWatchdog
+        ? 'rolled-back'
+        : interrupted
+          ? 'interrupted'
+          : hostRun.completed.length
+            ? 'rolled-back'
+            : 'failed';
+  const note = hostRun.journalBroken
+    ? `; the journal could not be written, so the run stopped before the next change${hostRun.completed.length ? ` (${rollback.complete ? 'every completed step was rolled back on the host' : 'see the rollback errors above'}, but the journal may not record it)` : ''} — free space in the state dir or pass --state-dir, then check \`hostsmith show ${options.runId}\``
     : '';
-  return { status, counts: h.counts, planned: h.planned, error: `${h.fatal ?? 'interrupted by the user'}${note}`, ...(h.fatalStep ? { failedStep: h.fatalStep } : {}) };
+  return {
+    status,
+    counts: hostRun.counts,
+    planned: hostRun.planned,
+    error: `${hostRun.fatal ?? 'interrupted by the user'}${note}`,
+    ...(hostRun.fatalStep ? { failedStep: hostRun.fatalStep } : {}),
+  };
 }
 
 /**
@@ -138,48 +153,48 @@ async function takeBack(h: HostRun, how: { interrupted?: boolean; becauseOfAnoth
  * made again (else the host is given up to its watchdog), then the watchdog claimed before the
  * controller rolls back, so the two never both do.
  */
-async function guarded(h: HostRun, c: ConfirmOptions): Promise<Protection> {
-  const { o } = h;
-  const rootBackupDir = o.backupDirFor(true);
+async function lockoutProtection(hostRun: HostRun, confirm: ConfirmOptions): Promise<Protection> {
+  const options = hostRun.o;
+  const rootBackupDir = options.backupDirFor(true);
   try {
-    return await protect(h, c, { rootBackupDir, reconnectMs: reconnectBudget(o) });
+    return await protect(hostRun, confirm, { rootBackupDir, reconnectMs: reconnectBudget(options) });
   } catch (e) {
     const why = `lockout protection failed before it could confirm (${errorMessage(e)})`;
     if (!(e instanceof ConnectError)) return { kind: 'failed', why };
-    const gone = await linkLost(h, e, 'while arming the watchdog');
+    const gone = await linkLost(hostRun, e, 'while arming the watchdog');
     if (gone) return { kind: 'lost', why };
-    const t = o.transport as ShellTransport;
-    const dir = watchdogDir(rootBackupDir, o.runId);
-    if ((await claimWatchdog(t, true, dir)) !== 'fired') return { kind: 'failed', why };
-    const names = watchdogParts(h).steps.map((s) => s.name);
-    const fired = await awaitWatchdog(t, true, dir, names);
+    const transport = options.transport as ShellTransport;
+    const dir = watchdogDir(rootBackupDir, options.runId);
+    if ((await claimWatchdog(transport, true, dir)) !== 'fired') return { kind: 'failed', why };
+    const names = watchdogParts(hostRun).steps.map((step) => step.name);
+    const fired = await awaitWatchdog(transport, true, dir, names);
     return { kind: 'failed', why, ...(typeof fired === 'object' ? { fired } : {}) };
   }
 }
 
 /**
- * What the watchdog put back is recorded as rolled back (journal, events, counts) and leaves the
+ * What the watchdog rolled back is recorded as such (journal, events, counts) and leaves the
  * completed steps; what it could not, or only in part (packages), stays for the controller's
  * rollback, which runs next. Handlers it ran again leave too.
  */
-async function takenByWatchdog(h: HostRun, fired: Fired): Promise<void> {
-  const { o } = h;
-  const handlers = o.recipe.handlers;
+async function rolledBackByWatchdog(hostRun: HostRun, fired: Fired): Promise<void> {
+  const options = hostRun.o;
+  const handlers = options.recipe.handlers;
   const done = new Set(fired.ok);
   const keep: Completed[] = [];
-  for (const c of h.completed) {
-    if (handlers.includes(c.spec)) {
-      if (fired.result !== 'rolled-back') keep.push(c);
+  for (const step of hostRun.completed) {
+    if (handlers.includes(step.spec)) {
+      if (fired.result !== 'rolled-back') keep.push(step);
       continue;
     }
-    if (!done.has(c.spec.name) || c.type.hostRollbackPartial) {
-      keep.push(c);
+    if (!done.has(step.spec.name) || step.type.hostRollbackPartial) {
+      keep.push(step);
       continue;
     }
-    await recordWatchdogRollback(h.rec, o.runId, o.host, c.spec.name, c.spec.type).catch(() => undefined);
-    h.counts.rolledBack++;
+    await recordWatchdogRollback(hostRun.rec, options.runId, options.host, step.spec.name, step.spec.type).catch(() => undefined);
+    hostRun.counts.rolledBack++;
   }
-  h.completed = keep;
+  hostRun.completed = keep;
 }
 
 /** The run's connection is gone and the host could not be reached again: its watchdog rolls it back on its own. */
@@ -278,7 +293,7 @@ function finishStep(h: HostRun, p: PlannedStep, started: number, status: StepSta
 /**
  * A rolled-back config file is worth little while the service still runs the new one: handlers
  * that ran for steps now rolled back run again, once each and journaled, so the service loads what
- * was put back. A handler that fails then leaves the rollback incomplete.
+ * was rolled back. A handler that fails then leaves the rollback incomplete.
  */
 async function handlersAgain(h: HostRun): Promise<{ ok: boolean }> {
   const { o } = h;
@@ -315,18 +330,20 @@ async function handlersAgain(h: HostRun): Promise<{ ok: boolean }> {
 }
 
 /** Completed steps, newest first; every one attempted; a second Ctrl-C stops what is left. A lost link is made again and the step's rollback tried again. */
-async function rollBack(h: HostRun): Promise<{ complete: boolean; givenUp?: HostResult }> {
+async function rollBackCompleted(hostRun: HostRun): Promise<{ complete: boolean; givenUp?: HostResult }> {
   let complete = true;
-  for (const c of [...h.completed].reverse()) {
-    if (h.o.abortRollback?.aborted) return { complete: false };
+  for (const step of [...hostRun.completed].reverse()) {
+    if (hostRun.o.abortRollback?.aborted) return { complete: false };
     for (;;) {
       try {
-        if (await rollbackOne(h, c)) h.counts.rolledBack++;
+        // The host is about to change back: batched reads of it are no longer to be trusted.
+        dropProbes(hostRun);
+        if (await rollBackStep(hostRun.rec, hostRun.o, step)) hostRun.counts.rolledBack++;
         else complete = false;
         break;
       } catch (e) {
         if (!(e instanceof ConnectError)) throw e;
-        const gone = await linkLost(h, e, `while rolling back "${c.spec.name}"`);
+        const gone = await linkLost(hostRun, e, `while rolling back "${step.spec.name}"`);
         if (gone) return { complete: false, givenUp: gone };
       }
     }

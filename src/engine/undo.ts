@@ -1,5 +1,5 @@
 /**
- * `undo <run-id>` (SPEC §9): takes back what a finished run left on its hosts, from the journal
+ * `undo <run-id>` (SPEC §9): rolls back what a finished run left on its hosts, from the journal
  * and the host backups alone — the recipe is not needed.
  *
  * In three moves, so the CLI can speak between them:
@@ -10,7 +10,7 @@
  *    back, is a problem. Nothing is written anywhere (no journal, no lock).
  * 3. `runUndo` is a run of its own: journal (`run-started` mode `undo`, `undoes: <run-id>`), the
  *    host lock as for apply, a re-check under the lock, then each step's rollback, journaled as any
- *    rollback is. Each step it takes back is first journaled as a `step-started` copied from the
+ *    rollback is. Each step it rolls back is first journaled as a `step-started` copied from the
  *    undone run (params and undo data as journaled, `pre` = the undone run's post), so the undo
  *    run's own journal replays as a run whose steps were rolled back, and `recover` can finish it.
  *
@@ -19,22 +19,17 @@
  * substitution, after the value given was checked against its digest. It is never written down.
  */
 import { readFile } from 'node:fs/promises';
-import { hostname } from 'node:os';
 import { ConnectError, HostsmithError, InputError, errorMessage } from '../errors.js';
 import type { ShellTransport } from '../transport/base.js';
-import { rollbackOne } from './apply-step.js';
-import { worstStatus, type Counts, type Emit, type HostStatus, type RunEvent, type RunStatus } from './events.js';
+import { worstStatus, type Counts, type Emit, type HostStatus, type RunStatus } from './events.js';
 import { gatherFacts, type Facts } from './facts.js';
-import type { Completed, HostRun } from './host-run.js';
 import { Journal, journalFile, listRunIds, parseJournal, readJournal, type JournalEntry } from './journal.js';
 import { acquireLock } from './lock.js';
-import { Masker } from './mask.js';
-import { newRunId } from './fleet.js';
 import { varDigest } from './plan-value.js';
 import { Recorder } from './recorder.js';
-import { contextOf, handlersAgain, holdsMask, journaledStep, stateNow, type JournaledStep, type SecretDigests } from './journal-steps.js';
+import { contextOf, handlersAgain, holdsMask, journaledStep, rollBackJournaled, stateNow, type JournaledHost, type JournaledStep, type SecretDigests } from './journal-steps.js';
 import { replay, undoSummary, type HostState, type RunState, type StepState } from './replay.js';
-import type { StepSpec } from '../recipe/types.js';
+import { driveRun, isoNow, newRunId, pool, runStartedEntry, zeroCounts, type RunFrame } from './run-skeleton.js';
 import { ANYTHING, meets } from '../steps/footprint.js';
 import { stepType } from '../steps/registry.js';
 import { changeWrites } from '../steps/step.js';
@@ -49,7 +44,7 @@ interface StartExtras {
 
 export interface UndoHost {
   host: HostState;
-  /** Steps to take back, newest first. */
+  /** Steps to roll back, newest first. */
   steps: StepState[];
 }
 
@@ -58,7 +53,7 @@ export interface UndoTarget {
   run: RunState;
   /** Set when there is nothing to undo: why (exit 0). */
   nothing?: string;
-  /** Hosts with something to take back, in the run's order. */
+  /** Hosts with something to roll back, in the run's order. */
   hosts: UndoHost[];
   /** The undone run's secret vars and their digests. */
   secrets: SecretDigests;
@@ -83,14 +78,14 @@ export interface HostCheck {
   host: HostState;
   transport?: ShellTransport;
   facts?: Facts;
-  /** Steps that can be taken back, newest first, with what their rollback gets. */
+  /** Steps that can be rolled back, newest first, with what their rollback gets. */
   ready: ReadyStep[];
   problems: UndoProblem[];
   /** Connecting or reading failed: nothing can be done on this host. */
   error?: string;
 }
 
-/** A step that can be taken back: params and undo data with secrets given back. */
+/** A step that can be rolled back: params and undo data with secrets given back. */
 export type ReadyStep = JournaledStep;
 
 /** What a run-started entry says beyond the run state: the run it undoes, its secrets' digests. */
@@ -199,11 +194,12 @@ function journaledFootprint(s: StepState): { reads: string[]; wrote: string[] } 
 }
 
 /** Is the step's state on the host still what the run left? Undefined: yes; else the difference. */
-async function driftOf(t: ShellTransport, facts: Facts, h: HostState, s: StepState, r: ReadyStep, runId: string): Promise<string | undefined> {
-  if (!s.post) return 'the run journaled no post-state for this step, so a change since cannot be ruled out';
-  const now = await stateNow(contextOf(t, facts, h, s, r.sudo, runId), r);
-  if (now === s.post) return undefined;
-  return `its state changed since the run (someone, or a later run, changed it): now ${now.slice(0, 12)}…, the run left ${s.post.slice(0, 12)}…`;
+async function driftOf(on: JournaledHost, ready: ReadyStep): Promise<string | undefined> {
+  const { step } = ready;
+  if (!step.post) return 'the run journaled no post-state for this step, so a change since cannot be ruled out';
+  const now = await stateNow(contextOf(on, step, ready.sudo), ready);
+  if (now === step.post) return undefined;
+  return `its state changed since the run (someone, or a later run, changed it): now ${now.slice(0, 12)}…, the run left ${step.post.slice(0, 12)}…`;
 }
 
 /**
@@ -211,69 +207,68 @@ async function driftOf(t: ShellTransport, facts: Facts, h: HostState, s: StepSta
  * checked against their digests. Writes nothing.
  */
 export async function readHosts(
-  t: UndoTarget,
-  o: { connect(h: HostState): Promise<ShellTransport>; secrets?: Record<string, string>; concurrency?: number },
+  target: UndoTarget,
+  options: { connect(host: HostState): Promise<ShellTransport>; secrets?: Record<string, string>; concurrency?: number },
 ): Promise<HostCheck[]> {
-  const given = o.secrets ?? {};
-  const checks: HostCheck[] = t.hosts.map((u) => ({ name: u.host.name, host: u.host, ready: [], problems: [] }));
-  let next = 0;
-  const worker = async () => {
-    while (next < checks.length) {
-      const c = checks[next]!;
-      const u = t.hosts[next++]!;
-      try {
-        const transport = await o.connect(u.host);
-        c.transport = transport;
-        const facts = await gatherFacts(transport);
-        transport.loginUser = facts.user;
-        transport.defaultSudo = false;
-        c.facts = facts;
-        // What the run's newer steps may have written (newest first, as they are undone). A step
-        // whose reads they meet was moved by the run itself (a user joining the group a step
-        // before made): its state is judged at its turn, once the newer ones are put back.
-        const newerWrites: string[] = [];
-        for (const s of u.steps) {
-          const problem = (kind: UndoProblem['kind'], message: string) => c.problems.push({ host: c.name, step: s.name, type: s.type, kind, message });
-          const fp = journaledFootprint(s);
-          const movedByNewer = meets(newerWrites, fp.reads);
-          // Only what a newer step names excuses a change: a command or a package "may write
-          // anything", and letting that excuse every older step would hide real drift.
-          newerWrites.push(...fp.wrote.filter((w) => w !== ANYTHING && !w.endsWith(':*')));
-          if (s.undo === null || s.undo === undefined) {
-            problem('irreversible', `irreversible: ${stepType(s.type)?.irreversibleWhy ?? 'the step has no rollback'}, so its change (${s.summary}) cannot be taken back`);
-            continue;
-          }
-          const j = journaledStep(u.host, s, t.secrets, given);
-          if (!('ready' in j)) {
-            problem(j.problem, j.message);
-            continue;
-          }
-          const r: ReadyStep = j.ready;
-          try {
-            const d = await driftOf(transport, facts, u.host, s, r, t.run.runId);
-            // Moved, but maybe by the run's own newer step: judged at its turn, once those are back.
-            if (d && movedByNewer) c.ready.push(r);
-            else if (d) problem('drift', d);
-            else c.ready.push(r);
-          } catch (e) {
-            if (e instanceof ConnectError) throw e;
-            problem('unreadable', `its state could not be read: ${errorMessage(e)}`);
-          }
-        }
-      } catch (e) {
-        c.error = errorMessage(e);
-      }
+  const given = options.secrets ?? {};
+  const checks: HostCheck[] = target.hosts.map((undo) => ({ name: undo.host.name, host: undo.host, ready: [], problems: [] }));
+  await pool([...checks.keys()], options.concurrency ?? 10, async (index) => {
+    const check = checks[index]!;
+    const { host, steps } = target.hosts[index]!;
+    try {
+      const transport = await options.connect(host);
+      check.transport = transport;
+      const facts = await gatherFacts(transport);
+      transport.loginUser = facts.user;
+      transport.defaultSudo = false;
+      check.facts = facts;
+      await checkSteps(check, steps, { host, transport, facts, runId: target.run.runId, command: 'undo' }, { secrets: target.secrets, given });
+    } catch (e) {
+      check.error = errorMessage(e);
     }
-  };
-  await Promise.all(Array.from({ length: Math.max(1, Math.min(o.concurrency ?? 10, checks.length)) }, worker));
+  });
   return checks;
+}
+
+/** Each step to undo on one host, newest first: ready, or a problem that says why not. */
+async function checkSteps(check: HostCheck, steps: StepState[], on: JournaledHost, secrets: { secrets: SecretDigests; given: Record<string, string> }): Promise<void> {
+  // What the run's newer steps may have written (newest first, as they are undone). A step
+  // whose reads they meet was moved by the run itself (a user joining the group a step
+  // before made): its state is judged at its turn, once the newer ones are rolled back.
+  const newerWrites: string[] = [];
+  for (const step of steps) {
+    const problem = (kind: UndoProblem['kind'], message: string) => check.problems.push({ host: check.name, step: step.name, type: step.type, kind, message });
+    const footprint = journaledFootprint(step);
+    const movedByNewer = meets(newerWrites, footprint.reads);
+    // Only what a newer step names excuses a change: a command or a package "may write
+    // anything", and letting that excuse every older step would hide real drift.
+    newerWrites.push(...footprint.wrote.filter((written) => written !== ANYTHING && !written.endsWith(':*')));
+    if (step.undo === null || step.undo === undefined) {
+      problem('irreversible', `irreversible: ${stepType(step.type)?.irreversibleWhy ?? 'the step has no rollback'}, so its change (${step.summary}) cannot be taken back`);
+      continue;
+    }
+    const journaled = journaledStep(on.host, step, secrets.secrets, secrets.given);
+    if (!('ready' in journaled)) {
+      problem(journaled.problem, journaled.message);
+      continue;
+    }
+    try {
+      const drift = await driftOf(on, journaled.ready);
+      // Moved, but maybe by the run's own newer step: judged at its turn, once those are back.
+      if (drift && !movedByNewer) problem('drift', drift);
+      else check.ready.push(journaled.ready);
+    } catch (e) {
+      if (e instanceof ConnectError) throw e;
+      problem('unreadable', `its state could not be read: ${errorMessage(e)}`);
+    }
+  }
 }
 
 export interface UndoHostReport extends Counts {
   status: HostStatus;
-  /** Steps put back, newest first. */
+  /** Steps rolled back, newest first. */
   rolledBackSteps: string[];
-  /** Steps not put back (drift or irreversible under --force, or whose rollback failed), with why. */
+  /** Steps not rolled back (drift or irreversible under --force, or whose rollback failed), with why. */
   skippedSteps: Array<{ step: string; why: string }>;
   error?: string;
 }
@@ -287,170 +282,192 @@ export interface UndoReport {
   hosts: Record<string, UndoHostReport>;
 }
 
+export interface UndoOptions {
+  force?: boolean;
+  /** Secret values, masked out of the undo run's journal, events and report. */
+  secretValues?: string[];
+  /** Values of the undone run's secret vars, already checked against their digests. */
+  secrets?: Record<string, string>;
+  emit?: Emit;
+  runId?: string;
+  hostStateDir?: string;
+  rootLockDir?: string;
+}
+
 /**
  * Step 3: the undo run. Without `force`, any problem (or host that could not be read) is for the
  * caller to refuse on before calling this; with it, problem steps are skipped and reported.
  */
-export async function runUndo(
-  t: UndoTarget,
-  checks: HostCheck[],
-  o: { force?: boolean; secretValues?: string[]; secrets?: Record<string, string>; emit?: Emit; runId?: string; hostStateDir?: string; rootLockDir?: string },
-): Promise<UndoReport> {
-  const runId = o.runId ?? newRunId();
-  const masker = new Masker(o.secretValues ?? []);
-  const emit: Emit = (e: RunEvent) => o.emit?.(masker.value(e));
-  const time = () => new Date().toISOString();
-  const journal = await Journal.create(t.stateDir, runId, masker);
-  const names = checks.map((c) => c.name);
+export async function runUndo(target: UndoTarget, checks: HostCheck[], options: UndoOptions): Promise<UndoReport> {
+  const runId = options.runId ?? newRunId();
+  const names = checks.map((check) => check.name);
   const reports: Record<string, UndoHostReport> = {};
+  return driveRun({
+    runId,
+    secrets: options.secretValues ?? [],
+    emit: options.emit,
+    openJournal: (masker) => Journal.create(target.stateDir, runId, masker),
+    opening: () => ({
+      entry: runStartedEntry({
+        runId,
+        recipe: target.run.recipe,
+        recipeFile: target.run.recipeFile,
+        mode: 'undo',
+        hosts: names,
+        vars: {},
+        undoes: target.run.runId,
+        // The undone run's secret digests: recovering this undo may need the same values again.
+        ...(Object.keys(target.secrets).length ? { secrets: Object.fromEntries(Object.entries(target.secrets).map(([name, digests]) => [name, { sha256: digests }])) } : {}),
+      }),
+      event: { event: 'run-started', runId, time: isoNow(), recipe: target.run.recipe, mode: 'undo', undoes: target.run.runId, hosts: names },
+    }),
+    // Hosts are undone one after another, in the order they were read (an undo takes no concurrency).
+    work: (frame) =>
+      pool(checks, 1, async (check) => {
+        reports[check.name] = await undoHost(check, { target, frame, options });
+        await frame.hostFinished(check.name, reports[check.name]!, { durationMs: 0 });
+      }),
+    ending: (frame) => {
+      const { status, exitCode } = worstStatus(
+        names.map((name) => reports[name]!.status),
+        false,
+      );
+      return { finished: { status, exitCode }, result: { runId, undoes: target.run.runId, status, exitCode, journalFile: frame.journal!.file, hosts: reports } };
+    },
+  });
+}
+
+/** What each host's undo needs of the undo run. */
+interface UndoRun {
+  /** What is undone, as loadUndo read it. */
+  target: UndoTarget;
+  frame: RunFrame;
+  options: UndoOptions;
+}
+
+/** One host's undo: under the host lock, each ready step checked again and rolled back, then its handlers. */
+async function undoHost(check: HostCheck, run: UndoRun): Promise<UndoHostReport> {
+  const report: UndoHostReport = { status: 'ok', ...zeroCounts(), rolledBackSteps: [], skippedSteps: [] };
+  if (!check.transport || !check.facts || check.error) {
+    report.status = 'unreachable';
+    report.error = `${check.name}: ${check.error ?? 'not connected'}`;
+    return report;
+  }
+  for (const problem of check.problems) skip(report, problem.step, problem.message);
+  if (!check.ready.length) {
+    report.status = report.skippedSteps.length ? 'rollback-incomplete' : 'ok';
+    if (report.skippedSteps.length) report.error = `${check.name}: nothing put back; skipped ${report.skippedSteps.map((skipped) => skipped.step).join(', ')}`;
+    return report;
+  }
+  const on: JournaledHost = { host: check.host, transport: check.transport, facts: check.facts, runId: run.target.run.runId, command: 'undo' };
+  const base = hostStateBase(check, run);
+  let release: (() => Promise<void>) & { path?: string };
   try {
-    const started = {
-      kind: 'run-started' as const,
-      runId,
-      time: time(),
-      recipe: t.run.recipe,
-      recipeFile: t.run.recipeFile,
-      mode: 'undo' as const,
-      hosts: names,
-      vars: {},
-      pid: process.pid,
-      controller: hostname(),
-      undoes: t.run.runId,
-      // The undone run's secret digests: recovering this undo may need the same values again.
-      ...(Object.keys(t.secrets).length ? { secrets: Object.fromEntries(Object.entries(t.secrets).map(([n, v]) => [n, { sha256: v }])) } : {}),
-    };
-    await journal.write(started);
-    emit({ event: 'run-started', runId, time: time(), recipe: t.run.recipe, mode: 'undo', undoes: t.run.runId, hosts: names });
-    for (const c of checks) {
-      reports[c.name] = await undoHost(c);
-      const r = reports[c.name]!;
-      await journal
-        .write({ kind: 'host-finished', time: time(), host: c.name, status: r.status, counts: counts(r), ...(r.error ? { error: r.error } : {}) })
-        .catch((e: unknown) => {
-          r.error = `${r.error ?? c.name}; ${errorMessage(e)}`;
-        });
-      emit({ event: 'host-finished', runId, time: time(), host: c.name, status: r.status, ...counts(r), ...(r.error ? { error: r.error } : {}), durationMs: 0 });
-    }
-    const { status, exitCode } = worstStatus(names.map((n) => reports[n]!.status), false);
-    await journal.write({ kind: 'run-finished', time: time(), status, exitCode }).catch(() => {});
-    return masker.value({ runId, undoes: t.run.runId, status, exitCode, journalFile: journal.file, hosts: reports });
-  } finally {
-    await journal.close().catch(() => {});
-  }
-
-  async function undoHost(c: HostCheck): Promise<UndoHostReport> {
-    const r: UndoHostReport = { status: 'ok', changed: 0, unchanged: 0, skipped: 0, failed: 0, rolledBack: 0, rolledBackSteps: [], skippedSteps: [] };
-    const skip = (step: string, why: string) => {
-      r.skipped++;
-      r.skippedSteps.push({ step, why });
-    };
-    if (!c.transport || !c.facts || c.error) {
-      r.status = 'unreachable';
-      r.error = `${c.name}: ${c.error ?? 'not connected'}`;
-      return r;
-    }
-    const transport = c.transport;
-    const facts = c.facts;
-    for (const p of c.problems) skip(p.step, p.message);
-    if (!c.ready.length) {
-      r.status = r.skippedSteps.length ? 'rollback-incomplete' : 'ok';
-      if (r.skippedSteps.length) r.error = `${c.name}: nothing put back; skipped ${r.skippedSteps.map((s) => s.step).join(', ')}`;
-      return r;
-    }
     // The lock as for apply: root's (/run/hostsmith) with root or sudo, else the login's own.
-    const sudo = c.host.target?.sudo === true || c.ready.some((x) => x.sudo);
-    const backupDir = c.host.backupDir ?? '';
-    const base = o.hostStateDir ?? (backupDir.endsWith(`/backups/${t.run.runId}`) ? backupDir.slice(0, -`/backups/${t.run.runId}`.length) : '/var/lib/hostsmith');
-    let release: (() => Promise<void>) & { path?: string };
-    try {
-      release = await acquireLock(transport, base, runId, sudo, { stateDir: t.stateDir, ...(o.rootLockDir ? { rootLockDir: o.rootLockDir } : {}) });
-    } catch (e) {
-      r.status = 'failed';
-      r.error = errorMessage(e);
-      for (const x of c.ready) skip(x.step.name, 'not attempted: the host lock could not be taken');
-      return r;
-    }
-    const rec = new Recorder(journal, emit);
-    try {
-      await rec.write({
-        kind: 'host-started',
-        time: time(),
-        host: c.name,
-        facts,
-        backupDir: `${base}/backups/${runId}`,
-        lock: release.path ?? '',
-        ...(c.host.target ? { target: c.host.target } : {}),
-      });
-      emit({ event: 'host-connected', runId, time: time(), host: c.name, facts });
-      const shim = { o: { host: c.name, runId }, rec } as unknown as HostRun;
-      const undone: StepState[] = [];
-      for (const x of c.ready) {
-        const s = x.step;
-        // Checked again under the lock: nothing may have moved between the reading and now.
-        let drift: string | undefined;
-        try {
-          drift = await driftOf(transport, facts, c.host, s, x, t.run.runId);
-        } catch (e) {
-          if (e instanceof ConnectError) throw e;
-          drift = `its state could not be read: ${errorMessage(e)}`;
-        }
-        if (drift) {
-          skip(s.name, drift);
-          continue;
-        }
-        const ctx = contextOf(transport, facts, c.host, s, x.sudo, t.run.runId);
-        await rec.write({
-          kind: 'step-started',
-          time: time(),
-          host: c.name,
-          step: s.name,
-          type: s.type,
-          ...(s.handler ? { handler: true } : {}),
-          params: s.params,
-          undo: s.undo,
-          irreversible: s.irreversible,
-          summary: `undo of run ${t.run.runId}: ${s.summary}`,
-          pre: s.post ?? '',
-          sudo: x.sudo,
-          ...(s.user ? { user: s.user } : {}),
-          ...(s.notifies ? { notifies: s.notifies } : {}),
-        } satisfies JournalEntry);
-        const done: Completed = { spec: { name: s.name, type: s.type } as StepSpec, type: x.type, params: x.params, undo: x.undo, summary: s.summary, ctx };
-        if (await rollbackOne(shim, done)) {
-          r.rolledBack++;
-          r.rolledBackSteps.push(s.name);
-          undone.push(s);
-        } else {
-          r.failed++;
-          r.skippedSteps.push({ step: s.name, why: 'its rollback failed (see the journal)' });
-        }
-      }
-      // The run's handlers that the steps put back notify run again, so services load what was restored.
-      const again = await handlersAgain({ host: c.host, rolledBack: undone, transport, facts, runId: t.run.runId, secrets: t.secrets, given: o.secrets ?? {}, rec, eventRunId: runId, command: 'undo' });
-      for (const e of again.errors) {
-        r.failed++;
-        r.skippedSteps.push({ step: 'handlers', why: e });
-      }
-    } catch (e) {
-      r.failed++;
-      r.error = `${c.name}: ${errorMessage(e)}`;
-      r.status = e instanceof ConnectError ? 'unreachable' : 'rollback-incomplete';
-    } finally {
-      await release().catch((e: unknown) => {
-        r.error = `${r.error ?? c.name}; ${errorMessage(e)}`;
-      });
-    }
-    if (r.status === 'ok' && (r.skippedSteps.length || r.failed)) r.status = 'rollback-incomplete';
-    if (r.status === 'rollback-incomplete' && !r.error) r.error = `${c.name}: not everything was put back: ${r.skippedSteps.map((s) => `${s.step} (${s.why})`).join('; ')}`;
-    return r;
+    const sudo = check.host.target?.sudo === true || check.ready.some((ready) => ready.sudo);
+    release = await acquireLock(on.transport, base, run.frame.runId, sudo, { stateDir: run.target.stateDir, ...(run.options.rootLockDir ? { rootLockDir: run.options.rootLockDir } : {}) });
+  } catch (e) {
+    report.status = 'failed';
+    report.error = errorMessage(e);
+    for (const ready of check.ready) skip(report, ready.step.name, 'not attempted: the host lock could not be taken');
+    return report;
+  }
+  try {
+    await rollBackHost(check, on, run, { base, lock: release.path ?? '' }, report);
+  } catch (e) {
+    report.failed++;
+    report.error = `${check.name}: ${errorMessage(e)}`;
+    report.status = e instanceof ConnectError ? 'unreachable' : 'rollback-incomplete';
+  } finally {
+    await release().catch((e: unknown) => {
+      report.error = `${report.error ?? check.name}; ${errorMessage(e)}`;
+    });
+  }
+  if (report.status === 'ok' && (report.skippedSteps.length || report.failed)) report.status = 'rollback-incomplete';
+  if (report.status === 'rollback-incomplete' && !report.error) report.error = `${check.name}: not everything was put back: ${report.skippedSteps.map((skipped) => `${skipped.step} (${skipped.why})`).join('; ')}`;
+  return report;
+}
+
+function skip(report: UndoHostReport, step: string, why: string): void {
+  report.skipped++;
+  report.skippedSteps.push({ step, why });
+}
+
+/** Where hostsmith keeps its state on the host: given, or where the undone run kept its backups. */
+function hostStateBase(check: HostCheck, run: UndoRun): string {
+  const backupDir = check.host.backupDir ?? '';
+  const suffix = `/backups/${run.target.run.runId}`;
+  return run.options.hostStateDir ?? (backupDir.endsWith(suffix) ? backupDir.slice(0, -suffix.length) : '/var/lib/hostsmith');
+}
+
+/** Under the lock: host-started, each ready step rolled back (newest first), then the handlers they notify. */
+async function rollBackHost(check: HostCheck, on: JournaledHost, run: UndoRun, lock: { base: string; lock: string }, report: UndoHostReport): Promise<void> {
+  const { frame } = run;
+  const rec = new Recorder(frame.journal, frame.emit);
+  await rec.write({
+    kind: 'host-started',
+    time: isoNow(),
+    host: check.name,
+    facts: on.facts,
+    backupDir: `${lock.base}/backups/${frame.runId}`,
+    lock: lock.lock,
+    ...(check.host.target ? { target: check.host.target } : {}),
+  });
+  frame.emit({ event: 'host-connected', runId: frame.runId, time: isoNow(), host: check.name, facts: on.facts });
+  const rolledBack: StepState[] = [];
+  for (const ready of check.ready) {
+    const outcome = await rollBackReady(on, ready, rec, run);
+    if (outcome === 'rolled-back') {
+      report.rolledBack++;
+      report.rolledBackSteps.push(ready.step.name);
+      rolledBack.push(ready.step);
+    } else if (outcome === 'failed') {
+      report.failed++;
+      report.skippedSteps.push({ step: ready.step.name, why: 'its rollback failed (see the journal)' });
+    } else skip(report, ready.step.name, outcome.drift);
+  }
+  // The run's handlers that the rolled-back steps notify run again, so services load what was restored.
+  const again = await handlersAgain(on, { rolledBack, secrets: run.target.secrets, given: run.options.secrets ?? {}, rec, eventRunId: frame.runId });
+  for (const error of again.errors) {
+    report.failed++;
+    report.skippedSteps.push({ step: 'handlers', why: error });
   }
 }
 
-function counts(r: Counts): Counts {
-  return { changed: r.changed, unchanged: r.unchanged, skipped: r.skipped, failed: r.failed, rolledBack: r.rolledBack };
+/**
+ * One step: checked again under the lock (nothing may have moved between the reading and now),
+ * journaled as a step-started copied from the undone run, then rolled back.
+ */
+async function rollBackReady(on: JournaledHost, ready: ReadyStep, rec: Recorder, run: UndoRun): Promise<'rolled-back' | 'failed' | { drift: string }> {
+  const { step } = ready;
+  let drift: string | undefined;
+  try {
+    drift = await driftOf(on, ready);
+  } catch (e) {
+    if (e instanceof ConnectError) throw e;
+    drift = `its state could not be read: ${errorMessage(e)}`;
+  }
+  if (drift) return { drift };
+  await rec.write({
+    kind: 'step-started',
+    time: isoNow(),
+    host: on.host.name,
+    step: step.name,
+    type: step.type,
+    ...(step.handler ? { handler: true } : {}),
+    params: step.params,
+    undo: step.undo,
+    irreversible: step.irreversible,
+    summary: `undo of run ${run.target.run.runId}: ${step.summary}`,
+    pre: step.post ?? '',
+    sudo: ready.sudo,
+    ...(step.user ? { user: step.user } : {}),
+    ...(step.notifies ? { notifies: step.notifies } : {}),
+  } satisfies JournalEntry);
+  return (await rollBackJournaled(on, ready, rec, run.frame.runId)) ? 'rolled-back' : 'failed';
 }
 
-/** What undo will put back, per host, newest first (journal text: escape before printing). */
+/** What undo will roll back, per host, newest first (journal text: escape before printing). */
 export function undoLines(checks: HostCheck[]): string[] {
   const out: string[] = [];
   for (const c of checks) {
