@@ -23,11 +23,11 @@ export interface StepState {
   name: string;
   type: string;
   handler: boolean;
-  /** A handler run again after a rollback (a reload of what was put back): never left to undo. */
+  /** A handler run again after a rollback (a reload of what was rolled back): never left to undo. */
   afterRollback?: boolean;
   summary: string;
   params: unknown;
-  /** Undo data, journaled before the change; null: the step cannot be taken back. */
+  /** Undo data, journaled before the change; null: the step cannot be rolled back. */
   undo: unknown;
   irreversible: boolean;
   /** Fingerprint of the state the step saw before its change. */
@@ -119,7 +119,31 @@ export interface RunState {
 export function replay(entries: readonly JournalEntry[]): RunState | undefined {
   const start = entries.find((e): e is Of<'run-started'> => e.kind === 'run-started');
   if (!start) return undefined;
-  const run: RunState = {
+  const replaying: Replaying = { run: startedRun(start), completions: 0, finished: false };
+  let seenStart = false;
+  entries.forEach((entry, index) => {
+    const at = `entry ${index + 1} (${entry.kind})`;
+    if (!seenStart) {
+      if (entry === start) seenStart = true;
+      else replaying.run.anomalies.push(`${at} comes before run-started`);
+      return;
+    }
+    if (replaying.finished) replaying.run.anomalies.push(`${at} comes after run-finished`);
+    readEntry(replaying, entry, at);
+  });
+  return settled(replaying.run);
+}
+
+/** A run as its entries are read: the state so far, how many steps completed, whether it finished. */
+interface Replaying {
+  run: RunState;
+  /** Steps completed so far: the next one's completedOrder. */
+  completions: number;
+  finished: boolean;
+}
+
+function startedRun(start: Of<'run-started'>): RunState {
+  return {
     runId: start.runId,
     recipe: start.recipe,
     recipeFile: start.recipeFile,
@@ -137,149 +161,157 @@ export function replay(entries: readonly JournalEntry[]): RunState | undefined {
     recoverers: [],
     anomalies: [],
   };
-  const hostOf = (name: string): HostState => {
-    let h = run.hosts.find((x) => x.name === name);
-    if (!h) {
-      h = newHost(name);
-      run.hosts.push(h);
-      run.anomalies.push(`host ${name} is not among the hosts the run named`);
-    }
-    return h;
-  };
-  let completions = 0;
-  let seenStart = false;
-  let finished = false;
+}
 
-  entries.forEach((e, i) => {
-    const at = `entry ${i + 1} (${e.kind})`;
-    if (!seenStart) {
-      if (e === start) seenStart = true;
-      else run.anomalies.push(`${at} comes before run-started`);
-      return;
-    }
-    if (finished) run.anomalies.push(`${at} comes after run-finished`);
-    switch (e.kind) {
-      case 'run-started':
-        run.anomalies.push(`${at}: a second run-started`);
-        return;
-      case 'host-started': {
-        const h = hostOf(e.host);
-        h.status = h.status === 'pending' ? 'open' : h.status;
-        // An apply writes a second one, naming the lock, when it takes it before its first change.
-        h.startedAt ??= e.time;
-        h.facts = e.facts;
-        h.backupDir = e.backupDir;
-        if (e.target) h.target = e.target;
-        if (e.lock) h.lock = e.lock;
-        return;
-      }
-      case 'step-started': {
-        const h = hostOf(e.host);
-        if (h.status === 'pending') h.status = 'open';
-        h.steps.push({
-          host: e.host,
-          name: e.step,
-          type: e.type,
-          handler: e.handler === true,
-          ...(e.afterRollback ? { afterRollback: true } : {}),
-          summary: e.summary,
-          params: e.params,
-          undo: e.undo === undefined ? null : e.undo,
-          irreversible: e.irreversible,
-          pre: e.pre,
-          ...(e.sudo !== undefined ? { sudo: e.sudo } : {}),
-          ...(e.user ? { user: e.user } : {}),
-          ...(e.notifies?.length ? { notifies: [...e.notifies] } : {}),
-          startedAt: e.time,
-          status: 'in-flight',
-          completed: false,
-          left: false,
-        });
-        return;
-      }
-      case 'step-finished': {
-        // The newest start of that step not yet finished (a step may run again, e.g. a handler).
-        const s = findLast(hostOf(e.host).steps, (x) => x.name === e.step && x.status === 'in-flight' && !x.rollback);
-        if (!s) {
-          run.anomalies.push(`${at}: step "${e.step}" on ${e.host} finished without a step-started`);
-          return;
-        }
-        s.status = e.status;
-        s.finishedAt = e.time;
-        s.durationMs = e.durationMs;
-        if (e.post) s.post = e.post;
-        if (e.error) s.error = e.error;
-        if (e.undo !== undefined) s.undo = e.undo;
-        // What the step did, where its apply could say it better than its plan (a package installed with no dry run).
-        if (e.summary) s.summary = e.summary;
-        if (e.status === 'changed') {
-          s.completed = true;
-          s.completedOrder = completions++;
-        }
-        return;
-      }
-      case 'rollback-started': {
-        const steps = hostOf(e.host).steps;
-        // Rollback takes back a completed step; one whose step-finished could not be written
-        // (a journal write that failed after the change) was completed too, as far as the run knew.
-        // A rollback started again (by recover, after a crash stopped it, or after it failed) takes the same step.
-        const s =
-          findLast(steps, (x) => x.name === e.step && x.completed && !x.rollback) ??
-          findLast(steps, (x) => x.name === e.step && x.completed && x.rollback !== undefined && x.rollback.status !== 'rolled-back') ??
-          findLast(steps, (x) => x.name === e.step && x.status === 'in-flight' && !x.rollback);
-        if (!s) {
-          run.anomalies.push(`${at}: rollback of step "${e.step}" on ${e.host}, which did not complete`);
-          return;
-        }
-        if (!s.completed) {
-          s.completed = true;
-          s.completedOrder = completions++;
-        }
-        s.rollback = { status: 'in-flight', startedAt: e.time };
-        return;
-      }
-      case 'rollback-finished': {
-        const s = findLast(hostOf(e.host).steps, (x) => x.name === e.step && x.rollback?.status === 'in-flight');
-        if (!s || !s.rollback) {
-          run.anomalies.push(`${at}: rollback of step "${e.step}" on ${e.host} finished without a rollback-started`);
-          return;
-        }
-        s.rollback = { ...s.rollback, status: e.status, finishedAt: e.time, ...(e.error ? { error: e.error } : {}) };
-        return;
-      }
-      case 'host-finished': {
-        const h = hostOf(e.host);
-        h.status = e.status;
-        h.finishedAt = e.time;
-        h.counts = e.counts;
-        if (e.error) h.error = e.error;
-        if (e.cause) h.cause = e.cause;
-        return;
-      }
-      case 'watchdog': {
-        const h = hostOf(e.host);
-        h.watchdog = { dir: e.dir, state: e.event, steps: e.steps ?? h.watchdog?.steps ?? [], ...(e.deadline ?? h.watchdog?.deadline ? { deadline: e.deadline ?? h.watchdog?.deadline } : {}) };
-        return;
-      }
-      case 'recover-started':
-        run.recoverers.push({ pid: e.pid, controller: e.controller, since: e.time });
-        return;
-      case 'run-finished':
-        finished = true;
-        run.status = e.status;
-        run.exitCode = e.exitCode;
-        run.finishedAt = e.time;
-        return;
-    }
-  });
-
-  for (const h of run.hosts) {
-    for (const s of h.steps) s.left = s.completed && s.rollback?.status !== 'rolled-back' && !s.afterRollback;
-    h.inFlight = h.steps.filter((s) => s.status === 'in-flight' && !s.completed);
-    h.rollingBack = h.steps.filter((s) => s.rollback?.status === 'in-flight');
-    h.left = byCompletion(h.steps.filter((s) => s.left));
+/** The host an entry names; one the run did not name is added, and noted. */
+function hostOf(run: RunState, name: string): HostState {
+  let host = run.hosts.find((known) => known.name === name);
+  if (!host) {
+    host = newHost(name);
+    run.hosts.push(host);
+    run.anomalies.push(`host ${name} is not among the hosts the run named`);
   }
-  run.left = byCompletion(run.hosts.flatMap((h) => h.left));
+  return host;
+}
+
+/** One entry after run-started: what it changes in the run's state. `at` names it in anomalies. */
+function readEntry(replaying: Replaying, entry: JournalEntry, at: string): void {
+  const { run } = replaying;
+  switch (entry.kind) {
+    case 'run-started':
+      run.anomalies.push(`${at}: a second run-started`);
+      return;
+    case 'host-started':
+      return hostStarted(hostOf(run, entry.host), entry);
+    case 'step-started':
+      return stepStarted(hostOf(run, entry.host), entry);
+    case 'step-finished':
+      return stepFinished(replaying, entry, at);
+    case 'rollback-started':
+      return rollbackStarted(replaying, entry, at);
+    case 'rollback-finished':
+      return rollbackFinished(run, entry, at);
+    case 'host-finished':
+      return hostFinished(hostOf(run, entry.host), entry);
+    case 'watchdog':
+      return watchdog(hostOf(run, entry.host), entry);
+    case 'recover-started':
+      run.recoverers.push({ pid: entry.pid, controller: entry.controller, since: entry.time });
+      return;
+    case 'run-finished':
+      replaying.finished = true;
+      run.status = entry.status;
+      run.exitCode = entry.exitCode;
+      run.finishedAt = entry.time;
+      return;
+  }
+}
+
+function hostStarted(host: HostState, entry: Of<'host-started'>): void {
+  host.status = host.status === 'pending' ? 'open' : host.status;
+  // An apply writes a second one, naming the lock, when it takes it before its first change.
+  host.startedAt ??= entry.time;
+  host.facts = entry.facts;
+  host.backupDir = entry.backupDir;
+  if (entry.target) host.target = entry.target;
+  if (entry.lock) host.lock = entry.lock;
+}
+
+function stepStarted(host: HostState, entry: Of<'step-started'>): void {
+  if (host.status === 'pending') host.status = 'open';
+  host.steps.push({
+    host: entry.host,
+    name: entry.step,
+    type: entry.type,
+    handler: entry.handler === true,
+    ...(entry.afterRollback ? { afterRollback: true } : {}),
+    summary: entry.summary,
+    params: entry.params,
+    undo: entry.undo === undefined ? null : entry.undo,
+    irreversible: entry.irreversible,
+    pre: entry.pre,
+    ...(entry.sudo !== undefined ? { sudo: entry.sudo } : {}),
+    ...(entry.user ? { user: entry.user } : {}),
+    ...(entry.notifies?.length ? { notifies: [...entry.notifies] } : {}),
+    startedAt: entry.time,
+    status: 'in-flight',
+    completed: false,
+    left: false,
+  });
+}
+
+/** The step counts as completed (its change made), in the order steps completed. */
+function complete(replaying: Replaying, step: StepState): void {
+  step.completed = true;
+  step.completedOrder = replaying.completions++;
+}
+
+function stepFinished(replaying: Replaying, entry: Of<'step-finished'>, at: string): void {
+  // The newest start of that step not yet finished (a step may run again, e.g. a handler).
+  const step = findLast(hostOf(replaying.run, entry.host).steps, (s) => s.name === entry.step && s.status === 'in-flight' && !s.rollback);
+  if (!step) {
+    replaying.run.anomalies.push(`${at}: step "${entry.step}" on ${entry.host} finished without a step-started`);
+    return;
+  }
+  step.status = entry.status;
+  step.finishedAt = entry.time;
+  step.durationMs = entry.durationMs;
+  if (entry.post) step.post = entry.post;
+  if (entry.error) step.error = entry.error;
+  if (entry.undo !== undefined) step.undo = entry.undo;
+  // What the step did, where its apply could say it better than its plan (a package installed with no dry run).
+  if (entry.summary) step.summary = entry.summary;
+  if (entry.status === 'changed') complete(replaying, step);
+}
+
+function rollbackStarted(replaying: Replaying, entry: Of<'rollback-started'>, at: string): void {
+  const steps = hostOf(replaying.run, entry.host).steps;
+  // Rollback is of a completed step; one whose step-finished could not be written
+  // (a journal write that failed after the change) was completed too, as far as the run knew.
+  // A rollback started again (by recover, after a crash stopped it, or after it failed) takes the same step.
+  const step =
+    findLast(steps, (s) => s.name === entry.step && s.completed && !s.rollback) ??
+    findLast(steps, (s) => s.name === entry.step && s.completed && s.rollback !== undefined && s.rollback.status !== 'rolled-back') ??
+    findLast(steps, (s) => s.name === entry.step && s.status === 'in-flight' && !s.rollback);
+  if (!step) {
+    replaying.run.anomalies.push(`${at}: rollback of step "${entry.step}" on ${entry.host}, which did not complete`);
+    return;
+  }
+  if (!step.completed) complete(replaying, step);
+  step.rollback = { status: 'in-flight', startedAt: entry.time };
+}
+
+function rollbackFinished(run: RunState, entry: Of<'rollback-finished'>, at: string): void {
+  const step = findLast(hostOf(run, entry.host).steps, (s) => s.name === entry.step && s.rollback?.status === 'in-flight');
+  if (!step || !step.rollback) {
+    run.anomalies.push(`${at}: rollback of step "${entry.step}" on ${entry.host} finished without a rollback-started`);
+    return;
+  }
+  step.rollback = { ...step.rollback, status: entry.status, finishedAt: entry.time, ...(entry.error ? { error: entry.error } : {}) };
+}
+
+function hostFinished(host: HostState, entry: Of<'host-finished'>): void {
+  host.status = entry.status;
+  host.finishedAt = entry.time;
+  host.counts = entry.counts;
+  if (entry.error) host.error = entry.error;
+  if (entry.cause) host.cause = entry.cause;
+}
+
+function watchdog(host: HostState, entry: Of<'watchdog'>): void {
+  const deadline = entry.deadline ?? host.watchdog?.deadline;
+  host.watchdog = { dir: entry.dir, state: entry.event, steps: entry.steps ?? host.watchdog?.steps ?? [], ...(deadline ? { deadline } : {}) };
+}
+
+/** Once every entry is read: what is in flight, being rolled back, and left, per host and for the run. */
+function settled(run: RunState): RunState {
+  for (const host of run.hosts) {
+    for (const step of host.steps) step.left = step.completed && step.rollback?.status !== 'rolled-back' && !step.afterRollback;
+    host.inFlight = host.steps.filter((step) => step.status === 'in-flight' && !step.completed);
+    host.rollingBack = host.steps.filter((step) => step.rollback?.status === 'in-flight');
+    host.left = byCompletion(host.steps.filter((step) => step.left));
+  }
+  run.left = byCompletion(run.hosts.flatMap((host) => host.left));
   return run;
 }
 
