@@ -99,8 +99,12 @@ async function recoverCommand(runId: string, o: RecoverCli): Promise<number> {
   try {
     const report = await runRecover(target, { connect: connectAsJournaled(o, open, 'recover'), secrets, emit: (e) => out.event(e) });
     for (const [name, h] of Object.entries(report.hosts)) {
+      // apt and dpkg are waited for and repaired, never stopped: said apart from what was stopped.
+      const notes = h.stopped.filter((l) => /^(waited|repaired) /.test(l));
+      const stopped = h.stopped.filter((l) => !notes.includes(l));
       const parts = [
-        h.stopped.length ? `stopped ${h.stopped.length} command(s) the run had left running (${h.stopped.map(one).join('; ')})` : '',
+        ...notes.map(one),
+        stopped.length ? `stopped ${stopped.length} command(s) the run had left running (${stopped.map(one).join('; ')})` : '',
         `rolled back ${h.rolledBack} change(s)`, h.untouched.length ? `found unchanged: ${h.untouched.map(one).join(', ')}` : ''].filter(Boolean);
       out.say(`${one(name)}: ${one(h.status)}: ${parts.join('; ')}${h.error ? ` — ${multi(h.error)}` : ''}`);
     }

@@ -803,7 +803,8 @@ async function cleanLeftovers(ctx: StepContext, dir: string, left: string[]): Pr
   const each = [
     'for p; do',
     '  if [ -L "$p" ] || [ -f "$p" ]; then',
-    '    if [ -n "$(find "$p" -maxdepth 0 -newer "$0/complete")" ]; then printf "changed %s\\n" "$p"; continue; fi',
+    '    s="$0/complete"; [ -e "$0/paths.stamp" ] && s="$0/paths.stamp"',
+    '    if [ -n "$(find "$p" -maxdepth 0 -newer "$s")" ]; then printf "changed %s\\n" "$p"; continue; fi',
     '    if dpkg-query -S "$p" >/dev/null 2>&1; then continue; fi',
     '    rm -f -- "$p" && printf "removed %s\\n" "$p"',
     '  elif [ -d "$p" ]; then',
@@ -813,7 +814,15 @@ async function cleanLeftovers(ctx: StepContext, dir: string, left: string[]): Pr
     'done',
     'exit 0',
   ].join('\n');
-  const script = [`a=${quote(after)}`, '[ -s "$a/paths.new" ] || exit 0', `LC_ALL=C sort -z -r "$a/paths.new" | xargs -0 -r sh -c ${quote(each)} "$a"`].join('\n');
+  // The install's own exec may have died before it recorded what it made (its controller killed
+  // mid-transaction, apt finishing alone): then what is there now and was not before is its.
+  const before = quote(posix.join(dir, PATHS_BEFORE));
+  const script = [
+    `a=${quote(after)}`,
+    `if [ ! -e "$a/complete" ] && [ ! -e "$a/paths.stamp" ] && [ -e ${before} ]; then mkdir -p -- "$a" && : > "$a/paths.stamp" && ${listPaths()} | LC_ALL=C comm -z -13 ${before} - > "$a/paths.new" || exit 1; fi`,
+    '[ -s "$a/paths.new" ] || exit 0',
+    `LC_ALL=C sort -z -r "$a/paths.new" | xargs -0 -r sh -c ${quote(each)} "$a"`,
+  ].join('\n');
   const out = await runOk(ctx, script, `removing what the packages' scripts left in ${LEFTOVER_DIRS.join(', ')} on ${ctx.host}`);
   const changed = out.split('\n').filter((l) => l.startsWith('changed ')).map((l) => l.slice(8));
   if (changed.length) left.push(`kept what the packages' scripts made and was changed since the install: ${changed.join(', ')}`);
