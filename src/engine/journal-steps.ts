@@ -4,11 +4,11 @@
  * the value was checked against the run's digest); its context runs with the step's journaled
  * sudo and backup folder; its state is fingerprinted as the run fingerprinted it.
  */
+import { PACKAGE_WAIT_S, PACKAGES_BUSY, leftoversReport, leftoversScript } from './leftovers.js';
 import { ConnectError, HostsmithError, errorMessage } from '../errors.js';
 import { stepType } from '../steps/registry.js';
 import { stateFingerprint, type StepContext, type StepType } from '../steps/step.js';
 import type { ShellTransport } from '../transport/base.js';
-import { quote } from '../transport/shell.js';
 import type { Facts } from './facts.js';
 import type { JournalEntry } from './journal.js';
 import { rollBackStep } from './apply-step.js';
@@ -237,19 +237,10 @@ async function handlerAgain(on: JournaledHost, handler: StepState, due: Handlers
  * Returns what was stopped, as "pid command" lines.
  */
 export async function stopLeftovers(t: ShellTransport, runId: string, sudo: boolean): Promise<string[]> {
-  const script = [
-    `tag=${quote(`HOSTSMITH_RUN=${runId}`)}`,
-    'list() { for f in /proc/[0-9]*/environ; do grep -qxzF -- "$tag" "$f" 2>/dev/null && { p=${f#/proc/}; echo "${p%/environ}"; }; done; }',
-    'pids=$(list)',
-    // Scratch folders of the run's probe batches (probe.ts), once nothing of the run runs any more.
-    `scratch() { for d in /tmp/hostsmith-probe.${runId}.* "\${TMPDIR:-/tmp}"/hostsmith-probe.${runId}.*; do [ -d "$d" ] && [ ! -L "$d" ] && rm -rf -- "$d"; done; return 0; }`,
-    '[ -n "$pids" ] || { scratch; exit 0; }',
-    'for p in $pids; do printf "%s %s\\n" "$p" "$(tr "\\000\\n" "  " < /proc/$p/cmdline 2>/dev/null | head -c 200)"; done',
-    'kill -TERM $pids 2>/dev/null',
-    'i=0; while [ $i -lt 50 ]; do [ -z "$(list)" ] && { scratch; exit 0; }; sleep 0.1; i=$((i+1)); done',
-    'kill -KILL $(list) 2>/dev/null; sleep 0.2; scratch; exit 0',
-  ].join('\n');
-  const r = await t.exec(script, { sudo });
+  const r = await t.exec(leftoversScript(runId), { sudo });
+  if (r.code === PACKAGES_BUSY) {
+    throw new HostsmithError(`${t.name}: apt or dpkg of run ${runId} is still running after ${PACKAGE_WAIT_S / 60} minutes (${r.stdout.trim()}); it was not stopped, as that would break the package database: wait for it to end, then run this again`);
+  }
   if (r.code !== 0) throw new HostsmithError(`${t.name}: could not look for commands the run left running: ${r.stderr.trim() || `exit ${r.code}`}`);
-  return r.stdout.split('\n').filter(Boolean);
+  return leftoversReport(r.stdout);
 }
