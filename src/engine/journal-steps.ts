@@ -7,7 +7,7 @@
 import { PACKAGE_WAIT_S, PACKAGES_BUSY, leftoversReport, leftoversScript } from './leftovers.js';
 import { ConnectError, HostsmithError, errorMessage } from '../errors.js';
 import { stepType } from '../steps/registry.js';
-import { stateFingerprint, type StepContext, type StepType } from '../steps/step.js';
+import { stateFingerprint, undoMismatch, type StepContext, type StepType } from '../steps/step.js';
 import type { ShellTransport } from '../transport/base.js';
 import type { Facts } from './facts.js';
 import type { JournalEntry } from './journal.js';
@@ -104,7 +104,7 @@ export function journaledStep(
   secrets: SecretDigests,
   given: Record<string, string>,
   command = 'undo',
-): { ready: JournaledStep } | { problem: 'unknown-type' | 'secret'; message: string } {
+): { ready: JournaledStep } | { problem: 'unknown-type' | 'secret' | 'corrupt'; message: string } {
   const type = stepType(step.type);
   if (!type) return { problem: 'unknown-type', message: `step type "${step.type}" is unknown to this hostsmith` };
   let params: unknown = step.params;
@@ -115,6 +115,10 @@ export function journaledStep(
     params = unmask(params, secret.value);
     undo = unmask(undo, secret.value);
   }
+  // Acted on from the journal alone: undo data that names anything but the step's own path, user
+  // or service is a corrupt (or tampered) journal, and is not acted on.
+  const mismatch = undoMismatch(type, params, undo);
+  if (mismatch) return { problem: 'corrupt', message: `corrupt journal: ${mismatch}; nothing is done for this step (see \`hostsmith show\`)` };
   return { ready: { step, type, params, undo, sudo: step.sudo ?? host.target?.sudo ?? false } };
 }
 

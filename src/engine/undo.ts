@@ -68,7 +68,7 @@ export interface UndoProblem {
   host: string;
   step: string;
   type: string;
-  kind: 'drift' | 'irreversible' | 'secret' | 'unknown-type' | 'unreadable';
+  kind: 'drift' | 'irreversible' | 'secret' | 'unknown-type' | 'unreadable' | 'corrupt';
   message: string;
 }
 

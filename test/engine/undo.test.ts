@@ -123,6 +123,26 @@ describe('undo', () => {
     expect(again.hosts[0]!.steps.map((s) => s.name)).toEqual(['Line']);
   });
 
+  it('refuses undo data that names another path than its step (a tampered journal), doing nothing for that step', async () => {
+    const { dir, target, stateDir } = setup();
+    const runId = await apply(dir, target, stateDir);
+    writeFileSync(join(dir, 'etc/victim'), 'victim\n');
+    const file = join(stateDir, 'runs', `${runId}.ndjson`);
+    // The Conf step's undo data now points at another file: restoring it there would overwrite it.
+    const lines = readFileSync(file, 'utf8').split('\n').map((l) => {
+      if (!l.includes('"step-started"') || !l.includes('"Conf"')) return l;
+      const e = JSON.parse(l);
+      e.undo.path = join(dir, 'etc/victim');
+      return JSON.stringify(e);
+    });
+    writeFileSync(file, lines.join('\n'));
+    const t = await loadUndo(stateDir, runId);
+    const checks = await readHosts(t, { connect, secrets: { token: TOKEN } });
+    expect(checks[0]!.problems.map((p) => [p.step, p.kind])).toEqual([['Conf', 'corrupt']]);
+    expect(checks[0]!.problems[0]!.message).toMatch(/corrupt journal: its undo data is for ".*victim", not the step's .*existing/);
+    expect(readFileSync(join(dir, 'etc/victim'), 'utf8')).toBe('victim\n');
+  });
+
   it('a run fully rolled back has nothing to undo; an unknown run is exit 2', async () => {
     const { dir, target, stateDir } = setup();
     writeFileSync(join(dir, 'r.yml'), `name: fails\nsteps:\n  - name: A\n    file: { path: ${dir}/etc/a, content: "a" }\n  - name: Fail\n    command: { run: "exit 3" }\n`);
