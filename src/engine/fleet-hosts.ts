@@ -6,7 +6,7 @@
  */
 import { errorMessage } from '../errors.js';
 import type { ShellTransport } from '../transport/base.js';
-import { quote } from '../transport/shell.js';
+import { quote } from '../shell/script.js';
 import type { Emit } from './events.js';
 import { factsAndLocks, gatherFacts, type Facts } from './facts.js';
 import type { LockTaken } from './host-run.js';

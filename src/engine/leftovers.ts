@@ -7,7 +7,7 @@
  * are waited for (bounded, and said), and a transaction that was interrupted anyway (a host that
  * rebooted, a dpkg killed by someone) is repaired before any rollback touches packages.
  */
-import { quote } from '../transport/shell.js';
+import { quote } from '../shell/script.js';
 
 /** How long a leftover apt or dpkg of the run is waited for, in seconds. */
 export const PACKAGE_WAIT_S = 600;

@@ -1,6 +1,6 @@
 import { hostname } from 'node:os';
 import { HostsmithError, LockedError, errorMessage } from '../errors.js';
-import { quote } from '../transport/shell.js';
+import { quote } from '../shell/script.js';
 import type { Transport } from '../transport/transport.js';
 import { controllerState, localProbe, type ControllerProbe } from './controller.js';
 import { readJournal, runsDir } from './journal.js';

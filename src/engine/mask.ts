@@ -4,7 +4,7 @@
  * each string value, never across JSON syntax — so no escaping on the way can hide a secret from
  * the mask, and a short secret cannot break a number, a timestamp or the JSON itself.
  */
-import { quote } from '../transport/shell.js';
+import { quote } from '../shell/script.js';
 
 /** Secrets (and lines of secrets) shorter than this also hide unrelated text when masked. */
 export const MIN_SAFE_SECRET = 4;

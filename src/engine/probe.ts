@@ -19,7 +19,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { ShellTransport } from '../transport/base.js';
-import { BOOTSTRAP, SCRIPT_END, quote } from '../transport/shell.js';
+import { BOOTSTRAP, SCRIPT_END, quote } from '../shell/script.js';
 import type { ExecResult } from '../transport/transport.js';
 import type { StepSpec } from '../recipe/types.js';
 import { MEMO_MARK } from '../steps/package/apt.js';

@@ -12,7 +12,7 @@ import { appendFile, readFile, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { errorMessage } from '../errors.js';
 import type { ShellTransport } from '../transport/base.js';
-import { quote } from '../transport/shell.js';
+import { quote } from '../shell/script.js';
 import { controllerState, localProbe, type ControllerProbe } from './controller.js';
 import { journalFile, listRunIds, readJournal } from './journal.js';
 import { replay, runPhase, type HostState, type RunPhase, type RunState } from './replay.js';

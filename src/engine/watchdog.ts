@@ -18,7 +18,7 @@ import { ConnectError, errorMessage } from '../errors.js';
 import { buildScope, render } from '../render/template.js';
 import { tail, type HostEnv } from '../steps/step.js';
 import type { ShellTransport } from '../transport/base.js';
-import { quote } from '../transport/shell.js';
+import { quote } from '../shell/script.js';
 import type { Completed, HostRun } from './host-run.js';
 
 export type { ConfirmOptions } from './host-run.js';

@@ -1,6 +1,6 @@
 import Handlebars from 'handlebars';
 import { RenderError } from '../errors.js';
-import { quote } from '../transport/shell.js';
+import { quote } from '../shell/script.js';
 
 /** Names every scope has besides the vars (see buildScope). */
 export const SCOPE_ROOTS = ['vars', 'facts', 'steps'] as const;

@@ -20,6 +20,11 @@
  * <why>", which the step's error carries to the person at the terminal.
  */
 
+import { quote } from './quote.js';
+
+/** Quoted as one word, always (these scripts are read more than they are run). */
+const q = (s: string): string => (s === '' || !/^[A-Za-z0-9_\/.,:=@%+-]+$/.test(s) ? quote(s) : `'${s}'`);
+
 /** Exit status of a script that refused a path (a planted or swapped link). */
 export const REFUSED = 77;
 
@@ -57,10 +62,6 @@ const META_PL = [
   'if (length $m) { chmod(oct($m), $fh) or die "chmod $n: $!\\n" }',
 ].join('\n');
 
-/** POSIX sh quoting: one word, whatever the bytes. */
-function q(s: string): string {
-  return `'${s.replace(/'/g, `'\\''`)}'`;
-}
 
 /**
  * The sh functions, defined at the top of every host script that writes a path:

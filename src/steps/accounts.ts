@@ -13,7 +13,7 @@
 import { posix } from 'node:path';
 import { z } from 'zod';
 import { StepError } from '../errors.js';
-import { quote } from '../transport/shell.js';
+import { quote } from '../shell/script.js';
 import { backupDirsScript, backupPath } from './backup.js';
 import { runOk, sha256, tail, type PlanEnv, type StepContext } from './step.js';
 

@@ -4,7 +4,7 @@
  */
 import { createHash } from 'node:crypto';
 import { posix } from 'node:path';
-import { quote } from '../transport/shell.js';
+import { quote } from '../shell/script.js';
 import { enterScript, splitPath, withSafePath } from '../shell/safe-path.js';
 import { StepError } from '../errors.js';
 import { tail, type PlanEnv, type StepContext } from './step.js';

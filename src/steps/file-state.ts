@@ -5,14 +5,14 @@
 import { posix } from 'node:path';
 import { StepError } from '../errors.js';
 import { unifiedDiff } from '../render/diff.js';
-import { quote } from '../transport/shell.js';
+import { quote } from '../shell/script.js';
 import { enterScript, splitPath, unsafeParentsScript, withSafePath } from '../shell/safe-path.js';
 import { runOk, tail, type Plan, type PlanEnv, type StepContext } from './step.js';
 import type { Footprint } from './footprint.js';
 import { metaText, names, str, type UndoData } from './undo-text.js';
 import { backupMismatch, type StaticEnv, type StaticProblem } from './step.js';
 import { backupFailure, backupPath, copyToBackupScript, restoreFromBackup, restoreScript } from './backup.js';
-import { answerOf, guardScript, remember, runOneExec } from './guard.js';
+import { answerOf, guardScript, remember, runOneExec } from '../shell/one-exec.js';
 import { fmtMode } from './modes.js';
 
 export type PathKind = 'absent' | 'file' | 'directory' | 'link' | 'other';

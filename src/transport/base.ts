@@ -1,5 +1,5 @@
 import { HostsmithError } from '../errors.js';
-import { atomicWriteScript, frameCommand, readFileScript } from './shell.js';
+import { atomicWriteScript, frameCommand, readFileScript } from '../shell/script.js';
 import type { ExecOptions, ExecResult, Transport, WriteOptions } from './transport.js';
 
 export interface RawExec {

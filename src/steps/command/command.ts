@@ -3,10 +3,10 @@ import { compact, str } from '../undo-text.js';
 import { z } from 'zod';
 import { ANYTHING } from '../footprint.js';
 import { StepError } from '../../errors.js';
-import { commandScript, quote } from '../../transport/shell.js';
+import { commandScript, quote } from '../../shell/script.js';
 import { sha256, tail, type StepContext, type StepType } from '../step.js';
 import { hostPath, ownerName } from '../paths.js';
-import { guardScript, runOneExec } from '../guard.js';
+import { guardScript, runOneExec } from '../../shell/one-exec.js';
 
 export const commandSchema = z
   .object({

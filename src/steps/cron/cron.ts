@@ -5,9 +5,9 @@ import { z } from 'zod';
 import { StepError } from '../../errors.js';
 import { cronProblem } from './schedule.js';
 import { unifiedDiff } from '../../render/diff.js';
-import { quote } from '../../transport/shell.js';
+import { quote } from '../../shell/script.js';
 import { backupDirsScript, backupPath } from '../backup.js';
-import { answerOf, guardScript, remember, runOneExec } from '../guard.js';
+import { answerOf, guardScript, remember, runOneExec } from '../../shell/one-exec.js';
 import { backupMismatch, sha256, tail, type Plan, type PlanEnv, type StepContext, type StepType } from '../step.js';
 
 const oneLine = (what: string) =>

@@ -2,7 +2,7 @@
  * apt/dpkg plumbing for the `package` step: the scripts it runs and the parsing of what they
  * print. Everything here is either a pure function or a string builder, so it is unit-tested.
  */
-import { quote } from '../../transport/shell.js';
+import { quote } from '../../shell/script.js';
 
 /** Environment for every apt/dpkg call: never prompt, stable English output for the parsers. */
 export const APT_ENV: Record<string, string> = {

@@ -4,14 +4,14 @@ import { ANYTHING } from '../footprint.js';
 import { StepError } from '../../errors.js';
 import { DURATION_HINT, parseDuration } from '../../duration.js';
 import { unifiedDiff } from '../../render/diff.js';
-import { quote } from '../../transport/shell.js';
+import { quote } from '../../shell/script.js';
 import { posix } from 'node:path';
 import { ACCOUNT_FILES, backupAccountsScript, entryNames, restoreAccounts, type AccountFile, type Touched } from '../accounts.js';
 import { backupDirsScript, backupPath, restoreFromBackup, restoreScript } from '../backup.js';
 import { runOk, stateFingerprint, tail, type HostEnv, type Plan, type StepContext, type StepType } from '../step.js';
 import type { ExecOptions } from '../../transport/transport.js';
 import { randomBytes } from 'node:crypto';
-import { MovedError, guardScript, movedError, runOneExec } from '../guard.js';
+import { MovedError, guardScript, movedError, runOneExec } from '../../shell/one-exec.js';
 import {
   APT_ENV,
   APT_READ_OPTS,

@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { compact, str } from '../undo-text.js';
 import { StepError } from '../../errors.js';
-import { quote } from '../../transport/shell.js';
+import { quote } from '../../shell/script.js';
 import { randomBytes } from 'node:crypto';
 import type { Plan, StepContext, StepType } from '../step.js';
 

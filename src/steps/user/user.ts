@@ -1,10 +1,10 @@
 import { posix } from 'node:path';
 import { accountsText, compact, names } from '../undo-text.js';
 import { z } from 'zod';
-import { MovedError, answerOf, guardFirst, guardScript, remember, runOneExec } from '../guard.js';
+import { MovedError, answerOf, guardFirst, guardScript, remember, runOneExec } from '../../shell/one-exec.js';
 import { StepError } from '../../errors.js';
 import { unifiedDiff } from '../../render/diff.js';
-import { quote } from '../../transport/shell.js';
+import { quote } from '../../shell/script.js';
 import { backupMismatch, runOk, tail, type ApplyResult } from '../step.js';
 import { accountBackupDir, accountChangeError, accountName, backupAccounts, backupAccountsScript, flag, idNumber, passwdField, restoreAccounts, restoreAccountsScript, uniq, touchedItems, ACCOUNT_WRITES, accountGone, type AccountUndo, type Touched } from '../accounts.js';
 import { backupPath, copyToBackup, restoreFromBackup, restoreScript } from '../backup.js';

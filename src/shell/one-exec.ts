@@ -11,7 +11,11 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { StepError } from '../errors.js';
 import type { ExecOptions, ExecResult } from '../transport/transport.js';
-import type { StepContext } from './step.js';
+
+/** Whatever runs a script on the host: a step's context, a transport. */
+export interface Execs {
+  exec(cmd: string, o?: ExecOptions): Promise<ExecResult>;
+}
 
 /** Exit code of an exec whose guard found the state moved; its stderr holds MOVED_LINE. */
 const MOVED = 75;
@@ -56,13 +60,13 @@ export function movedError(what: string): MovedError {
  * A context whose first exec is guarded by `check` against the answer `state` was read from (no
  * guard when there is none): the step's own execs, unchanged, with no read of its own before them.
  */
-export function guardFirst(ctx: StepContext, check: string, state: unknown, what: string): StepContext {
+export function guardFirst<C extends Execs>(ctx: C, check: string, state: unknown, what: string): C {
   const raw = answerOf(state);
   if (!raw) return ctx;
   let armed = true;
   return {
     ...ctx,
-    exec: async (cmd, o) => {
+    exec: async (cmd: string, o?: ExecOptions) => {
       if (!armed) return ctx.exec(cmd, o);
       armed = false;
       const r = await ctx.exec(`${guardScript(check, raw)}\n${cmd}`, o);
@@ -100,7 +104,7 @@ function oneExecScript(o: { guard?: string; stages: Stage[]; read?: string }, ma
  * stdout printed; `read`: what the read printed (undefined when it did not run).
  */
 export async function runOneExec(
-  ctx: Pick<StepContext, 'exec'>,
+  ctx: Execs,
   o: { guard?: string; stages: Stage[]; read?: string },
   moved: string,
   eo: ExecOptions = {},

@@ -2,14 +2,11 @@
  * Everything that reaches a remote shell is built here, so quoting lives in one place.
  */
 import { HostsmithError } from '../errors.js';
-import { enterScript, splitPath, withSafePath } from '../shell/safe-path.js';
+import { octal, quote } from './quote.js';
 
-/** POSIX single-quote a string for sh. */
-export function quote(s: string | number): string {
-  const str = String(s);
-  if (str !== '' && /^[A-Za-z0-9_\/.,:=@%+-]+$/.test(str)) return str;
-  return `'${str.replace(/'/g, `'\\''`)}'`;
-}
+export { octal, quote } from './quote.js';
+import { enterScript, splitPath, withSafePath } from './safe-path.js';
+
 
 export interface WrapOptions {
   sudo?: boolean;
@@ -99,9 +96,6 @@ export function frameCommand(cmd: string, o: WrapOptions & { stdin?: string | Bu
   return { cmdline: bootstrapLine(o), stdin: Buffer.concat([Buffer.from(`${script.length}\n`), script, rest]) };
 }
 
-export function octal(mode: number): string {
-  return mode.toString(8).padStart(4, '0');
-}
 
 /**
  * A script that writes stdin to `path` atomically: temp file in the same directory,
