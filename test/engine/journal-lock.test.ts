@@ -15,7 +15,7 @@ import { Journal } from '../../src/engine/journal.js';
 import { acquireLock, parseOwner } from '../../src/engine/lock.js';
 import { Masker } from '../../src/engine/mask.js';
 import { LocalTransport } from '../../src/transport/local.js';
-import { quote } from '../../src/transport/shell.js';
+import { quote } from '../../src/shell/script.js';
 import { hostFinished, runFinished, runStarted } from './journal-entries.js';
 
 const HERE = hostname();

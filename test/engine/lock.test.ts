@@ -9,7 +9,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { acquireLock, releaseLock } from '../../src/engine/lock.js';
 import { factsAndLocks } from '../../src/engine/facts.js';
 import { LockedError } from '../../src/errors.js';
-import { quote } from '../../src/transport/shell.js';
+import { quote } from '../../src/shell/script.js';
 import { LocalTransport } from '../../src/transport/local.js';
 import type { ExecResult } from '../../src/transport/transport.js';
 

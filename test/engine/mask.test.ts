@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { MIN_SAFE_SECRET, Masker, secretPieces } from '../../src/engine/mask.js';
 import { shortSecretWarnings } from '../../src/cli/context.js';
-import { quote } from '../../src/transport/shell.js';
+import { quote } from '../../src/shell/script.js';
 
 /**
  * Every way a value gets serialised on the way out — once, twice, as a shell word, and mixes —

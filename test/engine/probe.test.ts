@@ -6,7 +6,7 @@
 import { describe, expect, it } from 'vitest';
 import { execBatch } from '../../src/engine/probe.js';
 import { LocalTransport } from '../../src/transport/local.js';
-import { frameCommand } from '../../src/transport/shell.js';
+import { frameCommand } from '../../src/shell/script.js';
 
 const CASES: Array<[string, string, string?]> = [
   ['plain output', 'echo hello'],

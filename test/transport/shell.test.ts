@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { LocalTransport } from '../../src/transport/local.js';
-import { BOOTSTRAP, bootstrapLine, commandScript, frameCommand, quote } from '../../src/transport/shell.js';
+import { BOOTSTRAP, bootstrapLine, commandScript, frameCommand, quote } from '../../src/shell/script.js';
 import type { ExecResult } from '../../src/transport/transport.js';
 
 const sh = (cmd: string) => execFileSync('/bin/sh', ['-c', cmd], { encoding: 'utf8' });
