@@ -64,9 +64,8 @@ export class FleetHosts {
     // An apply also asks, in the same round trip, whether a run lock is held there (the root lock,
     // or the login user's): if so it takes its own at once (and fails fast, or finds it stale).
     const { facts, locked, lasts } = apply ? await factsAndLocks(transport, this.lockPaths()) : { facts: await gatherFacts(transport), locked: false, lasts: [] };
-    transport.loginUser = facts.user;
-    transport.defaultSudo = false;
-    transport.runTag = runId;
+    transport.identify(facts.user);
+    transport.tagRun(runId);
     emit({ event: 'host-connected', runId, time: isoNow(), host: target.name, facts });
     const host: OpenHost = { transport, facts, baseFor: this.baseFor(facts), lasts };
     this.open.set(target.name, host);

@@ -72,17 +72,15 @@ class NotingTransport extends ShellTransport {
   constructor(real: ShellTransport, have: Prefetched) {
     super();
     this.name = real.name;
-    this.loginUser = real.loginUser;
-    this.defaultSudo = real.defaultSudo;
-    this.runTag = real.runTag;
-    this.prefetched = {
+    this.sameAs(real);
+    this.usePrefetched({
       take: (cmdline, stdin) => {
         const key = keyOf(cmdline, stdin);
         const r = have.peek(key);
         if (r) this.served.push({ key });
         return r;
       },
-    };
+    });
   }
   /** Commands answered from earlier batches (the step reads them too). */
   readonly served: Array<{ key: string }> = [];
@@ -150,7 +148,7 @@ export async function prefetch(h: HostRun, spec: StepSpec, plan: (h: HostRun, s:
     p = { cache: new Prefetched(), covered: new Map() };
     probes.set(h, p);
   }
-  real.prefetched = p.cache;
+  real.usePrefetched(p.cache);
   if (p.covered.has(spec.name)) return;
   const done = new Set(h.planned.map((x) => x.spec.name));
   const all = [...h.o.recipe.steps, ...h.o.recipe.handlers];

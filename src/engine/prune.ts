@@ -184,8 +184,7 @@ export async function pruneRuns(
     if (!c) {
       c = o.connect(h).then(async (t) => {
         const who = await t.exec('id -un', { sudo: false });
-        t.loginUser = who.stdout.trim() || undefined;
-        t.defaultSudo = false;
+        t.identify(who.stdout.trim() || undefined);
         return t;
       });
       c.catch(() => {});

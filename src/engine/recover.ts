@@ -242,8 +242,7 @@ async function recoverHost(work: RecoverHost, run: RecoverRun): Promise<RecoverH
   let release: (() => Promise<void>) | undefined;
   try {
     const facts = await gatherFacts(transport);
-    transport.loginUser = facts.user;
-    transport.defaultSudo = false;
+    transport.identify(facts.user);
     run.frame.emit({ event: 'host-connected', runId, time: isoNow(), host: name, facts });
     // The run's own lock, taken over (or taken again where it is gone, e.g. a host that rebooted).
     const steps = [...work.inFlight, ...work.rollBack];

@@ -219,8 +219,7 @@ export async function readHosts(
       const transport = await options.connect(host);
       check.transport = transport;
       const facts = await gatherFacts(transport);
-      transport.loginUser = facts.user;
-      transport.defaultSudo = false;
+      transport.identify(facts.user);
       check.facts = facts;
       await checkSteps(check, steps, { host, transport, facts, runId: target.run.runId, command: 'undo' }, { secrets: target.secrets, given });
     } catch (e) {

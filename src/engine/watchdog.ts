@@ -231,7 +231,7 @@ export async function protect(h: HostRun, c: ConfirmOptions, o: { rootBackupDir:
   let fresh: ShellTransport | undefined;
   try {
     fresh = await within(c.openFresh(), deadline - Date.now(), 'connecting');
-    fresh.loginUser = t.loginUser;
+    fresh.identify(t.loginUser);
     const scope = buildScope(h.vars, ho.facts, h.results);
     for (const [i, text] of c.verify.entries()) {
       const cmd = render(text, scope, { field: `verify[${i}]` });

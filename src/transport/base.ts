@@ -11,19 +11,56 @@ export interface RawExec {
  * Transports differ only in how a command line gets to a shell; reading and writing files,
  * sudo, cwd, env and timeouts are built once here on top of that.
  */
+/** Batched results a transport may answer a command from. */
+export interface Prefetch {
+  take(cmdline: string, stdin: Buffer): ExecResult | undefined;
+}
+
 export abstract class ShellTransport implements Transport {
   abstract readonly name: string;
+  // Set through the methods below by whoever owns the connection, read by everyone.
+  #loginUser: string | undefined;
+  #defaultSudo = false;
+  #runTag: string | undefined;
+  #prefetched: Prefetch | undefined;
+
   /** The login user, once known (facts); sudo is skipped for root. */
-  loginUser: string | undefined;
-  /** Host-level sudo default (inventory/CLI). */
-  defaultSudo = false;
+  get loginUser(): string | undefined {
+    return this.#loginUser;
+  }
+  /** Whether a command takes sudo when it does not say (the host's default). */
+  get defaultSudo(): boolean {
+    return this.#defaultSudo;
+  }
   /** The run whose commands this transport runs: each gets HOSTSMITH_RUN=<id> in its environment. */
-  runTag: string | undefined;
+  get runTag(): string | undefined {
+    return this.#runTag;
+  }
+
+  /** Who the commands run as, once the host's facts say, and whether they take sudo unless told. */
+  identify(loginUser: string | undefined, o: { defaultSudo?: boolean } = {}): void {
+    this.#loginUser = loginUser;
+    this.#defaultSudo = o.defaultSudo ?? false;
+  }
+
+  /** Tags every command from now on as the run's (recover finds what a dead controller left running by it). */
+  tagRun(runId: string | undefined): void {
+    this.#runTag = runId;
+  }
+
   /**
    * Results of commands already run in a batch (engine/probe.ts), by their exact framed form: a
    * command framed the same way gets its batched result instead of a round trip of its own.
    */
-  prefetched: { take(cmdline: string, stdin: Buffer): ExecResult | undefined } | undefined;
+  usePrefetched(p: Prefetch | undefined): void {
+    this.#prefetched = p;
+  }
+
+  /** Takes over another transport's identity and run tag (a stand-in that records, a fresh login). */
+  sameAs(other: ShellTransport): void {
+    this.identify(other.loginUser, { defaultSudo: other.defaultSudo });
+    this.tagRun(other.runTag);
+  }
 
   /** Makes a lost connection again, in place, within `budgetMs`; absent where a link cannot be lost (local). */
   reconnect?(budgetMs: number): Promise<void>;
@@ -47,7 +84,7 @@ export abstract class ShellTransport implements Transport {
       stdin: o.stdin,
       tag: this.runTag,
     });
-    const ready = this.prefetched?.take(framed.cmdline, framed.stdin);
+    const ready = this.#prefetched?.take(framed.cmdline, framed.stdin);
     if (ready) return ready;
     return this.raw(framed.cmdline, { stdin: framed.stdin, timeoutMs: o.timeoutMs, signal: o.signal });
   }

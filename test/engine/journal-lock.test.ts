@@ -23,7 +23,7 @@ const DEAD_PID = 4_000_000; // above Linux's pid_max limit (2^22): never a live 
 
 function rootTransport(): LocalTransport {
   const t = new LocalTransport('local');
-  t.loginUser = 'root';
+  t.identify('root');
   return t;
 }
 

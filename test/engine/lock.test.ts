@@ -21,7 +21,7 @@ const STRANGER = 65533;
 class NobodyTransport extends LocalTransport {
   constructor() {
     super('local-nobody');
-    this.loginUser = 'nobody';
+    this.identify('nobody');
   }
   protected override raw(cmdline: string, o: { stdin?: string | Buffer; timeoutMs?: number; signal?: AbortSignal }): Promise<ExecResult> {
     return super.raw(`exec setpriv --reuid=${NOBODY} --regid=${NOBODY} --clear-groups /bin/sh -c ${quote(cmdline)}`, o);
@@ -30,7 +30,7 @@ class NobodyTransport extends LocalTransport {
 
 function rootTransport(): LocalTransport {
   const t = new LocalTransport('local');
-  t.loginUser = 'root';
+  t.identify('root');
   return t;
 }
 
