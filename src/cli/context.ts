@@ -28,6 +28,7 @@ export interface GlobalOptions {
 
 export interface TargetCliOptions {
   hosts?: string;
+  limit?: string;
   inventory?: string;
   identity?: string;
   knownHosts?: string;
@@ -95,7 +96,7 @@ export async function prepare(
   const fileVars = o.varsFile ? await loadVarsFile(resolve(o.varsFile)) : fromPlan ? { ...fromPlan.file } : undefined;
   const cliVars = fromPlan ? { ...fromPlan.cli } : parseVarArgs(o.var ?? []);
   if (o.identity && !existsSync(o.identity)) throw new InputError(`--identity: no such key file ${o.identity}`);
-  const specs = resolveTargets({ hosts: o.hosts, inventory, identity: o.identity, sudo: o.sudo ?? config.sudo });
+  const specs = resolveTargets({ hosts: o.hosts, limit: o.limit, inventory, identity: o.identity, sudo: o.sudo ?? config.sudo });
   const fleet = fleetOptions(o, specs.length);
   const confirmMs = o.confirm === undefined ? undefined : parseDuration(o.confirm);
   if (o.confirm !== undefined && !confirmMs) throw new InputError(`--confirm: "${o.confirm}" is not a duration above zero: ${DURATION_HINT} (nothing was contacted or changed)`);

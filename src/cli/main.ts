@@ -53,7 +53,8 @@ export async function buildProgram(ctx: Ctx, argv: string[] = []): Promise<Comma
     .option('--state-dir <dir>', 'where the journal lives (default $XDG_STATE_HOME/hostsmith or ~/.local/state/hostsmith)')
     .option('--no-color', 'no colors')
     .option('--verbose', 'more detail (diffs on apply, journal path)')
-    .showHelpAfterError()
+    // One short line and where to look, not the whole help (commander adds "did you mean").
+    .showHelpAfterError('(see `hostsmith --help`, or `hostsmith <command> --help` for a command\'s options)')
     .exitOverride();
   const word = commandWord(argv);
   const versionOnly = !word && (argv.includes('--version') || argv.includes('-V')) && !argv.includes('--help') && !argv.includes('-h');
@@ -70,6 +71,9 @@ export async function buildProgram(ctx: Ctx, argv: string[] = []): Promise<Comma
 }
 
 export async function main(argv: string[]): Promise<void> {
+  // A closed pipe (`| head`) or a failing terminal must never stop a run half way: what cannot be
+  // shown is dropped, and the run goes on to roll back, close its journal and release its locks.
+  for (const stream of [process.stdout, process.stderr]) stream.on('error', () => {});
   const verbose = argv.includes('--verbose');
   const ctx: Ctx = {
     exit: (code) => {

@@ -105,7 +105,7 @@ export class Output {
         this.say(`Batch ${e.batch} of ${e.of}: ${one(e.hosts.join(', '))}`);
         break;
       case 'step-started':
-        if (this.o.tty && this.hostCount === 1 && this.ora) this.spinner = this.ora({ text: one(e.step), stream: this.out as NodeJS.WriteStream }).start();
+        if (this.o.tty && this.hostCount === 1 && this.ora) this.spinner = this.ora({ text: one(e.step), stream: this.out as NodeJS.WriteStream, discardStdin: false }).start();
         break;
       case 'step-finished': {
         // Known after apply: its summary says so, with the outcome against the host as it is now.

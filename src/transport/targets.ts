@@ -128,6 +128,61 @@ export function parseAddress(s: string): { user?: string; host: string; port?: n
   return { user, host: rest, port };
 }
 
+const GLOB = /[*?]/;
+
+/** An inventory host or group pattern as a test on names: `web*`, `db?`. */
+function globTest(pattern: string): (name: string) => boolean {
+  const re = new RegExp(`^${pattern.replace(/[.+^${}()|\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.')}$`);
+  return (name) => re.test(name);
+}
+
+/** The inventory hosts a pattern names (`all`, a host, a group, a glob over both), or undefined: it names none of them. */
+function inventoryMatch(pattern: string, inv: Inventory | undefined): string[] | undefined {
+  const hosts = Object.keys(inv?.hosts ?? {});
+  const membersOf = (g: string) => [...new Set([...hosts.filter((n) => inv?.hosts?.[n]?.groups?.includes(g)), ...(inv?.groups?.[g]?.hosts ?? [])])];
+  if (pattern === 'all' || pattern === '*') return inv ? hosts : undefined;
+  if (inv?.hosts && Object.prototype.hasOwnProperty.call(inv.hosts, pattern)) return [pattern];
+  const group = membersOf(pattern);
+  if (group.length) return group;
+  if (GLOB.test(pattern) && inv) {
+    const test = globTest(pattern);
+    const groups = [...new Set([...hosts.flatMap((n) => inv.hosts?.[n]?.groups ?? []), ...Object.keys(inv.groups ?? {})])];
+    return [...new Set([...hosts.filter(test), ...groups.filter(test).flatMap(membersOf)])];
+  }
+  return undefined;
+}
+
+/**
+ * The names a comma list selects, as Ansible reads one: the union of its plain patterns (all when
+ * there are none), narrowed by each `&pattern`, less each `!pattern`. A plain item that names no
+ * inventory host stays as it is (an address, `local`, an ssh config name: checked later).
+ */
+function select(list: string, inv: Inventory | undefined, option: string): string[] {
+  const items = list.split(',').map((s) => s.trim()).filter(Boolean);
+  const hosts = Object.keys(inv?.hosts ?? {});
+  const must = (p: string): string[] => {
+    const m = inventoryMatch(p, inv);
+    if (m?.length) return m;
+    const hint = suggestion(p, [...hosts, ...Object.keys(inv?.groups ?? {}), 'all']);
+    throw new InputError(`${option}: "${p}" matches no host or group of the inventory${inv ? '' : ' (no inventory given: -i)'}${hint}; nothing was contacted`);
+  };
+  const plain = items.filter((p) => !p.startsWith('!') && !p.startsWith('&'));
+  let out: string[] = plain.length ? [] : [...hosts];
+  for (const p of plain) {
+    if (GLOB.test(p) || p === 'all') out.push(...must(p));
+    else out.push(...(inventoryMatch(p, inv) ?? [p]));
+  }
+  for (const p of items.filter((x) => x.startsWith('&'))) {
+    const keep = new Set(must(p.slice(1)));
+    out = out.filter((n) => keep.has(n));
+  }
+  for (const p of items.filter((x) => x.startsWith('!'))) {
+    const drop = new Set(inventoryMatch(p.slice(1), inv) ?? [p.slice(1)]);
+    out = out.filter((n) => !drop.has(n));
+  }
+  return [...new Set(out)];
+}
+
 /** The Host patterns ~/.ssh/config names (the catch-all `*` left out). */
 function sshConfigNames(file: string): string[] {
   let text: string;
@@ -187,7 +242,10 @@ function sshConfigFor(host: string, file: string): Record<string, string | strin
 }
 
 export interface TargetOptions {
+  /** Comma list of hosts, addresses, groups and patterns (`all`, `web*`, `!db1`, `&prod`). */
   hosts?: string;
+  /** The same kind of list, narrowing what `hosts` selects (`-l/--limit`). */
+  limit?: string;
   inventory?: Inventory;
   identity?: string;
   sudo?: boolean;
@@ -202,7 +260,15 @@ export function resolveTargets(o: TargetOptions): TargetSpec[] {
   const sshConfigFile = o.sshConfigFile ?? `${homedir()}/.ssh/config`;
   // An empty --hosts (an unset $HOSTS in a script) selects nothing: never the whole inventory.
   if (o.hosts !== undefined && !o.hosts.split(',').some((x) => x.trim())) throw new InputError('--hosts is empty: name the hosts to run on (e.g. --hosts web1,web2, or --hosts all for every host of the inventory)');
-  const names = o.hosts !== undefined ? o.hosts.split(',').map((s) => s.trim()).filter(Boolean) : Object.keys(inv?.hosts ?? {});
+  if (o.limit !== undefined && !o.limit.split(',').some((x) => x.trim())) throw new InputError('--limit is empty: name the hosts or groups to narrow --hosts to');
+  const allNames = Object.keys(inv?.hosts ?? {});
+  const names = select(o.hosts !== undefined ? o.hosts : allNames.join(','), inv, '--hosts');
+  const limited = o.limit !== undefined ? new Set(select(o.limit, inv, '--limit')) : undefined;
+  if (limited) {
+    const kept = names.filter((n) => limited.has(n));
+    if (!kept.length) throw new InputError(`--limit ${o.limit} leaves none of the hosts --hosts selects (${names.join(', ')}); nothing was contacted`);
+    names.splice(0, names.length, ...kept);
+  }
   if (!names.length) throw new InputError('no hosts to run on: pass --hosts (e.g. --hosts local or --hosts root@203.0.113.10) or an inventory with hosts (-i)');
 
   const groupMembers = (g: string): string[] => {

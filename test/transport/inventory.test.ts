@@ -77,3 +77,41 @@ describe('--hosts: only hosts, addresses and inventory names become targets; the
     expect(resolveTargets({ hosts, inventory: await inv(), sshConfigFile: sshConfig }).length).toBeGreaterThan(0);
   });
 });
+
+describe('host patterns, as Ansible users write them', () => {
+  const inv = () =>
+    loadInventory(
+      file(
+        'inv.yml',
+        'hosts:\n  web1: { address: 10.0.0.1, groups: [web, prod] }\n  web2: { address: 10.0.0.2, groups: [web] }\n  db1: { address: 10.0.0.3, groups: [db, prod] }\n  cache1: { address: 10.0.0.4 }\ngroups:\n  edge: { hosts: [cache1] }\n',
+      ),
+    );
+  const pick = async (hosts: string | undefined, limit?: string) => resolveTargets({ hosts, limit, inventory: await inv(), sshConfigFile: '/nonexistent' }).map((t) => t.name);
+  const rows: Array<[string | undefined, string | undefined, string[]]> = [
+    [undefined, undefined, ['web1', 'web2', 'db1', 'cache1']],
+    ['all', undefined, ['web1', 'web2', 'db1', 'cache1']],
+    ['web*', undefined, ['web1', 'web2']],
+    ['web', undefined, ['web1', 'web2']],
+    ['web,!web2', undefined, ['web1']],
+    ['all,!db1', undefined, ['web1', 'web2', 'cache1']],
+    ['!db1', undefined, ['web1', 'web2', 'cache1']],
+    ['web,&prod', undefined, ['web1']],
+    ['*1', undefined, ['web1', 'db1', 'cache1']],
+    ['edge,db1', undefined, ['cache1', 'db1']],
+    ['all', 'prod', ['web1', 'db1']],
+    [undefined, 'web1,db1', ['web1', 'db1']],
+    ['web,10.9.9.9', undefined, ['web1', 'web2', '10.9.9.9']],
+  ];
+  it.each(rows)('--hosts %j --limit %j selects %j', async (hosts, limit, want) => {
+    expect(await pick(hosts, limit)).toEqual(want);
+  });
+
+  it.each([
+    ['wab*', undefined, /--hosts: "wab\*" matches no host or group of the inventory/],
+    ['web,&nope', undefined, /"nope" matches no host or group/],
+    ['web', 'db1', /--limit db1 leaves none of the hosts/],
+    ['all', '', /--limit is empty/],
+  ])('--hosts %j --limit %j is exit 2', async (hosts, limit, why) => {
+    await expect(pick(hosts, limit)).rejects.toSatisfy((e: unknown) => e instanceof InputError && e.exitCode === 2 && why.test(e.message));
+  });
+});

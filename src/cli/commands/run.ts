@@ -181,7 +181,7 @@ export async function runPrepared(prep: Prepared, flow: RunFlow, out: Output, ct
 
 /** The target options a plan keeps, so `apply --plan` alone reaches the same hosts the same way. */
 function targetOptions(o: RunCli): Record<string, unknown> {
-  const keep = ['hosts', 'inventory', 'identity', 'knownHosts', 'acceptNewHostKeys', 'sudo', 'concurrency', 'batch', 'maxFail', 'rollbackScope', 'confirm'] as const;
+  const keep = ['hosts', 'limit', 'inventory', 'identity', 'knownHosts', 'acceptNewHostKeys', 'sudo', 'concurrency', 'batch', 'maxFail', 'rollbackScope', 'confirm'] as const;
   const out: Record<string, unknown> = {};
   for (const k of keep) if (o[k] !== undefined) out[k] = k === 'inventory' || k === 'identity' || k === 'knownHosts' ? resolve(String(o[k])) : o[k];
   return out;
