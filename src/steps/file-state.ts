@@ -168,7 +168,7 @@ export function planPath(w: Wanted, s: PathState, env: PlanEnv): Plan<FileUndo> 
     if (s.kind === 'absent') return unchanged(`${path} is absent`);
     const backup = s.kind === 'link' ? undefined : backupPath(env, path);
     return {
-      changed: true,
+      changed: true, action: 'remove',
       summary: `remove ${s.kind} ${path}`,
       diff: s.kind === 'file' ? unifiedDiff(path, s.content ?? null, null) : undefined,
       undo: { kind: s.kind === 'other' ? 'file' : s.kind, ...existing, backup, target: s.target },
@@ -177,7 +177,7 @@ export function planPath(w: Wanted, s: PathState, env: PlanEnv): Plan<FileUndo> 
   if (w.state === 'directory') {
     if (s.kind === 'absent') {
       return {
-        changed: true,
+        changed: true, action: 'create',
         summary: `create directory ${path}${describeNew(w)}`,
         undo: { kind: 'absent', path, created: s.missing },
       };
@@ -191,7 +191,7 @@ export function planPath(w: Wanted, s: PathState, env: PlanEnv): Plan<FileUndo> 
     const target = w.target ?? '';
     if (s.kind === 'absent') {
       const meta = metaOfNew({ ...w, mode: undefined });
-      return { changed: true, summary: `link ${path} → ${target}${meta ? ` (${meta})` : ''}`, undo: { kind: 'absent', path, created: s.missing } };
+      return { changed: true, action: 'create', summary: `link ${path} → ${target}${meta ? ` (${meta})` : ''}`, undo: { kind: 'absent', path, created: s.missing } };
     }
     if (s.kind !== 'link') throw new StepError(`${path} is a ${s.kind}, not a link; remove it first (state: absent)`);
     const diffs = ownerDiffs(w, s);
@@ -207,7 +207,7 @@ export function planPath(w: Wanted, s: PathState, env: PlanEnv): Plan<FileUndo> 
   const content = w.content;
   if (s.kind === 'absent') {
     return {
-      changed: true,
+      changed: true, action: 'create',
       summary: `create ${path} (${content.length} bytes${describeNew(w)})`,
       diff: unifiedDiff(path, null, content),
       undo: { kind: 'absent', path, created: s.missing },
@@ -231,7 +231,7 @@ function planMetadataOnly(w: Wanted, s: PathState): Plan<FileUndo> {
   const path = w.path;
   if (s.kind === 'absent') {
     const meta = metaOfNew(w);
-    return { changed: true, summary: `create empty ${path}${meta ? ` (${meta})` : ''}`, undo: { kind: 'absent', path, created: s.missing } };
+    return { changed: true, action: 'create', summary: `create empty ${path}${meta ? ` (${meta})` : ''}`, undo: { kind: 'absent', path, created: s.missing } };
   }
   if (s.kind !== 'file') throw new StepError(`${path} is a ${s.kind}, not a regular file; remove it first (state: absent)`);
   const diffs = metaDiffs(w, s);

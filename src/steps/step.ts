@@ -65,7 +65,11 @@ export interface Plan<Undo> {
   diff?: string;
   /** What rollback needs; null when there is no way back (the plan shows it irreversible). */
   undo: Undo | null;
+  /** What kind of change, as plans show it: + create, ~ change (the default), - remove. */
+  action?: PlanAction;
 }
+
+export type PlanAction = 'create' | 'change' | 'remove';
 
 export interface ApplyResult {
   stdout?: string;

@@ -130,12 +130,13 @@ export function planCron(p: CronParams, s: CronState, env: PlanEnv): Plan<CronUn
   const diff = unifiedDiff(`crontab(${p.user})`, s.text, next);
   const undo: CronUndo = { user: p.user, previous: s.text === null ? null : { backup: backupPath(env, `/crontabs/${p.user}`), sha256: sha256(s.text) } };
   if (p.state === 'absent') {
-    return { changed: true, summary: `remove "${p.name}" from ${whose}${next === null ? ' (and the crontab, left empty)' : ''}`, diff, undo };
+    return { changed: true, action: 'remove', summary: `remove "${p.name}" from ${whose}${next === null ? ' (and the crontab, left empty)' : ''}`, diff, undo };
   }
   const had = (s.text ?? '').split('\n').some((l) => l.trimEnd() === marker(p.name));
   const verb = had ? `update "${p.name}" in` : `add "${p.name}" to`;
   return {
     changed: true,
+    action: had ? 'change' : 'create',
     summary: `${verb} ${whose}: ${p.schedule!.trim()} (${s.clock ? describeSchedule(p.schedule!, s.clock.now, s.clock.tz) : describeSchedule(p.schedule!)})${s.userMissing ? ` — user ${p.user} does not exist yet: an earlier step must create it` : ''}`,
     diff,
     undo,

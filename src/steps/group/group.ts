@@ -83,12 +83,12 @@ export const groupStep: StepType<GroupParams, GroupState, GroupUndo> = {
     if (p.state === 'absent') {
       if (!g) return unchanged(`group ${name} is absent`);
       if (s.primaryOf.length) throw new StepError(`group ${name} is the primary group of ${s.primaryOf.join(', ')}; remove or change ${s.primaryOf.length > 1 ? 'those users' : 'that user'} first`);
-      return { changed: true, summary: `remove group ${name} (gid ${g.gid}, ${members(g.members)})`, undo: { backup, touched: { group: [name], gshadow: [name] } } };
+      return { changed: true, action: 'remove', summary: `remove group ${name} (gid ${g.gid}, ${members(g.members)})`, undo: { backup, touched: { group: [name], gshadow: [name] } } };
     }
     if (p.gid !== undefined && s.gidOwner && s.gidOwner !== name) throw new StepError(`gid ${p.gid} is already used by group ${s.gidOwner}`);
     if (!g) {
       const what = [...(p.gid !== undefined ? [`gid ${p.gid}`] : []), ...(p.system ? ['system'] : [])];
-      return { changed: true, summary: `create group ${name}${what.length ? ` (${what.join(', ')})` : ''}`, undo: { backup, touched: { group: [name], gshadow: [name] } } };
+      return { changed: true, action: 'create', summary: `create group ${name}${what.length ? ` (${what.join(', ')})` : ''}`, undo: { backup, touched: { group: [name], gshadow: [name] } } };
     }
     if (p.gid === undefined || p.gid === g.gid) return unchanged(`group ${name} is as wanted (gid ${g.gid})`);
     // groupmod -g moves the users whose primary group it is along (their passwd gid field).

@@ -169,7 +169,7 @@ export function planLine(p: LineParams, s: PathState, env: PlanEnv): Plan<FileUn
     s.kind === 'absent'
       ? { kind: 'absent', path: p.path, created: s.missing }
       : { kind: 'file', path: p.path, mode: s.mode, owner: s.owner, group: s.group, backup: backupPath(env, p.path) };
-  return { changed: true, summary: w.what, diff, undo };
+  return { changed: true, action: s.kind === 'absent' ? 'create' : 'change', summary: w.what, diff, undo };
 }
 
 export const lineStep: StepType<LineParams, PathState, FileUndo> = {

@@ -209,7 +209,7 @@ export function planPackage(p: PackageParams, s: PackageState): Plan<PackageUndo
     // No dry run (a plain apply): what apt brings along is worked out, and journaled, as it installs.
     const refresh = due ? `refresh apt lists (${age(s.listsAgeS)}), then ` : '';
     const what = todo.install.map((x) => (s.dpkg[x.name] && isInstalled(s.dpkg[x.name]) ? `${x.name} ${s.dpkg[x.name]!.version} → ${x.version}` : formatSpec(x)));
-    return { changed: true, summary: `${refresh}install ${what.join(', ')} (with what apt adds to it)`, undo: { purge: [], remove: [], reinstall: [], snapshot: true } };
+    return { changed: true, action: 'create', summary: `${refresh}install ${what.join(', ')} (with what apt adds to it)`, undo: { purge: [], remove: [], reinstall: [], snapshot: true } };
   }
   if (!s.sim) throw new Error('package: a transaction is pending but the check did not simulate it');
   if (!s.sim.inst.length && !s.sim.remv.length) return { changed: false, summary: `${wantedSummary(p)} (already satisfied)`, undo: null };
@@ -217,6 +217,7 @@ export function planPackage(p: PackageParams, s: PackageState): Plan<PackageUndo
   const refresh = due || s.freshLists ? `refresh apt lists (${age(s.listsAgeS)}), then ` : '';
   return {
     changed: true,
+    action: todo.install.length && !todo.remove.length ? 'create' : todo.remove.length && !todo.install.length ? 'remove' : 'change',
     summary: `${refresh}${describe(s.sim, named)}`,
     diff: packageDiff(s.sim),
     undo: undoOf(s.sim, s.dpkg, s.auto ?? []),

@@ -344,7 +344,7 @@ export function planUser(p: UserParams, s: UserState, env: PlanEnv): Plan<UserUn
     const groups = uniq([...(s.sameNameGroup ? [name] : []), ...s.memberOf]);
     const home = removeHome ? `home ${u.home} with its contents` : `home ${u.home} kept`;
     return {
-      changed: true,
+      changed: true, action: 'remove',
       summary: `remove user ${name} (uid ${u.uid}${s.memberOf.length ? `, groups ${list(s.memberOf)}` : ''}, ${home})`,
       undo: { name, accounts: { backup, touched: { ...userFiles(name), group: groups, gshadow: groups } }, restore },
     };
@@ -368,7 +368,7 @@ export function planUser(p: UserParams, s: UserState, env: PlanEnv): Plan<UserUn
     ];
     const privateGroup = s.sameNameGroup ? [] : [name];
     return {
-      changed: true,
+      changed: true, action: 'create',
       summary: `create user ${name} (${parts.join(', ')})`,
       diff: keys?.diff || undefined,
       undo: {
