@@ -3,6 +3,7 @@
  * controller is gone; with one, finishes it — rolls back what it left on each host (the step in
  * flight decided by its state), releases its host locks, closes it as `recovered`.
  */
+import { resolveRunId } from '../run-ids.js';
 import type { Command } from 'commander';
 import { InputError } from '../../errors.js';
 import { loadRecover, openRuns, runRecover } from '../../engine/recover.js';
@@ -71,9 +72,10 @@ async function listOpen(o: RecoverCli): Promise<number> {
   return 0;
 }
 
-async function recoverCommand(runId: string, o: RecoverCli): Promise<number> {
+async function recoverCommand(given: string, o: RecoverCli): Promise<number> {
   const out = outputFor(o);
   const stateDir = stateDirOf(o);
+  const runId = await resolveRunId(stateDir, given);
   const target = await loadRecover(stateDir, runId, { force: o.force });
   const tty = interactive() && !o.json;
   if (!o.yes && !tty) throw new InputError('recover asks for confirmation, but there is no terminal to ask on: pass --yes to recover without asking (nothing was contacted or changed)');
@@ -123,7 +125,7 @@ export function registerRecover(program: Command, ctx: Ctx): void {
   program
     .command('recover')
     .description('finish runs left open by a crash: roll back what they did on their hosts and release their locks')
-    .argument('[run-id]', 'the run to finish (without: list the open runs)')
+    .argument('[run-id]', 'the run to finish: its id, a unique prefix of it, or last (without: list the open runs)')
     .option('-y, --yes', 'recover without asking (required when there is no terminal)')
     .option('--force', 'recover a run started on another controller (check there first that it is gone)')
     .option('--var <name=value>', 'the value of a secret var the rollback needs (repeatable)', collect)

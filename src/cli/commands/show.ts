@@ -1,4 +1,5 @@
 import type { Command } from 'commander';
+import { resolveRunId } from '../run-ids.js';
 import { InputError } from '../../errors.js';
 import { prunedNote } from '../../engine/prune.js';
 import { formatProblem, readJournal, type Reach } from '../../engine/journal.js';
@@ -100,9 +101,10 @@ export function registerShow(program: Command, ctx: Ctx): void {
   program
     .command('show')
     .description('one run from the journal: each host, step by step, what is left and what to do next')
-    .argument('<run-id>')
-    .action(async (runId: string, _o: unknown, cmd: Command) => {
+    .argument('<run-id>', 'a run id, a unique prefix of one, or last')
+    .action(async (given: string, _o: unknown, cmd: Command) => {
       const g = cmd.optsWithGlobals<GlobalOptions>();
+      const runId = await resolveRunId(stateDirOf(g), given);
       const gone = await prunedNote(stateDirOf(g), runId);
       if (gone) throw new InputError(gone);
       const j = await readJournal(stateDirOf(g), runId);

@@ -3,6 +3,7 @@
  * backups alone. Reads every host first; drift or an irreversible step → exit 5 with nothing
  * changed, unless --force (which skips those steps, reports them, and exits 3).
  */
+import { resolveRunId } from '../run-ids.js';
 import type { Command } from 'commander';
 import { InputError } from '../../errors.js';
 import { prunedNote } from '../../engine/prune.js';
@@ -29,9 +30,10 @@ interface UndoCli extends GlobalOptions {
   identity?: string;
 }
 
-async function undoCommand(runId: string, o: UndoCli): Promise<number> {
+async function undoCommand(given: string, o: UndoCli): Promise<number> {
   const out = outputFor(o);
   const stateDir = stateDirOf(o);
+  const runId = await resolveRunId(stateDir, given);
   const hosts = o.hosts ? o.hosts.split(',').map((h) => h.trim()).filter(Boolean) : undefined;
   const gone = await prunedNote(stateDir, runId);
   if (gone) throw new InputError(gone);
@@ -96,7 +98,7 @@ export function registerUndo(program: Command, ctx: Ctx): void {
   program
     .command('undo')
     .description('take back what a finished run changed, from the journal and host backups alone (the recipe is not needed)')
-    .argument('<run-id>')
+    .argument('<run-id>', 'a run id, a unique prefix of one, or last')
     .option('--hosts <list>', 'only these hosts of the run (comma list)')
     .option('--force', 'take back what can be, skipping steps that drifted or cannot be taken back (reported; exit 3)')
     .option('-y, --yes', 'undo without asking (required when there is no terminal)')
