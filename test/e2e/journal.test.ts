@@ -123,7 +123,9 @@ steps:
     const hist = await hostsmith(['history', '--state-dir', state, '--json']);
     expect(hist.events.find((e) => e.runId === runId)).toMatchObject({ status: 'crashed', recipe: 'slow', left: 1 });
     const histText = await hostsmith(['history', '--state-dir', state]);
-    expect(histText.stdout).toMatch(new RegExp(`^${runId}\\t.*\\tslow\\t${h.name}\\tcrashed\\t1\\t1$`, 'm'));
+    // An aligned table: columns apart by at least two spaces.
+    expect(histText.stdout).toMatch(/^RUN +STARTED +RECIPE +HOSTS +STATUS +CHANGED +LEFT$/m);
+    expect(histText.stdout).toMatch(new RegExp(`^${runId}  +\\S+  +slow  +${h.name}  +crashed  +1  +1$`, 'm'));
 
     // show: the host's state, the completed file step left on it with its undo, the step in flight, and what to do.
     const show = await hostsmith(['show', runId, '--state-dir', state]);

@@ -73,15 +73,14 @@ export function registerHistory(program: Command, ctx: Ctx): void {
       if (g.json) rows.forEach((r) => process.stdout.write(JSON.stringify({ event: 'run', ...r }) + '\n')); // time: when the run started
       else if (!rows.length) out.say(`no runs recorded in ${escapeText(dir)}`);
       else {
-        out.say(['run', 'started', 'recipe', 'hosts', 'status', 'changed', 'left'].join('\t'));
-        // Journal text, shown escaped; a tab inside a cell would shift the columns, so it is escaped too.
-        rows.forEach((r) =>
-          out.say(
-            [r.runId, r.time, r.mode === 'apply' ? r.recipe : `${r.mode}: ${r.recipe}`, r.hosts.join(','), r.status, r.changed, r.left]
-              .map((c) => escapeText(String(c), { tabs: false }))
-              .join('\t'),
-          ),
-        );
+        // Journal text, shown escaped (a tab or a newline in a cell would shift the columns), in
+        // columns padded to their widest cell, as `docker ps` and `terraform state list` print.
+        const table = [
+          ['RUN', 'STARTED', 'RECIPE', 'HOSTS', 'STATUS', 'CHANGED', 'LEFT'],
+          ...rows.map((r) => [r.runId, r.time.replace(/\.\d+Z$/, 'Z'), r.mode === 'apply' ? r.recipe : `${r.mode}: ${r.recipe}`, r.hosts.join(','), r.status, String(r.changed), String(r.left)].map((c) => escapeText(String(c), { tabs: false }))),
+        ];
+        const widths = table[0]!.map((_, i) => Math.max(...table.map((row) => row[i]!.length)));
+        for (const row of table) out.say(row.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd());
       }
       ctx.exit(0);
     });
