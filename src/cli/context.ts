@@ -3,6 +3,7 @@
  * resolve targets and vars per host. Any problem here is exit 2 and no host is contacted.
  */
 import { existsSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { homedir } from 'node:os';
 import { InputError } from '../errors.js';
@@ -95,7 +96,7 @@ export async function prepare(
   const fromPlan = o.planVars && !o.var?.length && !o.varsFile ? o.planVars : undefined;
   const fileVars = o.varsFile ? await loadVarsFile(resolve(o.varsFile)) : fromPlan ? { ...fromPlan.file } : undefined;
   const cliVars = fromPlan ? { ...fromPlan.cli } : parseVarArgs(o.var ?? []);
-  if (o.identity && !existsSync(o.identity)) throw new InputError(`--identity: no such key file ${o.identity}`);
+  if (o.identity) await checkIdentity(o.identity);
   const specs = resolveTargets({ hosts: o.hosts, limit: o.limit, inventory, identity: o.identity, sudo: o.sudo ?? config.sudo });
   const fleet = fleetOptions(o, specs.length);
   const confirmMs = o.confirm === undefined ? undefined : parseDuration(o.confirm);
@@ -196,4 +197,28 @@ export function shortSecretWarnings(recipe: Pick<Recipe, 'vars'>, perHost: Array
     }
   }
   return out;
+}
+
+/**
+ * --identity names a private key SSH can use now: not a public key (a common slip, which the
+ * server would only answer with "authentication failed"), and not a key locked by a passphrase
+ * when no ssh-agent holds it. Said before any connection.
+ */
+async function checkIdentity(file: string): Promise<void> {
+  if (!existsSync(file)) throw new InputError(`--identity: no such key file ${file}`);
+  const bytes = await readFile(file);
+  const { utils } = (await import('ssh2')).default;
+  const parsed = utils.parseKey(bytes);
+  const key = Array.isArray(parsed) ? parsed[0] : parsed;
+  if (key instanceof Error) {
+    if (/passphrase/i.test(key.message)) {
+      if (process.env.SSH_AUTH_SOCK) return; // the agent may hold it: the connection tries the agent first
+      throw new InputError(`--identity: ${file} is encrypted (it has a passphrase) and no ssh-agent is running: add it to an agent (eval "$(ssh-agent)"; ssh-add ${file}) and run again`);
+    }
+    throw new InputError(`--identity: ${file} is not an SSH private key hostsmith can read (${key.message})`);
+  }
+  if (key && !key.isPrivateKey()) {
+    const priv = file.endsWith('.pub') ? file.slice(0, -4) : undefined;
+    throw new InputError(`--identity: ${file} is a public key; give the private key${priv && existsSync(priv) ? ` (${priv})` : ''}`);
+  }
 }

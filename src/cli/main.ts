@@ -30,6 +30,20 @@ const COMMANDS: Record<string, () => Promise<Register>> = {
   schedule: () => import('./commands/schedule.js').then((m) => m.registerSchedule),
 };
 
+/** Two examples for each command's help: the common case, and one that shows an option. */
+const EXAMPLES: Record<string, string[]> = {
+  plan: ['hostsmith plan recipes/web-server.yml -i inventory.yml --hosts web', 'hostsmith plan recipes/web-server.yml --hosts root@203.0.113.10 --out plan.json --detailed-exitcode'],
+  apply: ['hostsmith apply recipes/web-server.yml -i inventory.yml --hosts web1', 'hostsmith apply --plan plan.json'],
+  validate: ['hostsmith validate recipes/web-server.yml', 'hostsmith validate recipes/*.yml'],
+  bootstrap: ['hostsmith bootstrap', 'hostsmith bootstrap recipes/admin-user.yml'],
+  schedule: ['hostsmith schedule add recipes/os-updates.yml --cron "0 3 * * *" -i inventory.yml --hosts all', 'hostsmith schedule list'],
+  history: ['hostsmith history', 'hostsmith history --host web1 --limit 5'],
+  show: ['hostsmith show last', 'hostsmith show 20261206T2154 --json'],
+  undo: ['hostsmith undo last', 'hostsmith undo 20261206T215408Z-b5ae7c --hosts web1 --yes'],
+  recover: ['hostsmith recover', 'hostsmith recover last --yes'],
+  prune: ['hostsmith prune --older-than 30d', 'hostsmith prune --older-than 12h --yes'],
+};
+
 /** The command word of argv (after global options), if any. */
 function commandWord(argv: string[]): string | undefined {
   for (let i = 0; i < argv.length; i++) {
@@ -55,6 +69,8 @@ export async function buildProgram(ctx: Ctx, argv: string[] = []): Promise<Comma
     .option('--verbose', 'more detail (diffs on apply, journal path)')
     // One short line and where to look, not the whole help (commander adds "did you mean").
     .showHelpAfterError('(see `hostsmith --help`, or `hostsmith <command> --help` for a command\'s options)')
+    // Each command's help lists the options every command takes too (--json, --state-dir…).
+    .configureHelp({ showGlobalOptions: true })
     .exitOverride();
   const word = commandWord(argv);
   const versionOnly = !word && (argv.includes('--version') || argv.includes('-V')) && !argv.includes('--help') && !argv.includes('-h');
@@ -66,7 +82,11 @@ export async function buildProgram(ctx: Ctx, argv: string[] = []): Promise<Comma
     seen.add(register);
     register(program, ctx);
   }
-  program.commands.forEach((c) => c.exitOverride());
+  for (const c of program.commands) {
+    c.exitOverride();
+    const examples = EXAMPLES[c.name()];
+    if (examples) c.addHelpText('after', `\nExamples:\n${examples.map((e) => `  $ ${e}`).join('\n')}\n`);
+  }
   return program;
 }
 

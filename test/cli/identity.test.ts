@@ -1,0 +1,44 @@
+/**
+ * --identity is checked before any connection: a public key or a passphrase-locked key with no
+ * agent is said for what it is (exit 2), not as "authentication failed" from the server.
+ */
+import { execFileSync, spawnSync } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { describe, expect, it } from 'vitest';
+
+const BIN = resolve(import.meta.dirname, '../../bin/hostsmith.js');
+const ROOT = resolve(import.meta.dirname, '../..');
+
+describe('--identity', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'hostsmith-keys-'));
+  execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', join(dir, 'plain')]);
+  execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', 'secret', '-f', join(dir, 'locked')]);
+  // 192.0.2.1 (TEST-NET-1) is never reached: the key is refused first.
+  const run = (key: string, env: Record<string, string> = {}) =>
+    spawnSync(process.execPath, [BIN, 'plan', 'recipes/motd.yml', '--hosts', 'root@192.0.2.1', '--identity', key, '--state-dir', join(dir, 'state')], {
+      cwd: ROOT,
+      encoding: 'utf8',
+      env: { ...process.env, SSH_AUTH_SOCK: '', NO_COLOR: '1', ...env },
+      timeout: 30_000,
+    });
+
+  it('a public key is named as such, with the private key beside it', () => {
+    const r = run(join(dir, 'plain.pub'));
+    expect(r.status).toBe(2);
+    expect(r.stderr).toContain(`${join(dir, 'plain.pub')} is a public key; give the private key (${join(dir, 'plain')})`);
+  });
+
+  it('a key with a passphrase and no agent says so', () => {
+    const r = run(join(dir, 'locked'));
+    expect(r.status).toBe(2);
+    expect(r.stderr).toMatch(/is encrypted \(it has a passphrase\) and no ssh-agent is running/);
+  });
+
+  it('a missing key file', () => {
+    const r = run(join(dir, 'nope'));
+    expect(r.status).toBe(2);
+    expect(r.stderr).toContain('no such key file');
+  });
+});
