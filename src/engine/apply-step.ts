@@ -5,11 +5,12 @@
 import { ConnectError, HostsmithError, JournalError, StepError, errorMessage } from '../errors.js';
 import type { RetrySpec, StepSpec } from '../recipe/types.js';
 import { changeWrites, isGuarded, stateFingerprint, sha256 } from '../steps/step.js';
-import type { Completed, HostRun } from './host-run.js';
+import type { LockTaken } from './host-run.js';
+import type { Completed, HostState } from './host-state.js';
 import { runsAs, type JournalEntry } from './journal.js';
 import type { PlannedStep } from './planned-step.js';
+import type { Probes } from './probe.js';
 import type { Recorder } from './recorder.js';
-import { dropProbes } from './probe.js';
 
 const now = () => new Date().toISOString();
 const defaultSleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
@@ -22,59 +23,80 @@ export interface Applied {
   diff?: string;
 }
 
+/** What applying a step on a host is given, beside the host's completed steps it adds to. */
+export interface ApplyInputs {
+  host: string;
+  rec: Recorder;
+  /** The host's batched reads: a change drops those of what it may write. */
+  probes: Pick<Probes, 'drop'>;
+  /** The recipe's handlers: a handler's journal entry says it is one. */
+  handlers: StepSpec[];
+  /** Takes the host lock before the run's first change (HostRunOptions.beforeChange). */
+  beforeChange?: () => Promise<LockTaken>;
+  defaultRetry?: RetrySpec;
+  sleep?: (ms: number) => Promise<void>;
+}
+
 /**
  * Applies one planned step: journal (pre-state and undo) → apply → journal (result). Throws on
  * failure; `journaled` on the error's path tells the caller whether a step-started entry exists.
  */
-export async function applyPlanned(h: HostRun, p: PlannedStep, started: number, mark: { journaled: boolean }, o: { afterRollback?: boolean } = {}): Promise<Applied> {
-  const { spec } = p;
-  const w = p.work;
-  if (!w) throw new HostsmithError(`step "${spec.name}": nothing planned to apply`);
-  const handler = h.o.recipe.handlers.includes(spec);
-  if (h.o.beforeChange) {
-    const lock = await h.o.beforeChange();
-    if (lock.at >= started) await recheckUnderLock(h, p, lock.quiet);
+export async function applyPlanned(
+  state: Pick<HostState, 'completed'>,
+  inputs: ApplyInputs,
+  planned: PlannedStep,
+  started: number,
+  mark: { journaled: boolean },
+  how: { afterRollback?: boolean } = {},
+): Promise<Applied> {
+  const { spec } = planned;
+  const work = planned.work;
+  if (!work) throw new HostsmithError(`step "${spec.name}": nothing planned to apply`);
+  const handler = inputs.handlers.includes(spec);
+  if (inputs.beforeChange) {
+    const lock = await inputs.beforeChange();
+    if (lock.at >= started) await recheckUnderLock(inputs.probes, planned, lock.quiet);
   }
   // The host is about to change: batched reads of what it may write are no longer to be trusted.
-  dropProbes(h, changeWrites(w.type, w.params, w.plan.undo));
-  await h.rec.write({
+  inputs.probes.drop(changeWrites(work.type, work.params, work.plan.undo));
+  await inputs.rec.write({
     kind: 'step-started',
     time: now(),
-    host: h.o.host,
+    host: inputs.host,
     step: spec.name,
     type: spec.type,
     ...(handler ? { handler: true } : {}),
-    ...(o.afterRollback ? { afterRollback: true } : {}),
-    params: forJournal(w.params),
-    undo: w.plan.undo,
-    irreversible: p.irreversible,
-    summary: p.summary,
-    pre: p.pre ?? '',
-    sudo: w.ctx.sudo,
-    ...(runsAs(spec.type, w.params) ? { user: runsAs(spec.type, w.params) } : {}),
+    ...(how.afterRollback ? { afterRollback: true } : {}),
+    params: forJournal(work.params),
+    undo: work.plan.undo,
+    irreversible: planned.irreversible,
+    summary: planned.summary,
+    pre: planned.pre ?? '',
+    sudo: work.ctx.sudo,
+    ...(runsAs(spec.type, work.params) ? { user: runsAs(spec.type, work.params) } : {}),
     ...(spec.notify.length ? { notifies: spec.notify } : {}),
   });
   mark.journaled = true;
-  const out = await withRetry(spec.retry ?? h.o.defaultRetry, h.o.sleep ?? defaultSleep, () => w.type.apply(w.ctx, w.params, w.plan, w.state));
+  const out = await withRetry(spec.retry ?? inputs.defaultRetry, inputs.sleep ?? defaultSleep, () => work.type.apply(work.ctx, work.params, work.plan, work.state));
   // The apply may have worked out the exact undo data of what it did (package: from dpkg's before and after).
-  const undo = out.undo !== undefined ? out.undo : w.plan.undo;
-  h.completed.push({ spec, type: w.type, params: w.params, undo, summary: p.summary, ctx: w.ctx });
+  const undo = out.undo !== undefined ? out.undo : work.plan.undo;
+  state.completed.push({ spec, type: work.type, params: work.params, undo, summary: planned.summary, ctx: work.ctx });
   let post: string | undefined;
   try {
-    const s = out.state !== undefined ? out.state : await w.type.check(w.ctx, w.params);
-    post = stateFingerprint(w.type, w.params, s);
+    const after = out.state !== undefined ? out.state : await work.type.check(work.ctx, work.params);
+    post = stateFingerprint(work.type, work.params, after);
   } catch (e) {
     if (e instanceof ConnectError) throw e;
     post = undefined;
   }
-  await h.rec.write({
+  await inputs.rec.write({
     kind: 'step-finished',
     time: now(),
-    host: h.o.host,
+    host: inputs.host,
     step: spec.name,
     type: spec.type,
     status: 'changed',
-    summary: out.summary ?? p.summary,
+    summary: out.summary ?? planned.summary,
     changed: true,
     durationMs: Date.now() - started,
     ...(post ? { post } : {}),
@@ -90,14 +112,14 @@ export async function applyPlanned(h: HostRun, p: PlannedStep, started: number, 
  * Otherwise every batched read is dropped, and this step is read again under the lock; if it
  * moved meanwhile, nothing is written for it.
  */
-async function recheckUnderLock(h: HostRun, p: PlannedStep, quiet: boolean): Promise<void> {
+async function recheckUnderLock(probes: Pick<Probes, 'drop'>, planned: PlannedStep, quiet: boolean): Promise<void> {
   if (quiet) return;
-  dropProbes(h);
-  const w = p.work!;
+  probes.drop();
+  const work = planned.work!;
   // Its apply makes the same comparison, under the lock, in the exec that writes.
-  if (isGuarded(w.type, w.params)) return;
-  const s = await w.type.check(w.ctx, w.params);
-  if (stateFingerprint(w.type, w.params, s) !== p.pre) {
+  if (isGuarded(work.type, work.params)) return;
+  const current = await work.type.check(work.ctx, work.params);
+  if (stateFingerprint(work.type, work.params, current) !== planned.pre) {
     throw new StepError(`its state changed between its read and the run lock (someone changed the host meanwhile): nothing was written for this step; run again`);
   }
 }

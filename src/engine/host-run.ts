@@ -1,17 +1,19 @@
 /**
- * What one host's run carries from step to step, and the scope and context each step gets from
- * it. Everything here is per host and explicit: no step reaches for ambient state.
+ * What one host's run is given (its options), and the scope and context each step gets from it.
+ * Its mutable state is host-state.ts; everything here is per host and explicit: no step reaches
+ * for ambient state.
  */
 import { buildScope, render, renderScopeVars } from '../render/template.js';
 import type { Recipe, RetrySpec, StepSpec } from '../recipe/types.js';
 import { readSource } from '../recipe/sources.js';
-import type { StepContext, StepType } from '../steps/step.js';
+import type { StepContext } from '../steps/step.js';
 import type { Transport } from '../transport/transport.js';
-import type { Counts, Emit } from './events.js';
+import type { Emit } from './events.js';
 import type { Facts } from './facts.js';
+import { newHostState, type HostState, type StepResult } from './host-state.js';
 import type { Journal } from './journal.js';
-import type { PlannedStep } from './planned-step.js';
 import type { PlanHost } from './plan-value.js';
+import { Probes } from './probe.js';
 import { Recorder } from './recorder.js';
 import type { ShellTransport } from '../transport/base.js';
 
@@ -72,134 +74,114 @@ export interface HostRunOptions {
   confirm?: ConfirmOptions;
 }
 
-/** What `steps.<name>` gives later templates. */
 /** When the run's host lock was taken, and whether another run locked the host since this one first read it. */
 export interface LockTaken {
   at: number;
   quiet: boolean;
 }
 
-export interface StepResult {
-  status: string;
-  changed: boolean;
-  stdout: string;
-  stderr: string;
-}
-
-export interface Completed {
-  spec: StepSpec;
-  type: StepType;
-  params: unknown;
-  undo: unknown;
-  summary: string;
-  ctx: StepContext;
-}
-
-export interface HostRun {
-  o: HostRunOptions;
-  rec: Recorder;
+/**
+ * What each step's scope and context are made from on this host: fixed for the run (the results
+ * of earlier steps, which change, are handed in beside it).
+ */
+export interface StepEnv {
+  host: string;
+  runId: string;
+  mode: 'plan' | 'apply';
+  transport: Transport;
+  facts: Facts;
   /** Vars with their template defaults rendered for this host. */
   vars: Record<string, unknown>;
+  /** Host-level sudo: the inventory's or --sudo, else the recipe's. */
   baseSudo: boolean;
-  counts: Counts;
-  results: Record<string, StepResult>;
-  completed: Completed[];
-  notified: Set<string>;
-  /** Steps that will change (planned) or changed, with what they write: what later checks may depend on. */
-  changing: Array<{ name: string; writes: string[] }>;
-  /** Planned steps whose results a template read while rendering the current step. */
-  touched: Set<string>;
-  /** Every step's plan, in the order the steps took their turn. */
-  planned: PlannedStep[];
-  /** Why the run stops (a fatal step failure); undefined while it goes on. */
-  fatal?: string;
-  /** The step whose failure set `fatal`, when a step's did (not a lost link, nor another host's failure). */
-  fatalStep?: string;
-  /** The journal could not be written: nothing more may change. */
-  journalBroken?: string;
-  /** Steps whose apply is under way (a lost link leaves them undecided until the host is read again). */
-  applying: Map<string, { p: PlannedStep; mark: { journaled: boolean } }>;
+  backupDirFor(sudo: boolean): string;
+  /** An apply with no plan shown or saved to follow. */
+  planUnseen: boolean;
+  defaultTimeoutMs?: number;
+  onSource?: (path: string, content: Buffer) => void;
 }
 
-export const KNOWN_AFTER_APPLY = '(known after apply)';
-
-export function newHostRun(o: HostRunOptions): HostRun {
+export function stepEnv(options: HostRunOptions): StepEnv {
   return {
-    o,
-    rec: new Recorder(o.journal, o.emit),
-    vars: renderDefaults(o.recipe, o.vars, o.facts),
-    baseSudo: o.sudo || o.recipe.sudo || o.recipe.defaults.sudo === true,
-    counts: { changed: 0, unchanged: 0, skipped: 0, failed: 0, rolledBack: 0 },
-    results: {},
-    completed: [],
-    notified: new Set(),
-    changing: [],
-    touched: new Set(),
-    planned: [],
-    applying: new Map(),
+    host: options.host,
+    runId: options.runId,
+    mode: options.mode,
+    transport: options.transport,
+    facts: options.facts,
+    vars: renderDefaults(options.recipe, options.vars, options.facts),
+    baseSudo: options.sudo || options.recipe.sudo || options.recipe.defaults.sudo === true,
+    backupDirFor: (sudo) => options.backupDirFor(sudo),
+    planUnseen: options.mode === 'apply' && options.expected === undefined,
+    ...(options.defaultTimeoutMs !== undefined ? { defaultTimeoutMs: options.defaultTimeoutMs } : {}),
+    ...(options.onSource ? { onSource: options.onSource } : {}),
   };
 }
 
-/**
- * In a plan, a step that would change has no output yet: its stdout and stderr are known after
- * apply, and a template that reads them makes the reading step dynamic.
- */
-export function plannedResult(h: HostRun, name: string): StepResult {
-  const unknown = () => {
-    h.touched.add(name);
-    return KNOWN_AFTER_APPLY;
-  };
-  return Object.defineProperties({ status: 'changed', changed: true } as StepResult, {
-    stdout: { get: unknown, enumerable: true },
-    stderr: { get: unknown, enumerable: true },
-  });
+/** One host's run as the orchestrator (run.ts) holds it: what it was given, its state, its record, its batched reads. */
+export interface HostRun {
+  options: HostRunOptions;
+  env: StepEnv;
+  state: HostState;
+  rec: Recorder;
+  probes: Probes;
+}
+
+export function newHostRun(options: HostRunOptions): HostRun {
+  return { options, env: stepEnv(options), state: newHostState(), rec: new Recorder(options.journal, options.emit), probes: new Probes() };
 }
 
 /**
  * An included recipe names its own steps without the prefix it gets when included
  * (`steps.[Get id]` inside `mon`): those names are aliases of `mon/Get id` for its steps.
  */
-function resultsFor(h: HostRun, spec: StepSpec): Record<string, StepResult> {
+function resultsFor(results: Record<string, StepResult>, spec: StepSpec): Record<string, StepResult> {
   const cut = spec.name.lastIndexOf('/');
-  if (cut < 0) return h.results;
+  if (cut < 0) return results;
   const prefix = spec.name.slice(0, cut + 1);
-  const view: Record<string, StepResult> = { ...h.results };
-  for (const [name, r] of Object.entries(h.results)) {
-    if (name.startsWith(prefix) && !name.slice(prefix.length).includes('/')) view[name.slice(prefix.length)] ??= r;
+  const view: Record<string, StepResult> = { ...results };
+  for (const [name, result] of Object.entries(results)) {
+    if (name.startsWith(prefix) && !name.slice(prefix.length).includes('/')) view[name.slice(prefix.length)] ??= result;
   }
   return view;
 }
 
-export function scopeFor(h: HostRun, spec: StepSpec): Record<string, unknown> {
-  const steps = resultsFor(h, spec);
-  if (!spec.scopeVars) return buildScope(h.vars, h.o.facts, steps);
-  // An include's vars may use the vars before them, so they render one at a time.
-  const values = renderScopeVars(spec.scopeVars, h.vars, h.o.facts, steps, { step: spec.name, field: 'vars' });
-  return buildScope(values, h.o.facts, steps);
+/** The scope the verify commands render in: the vars, the facts, every step's result. */
+export function hostScope(env: Pick<StepEnv, 'vars' | 'facts'>, results: Record<string, StepResult>): Record<string, unknown> {
+  return buildScope(env.vars, env.facts, results);
 }
 
-export function contextFor(h: HostRun, spec: StepSpec, scope: Record<string, unknown>): StepContext {
-  const o = h.o;
-  const sudo = spec.sudo ?? h.baseSudo;
-  const timeoutMs = spec.timeoutMs ?? o.defaultTimeoutMs;
+/** A step's scope: the vars (with an include's own, rendered in turn), the facts, earlier steps' results. */
+export function scopeFor(env: Pick<StepEnv, 'vars' | 'facts'>, results: Record<string, StepResult>, spec: StepSpec): Record<string, unknown> {
+  const steps = resultsFor(results, spec);
+  if (!spec.scopeVars) return buildScope(env.vars, env.facts, steps);
+  // An include's vars may use the vars before them, so they render one at a time.
+  const values = renderScopeVars(spec.scopeVars, env.vars, env.facts, steps, { step: spec.name, field: 'vars' });
+  return buildScope(values, env.facts, steps);
+}
+
+/** What a step's type is handed on this host: its exec, reads and writes with its sudo and timeout, its render. */
+export function contextFor(env: StepEnv, spec: StepSpec, scope: Record<string, unknown>): StepContext {
+  const { transport } = env;
+  const sudo = spec.sudo ?? env.baseSudo;
+  const timeoutMs = spec.timeoutMs ?? env.defaultTimeoutMs;
   return {
-    host: o.host,
-    transport: o.transport,
-    facts: o.facts,
-    runId: o.runId,
+    host: env.host,
+    transport,
+    facts: env.facts,
+    runId: env.runId,
     step: spec.name,
-    backupDir: o.backupDirFor(sudo),
+    backupDir: env.backupDirFor(sudo),
     sudo,
-    planOnly: o.mode === 'plan',
-    planUnseen: o.mode === 'apply' && o.expected === undefined,
+    planOnly: env.mode === 'plan',
+    planUnseen: env.planUnseen,
     timeoutMs,
-    exec: (cmd, eo = {}) => o.transport.exec(cmd, { sudo, timeoutMs, ...eo }),
-    readFile: (p) => o.transport.readFile(p, { sudo }),
-    writeFile: (p, d, wo = {}) => o.transport.writeFile(p, d, { sudo, ...wo }),
+    exec: (cmd, options = {}) => transport.exec(cmd, { sudo, timeoutMs, ...options }),
+    readFile: (path) => transport.readFile(path, { sudo }),
+    writeFile: (path, data, options = {}) => transport.writeFile(path, data, { sudo, ...options }),
     readSource: async (src, kind) => {
-      const r = await readSource(spec.dir, src, kind);
-      o.onSource?.(r.path, r.content);
-      return r;
+      const source = await readSource(spec.dir, src, kind);
+      env.onSource?.(source.path, source.content);
+      return source;
     },
     render: (text, extra = {}, where) => render(text, { ...scope, ...extra }, { step: spec.name, field: where }),
   };

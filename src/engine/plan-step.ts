@@ -5,12 +5,13 @@
  */
 import { ConnectError, HostsmithError, StepError, errorMessage } from '../errors.js';
 import { render, renderDeep } from '../render/template.js';
-import type { StepSpec } from '../recipe/types.js';
+import type { Recipe, StepSpec } from '../recipe/types.js';
 import { stepType } from '../steps/registry.js';
-import { isGuarded, stateFingerprint, sha256, type Plan, type StepContext, type StepType } from '../steps/step.js';
-import { KNOWN_AFTER_APPLY, contextFor, scopeFor, type HostRun } from './host-run.js';
+import { isGuarded, stateFingerprint, sha256, type Plan, type StepType } from '../steps/step.js';
+import { contextFor, scopeFor, type StepEnv } from './host-run.js';
+import { KNOWN_AFTER_APPLY, type Changing, type HostState } from './host-state.js';
 import { ANYTHING, meets, widen } from '../steps/footprint.js';
-import { prefetch, readFromBatch, readLive } from './probe.js';
+import type { BatchWith, Probes } from './probe.js';
 
 export type { PlannedStatus, PlannedStep } from './planned-step.js';
 import type { PlannedStep } from './planned-step.js';
@@ -48,39 +49,78 @@ export function paramsDigest(salt: string, params: unknown): string {
   return `sha256:${sha256(`${salt}\n${JSON.stringify(params ?? null)}`)}`;
 }
 
+/** What planning a step on a host is given, beside the host's state. */
+export interface PlanInputs {
+  /** What the step's scope and context are made from. */
+  env: StepEnv;
+  /** Salt for the digests of params in plans. */
+  salt: string;
+  /** Does this text hold a secret value? Diffs of such content are not shown at all. */
+  sensitive?: (text: string) => boolean;
+  /** Which steps come after a step, whose reads are batched with its own (handlers plan only when notified). */
+  recipe: Pick<Recipe, 'steps' | 'handlers'>;
+  /** The host's batched reads; none: each step reads on its own. */
+  probes?: Probes;
+}
+
+/** The part of a host's state planning reads and adds to. */
+export type PlanState = Pick<HostState, 'changing' | 'touched' | 'results' | 'planned'>;
+
 /**
  * Plans one step. A step that cannot be planned is `failed` with its error (a lost connection is
  * thrown, not returned: the host is gone, not the step).
  */
-export async function planStep(h: HostRun, spec: StepSpec): Promise<PlannedStep> {
+export async function planStep(state: PlanState, inputs: PlanInputs, spec: StepSpec): Promise<PlannedStep> {
+  const { probes } = inputs;
   // Its reads, and those of the steps after it, in one round trip (probe.ts).
-  await prefetch(h, spec, planStep, readsOf);
-  const batched = h.o.mode === 'apply' && readFromBatch(h, spec);
-  const changing = h.changing.length;
-  const p = await planOnce(h, spec);
+  await probes?.prefetch(inputs.env.transport, spec, batchWith(state, inputs, spec));
+  const batched = inputs.env.mode === 'apply' && probes?.fromBatch(spec) === true;
+  const changing = state.changing.length;
+  const planned = await planOnce(state, inputs, spec);
   // A guarded type holds the host to what it was planned from in the very exec that changes it.
-  if (!batched || p.status !== 'planned' || !p.work || isGuarded(p.work.type, p.work.params)) return p;
+  if (!batched || planned.status !== 'planned' || !planned.work || isGuarded(planned.work.type, planned.work.params)) return planned;
   // It will change the host: read it again at its turn, so a change made since the batch is seen.
-  h.changing.length = changing;
-  readLive(h, spec);
-  return planOnce(h, spec);
+  state.changing.length = changing;
+  probes?.readLive(spec);
+  return planOnce(state, inputs, spec);
 }
 
-async function planOnce(h: HostRun, spec: StepSpec): Promise<PlannedStep> {
-  h.touched.clear();
+/**
+ * The steps batched with `spec`: every later one not planned yet (not handlers), each planned
+ * over the noting transport on a copy of the state, without batching of its own.
+ */
+function batchWith(state: PlanState, inputs: PlanInputs, spec: StepSpec): BatchWith {
+  return {
+    later: () => {
+      const done = new Set(state.planned.map((x) => x.spec.name));
+      const { steps, handlers } = inputs.recipe;
+      const all = [...steps, ...handlers];
+      return all.slice(all.indexOf(spec) + 1).filter((s) => !done.has(s.name) && !handlers.includes(s));
+    },
+    planOver: (step, transport) => {
+      const copy: PlanState = { changing: [...state.changing], touched: new Set(), results: state.results, planned: [...state.planned] };
+      return planStep(copy, { ...inputs, env: { ...inputs.env, transport }, probes: undefined }, step);
+    },
+    readsOf: (step) => readsOf(state, inputs.env, step),
+  };
+}
+
+async function planOnce(state: PlanState, inputs: PlanInputs, spec: StepSpec): Promise<PlannedStep> {
+  const { env } = inputs;
+  state.touched.clear();
   const type = stepType(spec.type);
   if (!type) throw new HostsmithError(`step "${spec.name}": unknown step type ${spec.type}`, 2);
   let summary: string | undefined;
   try {
-    const scope = scopeFor(h, spec);
+    const scope = scopeFor(env, state.results, spec);
     if (spec.when !== undefined) {
       const w = render(spec.when, scope, { step: spec.name, field: 'when' });
-      if (h.touched.size) return unknownUntilApply(h, spec, 'when');
+      if (state.touched.size) return unknownUntilApply(state, env, spec, 'when');
       if (falsy(w)) return { spec, status: 'skipped', summary: `when: ${JSON.stringify(w.trim())}`, irreversible: false };
     }
-    const ctx = contextFor(h, spec, scope);
+    const ctx = contextFor(env, spec, scope);
     const rendered = renderDeep(spec.params, scope, { step: spec.name, field: spec.type });
-    if (h.touched.size) return unknownUntilApply(h, spec, spec.type);
+    if (state.touched.size) return unknownUntilApply(state, env, spec, spec.type);
     refuseNul(rendered, spec.type);
     const parsed = parseParams(type, rendered);
     if (!parsed.success) {
@@ -88,47 +128,47 @@ async function planOnce(h: HostRun, spec: StepSpec): Promise<PlannedStep> {
       throw new StepError(`invalid parameters after rendering: ${why}`);
     }
     const params = type.prepare ? await type.prepare(ctx, parsed.data) : parsed.data;
-    const digest = paramsDigest(h.o.salt ?? '', params);
+    const digest = paramsDigest(inputs.salt, params);
     // `unless` is a command of the recipe's: it may read anything.
     const reads = spec.unless === undefined ? type.footprint(params).reads : [ANYTHING];
-    const after = dependsOn(h, reads);
+    const after = dependsOn(state.changing, reads);
     // In a plan, what an earlier change may move is known only after apply: shown with its likely
     // outcome, never as a promise. At its turn in an apply the earlier changes are made: it is real.
-    const dynamic = h.o.mode === 'plan' && after.length > 0;
+    const dynamic = env.mode === 'plan' && after.length > 0;
     if (spec.unless !== undefined) {
       const cmd = render(spec.unless, scope, { step: spec.name, field: 'unless' });
-      if (h.touched.size) return unknownUntilApply(h, spec, 'unless');
+      if (state.touched.size) return unknownUntilApply(state, env, spec, 'unless');
       refuseNul(cmd, 'unless');
       const r = await ctx.exec(cmd);
       if (r.code === 0) {
         const summary = `unless: \`${cmd}\` succeeded`;
-        if (dynamic) return likelyOutcome(h, spec, params, type, after, `skipped (${summary})`, digest);
+        if (dynamic) return likelyOutcome(state.changing, spec, params, type, after, `skipped (${summary})`, digest);
         return { spec, status: 'skipped', summary, irreversible: false, paramsDigest: digest, ...(after.length ? { dependsOn: after } : {}) };
       }
     }
-    let state: unknown;
+    let current: unknown;
     try {
-      state = await type.check(ctx, params);
+      current = await type.check(ctx, params);
     } catch (e) {
       // What an earlier change will create (a package's files, a new user) cannot be read yet.
-      if (h.o.mode === 'plan' && after.length && !(e instanceof ConnectError)) return unknownUntilApply(h, spec, spec.type, after, errorMessage(e), digest);
+      if (env.mode === 'plan' && after.length && !(e instanceof ConnectError)) return unknownUntilApply(state, env, spec, spec.type, after, errorMessage(e), digest);
       throw e;
     }
-    let plan = type.plan(params, state, { runId: h.o.runId, step: spec.name, backupDir: ctx.backupDir, sensitive: h.o.sensitive?.(JSON.stringify(params)) });
+    let plan = type.plan(params, current, { runId: env.runId, step: spec.name, backupDir: ctx.backupDir, sensitive: inputs.sensitive?.(JSON.stringify(params)) });
     summary = plan.summary;
     // Masking the new secret is not enough: the old content may hold the value it replaces.
-    if (plan.diff && h.o.sensitive?.(JSON.stringify(params))) plan = { ...plan, diff: HIDDEN_DIFF };
-    if (dynamic) return likelyOutcome(h, spec, params, type, after, plan.changed ? plan.summary : `unchanged (${plan.summary})`, digest, plan);
-    const pre = stateFingerprint(type, params, state);
+    if (plan.diff && inputs.sensitive?.(JSON.stringify(params))) plan = { ...plan, diff: HIDDEN_DIFF };
+    if (dynamic) return likelyOutcome(state.changing, spec, params, type, after, plan.changed ? plan.summary : `unchanged (${plan.summary})`, digest, plan);
+    const pre = stateFingerprint(type, params, current);
     const base = { spec, summary: plan.summary, paramsDigest: digest, pre, ...(after.length ? { dependsOn: after } : {}) };
     if (!plan.changed) return { ...base, status: 'unchanged', irreversible: false };
-    h.changing.push({ name: spec.name, writes: type.footprint(params).writes });
+    state.changing.push({ name: spec.name, writes: type.footprint(params).writes });
     return {
       ...base,
       status: 'planned',
       diff: plan.diff,
       irreversible: plan.undo === null,
-      work: { type, ctx, params, plan, state },
+      work: { type, ctx, params, plan, state: current },
     };
   } catch (e) {
     if (e instanceof ConnectError) throw e;
@@ -137,8 +177,8 @@ async function planOnce(h: HostRun, spec: StepSpec): Promise<PlannedStep> {
 }
 
 /** Names of the earlier changing steps whose writes meet any of `reads`, in order. */
-function dependsOn(h: Pick<HostRun, 'changing'>, reads: string[]): string[] {
-  return h.changing.filter((c) => meets(c.writes, reads)).map((c) => c.name);
+function dependsOn(changing: Changing[], reads: string[]): string[] {
+  return changing.filter((c) => meets(c.writes, reads)).map((c) => c.name);
 }
 
 /**
@@ -146,8 +186,8 @@ function dependsOn(h: Pick<HostRun, 'changing'>, reads: string[]): string[] {
  * at its turn. What it would do against the host as it is now is shown as its likely outcome (with
  * the diff), and it counts as changing for the steps after it.
  */
-function likelyOutcome(h: HostRun, spec: StepSpec, params: unknown, type: StepType, after: string[], now: string, digest: string, plan?: Plan<unknown>): PlannedStep {
-  h.changing.push({ name: spec.name, writes: type.footprint(params).writes });
+function likelyOutcome(changing: Changing[], spec: StepSpec, params: unknown, type: StepType, after: string[], now: string, digest: string, plan?: Plan<unknown>): PlannedStep {
+  changing.push({ name: spec.name, writes: type.footprint(params).writes });
   return {
     spec,
     status: 'planned',
@@ -163,9 +203,9 @@ function likelyOutcome(h: HostRun, spec: StepSpec, params: unknown, type: StepTy
  * A step whose params, condition or state depend on what an earlier step will do: planned, its
  * state known only after apply. What it writes is read from its params where they are known.
  */
-function unknownUntilApply(h: HostRun, spec: StepSpec, field: string, after: string[] = [], why?: string, digest?: string): PlannedStep {
-  const deps = after.length ? after : [...h.touched];
-  h.changing.push({ name: spec.name, writes: writesOf(h, spec) });
+function unknownUntilApply(state: Pick<PlanState, 'touched' | 'changing' | 'results'>, env: StepEnv, spec: StepSpec, field: string, after: string[] = [], why?: string, digest?: string): PlannedStep {
+  const deps = after.length ? after : [...state.touched];
+  state.changing.push({ name: spec.name, writes: writesOf(state, env, spec) });
   return {
     spec,
     status: 'planned',
@@ -200,10 +240,10 @@ function deepFreeze(v: unknown): void {
 }
 
 /** What a step reads (its type's footprint), `*` when that cannot be known before it runs. */
-function readsOf(h: HostRun, spec: StepSpec): string[] {
+function readsOf(state: Pick<PlanState, 'results'>, env: StepEnv, spec: StepSpec): string[] {
   const type = stepType(spec.type);
   try {
-    const parsed = type && parseParams(type, renderDeep(spec.params, scopeFor(h, spec), { step: spec.name, field: spec.type }));
+    const parsed = type && parseParams(type, renderDeep(spec.params, scopeFor(env, state.results, spec), { step: spec.name, field: spec.type }));
     const reads = parsed?.success ? type?.footprint(parsed.data).reads : undefined;
     // `when` and `unless` may read anything.
     if (reads && spec.when === undefined && spec.unless === undefined) return widen(reads, KNOWN_AFTER_APPLY);
@@ -213,10 +253,10 @@ function readsOf(h: HostRun, spec: StepSpec): string[] {
   return ['*'];
 }
 
-function writesOf(h: HostRun, spec: StepSpec): string[] {
+function writesOf(state: Pick<PlanState, 'results'>, env: StepEnv, spec: StepSpec): string[] {
   const type = stepType(spec.type);
   try {
-    const parsed = type && parseParams(type, renderDeep(spec.params, scopeFor(h, spec), { step: spec.name, field: spec.type }));
+    const parsed = type && parseParams(type, renderDeep(spec.params, scopeFor(env, state.results, spec), { step: spec.name, field: spec.type }));
     const writes = parsed?.success ? type?.footprint(parsed.data).writes : undefined;
     // A name not known yet (`path:/srv/(known after apply)`) may be any name of that kind.
     if (writes) return widen(writes, KNOWN_AFTER_APPLY);

@@ -14,17 +14,16 @@
  * second batch (at most MAX_ROUNDS).
  *
  * Results are only good until the run changes the host: every apply and rollback drops them
- * (`dropProbes`), and the next step to plan batches the remaining steps again, so a step is never
+ * (`Probes.drop`), and the next step to plan batches the remaining steps again, so a step is never
  * planned from what the host was before a change that came ahead of it.
  */
 import { randomBytes } from 'node:crypto';
 import { ShellTransport } from '../transport/base.js';
 import { BOOTSTRAP, SCRIPT_END, quote } from '../shell/script.js';
-import type { ExecResult } from '../transport/transport.js';
+import type { ExecResult, Transport } from '../transport/transport.js';
 import type { StepSpec } from '../recipe/types.js';
 import { MEMO_MARK } from '../steps/package/apt.js';
 import { overlaps } from '../steps/footprint.js';
-import type { HostRun } from './host-run.js';
 
 /** Rounds of discovery per batch: a check reads at most this many times in a row from one batch. */
 const MAX_ROUNDS = 3;
@@ -84,105 +83,98 @@ class NotingTransport extends ShellTransport {
   }
   /** Commands answered from earlier batches (the step reads them too). */
   readonly served: Array<{ key: string }> = [];
-  protected async raw(cmdline: string, o: { stdin?: string | Buffer }): Promise<ExecResult> {
-    const stdin = Buffer.isBuffer(o.stdin) ? o.stdin : Buffer.from(o.stdin ?? '', 'utf8');
+  protected async raw(cmdline: string, options: { stdin?: string | Buffer }): Promise<ExecResult> {
+    const stdin = Buffer.isBuffer(options.stdin) ? options.stdin : Buffer.from(options.stdin ?? '', 'utf8');
     this.noted.push({ key: keyOf(cmdline, stdin), cmdline, stdin });
     throw new Noted();
   }
   async close(): Promise<void> {}
 }
 
-interface HostProbes {
-  cache: Prefetched;
-  /** Steps whose reads are in the cache, with the cache keys they read and what they read (resources). */
-  covered: Map<string, { keys: string[]; reads: string[] }>;
-}
-
-const probes = new WeakMap<HostRun, HostProbes>();
-const shadows = new WeakSet<HostRun>();
-
-/**
- * The run is about to change the host (`writes`: what the change may write; undefined: anything).
- * Batched reads of steps that read any of it are dropped, and those steps are batched again before
- * they plan; the reads of steps the change cannot touch stay.
- */
-export function dropProbes(h: HostRun, writes?: string[]): void {
-  const p = probes.get(h);
-  if (!p) return;
-  const w = writes ?? ['*'];
-  for (const [name, c] of p.covered) {
-    if (!w.some((x) => c.reads.some((r) => overlaps(x, r)))) continue;
-    p.covered.delete(name);
-    for (const k of c.keys) p.cache.drop(k);
-  }
+/** The steps a step's reads are batched with, and how to plan one without running anything. */
+export interface BatchWith {
+  /** The steps after it that have not planned yet (those whose reads already wait are skipped here). */
+  later(): StepSpec[];
+  /** Plans a step over another transport, on a copy of the host's state. */
+  planOver(spec: StepSpec, transport: ShellTransport): Promise<unknown>;
+  /** What a step reads (resources): a change to any of it drops the step's batched reads. */
+  readsOf(spec: StepSpec): string[];
 }
 
 /**
- * Is the step about to plan from batched reads? The engine then reads a step that would change
- * the host once more, on its own, right before applying it: a change made meanwhile by someone
- * else is caught at the step's turn (the plan issue's rule), while an unchanged step costs nothing.
+ * One host's batched reads: the results waiting on the transport, and the steps they cover (with
+ * the cache keys each read and the resources it reads).
  */
-export function readFromBatch(h: HostRun, spec: StepSpec): boolean {
-  return probes.get(h)?.covered.has(spec.name) === true;
-}
+export class Probes {
+  private readonly cache = new Prefetched();
+  private readonly covered = new Map<string, { keys: string[]; reads: string[] }>();
 
-/** Forgets the step's batched reads: its next check goes to the host itself. */
-export function readLive(h: HostRun, spec: StepSpec): void {
-  const p = probes.get(h);
-  const c = p?.covered.get(spec.name);
-  if (!p || !c) return;
-  for (const k of c.keys) p.cache.drop(k);
-  p.covered.delete(spec.name);
-}
-
-/**
- * Before `spec` plans: unless its reads are already waiting, batch the reads of it and of every
- * step after it that has not planned yet. `plan` plans a step against a given host run.
- */
-export async function prefetch(h: HostRun, spec: StepSpec, plan: (h: HostRun, s: StepSpec) => Promise<unknown>, readsOf: (h: HostRun, s: StepSpec) => string[]): Promise<void> {
-  if (shadows.has(h) || process.env.HOSTSMITH_NO_BATCH === '1') return;
-  const real = h.o.transport;
-  if (!(real instanceof ShellTransport)) return;
-  let p = probes.get(h);
-  if (!p) {
-    p = { cache: new Prefetched(), covered: new Map() };
-    probes.set(h, p);
-  }
-  real.usePrefetched(p.cache);
-  if (p.covered.has(spec.name)) return;
-  const done = new Set(h.planned.map((x) => x.spec.name));
-  const all = [...h.o.recipe.steps, ...h.o.recipe.handlers];
-  const at = all.indexOf(spec);
-  // This step and every later one not planned yet whose reads are not waiting (handlers plan later).
-  const rest = [spec, ...all.slice(at + 1).filter((s) => !done.has(s.name) && !p!.covered.has(s.name) && !h.o.recipe.handlers.includes(s))];
-  const keys = new Map<string, Set<string>>(rest.map((s) => [s.name, new Set()]));
-  for (let round = 0; round < MAX_ROUNDS; round++) {
-    const wanted = new Map<string, { cmdline: string; stdin: Buffer }>();
-    for (const s of rest) {
-      const rec = new NotingTransport(real, p.cache);
-      const shadow: HostRun = { ...h, o: { ...h.o, transport: rec }, changing: [...h.changing], touched: new Set(), planned: [...h.planned], notified: new Set(h.notified), applying: new Map() };
-      shadows.add(shadow);
-      await plan(shadow, s).catch(() => undefined);
-      for (const n of [...rec.noted, ...rec.served]) keys.get(s.name)!.add(n.key);
-      for (const n of rec.noted) if (!p.cache.peek(n.key)) wanted.set(n.key, n);
+  /**
+   * The run is about to change the host (`writes`: what the change may write; undefined: anything).
+   * Batched reads of steps that read any of it are dropped, and those steps are batched again
+   * before they plan; the reads of steps the change cannot touch stay.
+   */
+  drop(writes?: string[]): void {
+    const w = writes ?? ['*'];
+    for (const [name, c] of this.covered) {
+      if (!w.some((x) => c.reads.some((r) => overlaps(x, r)))) continue;
+      this.covered.delete(name);
+      for (const k of c.keys) this.cache.drop(k);
     }
-    if (!wanted.size) break;
-    if (round === 0 && wanted.size === 1) {
-      // One read to make: its own exec costs the host less than a batch around it. The step that
-      // wants it reads on its own; the others plan from what is already here.
-      for (const s of rest) if (![...keys.get(s.name)!].some((k) => wanted.has(k))) p.covered.set(s.name, { keys: [...keys.get(s.name)!], reads: readsOf(h, s) });
-      return;
-    }
-    await runBatch(real, [...wanted.entries()], p);
   }
-  for (const s of rest) p.covered.set(s.name, { keys: [...keys.get(s.name)!], reads: readsOf(h, s) });
+
+  /**
+   * Is the step about to plan from batched reads? The engine then reads a step that would change
+   * the host once more, on its own, right before applying it: a change made meanwhile by someone
+   * else is caught at the step's turn (the plan issue's rule), while an unchanged step costs nothing.
+   */
+  fromBatch(spec: StepSpec): boolean {
+    return this.covered.has(spec.name);
+  }
+
+  /** Forgets the step's batched reads: its next check goes to the host itself. */
+  readLive(spec: StepSpec): void {
+    const c = this.covered.get(spec.name);
+    if (!c) return;
+    for (const k of c.keys) this.cache.drop(k);
+    this.covered.delete(spec.name);
+  }
+
+  /** Before `spec` plans: unless its reads are already waiting, batch the reads of it and of the steps `with.later()` gives. */
+  async prefetch(real: Transport, spec: StepSpec, batch: BatchWith): Promise<void> {
+    if (process.env.HOSTSMITH_NO_BATCH === '1') return;
+    if (!(real instanceof ShellTransport)) return;
+    real.usePrefetched(this.cache);
+    if (this.covered.has(spec.name)) return;
+    // This step and every later one not planned yet whose reads are not waiting.
+    const rest = [spec, ...batch.later().filter((s) => !this.covered.has(s.name))];
+    const keys = new Map<string, Set<string>>(rest.map((s) => [s.name, new Set()]));
+    for (let round = 0; round < MAX_ROUNDS; round++) {
+      const wanted = new Map<string, { cmdline: string; stdin: Buffer }>();
+      for (const step of rest) {
+        const noting = new NotingTransport(real, this.cache);
+        await batch.planOver(step, noting).catch(() => undefined);
+        for (const n of [...noting.noted, ...noting.served]) keys.get(step.name)!.add(n.key);
+        for (const n of noting.noted) if (!this.cache.peek(n.key)) wanted.set(n.key, n);
+      }
+      if (!wanted.size) break;
+      if (round === 0 && wanted.size === 1) {
+        // One read to make: its own exec costs the host less than a batch around it. The step that
+        // wants it reads on its own; the others plan from what is already here.
+        for (const step of rest) if (![...keys.get(step.name)!].some((k) => wanted.has(k))) this.covered.set(step.name, { keys: [...keys.get(step.name)!], reads: batch.readsOf(step) });
+        return;
+      }
+      await runBatch(real, [...wanted.entries()], this.cache);
+    }
+    for (const step of rest) this.covered.set(step.name, { keys: [...keys.get(step.name)!], reads: batch.readsOf(step) });
+  }
 }
 
 /** One exec: every noted command run as its own exec would be; their results are cached. */
-async function runBatch(t: ShellTransport, items: Array<[string, { cmdline: string; stdin: Buffer }]>, p: HostProbes): Promise<void> {
-  const results = await execBatch(t, items.map(([, it]) => it));
-  results.forEach((r, i) => {
-    if (r) p.cache.put(items[i]![0], r, items[i]![1].stdin);
+async function runBatch(transport: ShellTransport, items: Array<[string, { cmdline: string; stdin: Buffer }]>, cache: Prefetched): Promise<void> {
+  const results = await execBatch(transport, items.map(([, item]) => item));
+  results.forEach((result, i) => {
+    if (result) cache.put(items[i]![0], result, items[i]![1].stdin);
   });
 }
 
@@ -224,7 +216,7 @@ function batchLine(i: number, it: { cmdline: string; stdin: Buffer }): string {
  * cut by those sizes: nothing a command prints (a line like the frame, binary bytes, no final
  * newline) can shift another's output.
  */
-export async function execBatch(t: ShellTransport, items: Array<{ cmdline: string; stdin: Buffer }>): Promise<Array<ExecResult | undefined>> {
+export async function execBatch(transport: ShellTransport, items: Array<{ cmdline: string; stdin: Buffer }>): Promise<Array<ExecResult | undefined>> {
   const nonce = randomBytes(8).toString('hex');
   const files = items.flatMap((_, i) => [`o${i}`, `e${i}`]);
   const lines = [
@@ -238,7 +230,7 @@ export async function execBatch(t: ShellTransport, items: Array<{ cmdline: strin
     ...items.map((it, i) => batchLine(i, it)),
     `printf '%s\\n' ${nonce}; cat "$T/c"; printf '%s\\n' ${nonce}; (cd "$T" && wc -c ${files.join(' ')} </dev/null); printf '%s\\n' ${nonce}; (cd "$T" && cat ${files.join(' ')})`,
   ];
-  const r = await t.exec(lines.join('\n'));
+  const r = await transport.exec(lines.join('\n'));
   const out: Array<ExecResult | undefined> = items.map(() => undefined);
   if (r.code !== 0) return out;
   const raw = r.stdoutRaw;

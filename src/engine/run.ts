@@ -8,11 +8,11 @@ import { stateFingerprint } from '../steps/step.js';
 import type { ShellTransport } from '../transport/base.js';
 import { stopLeftovers } from './journal-steps.js';
 import type { StepSpec } from '../recipe/types.js';
-import { applyPlanned, rollBackStep } from './apply-step.js';
-import { dropProbes } from './probe.js';
+import { applyPlanned, rollBackStep, type ApplyInputs } from './apply-step.js';
 import type { Counts, HostStatus, StepStatus } from './events.js';
-import { newHostRun, plannedResult, type Completed, type HostRun, type HostRunOptions } from './host-run.js';
-import { planStep, type PlannedStep } from './plan-step.js';
+import { hostScope, newHostRun, type HostRun, type HostRunOptions } from './host-run.js';
+import { plannedResult, type Completed } from './host-state.js';
+import { planStep, type PlanInputs, type PlannedStep } from './plan-step.js';
 import { stepDifference } from './plan-value.js';
 import { awaitWatchdog, claimWatchdog, dueHandlers, protect, recordWatchdogRollback, watchdogDir, watchdogParts, type ConfirmOptions, type Fired, type Protection } from './watchdog.js';
 
@@ -41,37 +41,58 @@ export interface HostResult {
 }
 
 /** How long a lost link is tried again: HOSTSMITH_RECONNECT_SECONDS, else a minute (SPEC §9). */
-function reconnectBudget(o: HostRunOptions): number {
+function reconnectBudget(options: HostRunOptions): number {
   const env = Number(process.env.HOSTSMITH_RECONNECT_SECONDS);
-  return o.reconnectMs ?? (Number.isFinite(env) && env >= 0 && process.env.HOSTSMITH_RECONNECT_SECONDS ? env * 1000 : 60_000);
+  return options.reconnectMs ?? (Number.isFinite(env) && env >= 0 && process.env.HOSTSMITH_RECONNECT_SECONDS ? env * 1000 : 60_000);
 }
 
 const now = () => new Date().toISOString();
 
+/** What planning a step on this host is given. */
+function planInputs(run: HostRun): PlanInputs {
+  const { options } = run;
+  return { env: run.env, salt: options.salt ?? '', sensitive: options.sensitive, recipe: options.recipe, probes: run.probes };
+}
+
+/** What applying a step on this host is given. */
+function applyInputs(run: HostRun): ApplyInputs {
+  const { options } = run;
+  return {
+    host: options.host,
+    rec: run.rec,
+    probes: run.probes,
+    handlers: options.recipe.handlers,
+    beforeChange: options.beforeChange,
+    defaultRetry: options.defaultRetry,
+    sleep: options.sleep,
+  };
+}
+
 export async function runHost(options: HostRunOptions): Promise<HostResult> {
   const hostRun = newHostRun(options);
+  const { state } = hostRun;
   if (options.mode === 'apply' && options.confirm) {
     const login = (options.transport as Partial<ShellTransport>).loginUser ?? options.facts.user;
-    if (login !== 'root' && !hostRun.baseSudo) {
+    if (login !== 'root' && !hostRun.env.baseSudo) {
       return {
         status: 'failed',
-        counts: hostRun.counts,
-        planned: hostRun.planned,
+        counts: state.counts,
+        planned: state.planned,
         error: `lockout protection (--confirm) needs root on ${options.host} for its watchdog, but the run logs in as ${login} without sudo: log in as root, or pass --sudo (or sudo: true in the recipe). Nothing was changed`,
       };
     }
   }
-  const stop = () => (options.mode === 'apply' && hostRun.fatal !== undefined) || options.interrupt?.aborted === true;
+  const stop = () => (options.mode === 'apply' && state.fatal !== undefined) || options.interrupt?.aborted === true;
   try {
     // A plan goes on past a failing step, so one dry run shows every problem; apply stops.
     await schedule(options.recipe.steps, Math.max(1, options.recipe.defaults.parallel || 1), (spec) => stepTurn(hostRun, spec), stop);
     for (const handler of options.recipe.handlers) {
       if (stop()) break;
-      if (hostRun.notified.has(handler.name)) await stepTurn(hostRun, handler);
+      if (state.notified.has(handler.name)) await stepTurn(hostRun, handler);
     }
   } catch (e) {
     if (!(e instanceof ConnectError)) throw e;
-    if (options.mode !== 'apply') return { status: 'unreachable', counts: hostRun.counts, planned: hostRun.planned, error: e.message };
+    if (options.mode !== 'apply') return { status: 'unreachable', counts: state.counts, planned: state.planned, error: e.message };
     // A lost link during apply: made again (or the host given up), and the run on this host is
     // rolled back — what the step under way did cannot be known from here, so it is read again.
     const gone = await linkLost(hostRun, e, 'while applying');
@@ -79,27 +100,27 @@ export async function runHost(options: HostRunOptions): Promise<HostResult> {
   }
 
   const interrupted = options.interrupt?.aborted === true;
-  if (!hostRun.fatal && !interrupted && options.mode === 'apply' && options.confirm) {
+  if (!state.fatal && !interrupted && options.mode === 'apply' && options.confirm) {
     const protection = await lockoutProtection(hostRun, options.confirm);
     if (protection.kind === 'lost') return lostToWatchdog(hostRun, protection.why);
     if (protection.kind === 'failed') {
-      hostRun.fatal = protection.why;
+      state.fatal = protection.why;
       if (protection.fired) await rolledBackByWatchdog(hostRun, protection.fired);
       return rollBackHost(hostRun, { byWatchdog: protection.fired !== undefined });
     }
   }
-  if (!hostRun.fatal && !interrupted) {
-    if (options.mode !== 'apply') return { status: 'ok', counts: hostRun.counts, planned: hostRun.planned };
+  if (!state.fatal && !interrupted) {
+    if (options.mode !== 'apply') return { status: 'ok', counts: state.counts, planned: state.planned };
     let asked = false;
     const rollBackLater = async (cause: string): Promise<HostResult> => {
       if (asked) throw new Error(`${options.host}: its rollback was already asked for`);
       asked = true;
-      hostRun.fatal = cause;
+      state.fatal = cause;
       return rollBackHost(hostRun, { becauseOfAnother: true });
     };
-    return { status: 'ok', counts: hostRun.counts, planned: hostRun.planned, rollBackLater };
+    return { status: 'ok', counts: state.counts, planned: state.planned, rollBackLater };
   }
-  if (options.mode === 'plan') return { status: interrupted ? 'interrupted' : 'failed', counts: hostRun.counts, planned: hostRun.planned, error: hostRun.fatal };
+  if (options.mode === 'plan') return { status: interrupted ? 'interrupted' : 'failed', counts: state.counts, planned: state.planned, error: state.fatal };
   return rollBackHost(hostRun, { interrupted });
 }
 
@@ -109,7 +130,7 @@ export async function runHost(options: HostRunOptions): Promise<HostResult> {
  * (rollback scope), so it ends rolled-back even with nothing to roll back.
  */
 async function rollBackHost(hostRun: HostRun, how: { interrupted?: boolean; becauseOfAnother?: boolean; byWatchdog?: boolean }): Promise<HostResult> {
-  const options = hostRun.o;
+  const { options, state } = hostRun;
   const interrupted = how.interrupted === true;
   const rollback = await rollBackCompleted(hostRun);
   if (rollback.givenUp) return rollback.givenUp;
@@ -125,7 +146,7 @@ async function rollBackHost(hostRun: HostRun, how: { interrupted?: boolean; beca
     }
   }
   if (!again.ok) rollback.complete = false;
-  const unrecorded = hostRun.journalBroken !== undefined || hostRun.rec.failedWrites.some((kind) => kind.startsWith('rollback'));
+  const unrecorded = state.journalBroken !== undefined || hostRun.rec.failedWrites.some((kind) => kind.startsWith('rollback'));
   const status: HostStatus =
     !rollback.complete || unrecorded
       ? 'rollback-incomplete'
@@ -133,18 +154,18 @@ async function rollBackHost(hostRun: HostRun, how: { interrupted?: boolean; beca
         ? 'rolled-back'
         : interrupted
           ? 'interrupted'
-          : hostRun.completed.length
+          : state.completed.length
             ? 'rolled-back'
             : 'failed';
-  const note = hostRun.journalBroken
-    ? `; the journal could not be written, so the run stopped before the next change${hostRun.completed.length ? ` (${rollback.complete ? 'every completed step was rolled back on the host' : 'see the rollback errors above'}, but the journal may not record it)` : ''} — free space in the state dir or pass --state-dir, then check \`hostsmith show ${options.runId}\``
+  const note = state.journalBroken
+    ? `; the journal could not be written, so the run stopped before the next change${state.completed.length ? ` (${rollback.complete ? 'every completed step was rolled back on the host' : 'see the rollback errors above'}, but the journal may not record it)` : ''} — free space in the state dir or pass --state-dir, then check \`hostsmith show ${options.runId}\``
     : '';
   return {
     status,
-    counts: hostRun.counts,
-    planned: hostRun.planned,
-    error: `${hostRun.fatal ?? 'interrupted by the user'}${note}`,
-    ...(hostRun.fatalStep ? { failedStep: hostRun.fatalStep } : {}),
+    counts: state.counts,
+    planned: state.planned,
+    error: `${state.fatal ?? 'interrupted by the user'}${note}`,
+    ...(state.fatalStep ? { failedStep: state.fatalStep } : {}),
   };
 }
 
@@ -154,10 +175,20 @@ async function rollBackHost(hostRun: HostRun, how: { interrupted?: boolean; beca
  * controller rolls back, so the two never both do.
  */
 async function lockoutProtection(hostRun: HostRun, confirm: ConfirmOptions): Promise<Protection> {
-  const options = hostRun.o;
+  const { options, state, env } = hostRun;
   const rootBackupDir = options.backupDirFor(true);
+  const at = { host: options.host, runId: options.runId, init: options.facts.init };
   try {
-    return await protect(hostRun, confirm, { rootBackupDir, reconnectMs: reconnectBudget(options) });
+    return await protect(state.completed, {
+      ...at,
+      transport: options.transport as ShellTransport,
+      rec: hostRun.rec,
+      handlers: options.recipe.handlers,
+      sudo: env.baseSudo,
+      scope: () => hostScope(env, state.results),
+      rootBackupDir,
+      reconnectMs: reconnectBudget(options),
+    }, confirm);
   } catch (e) {
     const why = `lockout protection failed before it could confirm (${errorMessage(e)})`;
     if (!(e instanceof ConnectError)) return { kind: 'failed', why };
@@ -166,7 +197,7 @@ async function lockoutProtection(hostRun: HostRun, confirm: ConfirmOptions): Pro
     const transport = options.transport as ShellTransport;
     const dir = watchdogDir(rootBackupDir, options.runId);
     if ((await claimWatchdog(transport, true, dir)) !== 'fired') return { kind: 'failed', why };
-    const names = watchdogParts(hostRun).steps.map((step) => step.name);
+    const names = watchdogParts(state.completed, options.recipe.handlers, at).steps.map((step) => step.name);
     const fired = await awaitWatchdog(transport, true, dir, names);
     return { kind: 'failed', why, ...(typeof fired === 'object' ? { fired } : {}) };
   }
@@ -178,11 +209,11 @@ async function lockoutProtection(hostRun: HostRun, confirm: ConfirmOptions): Pro
  * rollback, which runs next. Handlers it ran again leave too.
  */
 async function rolledBackByWatchdog(hostRun: HostRun, fired: Fired): Promise<void> {
-  const options = hostRun.o;
+  const { options, state } = hostRun;
   const handlers = options.recipe.handlers;
   const done = new Set(fired.ok);
   const keep: Completed[] = [];
-  for (const step of hostRun.completed) {
+  for (const step of state.completed) {
     if (handlers.includes(step.spec)) {
       if (fired.result !== 'rolled-back') keep.push(step);
       continue;
@@ -192,74 +223,75 @@ async function rolledBackByWatchdog(hostRun: HostRun, fired: Fired): Promise<voi
       continue;
     }
     await recordWatchdogRollback(hostRun.rec, options.runId, options.host, step.spec.name, step.spec.type).catch(() => undefined);
-    hostRun.counts.rolledBack++;
+    state.counts.rolledBack++;
   }
-  hostRun.completed = keep;
+  state.completed = keep;
 }
 
 /** The run's connection is gone and the host could not be reached again: its watchdog rolls it back on its own. */
-function lostToWatchdog(h: HostRun, why: string): HostResult {
-  const { o } = h;
+function lostToWatchdog(hostRun: HostRun, why: string): HostResult {
+  const { options, state } = hostRun;
   return {
     status: 'unreachable',
     givenUp: true,
-    counts: h.counts,
-    planned: h.planned,
-    error: `${why}. The watchdog on the host rolls the run back by itself when its time is up; once ${o.host} can be reached, \`hostsmith recover ${o.runId}\` reads what it did, finishes the rollback and releases the lock.`,
+    counts: state.counts,
+    planned: state.planned,
+    error: `${why}. The watchdog on the host rolls the run back by itself when its time is up; once ${options.host} can be reached, \`hostsmith recover ${options.runId}\` reads what it did, finishes the rollback and releases the lock.`,
   };
 }
 
 /** One step's turn: plan it (reads), hold it against the plan being followed, apply it (journaled). */
-async function stepTurn(h: HostRun, spec: StepSpec): Promise<void> {
-  const { o } = h;
+async function stepTurn(hostRun: HostRun, spec: StepSpec): Promise<void> {
+  const { options, state, rec } = hostRun;
   const started = Date.now();
-  if (o.mode === 'apply') await o.beforeStep?.(o.host, spec.name);
-  h.rec.emit({ event: 'step-started', runId: o.runId, time: now(), host: o.host, step: spec.name, type: spec.type });
-  let p = await planStep(h, spec);
-  if (o.mode === 'apply' && o.expected && p.status !== 'failed') {
-    const why = stepDifference(o.expected.steps.find((s) => s.name === spec.name), p, true);
-    if (why) p = { ...p, status: 'failed', work: undefined, error: `not applied: ${why}. Nothing was written for this step; make a new plan` };
+  if (options.mode === 'apply') await options.beforeStep?.(options.host, spec.name);
+  rec.emit({ event: 'step-started', runId: options.runId, time: now(), host: options.host, step: spec.name, type: spec.type });
+  let planned = await planStep(state, planInputs(hostRun), spec);
+  if (options.mode === 'apply' && options.expected && planned.status !== 'failed') {
+    const why = stepDifference(options.expected.steps.find((s) => s.name === spec.name), planned, true);
+    if (why) planned = { ...planned, status: 'failed', work: undefined, error: `not applied: ${why}. Nothing was written for this step; make a new plan` };
   }
-  h.planned.push(p);
-  if (p.status !== 'planned' || o.mode === 'plan') return finishStep(h, p, started);
+  state.planned.push(planned);
+  if (planned.status !== 'planned' || options.mode === 'plan') return finishStep(hostRun, planned, started);
   const mark = { journaled: false };
-  h.applying.set(spec.name, { p, mark });
+  state.applying.set(spec.name, { planned, mark });
   try {
-    const out = await applyPlanned(h, p, started, mark);
-    h.applying.delete(spec.name);
+    const out = await applyPlanned(state, applyInputs(hostRun), planned, started, mark);
+    state.applying.delete(spec.name);
     // The report and the event say what was done, where the apply knows it better than the plan did.
-    if (out.summary) p.summary = out.summary;
-    if (out.diff) p.diff = out.diff;
-    finishStep(h, p, started, 'changed', out);
+    if (out.summary) planned.summary = out.summary;
+    if (out.diff) planned.diff = out.diff;
+    finishStep(hostRun, planned, started, 'changed', out);
   } catch (e) {
     // A lost link leaves the step undecided: linkLost reads it again once the host is back.
     if (e instanceof ConnectError) throw e;
-    h.applying.delete(spec.name);
+    state.applying.delete(spec.name);
     const error = errorMessage(e);
-    if (e instanceof JournalError) h.journalBroken = error;
+    if (e instanceof JournalError) state.journalBroken = error;
     else if (mark.journaled) {
-      await h.rec
-        .write({ kind: 'step-finished', time: now(), host: o.host, step: spec.name, type: spec.type, status: 'failed', summary: p.summary, changed: false, durationMs: Date.now() - started, error })
+      await rec
+        .write({ kind: 'step-finished', time: now(), host: options.host, step: spec.name, type: spec.type, status: 'failed', summary: planned.summary, changed: false, durationMs: Date.now() - started, error })
         .catch((je: unknown) => {
-          h.journalBroken = errorMessage(je);
+          state.journalBroken = errorMessage(je);
         });
     }
     // Without a journal nothing more may change: stop, whatever the step's `fatal` says.
-    if (h.journalBroken && !h.fatal) {
-      h.fatal = `step "${spec.name}": ${h.journalBroken}`;
-      h.fatalStep = spec.name;
+    if (state.journalBroken && !state.fatal) {
+      state.fatal = `step "${spec.name}": ${state.journalBroken}`;
+      state.fatalStep = spec.name;
     }
-    finishStep(h, { ...p, status: 'failed', error }, started);
+    finishStep(hostRun, { ...planned, status: 'failed', error }, started);
   }
 }
 
 /** Counts, results for later templates, the event; a fatal failure stops the run. */
-function finishStep(h: HostRun, p: PlannedStep, started: number, status: StepStatus = p.status, out?: { stdout: string; stderr: string }): void {
-  const { o } = h;
-  h.counts[status === 'planned' ? 'changed' : status]++;
-  h.results[p.spec.name] =
+function finishStep(hostRun: HostRun, planned: PlannedStep, started: number, status: StepStatus = planned.status, out?: { stdout: string; stderr: string }): void {
+  const { options, state } = hostRun;
+  const { spec } = planned;
+  state.counts[status === 'planned' ? 'changed' : status]++;
+  state.results[spec.name] =
     status === 'planned'
-      ? plannedResult(h, p.spec.name)
+      ? plannedResult(state.touched, spec.name)
       : {
           status,
           changed: status === 'changed',
@@ -267,26 +299,26 @@ function finishStep(h: HostRun, p: PlannedStep, started: number, status: StepSta
           stdout: (out?.stdout ?? '').replace(/[\r\n]+$/, ''),
           stderr: (out?.stderr ?? '').replace(/[\r\n]+$/, ''),
         };
-  h.rec.emit({
+  hostRun.rec.emit({
     event: 'step-finished',
-    runId: o.runId,
+    runId: options.runId,
     time: now(),
-    host: o.host,
-    step: p.spec.name,
-    type: p.spec.type,
+    host: options.host,
+    step: spec.name,
+    type: spec.type,
     status,
-    summary: p.summary,
-    ...(p.diff && (status === 'planned' || status === 'changed') ? { diff: p.diff } : {}),
-    irreversible: p.irreversible,
+    summary: planned.summary,
+    ...(planned.diff && (status === 'planned' || status === 'changed') ? { diff: planned.diff } : {}),
+    irreversible: planned.irreversible,
     durationMs: Date.now() - started,
-    ...(p.error ? { error: p.error } : {}),
-    ...(p.dependsOn?.length && status === 'planned' ? { dynamic: true, dependsOn: p.dependsOn } : {}),
-    ...(o.recipe.handlers.includes(p.spec) ? { handler: true } : {}),
+    ...(planned.error ? { error: planned.error } : {}),
+    ...(planned.dependsOn?.length && status === 'planned' ? { dynamic: true, dependsOn: planned.dependsOn } : {}),
+    ...(options.recipe.handlers.includes(spec) ? { handler: true } : {}),
   });
-  if ((status === 'changed' || status === 'planned') && p.spec.notify.length) p.spec.notify.forEach((n) => h.notified.add(n));
-  if (status === 'failed' && p.spec.fatal && !h.fatal) {
-    h.fatal = `step "${p.spec.name}" failed: ${p.error}`;
-    h.fatalStep = p.spec.name;
+  if ((status === 'changed' || status === 'planned') && spec.notify.length) spec.notify.forEach((name) => state.notified.add(name));
+  if (status === 'failed' && spec.fatal && !state.fatal) {
+    state.fatal = `step "${spec.name}" failed: ${planned.error}`;
+    state.fatalStep = spec.name;
   }
 }
 
@@ -295,31 +327,31 @@ function finishStep(h: HostRun, p: PlannedStep, started: number, status: StepSta
  * that ran for steps now rolled back run again, once each and journaled, so the service loads what
  * was rolled back. A handler that fails then leaves the rollback incomplete.
  */
-async function handlersAgain(h: HostRun): Promise<{ ok: boolean }> {
-  const { o } = h;
-  const due = dueHandlers(h).map((c) => c.spec);
+async function handlersAgain(hostRun: HostRun): Promise<{ ok: boolean }> {
+  const { options, state, rec } = hostRun;
+  const due = dueHandlers(state.completed, options.recipe.handlers).map((handler) => handler.spec);
   let ok = true;
   for (const spec of due) {
-    if (o.abortRollback?.aborted) return { ok: false };
+    if (options.abortRollback?.aborted) return { ok: false };
     const started = Date.now();
     const event = (status: StepStatus, summary: string, error?: string) =>
-      h.rec.emit({ event: 'step-finished', runId: o.runId, time: now(), host: o.host, step: spec.name, type: spec.type, status, summary: `after rollback: ${summary}`, irreversible: false, durationMs: Date.now() - started, handler: true, ...(error ? { error } : {}) });
-    h.rec.emit({ event: 'step-started', runId: o.runId, time: now(), host: o.host, step: spec.name, type: spec.type });
+      rec.emit({ event: 'step-finished', runId: options.runId, time: now(), host: options.host, step: spec.name, type: spec.type, status, summary: `after rollback: ${summary}`, irreversible: false, durationMs: Date.now() - started, handler: true, ...(error ? { error } : {}) });
+    rec.emit({ event: 'step-started', runId: options.runId, time: now(), host: options.host, step: spec.name, type: spec.type });
     try {
-      const p = await planStep(h, spec);
-      if (p.status === 'failed') throw new Error(p.error ?? p.summary);
-      if (p.status !== 'planned') {
-        event(p.status, p.summary);
+      const planned = await planStep(state, planInputs(hostRun), spec);
+      if (planned.status === 'failed') throw new Error(planned.error ?? planned.summary);
+      if (planned.status !== 'planned') {
+        event(planned.status, planned.summary);
         continue;
       }
       // The rollback may have removed what the handler acts on (the service's package, its folder).
-      const gone = p.work && (await p.work.type.gone?.(p.work.ctx, p.work.params));
+      const gone = planned.work && (await planned.work.type.gone?.(planned.work.ctx, planned.work.params));
       if (gone) {
         event('skipped', `not needed: ${gone}`);
         continue;
       }
-      await applyPlanned(h, p, started, { journaled: false }, { afterRollback: true });
-      event('changed', p.summary);
+      await applyPlanned(state, applyInputs(hostRun), planned, started, { journaled: false }, { afterRollback: true });
+      event('changed', planned.summary);
     } catch (e) {
       if (e instanceof ConnectError) throw e;
       ok = false;
@@ -331,14 +363,15 @@ async function handlersAgain(h: HostRun): Promise<{ ok: boolean }> {
 
 /** Completed steps, newest first; every one attempted; a second Ctrl-C stops what is left. A lost link is made again and the step's rollback tried again. */
 async function rollBackCompleted(hostRun: HostRun): Promise<{ complete: boolean; givenUp?: HostResult }> {
+  const { options, state } = hostRun;
   let complete = true;
-  for (const step of [...hostRun.completed].reverse()) {
-    if (hostRun.o.abortRollback?.aborted) return { complete: false };
+  for (const step of [...state.completed].reverse()) {
+    if (options.abortRollback?.aborted) return { complete: false };
     for (;;) {
       try {
         // The host is about to change back: batched reads of it are no longer to be trusted.
-        dropProbes(hostRun);
-        if (await rollBackStep(hostRun.rec, hostRun.o, step)) hostRun.counts.rolledBack++;
+        hostRun.probes.drop();
+        if (await rollBackStep(hostRun.rec, options, step)) state.counts.rolledBack++;
         else complete = false;
         break;
       } catch (e) {
@@ -359,32 +392,32 @@ async function rollBackCompleted(hostRun: HostRun): Promise<{ complete: boolean;
  * run on this host then fails and rolls back. Undefined when the link is back; else the host is
  * given up, keeping its changes and lock for `hostsmith recover`.
  */
-async function linkLost(h: HostRun, e: ConnectError, during: string): Promise<HostResult | undefined> {
-  const { o } = h;
-  const t = o.transport as Partial<ShellTransport>;
-  const why = e.message.startsWith(`${o.host}: `) ? e.message.slice(o.host.length + 2) : e.message;
-  h.fatal ??= `the connection was lost ${during} (${why})`;
+async function linkLost(hostRun: HostRun, e: ConnectError, during: string): Promise<HostResult | undefined> {
+  const { options, state } = hostRun;
+  const transport = options.transport as Partial<ShellTransport>;
+  const why = e.message.startsWith(`${options.host}: `) ? e.message.slice(options.host.length + 2) : e.message;
+  state.fatal ??= `the connection was lost ${during} (${why})`;
   try {
-    if (!t.reconnect) throw e;
-    await t.reconnect(reconnectBudget(o));
-    await stopLeftovers(t as ShellTransport, o.runId, h.baseSudo);
-    for (const [name, { p, mark }] of h.applying) {
-      h.applying.delete(name);
-      const w = p.work;
-      if (!mark.journaled || !w || h.completed.some((c) => c.spec === p.spec)) continue;
-      const state = await w.type.check(w.ctx, w.params);
-      const seen = stateFingerprint(w.type, w.params, state);
-      if (seen !== p.pre) {
-        h.completed.push({ spec: p.spec, type: w.type, params: w.params, undo: w.plan.undo, summary: p.summary, ctx: w.ctx });
+    if (!transport.reconnect) throw e;
+    await transport.reconnect(reconnectBudget(options));
+    await stopLeftovers(transport as ShellTransport, options.runId, hostRun.env.baseSudo);
+    for (const [name, { planned, mark }] of state.applying) {
+      state.applying.delete(name);
+      const work = planned.work;
+      if (!mark.journaled || !work || state.completed.some((step) => step.spec === planned.spec)) continue;
+      const current = await work.type.check(work.ctx, work.params);
+      const seen = stateFingerprint(work.type, work.params, current);
+      if (seen !== planned.pre) {
+        state.completed.push({ spec: planned.spec, type: work.type, params: work.params, undo: work.plan.undo, summary: planned.summary, ctx: work.ctx });
       } else {
-        await h.rec.write({
+        await hostRun.rec.write({
           kind: 'step-finished',
           time: now(),
-          host: o.host,
+          host: options.host,
           step: name,
-          type: p.spec.type,
+          type: planned.spec.type,
           status: 'failed',
-          summary: p.summary,
+          summary: planned.summary,
           changed: false,
           durationMs: 0,
           error: `the connection was lost during this step; once back, the host showed no change from it`,
@@ -394,19 +427,19 @@ async function linkLost(h: HostRun, e: ConnectError, during: string): Promise<Ho
     return undefined;
   } catch (e2) {
     if (!(e2 instanceof ConnectError)) throw e2;
-    const left = h.completed.map((c) => c.spec.name);
-    const undecided = [...h.applying.keys()];
-    const msg = e2.message.startsWith(`${o.host}: `) ? e2.message.slice(o.host.length + 2) : e2.message;
+    const left = state.completed.map((step) => step.spec.name);
+    const undecided = [...state.applying.keys()];
+    const msg = e2.message.startsWith(`${options.host}: `) ? e2.message.slice(options.host.length + 2) : e2.message;
     return {
       status: 'unreachable',
       givenUp: true,
-      counts: h.counts,
-      planned: h.planned,
+      counts: state.counts,
+      planned: state.planned,
       error:
         `given up: ${msg} (lost ${during}). ` +
         (left.length || undecided.length
-          ? `The host keeps what the run did there (${[...left, ...undecided.map((n) => `${n}, under way`)].join(', ')}) and the run's lock; once it can be reached, \`hostsmith recover ${o.runId}\` rolls that back and releases the lock.`
-          : `Nothing of the run was completed there, but it keeps the run's lock; once it can be reached, \`hostsmith recover ${o.runId}\` releases it and closes the run.`),
+          ? `The host keeps what the run did there (${[...left, ...undecided.map((n) => `${n}, under way`)].join(', ')}) and the run's lock; once it can be reached, \`hostsmith recover ${options.runId}\` rolls that back and releases the lock.`
+          : `Nothing of the run was completed there, but it keeps the run's lock; once it can be reached, \`hostsmith recover ${options.runId}\` releases it and closes the run.`),
     };
   }
 }

@@ -15,11 +15,13 @@
  */
 import { posix } from 'node:path';
 import { ConnectError, errorMessage } from '../errors.js';
-import { buildScope, render } from '../render/template.js';
+import { render } from '../render/template.js';
+import type { StepSpec } from '../recipe/types.js';
 import { tail, type HostEnv } from '../steps/step.js';
 import type { ShellTransport } from '../transport/base.js';
 import { quote } from '../shell/script.js';
-import type { Completed, HostRun } from './host-run.js';
+import type { Completed } from './host-state.js';
+import type { Recorder } from './recorder.js';
 
 export type { ConfirmOptions } from './host-run.js';
 import type { ConfirmOptions } from './host-run.js';
@@ -66,14 +68,14 @@ export function watchdogFiles(dir: string, seconds: number, steps: Part[], handl
     lines.push(`echo ${quote(`rolling back ${s.name}`)} >> "$d/log"`);
     lines.push(`if sh "$d/step-${i}.sh" >> "$d/log" 2>&1 </dev/null; then printf 'ok %s\\n' ${i} >> "$d/steps"; else printf 'failed %s\\n' ${i} >> "$d/steps"; bad=1; fi`);
   });
-  handlers.forEach((h, i) => {
-    if (h.script === null) {
-      lines.push(`echo ${quote(`handler ${h.name}: cannot run without the controller; run it by hand`)} >> "$d/log"; bad=1`);
+  handlers.forEach((handler, i) => {
+    if (handler.script === null) {
+      lines.push(`echo ${quote(`handler ${handler.name}: cannot run without the controller; run it by hand`)} >> "$d/log"; bad=1`);
       return;
     }
-    files[`handler-${i}.sh`] = `${h.script}\n`;
-    lines.push(`echo ${quote(`running handler ${h.name} again`)} >> "$d/log"`);
-    lines.push(`sh "$d/handler-${i}.sh" >> "$d/log" 2>&1 </dev/null || { echo ${quote(`handler ${h.name} failed`)} >> "$d/log"; bad=1; }`);
+    files[`handler-${i}.sh`] = `${handler.script}\n`;
+    lines.push(`echo ${quote(`running handler ${handler.name} again`)} >> "$d/log"`);
+    lines.push(`sh "$d/handler-${i}.sh" >> "$d/log" 2>&1 </dev/null || { echo ${quote(`handler ${handler.name} failed`)} >> "$d/log"; bad=1; }`);
   });
   lines.push('if [ $bad -eq 0 ]; then echo rolled-back; else echo rollback-incomplete; fi > "$d/result.new" && mv -f "$d/result.new" "$d/result"');
   files['rollback.sh'] = `${lines.join('\n')}\n`;
@@ -96,7 +98,7 @@ export function watchdogFiles(dir: string, seconds: number, steps: Part[], handl
  * SSH channel and without the run's HOSTSMITH_RUN tag (recover stops what carries it). Resolves
  * once it runs.
  */
-export async function armWatchdog(t: ShellTransport, sudo: boolean, dir: string, files: Record<string, string>): Promise<void> {
+export async function armWatchdog(transport: ShellTransport, sudo: boolean, dir: string, files: Record<string, string>): Promise<void> {
   const d = quote(dir);
   const writes = Object.entries(files).map(([name, text]) => `printf %s ${quote(Buffer.from(text).toString('base64'))} | base64 -d > ${d}/${name} || exit 1`);
   const script = [
@@ -106,7 +108,7 @@ export async function armWatchdog(t: ShellTransport, sudo: boolean, dir: string,
     `(cd / && exec env -u HOSTSMITH_RUN setsid sh ${d}/watchdog.sh </dev/null >>${d}/log 2>&1) &`,
     `i=0; while [ ! -s ${d}/pid ]; do i=$((i+1)); [ $i -lt 100 ] || { echo 'the watchdog did not start' >&2; exit 1; }; sleep 0.05; done`,
   ].join('\n');
-  const r = await t.exec(script, { sudo });
+  const r = await transport.exec(script, { sudo });
   if (r.code !== 0) throw new Error(`could not start the watchdog in ${dir}: ${tail(r.stderr) || `exit ${r.code}`}`);
 }
 
@@ -114,9 +116,9 @@ export async function armWatchdog(t: ShellTransport, sudo: boolean, dir: string,
  * Takes the watchdog's claim and removes it (process and files). 'fired': the watchdog's time ran
  * out and it is rolling back (or has); 'gone': there is no watchdog folder.
  */
-export async function claimWatchdog(t: ShellTransport, sudo: boolean, dir: string): Promise<'claimed' | 'fired' | 'gone'> {
+export async function claimWatchdog(transport: ShellTransport, sudo: boolean, dir: string): Promise<'claimed' | 'fired' | 'gone'> {
   const d = quote(dir);
-  const r = await t.exec(
+  const r = await transport.exec(
     [
       `[ -d ${d} ] || exit 4`,
       `mkdir ${d}/claim 2>/dev/null || exit 3`,
@@ -132,9 +134,9 @@ export async function claimWatchdog(t: ShellTransport, sudo: boolean, dir: strin
 }
 
 /** The watchdog's outcome once it has one; 'running' while it sleeps or rolls back; 'gone' without a folder. */
-export async function readWatchdog(t: ShellTransport, sudo: boolean, dir: string, names: string[]): Promise<Fired | 'running' | 'gone'> {
+export async function readWatchdog(transport: ShellTransport, sudo: boolean, dir: string, names: string[]): Promise<Fired | 'running' | 'gone'> {
   const d = quote(dir);
-  const r = await t.exec(`if [ -f ${d}/result ]; then cat ${d}/result; echo ---; cat ${d}/steps; echo ---; tail -c 3000 ${d}/log; elif [ -d ${d} ]; then echo running; else echo gone; fi`, { sudo });
+  const r = await transport.exec(`if [ -f ${d}/result ]; then cat ${d}/result; echo ---; cat ${d}/steps; echo ---; tail -c 3000 ${d}/log; elif [ -d ${d} ]; then echo running; else echo gone; fi`, { sudo });
   if (r.code !== 0) throw new Error(`could not read the watchdog in ${dir}: ${tail(r.stderr) || `exit ${r.code}`}`);
   const out = r.stdout;
   if (out.trim() === 'running') return 'running';
@@ -151,8 +153,8 @@ export async function readWatchdog(t: ShellTransport, sudo: boolean, dir: string
   return { result: result?.trim() === 'rolled-back' ? 'rolled-back' : 'rollback-incomplete', ok, failed, log: log.trim() };
 }
 
-export async function removeWatchdog(t: ShellTransport, sudo: boolean, dir: string): Promise<void> {
-  await t.exec(`rm -rf -- ${quote(dir)}`, { sudo });
+export async function removeWatchdog(transport: ShellTransport, sudo: boolean, dir: string): Promise<void> {
+  await transport.exec(`rm -rf -- ${quote(dir)}`, { sudo });
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -161,10 +163,10 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const WATCHDOG_WAIT_MS = 30 * 60_000;
 
 /** Waits for the watchdog's outcome: polls, up to `ms`. */
-export async function awaitWatchdog(t: ShellTransport, sudo: boolean, dir: string, names: string[], ms = WATCHDOG_WAIT_MS): Promise<Fired | 'gone' | 'timeout'> {
+export async function awaitWatchdog(transport: ShellTransport, sudo: boolean, dir: string, names: string[], ms = WATCHDOG_WAIT_MS): Promise<Fired | 'gone' | 'timeout'> {
   const until = Date.now() + ms;
   for (;;) {
-    const r = await readWatchdog(t, sudo, dir, names);
+    const r = await readWatchdog(transport, sudo, dir, names);
     if (r !== 'running') return r;
     if (Date.now() > until) return 'timeout';
     await sleep(1000);
@@ -172,35 +174,56 @@ export async function awaitWatchdog(t: ShellTransport, sudo: boolean, dir: strin
 }
 
 /** Handlers to run again after a rollback: those that ran, for steps now put back. The controller's rollback (run.ts) and the watchdog both pick them here. */
-export function dueHandlers(h: HostRun): Completed[] {
-  const handlers = h.o.recipe.handlers;
-  const undone = h.completed.filter((c) => !handlers.includes(c.spec));
-  return h.completed.filter((c) => handlers.includes(c.spec) && undone.some((u) => u.spec.notify.includes(c.spec.name)));
+export function dueHandlers(completed: Completed[], handlers: StepSpec[]): Completed[] {
+  const undone = completed.filter((step) => !handlers.includes(step.spec));
+  return completed.filter((step) => handlers.includes(step.spec) && undone.some((u) => u.spec.notify.includes(step.spec.name)));
 }
 
-function envOf(h: HostRun, c: Completed): HostEnv {
-  return { host: h.o.host, runId: h.o.runId, step: c.spec.name, backupDir: c.ctx.backupDir, init: h.o.facts.init === 'systemd' ? 'systemd' : 'sysvinit' };
+/** Which host and run the watchdog's scripts are for, and the host's init system (`facts.init`). */
+export interface WatchdogHost {
+  host: string;
+  runId: string;
+  init: string;
+}
+
+function envOf(at: WatchdogHost, step: Completed): HostEnv {
+  return { host: at.host, runId: at.runId, step: step.spec.name, backupDir: step.ctx.backupDir, init: at.init === 'systemd' ? 'systemd' : 'sysvinit' };
 }
 
 /** The steps the watchdog rolls back, newest first, as (name, host script). */
-export function watchdogParts(h: HostRun): { steps: Part[]; handlers: Part[] } {
-  const handlers = h.o.recipe.handlers;
-  const steps = [...h.completed]
-    .filter((c) => !handlers.includes(c.spec))
+export function watchdogParts(completed: Completed[], handlers: StepSpec[], at: WatchdogHost): { steps: Part[]; handlers: Part[] } {
+  const steps = [...completed]
+    .filter((step) => !handlers.includes(step.spec))
     .reverse()
-    .map((c) => ({ name: c.spec.name, script: c.undo === null || !c.type.hostRollback ? null : c.type.hostRollback(c.params, c.undo, envOf(h, c)) }));
-  const again = dueHandlers(h).map((c) => ({ name: c.spec.name, script: c.type.hostRun ? c.type.hostRun(c.params, envOf(h, c)) : null }));
+    .map((step) => ({ name: step.spec.name, script: step.undo === null || !step.type.hostRollback ? null : step.type.hostRollback(step.params, step.undo, envOf(at, step)) }));
+  const again = dueHandlers(completed, handlers).map((step) => ({ name: step.spec.name, script: step.type.hostRun ? step.type.hostRun(step.params, envOf(at, step)) : null }));
   return { steps, handlers: again };
 }
 
 const now = () => new Date().toISOString();
 
 /** Journals (and reports) a step the watchdog put back, as any rollback is recorded, so undo and show see it taken back. */
-export async function recordWatchdogRollback(rec: HostRun['rec'], runId: string, host: string, step: string, type: string): Promise<void> {
+export async function recordWatchdogRollback(rec: Recorder, runId: string, host: string, step: string, type: string): Promise<void> {
   const base = { time: now(), host, step, type };
   await rec.write({ kind: 'rollback-started', ...base });
   await rec.write({ kind: 'rollback-finished', ...base, status: 'rolled-back' });
   rec.emit({ event: 'rollback-finished', runId, ...base, status: 'rolled-back' });
+}
+
+/** What lockout protection is given, beside the completed steps it protects. */
+export interface ProtectInputs extends WatchdogHost {
+  /** The run's own connection. */
+  transport: ShellTransport;
+  rec: Recorder;
+  handlers: StepSpec[];
+  /** The host's sudo, for the verify commands. */
+  sudo: boolean;
+  /** The scope the verify commands render in. */
+  scope(): Record<string, unknown>;
+  /** Root's backup folder of the run: the watchdog's folder is beside it. */
+  rootBackupDir: string;
+  /** How long the run's own connection is tried again when it is lost. */
+  reconnectMs: number;
 }
 
 /**
@@ -208,36 +231,35 @@ export async function recordWatchdogRollback(rec: HostRun['rec'], runId: string,
  * file's comment). Journaled: `watchdog` entries armed (before the watchdog exists), confirmed,
  * disarmed (the controller rolls back itself), fired (what the watchdog did, read back).
  */
-export async function protect(h: HostRun, c: ConfirmOptions, o: { rootBackupDir: string; reconnectMs: number }): Promise<Protection> {
-  const { o: ho } = h;
-  if (!h.completed.length) return { kind: 'none' };
-  const t = ho.transport as ShellTransport;
+export async function protect(completed: Completed[], inputs: ProtectInputs, confirm: ConfirmOptions): Promise<Protection> {
+  const { host, runId, rec } = inputs;
+  if (!completed.length) return { kind: 'none' };
+  const { transport } = inputs;
   const sudo = true;
-  const dir = watchdogDir(o.rootBackupDir, ho.runId);
-  const parts = watchdogParts(h);
+  const dir = watchdogDir(inputs.rootBackupDir, runId);
+  const parts = watchdogParts(completed, inputs.handlers, inputs);
   const names = parts.steps.map((s) => s.name);
-  const seconds = Math.max(1, Math.ceil(c.ms / 1000));
+  const seconds = Math.max(1, Math.ceil(confirm.ms / 1000));
   const deadline = Date.now() + seconds * 1000;
-  const say = (what: 'armed' | 'confirmed' | 'disarmed' | 'fired' | 'waiting', message: string) =>
-    h.rec.emit({ event: 'watchdog', runId: ho.runId, time: now(), host: ho.host, what, message });
-  await h.rec.write({ kind: 'watchdog', event: 'armed', time: now(), host: ho.host, dir, seconds, deadline: new Date(deadline).toISOString(), steps: names });
-  await armWatchdog(t, sudo, dir, watchdogFiles(dir, seconds, parts.steps, parts.handlers));
-  say('armed', `watchdog armed: the host rolls this run back by itself at ${new Date(deadline).toISOString()} unless confirmed; checking a new login${c.verify.length ? ` and ${c.verify.length} verify command(s)` : ''}`);
+  const say = (what: 'armed' | 'confirmed' | 'disarmed' | 'fired' | 'waiting', message: string) => rec.emit({ event: 'watchdog', runId, time: now(), host, what, message });
+  await rec.write({ kind: 'watchdog', event: 'armed', time: now(), host, dir, seconds, deadline: new Date(deadline).toISOString(), steps: names });
+  await armWatchdog(transport, sudo, dir, watchdogFiles(dir, seconds, parts.steps, parts.handlers));
+  say('armed', `watchdog armed: the host rolls this run back by itself at ${new Date(deadline).toISOString()} unless confirmed; checking a new login${confirm.verify.length ? ` and ${confirm.verify.length} verify command(s)` : ''}`);
   if (process.env.HOSTSMITH_FAULT_KILL_AFTER_ARM === '1') process.kill(process.pid, 'SIGKILL');
   // Fault injection: the run's own link goes, as a firewall rule the run added would take it.
-  if (process.env.HOSTSMITH_FAULT_CUT_AFTER_ARM === '1') (t as { cutForTest?(): void }).cutForTest?.();
+  if (process.env.HOSTSMITH_FAULT_CUT_AFTER_ARM === '1') (transport as { cutForTest?(): void }).cutForTest?.();
 
   let failure: string | undefined;
   let fresh: ShellTransport | undefined;
   try {
-    fresh = await within(c.openFresh(), deadline - Date.now(), 'connecting');
-    fresh.identify(t.loginUser);
-    const scope = buildScope(h.vars, ho.facts, h.results);
-    for (const [i, text] of c.verify.entries()) {
+    fresh = await within(confirm.openFresh(), deadline - Date.now(), 'connecting');
+    fresh.identify(transport.loginUser);
+    const scope = inputs.scope();
+    for (const [i, text] of confirm.verify.entries()) {
       const cmd = render(text, scope, { field: `verify[${i}]` });
       const left = deadline - Date.now();
       if (left <= 0) throw new Error('the confirmation time ran out while verifying');
-      const r = await fresh.exec(cmd, { sudo: h.baseSudo, timeoutMs: left });
+      const r = await fresh.exec(cmd, { sudo: inputs.sudo, timeoutMs: left });
       if (r.code !== 0) {
         failure = `verify command "${cmd}" exited ${r.code}${tail(r.stderr) || tail(r.stdout) ? `: ${tail(r.stderr) || tail(r.stdout)}` : ''}`;
         break;
@@ -246,23 +268,23 @@ export async function protect(h: HostRun, c: ConfirmOptions, o: { rootBackupDir:
     if (!failure) {
       const claim = await claimWatchdog(fresh, sudo, dir);
       if (claim === 'claimed') {
-        await h.rec.write({ kind: 'watchdog', event: 'confirmed', time: now(), host: ho.host, dir });
+        await rec.write({ kind: 'watchdog', event: 'confirmed', time: now(), host, dir });
         say('confirmed', 'confirmed over a new connection: the watchdog is removed');
         return { kind: 'confirmed' };
       }
       failure = claim === 'fired' ? 'the confirmation came too late: the watchdog had started rolling back' : 'the watchdog was gone before it could be confirmed';
     }
   } catch (e) {
-    failure ??= `a new SSH connection to ${ho.host} did not work (${errorMessage(e)})`;
+    failure ??= `a new SSH connection to ${host} did not work (${errorMessage(e)})`;
   } finally {
     await fresh?.close().catch(() => undefined);
   }
 
   const why = `not confirmed: ${failure}`;
   try {
-    const claim = await claimWatchdog(t, sudo, dir);
+    const claim = await claimWatchdog(transport, sudo, dir);
     if (claim === 'claimed') {
-      await h.rec.write({ kind: 'watchdog', event: 'disarmed', time: now(), host: ho.host, dir, error: failure });
+      await rec.write({ kind: 'watchdog', event: 'disarmed', time: now(), host, dir, error: failure });
       say('disarmed', `${why}; rolling back over the run's own connection`);
       return { kind: 'failed', why };
     }
@@ -272,11 +294,11 @@ export async function protect(h: HostRun, c: ConfirmOptions, o: { rootBackupDir:
     // The watchdog needs a moment after its time to put sshd back: until the budget, a refused
     // login is tried again too (it is what the rollback fixes).
     await sleep(Math.max(0, deadline - Date.now()) + 1000);
-    const until = Date.now() + o.reconnectMs;
+    const until = Date.now() + inputs.reconnectMs;
     for (;;) {
       try {
-        if (!t.reconnect) throw e;
-        await t.reconnect(Math.min(10_000, Math.max(1000, until - Date.now())));
+        if (!transport.reconnect) throw e;
+        await transport.reconnect(Math.min(10_000, Math.max(1000, until - Date.now())));
         break;
       } catch (e2) {
         if (!(e2 instanceof ConnectError)) throw e2;
@@ -285,25 +307,25 @@ export async function protect(h: HostRun, c: ConfirmOptions, o: { rootBackupDir:
       }
     }
   }
-  const fired = await awaitWatchdog(t, sudo, dir, names);
+  const fired = await awaitWatchdog(transport, sudo, dir, names);
   if (fired === 'gone' || fired === 'timeout') {
     return { kind: 'failed', why: `${why}; the watchdog ${fired === 'gone' ? 'left no outcome' : 'had not finished after 30 minutes'}`, fired: { result: 'rollback-incomplete', ok: [], failed: names, log: '' } };
   }
-  await h.rec.write({ kind: 'watchdog', event: 'fired', time: now(), host: ho.host, dir, result: fired.result, rolledBack: fired.ok, failed: fired.failed, ...(fired.log ? { log: fired.log } : {}) });
-  await removeWatchdog(t, sudo, dir);
+  await rec.write({ kind: 'watchdog', event: 'fired', time: now(), host, dir, result: fired.result, rolledBack: fired.ok, failed: fired.failed, ...(fired.log ? { log: fired.log } : {}) });
+  await removeWatchdog(transport, sudo, dir);
   say('fired', `the watchdog rolled the host back by itself: ${fired.result}${fired.failed.length ? ` (not put back: ${fired.failed.join(', ')})` : ''}`);
   return { kind: 'failed', why, fired };
 }
 
 /** A connection that arrives after the time ran out is closed, not leaked. */
-function within(p: Promise<ShellTransport>, ms: number, what: string): Promise<ShellTransport> {
+function within(pending: Promise<ShellTransport>, ms: number, what: string): Promise<ShellTransport> {
   return new Promise<ShellTransport>((res, rej) => {
     let late = false;
     const timer = setTimeout(() => {
       late = true;
       rej(new Error(`${what} took longer than the confirmation time`));
     }, Math.max(0, ms));
-    p.then(
+    pending.then(
       (v) => {
         clearTimeout(timer);
         if (late) v.close().catch(() => undefined);
