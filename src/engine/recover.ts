@@ -123,8 +123,9 @@ export async function loadRecover(stateDir: string, runId: string, o: { force?: 
 function workOf(run: RunState, h: HostState): RecoverHost | undefined {
   if (h.status === 'pending') return undefined;
   const open = h.status === 'open';
-  // A host the run stopped rolling back (second Ctrl-C) finished, but its rollback did not.
-  const stopped = h.status === 'interrupted' || h.rollingBack.length > 0;
+  // A host the run stopped rolling back (second Ctrl-C) finished, but its rollback did not: the
+  // run had decided to roll it back, and an open run's incomplete rollback is recover's to finish.
+  const stopped = h.status === 'interrupted' || h.status === 'rollback-incomplete' || h.rollingBack.length > 0;
   if (!open && !stopped) return undefined;
   const newestFirst = (xs: StepState[]) => [...xs].sort((a, b) => (b.completedOrder ?? 0) - (a.completedOrder ?? 0));
   // In an undo run, "completed" steps are its own rollbacks: only one that was stopped part-way is continued.

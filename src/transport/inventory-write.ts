@@ -19,6 +19,8 @@ export interface InventoryHostEntry {
   user?: string;
   identity?: string;
   sudo?: boolean;
+  /** The host's own vars (what bootstrap was told for it). */
+  vars?: Record<string, unknown>;
 }
 
 async function readIfThere(file: string): Promise<string | undefined> {

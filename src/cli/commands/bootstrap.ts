@@ -145,8 +145,10 @@ async function passwordLogin(t: SshTarget): Promise<SshTransport> {
 }
 
 /** Every var the recipe declares, asked in order; inventory values (for an inventory host) are the defaults. */
-async function askRecipeVars(recipe: Recipe, hostVars: Record<string, unknown>): Promise<string[]> {
+async function askRecipeVars(recipe: Recipe, hostVars: Record<string, unknown>): Promise<{ args: string[]; kept: Record<string, unknown> }> {
   const args: string[] = [];
+  // What was typed, as its type: saved with the host (secrets never), so the next run is this one.
+  const kept: Record<string, unknown> = {};
   for (const v of Object.values(recipe.vars)) {
     const dflt = hostVars[v.name] ?? v.default;
     const check = (s: string): true | string => {
@@ -154,9 +156,12 @@ async function askRecipeVars(recipe: Recipe, hostVars: Record<string, unknown>):
       return 'error' in r ? `${v.name}: ${r.error}; type it again` : true;
     };
     const text = await askVarValue(v, dflt, check);
-    if (text !== undefined) args.push(`${v.name}=${text}`);
+    if (text === undefined) continue;
+    args.push(`${v.name}=${text}`);
+    const typed = convertVar(v, text);
+    if (!v.secret && !('error' in typed)) kept[v.name] = typed.value;
   }
-  return args;
+  return { args, kept };
 }
 
 async function chooseRecipe(arg: string | undefined, cwd: string): Promise<string> {
@@ -182,7 +187,15 @@ async function saying<T>(what: string, p: () => Promise<T>): Promise<T> {
   }
 }
 
-async function offerToSave(c: Chosen, login: Login, keyFile: string | undefined, defaultFile: string, knownHostsFile: string, out: Output): Promise<void> {
+async function offerToSave(
+  c: Chosen,
+  login: Login,
+  keyFile: string | undefined,
+  defaultFile: string,
+  knownHostsFile: string,
+  out: Output,
+  run: { recipeFile: string; vars: Record<string, unknown>; secrets: string[] },
+): Promise<void> {
   const s = c.spec;
   if (!(await askYesNo(`Save ${s.user}@${s.host}${s.port !== 22 ? `:${s.port}` : ''} to an inventory, so later runs can name it?`, true))) {
     out.say('Not saved to an inventory.');
@@ -207,10 +220,15 @@ async function offerToSave(c: Chosen, login: Login, keyFile: string | undefined,
   if (s.user !== (d.user ?? userInfo().username)) entry.user = s.user;
   if (login !== 'agent' && keyFile && home(keyFile) !== d.identity && keyFile !== d.identity) entry.identity = home(keyFile);
   if (s.sudo && !d.sudo) entry.sudo = true;
+  if (Object.keys(run.vars).length) entry.vars = run.vars;
   const { created } = await addHostToInventory(file, name, entry);
   const shown = displayPath(file);
   const kh = knownHostsFile === resolve(homedir(), '.ssh/known_hosts') ? '' : ` --known-hosts ${home(knownHostsFile)}`;
-  out.say(`${created ? 'Created' : 'Saved to'} ${shown}: ${name} (${s.user}@${s.host}${s.port !== 22 ? `:${s.port}` : ''}). Next time: hostsmith apply <recipe> -i ${shown} --hosts ${name}${kh}`);
+  const secrets = run.secrets.map((n) => ` --var ${n}=…`).join('');
+  const saved = Object.keys(run.vars).length ? ` with the vars you typed (${Object.keys(run.vars).join(', ')}${run.secrets.length ? '; secrets are never saved' : ''})` : '';
+  out.say(
+    `${created ? 'Created' : 'Saved to'} ${shown}: ${name} (${s.user}@${s.host}${s.port !== 22 ? `:${s.port}` : ''})${saved}. Next time: hostsmith apply ${displayPath(resolve(run.recipeFile))} -i ${shown} --hosts ${name}${kh}${secrets}`,
+  );
 }
 
 async function bootstrap(recipeArg: string | undefined, o: BootstrapCli, ctx: Ctx): Promise<number> {
@@ -291,7 +309,7 @@ async function bootstrap(recipeArg: string | undefined, o: BootstrapCli, ctx: Ct
     const recipeFile = await chooseRecipe(recipeArg, cwd);
     const recipe = await loadRecipe(resolve(recipeFile));
     if (recipe.description) out.say(`${one(recipe.name)}: ${one(recipe.description)}`);
-    const vars = await askRecipeVars(recipe, chosen.fromInventory ? spec.vars : {});
+    const { args: vars, kept: typedVars } = await askRecipeVars(recipe, chosen.fromInventory ? spec.vars : {});
     let sudo = spec.sudo;
     if (spec.user !== 'root' && !sudo) {
       sudo = await askYesNo(`You log in as ${spec.user}, not root: run the recipe's commands through sudo?`, true);
@@ -337,7 +355,13 @@ async function bootstrap(recipeArg: string | undefined, o: BootstrapCli, ctx: Ct
 
     if (code !== 4 && code !== 130 && !chosen.fromInventory) {
       const done = code === 0 ? 'the run above stands' : 'the run above is as reported';
-      await saying(`the host was not saved to an inventory (${done})`, () => offerToSave({ ...chosen, spec: { ...spec, sudo } }, login, keyFile, inventoryFile, knownHostsFile, out));
+      await saying(`the host was not saved to an inventory (${done})`, () =>
+        offerToSave({ ...chosen, spec: { ...spec, sudo } }, login, keyFile, inventoryFile, knownHostsFile, out, {
+          recipeFile,
+          vars: typedVars,
+          secrets: Object.values(recipe.vars).filter((v) => v.secret).map((v) => v.name),
+        }),
+      );
     }
     return code;
   } finally {
