@@ -50,7 +50,7 @@ function entryText(name: string, entry: Record<string, unknown>, flow: boolean, 
   value.flow = flow;
   const pad = ' '.repeat(indent);
   return doc
-    .toString({ indent: 2, flowCollectionPadding: true })
+    .toString({ indent: 2, flowCollectionPadding: true, lineWidth: 0 })
     .trimEnd()
     .split('\n')
     .map((l) => pad + l)

@@ -259,9 +259,16 @@ describeHosts('bootstrap on a terminal', () => {
     expect(found).toContain(blob.split(' ')[1]!);
     // The inventory gained the host and kept its comments and order.
     const inv = readFileSync(join(dir, 'inventory.yml'), 'utf8');
-    expect(inv).toBe(INVENTORY.replace('  web1: { address: 203.0.113.10 }\n', `  web1: { address: 203.0.113.10 }\n  newbox: { address: ${h.address}, port: ${h.port}, user: root, identity: ~/.ssh/id_ed25519 }\n`));
-    // And it works as an inventory: a plan by name reaches the host and finds nothing to change.
-    const again = await hostsmith(['plan', join(dir, 'recipes/site.yml'), '-i', join(dir, 'inventory.yml'), '--hosts', 'newbox', '--known-hosts', knownHosts, '--state-dir', state, '--var', 'site_name=blog-1'], { env: env() });
+    // With the vars typed for it (as their types), so the suggested command is this very run.
+    expect(inv).toBe(
+      INVENTORY.replace(
+        '  web1: { address: 203.0.113.10 }\n',
+        `  web1: { address: 203.0.113.10 }\n  newbox: { address: ${h.address}, port: ${h.port}, user: root, identity: ~/.ssh/id_ed25519, vars: { site_name: blog-1, site_port: 8080 } }\n`,
+      ),
+    );
+    expect(screen).toMatch(/Next time: hostsmith apply recipes\/site\.yml -i inventory\.yml --hosts newbox/);
+    // And it works as an inventory: the suggested command, no vars given, reaches the host and finds nothing to change.
+    const again = await hostsmith(['plan', join(dir, 'recipes/site.yml'), '-i', join(dir, 'inventory.yml'), '--hosts', 'newbox', '--known-hosts', knownHosts, '--state-dir', state], { env: env() });
     expect(again.code, again.stdout + again.stderr).toBe(0);
     expect(again.stdout).toContain('Plan: nothing to change.');
     // The password is nowhere: the screen, the journal, the inventory, known_hosts, the process list.
