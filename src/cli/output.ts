@@ -23,6 +23,23 @@ export interface OutputOptions {
   err?: NodeJS.WritableStream;
 }
 
+/** As Terraform shows a plan: + create, ~ change, - remove (and ? known after apply). */
+const ACTION_SYMBOL: Record<string, string> = { create: '+', change: '~', remove: '-' };
+const ACTION_WORD: Record<string, string> = { create: 'will create', change: 'will change', remove: 'will remove' };
+
+/** What a plan would do on a host, counted by kind. */
+export interface PlanTally {
+  create: number;
+  change: number;
+  remove: number;
+  unknown: number;
+}
+
+/** "2 to add, 3 to change, 1 to remove, 1 known after apply". */
+export function tallyText(t: PlanTally): string {
+  return [`${t.create} to add`, `${t.change} to change`, `${t.remove} to remove`, ...(t.unknown ? [`${t.unknown} known after apply`] : [])].join(', ');
+}
+
 const SYMBOL: Record<string, string> = {
   changed: '~',
   planned: '~',
@@ -40,6 +57,14 @@ function secs(ms: number): string {
 export class Output {
   private spinner: Ora | undefined;
   private hostCount = 0;
+  /** Per host, what the plan would do, by kind (from the step events). */
+  readonly tallies = new Map<string, PlanTally>();
+
+  private tally(host: string, kind: keyof PlanTally): void {
+    const t = this.tallies.get(host) ?? { create: 0, change: 0, remove: 0, unknown: 0 };
+    t[kind]++;
+    this.tallies.set(host, t);
+  }
   private mode: 'plan' | 'apply' | 'undo' | 'recover' = 'apply';
   private readonly out: NodeJS.WritableStream;
   private readonly err: NodeJS.WritableStream;
@@ -110,8 +135,9 @@ export class Output {
       case 'step-finished': {
         // Known after apply: its summary says so, with the outcome against the host as it is now.
         const dynamic = e.status === 'planned' && e.dynamic === true;
-        const label = dynamic ? '' : `${e.status === 'planned' ? 'will change' : e.status}: `;
-        const symbol = dynamic ? '?' : (SYMBOL[e.status] ?? ' ');
+        const label = dynamic ? '' : `${e.status === 'planned' ? ACTION_WORD[e.action ?? 'change'] : e.status}: `;
+        const symbol = dynamic ? '?' : (e.status === 'planned' || e.status === 'changed') && e.action ? ACTION_SYMBOL[e.action] : (SYMBOL[e.status] ?? ' ');
+        if (e.status === 'planned' && !e.handler) this.tally(e.host, dynamic ? 'unknown' : (e.action ?? 'change'));
         const irr = e.irreversible ? this.paint(33, ' [irreversible: no rollback]') : '';
         const color = e.status === 'failed' ? 31 : e.status === 'changed' || e.status === 'planned' ? 33 : 32;
         const line = `${prefix(e.host)}${symbol} ${one(e.step)}  ${this.paint(color, label)}${one(e.summary)}${irr}${this.mode !== 'plan' ? `  (${secs(e.durationMs)})` : ''}`;
@@ -171,6 +197,18 @@ export class Output {
     this.say(fmt(head));
     body.forEach((b) => this.say(fmt(b)));
     this.say('');
+    if (r.mode === 'plan' && this.tallies.size && !o.confirming) {
+      const total: PlanTally = { create: 0, change: 0, remove: 0, unknown: 0 };
+      for (const [host, t] of this.tallies) {
+        if (rows.length > 1) this.say(`${one(host)}: ${tallyText(t)}`);
+        for (const k of Object.keys(total) as Array<keyof PlanTally>) total[k] += t[k];
+      }
+      this.say(`Plan: ${tallyText(total)}${rows.length > 1 ? ` (on ${this.tallies.size} of ${rows.length} hosts)` : ''}.`);
+    } else if (r.mode === 'plan' && this.tallies.size) {
+      const total: PlanTally = { create: 0, change: 0, remove: 0, unknown: 0 };
+      for (const t of this.tallies.values()) for (const k of Object.keys(total) as Array<keyof PlanTally>) total[k] += t[k];
+      this.say(`${tallyText(total)}.`);
+    }
     // While apply asks for confirmation, "run hostsmith apply" would be the wrong advice.
     for (const line of nextSteps(r)) if (!(o.confirming && line.startsWith('Plan:'))) this.say(line);
   }
@@ -221,7 +259,7 @@ export function nextSteps(r: RunReport): string[] {
   if (r.mode === 'plan') {
     const n = Object.values(r.hosts).reduce((a, s) => a + s.changed, 0);
     if (r.exitCode !== 0) out.push(`Plan: ${n} step(s) to change, but fix the problems above before applying. Nothing was changed.`);
-    else out.push(n ? `Plan: ${n} step(s) to change. Nothing was changed; run \`hostsmith apply\` to make it so.` : 'Plan: nothing to change.');
+    else out.push(n ? `Nothing was changed; run \`hostsmith apply\` to make it so (${n} step(s) in all).` : 'Plan: nothing to change.');
   } else if (r.status === 'ok') {
     out.push(`Done (run ${one(r.runId)}).`);
   }

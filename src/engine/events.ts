@@ -51,6 +51,8 @@ export type RunEvent =
       error?: string;
       /** Planned, but its state is known only after the steps it depends on have run. */
       dynamic?: boolean;
+      /** What kind of change (planned or made): create, change or remove. */
+      action?: 'create' | 'change' | 'remove';
       dependsOn?: string[];
       handler?: boolean;
     })

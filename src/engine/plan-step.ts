@@ -168,6 +168,7 @@ async function planOnce(state: PlanState, inputs: PlanInputs, spec: StepSpec): P
       status: 'planned',
       diff: plan.diff,
       irreversible: plan.undo === null,
+      action: plan.action ?? 'change',
       work: { type, ctx, params, plan, state: current },
     };
   } catch (e) {
@@ -194,6 +195,7 @@ function likelyOutcome(changing: Changing[], spec: StepSpec, params: unknown, ty
     summary: `known after apply (it reads what ${after.join(', ')} may change); as the host is now: ${now}`,
     ...(plan?.changed && plan.diff ? { diff: plan.diff } : {}),
     irreversible: plan?.changed === true && plan.undo === null,
+    ...(plan?.changed ? { action: plan.action ?? 'change' } : {}),
     dependsOn: after,
     paramsDigest: digest,
   };

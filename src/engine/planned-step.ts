@@ -3,7 +3,7 @@
  * planner makes and the run, the plan file and the renderers read.
  */
 import type { StepSpec } from '../recipe/types.js';
-import type { Plan, StepContext, StepType } from '../steps/step.js';
+import type { Plan, PlanAction, StepContext, StepType } from '../steps/step.js';
 
 export type PlannedStatus = 'planned' | 'unchanged' | 'skipped' | 'failed';
 
@@ -13,6 +13,8 @@ export interface PlannedStep {
   summary: string;
   diff?: string;
   irreversible: boolean;
+  /** For a planned change: create (+), change (~) or remove (-), as its type says. */
+  action?: PlanAction;
   /** Salted digest of the rendered params: the same recipe, vars and facts give the same digest. */
   paramsDigest?: string;
   /** Fingerprint of the state the check read (the type's stateKey); absent when not checked. */

@@ -310,6 +310,7 @@ function finishStep(hostRun: HostRun, planned: PlannedStep, started: number, sta
     summary: planned.summary,
     ...(planned.diff && (status === 'planned' || status === 'changed') ? { diff: planned.diff } : {}),
     irreversible: planned.irreversible,
+    ...(planned.action && (status === 'planned' || status === 'changed') ? { action: planned.action } : {}),
     durationMs: Date.now() - started,
     ...(planned.error ? { error: planned.error } : {}),
     ...(planned.dependsOn?.length && status === 'planned' ? { dynamic: true, dependsOn: planned.dependsOn } : {}),

@@ -17,6 +17,7 @@ interface RunCli extends TargetCliOptions, GlobalOptions {
   yes?: boolean;
   out?: string;
   plan?: string;
+  detailedExitcode?: boolean;
 }
 
 /** First Ctrl-C: stop after the step in flight and roll back; second: stop rolling back. */
@@ -82,12 +83,14 @@ async function runCommand(mode: 'plan' | 'apply', recipeArg: string | undefined,
       throw new InputError([{ message: `the saved plan cannot be applied as it is (nothing was contacted or changed):` }, ...diffs]);
     }
   }
-  return runPrepared(prep, { mode, confirm: mode === 'apply' && !o.yes && tty && !saved, saved, out: o.out, planOptions: targetOptions(opts) }, out, ctx);
+  return runPrepared(prep, { mode, confirm: mode === 'apply' && !o.yes && tty && !saved, saved, out: o.out, planOptions: targetOptions(opts), detailedExitcode: o.detailedExitcode === true }, out, ctx);
 }
 
 /** How a prepared run goes: plan only, or apply (after plan → show → confirm on a terminal, or following a saved plan). */
 export interface RunFlow {
   mode: 'plan' | 'apply';
+  /** plan --detailed-exitcode: 2 when something would change. */
+  detailedExitcode?: boolean;
   /** Plan, show the plan, ask, and apply exactly what was shown. */
   confirm: boolean;
   /** The answer Enter gives at that question (apply: no; bootstrap, a guided setup: yes). */
@@ -152,7 +155,8 @@ export async function runPrepared(prep: Prepared, flow: RunFlow, out: Output, ct
         await writePlanFile(resolve(flow.out), value, new Masker(prep.secrets));
         out.say(`Plan saved to ${flow.out}: apply exactly this with \`hostsmith apply --plan ${flow.out}\`.`);
       }
-      if (mode === 'plan') return plan.exitCode;
+      // As Terraform's: 2 says "something would change", for drift checks from cron or CI.
+      if (mode === 'plan') return plan.exitCode === 0 && flow.detailedExitcode && Object.values(plan.hosts).some((h) => h.changed > 0) ? 2 : plan.exitCode;
       if (plan.exitCode !== 0) {
         out.say('Not applied: the plan found the problems above. Nothing was changed.');
         return plan.exitCode;
@@ -205,7 +209,8 @@ export function registerRun(program: Command, ctx: Ctx): void {
     .command('plan')
     .description('show what apply would change, with diffs; reads only, changes nothing on the hosts')
     .argument('<recipe>', 'recipe file (YAML)')
-    .option('--out <file>', 'also write the plan as JSON to this file');
+    .option('--out <file>', 'also write the plan as JSON to this file')
+    .option('--detailed-exitcode', 'exit 2 when something would change, 0 when nothing would (other failures as usual: 1, 3, 4, 5)');
   addFleetOptions(addVarOptions(addTargetOptions(plan))).action(async (recipe: string, _o: RunCli, cmd: Command) => {
     ctx.exit(await runCommand('plan', recipe, cmd.optsWithGlobals(), ctx));
   });
