@@ -92,10 +92,12 @@ export async function prepare(
   const recipe = await loadRecipe(resolve(recipeFile));
   const inventoryFile = o.inventory ?? config.inventory;
   const inventory = inventoryFile ? await loadInventory(resolve(inventoryFile)) : undefined;
-  // A saved plan's vars stand in for the var options it was made with, unless vars are given anew.
-  const fromPlan = o.planVars && !o.var?.length && !o.varsFile ? o.planVars : undefined;
-  const fileVars = o.varsFile ? await loadVarsFile(resolve(o.varsFile)) : fromPlan ? { ...fromPlan.file } : undefined;
-  const cliVars = fromPlan ? { ...fromPlan.cli } : parseVarArgs(o.var ?? []);
+  // A saved plan's non-secret vars stay, with what is given now on top (the secrets, given again):
+  // a value that differs from the plan's is then refused as a difference, not silently dropped.
+  const fromPlan = o.planVars;
+  const givenFile = o.varsFile ? await loadVarsFile(resolve(o.varsFile)) : undefined;
+  const fileVars = fromPlan || givenFile ? { ...(fromPlan?.file ?? {}), ...(givenFile ?? {}) } : undefined;
+  const cliVars = { ...(fromPlan?.cli ?? {}), ...parseVarArgs(o.var ?? []) };
   if (o.identity) await checkIdentity(o.identity);
   const specs = resolveTargets({ hosts: o.hosts, limit: o.limit, inventory, identity: o.identity, sudo: o.sudo ?? config.sudo });
   const fleet = fleetOptions(o, specs.length);

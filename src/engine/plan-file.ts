@@ -129,9 +129,10 @@ export async function readPlanFile(file: string): Promise<PlanValue> {
 
 /**
  * What differs between the plan and what this apply would use. Empty: the plan may be applied.
- * `secretGiven` says which secret vars were given again (a missing one is a difference too).
+ * `secretsGiven` names the secret vars given again: one that was not is called missing, not
+ * "different" (a saved plan never holds a secret, so each must be given anew).
  */
-export async function planInputDifferences(plan: PlanValue, now: { recipe: Recipe; targets: HostTarget[] }, file: string): Promise<InputIssue[]> {
+export async function planInputDifferences(plan: PlanValue, now: { recipe: Recipe; targets: HostTarget[] }, file: string, secretsGiven?: ReadonlySet<string>): Promise<InputIssue[]> {
   const out: string[] = [];
   if (plan.hostsmith !== version()) out.push(`made by hostsmith ${plan.hostsmith}, this is ${version()}: make a new plan with this version`);
   const recipeNow = await digestOf(now.recipe.file);
@@ -147,6 +148,10 @@ export async function planInputDifferences(plan: PlanValue, now: { recipe: Recip
   const extra = names.filter((n) => !planned.includes(n));
   if (missing.length) out.push(`hosts in the plan but not targeted now: ${missing.join(', ')}`);
   if (extra.length) out.push(`hosts targeted now but not in the plan: ${extra.join(', ')}`);
+  const missingSecrets = secretsGiven ? plan.vars.secret.filter((n) => !secretsGiven.has(n)) : [];
+  if (missingSecrets.length) {
+    out.push(`secret var${missingSecrets.length > 1 ? 's' : ''} ${missingSecrets.join(', ')} missing: a saved plan never holds a secret's value; give ${missingSecrets.length > 1 ? 'them' : 'it'} again with --var ${missingSecrets[0]}=… or --vars-file (checked against the plan's digest)`);
+  }
   for (const t of now.targets) {
     const h = plan.hosts[t.name];
     if (!h) continue;
@@ -155,6 +160,7 @@ export async function planInputDifferences(plan: PlanValue, now: { recipe: Recip
       if (JSON.stringify(reach[k]) !== JSON.stringify(h.target[k])) out.push(`host ${t.name}: ${k} is ${JSON.stringify(reach[k])}, the plan has ${JSON.stringify(h.target[k])}`);
     }
     for (const name of new Set([...Object.keys(t.vars), ...Object.keys(h.vars)])) {
+      if (missingSecrets.includes(name)) continue;
       if (!(name in h.vars)) out.push(`host ${t.name}: var ${name} is not in the plan`);
       else if (!(name in t.vars)) out.push(`host ${t.name}: var ${name} is in the plan but has no value now`);
       else if (varDigest(plan.salt, name, t.vars[name]) !== h.vars[name]) {

@@ -1,4 +1,5 @@
 /** `plan` and `apply`: the two commands that run a recipe against hosts. */
+import { loadVarsFile, parseVarArgs } from '../../recipe/vars.js';
 import { execFile } from 'node:child_process';
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
@@ -73,10 +74,12 @@ async function runCommand(mode: 'plan' | 'apply', recipeArg: string | undefined,
   if (!recipeFile) throw new InputError('apply needs a recipe, or --plan <file> (which names its recipe)');
   const opts: RunCli = saved ? { ...(saved.options as Partial<RunCli>), ...definedOnly(o), planVars: { cli: saved.vars.cli, file: saved.vars.file } } : o;
   if (o.out) await checkPlanOut(resolve(o.out));
-  const prep = await prepare(recipeFile, opts, tty ? (_r, missing) => askVars(missing) : undefined);
+  // apply --plan never asks: the plan was reviewed; what it needs (its secrets) is given on the command line.
+  const prep = await prepare(recipeFile, opts, tty && !saved ? (_r, missing) => askVars(missing) : undefined);
   prep.warnings.forEach((w) => out.warn(w));
   if (saved) {
-    const diffs = await planInputDifferences(saved, prep, resolve(o.plan!));
+    const given = new Set([...Object.keys(parseVarArgs(o.var ?? [])), ...(o.varsFile ? Object.keys(await loadVarsFile(resolve(o.varsFile))) : [])]);
+    const diffs = await planInputDifferences(saved, prep, resolve(o.plan!), given);
     if (saved.exitCode !== 0) diffs.unshift({ file: resolve(o.plan!), message: `the plan found problems when it was made (status ${saved.status}); nothing to apply: fix them and make a new plan` });
     if (diffs.length) {
       await prep.close();

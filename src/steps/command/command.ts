@@ -158,13 +158,19 @@ export const commandStep: StepType<CommandParams, CommandState, CommandUndo> = {
   async rollback(ctx, _p, undo) {
     await runChecked(ctx, undo.run, undo, `rollback command "${undo.run}"`);
   },
-  // What a command changes is unknown: it may write anything, `creates` only names what it
-  // leaves behind. Its check reads its guards; `unless` (any step's) is the engine's to count.
   undoSummary: (u) => (typeof u.run === 'string' ? `run ${JSON.stringify(u.run)}${str(u, 'user') ? ` as ${str(u, 'user')}` : ''}${str(u, 'cwd') ? ` in ${str(u, 'cwd')}` : ''}` : compact(u)),
   irreversibleWhy: 'a command without `rollback`',
   undoMismatch: (p, u) => (u.run === p.rollback && (u.user ?? undefined) === (p.user ?? undefined) && (u.cwd ?? undefined) === (p.cwd ?? undefined) ? undefined : "its undo data is not the step's own rollback command"),
   runsAs: (p) => p.user || undefined,
-  footprint: (p) => ({ reads: [p.creates, p.removes].filter((x): x is string => typeof x === 'string').map((x) => `path:${x}`), writes: [ANYTHING] }),
+  // A command with `creates`/`removes` is taken at its word for plans: it writes those paths, so the
+  // steps after it stay exactly planned (were it wrong, their check at their turn catches it and
+  // the run rolls back). Without either, it may write anything. Either way, once it ran, every
+  // batched read is dropped: what it really wrote is unknown. `unless` is the engine's to count.
+  footprint: (p) => {
+    const guards = [p.creates, p.removes].filter((x): x is string => typeof x === 'string').map((x) => `path:${x}`);
+    return { reads: guards, writes: guards.length ? guards : [ANYTHING] };
+  },
+  wrote: () => [ANYTHING],
   // A command cannot run in a folder that is gone, nor create its marker in one.
   gone: async (ctx, p) => {
     const dirs = [p.cwd, p.creates && posix.dirname(p.creates)].filter((d): d is string => typeof d === 'string' && d.startsWith('/'));

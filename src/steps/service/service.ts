@@ -33,6 +33,9 @@ export interface ServiceState {
 }
 
 /** The previous state of what the step changes: rollback converges back to it. */
+/** Where starting, stopping or enabling a service writes: runtime, state, logs, boot links. */
+const SERVICE_WRITES = ['/run', '/var/run', '/var/lib', '/var/log', '/var/cache', '/var/spool', '/tmp', '/etc/systemd/system', ...['0', '1', '2', '3', '4', '5', '6', 'S'].map((l) => `/etc/rc${l}.d`)].map((p) => `path:${p}`);
+
 export interface ServiceUndo {
   name: string;
   init: Init;
@@ -275,8 +278,10 @@ export const serviceStep: StepType<ServiceParams, ServiceState, ServiceUndo> = {
     const parts = [typeof u.running === 'boolean' ? (u.running ? 'running' : 'stopped') : '', str(u, 'enabled') ? `enabled: ${str(u, 'enabled')}` : ''].filter(Boolean);
     return `put ${u.name} back to ${parts.join(', ') || 'its previous state'}`;
   },
-  // Starting a service runs its own scripts: they may write files anywhere (pid files, logs,
-  // caches, even keys under /etc), but not accounts, crontabs or packages.
-  footprint: (p) => ({ reads: [`service:${p.name}`], writes: [`service:${p.name}`, 'path:*'] }),
+  // Starting or enabling a service writes its runtime and state files, logs and boot links: that is
+  // what plans assume, so configuration steps after it stay exactly planned. Its scripts may write
+  // anything else (ssh host keys on a first start), so once it ran every batched file read is dropped.
+  footprint: (p) => ({ reads: [`service:${p.name}`], writes: [`service:${p.name}`, ...SERVICE_WRITES] }),
+  wrote: () => ['path:*'],
   gone: async (ctx, p) => ((await checkService(ctx, p.name, initOf(ctx))).exists ? null : `service ${p.name} is no longer installed`),
 };
