@@ -216,6 +216,7 @@ describe('a plain apply installs with no dry run (StepContext.planUnseen)', () =
     const p = planPackage(params({ install: ['jq', 'hello=2.10-3'] }), { ...base, known: true });
     expect(p).toEqual({
       changed: true,
+      action: 'create',
       summary: 'install jq, hello 2.9-1 → 2.10-3 (with what apt adds to it)',
       undo: { purge: [], remove: [], reinstall: [], snapshot: true },
     });
