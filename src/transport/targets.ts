@@ -57,7 +57,7 @@ const hostSchema = z
   })
   .strict();
 
-const inventorySchema = z
+export const inventorySchema = z
   .object({
     defaults: z
       .object({ user: field('a user', true).optional(), port: portSchema.optional(), identity: field('an identity file', false).optional(), sudo: z.boolean().optional(), vars: varsSchema.optional() })

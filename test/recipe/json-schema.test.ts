@@ -5,7 +5,7 @@ import { Ajv } from 'ajv';
 import { describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
 import { InputError, loadRecipe } from '../../src/index.js';
-import { RECIPE_SCHEMA_FILE, schemaFiles } from '../tools/recipe-schema.js';
+import { INVENTORY_SCHEMA_FILE, RECIPE_SCHEMA_FILE, schemaFiles } from '../tools/recipe-schema.js';
 import { fixture, yaml } from './fixtures.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
@@ -126,5 +126,19 @@ describe('the JSON Schema and the loader agree', () => {
     expect(validate.errors ?? []).toEqual([]);
     expect(ok).toBe(true);
     expect(await loaderSays(text, lib)).toBe(true);
+  });
+});
+
+describe('the inventory JSON Schema', () => {
+  const check = new Ajv({ strict: true, allowUnionTypes: true, allErrors: true }).compile(JSON.parse(readFileSync(INVENTORY_SCHEMA_FILE, 'utf8')));
+  it('accepts an inventory as the docs write one, and one bootstrap saved', () => {
+    const doc = parse(
+      'defaults: { user: deploy, port: 22, identity: ~/.ssh/id_ed25519, sudo: true }\nhosts:\n  web1: { address: 203.0.113.10, groups: [web], vars: { server_name: a.example.com } }\n  db1: { address: 203.0.113.20, port: 2222, groups: [db] }\n  newbox: { address: 127.0.0.5, port: 2222, user: root, identity: ~/.ssh/id_ed25519, vars: { site_name: blog-1, site_port: 8080 } }\ngroups:\n  web: { vars: { upstream_port: 8080 } }\n',
+    );
+    expect(check(doc), JSON.stringify(check.errors)).toBe(true);
+  });
+  it('refuses a misspelled key and a port that is no port', () => {
+    expect(check(parse('hosts:\n  h1: { adress: 1.2.3.4 }\n'))).toBe(false);
+    expect(check(parse('hosts:\n  h1: { address: 1.2.3.4, port: 70000 }\n'))).toBe(false);
   });
 });

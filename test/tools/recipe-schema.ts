@@ -16,6 +16,7 @@ import { ignoreOverride, zodToJsonSchema, type Refs } from 'zod-to-json-schema';
 import { DURATION_HINT } from '../../src/duration.js';
 import { includeSchema, RECIPE_NAME, recipeSchema, retrySchema, stepCommonSchema } from '../../src/recipe/schema.js';
 import { stepTypes } from '../../src/steps/registry.js';
+import { inventorySchema } from '../../src/transport/targets.js';
 
 export const SCHEMA_DIR = fileURLToPath(new URL('../../schema/', import.meta.url));
 export const RECIPE_SCHEMA_FILE = join(SCHEMA_DIR, 'recipe.schema.json');
@@ -205,9 +206,23 @@ export function recipeJsonSchema(): string {
   return JSON.stringify(out, null, 2) + '\n';
 }
 
+export const INVENTORY_SCHEMA_FILE = join(SCHEMA_DIR, 'inventory.schema.json');
+
+/** The inventory, from the schema the loader checks inventories with. */
+export function inventoryJsonSchema(): string {
+  const out = {
+    $schema: 'http://json-schema.org/draft-07/schema#',
+    $id: 'https://hostsmith.invalid/inventory.schema.json',
+    title: 'hostsmith inventory',
+    description: 'Hosts, their groups and vars, and defaults for reaching them. Generated from the schema the loader checks inventories with (npm run recipe-schema).',
+    ...convert(inventorySchema),
+  };
+  return JSON.stringify(out, null, 2) + '\n';
+}
+
 /** Every file under schema/ this tool writes, with its text. */
 export function schemaFiles(): Record<string, string> {
-  return { [RECIPE_SCHEMA_FILE]: recipeJsonSchema() };
+  return { [RECIPE_SCHEMA_FILE]: recipeJsonSchema(), [INVENTORY_SCHEMA_FILE]: inventoryJsonSchema() };
 }
 
 if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
