@@ -36,7 +36,7 @@ describe('parseGroupCheck', () => {
 
 describe('group plan', () => {
   const touched = { group: ['app'], gshadow: ['app'] };
-  const cases: Array<[string, Record<string, unknown>, GroupState, { changed: boolean; summary: string; undo: unknown }, string]> = [
+  const cases: Array<[string, Record<string, unknown>, GroupState, { changed: boolean; action?: string; summary: string; undo: unknown }, string]> = [
     ['creates a group', {}, none, { changed: true, action: 'create', summary: 'create group app', undo: { backup: BK, touched } }, 'groupadd -- app'],
     ['creates a system group with a gid', { gid: 1500, system: true }, none, { changed: true, action: 'create', summary: 'create group app (gid 1500, system)', undo: { backup: BK, touched } }, 'groupadd -r -g 1500 -- app'],
     ['leaves a matching group alone', { gid: 1001 }, app(1001), { changed: false, summary: 'group app is as wanted (gid 1001)', undo: null }, ''],
