@@ -4,19 +4,7 @@
  * InputIssue at file:line:col.
  */
 import { relative, isAbsolute } from 'node:path';
-import {
-  isAlias,
-  isCollection,
-  isMap,
-  isPair,
-  isScalar,
-  isSeq,
-  LineCounter,
-  parseDocument,
-  type Document,
-  type Node as YamlNode,
-  type Scalar,
-} from 'yaml';
+import { isAlias, isCollection, isMap, isPair, isScalar, isSeq, LineCounter, parseDocument, type Document, type Node as YamlNode, type Scalar } from 'yaml';
 import type { InputIssue } from './errors.js';
 
 // ---- problems located by a path into the YAML document ----

@@ -24,7 +24,10 @@ const configSchema = z
   .object({
     concurrency: z.number().int().min(1).optional(),
     timeout: durationSchema.optional(),
-    retry: z.object({ attempts: z.number().int().min(1), delay: durationSchema.optional(), backoff: z.number().min(1).optional() }).strict().optional(),
+    retry: z
+      .object({ attempts: z.number().int().min(1), delay: durationSchema.optional(), backoff: z.number().min(1).optional() })
+      .strict()
+      .optional(),
     state_dir: pathSchema.optional(),
     known_hosts: pathSchema.optional(),
     accept_new_host_keys: z.boolean().optional(),

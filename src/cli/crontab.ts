@@ -96,7 +96,7 @@ export function removeEntry(text: string, name: string): { text: string; found: 
 
 /** A word for /bin/sh: single-quoted unless it is plainly safe. */
 export function shellQuote(s: string): string {
-  return /^[A-Za-z0-9_\/.,:=+@-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`;
+  return /^[A-Za-z0-9_/.,:=+@-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`;
 }
 
 /** The job line: the schedule, then the command with `%` escaped (cron turns a bare % into a line break). */
@@ -120,11 +120,7 @@ function crontabCmd(args: string[], input?: string): Promise<Ran> {
     child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
     child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
     child.on('error', (e: NodeJS.ErrnoException) =>
-      rej(
-        e.code === 'ENOENT'
-          ? new HostsmithError('the `crontab` command was not found: install cron (on Debian: apt-get install cron) and start its daemon; nothing was changed', 1)
-          : e,
-      ),
+      rej(e.code === 'ENOENT' ? new HostsmithError('the `crontab` command was not found: install cron (on Debian: apt-get install cron) and start its daemon; nothing was changed', 1) : e),
     );
     child.on('close', (code) => res({ code: code ?? 1, stdout, stderr }));
     child.stdin.on('error', () => {});

@@ -22,7 +22,8 @@ export async function journalSecrets(
     const raw = cli[name] ?? file[name];
     if (raw !== undefined) {
       const value = typeof raw === 'string' ? raw : JSON.stringify(raw);
-      if (!secretMatches(target, name, value)) throw new InputError(`${cli[name] !== undefined ? '--var' : '--vars-file'} ${name}=***: not the value run ${need.runId} was applied with (it does not match the digest the run journaled)`);
+      if (!secretMatches(target, name, value))
+        throw new InputError(`${cli[name] !== undefined ? '--var' : '--vars-file'} ${name}=***: not the value run ${need.runId} was applied with (it does not match the digest the run journaled)`);
       out[name] = value;
     } else if (need.tty) {
       out[name] = await askSecret(`${name} (secret; the value run ${need.runId} was applied with, needed to take back its steps)`, (s) =>

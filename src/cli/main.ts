@@ -68,7 +68,7 @@ export async function buildProgram(ctx: Ctx, argv: string[] = []): Promise<Comma
     .option('--no-color', 'no colors')
     .option('--verbose', 'more detail (diffs on apply, journal path)')
     // One short line and where to look, not the whole help (commander adds "did you mean").
-    .showHelpAfterError('(see `hostsmith --help`, or `hostsmith <command> --help` for a command\'s options)')
+    .showHelpAfterError("(see `hostsmith --help`, or `hostsmith <command> --help` for a command's options)")
     // Each command's help lists the options every command takes too (--json, --state-dir…).
     .configureHelp({ showGlobalOptions: true })
     .exitOverride();

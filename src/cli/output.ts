@@ -152,9 +152,7 @@ export class Output {
       }
       case 'rollback-finished':
         this.stopSpinner();
-        this.say(
-          `${prefix(e.host)}${SYMBOL[e.status]} rollback of ${one(e.step)}: ${e.status === 'rolled-back' ? this.paint(32, 'rolled back') : this.paint(31, `FAILED: ${multi(e.error)}`)}`,
-        );
+        this.say(`${prefix(e.host)}${SYMBOL[e.status]} rollback of ${one(e.step)}: ${e.status === 'rolled-back' ? this.paint(32, 'rolled back') : this.paint(31, `FAILED: ${multi(e.error)}`)}`);
         break;
       case 'watchdog':
         this.stopSpinner();
@@ -193,7 +191,11 @@ export class Output {
       body.forEach((b) => b.splice(6, 1));
     }
     const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)));
-    const fmt = (cells: string[]) => cells.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd();
+    const fmt = (cells: string[]) =>
+      cells
+        .map((c, i) => c.padEnd(widths[i]!))
+        .join('  ')
+        .trimEnd();
     this.say(fmt(head));
     body.forEach((b) => this.say(fmt(b)));
     this.say('');

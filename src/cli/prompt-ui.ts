@@ -34,9 +34,7 @@ export async function askVars(specs: VarSpec[]): Promise<Record<string, string>>
       return true;
     };
     answers[v.name] = await asked(
-      v.secret
-        ? password({ message, mask: '*', validate }, io)
-        : input({ message, default: v.default === undefined || v.default === null ? undefined : String(v.default), validate }, io),
+      v.secret ? password({ message, mask: '*', validate }, io) : input({ message, default: v.default === undefined || v.default === null ? undefined : String(v.default), validate }, io),
     );
   }
   return answers;

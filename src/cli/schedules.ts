@@ -81,7 +81,8 @@ export function createSettings(stateDir: string, s: Settings): string {
     try {
       linkSync(tmp, file);
     } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'EEXIST') throw new InputError(`a schedule named ${s.name} already exists (${file}): remove it first with \`hostsmith schedule remove ${s.name}\`, or pick another --name; nothing was changed`);
+      if ((e as NodeJS.ErrnoException).code === 'EEXIST')
+        throw new InputError(`a schedule named ${s.name} already exists (${file}): remove it first with \`hostsmith schedule remove ${s.name}\`, or pick another --name; nothing was changed`);
       throw e;
     }
   } finally {
@@ -175,9 +176,7 @@ function readOwner(file: string): { text: string; owner?: LockOwner } | undefine
   }
 }
 
-export type LockResult =
-  | { ok: true; release: () => void; cleared?: LockOwner | undefined }
-  | { ok: false; holder: LockOwner };
+export type LockResult = { ok: true; release: () => void; cleared?: LockOwner | undefined } | { ok: false; holder: LockOwner };
 
 function tryCreate(file: string, body: string): boolean {
   try {

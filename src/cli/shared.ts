@@ -13,7 +13,7 @@ const collect = (v: string, prev: string[] = []) => [...prev, v];
 export function addTargetOptions(c: Command): Command {
   return c
     .option('--hosts <list>', 'comma list of local, [user@]host[:port], inventory hosts and groups, all, globs (web*), !exclusions, &intersections')
-    .option('-l, --limit <list>', 'narrow --hosts (or the whole inventory) to these hosts or groups, as Ansible\'s --limit')
+    .option('-l, --limit <list>', "narrow --hosts (or the whole inventory) to these hosts or groups, as Ansible's --limit")
     .option('-i, --inventory <file>', 'inventory file (YAML)')
     .option('--identity <keyfile>', 'SSH private key to use')
     .option('--known-hosts <file>', 'known_hosts file (default ~/.ssh/known_hosts)')

@@ -48,7 +48,9 @@ export function parseAmount(option: '--batch' | '--max-fail', raw: string): Amou
 export function parseScope(raw: string): RollbackScope {
   const s = raw.trim() as RollbackScope;
   if (!ROLLBACK_SCOPES.includes(s)) {
-    throw new InputError(`--rollback-scope: "${raw}" is not one of ${ROLLBACK_SCOPES.join(', ')} (host: only the host that failed; batch: every host of its batch; fleet: every host of the run); nothing was contacted or changed`);
+    throw new InputError(
+      `--rollback-scope: "${raw}" is not one of ${ROLLBACK_SCOPES.join(', ')} (host: only the host that failed; batch: every host of its batch; fleet: every host of the run); nothing was contacted or changed`,
+    );
   }
   return s;
 }

@@ -106,10 +106,7 @@ function batchCause(reports: Record<string, HostReport>, firstFailed: string | u
 }
 
 /** Whether a batch's failures stop the run: always under scope fleet, else past the --max-fail budget. */
-function stopReason<Target extends { name: string }>(
-  run: BatchRun<Target>,
-  batch: { index: number; size: number; failed: string[]; cause: Cause },
-): Stop | undefined {
+function stopReason<Target extends { name: string }>(run: BatchRun<Target>, batch: { index: number; size: number; failed: string[]; cause: Cause }): Stop | undefined {
   const { runId, batches, scope, maxFail } = run;
   const { index, size, failed, cause } = batch;
   const budget = failBudget(maxFail, size);
@@ -119,7 +116,10 @@ function stopReason<Target extends { name: string }>(
     return { why: `batch ${index + 1} of ${batches.length}: ${list}, and --rollback-scope fleet rolled back every host of the run, so no later batch started; ${fix}`, cause };
   }
   if (failed.length > budget) {
-    return { why: `batch ${index + 1} of ${batches.length}: ${list}, more than --max-fail ${maxFail?.given ?? '∞'} allows (${budget} in a batch of ${size}), so no later batch started; ${fix}`, cause };
+    return {
+      why: `batch ${index + 1} of ${batches.length}: ${list}, more than --max-fail ${maxFail?.given ?? '∞'} allows (${budget} in a batch of ${size}), so no later batch started; ${fix}`,
+      cause,
+    };
   }
   return undefined;
 }
@@ -128,12 +128,7 @@ function stopReason<Target extends { name: string }>(
  * Lets held hosts go: with a cause, each is rolled back first (newest change first, every
  * rollback attempted), then its lock released, its connection closed and its host-finished written.
  */
-async function settle<Target extends { name: string }>(
-  run: BatchRun<Target>,
-  held: Map<string, RollBackLater>,
-  names: string[],
-  because?: { cause: Cause; why: 'batch' | 'fleet' },
-): Promise<void> {
+async function settle<Target extends { name: string }>(run: BatchRun<Target>, held: Map<string, RollBackLater>, names: string[], because?: { cause: Cause; why: 'batch' | 'fleet' }): Promise<void> {
   const mine = names.filter((name) => held.has(name));
   await pool(mine, run.concurrency, async (name) => {
     const rollBackLater = held.get(name)!;

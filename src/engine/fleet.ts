@@ -78,7 +78,6 @@ export interface RunRecipeOptions {
   confirmMs?: number;
 }
 
-
 /** How the hosts are cut into batches and which roll back together; a plan: one batch, scope host. */
 interface FleetShape {
   scope: RollbackScope;

@@ -135,7 +135,11 @@ export async function stateNow(ctx: StepContext, ready: Pick<JournaledStep, 'typ
 export async function rollBackJournaled(on: JournaledHost, ready: JournaledStep, rec: Recorder, eventRunId: string): Promise<boolean> {
   const { step } = ready;
   const ctx = contextOf(on, step, ready.sudo);
-  return rollBackStep(rec, { host: on.host.name, runId: eventRunId }, { spec: { name: step.name, type: step.type }, type: ready.type, params: ready.params, undo: ready.undo, summary: step.summary, ctx });
+  return rollBackStep(
+    rec,
+    { host: on.host.name, runId: eventRunId },
+    { spec: { name: step.name, type: step.type }, type: ready.type, params: ready.params, undo: ready.undo, summary: step.summary, ctx },
+  );
 }
 
 /** Content a run resolved locally is journaled by digest only: such a step cannot be applied again from the journal. */
@@ -174,7 +178,9 @@ export async function handlersAgain(on: JournaledHost, due: HandlersDue): Promis
   for (const handler of ran.values()) {
     const why = await handlerAgain(on, handler, due);
     if (why !== undefined) {
-      errors.push(`handler "${handler.name}" could not run again after the rollback: ${why} — the rolled-back files are in place, but the service may still run what the run had set up: run the handler by hand`);
+      errors.push(
+        `handler "${handler.name}" could not run again after the rollback: ${why} — the rolled-back files are in place, but the service may still run what the run had set up: run the handler by hand`,
+      );
     }
   }
   return { ok: errors.length === 0, errors };
@@ -243,7 +249,9 @@ async function handlerAgain(on: JournaledHost, handler: StepState, due: Handlers
 export async function stopLeftovers(t: ShellTransport, runId: string, sudo: boolean): Promise<string[]> {
   const r = await t.exec(leftoversScript(runId), { sudo });
   if (r.code === PACKAGES_BUSY) {
-    throw new HostsmithError(`${t.name}: apt or dpkg of run ${runId} is still running after ${PACKAGE_WAIT_S / 60} minutes (${r.stdout.trim()}); it was not stopped, as that would break the package database: wait for it to end, then run this again`);
+    throw new HostsmithError(
+      `${t.name}: apt or dpkg of run ${runId} is still running after ${PACKAGE_WAIT_S / 60} minutes (${r.stdout.trim()}); it was not stopped, as that would break the package database: wait for it to end, then run this again`,
+    );
   }
   if (r.code !== 0) throw new HostsmithError(`${t.name}: could not look for commands the run left running: ${r.stderr.trim() || `exit ${r.code}`}`);
   return leftoversReport(r.stdout);

@@ -404,7 +404,12 @@ export function parseJournal(text: string, file: string): { entries: ReadEntry[]
       problems.push(
         last
           ? { file, line, kind: 'torn', message: 'the last entry was cut short (the controller stopped while writing it): skipped' }
-          : { file, line, kind: 'invalid', message: `not a journal entry (not JSON${raw.length > 80 ? '' : `: ${JSON.stringify(raw)}`}); a write that failed part-way (a full disk) leaves such a line` },
+          : {
+              file,
+              line,
+              kind: 'invalid',
+              message: `not a journal entry (not JSON${raw.length > 80 ? '' : `: ${JSON.stringify(raw)}`}); a write that failed part-way (a full disk) leaves such a line`,
+            },
       );
       return;
     }

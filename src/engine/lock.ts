@@ -211,9 +211,7 @@ async function holderVerdict(holder: string, o: { host: string; path: string; cl
     );
   }
   const state: ControllerState =
-    run && owner.controller === o.probe.here && run.pid !== owner.pid
-      ? { kind: 'gone', why: `its journal names pid ${run.pid}, not the lock's pid ${owner.pid}` }
-      : controllerState(owner, o.probe);
+    run && owner.controller === o.probe.here && run.pid !== owner.pid ? { kind: 'gone', why: `its journal names pid ${run.pid}, not the lock's pid ${owner.pid}` } : controllerState(owner, o.probe);
   switch (state.kind) {
     case 'running':
       return `Run ${id} is still running on this controller (pid ${owner.pid}): wait for it to finish (${show} shows how far it got).`;
@@ -238,13 +236,11 @@ async function holderVerdict(holder: string, o: { host: string; path: string; cl
  * Its errors do not name the host: the caller adds them to the host's own error.
  */
 export async function releaseLock(t: Transport, path: string, runId: string, sudo: boolean): Promise<void> {
-  let r;
+  let r: Awaited<ReturnType<Transport['exec']>>;
   try {
     r = await t.exec(releaseScript(path, runId), { sudo });
   } catch (e) {
-    throw new HostsmithError(
-      `the run lock could not be released (${errorMessage(e)}): remove ${path} on the host once you have checked that no hostsmith run is active there`,
-    );
+    throw new HostsmithError(`the run lock could not be released (${errorMessage(e)}): remove ${path} on the host once you have checked that no hostsmith run is active there`);
   }
   const [first = '', ...rest] = r.stdout.split('\n');
   if (r.code === 0 && (first === 'RELEASED' || first === 'GONE')) return;
@@ -255,7 +251,5 @@ export async function releaseLock(t: Transport, path: string, runId: string, sud
         `Check which run holds it (\`hostsmith history --host ${t.name}\`); remove it by hand only if no run is active.`,
     );
   }
-  throw new HostsmithError(
-    `the run lock could not be released (${r.stderr.trim() || `exit ${r.code}`}): remove ${path} on the host once you have checked that no hostsmith run is active there`,
-  );
+  throw new HostsmithError(`the run lock could not be released (${r.stderr.trim() || `exit ${r.code}`}): remove ${path} on the host once you have checked that no hostsmith run is active there`);
 }

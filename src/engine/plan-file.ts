@@ -150,7 +150,9 @@ export async function planInputDifferences(plan: PlanValue, now: { recipe: Recip
   if (extra.length) out.push(`hosts targeted now but not in the plan: ${extra.join(', ')}`);
   const missingSecrets = secretsGiven ? plan.vars.secret.filter((n) => !secretsGiven.has(n)) : [];
   if (missingSecrets.length) {
-    out.push(`secret var${missingSecrets.length > 1 ? 's' : ''} ${missingSecrets.join(', ')} missing: a saved plan never holds a secret's value; give ${missingSecrets.length > 1 ? 'them' : 'it'} again with --var ${missingSecrets[0]}=… or --vars-file (checked against the plan's digest)`);
+    out.push(
+      `secret var${missingSecrets.length > 1 ? 's' : ''} ${missingSecrets.join(', ')} missing: a saved plan never holds a secret's value; give ${missingSecrets.length > 1 ? 'them' : 'it'} again with --var ${missingSecrets[0]}=… or --vars-file (checked against the plan's digest)`,
+    );
   }
   for (const t of now.targets) {
     const h = plan.hosts[t.name];

@@ -79,7 +79,11 @@ export function varDigest(salt: string, name: string, value: unknown): string {
 }
 
 export function varDigests(salt: string, vars: Record<string, unknown>): Record<string, string> {
-  return Object.fromEntries(Object.keys(vars).sort().map((k) => [k, varDigest(salt, k, vars[k])]));
+  return Object.fromEntries(
+    Object.keys(vars)
+      .sort()
+      .map((k) => [k, varDigest(salt, k, vars[k])]),
+  );
 }
 
 export function stepValueOf(p: PlannedStep, handler: boolean): PlanStepValue {
@@ -132,7 +136,11 @@ export function staleSteps(expected: PlanHost, now: PlannedStep[]): string[] {
   const seen = new Set<string>();
   for (const p of now) {
     seen.add(p.spec.name);
-    const why = stepDifference(expected.steps.find((s) => s.name === p.spec.name), p, false);
+    const why = stepDifference(
+      expected.steps.find((s) => s.name === p.spec.name),
+      p,
+      false,
+    );
     if (why) out.push(`step "${p.spec.name}": ${why}`);
   }
   for (const s of expected.steps) {

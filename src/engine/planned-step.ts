@@ -25,4 +25,3 @@ export interface PlannedStep {
   /** For apply: what it takes to make the change. Absent unless status is planned. */
   work?: { type: StepType; ctx: StepContext; params: unknown; plan: Plan<unknown>; state: unknown };
 }
-

@@ -172,7 +172,10 @@ export class Probes {
 
 /** One exec: every noted command run as its own exec would be; their results are cached. */
 async function runBatch(transport: ShellTransport, items: Array<[string, { cmdline: string; stdin: Buffer }]>, cache: Prefetched): Promise<void> {
-  const results = await execBatch(transport, items.map(([, item]) => item));
+  const results = await execBatch(
+    transport,
+    items.map(([, item]) => item),
+  );
   results.forEach((result, i) => {
     if (result) cache.put(items[i]![0], result, items[i]![1].stdin);
   });
@@ -240,12 +243,18 @@ export async function execBatch(transport: ShellTransport, items: Array<{ cmdlin
   const at2 = at1 < 0 ? -1 : raw.indexOf(mark, at1 + mark.length);
   if (at2 < 0) return out;
   const codes = new Map<number, number>();
-  for (const line of raw.subarray(at0 + mark.length, at1).toString('latin1').split('\n')) {
+  for (const line of raw
+    .subarray(at0 + mark.length, at1)
+    .toString('latin1')
+    .split('\n')) {
     const m = /^(\d+) (\d+)$/.exec(line);
     if (m) codes.set(Number(m[1]), Number(m[2]));
   }
   const sizes = new Map<string, number>();
-  for (const line of raw.subarray(at1 + mark.length, at2).toString('latin1').split('\n')) {
+  for (const line of raw
+    .subarray(at1 + mark.length, at2)
+    .toString('latin1')
+    .split('\n')) {
     const m = /^\s*(\d+) ([oe]\d+)$/.exec(line);
     if (m) sizes.set(m[2]!, Number(m[1]));
   }

@@ -60,7 +60,13 @@ export function prunedMessage(t: Tombstone): string {
 
 /** Why `runId` has no journal, when prune removed it; undefined when its journal is there or it was never pruned. */
 export async function prunedNote(stateDir: string, runId: string): Promise<string | undefined> {
-  if (await stat(journalFile(stateDir, runId)).then(() => true, () => false)) return undefined;
+  if (
+    await stat(journalFile(stateDir, runId)).then(
+      () => true,
+      () => false,
+    )
+  )
+    return undefined;
   const t = await readTombstone(stateDir, runId);
   return t ? prunedMessage(t) : undefined;
 }
@@ -100,7 +106,8 @@ export async function selectPrune(stateDir: string, olderThanMs: number, o: { no
     if (!run) continue;
     const started = Date.parse(run.startedAt);
     if (!Number.isFinite(started) || started >= cutoff) continue;
-    const controller = run.status === 'open' ? controllerState({ controller: run.controller, pid: run.pid, since: run.startedAt, runId: run.runId }, o.probe ?? localProbe) : ({ kind: 'elsewhere' } as const);
+    const controller =
+      run.status === 'open' ? controllerState({ controller: run.controller, pid: run.pid, since: run.startedAt, runId: run.runId }, o.probe ?? localProbe) : ({ kind: 'elsewhere' } as const);
     const phase = runPhase(run, controller);
     const c: PruneCandidate = { run, phase };
     if (phase === 'running') c.keep = `still running (pid ${run.pid})`;

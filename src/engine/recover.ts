@@ -23,7 +23,7 @@
 import { ConnectError, HostsmithError, InputError, errorMessage } from '../errors.js';
 import type { ShellTransport } from '../transport/base.js';
 import { controllerState, localProbe, type ControllerProbe } from './controller.js';
-import { type Counts, type Emit, type HostStatus } from './events.js';
+import type { Counts, Emit, HostStatus } from './events.js';
 import { gatherFacts } from './facts.js';
 import { contextOf, handlersAgain, holdsMask, journaledStep, rollBackJournaled, stateNow, stopLeftovers, type JournaledHost, type JournaledStep, type SecretDigests } from './journal-steps.js';
 import { Journal, listRunIds, readJournal } from './journal.js';
@@ -54,7 +54,7 @@ export async function openRuns(stateDir: string, probe: ControllerProbe = localP
   for (const id of await listRunIds(stateDir)) {
     const j = await readJournal(stateDir, id).catch(() => undefined);
     const run = j && replay(j.entries);
-    if (!run || run.status !== 'open') continue;
+    if (run?.status !== 'open') continue;
     const controller = openRunController(run, probe);
     out.push({ run, controller, phase: runPhase(run, controller) });
   }
@@ -97,7 +97,10 @@ export async function loadRecover(stateDir: string, runId: string, o: { force?: 
   const c = openRunController(run, o.probe);
   if (c.kind === 'running') {
     const who = run.recoverers.length ? 'a recover of it' : 'its controller';
-    throw new HostsmithError(`run ${runId} is still running: ${who} (pid ${run.recoverers.at(-1)?.pid ?? run.pid}) is alive on this machine. Wait for it to finish; recover only finishes runs whose controller is gone.`, 2);
+    throw new HostsmithError(
+      `run ${runId} is still running: ${who} (pid ${run.recoverers.at(-1)?.pid ?? run.pid}) is alive on this machine. Wait for it to finish; recover only finishes runs whose controller is gone.`,
+      2,
+    );
   }
   if (c.kind === 'elsewhere' && !o.force) {
     throw new HostsmithError(
@@ -247,8 +250,7 @@ async function recoverHost(work: RecoverHost, run: RecoverRun): Promise<RecoverH
     run.frame.emit({ event: 'host-connected', runId, time: isoNow(), host: name, facts });
     // The run's own lock, taken over (or taken again where it is gone, e.g. a host that rebooted).
     const steps = [...work.inFlight, ...work.rollBack];
-    const lockSudo =
-      facts.user !== 'root' && (work.host.target?.sudo === true || (work.host.lock?.startsWith(`${ROOT_LOCK_DIR}/`) ?? false) || steps.some((step) => step.sudo === true));
+    const lockSudo = facts.user !== 'root' && (work.host.target?.sudo === true || (work.host.lock?.startsWith(`${ROOT_LOCK_DIR}/`) ?? false) || steps.some((step) => step.sudo === true));
     const backupDir = work.host.backupDir ?? '';
     const base = backupDir.endsWith(`/backups/${runId}`) ? backupDir.slice(0, -`/backups/${runId}`.length) : '/var/lib/hostsmith';
     try {
@@ -329,7 +331,14 @@ async function rollBackLeft(on: JournaledHost, work: RecoverHost, left: LeftOnHo
     else await rollBack(journaled.ready);
   }
 
-  const again = await handlersAgain(on, { rolledBack: [...rolledBack, ...rolledBackBefore(on.host, rolledBack)], skip: handlersRunAgain(on.host, rolledBack), secrets: run.target.secrets, given: run.given, rec, eventRunId: on.runId });
+  const again = await handlersAgain(on, {
+    rolledBack: [...rolledBack, ...rolledBackBefore(on.host, rolledBack)],
+    skip: handlersRunAgain(on.host, rolledBack),
+    secrets: run.target.secrets,
+    given: run.given,
+    rec,
+    eventRunId: on.runId,
+  });
   for (const error of again.errors) problem(report, 'handlers', error);
 }
 
@@ -340,7 +349,18 @@ async function rollBackLeft(on: JournaledHost, work: RecoverHost, left: LeftOnHo
 async function inFlightChanged(on: JournaledHost, step: StepState, left: LeftOnHost): Promise<JournaledStep | undefined> {
   const { rec, run, report } = left;
   const closeUnchanged = async (why: string) => {
-    await rec.write({ kind: 'step-finished', time: isoNow(), host: on.host.name, step: step.name, type: step.type, status: 'failed', summary: step.summary, changed: false, durationMs: 0, error: why });
+    await rec.write({
+      kind: 'step-finished',
+      time: isoNow(),
+      host: on.host.name,
+      step: step.name,
+      type: step.type,
+      status: 'failed',
+      summary: step.summary,
+      changed: false,
+      durationMs: 0,
+      error: why,
+    });
     report.untouched.push(step.name);
   };
   if (step.afterRollback || run.target.run.mode === 'undo') {
@@ -385,7 +405,9 @@ function handlersRunAgain(host: HostState, now: StepState[]): Set<string> {
     .sort()
     .at(-1);
   const nowDue = new Set(now.flatMap((step) => step.notifies ?? []));
-  return new Set(host.steps.filter((step) => step.afterRollback && step.status === 'changed' && lastBefore && (step.finishedAt ?? '') >= lastBefore && !nowDue.has(step.name)).map((step) => step.name));
+  return new Set(
+    host.steps.filter((step) => step.afterRollback && step.status === 'changed' && lastBefore && (step.finishedAt ?? '') >= lastBefore && !nowDue.has(step.name)).map((step) => step.name),
+  );
 }
 
 /**
@@ -398,15 +420,32 @@ async function settleWatchdog(on: Pick<JournaledHost, 'host' | 'transport' | 'ru
   const { host, transport, runId } = on;
   const done = new Set<string>();
   const watchdog = host.watchdog;
-  if (!watchdog || watchdog.state !== 'armed') return done;
+  if (watchdog?.state !== 'armed') return done;
   const claim = await claimWatchdog(transport, sudo, watchdog.dir);
   if (claim !== 'fired') {
-    await rec.write({ kind: 'watchdog', event: 'disarmed', time: isoNow(), host: host.name, dir: watchdog.dir, error: claim === 'claimed' ? 'taken over by recover before its time ran out' : 'gone when recover looked' });
+    await rec.write({
+      kind: 'watchdog',
+      event: 'disarmed',
+      time: isoNow(),
+      host: host.name,
+      dir: watchdog.dir,
+      error: claim === 'claimed' ? 'taken over by recover before its time ran out' : 'gone when recover looked',
+    });
     return done;
   }
   const fired = await awaitWatchdog(transport, sudo, watchdog.dir, watchdog.steps);
   if (typeof fired !== 'object') return done;
-  await rec.write({ kind: 'watchdog', event: 'fired', time: isoNow(), host: host.name, dir: watchdog.dir, result: fired.result, rolledBack: fired.ok, failed: fired.failed, ...(fired.log ? { log: fired.log } : {}) });
+  await rec.write({
+    kind: 'watchdog',
+    event: 'fired',
+    time: isoNow(),
+    host: host.name,
+    dir: watchdog.dir,
+    result: fired.result,
+    rolledBack: fired.ok,
+    failed: fired.failed,
+    ...(fired.log ? { log: fired.log } : {}),
+  });
   // Handlers it ran again after a full rollback are settled with it, as the run itself would.
   const handlers = fired.result === 'rolled-back' ? host.steps.filter((step) => step.handler && step.completed && !step.afterRollback).map((step) => step.name) : [];
   for (const name of [...fired.ok, ...handlers]) {

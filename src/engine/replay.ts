@@ -283,7 +283,7 @@ function rollbackStarted(replaying: Replaying, entry: Of<'rollback-started'>, at
 
 function rollbackFinished(run: RunState, entry: Of<'rollback-finished'>, at: string): void {
   const step = findLast(hostOf(run, entry.host).steps, (s) => s.name === entry.step && s.rollback?.status === 'in-flight');
-  if (!step || !step.rollback) {
+  if (!step?.rollback) {
     run.anomalies.push(`${at}: rollback of step "${entry.step}" on ${entry.host} finished without a rollback-started`);
     return;
   }

@@ -19,7 +19,10 @@ import { Masker } from './mask.js';
 type Of<K extends JournalEntry['kind']> = Extract<JournalEntry, { kind: K }>;
 
 export function newRunId(): string {
-  const t = new Date().toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z');
+  const t = new Date()
+    .toISOString()
+    .replace(/[-:]/g, '')
+    .replace(/\.\d+Z$/, 'Z');
   return `${t}-${randomBytes(3).toString('hex')}`;
 }
 

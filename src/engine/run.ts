@@ -148,15 +148,7 @@ async function rollBackHost(hostRun: HostRun, how: { interrupted?: boolean; beca
   if (!again.ok) rollback.complete = false;
   const unrecorded = state.journalBroken !== undefined || hostRun.rec.failedWrites.some((kind) => kind.startsWith('rollback'));
   const status: HostStatus =
-    !rollback.complete || unrecorded
-      ? 'rollback-incomplete'
-      : how.becauseOfAnother || how.byWatchdog
-        ? 'rolled-back'
-        : interrupted
-          ? 'interrupted'
-          : state.completed.length
-            ? 'rolled-back'
-            : 'failed';
+    !rollback.complete || unrecorded ? 'rollback-incomplete' : how.becauseOfAnother || how.byWatchdog ? 'rolled-back' : interrupted ? 'interrupted' : state.completed.length ? 'rolled-back' : 'failed';
   const note = state.journalBroken
     ? `; the journal could not be written, so the run stopped before the next change${state.completed.length ? ` (${rollback.complete ? 'every completed step was rolled back on the host' : 'see the rollback errors above'}, but the journal may not record it)` : ''} — free space in the state dir or pass --state-dir, then check \`hostsmith show ${options.runId}\``
     : '';
@@ -179,16 +171,20 @@ async function lockoutProtection(hostRun: HostRun, confirm: ConfirmOptions): Pro
   const rootBackupDir = options.backupDirFor(true);
   const at = { host: options.host, runId: options.runId, init: options.facts.init };
   try {
-    return await protect(state.completed, {
-      ...at,
-      transport: options.transport as ShellTransport,
-      rec: hostRun.rec,
-      handlers: options.recipe.handlers,
-      sudo: env.baseSudo,
-      scope: () => hostScope(env, state.results),
-      rootBackupDir,
-      reconnectMs: reconnectBudget(options),
-    }, confirm);
+    return await protect(
+      state.completed,
+      {
+        ...at,
+        transport: options.transport as ShellTransport,
+        rec: hostRun.rec,
+        handlers: options.recipe.handlers,
+        sudo: env.baseSudo,
+        scope: () => hostScope(env, state.results),
+        rootBackupDir,
+        reconnectMs: reconnectBudget(options),
+      },
+      confirm,
+    );
   } catch (e) {
     const why = `lockout protection failed before it could confirm (${errorMessage(e)})`;
     if (!(e instanceof ConnectError)) return { kind: 'failed', why };
@@ -248,7 +244,11 @@ async function stepTurn(hostRun: HostRun, spec: StepSpec): Promise<void> {
   rec.emit({ event: 'step-started', runId: options.runId, time: now(), host: options.host, step: spec.name, type: spec.type });
   let planned = await planStep(state, planInputs(hostRun), spec);
   if (options.mode === 'apply' && options.expected && planned.status !== 'failed') {
-    const why = stepDifference(options.expected.steps.find((s) => s.name === spec.name), planned, true);
+    const why = stepDifference(
+      options.expected.steps.find((s) => s.name === spec.name),
+      planned,
+      true,
+    );
     if (why) planned = { ...planned, status: 'failed', work: undefined, error: `not applied: ${why}. Nothing was written for this step; make a new plan` };
   }
   state.planned.push(planned);
@@ -270,7 +270,18 @@ async function stepTurn(hostRun: HostRun, spec: StepSpec): Promise<void> {
     if (e instanceof JournalError) state.journalBroken = error;
     else if (mark.journaled) {
       await rec
-        .write({ kind: 'step-finished', time: now(), host: options.host, step: spec.name, type: spec.type, status: 'failed', summary: planned.summary, changed: false, durationMs: Date.now() - started, error })
+        .write({
+          kind: 'step-finished',
+          time: now(),
+          host: options.host,
+          step: spec.name,
+          type: spec.type,
+          status: 'failed',
+          summary: planned.summary,
+          changed: false,
+          durationMs: Date.now() - started,
+          error,
+        })
         .catch((je: unknown) => {
           state.journalBroken = errorMessage(je);
         });
@@ -336,7 +347,20 @@ async function handlersAgain(hostRun: HostRun): Promise<{ ok: boolean }> {
     if (options.abortRollback?.aborted) return { ok: false };
     const started = Date.now();
     const event = (status: StepStatus, summary: string, error?: string) =>
-      rec.emit({ event: 'step-finished', runId: options.runId, time: now(), host: options.host, step: spec.name, type: spec.type, status, summary: `after rollback: ${summary}`, irreversible: false, durationMs: Date.now() - started, handler: true, ...(error ? { error } : {}) });
+      rec.emit({
+        event: 'step-finished',
+        runId: options.runId,
+        time: now(),
+        host: options.host,
+        step: spec.name,
+        type: spec.type,
+        status,
+        summary: `after rollback: ${summary}`,
+        irreversible: false,
+        durationMs: Date.now() - started,
+        handler: true,
+        ...(error ? { error } : {}),
+      });
     rec.emit({ event: 'step-started', runId: options.runId, time: now(), host: options.host, step: spec.name, type: spec.type });
     try {
       const planned = await planStep(state, planInputs(hostRun), spec);
@@ -356,7 +380,11 @@ async function handlersAgain(hostRun: HostRun): Promise<{ ok: boolean }> {
     } catch (e) {
       if (e instanceof ConnectError) throw e;
       ok = false;
-      event('failed', `handler "${spec.name}" could not run again`, `${errorMessage(e)} — the rolled-back files are in place, but the service may still run what the run had set up: run the handler by hand`);
+      event(
+        'failed',
+        `handler "${spec.name}" could not run again`,
+        `${errorMessage(e)} — the rolled-back files are in place, but the service may still run what the run had set up: run the handler by hand`,
+      );
     }
   }
   return { ok };

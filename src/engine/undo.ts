@@ -206,10 +206,7 @@ async function driftOf(on: JournaledHost, ready: ReadyStep): Promise<string | un
  * Step 2: connects to each host and checks each step to undo. `given`: secret values, already
  * checked against their digests. Writes nothing.
  */
-export async function readHosts(
-  target: UndoTarget,
-  options: { connect(host: HostState): Promise<ShellTransport>; secrets?: Record<string, string>; concurrency?: number },
-): Promise<HostCheck[]> {
+export async function readHosts(target: UndoTarget, options: { connect(host: HostState): Promise<ShellTransport>; secrets?: Record<string, string>; concurrency?: number }): Promise<HostCheck[]> {
   const given = options.secrets ?? {};
   const checks: HostCheck[] = target.hosts.map((undo) => ({ name: undo.host.name, host: undo.host, ready: [], problems: [] }));
   await pool([...checks.keys()], options.concurrency ?? 10, async (index) => {
@@ -383,7 +380,8 @@ async function undoHost(check: HostCheck, run: UndoRun): Promise<UndoHostReport>
     });
   }
   if (report.status === 'ok' && (report.skippedSteps.length || report.failed)) report.status = 'rollback-incomplete';
-  if (report.status === 'rollback-incomplete' && !report.error) report.error = `${check.name}: not everything was put back: ${report.skippedSteps.map((skipped) => `${skipped.step} (${skipped.why})`).join('; ')}`;
+  if (report.status === 'rollback-incomplete' && !report.error)
+    report.error = `${check.name}: not everything was put back: ${report.skippedSteps.map((skipped) => `${skipped.step} (${skipped.why})`).join('; ')}`;
   return report;
 }
 

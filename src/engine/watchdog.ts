@@ -119,12 +119,7 @@ export async function armWatchdog(transport: ShellTransport, sudo: boolean, dir:
 export async function claimWatchdog(transport: ShellTransport, sudo: boolean, dir: string): Promise<'claimed' | 'fired' | 'gone'> {
   const d = quote(dir);
   const r = await transport.exec(
-    [
-      `[ -d ${d} ] || exit 4`,
-      `mkdir ${d}/claim 2>/dev/null || exit 3`,
-      `pid=$(cat ${d}/pid 2>/dev/null); if [ -n "$pid" ]; then kill -TERM -"$pid" 2>/dev/null; fi`,
-      `rm -rf -- ${d}`,
-    ].join('\n'),
+    [`[ -d ${d} ] || exit 4`, `mkdir ${d}/claim 2>/dev/null || exit 3`, `pid=$(cat ${d}/pid 2>/dev/null); if [ -n "$pid" ]; then kill -TERM -"$pid" 2>/dev/null; fi`, `rm -rf -- ${d}`].join('\n'),
     { sudo },
   );
   if (r.code === 0) return 'claimed';
@@ -136,7 +131,9 @@ export async function claimWatchdog(transport: ShellTransport, sudo: boolean, di
 /** The watchdog's outcome once it has one; 'running' while it sleeps or rolls back; 'gone' without a folder. */
 export async function readWatchdog(transport: ShellTransport, sudo: boolean, dir: string, names: string[]): Promise<Fired | 'running' | 'gone'> {
   const d = quote(dir);
-  const r = await transport.exec(`if [ -f ${d}/result ]; then cat ${d}/result; echo ---; cat ${d}/steps; echo ---; tail -c 3000 ${d}/log; elif [ -d ${d} ]; then echo running; else echo gone; fi`, { sudo });
+  const r = await transport.exec(`if [ -f ${d}/result ]; then cat ${d}/result; echo ---; cat ${d}/steps; echo ---; tail -c 3000 ${d}/log; elif [ -d ${d} ]; then echo running; else echo gone; fi`, {
+    sudo,
+  });
   if (r.code !== 0) throw new Error(`could not read the watchdog in ${dir}: ${tail(r.stderr) || `exit ${r.code}`}`);
   const out = r.stdout;
   if (out.trim() === 'running') return 'running';
@@ -244,7 +241,10 @@ export async function protect(completed: Completed[], inputs: ProtectInputs, con
   const say = (what: 'armed' | 'confirmed' | 'disarmed' | 'fired' | 'waiting', message: string) => rec.emit({ event: 'watchdog', runId, time: now(), host, what, message });
   await rec.write({ kind: 'watchdog', event: 'armed', time: now(), host, dir, seconds, deadline: new Date(deadline).toISOString(), steps: names });
   await armWatchdog(transport, sudo, dir, watchdogFiles(dir, seconds, parts.steps, parts.handlers));
-  say('armed', `watchdog armed: the host rolls this run back by itself at ${new Date(deadline).toISOString()} unless confirmed; checking a new login${confirm.verify.length ? ` and ${confirm.verify.length} verify command(s)` : ''}`);
+  say(
+    'armed',
+    `watchdog armed: the host rolls this run back by itself at ${new Date(deadline).toISOString()} unless confirmed; checking a new login${confirm.verify.length ? ` and ${confirm.verify.length} verify command(s)` : ''}`,
+  );
   if (process.env.HOSTSMITH_FAULT_KILL_AFTER_ARM === '1') process.kill(process.pid, 'SIGKILL');
   // Fault injection: the run's own link goes, as a firewall rule the run added would take it.
   if (process.env.HOSTSMITH_FAULT_CUT_AFTER_ARM === '1') (transport as { cutForTest?(): void }).cutForTest?.();
@@ -309,7 +309,11 @@ export async function protect(completed: Completed[], inputs: ProtectInputs, con
   }
   const fired = await awaitWatchdog(transport, sudo, dir, names);
   if (fired === 'gone' || fired === 'timeout') {
-    return { kind: 'failed', why: `${why}; the watchdog ${fired === 'gone' ? 'left no outcome' : 'had not finished after 30 minutes'}`, fired: { result: 'rollback-incomplete', ok: [], failed: names, log: '' } };
+    return {
+      kind: 'failed',
+      why: `${why}; the watchdog ${fired === 'gone' ? 'left no outcome' : 'had not finished after 30 minutes'}`,
+      fired: { result: 'rollback-incomplete', ok: [], failed: names, log: '' },
+    };
   }
   await rec.write({ kind: 'watchdog', event: 'fired', time: now(), host, dir, result: fired.result, rolledBack: fired.ok, failed: fired.failed, ...(fired.log ? { log: fired.log } : {}) });
   await removeWatchdog(transport, sudo, dir);
@@ -321,10 +325,13 @@ export async function protect(completed: Completed[], inputs: ProtectInputs, con
 function within(pending: Promise<ShellTransport>, ms: number, what: string): Promise<ShellTransport> {
   return new Promise<ShellTransport>((res, rej) => {
     let late = false;
-    const timer = setTimeout(() => {
-      late = true;
-      rej(new Error(`${what} took longer than the confirmation time`));
-    }, Math.max(0, ms));
+    const timer = setTimeout(
+      () => {
+        late = true;
+        rej(new Error(`${what} took longer than the confirmation time`));
+      },
+      Math.max(0, ms),
+    );
     pending.then(
       (v) => {
         clearTimeout(timer);

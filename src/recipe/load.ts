@@ -79,10 +79,13 @@ function valueAt(v: unknown, path: readonly PathSeg[]): unknown {
   return v;
 }
 
-const isFile = (p: string) => stat(p).then((s) => s.isFile(), () => false);
+const isFile = (p: string) =>
+  stat(p).then(
+    (s) => s.isFile(),
+    () => false,
+  );
 
-const stringList = (v: unknown): string[] | undefined =>
-  typeof v === 'string' ? [v] : Array.isArray(v) && v.every((x) => typeof x === 'string') ? (v as string[]) : undefined;
+const stringList = (v: unknown): string[] | undefined => (typeof v === 'string' ? [v] : Array.isArray(v) && v.every((x) => typeof x === 'string') ? (v as string[]) : undefined);
 
 /** What `steps.<name>` holds for each step that ran (see engine/run.ts). */
 const STEP_RESULT_FIELDS = ['stdout', 'stderr', 'changed', 'status', 'summary'];
@@ -120,7 +123,10 @@ class Loader {
 
     const { vars, issues } = parseVarDecls(raw.vars);
     for (const i of issues) this.report(src, i);
-    notePlaces(vars, Object.keys(vars).map((name) => [name, this.where(src, ['vars', name], 'key')]));
+    notePlaces(
+      vars,
+      Object.keys(vars).map((name) => [name, this.where(src, ['vars', name], 'key')]),
+    );
     const names = new Set([...outerNames, ...Object.keys(vars)]);
     // A string default is a template too (rendered by the engine, in declaration order).
     for (const [name, spec] of Object.entries(vars)) {

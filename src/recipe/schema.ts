@@ -97,4 +97,3 @@ export const recipeSchema = z
 export type StepCommon = z.output<typeof stepCommonSchema>;
 export type RecipeTop = z.output<typeof recipeSchema>;
 export type RetryInput = z.output<typeof retrySchema>;
-

@@ -64,7 +64,7 @@ export function convertVar(spec: Pick<VarSpec, 'type' | 'pattern'>, v: unknown):
       break;
     case 'list':
       if (Array.isArray(v)) value = v;
-      else if (s !== undefined && s.startsWith('[')) {
+      else if (s?.startsWith('[')) {
         value = parseJson(s);
         if (!Array.isArray(value)) return { error: 'not a list (invalid JSON list)' };
       } else if (s !== undefined) value = s === '' ? [] : s.split(',').map((x) => x.trim());
@@ -188,8 +188,7 @@ export interface VarSources {
   inventory?: Record<string, unknown>;
 }
 
-const given = (src: Record<string, unknown> | undefined, name: string) =>
-  src !== undefined && Object.prototype.hasOwnProperty.call(src, name) && src[name] !== null && src[name] !== undefined;
+const given = (src: Record<string, unknown> | undefined, name: string) => src !== undefined && Object.prototype.hasOwnProperty.call(src, name) && src[name] !== null && src[name] !== undefined;
 
 /**
  * Final var values: command line > vars file > inventory > default. Command-line names the

@@ -118,8 +118,7 @@ interface Analysis {
 
 const posOf = (n: HbNode): Pos => n.loc?.start ?? { line: 1, column: 0 };
 /** A path as a user would write it; Handlebars' own `original` drops the [ ] around segments. */
-const pathText = (p: HbPath): string =>
-  (p.data ? '@' : '') + '../'.repeat(p.depth) + p.parts.map((s) => (/^[\w$-]+$/.test(s) ? s : `[${s}]`)).join('.');
+const pathText = (p: HbPath): string => (p.data ? '@' : '') + '../'.repeat(p.depth) + p.parts.map((s) => (/^[\w$-]+$/.test(s) ? s : `[${s}]`)).join('.');
 const isScoped = (p: HbPath) => /^\.|^this\b/.test(p.original);
 const simpleName = (n: unknown): string | undefined => {
   const p = n as HbPath;

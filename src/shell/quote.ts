@@ -4,7 +4,7 @@
  */
 export function quote(s: string | number): string {
   const str = String(s);
-  if (str !== '' && /^[A-Za-z0-9_\/.,:=@%+-]+$/.test(str)) return str;
+  if (str !== '' && /^[A-Za-z0-9_/.,:=@%+-]+$/.test(str)) return str;
   return `'${str.replace(/'/g, `'\\''`)}'`;
 }
 

@@ -23,7 +23,7 @@
 import { quote } from './quote.js';
 
 /** Quoted as one word, always (these scripts are read more than they are run). */
-const q = (s: string): string => (s === '' || !/^[A-Za-z0-9_\/.,:=@%+-]+$/.test(s) ? quote(s) : `'${s}'`);
+const q = (s: string): string => (s === '' || !/^[A-Za-z0-9_/.,:=@%+-]+$/.test(s) ? quote(s) : `'${s}'`);
 
 /** Exit status of a script that refused a path (a planted or swapped link). */
 export const REFUSED = 77;
@@ -61,7 +61,6 @@ const META_PL = [
   'if (length $o) { my ($ou, $og) = split /:/, $o, 2; my $u = length $ou ? id($ou, sub { getpwnam($_[0]) }, "user") : -1; my $g = defined $og && length $og ? id($og, sub { getgrnam($_[0]) }, "group") : defined $og && length $ou ? login($ou) : -1; chown($u, $g, $fh) or die "chown $n: $!\\n" }',
   'if (length $m) { chmod(oct($m), $fh) or die "chmod $n: $!\\n" }',
 ].join('\n');
-
 
 /**
  * The sh functions, defined at the top of every host script that writes a path:

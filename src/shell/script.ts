@@ -7,7 +7,6 @@ import { octal, quote } from './quote.js';
 export { octal, quote } from './quote.js';
 import { enterScript, splitPath, withSafePath } from './safe-path.js';
 
-
 export interface WrapOptions {
   sudo?: boolean;
   user?: string;
@@ -32,8 +31,7 @@ export const SCRIPT_END = '#hostsmith-end';
  * GNU `head -c N` reads no more than N bytes, so the command's stdin is left where it was. A
  * script cut short (a lost connection) is not run at all (exit 125).
  */
-export const BOOTSTRAP =
-  'read -r n; s=$(head -c "$n"); case $s in *"' + SCRIPT_END + '") eval "$s";; *) echo "hostsmith: the command did not arrive whole; nothing was run" >&2; exit 125;; esac';
+export const BOOTSTRAP = 'read -r n; s=$(head -c "$n"); case $s in *"' + SCRIPT_END + '") eval "$s";; *) echo "hostsmith: the command did not arrive whole; nothing was run" >&2; exit 125;; esac';
 
 export interface Framed {
   /** The exec command line: fixed words only, never data (every user on the host can see it in `ps`). */
@@ -64,7 +62,7 @@ export function commandScript(cmd: string, o: Pick<WrapOptions, 'cwd' | 'env' | 
   // A shell cannot hold a NUL byte: it would silently drop it and run a different command.
   if (script.includes('\0')) {
     throw new HostsmithError(
-      'a command, its cwd or an environment value holds a NUL byte (often from an earlier step\'s output), which no shell can pass on; nothing was sent to the host: remove the NUL from the value',
+      "a command, its cwd or an environment value holds a NUL byte (often from an earlier step's output), which no shell can pass on; nothing was sent to the host: remove the NUL from the value",
     );
   }
   return script;
@@ -95,7 +93,6 @@ export function frameCommand(cmd: string, o: WrapOptions & { stdin?: string | Bu
   const rest = o.stdin === undefined ? Buffer.alloc(0) : Buffer.isBuffer(o.stdin) ? o.stdin : Buffer.from(o.stdin, 'utf8');
   return { cmdline: bootstrapLine(o), stdin: Buffer.concat([Buffer.from(`${script.length}\n`), script, rest]) };
 }
-
 
 /**
  * A script that writes stdin to `path` atomically: temp file in the same directory,

@@ -31,16 +31,10 @@ export interface AccountUndo {
 
 const NAME = /^[a-z_][a-z0-9_.-]*\$?$/;
 export const accountName = (what: 'user' | 'group') =>
-  z
-    .string()
-    .max(32, `a ${what} name has at most 32 characters`)
-    .regex(NAME, `invalid ${what} name: use lower-case letters, digits, "_", "-" and ".", starting with a letter or "_"`);
+  z.string().max(32, `a ${what} name has at most 32 characters`).regex(NAME, `invalid ${what} name: use lower-case letters, digits, "_", "-" and ".", starting with a letter or "_"`);
 
 /** A uid/gid: a number, or the string a template rendered to. */
-export const idNumber = z.union([
-  z.number().int().min(0).max(4294967294),
-  z.string().regex(/^\d+$/, 'must be a whole number').transform(Number),
-]);
+export const idNumber = z.union([z.number().int().min(0).max(4294967294), z.string().regex(/^\d+$/, 'must be a whole number').transform(Number)]);
 
 /** A boolean, or "true"/"false" as a template renders it. */
 export const flag = z.union([z.boolean(), z.enum(['true', 'false']).transform((v) => v === 'true')]);
@@ -129,7 +123,9 @@ export function mergeEntries(before: string, current: string, keys: string[]): s
 
 /** The names (first field) of the entries of an account file, in order. */
 export function entryNames(text: string): string[] {
-  return splitLines(text).lines.filter((l) => l !== '').map(keyOf);
+  return splitLines(text)
+    .lines.filter((l) => l !== '')
+    .map(keyOf);
 }
 
 /** Which fields of a group (3) or gshadow (2: administrators, 3: members) line list user names. */
@@ -305,7 +301,6 @@ export function accountChangeError(failed: { stage: string; code: number; said: 
   const said = tail(failed.said) || tail(stdout, 5);
   return new StepError(`${what} failed (exit ${failed.code})${said ? `: ${said}` : ''}`, { code: failed.code, stderr });
 }
-
 
 /**
  * useradd, usermod, groupadd… rewrite the account files and a mail spool whatever entry they

@@ -72,9 +72,9 @@ export function checkScript(path: string): string {
     'while [ -n "$d" ] && [ ! -e "$d" ] && [ ! -L "$d" ]; do n=$((n+1)); d=${d%/*}; done',
     'if [ -L "$p" ]; then k=link; elif [ -d "$p" ]; then k=directory; elif [ -f "$p" ]; then k=file; elif [ -e "$p" ]; then k=other',
     "else printf '%s\\0' absent '' '' '' \"$n\" ''; exit 0; fi",
-    "printf '%s\\0' \"$k\"",
-    "stat --printf '%a\\0%U\\0%G\\0' -- \"$p\" || exit 1",
-    "printf '%s\\0' \"$n\"",
+    'printf \'%s\\0\' "$k"',
+    'stat --printf \'%a\\0%U\\0%G\\0\' -- "$p" || exit 1',
+    'printf \'%s\\0\' "$n"',
     `if [ "$k" = link ]; then readlink -z -- "$p" || exit 1; else printf '\\0'; fi`,
     'if [ "$k" = file ]; then cat -- "$p"; fi',
   ].join('\n');
@@ -147,10 +147,7 @@ function ownerDiffs(w: Wanted, s: PathState): string[] {
 }
 
 function metaOfNew(w: Wanted): string {
-  return [w.mode !== undefined ? fmtMode(w.mode) : '', w.owner ?? '', w.group ? `:${w.group}` : '']
-    .join(' ')
-    .trim()
-    .replace(' :', ':');
+  return [w.mode !== undefined ? fmtMode(w.mode) : '', w.owner ?? '', w.group ? `:${w.group}` : ''].join(' ').trim().replace(' :', ':');
 }
 
 function describeNew(w: Wanted): string {
@@ -168,7 +165,8 @@ export function planPath(w: Wanted, s: PathState, env: PlanEnv): Plan<FileUndo> 
     if (s.kind === 'absent') return unchanged(`${path} is absent`);
     const backup = s.kind === 'link' ? undefined : backupPath(env, path);
     return {
-      changed: true, action: 'remove',
+      changed: true,
+      action: 'remove',
       summary: `remove ${s.kind} ${path}`,
       diff: s.kind === 'file' ? unifiedDiff(path, s.content ?? null, null) : undefined,
       undo: { kind: s.kind === 'other' ? 'file' : s.kind, ...existing, backup, target: s.target },
@@ -177,7 +175,8 @@ export function planPath(w: Wanted, s: PathState, env: PlanEnv): Plan<FileUndo> 
   if (w.state === 'directory') {
     if (s.kind === 'absent') {
       return {
-        changed: true, action: 'create',
+        changed: true,
+        action: 'create',
         summary: `create directory ${path}${describeNew(w)}`,
         undo: { kind: 'absent', path, created: s.missing },
       };
@@ -207,14 +206,15 @@ export function planPath(w: Wanted, s: PathState, env: PlanEnv): Plan<FileUndo> 
   const content = w.content;
   if (s.kind === 'absent') {
     return {
-      changed: true, action: 'create',
+      changed: true,
+      action: 'create',
       summary: `create ${path} (${content.length} bytes${describeNew(w)})`,
       diff: unifiedDiff(path, null, content),
       undo: { kind: 'absent', path, created: s.missing },
     };
   }
   if (s.kind !== 'file') throw new StepError(`${path} is a ${s.kind}, not a regular file; remove it first (state: absent)`);
-  const sameContent = s.content !== undefined && s.content.equals(content);
+  const sameContent = s.content?.equals(content);
   const diffs = metaDiffs(w, s);
   if (sameContent && !diffs.length) return unchanged(`${path} is up to date`);
   const what = [...(sameContent ? [] : ['content']), ...diffs];
@@ -364,7 +364,11 @@ export function pathUndoSummary(u: UndoData): string {
     return `remove ${path}${created.length ? ` and the folders the step created (${created.join(', ')})` : ''}`;
   }
   const what = u.kind === 'directory' ? 'folder' : u.kind === 'link' ? 'link' : 'file';
-  const parts = [str(u, 'backup') ? `put back ${what} ${path} from the backup ${str(u, 'backup')}` : `put back ${what} ${path}`, str(u, 'target') ? `link target ${str(u, 'target')}` : '', metaText(u)].filter(Boolean);
+  const parts = [
+    str(u, 'backup') ? `put back ${what} ${path} from the backup ${str(u, 'backup')}` : `put back ${what} ${path}`,
+    str(u, 'target') ? `link target ${str(u, 'target')}` : '',
+    metaText(u),
+  ].filter(Boolean);
   return parts.join('; ');
 }
 

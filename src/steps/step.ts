@@ -203,7 +203,9 @@ export function fingerprint(value: unknown): string {
     }
     return v;
   };
-  return createHash('sha256').update(JSON.stringify(norm(value) ?? null)).digest('hex');
+  return createHash('sha256')
+    .update(JSON.stringify(norm(value) ?? null))
+    .digest('hex');
 }
 
 /** The fingerprint of a step's state as staleness compares it: its type's stateKey, else the whole state. */
@@ -257,7 +259,8 @@ export function undoMismatch(type: Pick<StepType, 'undoMismatch'>, params: unkno
 /** A backup the journal names must be one of hostsmith's backups, kept for this very path. */
 export function backupMismatch(backup: unknown, path?: string): string | undefined {
   if (backup === undefined) return undefined;
-  if (typeof backup !== 'string' || !backup.startsWith('/') || backup.split('/').includes('..') || !/\/(backups|hostsmith)\//.test(backup)) return `its backup ${JSON.stringify(backup)} is not in a hostsmith backup folder`;
+  if (typeof backup !== 'string' || !backup.startsWith('/') || backup.split('/').includes('..') || !/\/(backups|hostsmith)\//.test(backup))
+    return `its backup ${JSON.stringify(backup)} is not in a hostsmith backup folder`;
   if (path !== undefined && !backup.endsWith(path)) return `its backup ${backup} is not the backup of ${path}`;
   return undefined;
 }

@@ -7,8 +7,7 @@ export type UndoData = Record<string, unknown>;
 export const str = (u: UndoData, k: string): string | undefined => (typeof u[k] === 'string' ? (u[k] as string) : undefined);
 
 /** A list field as names (items that are objects give their `name`). */
-export const names = (u: UndoData, k: string): string[] =>
-  Array.isArray(u[k]) ? (u[k] as unknown[]).map((x) => (x && typeof x === 'object' ? (x as { name?: unknown }).name : x)).map(String) : [];
+export const names = (u: UndoData, k: string): string[] => (Array.isArray(u[k]) ? (u[k] as unknown[]).map((x) => (x && typeof x === 'object' ? (x as { name?: unknown }).name : x)).map(String) : []);
 
 /** Mode and owner, as a rollback puts them back. */
 export function metaText(u: UndoData): string {

@@ -51,7 +51,12 @@ function matchesPattern(pattern: string, name: string): boolean {
     return createHmac('sha1', Buffer.from(salt, 'base64')).update(name).digest('base64') === hash;
   }
   if (pattern.includes('*') || pattern.includes('?')) {
-    const re = new RegExp(`^${pattern.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.')}$`);
+    const re = new RegExp(
+      `^${pattern
+        .replace(/[.+^${}()|[\]\\]/g, '\\$&')
+        .replace(/\*/g, '.*')
+        .replace(/\?/g, '.')}$`,
+    );
     return re.test(name);
   }
   return pattern === name;
@@ -88,9 +93,7 @@ export function keysFor(text: string, name: string): { keys: KnownKey[]; revoked
   return { keys, revoked };
 }
 
-export type Verdict =
-  | { ok: true; added?: boolean }
-  | { ok: false; reason: 'unknown' | 'changed' | 'revoked'; message: string };
+export type Verdict = { ok: true; added?: boolean } | { ok: false; reason: 'unknown' | 'changed' | 'revoked'; message: string };
 
 export interface VerifyOptions {
   file: string;
@@ -140,9 +143,7 @@ export async function verifyHostKey(blob: Buffer, o: VerifyOptions): Promise<Ver
     return {
       ok: false,
       reason: 'unknown',
-      message:
-        `unknown host key for ${name} (${type} ${fp}); it is not in ${o.file}. ` +
-        `Check the fingerprint, then run again with --accept-new-host-keys to record it, or add it with ssh-keyscan.`,
+      message: `unknown host key for ${name} (${type} ${fp}); it is not in ${o.file}. ` + `Check the fingerprint, then run again with --accept-new-host-keys to record it, or add it with ssh-keyscan.`,
     };
   }
   await appendKnownHost(o.file, o.host, o.port, blob);

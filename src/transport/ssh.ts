@@ -196,7 +196,10 @@ export class SshTransport extends ShellTransport {
       } catch (e) {
         const final = e instanceof ConnectError && /host key|authentication|password|no SSH credentials/i.test(e.message);
         if (final || Date.now() + delay >= deadline) {
-          throw new ConnectError(this.name, `the connection was lost and could not be made again within ${Math.round(budgetMs / 1000)} s: ${e instanceof Error ? e.message.replace(new RegExp(`^${this.name}: `), '') : String(e)}`);
+          throw new ConnectError(
+            this.name,
+            `the connection was lost and could not be made again within ${Math.round(budgetMs / 1000)} s: ${e instanceof Error ? e.message.replace(new RegExp(`^${this.name}: `), '') : String(e)}`,
+          );
         }
         await new Promise((r) => setTimeout(r, delay));
         delay = Math.min(delay * 2, 8000);

@@ -64,7 +64,15 @@ export const inventorySchema = z
       .strict()
       .optional(),
     hosts: z.record(field('a host name', false), hostSchema.nullable()).optional(),
-    groups: z.record(field('a group name', false), z.object({ vars: varsSchema.optional(), hosts: z.array(field('a host name', false)).optional() }).strict().nullable()).optional(),
+    groups: z
+      .record(
+        field('a group name', false),
+        z
+          .object({ vars: varsSchema.optional(), hosts: z.array(field('a host name', false)).optional() })
+          .strict()
+          .nullable(),
+      )
+      .optional(),
   })
   .strict()
   .superRefine((inv, ctx) => {
@@ -102,7 +110,6 @@ export async function loadInventory(file: string): Promise<Inventory> {
   return inv;
 }
 
-
 /** `[user@]host[:port]`, with `[v6addr]:port` for IPv6. */
 export function parseAddress(s: string): { user?: string; host: string; port?: number } {
   let rest = s;
@@ -132,7 +139,12 @@ const GLOB = /[*?]/;
 
 /** An inventory host or group pattern as a test on names: `web*`, `db?`. */
 function globTest(pattern: string): (name: string) => boolean {
-  const re = new RegExp(`^${pattern.replace(/[.+^${}()|\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.')}$`);
+  const re = new RegExp(
+    `^${pattern
+      .replace(/[.+^${}()|\\]/g, '\\$&')
+      .replace(/\*/g, '.*')
+      .replace(/\?/g, '.')}$`,
+  );
   return (name) => re.test(name);
 }
 
@@ -158,7 +170,10 @@ function inventoryMatch(pattern: string, inv: Inventory | undefined): string[] |
  * inventory host stays as it is (an address, `local`, an ssh config name: checked later).
  */
 function select(list: string, inv: Inventory | undefined, option: string): string[] {
-  const items = list.split(',').map((s) => s.trim()).filter(Boolean);
+  const items = list
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
   const hosts = Object.keys(inv?.hosts ?? {});
   const must = (p: string): string[] => {
     const m = inventoryMatch(p, inv);
@@ -207,7 +222,13 @@ function sshConfigNames(file: string): string[] {
 /** Does an ssh config Host pattern (globs * and ?, ! negation left out) name `host`? */
 function patternNames(pattern: string, host: string): boolean {
   if (pattern.startsWith('!')) return false;
-  const re = new RegExp(`^${pattern.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.')}$`, 'i');
+  const re = new RegExp(
+    `^${pattern
+      .replace(/[.+^${}()|[\]\\]/g, '\\$&')
+      .replace(/\*/g, '.*')
+      .replace(/\?/g, '.')}$`,
+    'i',
+  );
   return re.test(host);
 }
 
@@ -259,7 +280,8 @@ export function resolveTargets(o: TargetOptions): TargetSpec[] {
   const defaultUser = userInfo().username;
   const sshConfigFile = o.sshConfigFile ?? `${homedir()}/.ssh/config`;
   // An empty --hosts (an unset $HOSTS in a script) selects nothing: never the whole inventory.
-  if (o.hosts !== undefined && !o.hosts.split(',').some((x) => x.trim())) throw new InputError('--hosts is empty: name the hosts to run on (e.g. --hosts web1,web2, or --hosts all for every host of the inventory)');
+  if (o.hosts !== undefined && !o.hosts.split(',').some((x) => x.trim()))
+    throw new InputError('--hosts is empty: name the hosts to run on (e.g. --hosts web1,web2, or --hosts all for every host of the inventory)');
   if (o.limit !== undefined && !o.limit.split(',').some((x) => x.trim())) throw new InputError('--limit is empty: name the hosts or groups to narrow --hosts to');
   const allNames = Object.keys(inv?.hosts ?? {});
   const names = select(o.hosts !== undefined ? o.hosts : allNames.join(','), inv, '--hosts');
@@ -272,13 +294,20 @@ export function resolveTargets(o: TargetOptions): TargetSpec[] {
   if (!names.length) throw new InputError('no hosts to run on: pass --hosts (e.g. --hosts local or --hosts root@203.0.113.10) or an inventory with hosts (-i)');
 
   const groupMembers = (g: string): string[] => {
-    const fromHosts = Object.entries(inv?.hosts ?? {}).filter(([, h]) => h?.groups?.includes(g)).map(([n]) => n);
+    const fromHosts = Object.entries(inv?.hosts ?? {})
+      .filter(([, h]) => h?.groups?.includes(g))
+      .map(([n]) => n);
     return [...new Set([...fromHosts, ...(inv?.groups?.[g]?.hosts ?? [])])];
   };
 
   const fromInventory = (name: string): TargetSpec => {
     const h = inv!.hosts![name] ?? {};
-    const groups = [...(h.groups ?? []), ...Object.entries(inv?.groups ?? {}).filter(([, g]) => g?.hosts?.includes(name)).map(([n]) => n)];
+    const groups = [
+      ...(h.groups ?? []),
+      ...Object.entries(inv?.groups ?? {})
+        .filter(([, g]) => g?.hosts?.includes(name))
+        .map(([n]) => n),
+    ];
     const vars: Record<string, unknown> = {};
     const from = new Map<string, PathSeg[]>();
     const take = (v: Record<string, unknown> | undefined, path: PathSeg[]) => {
@@ -291,7 +320,11 @@ export function resolveTargets(o: TargetOptions): TargetSpec[] {
     for (const g of groups) take(inv?.groups?.[g]?.vars, ['groups', g, 'vars']);
     take(h.vars, ['hosts', name, 'vars']);
     const src = sources.get(inv!);
-    if (src) notePlaces(vars, [...from].map(([k, path]) => [k, { file: src.file, ...src.pos(path), path: formatPath(path) }]));
+    if (src)
+      notePlaces(
+        vars,
+        [...from].map(([k, path]) => [k, { file: src.file, ...src.pos(path), path: formatPath(path) }]),
+      );
     const address = h.address ?? name;
     if (address === 'local') return { name, kind: 'local', host: 'localhost', port: 0, user: defaultUser, identities: [], sudo: h.sudo ?? d.sudo ?? false, vars };
     const identity = o.identity ?? h.identity ?? d.identity;

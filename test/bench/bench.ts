@@ -143,7 +143,8 @@ async function hostsmith(c: Cli, stateDir: string, hosts: BenchHost[], expect: '
   const machineCpuS = machineCpuSeconds() - side0.machine;
   const evs = events(r.stdout);
   const fin = evs.find((e) => e.event === 'run-finished');
-  if (r.code !== 0 || !fin) throw new BenchError(`hostsmith ${expect === 'first' ? 'first run' : 'rerun'} on ${hosts.length} host(s) exited ${r.code}:\n${r.stderr.slice(-3000)}\n${r.stdout.slice(-2000)}`);
+  if (r.code !== 0 || !fin)
+    throw new BenchError(`hostsmith ${expect === 'first' ? 'first run' : 'rerun'} on ${hosts.length} host(s) exited ${r.code}:\n${r.stderr.slice(-3000)}\n${r.stdout.slice(-2000)}`);
   const execs: Record<string, number> = {};
   // The transport prints its count at every close() call, and a host's transport may be closed twice: the last line counts.
   for (const m of r.stderr.matchAll(/^hostsmith: (\S+): (\d+) exec channel\(s\)$/gm)) execs[m[1]!] = Math.max(execs[m[1]!] ?? 0, Number(m[2]));
@@ -151,7 +152,7 @@ async function hostsmith(c: Cli, stateDir: string, hosts: BenchHost[], expect: '
   let unchanged = 0;
   for (const h of hosts) {
     const counts = fin.hosts?.[h.name] as Json | undefined;
-    if (!counts || counts.status !== 'ok') throw new BenchError(`hostsmith: ${h.name} ended ${counts?.status ?? 'missing'}`);
+    if (counts?.status !== 'ok') throw new BenchError(`hostsmith: ${h.name} ended ${counts?.status ?? 'missing'}`);
     if (execs[h.name] === undefined) throw new BenchError(`hostsmith: no exec count for ${h.name} (HOSTSMITH_COUNT_EXECS output missing)`);
     changed += counts.changed as number;
     unchanged += counts.unchanged as number;
@@ -260,19 +261,57 @@ function summarize(results: CountResult[]): { rows: Row[]; checks: Check[]; perC
     rows.push({ hosts: n, what: 'controller CPU, first run', hostsmith: s(cpuFirst), floor: s(floorCpuFirst), ratio: `${(cpuFirst / floorCpuFirst).toFixed(2)}×`, target: '—', verdict: '' });
     rows.push({ hosts: n, what: 'controller CPU, no-op', hostsmith: s(cpuNoop), floor: s(floorCpuNoop), ratio: `${(cpuNoop / floorCpuNoop).toFixed(2)}×`, target: '—', verdict: '' });
     const hostCpu = (xs: Array<{ hostCpuS: number }>) => median(xs.map((x) => x.hostCpuS));
-    rows.push({ hosts: n, what: 'host-side CPU, first run', hostsmith: s(hostCpu(r.hostsmithFirst)), floor: s(hostCpu(r.floorFirst)), ratio: `${(hostCpu(r.hostsmithFirst) / hostCpu(r.floorFirst)).toFixed(2)}×`, target: '—', verdict: '' });
-    rows.push({ hosts: n, what: 'host-side CPU, no-op', hostsmith: s(hostCpu(r.hostsmithNoop)), floor: s(hostCpu(r.floorNoop)), ratio: `${(hostCpu(r.hostsmithNoop) / hostCpu(r.floorNoop)).toFixed(2)}×`, target: '—', verdict: '' });
-    rows.push({ hosts: n, what: 'peak RSS / host', hostsmith: `${(peakMiB / n).toFixed(2)} MiB`, floor: `(${peakMiB.toFixed(0)} MiB total)`, ratio: '', ...check(`controller MiB per host at ${n} hosts`, peakMiB / n, TARGETS.rssMiBPerHost[n]) });
+    rows.push({
+      hosts: n,
+      what: 'host-side CPU, first run',
+      hostsmith: s(hostCpu(r.hostsmithFirst)),
+      floor: s(hostCpu(r.floorFirst)),
+      ratio: `${(hostCpu(r.hostsmithFirst) / hostCpu(r.floorFirst)).toFixed(2)}×`,
+      target: '—',
+      verdict: '',
+    });
+    rows.push({
+      hosts: n,
+      what: 'host-side CPU, no-op',
+      hostsmith: s(hostCpu(r.hostsmithNoop)),
+      floor: s(hostCpu(r.floorNoop)),
+      ratio: `${(hostCpu(r.hostsmithNoop) / hostCpu(r.floorNoop)).toFixed(2)}×`,
+      target: '—',
+      verdict: '',
+    });
+    rows.push({
+      hosts: n,
+      what: 'peak RSS / host',
+      hostsmith: `${(peakMiB / n).toFixed(2)} MiB`,
+      floor: `(${peakMiB.toFixed(0)} MiB total)`,
+      ratio: '',
+      ...check(`controller MiB per host at ${n} hosts`, peakMiB / n, TARGETS.rssMiBPerHost[n]),
+    });
     perCount.push({
       hosts: n,
       median: {
-        floorFirstS: ff, hostsmithFirstS: hf, firstRatio: hf / ff,
-        floorNoopS: fn, hostsmithNoopS: hn, noopRatio: hn / fn,
-        execsPerHostFirst: firstExecs, execsPerHostNoop: noopExecs,
-        cpuFirstS: cpuFirst, cpuNoopS: cpuNoop, floorClientCpuFirstS: floorCpuFirst, floorClientCpuNoopS: floorCpuNoop,
-        peakRssMiB: peakMiB, peakRssMiBPerHost: peakMiB / n, peakRssFirstMiB: rssFirst, peakRssNoopMiB: rssNoop,
-        hostCpuFirstS: hostCpu(r.hostsmithFirst), floorHostCpuFirstS: hostCpu(r.floorFirst), hostCpuNoopS: hostCpu(r.hostsmithNoop), floorHostCpuNoopS: hostCpu(r.floorNoop),
-        machineCpuFirstS: median(r.hostsmithFirst.map((x) => x.machineCpuS)), floorMachineCpuFirstS: median(r.floorFirst.map((x) => x.machineCpuS)),
+        floorFirstS: ff,
+        hostsmithFirstS: hf,
+        firstRatio: hf / ff,
+        floorNoopS: fn,
+        hostsmithNoopS: hn,
+        noopRatio: hn / fn,
+        execsPerHostFirst: firstExecs,
+        execsPerHostNoop: noopExecs,
+        cpuFirstS: cpuFirst,
+        cpuNoopS: cpuNoop,
+        floorClientCpuFirstS: floorCpuFirst,
+        floorClientCpuNoopS: floorCpuNoop,
+        peakRssMiB: peakMiB,
+        peakRssMiBPerHost: peakMiB / n,
+        peakRssFirstMiB: rssFirst,
+        peakRssNoopMiB: rssNoop,
+        hostCpuFirstS: hostCpu(r.hostsmithFirst),
+        floorHostCpuFirstS: hostCpu(r.floorFirst),
+        hostCpuNoopS: hostCpu(r.hostsmithNoop),
+        floorHostCpuNoopS: hostCpu(r.floorNoop),
+        machineCpuFirstS: median(r.hostsmithFirst.map((x) => x.machineCpuS)),
+        floorMachineCpuFirstS: median(r.floorFirst.map((x) => x.machineCpuS)),
       },
     });
   }
@@ -280,7 +319,10 @@ function summarize(results: CountResult[]): { rows: Row[]; checks: Check[]; perC
   const r50 = at(50);
   const r100 = at(100);
   if (r50 && r100) {
-    for (const [what, key] of [['first run', 'hostsmithFirst'], ['no-op rerun', 'hostsmithNoop']] as const) {
+    for (const [what, key] of [
+      ['first run', 'hostsmithFirst'],
+      ['no-op rerun', 'hostsmithNoop'],
+    ] as const) {
       const x = median(r100[key].map((s) => s.wallS)) / median(r50[key].map((s) => s.wallS));
       rows.push({ hosts: '100 vs 50', what: `${what} time`, hostsmith: `${x.toFixed(2)}×`, floor: '', ratio: '', ...check(`${what}: 100 hosts vs 50`, x, TARGETS.scale100vs50) });
     }
@@ -299,7 +341,15 @@ function table(rows: Row[]): string {
   const all = [head, ...rows];
   const keys = ['hosts', 'what', 'hostsmith', 'floor', 'ratio', 'target', 'verdict'] as const;
   const w = keys.map((k) => Math.max(...all.map((r) => String(r[k]).length)));
-  return all.map((r, i) => keys.map((k, j) => (j >= 2 && j <= 4 ? String(r[k]).padStart(w[j]!) : String(r[k]).padEnd(w[j]!))).join('  ').trimEnd() + (i === 0 ? `\n${w.map((x) => '-'.repeat(x)).join('  ')}` : '')).join('\n');
+  return all
+    .map(
+      (r, i) =>
+        keys
+          .map((k, j) => (j >= 2 && j <= 4 ? String(r[k]).padStart(w[j]!) : String(r[k]).padEnd(w[j]!)))
+          .join('  ')
+          .trimEnd() + (i === 0 ? `\n${w.map((x) => '-'.repeat(x)).join('  ')}` : ''),
+    )
+    .join('\n');
 }
 
 function git(args: string[]): string {
@@ -376,13 +426,17 @@ async function main(): Promise<number> {
   const { rows, checks, perCount } = summarize(results);
   const missed = checks.filter((c) => !c.met);
   const floorProblems = results.filter((r) => r.floorCheck?.changedSteps.length);
-  process.stdout.write(`\nhostsmith bench — commit ${sha}${dirty ? ' (src changed since)' : ''}${dirty === null ? ` (CLI: ${CLI})` : ''}, ${steps} steps (${STEP_TYPES.join(', ')}), median of ${REPEAT}, ${cpus().length} CPUs\n`);
+  process.stdout.write(
+    `\nhostsmith bench — commit ${sha}${dirty ? ' (src changed since)' : ''}${dirty === null ? ` (CLI: ${CLI})` : ''}, ${steps} steps (${STEP_TYPES.join(', ')}), median of ${REPEAT}, ${cpus().length} CPUs\n`,
+  );
   process.stdout.write('first run: fresh hosts (each wiped right before), floor = the same changes as one sh script per host over one ssh, no checks\n');
   process.stdout.write('no-op:     same hosts, floor = ssh host true; all hosts at once in both (--concurrency = hosts)\n\n');
   process.stdout.write(`${table(rows)}\n\n`);
-  for (const p of perCount) if (p.median.marginalRssMiBPerHost !== undefined) process.stdout.write(`memory above the 1-host run at ${p.hosts} hosts: ${p.median.marginalRssMiBPerHost.toFixed(2)} MiB per extra host\n`);
+  for (const p of perCount)
+    if (p.median.marginalRssMiBPerHost !== undefined) process.stdout.write(`memory above the 1-host run at ${p.hosts} hosts: ${p.median.marginalRssMiBPerHost.toFixed(2)} MiB per extra host\n`);
   process.stdout.write(`results: ${out}\n`);
-  for (const r of floorProblems) process.stdout.write(`floor check at ${r.hosts} host(s): hostsmith plan still changes ${r.floorCheck!.changedSteps.join('; ')} — the first-run floor is not the same changes\n`);
+  for (const r of floorProblems)
+    process.stdout.write(`floor check at ${r.hosts} host(s): hostsmith plan still changes ${r.floorCheck!.changedSteps.join('; ')} — the first-run floor is not the same changes\n`);
   if (floorProblems.length) return 2;
   if (missed.length) {
     process.stdout.write(`\nMISSED ${missed.length} of ${checks.length} target(s):\n${missed.map((c) => `  - ${c.name}: ${+c.value.toFixed(2)} (target ≤ ${c.target})`).join('\n')}\n`);

@@ -134,15 +134,28 @@ function analyze(trace: Json[], events: Json[], wallS: number): Json {
     const c = connects.find((x) => x.host === h);
     const first = Math.min(...hw.map((w) => w.from));
     const last = Math.max(...hw.map((w) => w.to));
-    return { host: h, connectStartS: c ? (c.t0 - start) / 1000 : NaN, connectS: c ? (c.t1 - c.t0) / 1000 : NaN, toFirstStepS: (first - start) / 1000, stepsS: (last - first) / 1000, afterLastStepS: wallS - (last - start) / 1000 };
+    return {
+      host: h,
+      connectStartS: c ? (c.t0 - start) / 1000 : NaN,
+      connectS: c ? (c.t1 - c.t0) / 1000 : NaN,
+      toFirstStepS: (first - start) / 1000,
+      stepsS: (last - first) / 1000,
+      afterLastStepS: wallS - (last - start) / 1000,
+    };
   });
   const h1 = hosts[0]!;
-  const listing = [
-    ...(outside[h1] ?? []).map((x) => ({ step: '(outside steps)', x })),
-    ...wins.filter((w) => w.host === h1).flatMap((w) => w.execs.map((x) => ({ step: `${w.step} [${w.type}]`, x }))),
-  ]
+  const listing = [...(outside[h1] ?? []).map((x) => ({ step: '(outside steps)', x })), ...wins.filter((w) => w.host === h1).flatMap((w) => w.execs.map((x) => ({ step: `${w.step} [${w.type}]`, x })))]
     .sort((a, b) => a.x.t0 - b.x.t0)
-    .map(({ step, x }) => ({ atS: +((x.t0 - start) / 1000).toFixed(3), ms: +(x.t1 - x.t0).toFixed(1), step, kind: classify(x.cmd), stdin: x.stdin, out: x.out, cmd: x.cmd.replace(/\s+/g, ' ').slice(0, 160), items: (x as Exec & { items?: string[] }).items?.map(classify) }));
+    .map(({ step, x }) => ({
+      atS: +((x.t0 - start) / 1000).toFixed(3),
+      ms: +(x.t1 - x.t0).toFixed(1),
+      step,
+      kind: classify(x.cmd),
+      stdin: x.stdin,
+      out: x.out,
+      cmd: x.cmd.replace(/\s+/g, ' ').slice(0, 160),
+      items: (x as Exec & { items?: string[] }).items?.map(classify),
+    }));
   // Probe batches: how many reads each carried, and of which kinds.
   const batches = execs.filter((x) => (x as Exec & { items?: string[] }).items);
   const batchItems = batches.map((x) => (x as Exec & { items: string[] }).items);
@@ -163,7 +176,13 @@ function analyze(trace: Json[], events: Json[], wallS: number): Json {
       perHost: phases,
     },
     perType,
-    batches: { perHost: batches.length / hosts.length, itemsPerHost: batchItems.flat().length / hosts.length, itemsPerBatch: batchItems.map((x) => x.length).slice(0, 20), msEach: batches.slice(0, 20).map((x) => Math.round(x.t1 - x.t0)), itemKindsPerHost: itemKinds },
+    batches: {
+      perHost: batches.length / hosts.length,
+      itemsPerHost: batchItems.flat().length / hosts.length,
+      itemsPerBatch: batchItems.map((x) => x.length).slice(0, 20),
+      msEach: batches.slice(0, 20).map((x) => Math.round(x.t1 - x.t0)),
+      itemKindsPerHost: itemKinds,
+    },
     byKind: Object.fromEntries(Object.entries(byKind).sort((a, b) => b[1].msPerHost - a[1].msPerHost)),
     firstHostListing: listing,
   };
@@ -178,7 +197,11 @@ function cpuProfile(dir: string): Json {
   p.samples.forEach((id, i) => self.set(id, (self.get(id) ?? 0) + (p.timeDeltas[i] ?? 0)));
   const byFn = new Map<string, number>();
   const byFile = new Map<string, number>();
-  const short = (url: string) => url.replace(/^file:\/\//, '').replace(/.*\/node_modules\//, 'node_modules/').replace(/.*\/dist\//, 'dist/') || '(native/vm)';
+  const short = (url: string) =>
+    url
+      .replace(/^file:\/\//, '')
+      .replace(/.*\/node_modules\//, 'node_modules/')
+      .replace(/.*\/dist\//, 'dist/') || '(native/vm)';
   for (const n of p.nodes) {
     const us = self.get(n.id) ?? 0;
     if (!us) continue;
@@ -188,7 +211,11 @@ function cpuProfile(dir: string): Json {
     const fileKey = cf.url ? short(cf.url).replace(/^(node_modules\/(@[^/]+\/)?[^/]+).*/, '$1') : `(${cf.functionName})`;
     byFile.set(fileKey, (byFile.get(fileKey) ?? 0) + us);
   }
-  const top = (m: Map<string, number>, k: number) => [...m.entries()].sort((a, b) => b[1] - a[1]).slice(0, k).map(([name, us]) => ({ name, ms: +(us / 1000).toFixed(1) }));
+  const top = (m: Map<string, number>, k: number) =>
+    [...m.entries()]
+      .sort((a, b) => b[1] - a[1])
+      .slice(0, k)
+      .map(([name, us]) => ({ name, ms: +(us / 1000).toFixed(1) }));
   return { totalMs: (p.endTime - p.startTime) / 1000, sampledMs: sum([...self.values()]) / 1000, topFunctions: top(byFn, 30), topFiles: top(byFile, 25) };
 }
 
@@ -197,15 +224,43 @@ async function tracedRun(pool: Pool, hosts: BenchHost[], work: string, recipe: s
   pool.inventory(hosts, inv);
   const traceOut = join(work, `trace-${tag}.ndjson`);
   const profDir = mkdtempSync(join(work, `cpuprof-${tag}-`));
-  const args = ['--cpu-prof', '--cpu-prof-dir', profDir, '--import', PRELOAD, CLI, 'apply', recipe, '-i', inv, '--known-hosts', pool.knownHostsPath, '--state-dir', state, '--concurrency', String(hosts.length), '--json', '--yes'];
+  const args = [
+    '--cpu-prof',
+    '--cpu-prof-dir',
+    profDir,
+    '--import',
+    PRELOAD,
+    CLI,
+    'apply',
+    recipe,
+    '-i',
+    inv,
+    '--known-hosts',
+    pool.knownHostsPath,
+    '--state-dir',
+    state,
+    '--concurrency',
+    String(hosts.length),
+    '--json',
+    '--yes',
+  ];
   const hostCpu = () => hosts.reduce((a, h) => a + hostCpuSeconds(h.host.pid), 0);
   const side0 = { host: hostCpu(), machine: machineCpuSeconds() };
-  const t = await timedChild(join(work, 'time.txt'), process.execPath, args, { env: { ...process.env, NO_COLOR: '1', HOSTSMITH_COUNT_EXECS: '1', BENCH_TRACE_OUT: traceOut, BENCH_TRACE_DIST: DIST }, cwd: work });
+  const t = await timedChild(join(work, 'time.txt'), process.execPath, args, {
+    env: { ...process.env, NO_COLOR: '1', HOSTSMITH_COUNT_EXECS: '1', BENCH_TRACE_OUT: traceOut, BENCH_TRACE_DIST: DIST },
+    cwd: work,
+  });
   const hostCpuS = hostCpu() - side0.host;
   const machineCpuS = machineCpuSeconds() - side0.machine;
   if (t.result.code !== 0) throw new Error(`traced ${tag} run exited ${t.result.code}:\n${t.result.stderr.slice(-3000)}`);
-  const events = t.result.stdout.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Json);
-  const trace = readFileSync(traceOut, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as Json);
+  const events = t.result.stdout
+    .split('\n')
+    .filter((l) => l.startsWith('{'))
+    .map((l) => JSON.parse(l) as Json);
+  const trace = readFileSync(traceOut, 'utf8')
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => JSON.parse(l) as Json);
   const journalDir = join(state, 'runs');
   const journalLines = readdirSync(journalDir).map((f) => readFileSync(join(journalDir, f), 'utf8').split('\n').filter(Boolean).length);
   return {
@@ -230,10 +285,18 @@ function report(r: Json): string {
     '',
     '| step type | steps/host | ms/step | exec ms/step | execs/step | ms/host | execs by kind (per step) |',
     '| --- | --: | --: | --: | --: | --: | --- |',
-    ...(r.perType as Json[]).map((t) => `| ${t.type} | ${t.stepsPerHost} | ${f(t.msPerStep, 0)} | ${f(t.execMsPerStep, 0)} | ${f(t.execsPerStep, 1)} | ${f(t.msPerHost, 0)} | ${Object.entries(t.byKind).map(([k, v]) => `${k} ${v}`).join(', ')} |`),
+    ...(r.perType as Json[]).map(
+      (t) =>
+        `| ${t.type} | ${t.stepsPerHost} | ${f(t.msPerStep, 0)} | ${f(t.execMsPerStep, 0)} | ${f(t.execsPerStep, 1)} | ${f(t.msPerHost, 0)} | ${Object.entries(t.byKind)
+          .map(([k, v]) => `${k} ${v}`)
+          .join(', ')} |`,
+    ),
     '',
     `probe batches: ${f(r.batches.perHost, 1)}/host carrying ${f(r.batches.itemsPerHost, 0)} reads/host; reads per batch (first host's order): ${r.batches.itemsPerBatch.join(' ')}; ms each: ${r.batches.msEach.join(' ')}`,
-    `reads inside batches by kind, per host: ${Object.entries(r.batches.itemKindsPerHost as Record<string, number>).sort((a, b) => b[1] - a[1]).map(([k, v]) => `${k} ${f(v, 0)}`).join(', ')}`,
+    `reads inside batches by kind, per host: ${Object.entries(r.batches.itemKindsPerHost as Record<string, number>)
+      .sort((a, b) => b[1] - a[1])
+      .map(([k, v]) => `${k} ${f(v, 0)}`)
+      .join(', ')}`,
     '',
     '| exec kind | per host | ms per host |',
     '| --- | --: | --: |',

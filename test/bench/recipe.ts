@@ -27,14 +27,8 @@ function steps(): Step[] {
   const add = (yaml: string, sh: string): void => void out.push({ yaml, sh });
 
   add(`  - name: Group\n    group: { name: benchgrp, gid: 1500 }`, `groupadd -g 1500 -- benchgrp`);
-  add(
-    `  - name: User\n    user: { name: benchusr, shell: /bin/bash, groups: [benchgrp] }`,
-    `useradd -m -s /bin/bash -G benchgrp -- benchusr`,
-  );
-  add(
-    `  - name: Package\n    package: { install: [${BENCH_PACKAGE}] }`,
-    `DEBIAN_FRONTEND=noninteractive apt-get install -y -q -o Dpkg::Use-Pty=0 ${BENCH_PACKAGE} >/dev/null`,
-  );
+  add(`  - name: User\n    user: { name: benchusr, shell: /bin/bash, groups: [benchgrp] }`, `useradd -m -s /bin/bash -G benchgrp -- benchusr`);
+  add(`  - name: Package\n    package: { install: [${BENCH_PACKAGE}] }`, `DEBIAN_FRONTEND=noninteractive apt-get install -y -q -o Dpkg::Use-Pty=0 ${BENCH_PACKAGE} >/dev/null`);
   add(`  - name: Folder\n    file: { path: /srv/bench, state: directory, mode: "0755" }`, `mkdir -p /srv/bench && chmod 0755 /srv/bench`);
   // 9 files
   for (let i = 1; i <= 9; i++) {
@@ -60,19 +54,13 @@ function steps(): Step[] {
     );
   }
   add(`  - name: Line env\n    line: { path: /etc/environment, line: "BENCH_ENV=1" }`, `echo 'BENCH_ENV=1' >> /etc/environment`);
-  add(
-    `  - name: Line login.defs\n    line: { path: /etc/login.defs, line: "PASS_MAX_DAYS 365", match: "^PASS_MAX_DAYS" }`,
-    `sed -i 's/^PASS_MAX_DAYS.*/PASS_MAX_DAYS 365/' /etc/login.defs`,
-  );
+  add(`  - name: Line login.defs\n    line: { path: /etc/login.defs, line: "PASS_MAX_DAYS 365", match: "^PASS_MAX_DAYS" }`, `sed -i 's/^PASS_MAX_DAYS.*/PASS_MAX_DAYS 365/' /etc/login.defs`);
   // 2 cron entries in root's crontab, as hostsmith writes them (a marker line above each).
   add(`  - name: Cron a\n    cron: { name: bench-a, schedule: "*/5 * * * *", command: /usr/bin/true }`, '');
   add(`  - name: Cron b\n    cron: { name: bench-b, schedule: "17 3 * * *", command: "/usr/bin/test -d /srv/bench" }`, '');
   out[out.length - 1]!.sh = `printf '%s' ${q('# hostsmith: bench-a\n*/5 * * * * /usr/bin/true\n# hostsmith: bench-b\n17 3 * * * /usr/bin/test -d /srv/bench\n')} | crontab -u root -`;
   // 2 commands, idempotent through creates:
-  add(
-    `  - name: Command 1\n    command: { run: "echo done > /srv/bench/cmd1.done", creates: /srv/bench/cmd1.done }`,
-    `echo done > /srv/bench/cmd1.done`,
-  );
+  add(`  - name: Command 1\n    command: { run: "echo done > /srv/bench/cmd1.done", creates: /srv/bench/cmd1.done }`, `echo done > /srv/bench/cmd1.done`);
   add(
     `  - name: Command 2\n    command: { run: "mkdir -p /srv/bench/data && touch /srv/bench/data/.init", creates: /srv/bench/data/.init }`,
     `mkdir -p /srv/bench/data && touch /srv/bench/data/.init`,

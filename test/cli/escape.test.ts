@@ -65,7 +65,19 @@ const events: RunEvent[] = [
     error: `command exited 1: first${EVIL}\nsecond\u009b2J`,
   },
   { ...base, event: 'rollback-finished', host: 'h1', step: 'S', type: 'file', status: 'rollback-failed', error: `rm said ${EVIL}` },
-  { ...base, event: 'host-finished', host: 'h1', status: 'failed', error: `h1: host is locked by another hostsmith run (${EVIL})`, durationMs: 1, changed: 0, unchanged: 0, skipped: 0, failed: 1, rolledBack: 0 },
+  {
+    ...base,
+    event: 'host-finished',
+    host: 'h1',
+    status: 'failed',
+    error: `h1: host is locked by another hostsmith run (${EVIL})`,
+    durationMs: 1,
+    changed: 0,
+    unchanged: 0,
+    skipped: 0,
+    failed: 1,
+    rolledBack: 0,
+  },
 ];
 
 describe('Output: foreign text reaches the terminal escaped', () => {
@@ -107,7 +119,19 @@ describe('Output: foreign text reaches the terminal escaped', () => {
   it('an ok host that carries an error (its lock left in place) says so', () => {
     const out = capture();
     const o = new Output({ json: false, color: false, verbose: false, tty: false, out: out.stream, err: out.stream });
-    o.event({ ...base, event: 'host-finished', host: 'h1', status: 'ok', error: `h1; the run lock /run/hostsmith/lock no longer names this run (it says: run=x${EVIL})`, durationMs: 1, changed: 1, unchanged: 0, skipped: 0, failed: 0, rolledBack: 0 });
+    o.event({
+      ...base,
+      event: 'host-finished',
+      host: 'h1',
+      status: 'ok',
+      error: `h1; the run lock /run/hostsmith/lock no longer names this run (it says: run=x${EVIL})`,
+      durationMs: 1,
+      changed: 1,
+      unchanged: 0,
+      skipped: 0,
+      failed: 0,
+      rolledBack: 0,
+    });
     expect(out.text()).toBe('h1: ok: h1; the run lock /run/hostsmith/lock no longer names this run (it says: run=x\\x1b]0;pwned\\x07\\x1b[2J)\n');
   });
 

@@ -51,7 +51,8 @@ describe('plan --detailed-exitcode', () => {
   it('2 when something would change, 0 when nothing would; without the flag 0 both times', () => {
     const dir = mkdtempSync(join(tmpdir(), 'hostsmith-dx-'));
     writeFileSync(join(dir, 'r.yml'), `name: dx\nsteps:\n  - name: Marker\n    file: { path: ${dir}/marker, content: "x\\n" }\n`);
-    const run = (...extra: string[]) => spawnSync(process.execPath, [BIN, 'plan', join(dir, 'r.yml'), '--hosts', 'local', '--state-dir', join(dir, 'state'), ...extra], { encoding: 'utf8', env: { ...process.env, NO_COLOR: '1' } });
+    const run = (...extra: string[]) =>
+      spawnSync(process.execPath, [BIN, 'plan', join(dir, 'r.yml'), '--hosts', 'local', '--state-dir', join(dir, 'state'), ...extra], { encoding: 'utf8', env: { ...process.env, NO_COLOR: '1' } });
     const changes = run('--detailed-exitcode');
     expect(changes.status, changes.stderr + changes.stdout).toBe(2);
     expect(changes.stdout + changes.stderr).toContain('+ Marker  will create');

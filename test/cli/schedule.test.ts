@@ -10,17 +10,7 @@ import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeEach, describe, expect, it } from 'vitest';
 import { addEntry, hasEntry, jobLine, markedNames, removeEntry, shellQuote } from '../../src/cli/crontab.js';
-import {
-  acquireScheduleLock,
-  createSettings,
-  lockFile,
-  logsDir,
-  nameProblem,
-  readSettings,
-  rotateLogs,
-  settingsFile,
-  type Settings,
-} from '../../src/cli/schedules.js';
+import { acquireScheduleLock, createSettings, lockFile, logsDir, nameProblem, readSettings, rotateLogs, settingsFile, type Settings } from '../../src/cli/schedules.js';
 import { hostsmith, ROOT, type CliResult } from '../e2e/cli.js';
 
 const dirs: string[] = [];
@@ -202,7 +192,7 @@ describe('the per-schedule lock', () => {
     if (c.ok) c.release();
   });
 
-  it("a lock whose holder is gone is cleared and taken; a reused pid (other start time) does not count as the holder", async () => {
+  it('a lock whose holder is gone is cleared and taken; a reused pid (other start time) does not count as the holder', async () => {
     const state = temp();
     mkdirSync(join(state, 'schedules'));
     const s = sleeper();
@@ -270,7 +260,10 @@ esac
     if (kg.status !== 0) throw new Error(`ssh-keygen: ${kg.stderr}`);
     writeFileSync(knownHosts, `[127.0.0.1]:2299 ${readFileSync(`${key}.pub`, 'utf8').split(' ').slice(0, 2).join(' ')}\n`);
     recipe = join(dir, 'r.yml');
-    writeFileSync(recipe, 'name: nightly-web\nvars:\n  token: { required: true, secret: true }\n  port: { type: number, default: 80 }\nsteps:\n  - name: Write\n    file: { path: /tmp/x, content: "{{ token }}" }\n');
+    writeFileSync(
+      recipe,
+      'name: nightly-web\nvars:\n  token: { required: true, secret: true }\n  port: { type: number, default: 80 }\nsteps:\n  - name: Write\n    file: { path: /tmp/x, content: "{{ token }}" }\n',
+    );
     env = { PATH: `${bin}:${process.env.PATH}`, FAKE_CRONTAB: crontabFile };
   });
 
@@ -296,7 +289,21 @@ esac
     const unknownKey = await cli(['schedule', 'add', recipe, '--hosts', 'root@127.0.0.1:2298', '--known-hosts', knownHosts, '--identity', key, '--cron', '0 3 * * *', '--var', 'token=abcdefgh']);
     expect(unknownKey.code).toBe(2);
     expect(unknownKey.stderr).toMatch(/no host key for \[127\.0\.0\.1\]:2298 in .*known_hosts.*--accept-new-host-keys/);
-    const noKey = await cli(['schedule', 'add', recipe, '--hosts', 'root@127.0.0.1:2299', '--known-hosts', knownHosts, '--identity', join(dir, 'missing-key'), '--cron', '0 3 * * *', '--var', 'token=abcdefgh']);
+    const noKey = await cli([
+      'schedule',
+      'add',
+      recipe,
+      '--hosts',
+      'root@127.0.0.1:2299',
+      '--known-hosts',
+      knownHosts,
+      '--identity',
+      join(dir, 'missing-key'),
+      '--cron',
+      '0 3 * * *',
+      '--var',
+      'token=abcdefgh',
+    ]);
     expect(noKey.code).toBe(2);
     expect(readFileSync(crontabFile, 'utf8')).toBe('# mine\n');
     expect(existsSync(join(state, 'schedules'))).toBe(false);
@@ -318,7 +325,14 @@ esac
     const stored = settingsFile(state, 'nightly-web');
     expect(statSync(stored).mode & 0o777).toBe(0o600);
     const s = readSettings(state, 'nightly-web');
-    expect(s).toMatchObject({ recipe, cron: '*/10 * * * *', onFailure: 'echo failed', cwd: dir, options: { hosts: 'root@127.0.0.1:2299', knownHosts, identity: key }, vars: { cli: { token: 'the-secret-token' } } });
+    expect(s).toMatchObject({
+      recipe,
+      cron: '*/10 * * * *',
+      onFailure: 'echo failed',
+      cwd: dir,
+      options: { hosts: 'root@127.0.0.1:2299', knownHosts, identity: key },
+      vars: { cli: { token: 'the-secret-token' } },
+    });
 
     const again = await cli(['schedule', 'add', recipe, ...target(), '--cron', '0 3 * * *', '--var', 'token=the-secret-token']);
     expect(again.code).toBe(2);

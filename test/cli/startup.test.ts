@@ -17,7 +17,10 @@ const HEAVY = ['/node_modules/ora/', '/node_modules/@inquirer/', '/node_modules/
 function loaded(args: string[]): { code: number | null; urls: string[] } {
   const dir = mkdtempSync(join(tmpdir(), 'hostsmith-startup-'));
   const log = join(dir, 'resolved.txt');
-  writeFileSync(join(dir, 'hooks.mjs'), `import { appendFileSync } from 'node:fs';\nexport async function resolve(s, c, next) { const r = await next(s, c); appendFileSync(${JSON.stringify(log)}, r.url + '\\n'); return r; }\n`);
+  writeFileSync(
+    join(dir, 'hooks.mjs'),
+    `import { appendFileSync } from 'node:fs';\nexport async function resolve(s, c, next) { const r = await next(s, c); appendFileSync(${JSON.stringify(log)}, r.url + '\\n'); return r; }\n`,
+  );
   writeFileSync(join(dir, 'register.mjs'), `import { register } from 'node:module';\nregister(${JSON.stringify(`file://${join(dir, 'hooks.mjs')}`)});\n`);
   writeFileSync(log, '');
   writeFileSync(join(dir, 'r.yml'), 'name: t\nsteps:\n  - name: F\n    file: { path: /nonexistent-hostsmith/x, content: "x" }\n');

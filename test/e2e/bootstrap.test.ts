@@ -108,8 +108,6 @@ describeHosts('bootstrap on a terminal', () => {
   });
 
   it('Ctrl-C at a var prompt: exit 130, the host unchanged (no key installed, no recipe state)', async () => {
-    const sb = sandbox();
-    const h = sb.hosts[0]!;
     const dir = temp('hostsmith-bs-');
     writeFileSync(join(dir, 'known_hosts'), '');
     mkdirSync(join(dir, 'recipes'));
@@ -141,12 +139,16 @@ describeHosts('bootstrap on a terminal', () => {
     const knownHosts = join(dir, 'known_hosts');
     const args = ['bootstrap', 'recipe.yml', '--known-hosts', knownHosts, '--state-dir', join(dir, 'state')];
     // Enter at every question: key login with ~/.ssh/id_ed25519, and "no" is the default at the host key.
-    const no = await onTerminal(args, [
-      [/Host to set up/, `${where()}\r`],
-      [/How do you log in/, '\r'],
-      [/Private key file/, '\r'],
-      [/Trust this host key/, '\r'],
-    ], { env: env(), cwd: dir });
+    const no = await onTerminal(
+      args,
+      [
+        [/Host to set up/, `${where()}\r`],
+        [/How do you log in/, '\r'],
+        [/Private key file/, '\r'],
+        [/Trust this host key/, '\r'],
+      ],
+      { env: env(), cwd: dir },
+    );
     expect(no.code, no.screen.slice(-2000)).toBe(4);
     expect(no.screen).toMatch(/ED25519 key fingerprint is SHA256:[A-Za-z0-9+/]{43}\./);
     expect(no.screen).toMatch(/host key not trusted, so hostsmith did not log in; nothing was recorded or changed/);
@@ -156,11 +158,15 @@ describeHosts('bootstrap on a terminal', () => {
     execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', other]);
     writeFileSync(knownHosts, `[${h.address}]:${h.port} ${readFileSync(`${other}.pub`, 'utf8').split(' ').slice(0, 2).join(' ')}\n`);
     const before = readFileSync(knownHosts, 'utf8');
-    const changed = await onTerminal(args, [
-      [/Host to set up/, `${where()}\r`],
-      [/How do you log in/, '\r'],
-      [/Private key file/, '\r'],
-    ], { env: env(), cwd: dir });
+    const changed = await onTerminal(
+      args,
+      [
+        [/Host to set up/, `${where()}\r`],
+        [/How do you log in/, '\r'],
+        [/Private key file/, '\r'],
+      ],
+      { env: env(), cwd: dir },
+    );
     expect(changed.code, changed.screen.slice(-2000)).toBe(4);
     expect(changed.screen).toContain(`HOST KEY CHANGED for [${h.address}]:${h.port}`);
     expect(changed.screen).not.toContain('Trust this host key');

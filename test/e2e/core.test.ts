@@ -74,7 +74,12 @@ describeHosts('core: plan, apply, idempotence, rollback over SSH', () => {
     expect(r1.code, r1.stderr + r1.stdout).toBe(0);
     expect(stepEvents(r1).every((e) => e.status === 'changed')).toBe(true);
     expect(await sshOk(sb, h, 'stat -c "%a %U %G" /srv/app /srv/app/shop.test.conf')).toBe('750 root root\n640 root root\n');
-    expect(await sshOk(sb, h, 'cat /srv/app/shop.test.conf')).toBe(SITE_TEMPLATE.replace(/{{server_name}}/, 'shop.test').replace('{{port}}', '8080').replace('{{facts.hostname}}', h.name).replace('{{facts.os.id}} {{facts.os.version_id}}', 'debian 12'));
+    expect(await sshOk(sb, h, 'cat /srv/app/shop.test.conf')).toBe(
+      SITE_TEMPLATE.replace(/{{server_name}}/, 'shop.test')
+        .replace('{{port}}', '8080')
+        .replace('{{facts.hostname}}', h.name)
+        .replace('{{facts.os.id}} {{facts.os.version_id}}', 'debian 12'),
+    );
     expect(await sshOk(sb, h, 'cat /etc/motd /srv/app/stamp')).toBe('managed by hostsmith for shop.test\nstamped\n');
 
     const r2 = await hostsmith(args('apply', join(dir, 'site.yml'), '--hosts', h.name, '--yes', '--json', '--var', 'server_name=shop.test'));
@@ -83,7 +88,10 @@ describeHosts('core: plan, apply, idempotence, rollback over SSH', () => {
     const fin = r2.events.find((e) => e.event === 'run-finished')!;
     expect(fin.hosts[h.name]).toMatchObject({ status: 'ok', changed: 0, unchanged: 4 });
     // The journal knows how to reach the host again, and keeps rendered content by fingerprint only.
-    const entries = journalText(state).trim().split('\n').map((l) => JSON.parse(l));
+    const entries = journalText(state)
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
     expect(entries.find((e) => e.kind === 'host-started').target).toMatchObject({ host: h.address, port: h.port, user: 'root', kind: 'ssh' });
     const tpl = entries.find((e) => e.kind === 'step-started' && e.step === 'Site config');
     expect(tpl.params).toMatchObject({ dest: '/srv/app/shop.test.conf', rendered: expect.stringMatching(/^sha256:[0-9a-f]{64} \(\d+ bytes\)$/) });
@@ -96,7 +104,11 @@ describeHosts('core: plan, apply, idempotence, rollback over SSH', () => {
     const sb = sandbox();
     const h = sb.hosts[1]!;
     await sb.restart(h, { wipe: true });
-    await sshOk(sb, h, 'mkdir -p /etc/app && printf "old\\n" > /etc/app/main.conf && chmod 0604 /etc/app/main.conf && chown nobody:nogroup /etc/app/main.conf && printf "keep\\n" > /etc/app/other.conf && chmod 0600 /etc/app/other.conf');
+    await sshOk(
+      sb,
+      h,
+      'mkdir -p /etc/app && printf "old\\n" > /etc/app/main.conf && chmod 0604 /etc/app/main.conf && chown nobody:nogroup /etc/app/main.conf && printf "keep\\n" > /etc/app/other.conf && chmod 0600 /etc/app/other.conf',
+    );
     const recipe = `name: fails
 steps:
   - name: Replace main
@@ -223,7 +235,12 @@ steps:
 
     // Same name, different key: refused even with --accept-new-host-keys.
     const real = readFileSync(kh, 'utf8');
-    const other = readFileSync(sb.knownHostsPath, 'utf8').split('\n').find((l) => l.startsWith(`[${sb.hosts[1]!.address}]`))!.split(' ').slice(1).join(' ');
+    const other = readFileSync(sb.knownHostsPath, 'utf8')
+      .split('\n')
+      .find((l) => l.startsWith(`[${sb.hosts[1]!.address}]`))!
+      .split(' ')
+      .slice(1)
+      .join(' ');
     writeFileSync(kh, `[${h.address}]:${h.port} ${other}\n`);
     const r3 = await hostsmith([...base, '--accept-new-host-keys']);
     expect(r3.code).toBe(4);
@@ -282,7 +299,19 @@ steps:
     expect(second.stdout + second.stderr).toMatch(/locked by another hostsmith run \(run=\S+ controller=/);
     expect(took).toBeLessThan(5000);
     // The lock is the host's, not the login's: another user (without sudo) meets it too.
-    const other = await hostsmith(['apply', join(dir, 'slow.yml'), '--hosts', `nosudo@${h.address}:${h.port}`, '--identity', sb.keyPath, '--known-hosts', sb.knownHostsPath, '--state-dir', state, '--yes']);
+    const other = await hostsmith([
+      'apply',
+      join(dir, 'slow.yml'),
+      '--hosts',
+      `nosudo@${h.address}:${h.port}`,
+      '--identity',
+      sb.keyPath,
+      '--known-hosts',
+      sb.knownHostsPath,
+      '--state-dir',
+      state,
+      '--yes',
+    ]);
     expect(other.code).toBe(1);
     expect(other.stdout + other.stderr).toMatch(/locked by another hostsmith run \(run=/);
     expect((await first).code).toBe(0);
@@ -403,7 +432,7 @@ steps:
 
   it('reaches a host through a ProxyJump from ~/.ssh/config', async () => {
     const sb = sandbox();
-    const [jump, target] = sb.hosts as [typeof sb.hosts[0], typeof sb.hosts[0]];
+    const [jump, target] = sb.hosts as [(typeof sb.hosts)[0], (typeof sb.hosts)[0]];
     const home = fixture({
       '.ssh/config': `Host inner\n  HostName ${target!.address}\n  Port ${target!.port}\n  User root\n  IdentityFile ${sb.keyPath}\n  ProxyJump root@${jump!.address}:${jump!.port}\n`,
     });
@@ -414,7 +443,9 @@ steps:
     expect((await sshRun(sb, jump!, 'test -e /root/jumped')).code).toBe(1);
     // Proof that the jump is really used: through a jump host that is down, the target is unreachable.
     writeFileSync(join(home, '.ssh/config'), readFileSync(join(home, '.ssh/config'), 'utf8').replace(/ProxyJump .*/, 'ProxyJump root@127.0.0.1:1'));
-    const down = await hostsmith(['apply', join(dir, 'r.yml'), '--hosts', 'inner', '--identity', sb.keyPath, '--known-hosts', sb.knownHostsPath, '--state-dir', state, '--yes'], { env: { HOME: home } });
+    const down = await hostsmith(['apply', join(dir, 'r.yml'), '--hosts', 'inner', '--identity', sb.keyPath, '--known-hosts', sb.knownHostsPath, '--state-dir', state, '--yes'], {
+      env: { HOME: home },
+    });
     expect(down.code).toBe(4);
     expect(down.stdout + down.stderr).toContain('connection refused at 127.0.0.1:1');
   });

@@ -94,10 +94,7 @@ describeHosts('the example recipes, end to end on a fresh host', () => {
     const target = ['--hosts', h.name, ...sandboxArgs(sb, state), ...varArgs(['server_name=plan.test', `listen=${h.address}:8080`])];
 
     // Plans take no lock on the host: the saved one and the human text one are made at once.
-    const [plan, text] = await Promise.all([
-      hostsmith(['plan', 'recipes/web-server.yml', '--out', planFile, '--json', ...target]),
-      hostsmith(['plan', 'recipes/web-server.yml', ...target]),
-    ]);
+    const [plan, text] = await Promise.all([hostsmith(['plan', 'recipes/web-server.yml', '--out', planFile, '--json', ...target]), hostsmith(['plan', 'recipes/web-server.yml', ...target])]);
     expect(plan.code, tail(plan)).toBe(0);
     const noDefault = stepEvents(plan).find((e) => e.step === 'No default site');
     // Whether the default site exists is known only once nginx is installed.

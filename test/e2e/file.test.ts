@@ -80,9 +80,7 @@ describeHosts('file step over SSH', () => {
       ['changed', '/etc/ft/current: owner root → deploy'],
       ['changed', 'link /etc/ft/fresh → /etc/ft/target (nosudo:nogroup)'],
     ]);
-    expect(await sshOk(sb, h, FINGERPRINT('/etc/ft/current /etc/ft/fresh'))).toBe(
-      '/etc/ft/current link /etc/ft/target deploy root\n/etc/ft/fresh link /etc/ft/target nosudo nogroup\n',
-    );
+    expect(await sshOk(sb, h, FINGERPRINT('/etc/ft/current /etc/ft/fresh'))).toBe('/etc/ft/current link /etc/ft/target deploy root\n/etc/ft/fresh link /etc/ft/target nosudo nogroup\n');
     expect(await sshOk(sb, h, 'stat -c "%U %G" /etc/ft/target')).toBe('root root\n');
 
     const r2 = await hostsmith(args('apply', file, '--hosts', h.name, '--yes', '--json'));

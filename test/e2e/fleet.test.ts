@@ -27,12 +27,7 @@ steps:
 `;
 
 /** What the recipe touches, and whether hostsmith ever left anything on the host (lock, backups). */
-const SNAPSHOT = [
-  '{ find /srv/fleet -printf "%p %m %u %g %y\\n"',
-  '  sha256sum /srv/fleet/*',
-  '  ls -d /run/hostsmith/lock 2>/dev/null',
-  '} | sort',
-].join('\n');
+const SNAPSHOT = ['{ find /srv/fleet -printf "%p %m %u %g %y\\n"', '  sha256sum /srv/fleet/*', '  ls -d /run/hostsmith/lock 2>/dev/null', '} | sort'].join('\n');
 const RESET = `rm -rf /srv/fleet && mkdir -p /srv/fleet && printf '# base\\nworkers=2\\n' > /srv/fleet/base.conf`;
 /** Nothing of an apply there: no run lock, no backups folder (the sandbox itself keeps files in /run/hostsmith). */
 const UNTOUCHED = 'test ! -e /run/hostsmith/lock && test ! -e /var/lib/hostsmith && echo untouched';
@@ -127,7 +122,12 @@ describeHosts('fleets that fail safely: batches, failure budget, rollback scope'
     });
     expect(f.h5!.error).toMatch(/not started: batch 2 of 3: 2 of its 2 host\(s\) failed \(h3, h4\), more than --max-fail 0 allows/);
     expect(f.h5!.cause).toMatchObject({ host: 'h3', step: 'Check' });
-    expect(r.events.filter((e) => e.event === 'host-connected').map((e) => e.host).sort()).toEqual(['h1', 'h2', 'h3', 'h4']);
+    expect(
+      r.events
+        .filter((e) => e.event === 'host-connected')
+        .map((e) => e.host)
+        .sort(),
+    ).toEqual(['h1', 'h2', 'h3', 'h4']);
     const end = r.events.find((e) => e.event === 'run-finished')!;
     expect([end.exitCode, end.hosts.h6.status]).toEqual([1, 'not-started']);
 
@@ -161,7 +161,22 @@ describeHosts('fleets that fail safely: batches, failure budget, rollback scope'
     const probe = `[ "$HOSTSMITH_HOST" = h3 ] && ssh -F ${sandbox().sshConfigPath} h1 'test -d /run/hostsmith/lock' && touch ${seen}`;
     const was = loginsOf();
     const r = await hostsmith(
-      ['apply', join(dir, 'fleet.yml'), '-i', inventory(sandbox(), [3, 4]), '--known-hosts', sandbox().knownHostsPath, '--state-dir', state, '--yes', '--json', '--batch', '2', '--rollback-scope', 'fleet'],
+      [
+        'apply',
+        join(dir, 'fleet.yml'),
+        '-i',
+        inventory(sandbox(), [3, 4]),
+        '--known-hosts',
+        sandbox().knownHostsPath,
+        '--state-dir',
+        state,
+        '--yes',
+        '--json',
+        '--batch',
+        '2',
+        '--rollback-scope',
+        'fleet',
+      ],
       { env: { HOSTSMITH_FAULT_BEFORE_STEP: JSON.stringify({ step: 'Check', run: probe }) } },
     );
     expect(r.code, r.stderr + r.stdout).toBe(1);
@@ -197,7 +212,16 @@ describeHosts('fleets that fail safely: batches, failure budget, rollback scope'
     const entries = await journal(state, runId);
     const h1End = entries.find((e) => e.kind === 'host-finished' && e.host === 'h1');
     expect(h1End).toMatchObject({ status: 'rolled-back', cause: { host: 'h3', step: 'Check' } });
-    expect(entries.find((e) => e.kind === 'run-started')).toMatchObject({ fleet: { batches: [['h1', 'h2'], ['h3', 'h4'], ['h5', 'h6']], rollbackScope: 'fleet' } });
+    expect(entries.find((e) => e.kind === 'run-started')).toMatchObject({
+      fleet: {
+        batches: [
+          ['h1', 'h2'],
+          ['h3', 'h4'],
+          ['h5', 'h6'],
+        ],
+        rollbackScope: 'fleet',
+      },
+    });
 
     const human = await hostsmith(['show', runId, '--state-dir', state]);
     expect(human.code, human.stderr).toBe(0);

@@ -71,7 +71,9 @@ describeHosts('guarded changes: a step whose state moves after its batched read 
     const r1 = await hostsmith(['apply', file, '--hosts', h.name, '--yes', '--json', ...sandboxArgs(sb, state)]);
     expect(r1.code, r1.stderr + r1.stdout).toBe(0);
     expect(stepEvents(r1).map((e) => `${e.step}:${e.status}`)).toEqual(['Marker:changed', 'Group:changed', 'User:changed', 'Cron:changed', 'Line:changed', 'Command:changed']);
-    expect(await sshOk(sb, h, 'getent group guardgrp | cut -d: -f3; getent passwd guardusr | cut -d: -f7; crontab -l | grep -c guard-job; cat /etc/guard.conf /etc/guard-ran')).toBe('1700\n/bin/sh\n1\na=1\nran\n');
+    expect(await sshOk(sb, h, 'getent group guardgrp | cut -d: -f3; getent passwd guardusr | cut -d: -f7; crontab -l | grep -c guard-job; cat /etc/guard.conf /etc/guard-ran')).toBe(
+      '1700\n/bin/sh\n1\na=1\nran\n',
+    );
     const r2 = await hostsmith(['apply', file, '--hosts', h.name, '--yes', '--json', ...sandboxArgs(sb, state)]);
     expect(r2.code).toBe(0);
     expect(stepEvents(r2).every((e) => e.status === 'unchanged')).toBe(true);

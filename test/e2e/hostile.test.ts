@@ -30,7 +30,7 @@ const PROTECTED = [
   '  if [ -L "$f" ] || [ -e "$f" ]; then',
   '    printf \'%s %s\' "$f" "$(stat -c \'%F %a %U:%G\' -- "$f")"',
   '    if [ -f "$f" ] && [ ! -L "$f" ]; then printf \' %s\' "$(sha256sum < "$f" | cut -c1-64)"; fi',
-  '    printf \'\\n\'',
+  "    printf '\\n'",
   '  else echo "$f absent"; fi',
   'done',
   // Anything new (or gone) right in /etc: a temp file of an atomic write through a link lands here.
@@ -50,9 +50,7 @@ const naming = (p: string) => new RegExp(`(?<![\\w/.-])${esc(p)}(?![\\w/-]|\\.\\
 
 /** What the run said went wrong, short: for assertion messages. */
 function said(r: CliResult): string {
-  const errors = r.events
-    .filter((e) => e.error)
-    .map((e) => `${e.event}${e.step ? ` "${e.step}"` : ''}${e.status ? ` (${e.status})` : ''}: ${e.error}`);
+  const errors = r.events.filter((e) => e.error).map((e) => `${e.event}${e.step ? ` "${e.step}"` : ''}${e.status ? ` (${e.status})` : ''}: ${e.error}`);
   const steps = stepEvents(r).map((e) => `${e.step}: ${e.status}${e.summary ? ` — ${e.summary}` : ''}`);
   const stderr = r.stderr.trim();
   return [`exit ${r.code}`, ...steps, ...errors, stderr ? `stderr: ${stderr.slice(-1500)}` : ''].filter(Boolean).join('\n  ');
@@ -198,16 +196,16 @@ describeHosts('a hostile local user plants symlinks in the folders a root run wr
     newState();
     await nosudo("rm -rf /tmp/nsdir /tmp/nsdir.old && mkdir /tmp/nsdir && printf '/opt/nosudo/lib\\n' > /tmp/nsdir/app.conf");
     await baseline();
-    const r = await swapDuringRun(
-      '/tmp/nsdir',
-      '/etc/ld.so.conf.d',
-      'App conf',
-      `  - name: App conf\n    file: { path: /tmp/nsdir/app.conf, content: "managed by root\\n" }\n`,
-    );
-    expect.soft(stepEvents(r).map((e) => [e.step, e.status]), said(r)).toEqual([
-      ['App conf', 'changed'],
-      ['Fails', 'failed'],
-    ]);
+    const r = await swapDuringRun('/tmp/nsdir', '/etc/ld.so.conf.d', 'App conf', `  - name: App conf\n    file: { path: /tmp/nsdir/app.conf, content: "managed by root\\n" }\n`);
+    expect
+      .soft(
+        stepEvents(r).map((e) => [e.step, e.status]),
+        said(r),
+      )
+      .toEqual([
+        ['App conf', 'changed'],
+        ['Fails', 'failed'],
+      ]);
     await expectHeld(r, { code: 3, component: '/tmp/nsdir' });
   });
 
@@ -217,10 +215,15 @@ describeHosts('a hostile local user plants symlinks in the folders a root run wr
     await nosudo('rm -rf /tmp/nsdir2 /tmp/nsdir2.old && mkdir /tmp/nsdir2');
     await baseline();
     const r = await swapDuringRun('/tmp/nsdir2', '/etc', 'New conf', `  - name: New conf\n    file: { path: /tmp/nsdir2/new.conf, content: "made by root\\n" }\n`);
-    expect.soft(stepEvents(r).map((e) => [e.step, e.status]), said(r)).toEqual([
-      ['New conf', 'changed'],
-      ['Fails', 'failed'],
-    ]);
+    expect
+      .soft(
+        stepEvents(r).map((e) => [e.step, e.status]),
+        said(r),
+      )
+      .toEqual([
+        ['New conf', 'changed'],
+        ['Fails', 'failed'],
+      ]);
     await expectHeld(r, { code: 3, component: '/tmp/nsdir2' });
   });
 
@@ -237,7 +240,7 @@ describeHosts('a hostile local user plants symlinks in the folders a root run wr
     return hostsmith(['apply', '--plan', planFile, '--json', '--state-dir', state]);
   };
 
-  it('6. a line step on nosudo\'s /tmp/hs-ln6/app.conf, swapped for a link to /etc/hosts between plan and apply --plan: refused as stale (exit 5), /etc/hosts unchanged', async () => {
+  it("6. a line step on nosudo's /tmp/hs-ln6/app.conf, swapped for a link to /etc/hosts between plan and apply --plan: refused as stale (exit 5), /etc/hosts unchanged", async () => {
     newState();
     await nosudo("rm -rf /tmp/hs-ln6 && mkdir /tmp/hs-ln6 && printf 'a=1\\n' > /tmp/hs-ln6/app.conf");
     await baseline();
@@ -254,10 +257,7 @@ describeHosts('a hostile local user plants symlinks in the folders a root run wr
     newState();
     await nosudo('rm -rf /tmp/hs-p6 /tmp/hs-p6.old && mkdir /tmp/hs-p6 && cp /etc/hosts /tmp/hs-p6/hosts');
     await baseline();
-    const r = await planThenApply(
-      `  - name: Hosts line\n    line: { path: /tmp/hs-p6/hosts, line: "10.66.66.66 deb.debian.org" }\n`,
-      'mv /tmp/hs-p6 /tmp/hs-p6.old && ln -s /etc /tmp/hs-p6',
-    );
+    const r = await planThenApply(`  - name: Hosts line\n    line: { path: /tmp/hs-p6/hosts, line: "10.66.66.66 deb.debian.org" }\n`, 'mv /tmp/hs-p6 /tmp/hs-p6.old && ln -s /etc /tmp/hs-p6');
     await expectHeld(r, { code: 5, component: '/tmp/hs-p6' });
   });
 
@@ -268,7 +268,12 @@ describeHosts('a hostile local user plants symlinks in the folders a root run wr
     await root('rm -rf /srv/real /srv/link && mkdir -p /srv/real && ln -s /srv/real /srv/link');
     await baseline();
     const r = await hostsmith(args('apply', recipe(`  - name: Through a trusted link\n    file: { path: /srv/link/x, content: "ok\\n" }\n`), '--yes'));
-    expect.soft(stepEvents(r).map((e) => [e.step, e.status]), said(r)).toEqual([['Through a trusted link', 'changed']]);
+    expect
+      .soft(
+        stepEvents(r).map((e) => [e.step, e.status]),
+        said(r),
+      )
+      .toEqual([['Through a trusted link', 'changed']]);
     await expectHeld(r, { code: 0, ignore: ['/srv'] });
     expect(await root('cat /srv/real/x; stat -c "%F %U" /srv/link')).toBe('ok\nsymbolic link root\n');
   });

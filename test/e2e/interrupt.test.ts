@@ -139,11 +139,15 @@ steps:
     });
     dirs.push(dir);
     const state = temp('hostsmith-state-');
-    const r = await onPty(['apply', join(dir, 'r.yml'), '--hosts', h.name, ...(yes ? ['--yes'] : []), ...sandboxArgs(sb, state)], [
-      ...(yes ? [] : [{ when: /Apply these 2 change\(s\)\?/, send: 'y\r' }]),
-      // The spinner of step 2 (after the confirmation: the plan above names the step too).
-      { when: /Slow wait/, send: '\x03', delayMs: 700 },
-    ], { timeoutMs: 40_000 });
+    const r = await onPty(
+      ['apply', join(dir, 'r.yml'), '--hosts', h.name, ...(yes ? ['--yes'] : []), ...sandboxArgs(sb, state)],
+      [
+        ...(yes ? [] : [{ when: /Apply these 2 change\(s\)\?/, send: 'y\r' }]),
+        // The spinner of step 2 (after the confirmation: the plan above names the step too).
+        { when: /Slow wait/, send: '\x03', delayMs: 700 },
+      ],
+      { timeoutMs: 40_000 },
+    );
     expect(r.typed, tail(r.screen)).toBe(yes ? 1 : 2);
     expect(r.code, tail(r.screen)).toBe(130);
     expect(r.screen).toContain('Interrupted: stopping after the step in flight, then rolling back completed steps.');
@@ -172,12 +176,15 @@ steps:
     });
     dirs.push(dir);
     const state = temp('hostsmith-state-');
-    const r = await onPty(['apply', join(dir, 'r.yml'), '--hosts', h.name, ...sandboxArgs(sb, state)], [
-      { when: /Apply these 3 change\(s\)\?/, send: 'y\r' },
-      { when: /Slow wait/, send: '\x03', delayMs: 700 },
-      // Slow wait is taken back at once; then Write B's rollback sleeps 4 s: the second press lands in it.
-      { when: /rollback of Slow wait: rolled back/, send: '\x03', delayMs: 700 },
-    ]);
+    const r = await onPty(
+      ['apply', join(dir, 'r.yml'), '--hosts', h.name, ...sandboxArgs(sb, state)],
+      [
+        { when: /Apply these 3 change\(s\)\?/, send: 'y\r' },
+        { when: /Slow wait/, send: '\x03', delayMs: 700 },
+        // Slow wait is taken back at once; then Write B's rollback sleeps 4 s: the second press lands in it.
+        { when: /rollback of Slow wait: rolled back/, send: '\x03', delayMs: 700 },
+      ],
+    );
     expect(r.typed, tail(r.screen)).toBe(3);
     // README, "Ctrl-C": a second one stops the rollback (exit 3) and leaves the run open in the journal.
     expect(r.code, tail(r.screen)).toBe(3);

@@ -66,7 +66,11 @@ steps:
     const sb = sandbox();
     const h = sb.hosts[0]!;
     // The sleep the killed run left on the host, by its pid; then the lock and the files.
-    await sshRun(sb, h, `test -f /root/journal-sleep.pid && kill "$(cat /root/journal-sleep.pid)" 2>/dev/null; rm -rf -- ${LOCK} /root/journal-marker /root/journal-second /root/journal-sleep.pid /var/lib/hostsmith/backups`);
+    await sshRun(
+      sb,
+      h,
+      `test -f /root/journal-sleep.pid && kill "$(cat /root/journal-sleep.pid)" 2>/dev/null; rm -rf -- ${LOCK} /root/journal-marker /root/journal-second /root/journal-sleep.pid /var/lib/hostsmith/backups`,
+    );
     rmSync(dir, { recursive: true, force: true });
   });
 
@@ -136,13 +140,18 @@ steps:
     expect(show.stdout).toContain(`lock ${LOCK}`);
     expect(show.stdout).toContain(`${h.name}  Write marker [file]  changed: create /root/journal-marker`);
     expect(show.stdout).toContain(`${h.name}  Wait [command]  IN FLIGHT, NOT FINISHED`);
-    expect(show.stdout).toMatch(/left on the host \(completed, not rolled back\), newest first:\n {4}Write marker \[file\]: create \/root\/journal-marker[^\n]* — to take back: remove \/root\/journal-marker\n/);
+    expect(show.stdout).toMatch(
+      /left on the host \(completed, not rolled back\), newest first:\n {4}Write marker \[file\]: create \/root\/journal-marker[^\n]* — to take back: remove \/root\/journal-marker\n/,
+    );
     expect(show.stdout).toContain(
       `next: Nothing will finish this run by itself: its controller is gone. \`hostsmith recover ${runId}\` rolls back what it left on ${h.name} (the step in flight only if the host shows its change) and releases its host lock.`,
     );
     const showJson = await hostsmith(['show', runId, '--state-dir', state, '--json']);
     const st = showJson.events.find((e) => e.event === 'run-state')!;
-    expect(st).toMatchObject({ status: 'crashed', hosts: { [h.name]: { status: 'open', lock: LOCK, left: [{ step: 'Write marker', undo: 'remove /root/journal-marker' }], inFlight: [{ step: 'Wait' }] } } });
+    expect(st).toMatchObject({
+      status: 'crashed',
+      hosts: { [h.name]: { status: 'open', lock: LOCK, left: [{ step: 'Write marker', undo: 'remove /root/journal-marker' }], inFlight: [{ step: 'Wait' }] } },
+    });
 
     // recover lists it, then finishes it: the marker is taken back, the sleep (no change to see) closed, the lock released.
     const listed = await hostsmith(['recover', '--state-dir', state]);

@@ -61,12 +61,7 @@ describeHosts('host lock: not fakeable, exclusive, released; foreign text escape
     const sb = sandbox();
     const h = sb.hosts[0]!;
     try {
-      const made = await sshRun(
-        sb,
-        h,
-        `for p in ${USER_TRIES.join(' ')}; do mkdir -p "$p" 2>/dev/null && printf '${EVIL_SH}' > "$p/owner" 2>/dev/null && echo "$p"; done; true`,
-        { user: 'nosudo' },
-      );
+      const made = await sshRun(sb, h, `for p in ${USER_TRIES.join(' ')}; do mkdir -p "$p" 2>/dev/null && printf '${EVIL_SH}' > "$p/owner" 2>/dev/null && echo "$p"; done; true`, { user: 'nosudo' });
       // What a user can make: only in the world-writable folders, none of root's.
       expect(made.stdout.split('\n').filter(Boolean)).toEqual(['/run/lock/hostsmith.lock', '/var/lock/hostsmith.lock', '/tmp/.local/state/hostsmith/lock']);
       expect(await sshOk(sb, h, `stat -c '%U %a' /run/hostsmith`)).toBe('root 755\n');
@@ -132,10 +127,7 @@ describeHosts('host lock: not fakeable, exclusive, released; foreign text escape
     // While a root run holds it, a sudo run and a run without root are both held off.
     const first = hostsmith(rootArgs('apply', join(dir, 'slower.yml'), '--yes'));
     for (let i = 0; i < 50 && (await sshRun(sb, h, `test -d ${ROOT_LOCK}`)).code !== 0; i++) await new Promise((r) => setTimeout(r, 100));
-    const [viaSudo, plain] = await Promise.all([
-      hostsmith(asUser('deploy', 'apply', join(dir, 'slow.yml'), '--yes', '--sudo')),
-      hostsmith(asUser('nosudo', 'apply', join(dir, 'slow.yml'), '--yes')),
-    ]);
+    const [viaSudo, plain] = await Promise.all([hostsmith(asUser('deploy', 'apply', join(dir, 'slow.yml'), '--yes', '--sudo')), hostsmith(asUser('nosudo', 'apply', join(dir, 'slow.yml'), '--yes'))]);
     expect(viaSudo.code, all(viaSudo)).toBe(1);
     expect(all(viaSudo)).toContain('locked by another hostsmith run (run=');
     expect(plain.code, all(plain)).toBe(1);

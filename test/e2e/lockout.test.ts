@@ -200,7 +200,11 @@ describeHosts('--confirm: lockout protection by a watchdog on the host', () => {
     }
     expect(result).toBe('rolled-back\n');
     // Before any recover: the host is as before the run, every step type included; the lock is the run's until recover.
-    const strip = (s: string) => s.split('\n').filter((l) => !l.startsWith('/run/hostsmith/lock')).join('\n');
+    const strip = (s: string) =>
+      s
+        .split('\n')
+        .filter((l) => !l.startsWith('/run/hostsmith/lock'))
+        .join('\n');
     expect(strip(await sshOk(sandbox(), host(), SNAPSHOT))).toEqual(strip(before));
     expect(await sshOk(sandbox(), host(), 'cat /var/log/wd-handler.log')).toBe('reloaded\nreloaded\n');
 

@@ -33,7 +33,9 @@ const all = (r: CliResult) => r.stdout + r.stderr;
 function listenerPid(sandboxDir: string): number {
   const st = JSON.parse(readFileSync(join(sandboxDir, 'sandbox.json'), 'utf8')) as { hosts: Array<{ init?: { pid: number } }> };
   const init = st.hosts[0]!.init!.pid;
-  const pid = execFileSync('pgrep', ['-P', String(init), 'sshd'], { encoding: 'utf8' }).trim().split('\n')[0];
+  const pid = execFileSync('pgrep', ['-P', String(init), 'sshd'], { encoding: 'utf8' })
+    .trim()
+    .split('\n')[0];
   if (!pid) throw new Error('no sshd listener under the host init');
   return Number(pid);
 }

@@ -138,11 +138,21 @@ describeHosts('overlapping steps: plan, apply, re-apply, undo and rollback leave
       // is checked even when these fail.
       const again = await hostsmith(args('apply', file, '--yes', '--json'));
       expect.soft(again.code, show(again)).toBe(0);
-      expect.soft(stepEvents(again).filter((e) => e.status !== 'unchanged' && e.status !== 'skipped'), show(again)).toEqual([]);
+      expect
+        .soft(
+          stepEvents(again).filter((e) => e.status !== 'unchanged' && e.status !== 'skipped'),
+          show(again),
+        )
+        .toEqual([]);
       expect.soft(stepEvents(again), show(again)).toHaveLength(names.length);
       const replan = await hostsmith(args('plan', file, '--json'));
       expect.soft(replan.code, show(replan)).toBe(0);
-      expect.soft(stepEvents(replan).filter((e) => e.status === 'planned'), show(replan)).toEqual([]);
+      expect
+        .soft(
+          stepEvents(replan).filter((e) => e.status === 'planned'),
+          show(replan),
+        )
+        .toEqual([]);
       await c.applied(sb, h);
 
       // (iii) undo of the first run: the host is as before it, to the byte; a second undo has nothing to do.

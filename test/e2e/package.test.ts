@@ -41,7 +41,7 @@ describeHosts('package step (apt) on real hosts', () => {
     expect(await sshOk(sb, h, PACKAGES)).toBe(before);
   });
 
-  it('plan writes nothing on the host: no apt cache, no planner log, with the host\'s lists or temporary ones', async () => {
+  it("plan writes nothing on the host: no apt cache, no planner log, with the host's lists or temporary ones", async () => {
     const sb = sandbox();
     const h = sb.hosts[0]!;
     // A removal makes the dry run read apt's auto marks too.
@@ -71,9 +71,7 @@ describeHosts('package step (apt) on real hosts', () => {
     const r1 = await hostsmith(args('apply', file, '--hosts', h.name, '--yes', '--json'));
     expect(r1.code, r1.stderr + r1.stdout).toBe(0);
     expect(stepEvents(r1)[0]).toMatchObject({ status: 'changed', summary: 'install hello, jq + dependencies libjq1, libonig5' });
-    expect(await sshOk(sb, h, status('hello jq libjq1 libonig5'))).toBe(
-      'hello install ok installed\njq install ok installed\nlibjq1 install ok installed\nlibonig5 install ok installed\n',
-    );
+    expect(await sshOk(sb, h, status('hello jq libjq1 libonig5'))).toBe('hello install ok installed\njq install ok installed\nlibjq1 install ok installed\nlibonig5 install ok installed\n');
     // Dependencies stay marked automatic, as with a manual apt-get install.
     expect((await sshOk(sb, h, 'apt-mark showauto')).split('\n')).toEqual(expect.arrayContaining(['libjq1', 'libonig5']));
     expect(await sshOk(sb, h, 'hello')).toBe('Hello, world!\n');
@@ -161,7 +159,9 @@ describeHosts('package step (apt) on real hosts', () => {
     expect(r2.code, r2.stderr + r2.stdout).toBe(1);
     const steps = stepEvents(r2);
     expect(steps.map((e) => `${e.step}:${e.status}`)).toEqual(['Marker:changed', 'Hello:failed']);
-    expect(steps[1]!.error).toMatch(/^not applied: its state moved since the plan was made \(the packages apt would change on h1 are not as planned now: hello installed\); nothing was written for this step/);
+    expect(steps[1]!.error).toMatch(
+      /^not applied: its state moved since the plan was made \(the packages apt would change on h1 are not as planned now: hello installed\); nothing was written for this step/,
+    );
     // Marker rolled back; hello is the one the other hand installed, and stays.
     expect((await sshRun(sb, h, 'test -e /etc/pkg-marker')).code).toBe(1);
     expect(await sshOk(sb, h, status('hello'))).toBe('hello install ok installed\n');
@@ -235,7 +235,10 @@ describeHosts('package step (apt) on real hosts', () => {
     const calls = await sshOk(sb, h, 'cat /tmp/apt-calls');
     expect(calls, 'one apt-get run: the install, no dry run').not.toMatch(/(^| )-s( |$)/m);
     expect(calls.trim().split('\n')).toHaveLength(1);
-    const j = journalText(state).split('\n').filter(Boolean).map((l) => JSON.parse(l));
+    const j = journalText(state)
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => JSON.parse(l));
     const started = j.find((e) => e.kind === 'step-started' && e.step === 'Tools');
     const finished = j.find((e) => e.kind === 'step-finished' && e.step === 'Tools');
     expect(started.undo).toEqual({ purge: [], remove: [], reinstall: [], snapshot: true });
@@ -267,9 +270,15 @@ describeHosts('package step (apt) on real hosts', () => {
     child!.kill('SIGKILL');
     const r = await run;
     const runId = r.events[0]!.runId as string;
-    const j = journalText(state).split('\n').filter(Boolean).map((l) => JSON.parse(l));
+    const j = journalText(state)
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => JSON.parse(l));
     expect(j.some((e) => e.kind === 'step-started' && e.step === 'Tools')).toBe(true);
-    expect(j.some((e) => e.kind === 'step-finished' && e.step === 'Tools'), 'killed before its result').toBe(false);
+    expect(
+      j.some((e) => e.kind === 'step-finished' && e.step === 'Tools'),
+      'killed before its result',
+    ).toBe(false);
     expect(await sshOk(sb, h, status('hello jq'))).toBe('hello install ok installed\njq install ok installed\n');
     const rec = await hostsmith(['recover', runId, '--yes', '--known-hosts', sb.knownHostsPath, '--state-dir', state]);
     expect(rec.code, rec.stdout + rec.stderr).toBe(0);

@@ -125,8 +125,7 @@ describeHosts('paths, timeouts and copies that run out of space', () => {
       await small('/mnt/small');
       await sshOk(sb, h, 'head -c 120000 /dev/urandom > /mnt/small/f');
       const r = await apply(
-        `  - name: Replace\n    file: { path: /mnt/small/f, content: "new\\n" }\n` +
-          `  - name: Fill\n    command: { run: "cat /dev/zero > /mnt/small/fill 2>/dev/null; echo full >&2; exit 1" }\n`,
+        `  - name: Replace\n    file: { path: /mnt/small/f, content: "new\\n" }\n` + `  - name: Fill\n    command: { run: "cat /dev/zero > /mnt/small/fill 2>/dev/null; echo full >&2; exit 1" }\n`,
       );
       expect(r.code, r.stderr).toBe(3);
       const rb = r.events.filter((e) => e.event === 'rollback-finished');

@@ -85,7 +85,8 @@ describeHosts('saved plans: plan --out, then apply --plan exactly', () => {
     dir = fixture({ 'planned.yml': RECIPE, 'templates/t.hbs': 'greeting={{greeting}} on {{facts.hostname}}\n' });
     state = join(dir, 'state');
     // The packages each host starts with, so a test can take back exactly what an apply installed.
-    for (const h of sandbox().hosts) await sshOk(sandbox(), h, `printf "# conf\\n" > /etc/plan-line.conf; crontab -r 2>/dev/null; service cron stop >/dev/null 2>&1; ${INSTALLED} > /tmp/pkgs-initial; true`);
+    for (const h of sandbox().hosts)
+      await sshOk(sandbox(), h, `printf "# conf\\n" > /etc/plan-line.conf; crontab -r 2>/dev/null; service cron stop >/dev/null 2>&1; ${INSTALLED} > /tmp/pkgs-initial; true`);
     const r = await hostsmith(args('plan', join(dir, 'planned.yml'), '--hosts', 'h1,h2', '--var', `token=${TOKEN}`, '--out', planFile()));
     expect(r.code, r.stderr + r.stdout).toBe(0);
   });
@@ -188,7 +189,7 @@ describeHosts('saved plans: plan --out, then apply --plan exactly', () => {
     }
   });
 
-  it('on an untouched host, the changes made are exactly the plan\'s, step for step', async () => {
+  it("on an untouched host, the changes made are exactly the plan's, step for step", async () => {
     const sb = sandbox();
     const r = await hostsmith(args('apply', '--plan', planFile(), '--var', `token=${TOKEN}`, '--json'));
     expect(r.code, r.stderr + r.stdout).toBe(0);
@@ -203,7 +204,11 @@ describeHosts('saved plans: plan --out, then apply --plan exactly', () => {
         .filter((l) => l.includes('"kind":"step-started"'))
         .map((l) => JSON.parse(l).step);
       expect(journaled.slice(-planned.length)).toEqual(planned);
-      const state_ = await sshOk(sb, h, 'getent group plangroup >/dev/null && getent passwd planuser | cut -d: -f7; crontab -l | grep -c plan-job; pgrep -x cron >/dev/null && echo running; cat /etc/plan-file /etc/plan-tmpl; grep -c "^TOKEN=" /etc/plan-line.conf; test -e /var/tmp/plan-cmd && echo cmd; dpkg-query -W -f \'${Status}\\n\' sl');
+      const state_ = await sshOk(
+        sb,
+        h,
+        'getent group plangroup >/dev/null && getent passwd planuser | cut -d: -f7; crontab -l | grep -c plan-job; pgrep -x cron >/dev/null && echo running; cat /etc/plan-file /etc/plan-tmpl; grep -c "^TOKEN=" /etc/plan-line.conf; test -e /var/tmp/plan-cmd && echo cmd; dpkg-query -W -f \'${Status}\\n\' sl',
+      );
       expect(state_).toBe(`/bin/sh\n1\nrunning\nhello\ngreeting=hello on ${h.name}\n1\ncmd\ninstall ok installed\n`);
     }
     // Applied: the same plan is now stale everywhere (every planned step is done).

@@ -45,7 +45,7 @@ const HOSTILE = [
   "printf 'deadbeefdeadbeef 0 0 aGk= aGk=\\nno newline at the end' > /srv/probe/hostile",
   "printf '\\000\\377\\376binary\\ndeadbeefdeadbeef 2 0 x y' > /srv/probe/binary",
   "printf 'workers=2\\ndeadbeefdeadbeef 4 0 x y\\n\\001\\002' > /srv/probe/odd.conf",
-  "printf '# hand-written\\n*/5 * * * * echo \"deadbeefdeadbeef 1 0 x y\"\\n' | crontab -",
+  'printf \'# hand-written\\n*/5 * * * * echo "deadbeefdeadbeef 1 0 x y"\\n\' | crontab -',
 ].join('\n');
 
 const all = (r: CliResult) => r.stdout + r.stderr;
@@ -83,7 +83,9 @@ describeHosts('batched probes: one exec for every read, the same plan as one ste
   it('applies batched; then a no-op plan and a no-op apply are 2 exec channels each, with the same plan as one at a time', async () => {
     const first = await run(['apply', '--yes']);
     expect(first.code, all(first)).toBe(0);
-    expect(await sshOk(sandbox(), sandbox().hosts[0]!, 'cat /srv/probe/hostile; grep -c workers=8 /srv/probe/odd.conf; crontab -l | grep -c probe-job; id -nG probeusr')).toBe('tamed\n1\n1\nprobeusr probegrp\n');
+    expect(await sshOk(sandbox(), sandbox().hosts[0]!, 'cat /srv/probe/hostile; grep -c workers=8 /srv/probe/odd.conf; crontab -l | grep -c probe-job; id -nG probeusr')).toBe(
+      'tamed\n1\n1\nprobeusr probegrp\n',
+    );
     const plan = await run(['plan']);
     expect(execs(plan), all(plan)).toBe(2);
     expect(planOf(plan).map((s) => s.status)).toEqual(Array(10).fill('unchanged'));

@@ -39,14 +39,14 @@ describeHosts('prune --older-than: old runs forgotten, on the host and in the jo
   beforeAll(async () => {
     dir = fixture({ 'prunable.yml': RECIPE });
     state = join(dir, 'state');
-    await sshOk(sandbox(), host(), "rm -rf /srv/prune && mkdir -p /srv/prune && echo original > /srv/prune/app.conf");
+    await sshOk(sandbox(), host(), 'rm -rf /srv/prune && mkdir -p /srv/prune && echo original > /srv/prune/app.conf');
   });
 
   afterAll(async () => {
     await sshOk(sandbox(), host(), ['rm -rf /srv/prune', ...ids.map((id) => `rm -rf '/var/lib/hostsmith/backups/${id}'`)].join('; ')).catch(() => {});
   });
 
-  it('removes the old run\'s host backups and journal, keeps the newer run, and undo says why it cannot', async () => {
+  it("removes the old run's host backups and journal, keeps the newer run, and undo says why it cannot", async () => {
     const oldRun = await apply('one');
     const newRun = await apply('two');
     const oldBackups = `/var/lib/hostsmith/backups/${oldRun}`;
@@ -75,7 +75,7 @@ describeHosts('prune --older-than: old runs forgotten, on the host and in the jo
     expect(existsSync(journal(oldRun))).toBe(false);
     expect(await onHost(newBackups)).toBe(true);
     expect(existsSync(journal(newRun))).toBe(true);
-    expect((await sshOk(sandbox(), host(), 'cat /srv/prune/app.conf'))).toBe('word=two\n'); // managed files are not touched
+    expect(await sshOk(sandbox(), host(), 'cat /srv/prune/app.conf')).toBe('word=two\n'); // managed files are not touched
 
     const undo = await hostsmith(['undo', oldRun, '--yes', '--state-dir', state]);
     expect(undo.code, undo.stderr + undo.stdout).toBe(2);

@@ -142,7 +142,9 @@ describeHosts('hostile values through every field that reaches a shell: no marke
    * deeper than PATH_MAX, which the sandbox's clean-up on this machine could not delete.
    */
   afterEach(async () => {
-    await ssh("for u in $(getent passwd | cut -d: -f1 | grep -E '^q[hcg][0-9]{2}$'); do userdel -r \"$u\" 2>/dev/null || userdel \"$u\"; done; crontab -r 2>/dev/null; rm -rf /root/qm /tmp/pwned-*; true");
+    await ssh(
+      'for u in $(getent passwd | cut -d: -f1 | grep -E \'^q[hcg][0-9]{2}$\'); do userdel -r "$u" 2>/dev/null || userdel "$u"; done; crontab -r 2>/dev/null; rm -rf /root/qm /tmp/pwned-*; true',
+    );
     await perPath(
       (await topLevel()).filter((p) => !initial.has(p)),
       'rm -rf -- "$p"',
@@ -206,7 +208,13 @@ describeHosts('hostile values through every field that reaches a shell: no marke
           `find . -type f -exec sha256sum -z -- {} + | sort -z | base64 -w0`,
       );
       for (const part of listing.split('\n')) {
-        out.push(...Buffer.from(part, 'base64').toString('utf8').split('\0').filter(Boolean).map((l) => `${root}: ${l}`));
+        out.push(
+          ...Buffer.from(part, 'base64')
+            .toString('utf8')
+            .split('\0')
+            .filter(Boolean)
+            .map((l) => `${root}: ${l}`),
+        );
       }
     }
     return out;
@@ -216,7 +224,10 @@ describeHosts('hostile values through every field that reaches a shell: no marke
   async function noMarkers(after: string): Promise<void> {
     const r = await sshRun(sandbox(), host(), 'ls -d /tmp/pwned-* 2>/dev/null; true');
     expect(r.stdout, `a marker command ran on the host during ${after}`).toBe('');
-    expect(readdirSync('/tmp').filter((f) => f.startsWith(`pwned-${TOKEN}`)), `a marker command ran on this machine during ${after}`).toEqual([]);
+    expect(
+      readdirSync('/tmp').filter((f) => f.startsWith(`pwned-${TOKEN}`)),
+      `a marker command ran on this machine during ${after}`,
+    ).toEqual([]);
   }
 
   /**
@@ -265,7 +276,10 @@ describeHosts('hostile values through every field that reaches a shell: no marke
     expect(finished.status, said).toBe('rolled-back');
     const rb = r.events.filter((e) => e.event === 'rollback-finished');
     expect(rb.length, said).toBeGreaterThan(0);
-    expect(rb.filter((e) => e.status !== 'rolled-back'), said).toEqual([]);
+    expect(
+      rb.filter((e) => e.status !== 'rolled-back'),
+      said,
+    ).toEqual([]);
   }
 
   /** A step's status, checked against what the schema allows for its value. */
@@ -331,7 +345,12 @@ describeHosts('hostile values through every field that reaches a shell: no marke
     // beside them that a `*` must never reach.
     const absentAt = VALUES.map((h) => P.absent + h.value);
     const absentMade = await precreate(absentAt, 'pre');
-    expect(await precreate(VALUES.map((h) => `${Q}/match/${h.id}`), 'before')).not.toContain(false);
+    expect(
+      await precreate(
+        VALUES.map((h) => `${Q}/match/${h.id}`),
+        'before',
+      ),
+    ).not.toContain(false);
     expect(await precreate([`${P.absent}canary`, `${P.path}canary`, `${P.dir}canary`, `${P.tdest}canary`, `${P.lpath}canary`], 'canary')).not.toContain(false);
     const before = await snapshot([Q]);
     expect(before.length).toBeGreaterThan(VALUES.length);
@@ -499,7 +518,8 @@ describeHosts('hostile values through every field that reaches a shell: no marke
     for (const h of VALUES) {
       const v = h.value;
       const field = (name: string, i: number) => passwd.get(name)?.[i];
-      if (statusOf(done, `user.home ${h.id}`, isPath('/home/', v) && !v.includes(':') && !v.includes('/') && !hasControl(v)) === 'changed') expect.soft(field(`qh${h.id}`, 5), `user.home ${h.id}`).toBe(`/home/${v}`);
+      if (statusOf(done, `user.home ${h.id}`, isPath('/home/', v) && !v.includes(':') && !v.includes('/') && !hasControl(v)) === 'changed')
+        expect.soft(field(`qh${h.id}`, 5), `user.home ${h.id}`).toBe(`/home/${v}`);
       if (statusOf(done, `user.comment+shell ${h.id}`, isPath('/bin/', v) && !v.includes(':') && !hasControl(v)) === 'changed') {
         expect.soft(field(`qc${h.id}`, 4), `user.comment ${h.id}`).toBe(v);
         expect.soft(field(`qc${h.id}`, 6), `user.shell ${h.id}`).toBe(`/bin/${v}`);
@@ -507,7 +527,14 @@ describeHosts('hostile values through every field that reaches a shell: no marke
       for (const f of ['user.groups', 'user.name', 'group.name', 'service.name']) statusOf(done, `${f} ${h.id}`, false);
     }
     // Read back (getent, the home's state), each account is as it was made.
-    await expectSettled(recipe('quoting-users', VALUES.flatMap((h) => [home(h), passwdFields(h)])), done, { what: 'the account steps' });
+    await expectSettled(
+      recipe(
+        'quoting-users',
+        VALUES.flatMap((h) => [home(h), passwdFields(h)]),
+      ),
+      done,
+      { what: 'the account steps' },
+    );
     // Accounts named by the value were never made.
     expect([...passwd.keys()].filter((n) => VALUES.some((h) => h.value === n))).toEqual([]);
 

@@ -154,7 +154,9 @@ describeHosts('recover: a run killed at any point is finished and the host put b
     // The kinds of entry the kill points below land after, in the order the run writes them.
     const kinds = entries(id).map((e) => `${e.kind}${e.afterRollback ? '+again' : ''}`);
     expect(kinds.length).toBe(41);
-    expect(new Set(kinds)).toEqual(new Set(['run-started', 'host-started', 'step-started', 'step-finished', 'rollback-started', 'rollback-finished', 'step-started+again', 'host-finished', 'run-finished']));
+    expect(new Set(kinds)).toEqual(
+      new Set(['run-started', 'host-started', 'step-started', 'step-finished', 'rollback-started', 'rollback-finished', 'step-started+again', 'host-finished', 'run-finished']),
+    );
     expect(await differences()).toEqual([]);
   }, 60_000);
 
@@ -175,11 +177,17 @@ describeHosts('recover: a run killed at any point is finished and the host put b
       const es = entries(runId);
       const what = `killed after entry ${n} (${es.at(-1)?.kind} ${es.at(-1)?.step ?? ''})`;
       expect(es.length, what).toBe(n);
-      expect(es.some((e) => e.kind === 'run-finished'), what).toBe(false);
+      expect(
+        es.some((e) => e.kind === 'run-finished'),
+        what,
+      ).toBe(false);
       // Each kill point is listed as crashed by recover with no argument.
       const listed = await hostsmith(['recover', '--state-dir', state, '--json']);
       // Crashed; abandoned when every host had finished (only the run's end is missing).
-      expect(listed.events.find((e) => e.runId === runId), what).toMatchObject({ status: es.some((e) => e.kind === 'host-finished') ? 'abandoned' : 'crashed', recoverable: true });
+      expect(
+        listed.events.find((e) => e.runId === runId),
+        what,
+      ).toMatchObject({ status: es.some((e) => e.kind === 'host-finished') ? 'abandoned' : 'crashed', recoverable: true });
       const rec = await recoverAndCheck(runId, what);
       // Once the recording handler has run for the template, the template's rollback (by the run or
       // by the recover) makes it run once more, by whichever got there: never twice, never skipped.
@@ -223,7 +231,10 @@ describeHosts('recover: a run killed at any point is finished and the host put b
         process.kill(pid, 'SIGKILL');
       },
     });
-    expect(entries(inBatch).some((e) => e.kind === 'step-started'), 'killed before any step started').toBe(false);
+    expect(
+      entries(inBatch).some((e) => e.kind === 'step-started'),
+      'killed before any step started',
+    ).toBe(false);
     expect(await sshOk(sandbox(), host(), 'ls -d /tmp/hostsmith-probe.* 2>/dev/null | wc -l')).toBe('1\n');
     await recoverAndCheck(inBatch, 'killed during the probe batch');
     expect(await sshOk(sandbox(), host(), 'ls -d /tmp/hostsmith-probe.* 2>/dev/null | wc -l')).toBe('0\n');

@@ -36,7 +36,7 @@ const alive = (pid: number) => existsSync(`/proc/${pid}`);
 
 async function startCron(): Promise<CronNs> {
   if (!existsSync('/usr/sbin/cron') || !existsSync('/usr/bin/crontab')) {
-    throw new Error('this test needs Debian\'s cron package on the controller (apt-get install cron); it is not installed');
+    throw new Error("this test needs Debian's cron package on the controller (apt-get install cron); it is not installed");
   }
   const dir = mkdtempSync(join(tmpdir(), 'hostsmith-cron-'));
   writeFileSync(join(dir, 'empty-crontab'), '');
@@ -146,14 +146,19 @@ describeHosts('schedule: update jobs under a real cron daemon', () => {
   };
   const logsOf = (name: string): string[] => {
     try {
-      return readdirSync(join(state, 'logs', name)).filter((f) => f.endsWith('.log')).sort().map((f) => join(state, 'logs', name, f));
+      return readdirSync(join(state, 'logs', name))
+        .filter((f) => f.endsWith('.log'))
+        .sort()
+        .map((f) => join(state, 'logs', name, f));
     } catch {
       return [];
     }
   };
   const finished = (file: string) => readFileSync(file, 'utf8').includes('"event":"schedule-finished"');
 
-  it('cron runs the schedule: a log per run, the host in the recipe\'s state, list shows exit 0; a failing one runs --on-failure; remove keeps the rest of the crontab; the secret is in neither the crontab nor ps', { timeout: 200_000 }, async () => {
+  it("cron runs the schedule: a log per run, the host in the recipe's state, list shows exit 0; a failing one runs --on-failure; remove keeps the rest of the crontab; the secret is in neither the crontab nor ps", {
+    timeout: 200_000,
+  }, async () => {
     const sb = sandbox();
     const [h1, h2] = sb.hosts;
     const ok = recipe(
@@ -198,7 +203,10 @@ describeHosts('schedule: update jobs under a real cron daemon', () => {
 
     // The first run's log: human text and JSON events, the secret masked.
     const log = readFileSync(okLogs[0]!, 'utf8');
-    const runId = okLogs[0]!.split('/').pop()!.replace(/\.log$/, '');
+    const runId = okLogs[0]!
+      .split('/')
+      .pop()!
+      .replace(/\.log$/, '');
     expect(log).toContain(`Apply: recipe sched-ok on ${h1!.name} (run ${runId})`);
     expect(log).toMatch(/"event":"run-finished".*"exitCode":0/);
     expect(log).toMatch(/"event":"schedule-finished".*"status":"ok","exitCode":0/);
@@ -213,7 +221,7 @@ describeHosts('schedule: update jobs under a real cron daemon', () => {
     expect(list.stdout).toMatch(new RegExp(`every-minute: recipe sched-ok .* on ${h1!.name}`));
     expect(list.stdout).toMatch(/when: \* \* \* \* \* — Every minute/);
     expect(list.stdout).toMatch(/last run: \d{4}-\d\d-\d\d \d\d:\d\d(:\d\d)? ok, exit 0/);
-    expect(list.stdout).toMatch(/sched-fails: .*\n(.*\n)*?  last run: .* rolled-back, exit 1/);
+    expect(list.stdout).toMatch(/sched-fails: .*\n(.*\n)*? {2}last run: .* rolled-back, exit 1/);
     const json = await cli(['schedule', 'list', '--state-dir', state, '--json']);
     const every = json.events.find((e) => e.name === 'every-minute')!;
     expect(every.lastRun).toMatchObject({ status: 'ok', exitCode: 0 });
@@ -224,14 +232,15 @@ describeHosts('schedule: update jobs under a real cron daemon', () => {
     // The failing schedule: rolled back on the host, exit 1, and --on-failure ran with the documented variables.
     expect(failLogs.length).toBeGreaterThan(0);
     const failLog = readFileSync(failLogs[0]!, 'utf8');
-    const failId = failLogs[0]!.split('/').pop()!.replace(/\.log$/, '');
+    const failId = failLogs[0]!
+      .split('/')
+      .pop()!
+      .replace(/\.log$/, '');
     expect(failLog).toMatch(/"event":"schedule-finished".*"status":"rolled-back","exitCode":1/);
     expect(failLog).toMatch(/disk on fire/);
     expect(failLog).toMatch(/the --on-failure command exited 0/);
     expect((await sshRun(sb, h2!, 'test -e /etc/sched-e2e/marker.txt && echo present || echo absent')).stdout).toBe('absent\n');
-    expect(readFileSync(failEnv, 'utf8')).toBe(
-      [`HOSTSMITH_EXIT_CODE=1`, `HOSTSMITH_LOG=${failLogs[0]}`, `HOSTSMITH_RUN_ID=${failId}`, `HOSTSMITH_SCHEDULE=sched-fails`].join('\n') + '\n',
-    );
+    expect(readFileSync(failEnv, 'utf8')).toBe([`HOSTSMITH_EXIT_CODE=1`, `HOSTSMITH_LOG=${failLogs[0]}`, `HOSTSMITH_RUN_ID=${failId}`, `HOSTSMITH_SCHEDULE=sched-fails`].join('\n') + '\n');
 
     // The user edits the crontab after add (a job below ours); remove takes only our two lines.
     const edited = (await crontab()) + '# added later by hand\n*/7 * * * * /bin/true\n';

@@ -214,9 +214,7 @@ describeHosts('secrets: never in the host process list as another user sees it, 
   }, 90_000);
 
   it('--confirm: the watchdog rolls back on the host by itself (link cut, verify failing)', async () => {
-    const r = await sampled('watchdog rollback on the host', ['1.1', '1.2'], () =>
-      apply(['--confirm', '5s', '--var', 'check=false'], { env: { HOSTSMITH_FAULT_CUT_AFTER_ARM: '1' } }),
-    );
+    const r = await sampled('watchdog rollback on the host', ['1.1', '1.2'], () => apply(['--confirm', '5s', '--var', 'check=false'], { env: { HOSTSMITH_FAULT_CUT_AFTER_ARM: '1' } }));
     expect(r.code, all(r)).toBe(1);
     expect(r.events.filter((e) => e.event === 'watchdog').map((e) => e.what)).toEqual(['armed', 'waiting', 'fired']);
     const fired = r.events.find((e) => e.event === 'watchdog' && e.what === 'fired')!;
@@ -239,12 +237,10 @@ describeHosts('secrets: never in the host process list as another user sees it, 
     const asRoot = await sshRun(sandbox(), host(), 'grep -rlsF -f /dev/stdin /root 2>/dev/null; true', { input: `${SECRET}\n` });
     expect(asRoot.stdout.split('\n').filter(Boolean).sort()).toEqual(['/root/tok', '/root/tok.conf', '/root/tok.env']);
     // …and nosudo, searching everything it may read, finds none.
-    const r = await sshRun(
-      sandbox(),
-      host(),
-      'grep -rlsF -D skip --exclude-dir=proc --exclude-dir=sys --exclude-dir=dev -f /dev/stdin / 2>/dev/null; true',
-      { user: 'nosudo', input: `${forms(SECRET).join('\n')}\n` },
-    );
+    const r = await sshRun(sandbox(), host(), 'grep -rlsF -D skip --exclude-dir=proc --exclude-dir=sys --exclude-dir=dev -f /dev/stdin / 2>/dev/null; true', {
+      user: 'nosudo',
+      input: `${forms(SECRET).join('\n')}\n`,
+    });
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout).toBe('');
   }, 60_000);

@@ -16,8 +16,7 @@ describeHosts('run semantics on a real host', () => {
   beforeEach(() => {
     state = mkdtempSync(join(tmpdir(), 'hostsmith-state-'));
   });
-  const apply = (file: string, ...extra: string[]) =>
-    hostsmith(['apply', file, '--hosts', 'h1', '--yes', '--json', ...sandboxArgs(sandbox(), state), ...extra]);
+  const apply = (file: string, ...extra: string[]) => hostsmith(['apply', file, '--hosts', 'h1', '--yes', '--json', ...sandboxArgs(sandbox(), state), ...extra]);
 
   it('when, unless, creates and steps.<name> results decide what runs', async () => {
     const sb = sandbox();
@@ -174,7 +173,12 @@ steps:
     const r = await apply(join(dir, 'r.yml'));
     expect(r.code).toBe(1);
     const finished = stepEvents(r).map((e) => [e.step, e.status]);
-    expect(finished.filter(([, st]) => st === 'changed').map(([s]) => s).sort()).toEqual(['Base', 'Fast C', 'Slow A', 'Slow B']);
+    expect(
+      finished
+        .filter(([, st]) => st === 'changed')
+        .map(([s]) => s)
+        .sort(),
+    ).toEqual(['Base', 'Fast C', 'Slow A', 'Slow B']);
     expect(finished.at(-1)).toEqual(['Last', 'failed']);
     const order = finished.map(([s]) => s);
     expect(order[0]).toBe('Base');
@@ -214,7 +218,24 @@ steps:
     const inv = join(dir, 'inventory.yml');
     const base = (await import('node:fs')).readFileSync(sb.inventoryPath, 'utf8');
     writeFileSync(inv, base.replace(/(h1: \{[^}]*)\}/, '$1, vars: { shape: square, size: medium } }'));
-    const r = await hostsmith(['apply', join(dir, 'main.yml'), '--hosts', 'h1', '--yes', '--json', '-i', inv, '--known-hosts', sb.knownHostsPath, '--state-dir', state, '--vars-file', join(dir, 'vars.yml'), '--var', 'color=blue']);
+    const r = await hostsmith([
+      'apply',
+      join(dir, 'main.yml'),
+      '--hosts',
+      'h1',
+      '--yes',
+      '--json',
+      '-i',
+      inv,
+      '--known-hosts',
+      sb.knownHostsPath,
+      '--state-dir',
+      state,
+      '--vars-file',
+      join(dir, 'vars.yml'),
+      '--var',
+      'color=blue',
+    ]);
     expect(r.code, r.stderr).toBe(0);
     expect(stepEvents(r).map((e) => e.step)).toEqual(['Write', 'part/Get id', 'part/Label']);
     // Inside the included recipe its steps' results go by their own names.

@@ -211,6 +211,10 @@ handlers:
     expect(await sshOk(sb, h, `pgrep -P ${master}`)).not.toBe(workers);
 
     const r3 = await apply(file, '--var', 'body=v2');
-    expect(stepEvents(r3).filter((e) => e.step !== 'Maybe fail').map((e) => e.status)).toEqual(['unchanged', 'unchanged', 'unchanged', 'unchanged']);
+    expect(
+      stepEvents(r3)
+        .filter((e) => e.step !== 'Maybe fail')
+        .map((e) => e.status),
+    ).toEqual(['unchanged', 'unchanged', 'unchanged', 'unchanged']);
   });
 });

@@ -158,7 +158,11 @@ describeHosts('undo <run-id>: a finished run taken back from the journal', () =>
     expect(forced.code, forced.stderr + forced.stdout).toBe(3);
     expect(forced.stdout).toMatch(/h1: rollback-incomplete: put back 9 change\(s\); NOT put back: File \(its state changed since the run/);
     // Everything but the edited file is as before the run.
-    const motd = (s: string) => s.split('\n').filter((l) => !l.includes('/srv/undo/motd')).join('\n');
+    const motd = (s: string) =>
+      s
+        .split('\n')
+        .filter((l) => !l.includes('/srv/undo/motd'))
+        .join('\n');
     const now = await snapshot();
     expect(now).toMatch(/\/srv\/undo\/motd/);
     expect(motd(now)).toEqual(motd(before));

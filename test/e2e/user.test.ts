@@ -67,9 +67,7 @@ steps:
     await sshOk(sb, h, 'chmod 755 /home/deploy2/.ssh && chmod 644 /home/deploy2/.ssh/authorized_keys');
     const r3 = await apply(join(dir, 'b.yml'), h.name);
     expect(r3.code, r3.stderr + r3.stdout).toBe(0);
-    expect(stepEvents(r3)[0]!.summary).toBe(
-      'modify user deploy2: authorized_keys +1 -1, /home/deploy2/.ssh mode 0755 → 0700, /home/deploy2/.ssh/authorized_keys mode 0644 → 0600',
-    );
+    expect(stepEvents(r3)[0]!.summary).toBe('modify user deploy2: authorized_keys +1 -1, /home/deploy2/.ssh mode 0755 → 0700, /home/deploy2/.ssh/authorized_keys mode 0644 → 0600');
     expect(stepEvents(r3)[0]!.diff).toMatch(new RegExp(`^-${K1}$`, 'm'));
     expect(await sshOk(sb, h, 'cat /home/deploy2/.ssh/authorized_keys; stat -c "%a %U" /home/deploy2/.ssh /home/deploy2/.ssh/authorized_keys')).toBe(`${pub}\n${K3}\n700 deploy2\n600 deploy2\n`);
 

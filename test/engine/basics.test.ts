@@ -40,7 +40,12 @@ const step = (name: string, needs: string[] = []): StepSpec => ({
 describe('schedule', () => {
   it('runs in declaration order with limit 1', async () => {
     const order: string[] = [];
-    await schedule([step('a'), step('b', ['a']), step('c', ['b'])], 1, async (s) => void order.push(s.name), () => false);
+    await schedule(
+      [step('a'), step('b', ['a']), step('c', ['b'])],
+      1,
+      async (s) => void order.push(s.name),
+      () => false,
+    );
     expect(order).toEqual(['a', 'b', 'c']);
   });
   it('runs independent steps side by side up to the limit', async () => {
@@ -57,12 +62,22 @@ describe('schedule', () => {
   });
   it('waits for needs before starting a step', async () => {
     const order: string[] = [];
-    await schedule([step('late', ['first']), step('first')], 2, async (s) => void order.push(s.name), () => false);
+    await schedule(
+      [step('late', ['first']), step('first')],
+      2,
+      async (s) => void order.push(s.name),
+      () => false,
+    );
     expect(order).toEqual(['first', 'late']);
   });
   it('stops launching when told to', async () => {
     const order: string[] = [];
-    await schedule([step('a'), step('b', ['a'])], 1, async (s) => void order.push(s.name), () => order.length > 0);
+    await schedule(
+      [step('a'), step('b', ['a'])],
+      1,
+      async (s) => void order.push(s.name),
+      () => order.length > 0,
+    );
     expect(order).toEqual(['a']);
   });
 });

@@ -25,7 +25,15 @@ describe('batch size: n, or ceil(n% of the hosts), at least 1', () => {
 
 describe('splitBatches keeps the order; the last batch may be smaller', () => {
   it.each([
-    [6, 2, [['h1', 'h2'], ['h3', 'h4'], ['h5', 'h6']]],
+    [
+      6,
+      2,
+      [
+        ['h1', 'h2'],
+        ['h3', 'h4'],
+        ['h5', 'h6'],
+      ],
+    ],
     [5, 2, [['h1', 'h2'], ['h3', 'h4'], ['h5']]],
     [3, 10, [['h1', 'h2', 'h3']]],
     [1, 1, [['h1']]],

@@ -9,7 +9,18 @@ const t = () => T(clock++ % 60);
 
 export function runStarted(hosts: string[], o: { pid?: number; controller?: string; runId?: string } = {}): JournalEntry {
   clock = 0;
-  return { kind: 'run-started', runId: o.runId ?? RUN, time: t(), recipe: 'web', recipeFile: '/srv/recipes/web.yml', mode: 'apply', hosts, vars: { port: 8080 }, pid: o.pid ?? 4242, controller: o.controller ?? 'ctl' };
+  return {
+    kind: 'run-started',
+    runId: o.runId ?? RUN,
+    time: t(),
+    recipe: 'web',
+    recipeFile: '/srv/recipes/web.yml',
+    mode: 'apply',
+    hosts,
+    vars: { port: 8080 },
+    pid: o.pid ?? 4242,
+    controller: o.controller ?? 'ctl',
+  };
 }
 
 export function hostStarted(host: string): JournalEntry {

@@ -36,7 +36,7 @@ function startProcess(hostsmithLike: boolean): Promise<ChildProcess> {
   });
 }
 
-describe('processInfo and controllerState (this machine\'s /proc)', () => {
+describe("processInfo and controllerState (this machine's /proc)", () => {
   const children: ChildProcess[] = [];
   afterEach(() => {
     for (const c of children.splice(0)) c.kill('SIGKILL');
@@ -168,7 +168,9 @@ describe.runIf(process.getuid?.() === 0)('a lock held by another run: stale or n
     for (const e of [runStarted(['local'], { controller: HERE, runId: 'run-done' }), hostFinished('local', 'ok'), runFinished('ok', 0)]) await j.write(e);
     await j.close();
     const m = await refusedBy(`run=run-done controller=${HERE} pid=${process.pid} since=${new Date().toISOString()}`);
-    expect(m).toMatch(/The lock is STALE: it is left over from run run-done, which finished \(ok, exit 0, at \S+\) without releasing it\. See what that run did: `hostsmith show run-done`; then remove/);
+    expect(m).toMatch(
+      /The lock is STALE: it is left over from run run-done, which finished \(ok, exit 0, at \S+\) without releasing it\. See what that run did: `hostsmith show run-done`; then remove/,
+    );
     expect(m).toContain(clear());
   });
 
@@ -182,10 +184,12 @@ describe.runIf(process.getuid?.() === 0)('a lock held by another run: stale or n
 
   it('another controller holds it: named, with its run id', async () => {
     const m = await refusedBy(`run=run-far controller=build-box-7 pid=99 since=${new Date().toISOString()}`);
-    expect(m).toContain('Run run-far belongs to another controller, build-box-7 (pid 99): check there whether it still runs (`hostsmith show run-far` on build-box-7). If that controller is gone, remove');
+    expect(m).toContain(
+      'Run run-far belongs to another controller, build-box-7 (pid 99): check there whether it still runs (`hostsmith show run-far` on build-box-7). If that controller is gone, remove',
+    );
   });
 
-  it('owner text that is not a run\'s: wait, or remove it if no run is active', async () => {
+  it("owner text that is not a run's: wait, or remove it if no run is active", async () => {
     const m = await refusedBy('someone wrote this');
     expect(m).toContain(`Wait for it to finish. If no hostsmith run is active on local, then ${clear()}.`);
   });

@@ -44,7 +44,12 @@ describe('Journal.write → readJournal', () => {
     for (const e of entries) await j.write(e);
     await j.close();
     const text = readFileSync(j.file, 'utf8');
-    expect(text.split('\n').filter(Boolean).every((l) => l.startsWith(`{"v":${JOURNAL_VERSION},"kind":`))).toBe(true);
+    expect(
+      text
+        .split('\n')
+        .filter(Boolean)
+        .every((l) => l.startsWith(`{"v":${JOURNAL_VERSION},"kind":`)),
+    ).toBe(true);
     expect(text).not.toContain('hunter2-secret');
     const back = await readJournal(state, RUN);
     expect(back.problems).toEqual([]);
@@ -57,7 +62,7 @@ describe('Journal.write → readJournal', () => {
 
   it('entries written at once (many hosts) share syncs, keep their order, and each resolves only once it is in the file', async () => {
     const j = await Journal.create(state, RUN, new Masker([]));
-    const entries = Array.from({ length: 200 }, (_, i) => stepStarted("web1", `step ${i}`));
+    const entries = Array.from({ length: 200 }, (_, i) => stepStarted('web1', `step ${i}`));
     const seen: number[] = [];
     await Promise.all(
       entries.map((e, i) =>
@@ -117,7 +122,11 @@ describe('parseJournal: validation, with file and line', () => {
     ['a missing field', (({ pre: _p, ...rest }) => rest)(v1(stepStarted('h1', 'a')) as Record<string, unknown>), /\(a step-started entry\): pre: Required/],
     ['a field of the wrong type', { ...v1(runStarted(['h1'])), pid: 'twelve' }, /pid: Expected number, received string/],
     ['a newer format', { ...v1(hostFinished('h1', 'ok')), v: 2 }, /v: written in a newer journal format than this hostsmith reads \(1\)/],
-    ['a format-1 step that does not say whether it used sudo', (({ sudo: _s, ...rest }) => rest)(v1(stepStarted('h1', 'a')) as Record<string, unknown>), /sudo: a step-started entry of format 1 must say/],
+    [
+      'a format-1 step that does not say whether it used sudo',
+      (({ sudo: _s, ...rest }) => rest)(v1(stepStarted('h1', 'a')) as Record<string, unknown>),
+      /sudo: a step-started entry of format 1 must say/,
+    ],
     ['an array', [1, 2], /invalid journal entry \(an entry\)/],
     ['a rollback with a made-up status', { ...v1(rollbackFinished('h1', 'a')), status: 'mostly' }, /status: Invalid enum value/],
   ];

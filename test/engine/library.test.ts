@@ -18,13 +18,24 @@ function setup(steps: string) {
 async function run(dir: string, target: HostTarget, mode: 'plan' | 'apply') {
   const recipe = await loadRecipe(join(dir, 'r.yml'));
   const events: RunEvent[] = [];
-  const report = await runRecipe({ recipe, targets: [target], mode, stateDir: join(dir, 'state'), hostStateDir: join(dir, 'hoststate'), rootLockDir: join(dir, 'runlock'), secrets: ['s3cret-token'], emit: (e) => events.push(e) });
+  const report = await runRecipe({
+    recipe,
+    targets: [target],
+    mode,
+    stateDir: join(dir, 'state'),
+    hostStateDir: join(dir, 'hoststate'),
+    rootLockDir: join(dir, 'runlock'),
+    secrets: ['s3cret-token'],
+    emit: (e) => events.push(e),
+  });
   return { report, events };
 }
 
 describe('runRecipe with the local transport', () => {
   it('emits SPEC §5 events in order, plans without writing, applies, then finds nothing to do', async () => {
-    const { dir, target } = setup(`  - name: Conf\n    file: { path: $D/out/app.conf, content: "{{word}} {{token}}\\n", mode: "0600" }\n  - name: Echo\n    command: { run: "echo done", rollback: "true" }\n`);
+    const { dir, target } = setup(
+      `  - name: Conf\n    file: { path: $D/out/app.conf, content: "{{word}} {{token}}\\n", mode: "0600" }\n  - name: Echo\n    command: { run: "echo done", rollback: "true" }\n`,
+    );
     const plan = await run(dir, target, 'plan');
     expect(plan.events.filter((e) => e.event !== 'step-started').map((e) => e.event)).toEqual(['run-started', 'host-connected', 'step-finished', 'step-finished', 'host-finished', 'run-finished']);
     expect(existsSync(join(dir, 'out'))).toBe(false);
@@ -40,9 +51,22 @@ describe('runRecipe with the local transport', () => {
     expect(statSync(join(dir, 'out/app.conf')).mode & 0o777).toBe(0o600);
     const journal = readFileSync(applied.report.journalFile!, 'utf8');
     expect(journal).not.toContain('s3cret-token');
-    expect(journal.trim().split('\n').map((l) => JSON.parse(l).kind)).toEqual([
+    expect(
+      journal
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l).kind),
+    ).toEqual([
       // host-started at connect, and again naming the lock taken before the first change.
-      'run-started', 'host-started', 'host-started', 'step-started', 'step-finished', 'step-started', 'step-finished', 'host-finished', 'run-finished',
+      'run-started',
+      'host-started',
+      'host-started',
+      'step-started',
+      'step-finished',
+      'step-started',
+      'step-finished',
+      'host-finished',
+      'run-finished',
     ]);
     const again = await run(dir, target, 'apply');
     expect(again.report.hosts.here).toMatchObject({ status: 'ok', changed: 1, unchanged: 1 }); // the command always runs
@@ -60,7 +84,14 @@ describe('runRecipe with the local transport', () => {
   it('an unreachable host is reported as such, with exit 4, and the others still run', async () => {
     const { dir, target } = setup(`  - name: A\n    file: { path: $D/a, content: "a" }\n`);
     const { ConnectError } = await import('../../src/errors.js');
-    const down: HostTarget = { name: 'down', vars: {}, sudo: false, connect: async () => { throw new ConnectError('down', 'connection refused at 10.9.9.9:22'); } };
+    const down: HostTarget = {
+      name: 'down',
+      vars: {},
+      sudo: false,
+      connect: async () => {
+        throw new ConnectError('down', 'connection refused at 10.9.9.9:22');
+      },
+    };
     const recipe = await loadRecipe(join(dir, 'r.yml'));
     const report = await runRecipe({ recipe, targets: [target, down], mode: 'apply', stateDir: join(dir, 'state'), hostStateDir: join(dir, 'hs'), rootLockDir: join(dir, 'runlock') });
     expect(report.exitCode).toBe(4);
@@ -69,7 +100,9 @@ describe('runRecipe with the local transport', () => {
   });
 
   it('rolling back a created file whose folder a later step already removed succeeds', async () => {
-    const { dir, target } = setup(`  - name: Deep\n    file: { path: $D/x/y/f, content: "f" }\n  - name: Wipe\n    command: { run: "rm -rf $D/x", rollback: "true" }\n  - name: Fail\n    command: { run: "exit 1" }\n`);
+    const { dir, target } = setup(
+      `  - name: Deep\n    file: { path: $D/x/y/f, content: "f" }\n  - name: Wipe\n    command: { run: "rm -rf $D/x", rollback: "true" }\n  - name: Fail\n    command: { run: "exit 1" }\n`,
+    );
     const r = await run(dir, target, 'apply');
     expect(r.report).toMatchObject({ status: 'rolled-back', exitCode: 1 });
     expect(r.events.filter((e) => e.event === 'rollback-finished').map((e) => (e as { status: string }).status)).toEqual(['rolled-back', 'rolled-back']);

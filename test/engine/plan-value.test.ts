@@ -6,8 +6,7 @@ import { planValueSchema, staleSteps, stepDifference, varDigest, type PlanHost, 
 import type { StepSpec } from '../../src/recipe/types.js';
 import { SCHEMA_FILE, planJsonSchema } from '../tools/plan-schema.js';
 
-const spec = (name: string): StepSpec =>
-  ({ name, type: 'file', params: {}, fatal: true, needs: [], notify: [], loc: { file: 'r.yml', line: 1, col: 1 }, dir: '.' }) as StepSpec;
+const spec = (name: string): StepSpec => ({ name, type: 'file', params: {}, fatal: true, needs: [], notify: [], loc: { file: 'r.yml', line: 1, col: 1 }, dir: '.' }) as StepSpec;
 
 const now = (name: string, o: Partial<PlannedStep> = {}): PlannedStep => ({
   spec: spec(name),

@@ -25,13 +25,22 @@ async function plan(dir: string, target: HostTarget) {
   const recipe = await loadRecipe(join(dir, 'r.yml'));
   const salt = newSalt();
   const events: RunEvent[] = [];
-  const report = await runRecipe({ recipe, targets: [target], mode: 'plan', stateDir: join(dir, 'state'), hostStateDir: join(dir, 'hs'), rootLockDir: join(dir, 'runlock'), salt, emit: (e) => events.push(e) });
+  const report = await runRecipe({
+    recipe,
+    targets: [target],
+    mode: 'plan',
+    stateDir: join(dir, 'state'),
+    hostStateDir: join(dir, 'hs'),
+    rootLockDir: join(dir, 'runlock'),
+    salt,
+    emit: (e) => events.push(e),
+  });
   const value = await makePlanValue(report, { recipe, targets: [target], salt, given: { cli: {}, file: {} }, secret: [], options: {} });
   return { recipe, report, value, events };
 }
 
 describe('the plan value of a run', () => {
-  it('holds every step with its status, params digest and pre-state; a step using a changing step\'s output is dynamic', async () => {
+  it("holds every step with its status, params digest and pre-state; a step using a changing step's output is dynamic", async () => {
     const { dir, target } = setup(
       [
         `  - name: Same\n    file: { path: $D/same, content: "s\\n" }`,
@@ -93,7 +102,8 @@ describe('the plan value of a run', () => {
       targets: [target],
       mode: 'apply',
       stateDir: join(dir, 'state'),
-      hostStateDir: join(dir, 'hs'), rootLockDir: join(dir, 'runlock'),
+      hostStateDir: join(dir, 'hs'),
+      rootLockDir: join(dir, 'runlock'),
       expected: value,
       emit: (e) => events.push(e),
       beforeStep: async (_h, step) => {
@@ -107,7 +117,7 @@ describe('the plan value of a run', () => {
   });
 });
 
-describe('state keys: what counts as a step\'s state for staleness', () => {
+describe("state keys: what counts as a step's state for staleness", () => {
   const same = <S>(t: StepType, p: unknown, a: S, b: S) => fingerprint(t.stateKey!(p, a)) === fingerprint(t.stateKey!(p, b));
   const file = (o: Record<string, unknown> = {}) => ({ kind: 'file' as const, mode: 0o644, owner: 'root', group: 'root', content: Buffer.from('x\n'), missing: [] as string[], ...o });
 

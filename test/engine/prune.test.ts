@@ -94,7 +94,11 @@ describe('prune', () => {
       if (h.name === 'down') throw new ConnectError('down', 'connection refused');
       return new LocalTransport(h.name);
     };
-    const results = await pruneRuns(stateDir, found.filter((c) => !c.keep).map((c) => c.run), { olderThan: '30d', connect });
+    const results = await pruneRuns(
+      stateDir,
+      found.filter((c) => !c.keep).map((c) => c.run),
+      { olderThan: '30d', connect },
+    );
     const by = Object.fromEntries(results.map((r) => [r.runId, r]));
     expect(by[oldRun]).toMatchObject({ pruned: true });
     expect(by[oldRun]!.bytes).toBeGreaterThan(0);
@@ -123,8 +127,17 @@ describe('prune', () => {
 
     // A second pass retries what was kept: the host is back now.
     const again = await selectPrune(stateDir, 30 * DAY, { probe });
-    expect(again.filter((c) => !c.keep).map((c) => c.run.runId).sort()).toEqual([bad, down].sort());
-    const retry = await pruneRuns(stateDir, again.filter((c) => c.run.runId === down).map((c) => c.run), { olderThan: '30d', connect: async (h) => new LocalTransport(h.name) });
+    expect(
+      again
+        .filter((c) => !c.keep)
+        .map((c) => c.run.runId)
+        .sort(),
+    ).toEqual([bad, down].sort());
+    const retry = await pruneRuns(
+      stateDir,
+      again.filter((c) => c.run.runId === down).map((c) => c.run),
+      { olderThan: '30d', connect: async (h) => new LocalTransport(h.name) },
+    );
     expect(retry[0]).toMatchObject({ runId: down, pruned: true });
     expect(existsSync(join(hostState, 'backups', down))).toBe(false);
 

@@ -61,7 +61,11 @@ describe('replay: a run cut short after each entry', () => {
   });
 
   it.each(cuts)('cut after entry %i → %s', (n, phase, hosts) => {
-    const entries = Object.freeze(fullRun().slice(0, n).map((e) => Object.freeze(e)));
+    const entries = Object.freeze(
+      fullRun()
+        .slice(0, n)
+        .map((e) => Object.freeze(e)),
+    );
     const r = replay(entries)!;
     expect(r.runId).toBe(RUN);
     expect(runPhase(r, gone)).toBe(phase);
@@ -77,7 +81,12 @@ describe('replay: a run cut short after each entry', () => {
     expect(r).toMatchObject({ recipe: 'web', recipeFile: '/srv/recipes/web.yml', mode: 'apply', pid: 4242, controller: 'ctl', hostNames: ['h1', 'h2'], vars: { port: 8080 } });
     expect(r.finishedAt).toBeDefined();
     const h1 = r.hosts[0]!;
-    expect(h1).toMatchObject({ backupDir: `/var/lib/hostsmith/backups/${RUN}`, lock: '/run/hostsmith/lock', target: { host: '127.0.0.9', user: 'root', port: 22 }, counts: { changed: 1, rolledBack: 1 } });
+    expect(h1).toMatchObject({
+      backupDir: `/var/lib/hostsmith/backups/${RUN}`,
+      lock: '/run/hostsmith/lock',
+      target: { host: '127.0.0.9', user: 'root', port: 22 },
+      counts: { changed: 1, rolledBack: 1 },
+    });
     expect(h1.steps.map((s) => [s.name, s.status, s.completed, s.left, s.rollback?.status])).toEqual([
       ['a', 'changed', true, false, 'rolled-back'],
       ['b', 'failed', false, false, undefined],
@@ -108,15 +117,7 @@ describe('replay: matching starts, ends and rollbacks', () => {
   });
 
   it('steps in parallel: several in flight at once; left is in the order they completed, not started', () => {
-    const r = replay([
-      runStarted(['h1']),
-      hostStarted('h1'),
-      stepStarted('h1', 'x'),
-      stepStarted('h1', 'y'),
-      stepStarted('h1', 'z'),
-      stepFinished('h1', 'y'),
-      stepFinished('h1', 'x'),
-    ])!;
+    const r = replay([runStarted(['h1']), hostStarted('h1'), stepStarted('h1', 'x'), stepStarted('h1', 'y'), stepStarted('h1', 'z'), stepFinished('h1', 'y'), stepFinished('h1', 'x')])!;
     expect(view(r)).toEqual({ h1: ['open', ['y', 'x'], ['z'], []] });
   });
 
@@ -193,7 +194,11 @@ describe('runPhase: an open run is running, crashed, abandoned or unknown (anoth
 describe('undoSummary: what taking a step back does, from its undo data', () => {
   it.each<[string, unknown, string]>([
     ['file', { kind: 'absent', path: '/etc/x', created: ['/etc/app'] }, 'remove /etc/x and the folders the step created (/etc/app)'],
-    ['template', { kind: 'file', path: '/etc/x.conf', backup: '/var/lib/hostsmith/backups/r/etc/x.conf', mode: 0o644, owner: 'root', group: 'root' }, 'put back file /etc/x.conf from the backup /var/lib/hostsmith/backups/r/etc/x.conf; mode 0644, owner root:root'],
+    [
+      'template',
+      { kind: 'file', path: '/etc/x.conf', backup: '/var/lib/hostsmith/backups/r/etc/x.conf', mode: 0o644, owner: 'root', group: 'root' },
+      'put back file /etc/x.conf from the backup /var/lib/hostsmith/backups/r/etc/x.conf; mode 0644, owner root:root',
+    ],
     ['file', { kind: 'file', path: '/etc/x', mode: 0o600 }, 'put back file /etc/x; mode 0600'],
     ['file', { kind: 'link', path: '/etc/l', target: '/etc/old' }, 'put back link /etc/l; link target /etc/old'],
     ['command', { run: 'rm -f /srv/seeded', user: 'app', cwd: '/srv' }, 'run "rm -f /srv/seeded" as app in /srv'],

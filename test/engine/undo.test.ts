@@ -129,12 +129,14 @@ describe('undo', () => {
     writeFileSync(join(dir, 'etc/victim'), 'victim\n');
     const file = join(stateDir, 'runs', `${runId}.ndjson`);
     // The Conf step's undo data now points at another file: restoring it there would overwrite it.
-    const lines = readFileSync(file, 'utf8').split('\n').map((l) => {
-      if (!l.includes('"step-started"') || !l.includes('"Conf"')) return l;
-      const e = JSON.parse(l);
-      e.undo.path = join(dir, 'etc/victim');
-      return JSON.stringify(e);
-    });
+    const lines = readFileSync(file, 'utf8')
+      .split('\n')
+      .map((l) => {
+        if (!l.includes('"step-started"') || !l.includes('"Conf"')) return l;
+        const e = JSON.parse(l);
+        e.undo.path = join(dir, 'etc/victim');
+        return JSON.stringify(e);
+      });
     writeFileSync(file, lines.join('\n'));
     const t = await loadUndo(stateDir, runId);
     const checks = await readHosts(t, { connect, secrets: { token: TOKEN } });

@@ -50,7 +50,11 @@ function checkPrerequisites(): void {
 
 function exampleRecipe(): string {
   const dir = resolve('recipes');
-  const found = existsSync(dir) ? readdirSync(dir).filter((f) => /\.ya?ml$/.test(f)).sort() : [];
+  const found = existsSync(dir)
+    ? readdirSync(dir)
+        .filter((f) => /\.ya?ml$/.test(f))
+        .sort()
+    : [];
   return found[0] ? `recipes/${found[0]}` : 'recipes/<recipe>.yml';
 }
 

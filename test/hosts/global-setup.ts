@@ -17,10 +17,7 @@ const SKIP_ENV = 'HOSTSMITH_SKIP_HOSTS';
 
 function banner(reason: string): void {
   const bar = '!'.repeat(78);
-  process.stderr.write(
-    `\n${bar}\n!!  REAL-HOST TESTS WILL BE SKIPPED\n!!  ${reason.replace(/\n/g, '\n!!  ')}\n` +
-      `!!  (set ${REQUIRE_ENV}=1 to make this an error instead, as CI does)\n${bar}\n\n`,
-  );
+  process.stderr.write(`\n${bar}\n!!  REAL-HOST TESTS WILL BE SKIPPED\n!!  ${reason.replace(/\n/g, '\n!!  ')}\n` + `!!  (set ${REQUIRE_ENV}=1 to make this an error instead, as CI does)\n${bar}\n\n`);
 }
 
 /** Why sandbox hosts cannot run here, or undefined if they can (the rootfs is then built). */

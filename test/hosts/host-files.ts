@@ -41,7 +41,7 @@ export function provisionScript(h: HostSpec): string {
 echo ${h.name} > /etc/hostname
 # As on Debian servers, sshd uses PAM, so key logins work for accounts without a password ("!").
 # pam_loginuid cannot write the audit uid in a namespace; it must not fail the login there.
-sed -i 's/^session\s\+required\s\+pam_loginuid.so/session optional pam_loginuid.so/' /etc/pam.d/sshd
+sed -i 's/^sessions+requireds+pam_loginuid.so/session optional pam_loginuid.so/' /etc/pam.d/sshd
 printf '127.0.0.1\\tlocalhost\\n${h.address}\\t${h.name}\\n::1\\tlocalhost ip6-localhost ip6-loopback\\n' > /etc/hosts
 install -d -m 700 /root/.ssh
 install -m 600 /run/hostsmith/authorized_keys /root/.ssh/authorized_keys

@@ -15,10 +15,7 @@ import { bootScript, inventory, knownHosts, provisionScript, sshConfig, sshdConf
 import { ensureRootfs } from './rootfs.js';
 import { claimSlots, pickPort, releaseSlot, setSlotOwner, slotAddress } from './slots.js';
 import { sshExec } from './ssh.js';
-import {
-  childPids, isAlive, killQuietly, mustRun, pidNamespace, procId, readJson, removeTree, SANDBOX_ROOT, sleep, tailFile, waitGone,
-  type ProcId,
-} from './util.js';
+import { childPids, isAlive, killQuietly, mustRun, pidNamespace, procId, readJson, removeTree, SANDBOX_ROOT, sleep, tailFile, waitGone, type ProcId } from './util.js';
 
 export interface SandboxHost {
   name: string; // h1, h2, …
@@ -157,7 +154,13 @@ export async function startSandbox(o: { count: number; detached?: boolean; dir?:
   const detached = o.detached ?? false;
   const dir = await prepareDir(o.dir, detached);
   const st: SandboxState = {
-    version: 1, dir, rootfs, detached, creator: procId(process.pid), createdAt: new Date().toISOString(), hosts: [],
+    version: 1,
+    dir,
+    rootfs,
+    detached,
+    creator: procId(process.pid),
+    createdAt: new Date().toISOString(),
+    hosts: [],
   };
   writeState(st); // marks the dir as ours before anything else goes in
   try {
@@ -228,7 +231,13 @@ async function makeHostDir(h: HostState, rootfs: string, authorizedKey: string):
   writeFileSync(join(h.dir, 'authorized_keys'), authorizedKey);
   return readdirSync(join(h.dir, 'keys'))
     .filter((f) => f.endsWith('.pub'))
-    .map((f) => readFileSync(join(h.dir, 'keys', f), 'utf8').trim().split(/\s+/).slice(0, 2).join(' '));
+    .map((f) =>
+      readFileSync(join(h.dir, 'keys', f), 'utf8')
+        .trim()
+        .split(/\s+/)
+        .slice(0, 2)
+        .join(' '),
+    );
 }
 
 // ---------------------------------------------------------------- boot / stop one host
@@ -302,10 +311,7 @@ async function waitReady(st: SandboxState, h: HostState): Promise<void> {
 
 async function bootFailure(h: HostState, why: string): Promise<never> {
   const logPath = join(h.dir, 'sshd.log');
-  throw new Error(
-    `sandbox host ${h.name} (${h.address}:${h.port}) failed to start: ${why}.\n` +
-      `host dir: ${h.dir}\n--- last lines of ${logPath} ---\n${await tailFile(logPath, 25)}\n---`,
-  );
+  throw new Error(`sandbox host ${h.name} (${h.address}:${h.port}) failed to start: ${why}.\n` + `host dir: ${h.dir}\n--- last lines of ${logPath} ---\n${await tailFile(logPath, 25)}\n---`);
 }
 
 /**
@@ -430,9 +436,15 @@ export async function sweepStale(root = SANDBOX_ROOT): Promise<string[]> {
  * started with an explicit dir (recorded in sandboxes.list). Returns their dirs.
  */
 export async function stopRun(runDir: string): Promise<string[]> {
-  const inside = readdirSync(runDir).map((n) => join(runDir, n)).filter((d) => !!readState(d));
+  const inside = readdirSync(runDir)
+    .map((n) => join(runDir, n))
+    .filter((d) => !!readState(d));
   const list = join(runDir, 'sandboxes.list');
-  const listed = existsSync(list) ? readFileSync(list, 'utf8').split('\n').filter((d) => !!d && !!readState(d)) : [];
+  const listed = existsSync(list)
+    ? readFileSync(list, 'utf8')
+        .split('\n')
+        .filter((d) => !!d && !!readState(d))
+    : [];
   const dirs = [...new Set([...inside, ...listed])];
   for (const dir of dirs) await stopSandbox(dir);
   return dirs;

@@ -100,9 +100,7 @@ function stanzas(text: string, drop: Set<string>): string {
 type Kind = 'file' | 'dir' | 'symlink' | 'chardev' | 'blockdev' | 'fifo' | 'socket';
 
 /** One filesystem entry as this module compares it. `absent` = not in the merged view. */
-type State =
-  | { kind: 'absent' }
-  | { kind: Kind; mode: number; uid: number; gid: number; size: number; sha256?: string; target?: string; rdev?: number };
+type State = { kind: 'absent' } | { kind: Kind; mode: number; uid: number; gid: number; size: number; sha256?: string; target?: string; rdev?: number };
 
 /** An entry of the upper dir: a state, or a whiteout (the path deleted); dirs may be opaque. */
 type UpperEntry = { whiteout: true } | { whiteout: false; state: State & { kind: Kind }; opaque: boolean; text?: string };

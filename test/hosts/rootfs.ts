@@ -9,17 +9,7 @@ import { log, mountsUnder, removeTree, run, tail, withFileLock } from './util.js
 /** Bump when the package list or the post-install steps change: a new dir is built. */
 export const ROOTFS_VERSION = 1;
 export const SUITE = 'bookworm';
-export const ROOTFS_PACKAGES = [
-  'openssh-server',
-  'sudo',
-  'cron',
-  'procps',
-  'tini',
-  'ca-certificates',
-  'curl',
-  'less',
-  'iproute2',
-];
+export const ROOTFS_PACKAGES = ['openssh-server', 'sudo', 'cron', 'procps', 'tini', 'ca-certificates', 'curl', 'less', 'iproute2'];
 const MARKER = '.hostsmith-rootfs.json';
 
 export function cacheDir(): string {
@@ -65,10 +55,7 @@ async function buildRootfs(dir: string): Promise<void> {
   try {
     await debootstrap(tmp, logStream);
     await postInstall(tmp, logStream);
-    writeFileSync(
-      join(tmp, MARKER),
-      JSON.stringify({ version: ROOTFS_VERSION, suite: SUITE, mirror: mirror(), packages: ROOTFS_PACKAGES, builtAt: new Date().toISOString() }, null, 2),
-    );
+    writeFileSync(join(tmp, MARKER), JSON.stringify({ version: ROOTFS_VERSION, suite: SUITE, mirror: mirror(), packages: ROOTFS_PACKAGES, builtAt: new Date().toISOString() }, null, 2));
     renameSync(tmp, dir);
   } catch (e) {
     await removeTree(tmp).catch(() => undefined);
@@ -111,8 +98,7 @@ async function step(what: string, cmd: string[], sink: LogSink, onLine?: (l: str
   });
   if (r.code !== 0) {
     throw new Error(
-      `rootfs build step "${what}" failed (exit ${r.code}).\n${tail(r.stdout + r.stderr, 25)}\n` +
-        `Check that ${mirror()} is reachable (or set HOSTSMITH_SANDBOX_MIRROR), then run the tests again.`,
+      `rootfs build step "${what}" failed (exit ${r.code}).\n${tail(r.stdout + r.stderr, 25)}\n` + `Check that ${mirror()} is reachable (or set HOSTSMITH_SANDBOX_MIRROR), then run the tests again.`,
     );
   }
 }

@@ -14,16 +14,26 @@ export interface SshTarget {
 
 export function sshArgs(t: SshTarget, user: string, o: { connectTimeout?: number } = {}): string[] {
   return [
-    '-F', 'none',
-    '-i', t.keyPath,
-    '-o', 'IdentitiesOnly=yes',
-    '-o', 'BatchMode=yes',
-    '-o', 'StrictHostKeyChecking=yes',
-    '-o', `UserKnownHostsFile=${t.knownHostsPath}`,
-    '-o', 'GlobalKnownHostsFile=/dev/null',
-    '-o', `ConnectTimeout=${o.connectTimeout ?? 10}`,
-    '-o', 'LogLevel=ERROR',
-    '-p', String(t.port),
+    '-F',
+    'none',
+    '-i',
+    t.keyPath,
+    '-o',
+    'IdentitiesOnly=yes',
+    '-o',
+    'BatchMode=yes',
+    '-o',
+    'StrictHostKeyChecking=yes',
+    '-o',
+    `UserKnownHostsFile=${t.knownHostsPath}`,
+    '-o',
+    'GlobalKnownHostsFile=/dev/null',
+    '-o',
+    `ConnectTimeout=${o.connectTimeout ?? 10}`,
+    '-o',
+    'LogLevel=ERROR',
+    '-p',
+    String(t.port),
     `${user}@${t.address}`,
   ];
 }
@@ -33,12 +43,7 @@ export function sshExec(t: SshTarget, cmd: string, o: { user?: string; input?: s
   return run('/usr/bin/ssh', [...sshArgs(t, o.user ?? 'root', o), '--', cmd], { input: o.input ?? '' });
 }
 
-export function sshRun(
-  sb: Sandbox,
-  host: SandboxHost,
-  cmd: string,
-  o: { user?: string; input?: string } = {},
-): Promise<{ code: number; stdout: string; stderr: string }> {
+export function sshRun(sb: Sandbox, host: SandboxHost, cmd: string, o: { user?: string; input?: string } = {}): Promise<{ code: number; stdout: string; stderr: string }> {
   return sshExec({ address: host.address, port: host.port, keyPath: sb.keyPath, knownHostsPath: sb.knownHostsPath }, cmd, o);
 }
 

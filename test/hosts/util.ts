@@ -23,11 +23,7 @@ export interface RunResult {
 }
 
 /** Run a command to completion, capturing output. Never throws for a non-zero exit. */
-export function run(
-  cmd: string,
-  args: string[],
-  o: { input?: string; env?: NodeJS.ProcessEnv; cwd?: string; onLine?: (line: string) => void } = {},
-): Promise<RunResult> {
+export function run(cmd: string, args: string[], o: { input?: string; env?: NodeJS.ProcessEnv; cwd?: string; onLine?: (line: string) => void } = {}): Promise<RunResult> {
   return new Promise((done, fail) => {
     const opts: SpawnOptions = { stdio: ['pipe', 'pipe', 'pipe'], env: o.env ?? process.env, cwd: o.cwd };
     const child = spawn(cmd, args, opts);
@@ -171,10 +167,7 @@ export async function removeTree(dir: string): Promise<void> {
   if (!existsSync(dir)) return;
   const mounted = mountsUnder(dir);
   if (mounted.length > 0) {
-    throw new Error(
-      `refusing to delete ${dir}: still mounted: ${mounted.join(', ')}. ` +
-        `Unmount them (umount -R <path>) and retry.`,
-    );
+    throw new Error(`refusing to delete ${dir}: still mounted: ${mounted.join(', ')}. ` + `Unmount them (umount -R <path>) and retry.`);
   }
   await rm(dir, { recursive: true, force: true, maxRetries: 3 });
 }

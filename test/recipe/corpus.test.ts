@@ -89,8 +89,32 @@ const aliases: Case[] = [
   r('an undefined alias', top(...step('command: { run: *cmd }'))),
   r('an alias before its anchor', lines('name: web', 'description: *d', 'x: &d text', 'steps: []')),
   r('an alias inside its own anchor', lines('name: web', 'vars:', '  a: &a { b: *a }', 'steps: []')),
-  r('an alias bomb (billion laughs)', lines('name: web', 'vars:', '  a: &a [lol,lol,lol,lol,lol,lol,lol,lol,lol]', ...'bcdefghi'.split('').map((c, i) => `  ${c}: &${c} [${Array(9).fill(`*${'abcdefghi'[i]}`).join(',')}]`), 'steps: []')),
-  r('an alias bomb through merges', lines('name: web', 'vars:', '  a: &a { x: [1,2,3,4,5,6,7,8,9,10] }', ...Array.from({ length: 12 }, (_, i) => `  m${i}: &m${i} { k${i}: [${Array(10).fill(i === 0 ? '*a' : `*m${i - 1}`).join(', ')}] }`), 'steps: []')),
+  r(
+    'an alias bomb (billion laughs)',
+    lines(
+      'name: web',
+      'vars:',
+      '  a: &a [lol,lol,lol,lol,lol,lol,lol,lol,lol]',
+      ...'bcdefghi'.split('').map((c, i) => `  ${c}: &${c} [${Array(9).fill(`*${'abcdefghi'[i]}`).join(',')}]`),
+      'steps: []',
+    ),
+  ),
+  r(
+    'an alias bomb through merges',
+    lines(
+      'name: web',
+      'vars:',
+      '  a: &a { x: [1,2,3,4,5,6,7,8,9,10] }',
+      ...Array.from(
+        { length: 12 },
+        (_, i) =>
+          `  m${i}: &m${i} { k${i}: [${Array(10)
+            .fill(i === 0 ? '*a' : `*m${i - 1}`)
+            .join(', ')}] }`,
+      ),
+      'steps: []',
+    ),
+  ),
   r('a merge of a plain value', lines('name: web', 'vars: { <<: 3 }', 'steps: []')),
   r('a merge of a list of plain values', lines('name: web', 'vars: { <<: [1, 2] }', 'steps: []')),
   r('a list as a key', lines('name: web', '? [a, b]', ': 1', 'steps: []')),
@@ -123,7 +147,10 @@ const bytes: Case[] = [
 
 const huge: Case[] = [
   r('a file over the size limit', `name: web\nsteps: []\n# ${'x'.repeat(4 * 1024 * 1024)}\n`),
-  r('a large file with an error at its end', lines('name: web', 'steps:', ...Array.from({ length: 1500 }, (_, i) => `  - name: S${i}\n    command: { run: "echo ${i}" }`), '  - name: Last', '    command: { run: "unclosed')),
+  r(
+    'a large file with an error at its end',
+    lines('name: web', 'steps:', ...Array.from({ length: 1500 }, (_, i) => `  - name: S${i}\n    command: { run: "echo ${i}" }`), '  - name: Last', '    command: { run: "unclosed'),
+  ),
   r('a very long line with an unknown key at its end', lines('name: web', `description: "${'d'.repeat(300_000)}"`, 'stepz: []')),
   r('nesting 200 levels deep', lines('name: web', `vars: { a: ${'['.repeat(200)}${']'.repeat(200)} }`, 'steps: []')),
   r('nesting 5000 levels deep', lines('name: web', `vars: { a: ${'{a: '.repeat(5000)}1${'}'.repeat(5000)} }`, 'steps: []')),
@@ -172,7 +199,10 @@ const steps: Case[] = [
   r('needs an unknown step', top(...step('command: { run: x }', ['needs: [Nope]']))),
   r('needs itself', top(...step('command: { run: x }', ['needs: S']))),
   r('a needs cycle of two', top('  - name: A', '    command: { run: x }', '    needs: B', '  - name: B', '    command: { run: x }', '    needs: A')),
-  r('a needs cycle of three', top('  - name: A', '    command: { run: x }', '    needs: C', '  - name: B', '    command: { run: x }', '    needs: A', '  - name: C', '    command: { run: x }', '    needs: B')),
+  r(
+    'a needs cycle of three',
+    top('  - name: A', '    command: { run: x }', '    needs: C', '  - name: B', '    command: { run: x }', '    needs: A', '  - name: C', '    command: { run: x }', '    needs: B'),
+  ),
   r('notify an unknown handler', top(...step('command: { run: x }', ['notify: Reload']))),
   r('notify a step', top('  - name: A', '    command: { run: x }', '  - name: B', '    command: { run: x }', '    notify: A')),
   r('duplicate step names', top('  - name: A', '    command: { run: x }', '  - name: A', '    command: { run: y }')),
@@ -244,7 +274,10 @@ const INC_STEP = (recipe: string, more = '') => top(`  - include: { recipe: ${re
 const includes: Case[] = [
   r('a recipe that includes itself', INC_STEP('recipe.yml')),
   r('an include loop of two files', INC_STEP('other.yml'), { 'other.yml': lines('name: other', 'steps:', '  - include: { recipe: recipe.yml }') }),
-  r('an include loop of three files', INC_STEP('a.yml'), { 'a.yml': lines('name: a', 'steps:', '  - include: { recipe: b.yml }'), 'b.yml': lines('name: b', 'steps:', '  - include: { recipe: a.yml }') }),
+  r('an include loop of three files', INC_STEP('a.yml'), {
+    'a.yml': lines('name: a', 'steps:', '  - include: { recipe: b.yml }'),
+    'b.yml': lines('name: b', 'steps:', '  - include: { recipe: a.yml }'),
+  }),
   r('an include of a missing file', INC_STEP('missing.yml')),
   r('an include with an undeclared var', INC_STEP('inc.yml', ', vars: { nope: 1 }'), { 'inc.yml': lines('name: inc', 'steps: []') }),
   r('an include without a required var', INC_STEP('inc.yml'), { 'inc.yml': lines('name: inc', 'vars: { v: { required: true } }', 'steps: []') }),
@@ -252,8 +285,19 @@ const includes: Case[] = [
   r('an include in handlers', lines('name: web', 'steps: []', 'handlers:', '  - include: { recipe: inc.yml }'), { 'inc.yml': lines('name: inc', 'steps: []') }),
   r('an included recipe that is not UTF-8', INC_STEP('inc.yml'), { 'inc.yml': b('name: inc\nsteps: []\ndescription: ', [0xe9], '\n') }),
   r('an included recipe cut short', INC_STEP('inc.yml'), { 'inc.yml': 'name: inc\nsteps:\n  - name: "A' }),
-  r('an included recipe with an alias bomb', INC_STEP('inc.yml'), { 'inc.yml': lines('name: inc', 'vars:', '  a: &a [1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1]', '  b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a,*a,*a,*a,*a,*a,*a,*a,*a,*a,*a,*a]', '  c: [*b,*b,*b,*b,*b,*b,*b,*b,*b,*b,*b,*b,*b,*b,*b,*b,*b,*b,*b,*b,*b,*b,*b,*b,*b]', 'steps: []') }),
-  r('an included recipe included twice', top('  - include: { recipe: inc.yml }', '  - include: { recipe: inc.yml }'), { 'inc.yml': lines('name: inc', 'steps:', '  - name: A', '    command: { run: x }') }),
+  r('an included recipe with an alias bomb', INC_STEP('inc.yml'), {
+    'inc.yml': lines(
+      'name: inc',
+      'vars:',
+      '  a: &a [1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1]',
+      '  b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a,*a,*a,*a,*a,*a,*a,*a,*a,*a,*a,*a]',
+      '  c: [*b,*b,*b,*b,*b,*b,*b,*b,*b,*b,*b,*b,*b,*b,*b,*b,*b,*b,*b,*b,*b,*b,*b,*b,*b]',
+      'steps: []',
+    ),
+  }),
+  r('an included recipe included twice', top('  - include: { recipe: inc.yml }', '  - include: { recipe: inc.yml }'), {
+    'inc.yml': lines('name: inc', 'steps:', '  - name: A', '    command: { run: x }'),
+  }),
 ];
 
 const RECIPES: Case[] = [...truncations(), ...yamlSyntax, ...aliases, ...bytes, ...huge, ...structure, ...steps, ...params, ...templates, ...vars, ...includes];
@@ -281,7 +325,10 @@ const INVENTORIES = (port: number): Case[] => [
   inv('an empty host name', `hosts:\n  "": { address: 127.0.0.1, port: ${port} }\n`),
   inv('a host name that cannot be an address', `hosts:\n  web one: { port: ${port} }\n`),
   inv('an undefined alias', `hosts:\n  web1: *web\n`),
-  inv('an alias bomb', `defaults:\n  port: ${port}\n  vars:\n    a: &a [x,x,x,x,x,x,x,x,x,x]\n    b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a,*a]\n    c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b,*b]\n    d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c,*c]\nhosts:\n  web1: { address: 127.0.0.1 }\n`),
+  inv(
+    'an alias bomb',
+    `defaults:\n  port: ${port}\n  vars:\n    a: &a [x,x,x,x,x,x,x,x,x,x]\n    b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a,*a]\n    c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b,*b]\n    d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c,*c]\nhosts:\n  web1: { address: 127.0.0.1 }\n`,
+  ),
   inv('a duplicate host', `hosts:\n  web1: { address: 127.0.0.1, port: ${port} }\n  web1: { address: 127.0.0.2, port: ${port} }\n`),
   inv('a tab as indentation', `hosts:\n\tweb1: { address: 127.0.0.1, port: ${port} }\n`),
   inv('a Latin-1 byte', b(`hosts:\n  web1: { address: 127.0.0.1, port: ${port}, vars: { city: M`, [0xfc], 'nchen } }\n')),

@@ -56,7 +56,7 @@ const config = (text: string | Buffer) => {
 describe('firstBadUtf8 agrees with a strict decoder', () => {
   it('on random bytes, mostly text with some high bytes', () => {
     let seed = 42;
-    const rand = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+    const rand = () => (seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
     const strict = new TextDecoder('utf-8', { fatal: true });
     for (let n = 0; n < 3000; n++) {
       const b = Buffer.from(Array.from({ length: 1 + Math.floor(rand() * 12) }, () => (rand() < 0.6 ? 0x20 + Math.floor(rand() * 90) : 0x80 + Math.floor(rand() * 128))));
@@ -76,7 +76,18 @@ describe('firstBadUtf8 agrees with a strict decoder', () => {
     for (const good of [[0x7f], [0xc2, 0x80], [0xdf, 0xbf], [0xe0, 0xa0, 0x80], [0xed, 0x9f, 0xbf], [0xee, 0x80, 0x80], [0xf0, 0x90, 0x80, 0x80], [0xf4, 0x8f, 0xbf, 0xbf]]) {
       expect(firstBadUtf8(Buffer.from(good))).toBe(-1);
     }
-    for (const bad of [[0x80], [0xc0, 0x80], [0xc1, 0xbf], [0xe0, 0x9f, 0xbf], [0xed, 0xa0, 0x80], [0xf0, 0x8f, 0xbf, 0xbf], [0xf4, 0x90, 0x80, 0x80], [0xf5, 0x80, 0x80, 0x80], [0xff], [0xe2, 0x82]]) {
+    for (const bad of [
+      [0x80],
+      [0xc0, 0x80],
+      [0xc1, 0xbf],
+      [0xe0, 0x9f, 0xbf],
+      [0xed, 0xa0, 0x80],
+      [0xf0, 0x8f, 0xbf, 0xbf],
+      [0xf4, 0x90, 0x80, 0x80],
+      [0xf5, 0x80, 0x80, 0x80],
+      [0xff],
+      [0xe2, 0x82],
+    ]) {
       expect(firstBadUtf8(Buffer.from([0x61, ...bad]))).toBe(1);
     }
   });
@@ -91,7 +102,9 @@ describe('decodeText', () => {
 
   it('reports the earlier of a control character and a bad byte', () => {
     expect(decodeText('f', bytes('a\nb', [0], 'c', [0xff]), { what: 'template' })).toEqual({ issue: expect.objectContaining({ line: 2, col: 2, message: expect.stringMatching(/^a NUL byte/) }) });
-    expect(decodeText('f', bytes('a\nb', [0xff], 'c', [0]), { what: 'template' })).toEqual({ issue: expect.objectContaining({ line: 2, col: 2, message: expect.stringMatching(/^not UTF-8: byte 0xff/) }) });
+    expect(decodeText('f', bytes('a\nb', [0xff], 'c', [0]), { what: 'template' })).toEqual({
+      issue: expect.objectContaining({ line: 2, col: 2, message: expect.stringMatching(/^not UTF-8: byte 0xff/) }),
+    });
     // ESC is text in a template, not in YAML
     expect(decodeText('f', bytes([0x1b], '[1m'), { what: 'template' })).toEqual({ text: '\x1b[1m' });
     expect(decodeText('f', bytes('a: ', [0x1f]), { what: 'recipe', yaml: true })).toEqual({
@@ -112,7 +125,11 @@ describe('inventory: aliases and bad bytes (items 13, 15)', () => {
       text: `defaults:\n  vars:\n    a: &a [${Array(25).fill('x').join(',')}]\n    b: &b [${Array(25).fill('*a').join(',')}]\n    c: &c [${Array(25).fill('*b').join(',')}]\nhosts: {}\n`,
       want: [expect.stringMatching(/^5:\d+ : invalid YAML: aliases expand to more than 10000 values from alias \*b on/)],
     },
-    { name: 'a Latin-1 byte', text: bytes('hosts:\n  web1: { address: m', [0xfc], 'nchen.example }\n'), want: ['2:21 : not UTF-8: byte 0xfc (in fc 6e 63 68) cannot be decoded; save the inventory as UTF-8'] },
+    {
+      name: 'a Latin-1 byte',
+      text: bytes('hosts:\n  web1: { address: m', [0xfc], 'nchen.example }\n'),
+      want: ['2:21 : not UTF-8: byte 0xfc (in fc 6e 63 68) cannot be decoded; save the inventory as UTF-8'],
+    },
     { name: 'a NUL byte', text: bytes('hosts:\n  web1: {}\n', [0]), want: ['3:1 : a NUL byte; is this a binary file? The inventory must be text'] },
   ])('$name: exit 2 at its place', async ({ text, want }) => {
     expect(await issues(inventory(text))).toEqual(want);
@@ -128,17 +145,29 @@ describe('inventory: empty, blank or multi-line host fields (item 14)', () => {
   it.each([
     { name: 'an empty address', text: 'hosts:\n  web1:\n    address: ""\n', want: '3:14 hosts.web1.address: an address must not be empty' },
     { name: 'a blank address', text: 'hosts:\n  web1: { address: "   " }\n', want: '2:20 hosts.web1.address: an address must not be empty or blank' },
-    { name: 'an address with a newline', text: 'hosts:\n  web1: { address: "10.0.0.1\\nevil" }\n', want: '2:20 hosts.web1.address: an address must not hold a line break or control character (got "10.0.0.1\\nevil")' },
+    {
+      name: 'an address with a newline',
+      text: 'hosts:\n  web1: { address: "10.0.0.1\\nevil" }\n',
+      want: '2:20 hosts.web1.address: an address must not hold a line break or control character (got "10.0.0.1\\nevil")',
+    },
     { name: 'an address with spaces around it', text: 'hosts:\n  web1: { address: " 10.0.0.1" }\n', want: '2:20 hosts.web1.address: an address has spaces around it (got " 10.0.0.1")' },
     { name: 'an address that is an option', text: 'hosts:\n  web1: { address: -oProxyCommand=x }\n', want: '2:20 hosts.web1.address: an address must not start with "-" (got "-oProxyCommand=x")' },
     { name: 'an empty user', text: 'hosts:\n  web1: { address: 10.0.0.1, user: "" }\n', want: '2:36 hosts.web1.user: a user must not be empty' },
-    { name: 'a user with a tab', text: 'hosts:\n  web1: { address: 10.0.0.1, user: "ro\\tot" }\n', want: '2:36 hosts.web1.user: a user must not hold a line break or control character (got "ro\\tot")' },
+    {
+      name: 'a user with a tab',
+      text: 'hosts:\n  web1: { address: 10.0.0.1, user: "ro\\tot" }\n',
+      want: '2:36 hosts.web1.user: a user must not hold a line break or control character (got "ro\\tot")',
+    },
     { name: 'a blank identity', text: 'hosts:\n  web1: { address: 10.0.0.1, identity: " " }\n', want: '2:40 hosts.web1.identity: an identity file must not be empty or blank' },
     { name: 'an empty default user', text: 'defaults: { user: "" }\nhosts: { web1: {} }\n', want: '1:19 defaults.user: a user must not be empty' },
     { name: 'an empty default identity', text: 'defaults: { identity: "" }\n', want: '1:23 defaults.identity: an identity file must not be empty' },
     { name: 'a default port out of range', text: 'defaults: { port: 0 }\n', want: '1:19 defaults.port: must be at least 1' },
     { name: 'an empty host name', text: 'hosts:\n  "": {}\n', want: '2:7 hosts[""]: a host name must not be empty' },
-    { name: 'a host name that must be its address but cannot', text: 'hosts:\n  web 1: { port: 22 }\n', want: '2:10 hosts["web 1"]: host "web 1" has no address, and its name cannot be one (spaces or a leading "-"); give it an address' },
+    {
+      name: 'a host name that must be its address but cannot',
+      text: 'hosts:\n  web 1: { port: 22 }\n',
+      want: '2:10 hosts["web 1"]: host "web 1" has no address, and its name cannot be one (spaces or a leading "-"); give it an address',
+    },
     { name: 'an empty group name in a host', text: 'hosts:\n  web1: { address: 10.0.0.1, groups: [""] }\n', want: '2:39 hosts.web1.groups[0]: a group name must not be empty' },
   ])('$name: exit 2 at its line, before any target is made', async ({ text, want }) => {
     expect(await issues(inventory(text))).toEqual([want]);

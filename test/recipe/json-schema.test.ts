@@ -10,7 +10,9 @@ import { fixture, yaml } from './fixtures.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const RECIPES = join(ROOT, 'recipes');
-const examples = readdirSync(RECIPES).filter((f) => f.endsWith('.yml')).sort();
+const examples = readdirSync(RECIPES)
+  .filter((f) => f.endsWith('.yml'))
+  .sort();
 const SCHEMA_LINE = '# yaml-language-server: $schema=../schema/recipe.schema.json';
 
 // Strict, so a keyword the schema misspells or ajv does not know fails here rather than being ignored.
@@ -31,8 +33,7 @@ async function loaderSays(text: string, files: Record<string, string> = {}): Pro
 }
 
 /** A recipe whose one step is `step` (lines, indented as list item content). */
-const oneStep = (...step: string[]) =>
-  yaml('name: broken', 'vars:', '  svc: nginx', '  on: true', 'steps:', ...step.map((l, i) => (i === 0 ? `  - ${l}` : `    ${l}`)));
+const oneStep = (...step: string[]) => yaml('name: broken', 'vars:', '  svc: nginx', '  on: true', 'steps:', ...step.map((l, i) => (i === 0 ? `  - ${l}` : `    ${l}`)));
 
 describe('the recipe JSON Schema', () => {
   it('the shipped schema files are the ones made from the schemas the loader uses (npm run recipe-schema)', () => {
@@ -98,27 +99,22 @@ describe('the JSON Schema and the loader agree', () => {
 
   const accepted: Array<[string, string]> = [
     ['templates in params where a boolean, an enum or a pattern is expected', oneStep('name: a', 'service: { name: "{{svc}}", state: "{{svc}}", enabled: "{{on}}" }')],
-    ['the short forms: retry: n, needs: one name, when: a boolean, timeout: seconds', yaml(
-      'name: ok',
-      'steps:',
-      '  - name: a',
-      '    command: { run: "true" }',
-      '  - name: b',
-      '    needs: a',
-      '    when: true',
-      '    retry: 3',
-      '    timeout: 90',
-      '    command: { run: "true" }',
-    )],
-    ['an include, and defaults with durations', yaml(
-      'name: ok',
-      'defaults: { timeout: 1h30m, retry: { attempts: 2, delay: 0 }, parallel: 2 }',
-      'steps:',
-      '  - include: { recipe: lib.yml }',
-      '  - name: a',
-      '    file: { path: /x, mode: 644 }',
-      'handlers: ~',
-    )],
+    [
+      'the short forms: retry: n, needs: one name, when: a boolean, timeout: seconds',
+      yaml('name: ok', 'steps:', '  - name: a', '    command: { run: "true" }', '  - name: b', '    needs: a', '    when: true', '    retry: 3', '    timeout: 90', '    command: { run: "true" }'),
+    ],
+    [
+      'an include, and defaults with durations',
+      yaml(
+        'name: ok',
+        'defaults: { timeout: 1h30m, retry: { attempts: 2, delay: 0 }, parallel: 2 }',
+        'steps:',
+        '  - include: { recipe: lib.yml }',
+        '  - name: a',
+        '    file: { path: /x, mode: 644 }',
+        'handlers: ~',
+      ),
+    ],
   ];
 
   it.each(accepted)('both accept %s', async (_what, text) => {

@@ -27,7 +27,7 @@ describe('loadRecipe: a valid recipe', () => {
         '    notify: [Reload nginx]',
         '  - name: Seed database',
         '    command: { run: /srv/app/bin/seed, rollback: /srv/app/bin/unseed, creates: /srv/app/.seeded }',
-        "    when: \"{{eq facts.os.id 'debian'}}\"",
+        '    when: "{{eq facts.os.id \'debian\'}}"',
         '    unless: test -f /srv/app/.seeded',
         '    fatal: false',
         '    retry: { attempts: 3, delay: 2s, backoff: 2 }',
@@ -314,19 +314,11 @@ describe('loadRecipe: each problem with its position', () => {
 describe('loadRecipe: template files', () => {
   it('checks names in the file at their line:col, allowing the step’s template.vars', async () => {
     const dir = fixture({
-      'recipe.yml': yaml(
-        'name: r',
-        'vars: { server_name: a }',
-        'steps:',
-        '  - name: T',
-        '    template: { src: site.conf.hbs, dest: /etc/site, vars: { port: "{{server_name}}" } }',
-      ),
+      'recipe.yml': yaml('name: r', 'vars: { server_name: a }', 'steps:', '  - name: T', '    template: { src: site.conf.hbs, dest: /etc/site, vars: { port: "{{server_name}}" } }'),
       'templates/site.conf.hbs': 'server {\n  name {{server_name}};\n  listen {{port}};\n  root {{docroot}};\n}\n',
     });
     const err = (await loadRecipe(join(dir, 'recipe.yml')).catch((e: unknown) => e)) as InputError;
-    expect(err.issues).toEqual([
-      { file: join(dir, 'templates/site.conf.hbs'), line: 4, col: 10, path: 'steps[0].template.src', message: 'unknown variable "docroot"' },
-    ]);
+    expect(err.issues).toEqual([{ file: join(dir, 'templates/site.conf.hbs'), line: 4, col: 10, path: 'steps[0].template.src', message: 'unknown variable "docroot"' }]);
   });
 
   it('resolves src from the recipe folder first, then templates/ there and in its parent', async () => {
@@ -403,13 +395,7 @@ describe('loadRecipe: include', () => {
   it('reports include problems: missing required var, unknown var, bad literal, missing file, cycles', async () => {
     const issues = await loadIssues(
       {
-        'main.yml': yaml(
-          'name: main',
-          'steps:',
-          '  - include: { recipe: db.yml, vars: { prot: 1, port: abc } }',
-          '  - include: { recipe: nope.yml }',
-          '  - include: { recipe: a.yml }',
-        ),
+        'main.yml': yaml('name: main', 'steps:', '  - include: { recipe: db.yml, vars: { prot: 1, port: abc } }', '  - include: { recipe: nope.yml }', '  - include: { recipe: a.yml }'),
         'db.yml': db,
         'a.yml': yaml('name: a', 'steps:', '  - include: { recipe: b.yml }'),
         'b.yml': yaml('name: b', 'steps:', '  - include: { recipe: ./a.yml }'),
@@ -466,10 +452,7 @@ describe('loadRecipe: steps.<name> references', () => {
     const err = await loadRecipe(join(dir, 'r.yml')).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(InputError);
     const msgs = (err as InputError).issues.map((i) => `${i.line}:${i.col} ${i.message}`);
-    expect(msgs).toEqual([
-      '6:57 "steps.Nope.stdout": no step named "Nope"',
-      '6:79 "steps.[Echo one].bogus": a step result has stdout, stderr, changed, status, summary, not "bogus"',
-    ]);
+    expect(msgs).toEqual(['6:57 "steps.Nope.stdout": no step named "Nope"', '6:79 "steps.[Echo one].bogus": a step result has stdout, stderr, changed, status, summary, not "bogus"']);
   });
 });
 
@@ -502,7 +485,11 @@ describe('loadRecipe: YAML aliases (issue 6, item 13)', () => {
     { name: 'an alias inside its own anchor', lines: ['name: r', 'vars:', '  a: &a [1, *a]', 'steps: []'], want: '3:13 : invalid YAML: alias *a is inside the value its anchor names' },
     { name: 'a merge of a plain value', lines: ['name: r', 'vars: { <<: 3 }', 'steps: []'], want: '2:13 : invalid YAML: a merge (<<) takes a map or an alias to one, not a value' },
     { name: 'a list as a key', lines: ['name: r', '? [a, b]', ': 1', 'steps: []'], want: '2:3 : invalid YAML: a key must be a plain value, not a list' },
-    { name: 'an alias as a key that repeats another key', lines: ['name: r', 'vars:', '  a: &k b', '  *k : 1', '  b: 2', 'steps: []'], want: '5:3 : invalid YAML: duplicate key "b" (first at line 4)' },
+    {
+      name: 'an alias as a key that repeats another key',
+      lines: ['name: r', 'vars:', '  a: &k b', '  *k : 1', '  b: 2', 'steps: []'],
+      want: '5:3 : invalid YAML: duplicate key "b" (first at line 4)',
+    },
   ])('$name: exit 2 at its place', async ({ lines, want }) => {
     const got = await byteIssues({ 'recipe.yml': yaml(...lines) });
     expect(got).toEqual([expect.stringMatching(`^recipe.yml ${want.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}`)]);
@@ -537,7 +524,10 @@ describe('loadRecipe: YAML aliases (issue 6, item 13)', () => {
       ),
     });
     const r = await loadRecipe(join(dir, 'recipe.yml'));
-    expect(r.steps.map((s) => (s.params as { env: unknown }).env)).toEqual([{ A: '1', B: '2', C: '3' }, { A: '1', B: '2' }]);
+    expect(r.steps.map((s) => (s.params as { env: unknown }).env)).toEqual([
+      { A: '1', B: '2', C: '3' },
+      { A: '1', B: '2' },
+    ]);
   });
 
   it('duplicate keys are found in linear time, also among thousands', async () => {

@@ -23,12 +23,9 @@ describe('parseDuration', () => {
 });
 
 describe('cronProblem', () => {
-  it.each(['0 3 * * *', '*/5 * * * MON-FRI', '0 0 1 jan,jul *', '15 2 * * 0', '@daily', '@hourly', '@weekly', '@monthly', '@yearly', '@annually'])(
-    '%s is fine',
-    (expr) => {
-      expect(cronProblem(expr)).toBeUndefined();
-    },
-  );
+  it.each(['0 3 * * *', '*/5 * * * MON-FRI', '0 0 1 jan,jul *', '15 2 * * 0', '@daily', '@hourly', '@weekly', '@monthly', '@yearly', '@annually'])('%s is fine', (expr) => {
+    expect(cronProblem(expr)).toBeUndefined();
+  });
   it.each([
     ['61 * * * *', 'invalid cron schedule "61 * * * *": Constraint error, got value 61 expected range 0-59'],
     ['0 0 3 * * *', 'a cron schedule has five fields (minute, hour, day of month, month, day of week), got 6'],

@@ -156,7 +156,7 @@ describe('resolveVars', () => {
   });
 
   it('lists every problem at once: conversions, unknown names, missing required vars', () => {
-    const err = inputError(() => resolveVars(recipe, { cli: { port: 'abc', server_nme: 'x', db_password: '' , admin_email: 'nope' }, inventory: { tags: 5 } }));
+    const err = inputError(() => resolveVars(recipe, { cli: { port: 'abc', server_nme: 'x', db_password: '', admin_email: 'nope' }, inventory: { tags: 5 } }));
     expect(err.issues.map((i) => i.message)).toEqual([
       '--var server_nme=x: unknown var "server_nme" (did you mean "server_name"?)',
       '--var port=abc: not a number',

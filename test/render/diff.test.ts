@@ -9,9 +9,7 @@ describe('unifiedDiff', () => {
   });
 
   it('shows a change with a/ and b/ labels', () => {
-    expect(unifiedDiff('/etc/motd', 'one\ntwo\nthree\n', 'one\n2\nthree\n')).toBe(
-      ['--- a/etc/motd', '+++ b/etc/motd', '@@ -1,3 +1,3 @@', ' one', '-two', '+2', ' three', ''].join('\n'),
-    );
+    expect(unifiedDiff('/etc/motd', 'one\ntwo\nthree\n', 'one\n2\nthree\n')).toBe(['--- a/etc/motd', '+++ b/etc/motd', '@@ -1,3 +1,3 @@', ' one', '-two', '+2', ' three', ''].join('\n'));
   });
 
   it('uses /dev/null for a file that is created or removed', () => {

@@ -118,9 +118,7 @@ describe('renderDeep', () => {
   });
 
   it('extends the field path as it descends', () => {
-    expect(() => renderDeep({ env: { A: ['ok', '{{nope}}'] } }, scope, { step: 'S', field: 'command' })).toThrow(
-      'step "S": command.env.A[1]: unknown variable "nope"',
-    );
+    expect(() => renderDeep({ env: { A: ['ok', '{{nope}}'] } }, scope, { step: 'S', field: 'command' })).toThrow('step "S": command.env.A[1]: unknown variable "nope"');
   });
 });
 

@@ -19,11 +19,29 @@ function viaAwk(file: AccountFile, before: string | null, current: string | null
   const c = join(dir, 'current');
   writeFileSync(b, before ?? '', 'latin1');
   writeFileSync(c, current ?? '', 'latin1');
-  const nl = (t: string | null) => (t && t.endsWith('\n') ? '1' : '0');
-  const r = spawnSync('awk', ['-v', `keys=${keys.join(' ')}`, '-v', `drop=${drop.join(' ')}`, '-v', `mf=${FIELDS[file] ?? ''}`, '-v', `nlb=${nl(before)}`, '-v', `nlc=${nl(current)}`, MERGE_AWK, before === null ? '/dev/null' : b, current === null ? '/dev/null' : c], {
-    env: { ...process.env, LC_ALL: 'C' },
-    encoding: 'latin1',
-  });
+  const nl = (t: string | null) => (t?.endsWith('\n') ? '1' : '0');
+  const r = spawnSync(
+    'awk',
+    [
+      '-v',
+      `keys=${keys.join(' ')}`,
+      '-v',
+      `drop=${drop.join(' ')}`,
+      '-v',
+      `mf=${FIELDS[file] ?? ''}`,
+      '-v',
+      `nlb=${nl(before)}`,
+      '-v',
+      `nlc=${nl(current)}`,
+      MERGE_AWK,
+      before === null ? '/dev/null' : b,
+      current === null ? '/dev/null' : c,
+    ],
+    {
+      env: { ...process.env, LC_ALL: 'C' },
+      encoding: 'latin1',
+    },
+  );
   expect(r.stderr).toBe('');
   expect(r.status).toBe(0);
   return r.stdout;

@@ -36,7 +36,7 @@ describe('command: one exec per run', () => {
     expect(isGuarded(commandStep, p)).toBe(true);
   });
 
-  it('runs in its cwd with its env, and sees none of the exec\'s own shell variables', async () => {
+  it("runs in its cwd with its env, and sees none of the exec's own shell variables", async () => {
     const { dir, ctx } = setup();
     const p = params({ run: 'pwd; echo "$GREETING"; echo "[${g-}${rc-}${s-}]"; touch made', cwd: dir, env: { GREETING: 'hi there' }, creates: `${dir}/made` });
     const { s, plan } = await planned(ctx, p);

@@ -40,7 +40,7 @@ describe('command timeouts', () => {
 
   it('a command killed (SIGKILL, 137) after ignoring SIGTERM past its timeout is reported as timed out', async () => {
     await expect(apply(host({ code: 137 }, 30, 20))).rejects.toThrow(
-      'command "trap \'\' TERM; sleep 30" timed out after 20ms, ignored SIGTERM and was killed (SIGKILL); if it needs longer, raise the step\'s `timeout`',
+      "command \"trap '' TERM; sleep 30\" timed out after 20ms, ignored SIGTERM and was killed (SIGKILL); if it needs longer, raise the step's `timeout`",
     );
     await expect(apply(host({ code: 137, timedOut: true }, 0, 20))).rejects.toThrow(/timed out after 20ms, ignored SIGTERM and was killed \(SIGKILL\)/);
   });

@@ -7,8 +7,7 @@ import { fingerprint } from '../../src/steps/step.js';
 const env = { runId: 'R', step: 'Nightly', backupDir: '/var/lib/hostsmith/backups/R' };
 // 2026-11-22 12:00 UTC
 const NOW = Date.UTC(2026, 10, 22, 12, 0);
-const params = (o: Record<string, unknown> = {}) =>
-  cronSchema.parse({ name: 'nightly-upgrade', schedule: '0 3 * * *', command: 'apt-get -qq update', ...o });
+const params = (o: Record<string, unknown> = {}) => cronSchema.parse({ name: 'nightly-upgrade', schedule: '0 3 * * *', command: 'apt-get -qq update', ...o });
 const state = (text: string | null, o: Partial<CronState> = {}): CronState => ({ user: 'root', text, clock: { now: NOW, tz: 'Etc/UTC' }, ...o });
 
 const OTHER = '# m h dom mon dow command\nMAILTO=ops@example.com\n*/5 * * * * /usr/local/bin/poll  \n\n';
@@ -32,12 +31,26 @@ describe('cron plan: (params, crontab) → plan', () => {
       'updates the entry in place',
       { schedule: '30 4 * * 1-5' },
       `${ENTRY}${OTHER}`,
-      { changed: true, summary: /^update "nightly-upgrade" in root's crontab: 30 4 \* \* 1-5 \(At 04:30 AM, Monday through Friday; next 2026-11-23 04:30, 2026-11-24 04:30, 2026-11-25 04:30 UTC\)$/, next: `# hostsmith: nightly-upgrade\n30 4 * * 1-5 apt-get -qq update\n${OTHER}` },
+      {
+        changed: true,
+        summary: /^update "nightly-upgrade" in root's crontab: 30 4 \* \* 1-5 \(At 04:30 AM, Monday through Friday; next 2026-11-23 04:30, 2026-11-24 04:30, 2026-11-25 04:30 UTC\)$/,
+        next: `# hostsmith: nightly-upgrade\n30 4 * * 1-5 apt-get -qq update\n${OTHER}`,
+      },
     ],
     ['adds the entry line when only the marker is left', {}, '# hostsmith: nightly-upgrade\n', { changed: true, summary: /^update /, next: ENTRY }],
-    ['does not take the next marker as its entry line', {}, '# hostsmith: nightly-upgrade\n# hostsmith: b\n* * * * * b\n', { changed: true, summary: /^update /, next: `${ENTRY}# hostsmith: b\n* * * * * b\n` }],
+    [
+      'does not take the next marker as its entry line',
+      {},
+      '# hostsmith: nightly-upgrade\n# hostsmith: b\n* * * * * b\n',
+      { changed: true, summary: /^update /, next: `${ENTRY}# hostsmith: b\n* * * * * b\n` },
+    ],
     ['drops a second block of the same name', {}, `${ENTRY}x\n${ENTRY}`, { changed: true, summary: /^update /, next: `${ENTRY}x\n` }],
-    ['uses @names', { schedule: '@daily' }, null, { changed: true, summary: /: @daily \(At 12:00 AM; next 2026-11-23 00:00, 2026-11-24 00:00, 2026-11-25 00:00 UTC\)$/, next: '# hostsmith: nightly-upgrade\n@daily apt-get -qq update\n' }],
+    [
+      'uses @names',
+      { schedule: '@daily' },
+      null,
+      { changed: true, summary: /: @daily \(At 12:00 AM; next 2026-11-23 00:00, 2026-11-24 00:00, 2026-11-25 00:00 UTC\)$/, next: '# hostsmith: nightly-upgrade\n@daily apt-get -qq update\n' },
+    ],
     ['removes the entry and keeps the rest', { state: 'absent' }, `${OTHER}${ENTRY}# tail\n`, { changed: true, summary: `remove "nightly-upgrade" from root's crontab`, next: `${OTHER}# tail\n` }],
     ['removes the crontab when nothing is left', { state: 'absent' }, ENTRY, { changed: true, summary: /\(and the crontab, left empty\)$/, next: null }],
     ['absent and no crontab is unchanged', { state: 'absent' }, null, { changed: false, summary: `"nightly-upgrade" is not in root's crontab`, next: null }],

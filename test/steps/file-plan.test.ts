@@ -42,15 +42,30 @@ function fakeCtx() {
 
 describe('planPath: (wanted, state) → plan', () => {
   const cases: Array<[string, Wanted, PathState, { changed: boolean; summary: RegExp; undo: unknown; diff?: boolean }]> = [
-    ['creates a missing file', want({ content: Buffer.from('a\n'), mode: 0o600 }), absent(), { changed: true, summary: /^create \/etc\/app.conf \(2 bytes, 0600\)/, undo: { kind: 'absent', path: '/etc/app.conf', created: [] }, diff: true }],
-    ['records parents it will create', want({ path: '/opt/x/y/f', content: Buffer.from('') }), absent(['/opt/x', '/opt/x/y']), { changed: true, summary: /create/, undo: { kind: 'absent', path: '/opt/x/y/f', created: ['/opt/x', '/opt/x/y'] } }],
+    [
+      'creates a missing file',
+      want({ content: Buffer.from('a\n'), mode: 0o600 }),
+      absent(),
+      { changed: true, summary: /^create \/etc\/app.conf \(2 bytes, 0600\)/, undo: { kind: 'absent', path: '/etc/app.conf', created: [] }, diff: true },
+    ],
+    [
+      'records parents it will create',
+      want({ path: '/opt/x/y/f', content: Buffer.from('') }),
+      absent(['/opt/x', '/opt/x/y']),
+      { changed: true, summary: /create/, undo: { kind: 'absent', path: '/opt/x/y/f', created: ['/opt/x', '/opt/x/y'] } },
+    ],
     ['leaves an identical file alone', want({ content: Buffer.from('a\n') }), file('a\n'), { changed: false, summary: /up to date/, undo: null }],
     ['ignores metadata it was not asked about', want({ content: Buffer.from('a\n') }), file('a\n', 0o600, 'www', 'www'), { changed: false, summary: /up to date/, undo: null }],
     [
       'updates content with a backup',
       want({ content: Buffer.from('b\n') }),
       file('a\n'),
-      { changed: true, summary: /update \/etc\/app.conf: content/, undo: { kind: 'file', path: '/etc/app.conf', mode: 0o644, owner: 'root', group: 'root', backup: '/var/lib/hostsmith/backups/R1/Site_config-22b0d78b/etc/app.conf' }, diff: true },
+      {
+        changed: true,
+        summary: /update \/etc\/app.conf: content/,
+        undo: { kind: 'file', path: '/etc/app.conf', mode: 0o644, owner: 'root', group: 'root', backup: '/var/lib/hostsmith/backups/R1/Site_config-22b0d78b/etc/app.conf' },
+        diff: true,
+      },
     ],
     [
       'changes only the mode without a backup',
@@ -60,11 +75,31 @@ describe('planPath: (wanted, state) → plan', () => {
     ],
     ['changes the owner', want({ content: Buffer.from('a\n'), owner: 'www' }), file('a\n'), { changed: true, summary: /owner root → www/, undo: expect.objectContaining({ owner: 'root' }) }],
     ['absent and absent is unchanged', want({ state: 'absent' }), absent(), { changed: false, summary: /is absent/, undo: null }],
-    ['removes a file, keeping a backup', want({ state: 'absent' }), file('x'), { changed: true, summary: /remove file/, undo: expect.objectContaining({ kind: 'file', backup: expect.stringContaining('/backups/R1/') }), diff: true }],
-    ['creates a directory', want({ path: '/srv/d', state: 'directory', mode: 0o750 }), absent(), { changed: true, summary: /create directory \/srv\/d/, undo: { kind: 'absent', path: '/srv/d', created: [] } }],
-    ['directory as wanted', want({ path: '/srv/d', state: 'directory', mode: 0o755 }), { kind: 'directory', mode: 0o755, owner: 'root', group: 'root', missing: [] }, { changed: false, summary: /as wanted/, undo: null }],
+    [
+      'removes a file, keeping a backup',
+      want({ state: 'absent' }),
+      file('x'),
+      { changed: true, summary: /remove file/, undo: expect.objectContaining({ kind: 'file', backup: expect.stringContaining('/backups/R1/') }), diff: true },
+    ],
+    [
+      'creates a directory',
+      want({ path: '/srv/d', state: 'directory', mode: 0o750 }),
+      absent(),
+      { changed: true, summary: /create directory \/srv\/d/, undo: { kind: 'absent', path: '/srv/d', created: [] } },
+    ],
+    [
+      'directory as wanted',
+      want({ path: '/srv/d', state: 'directory', mode: 0o755 }),
+      { kind: 'directory', mode: 0o755, owner: 'root', group: 'root', missing: [] },
+      { changed: false, summary: /as wanted/, undo: null },
+    ],
     ['creates a link', want({ path: '/l', state: 'link', target: '/t' }), absent(), { changed: true, summary: /link \/l → \/t/, undo: { kind: 'absent', path: '/l', created: [] } }],
-    ['relinks and remembers the old target', want({ path: '/l', state: 'link', target: '/t2' }), { kind: 'link', target: '/t1', mode: 0o777, owner: 'root', group: 'root', missing: [] }, { changed: true, summary: /relink/, undo: expect.objectContaining({ kind: 'link', target: '/t1' }) }],
+    [
+      'relinks and remembers the old target',
+      want({ path: '/l', state: 'link', target: '/t2' }),
+      { kind: 'link', target: '/t1', mode: 0o777, owner: 'root', group: 'root', missing: [] },
+      { changed: true, summary: /relink/, undo: expect.objectContaining({ kind: 'link', target: '/t1' }) },
+    ],
   ];
   it.each(cases)('%s', (_name, w, s, expected) => {
     const p = planPath(w, s, env);
@@ -91,13 +126,23 @@ const answer = (fields: string[], body: Buffer = Buffer.alloc(0)) => Buffer.conc
 
 describe('parseCheck', () => {
   const cases: Array<[string, string, Buffer, Partial<PathState>]> = [
-    ['a file header and its bytes, binary included', '/etc/app.conf', answer(['file', '640', 'root', 'adm', '0', ''], Buffer.from([0, 1, 2, 10, 255])), { kind: 'file', mode: 0o640, owner: 'root', group: 'adm', missing: [], content: Buffer.from([0, 1, 2, 10, 255]) }],
+    [
+      'a file header and its bytes, binary included',
+      '/etc/app.conf',
+      answer(['file', '640', 'root', 'adm', '0', ''], Buffer.from([0, 1, 2, 10, 255])),
+      { kind: 'file', mode: 0o640, owner: 'root', group: 'adm', missing: [], content: Buffer.from([0, 1, 2, 10, 255]) },
+    ],
     ['missing parents derive from the path, outermost first', '/opt/a/b/f', answer(['absent', '', '', '', '2', '']), { kind: 'absent', missing: ['/opt/a', '/opt/a/b'] }],
     ['a ":" in a missing folder is part of its name, never a separator', '/tmp/pre/x:y/z/f', answer(['absent', '', '', '', '2', '']), { kind: 'absent', missing: ['/tmp/pre/x:y', '/tmp/pre/x:y/z'] }],
     ['a newline and a "|" in a missing folder too', '/tmp/a|b\nc/f', answer(['absent', '', '', '', '1', '']), { kind: 'absent', missing: ['/tmp/a|b\nc'] }],
     ['the count never reaches past the root', '/a/f', answer(['absent', '', '', '', '5', '']), { kind: 'absent', missing: ['/a'] }],
     ['a link target holding "|" and a newline', '/l', answer(['link', '777', 'root', 'root', '0', '/x|y\nz']), { kind: 'link', target: '/x|y\nz', owner: 'root' }],
-    ['owner and group names holding "|" or a newline do not shift the fields', '/f', answer(['file', '600', 'we|ird', 'gr\noup', '0', ''], Buffer.from('a|b\0c\n')), { kind: 'file', mode: 0o600, owner: 'we|ird', group: 'gr\noup', content: Buffer.from('a|b\0c\n') }],
+    [
+      'owner and group names holding "|" or a newline do not shift the fields',
+      '/f',
+      answer(['file', '600', 'we|ird', 'gr\noup', '0', ''], Buffer.from('a|b\0c\n')),
+      { kind: 'file', mode: 0o600, owner: 'we|ird', group: 'gr\noup', content: Buffer.from('a|b\0c\n') },
+    ],
     ['a directory whose parents all exist', '/srv/d', answer(['directory', '2755', 'www', 'www', '0', '']), { kind: 'directory', mode: 0o2755, owner: 'www', group: 'www', missing: [] }],
   ];
   it.each(cases)('%s', (_name, path, raw, expected) => {
@@ -140,7 +185,10 @@ describe('checkScript → parseCheck on a real filesystem', () => {
   it('the owner and group are the names stat reports', () => {
     writeFileSync(join(root, 'o'), '');
     const s = check(join(root, 'o'));
-    const [owner, group] = execFileSync('stat', ['-c', '%U %G', join(root, 'o')]).toString().trim().split(' ');
+    const [owner, group] = execFileSync('stat', ['-c', '%U %G', join(root, 'o')])
+      .toString()
+      .trim()
+      .split(' ');
     expect(s).toMatchObject({ kind: 'file', owner, group, content: Buffer.alloc(0) });
   });
 });
@@ -149,7 +197,12 @@ describe('file with state: present and neither content nor src', () => {
   const plan = (o: Record<string, unknown>, s: PathState) => fileStep.plan(fileSchema.parse({ path: '/etc/app.conf', ...o }), s, env);
   const cases: Array<[string, Record<string, unknown>, PathState, { changed: boolean; summary: string; undo: unknown }]> = [
     ['creates an empty file when none is there', {}, absent(), { changed: true, summary: 'create empty /etc/app.conf', undo: { kind: 'absent', path: '/etc/app.conf', created: [] } }],
-    ['says which metadata a new empty file gets', { mode: '0600', owner: 'www' }, absent(['/etc']), { changed: true, summary: 'create empty /etc/app.conf (0600 www)', undo: { kind: 'absent', path: '/etc/app.conf', created: ['/etc'] } }],
+    [
+      'says which metadata a new empty file gets',
+      { mode: '0600', owner: 'www' },
+      absent(['/etc']),
+      { changed: true, summary: 'create empty /etc/app.conf (0600 www)', undo: { kind: 'absent', path: '/etc/app.conf', created: ['/etc'] } },
+    ],
     ['leaves the content of an existing file alone', {}, file('keep me\n'), { changed: false, summary: '/etc/app.conf exists; content not managed', undo: null }],
     ['leaves a file whose metadata is as wanted', { mode: '0644', owner: 'root' }, file('keep me\n'), { changed: false, summary: '/etc/app.conf exists (0644 root); content not managed', undo: null }],
     [
@@ -194,7 +247,12 @@ describe('file with state: present and neither content nor src', () => {
 describe('links: owner and group', () => {
   const link = (owner = 'root', group = 'root', target = '/t'): PathState => ({ kind: 'link', target, mode: 0o777, owner, group, missing: [] });
   const cases: Array<[string, Wanted, PathState, { changed: boolean; summary: string; undo: unknown }]> = [
-    ['creates a link with its owner', want({ path: '/l', state: 'link', target: '/t', owner: 'www', group: 'adm' }), absent(), { changed: true, summary: 'link /l → /t (www:adm)', undo: { kind: 'absent', path: '/l', created: [] } }],
+    [
+      'creates a link with its owner',
+      want({ path: '/l', state: 'link', target: '/t', owner: 'www', group: 'adm' }),
+      absent(),
+      { changed: true, summary: 'link /l → /t (www:adm)', undo: { kind: 'absent', path: '/l', created: [] } },
+    ],
     ['a link as wanted', want({ path: '/l', state: 'link', target: '/t', owner: 'www' }), link('www'), { changed: false, summary: '/l already links to /t', undo: null }],
     [
       'changes the owner of a link to the right target',

@@ -38,7 +38,13 @@ describe('group plan', () => {
   const touched = { group: ['app'], gshadow: ['app'] };
   const cases: Array<[string, Record<string, unknown>, GroupState, { changed: boolean; action?: string; summary: string; undo: unknown }, string]> = [
     ['creates a group', {}, none, { changed: true, action: 'create', summary: 'create group app', undo: { backup: BK, touched } }, 'groupadd -- app'],
-    ['creates a system group with a gid', { gid: 1500, system: true }, none, { changed: true, action: 'create', summary: 'create group app (gid 1500, system)', undo: { backup: BK, touched } }, 'groupadd -r -g 1500 -- app'],
+    [
+      'creates a system group with a gid',
+      { gid: 1500, system: true },
+      none,
+      { changed: true, action: 'create', summary: 'create group app (gid 1500, system)', undo: { backup: BK, touched } },
+      'groupadd -r -g 1500 -- app',
+    ],
     ['leaves a matching group alone', { gid: 1001 }, app(1001), { changed: false, summary: 'group app is as wanted (gid 1001)', undo: null }, ''],
     ['leaves a group alone when no gid is asked for', {}, app(1001), { changed: false, summary: 'group app is as wanted (gid 1001)', undo: null }, ''],
     [
@@ -48,7 +54,13 @@ describe('group plan', () => {
       { changed: true, summary: 'modify group app: gid 1001 → 1500; primary group of svc, whose gid follows', undo: { backup: BK, touched: { ...touched, passwd: ['svc'] } } },
       'groupmod -g 1500 -- app',
     ],
-    ['removes a group, naming its members', { state: 'absent' }, app(1001, ['alice', 'bob']), { changed: true, action: 'remove', summary: 'remove group app (gid 1001, members alice, bob)', undo: { backup: BK, touched } }, 'groupdel -- app'],
+    [
+      'removes a group, naming its members',
+      { state: 'absent' },
+      app(1001, ['alice', 'bob']),
+      { changed: true, action: 'remove', summary: 'remove group app (gid 1001, members alice, bob)', undo: { backup: BK, touched } },
+      'groupdel -- app',
+    ],
     ['absent and absent is unchanged', { state: 'absent' }, none, { changed: false, summary: 'group app is absent', undo: null }, ''],
   ];
   it.each(cases)('%s', (_n, p, s, expected, cmd) => {

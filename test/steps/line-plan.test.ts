@@ -37,14 +37,26 @@ const SSHD = '# sshd\nPort 22\n#PermitRootLogin prohibit-password\nPermitRootLog
 
 describe('editLines: (params, text) → text', () => {
   const cases: Array<[string, Record<string, unknown>, string, string | null, string | RegExp]> = [
-    ['replaces the last matching line', { line: 'PermitRootLogin no', match: '^#?PermitRootLogin' }, SSHD, SSHD.replace('PermitRootLogin yes', 'PermitRootLogin no'), 'replace line 4 "PermitRootLogin yes" with "PermitRootLogin no"'],
+    [
+      'replaces the last matching line',
+      { line: 'PermitRootLogin no', match: '^#?PermitRootLogin' },
+      SSHD,
+      SSHD.replace('PermitRootLogin yes', 'PermitRootLogin no'),
+      'replace line 4 "PermitRootLogin yes" with "PermitRootLogin no"',
+    ],
     ['leaves a matching line that already reads right', { line: 'PermitRootLogin yes', match: '^PermitRootLogin' }, SSHD, null, 'line 4 is "PermitRootLogin yes"'],
     ['without a match, a line already there is enough', { line: 'UsePAM yes', match: '^NoSuch' }, SSHD, null, 'line 5 is "UsePAM yes"'],
     ['adds at the end when nothing matches', { line: 'X11Forwarding no', match: '^X11Forwarding' }, SSHD, `${SSHD}X11Forwarding no\n`, 'add "X11Forwarding no" at the end'],
     ['adds a missing line at the end', { line: 'X11Forwarding no' }, SSHD, `${SSHD}X11Forwarding no\n`, /at the end$/],
     ['leaves an existing equal line', { line: 'Port 22' }, SSHD, null, 'line 2 is "Port 22"'],
     ['does not take a line that only contains it', { line: 'Port 2' }, SSHD, `${SSHD}Port 2\n`, /^add/],
-    ['inserts after the last line matching after', { line: 'Port 2222', after: '^(#|Port)' }, SSHD, SSHD.replace('#PermitRootLogin prohibit-password\n', '#PermitRootLogin prohibit-password\nPort 2222\n'), 'add "Port 2222" after line 3'],
+    [
+      'inserts after the last line matching after',
+      { line: 'Port 2222', after: '^(#|Port)' },
+      SSHD,
+      SSHD.replace('#PermitRootLogin prohibit-password\n', '#PermitRootLogin prohibit-password\nPort 2222\n'),
+      'add "Port 2222" after line 3',
+    ],
     ['inserts at the end when after matches nothing', { line: 'A', after: '^Nope' }, 'x\n', 'x\nA\n', 'add "A" at the end (no line matches /^Nope/)'],
     ['ends the last line before appending to a file without final newline', { line: 'b' }, 'a', 'a\nb\n', /at the end/],
     ['keeps a missing final newline when replacing the last line', { line: 'k=2', match: '^k=' }, 'a\nk=1', 'a\nk=2', /replace line 2/],

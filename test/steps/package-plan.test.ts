@@ -1,6 +1,20 @@
 import { describe, expect, it } from 'vitest';
 import { packageSchema, planPackage, type PackageState } from '../../src/steps/package/package.js';
-import { dpkgChanges, dpkgErrors, parseDpkgList, parseExtendedStates, parsePolicy, parseSim, policyScript, simulateScript, splitSim, splitState, transactionArgs, unknownPackages, missingVersions } from '../../src/steps/package/apt.js';
+import {
+  dpkgChanges,
+  dpkgErrors,
+  parseDpkgList,
+  parseExtendedStates,
+  parsePolicy,
+  parseSim,
+  policyScript,
+  simulateScript,
+  splitSim,
+  splitState,
+  transactionArgs,
+  unknownPackages,
+  missingVersions,
+} from '../../src/steps/package/apt.js';
 
 const params = (o: Record<string, unknown>) => packageSchema.parse(o);
 const ok = (version: string) => ({ version, status: 'install ok installed' });
@@ -122,7 +136,9 @@ describe('planPackage: (params, state) → plan', () => {
     });
     it('with packages to install: refreshes first when stale or when fresh lists were needed to plan', () => {
       const sim = parseSim(SIM_JQ);
-      expect(planPackage(params({ install: ['hello', 'jq'], update_cache: true }), { ...base, listsAgeS: 90_000, sim }).summary).toMatch(/^refresh apt lists \(refreshed 25 h ago\), then install hello, jq/);
+      expect(planPackage(params({ install: ['hello', 'jq'], update_cache: true }), { ...base, listsAgeS: 90_000, sim }).summary).toMatch(
+        /^refresh apt lists \(refreshed 25 h ago\), then install hello, jq/,
+      );
       expect(planPackage(params({ install: ['hello', 'jq'], update_cache: true }), { ...base, sim }).summary).toMatch(/^install hello/);
       expect(planPackage(params({ install: ['hello', 'jq'], update_cache: true }), { ...base, sim, freshLists: true }).summary).toMatch(/^refresh apt lists/);
     });
@@ -185,7 +201,9 @@ Conf hello (2.10-3 Debian:12.15/oldstable [amd64])
     }
   });
   it("an apply's dry run keeps apt's binary cache for the install after it, and never its planner log", () => {
-    const calls = simulateScript('hello', false, '1 2', false).split('\n').flatMap((l) => l.match(/apt-(?:get|mark) [^|;)]*/g) ?? []);
+    const calls = simulateScript('hello', false, '1 2', false)
+      .split('\n')
+      .flatMap((l) => l.match(/apt-(?:get|mark) [^|;)]*/g) ?? []);
     expect(calls.length).toBeGreaterThanOrEqual(2);
     for (const c of calls) {
       expect(c).not.toContain('Dir::Cache');
@@ -229,7 +247,7 @@ describe('a plain apply installs with no dry run (StepContext.planUnseen)', () =
     expect(() => planPackage(params({ remove: ['hello'] }), s)).toThrow(/did not simulate/);
   });
 
-  it("reads apt-cache policy: candidates, (none) for a virtual package, every version in the table", () => {
+  it('reads apt-cache policy: candidates, (none) for a virtual package, every version in the table', () => {
     const out = `tree:
   Installed: (none)
   Candidate: 2.1.0-1

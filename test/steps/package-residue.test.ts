@@ -119,7 +119,7 @@ describe('parseOwners / ownersScript', () => {
 
   it('searches processes and local file systems for exactly the given ids, skipping the backups', () => {
     const s = ownersScript([101], [103], '/var/lib/hostsmith/backups');
-    expect(s).toContain("\\( -uid 101 -o -gid 103 \\)");
+    expect(s).toContain('\\( -uid 101 -o -gid 103 \\)');
     expect(s).toMatch(/-path '?\/var\/lib\/hostsmith\/backups'? -prune/);
     expect(s).toContain('-xdev');
     expect(ownersScript([], [], '/x')).toBe('exit 0');
@@ -132,6 +132,7 @@ describe('parseOwners / ownersScript', () => {
     mkdirSync(join(root, 'a'));
     writeFileSync(join(root, 'a/one'), '1');
     writeFileSync(join(root, 'a/two'), '2');
+    // biome-ignore lint/style/useConst: assigned inside the try below, read after its finally
     let owned: ReturnType<typeof parseOwners>;
     try {
       execFileSync('chown', ['-R', `${id}:${id}`, join(root, 'a')]);

@@ -58,14 +58,9 @@ describe('user: an old comment is not quoted when the step holds a secret', () =
   /** A host whose user check prints `comment`/`shell`; every other command succeeds silently. */
   function host(comment: string, shell = '/bin/sh') {
     const cmds: string[] = [];
-    const check = [
-      'defaults /home /bin/sh',
-      `passwd app:x:1001:1001:${comment}:/home/app:${shell}`,
-      'primary app:x:1001:',
-      'samegroup',
-      'home /home/app',
-      'homedir dir 755 1001 1001 app app',
-    ].join('\n');
+    const check = ['defaults /home /bin/sh', `passwd app:x:1001:1001:${comment}:/home/app:${shell}`, 'primary app:x:1001:', 'samegroup', 'home /home/app', 'homedir dir 755 1001 1001 app app'].join(
+      '\n',
+    );
     const ctx = {
       runId: env.runId,
       step: env.step,

@@ -22,11 +22,26 @@ describe('planService: (params, state) → plan', () => {
     ['stops a running service', { state: 'stopped' }, sysv(true), { changed: true, summary: 'stop cron', undo: { name: 'cron', init: 'sysvinit', running: true } }],
     ['leaves a stopped one alone', { state: 'stopped' }, sysv(false), { changed: false, summary: 'cron is stopped', undo: null }],
     ['always restarts; undo keeps it running', { state: 'restarted' }, sysv(true), { changed: true, summary: 'restart cron', undo: { name: 'cron', init: 'sysvinit', running: true } }],
-    ['restart of a stopped service starts it; undo stops it', { state: 'restarted' }, sysv(false), { changed: true, summary: 'start cron (restart: it was stopped)', undo: { name: 'cron', init: 'sysvinit', running: false } }],
+    [
+      'restart of a stopped service starts it; undo stops it',
+      { state: 'restarted' },
+      sysv(false),
+      { changed: true, summary: 'start cron (restart: it was stopped)', undo: { name: 'cron', init: 'sysvinit', running: false } },
+    ],
     ['always reloads', { state: 'reloaded' }, sysv(true), { changed: true, summary: 'reload cron', undo: { name: 'cron', init: 'sysvinit', running: true } }],
-    ['reload of a stopped service starts it', { state: 'reloaded' }, sysv(false), { changed: true, summary: 'start cron (reload: it was stopped)', undo: { name: 'cron', init: 'sysvinit', running: false } }],
+    [
+      'reload of a stopped service starts it',
+      { state: 'reloaded' },
+      sysv(false),
+      { changed: true, summary: 'start cron (reload: it was stopped)', undo: { name: 'cron', init: 'sysvinit', running: false } },
+    ],
     ['disables at boot', { enabled: false }, sysv(true), { changed: true, summary: 'disable cron at boot (enabled → disabled)', undo: { name: 'cron', init: 'sysvinit', enabled: 'enabled' } }],
-    ['enables a service with no rc links', { enabled: true }, sysv(false, 'none'), { changed: true, summary: 'enable cron at boot (none → enabled)', undo: { name: 'cron', init: 'sysvinit', enabled: 'none' } }],
+    [
+      'enables a service with no rc links',
+      { enabled: true },
+      sysv(false, 'none'),
+      { changed: true, summary: 'enable cron at boot (none → enabled)', undo: { name: 'cron', init: 'sysvinit', enabled: 'none' } },
+    ],
     ['no links counts as disabled', { enabled: false }, sysv(false, 'none'), { changed: false, summary: 'cron is stopped and disabled', undo: null }],
     [
       'both at once; undo records both',
@@ -34,14 +49,28 @@ describe('planService: (params, state) → plan', () => {
       sysv(false, 'disabled'),
       { changed: true, summary: 'start cron; enable cron at boot (disabled → enabled)', undo: { name: 'cron', init: 'sysvinit', running: false, enabled: 'disabled' } },
     ],
-    ['only the part that changes goes into undo', { state: 'started', enabled: true }, sysv(false, 'enabled'), { changed: true, summary: 'start cron', undo: { name: 'cron', init: 'sysvinit', running: false } }],
+    [
+      'only the part that changes goes into undo',
+      { state: 'started', enabled: true },
+      sysv(false, 'enabled'),
+      { changed: true, summary: 'start cron', undo: { name: 'cron', init: 'sysvinit', running: false } },
+    ],
     ['systemd: static counts as enabled', { enabled: true }, sd(true, 'static'), { changed: false, summary: 'cron is running and enabled', undo: null }],
-    ['systemd: disables an enabled unit', { state: 'stopped', enabled: false }, sd(true, 'enabled'), { changed: true, summary: 'stop cron; disable cron at boot (enabled → disabled)', undo: { name: 'cron', init: 'systemd', running: true, enabled: 'enabled' } }],
+    [
+      'systemd: disables an enabled unit',
+      { state: 'stopped', enabled: false },
+      sd(true, 'enabled'),
+      { changed: true, summary: 'stop cron; disable cron at boot (enabled → disabled)', undo: { name: 'cron', init: 'systemd', running: true, enabled: 'enabled' } },
+    ],
     [
       'a service not installed yet: planned, apply will fail unless an earlier step installs it',
       { state: 'started', enabled: true },
       { init: 'sysvinit', exists: false, running: false, enabled: 'none' },
-      { changed: true, summary: 'start cron, enable cron — cron is not installed yet: apply fails unless an earlier step installs it', undo: { name: 'cron', init: 'sysvinit', running: false, enabled: 'none' } },
+      {
+        changed: true,
+        summary: 'start cron, enable cron — cron is not installed yet: apply fails unless an earlier step installs it',
+        undo: { name: 'cron', init: 'sysvinit', running: false, enabled: 'none' },
+      },
     ],
   ];
   it.each(cases)('%s', (_n, p, s, expected) => {

@@ -113,7 +113,10 @@ describe('planUser: (params, state) → plan', () => {
         summary: 'create user deploy2 (shell /bin/bash, home /home/deploy2, groups sudo)',
         undo: {
           name: 'deploy2',
-          accounts: { backup: `${BK}/accounts`, touched: { passwd: ['deploy2'], shadow: ['deploy2'], subuid: ['deploy2'], subgid: ['deploy2'], group: ['deploy2', 'sudo'], gshadow: ['deploy2', 'sudo'] } },
+          accounts: {
+            backup: `${BK}/accounts`,
+            touched: { passwd: ['deploy2'], shadow: ['deploy2'], subuid: ['deploy2'], subgid: ['deploy2'], group: ['deploy2', 'sudo'], gshadow: ['deploy2', 'sudo'] },
+          },
           remove: ['/home/deploy2', '/var/mail/deploy2'],
         },
       },
@@ -160,8 +163,18 @@ describe('planUser: (params, state) → plan', () => {
       existing(),
       { changed: true, summary: 'modify user deploy2: groups +adm', undo: { name: 'deploy2', accounts: { backup: `${BK}/accounts`, touched: { group: ['adm'], gshadow: ['adm'] } } } },
     ],
-    ['is unchanged when everything matches', { shell: '/bin/sh', groups: ['cdrom'], home: '/home/deploy2', comment: '' }, existing(), { changed: false, summary: 'user deploy2 is as wanted', undo: null }],
-    ['is unchanged with append and groups already there', { groups: ['cdrom'], append: true }, existing({ memberOf: ['cdrom', 'adm'] }), { changed: false, summary: 'user deploy2 is as wanted', undo: null }],
+    [
+      'is unchanged when everything matches',
+      { shell: '/bin/sh', groups: ['cdrom'], home: '/home/deploy2', comment: '' },
+      existing(),
+      { changed: false, summary: 'user deploy2 is as wanted', undo: null },
+    ],
+    [
+      'is unchanged with append and groups already there',
+      { groups: ['cdrom'], append: true },
+      existing({ memberOf: ['cdrom', 'adm'] }),
+      { changed: false, summary: 'user deploy2 is as wanted', undo: null },
+    ],
     ['ignores system on an existing user', { system: true }, existing(), { changed: false, summary: 'user deploy2 is as wanted', undo: null }],
     [
       'changes the comment, quoted',
@@ -179,7 +192,10 @@ describe('planUser: (params, state) → plan', () => {
         summary: 'remove user deploy2 (uid 1001, groups cdrom, sudo, home /home/deploy2 with its contents)',
         undo: {
           name: 'deploy2',
-          accounts: { backup: `${BK}/accounts`, touched: { passwd: ['deploy2'], shadow: ['deploy2'], subuid: ['deploy2'], subgid: ['deploy2'], group: ['deploy2', 'cdrom', 'sudo'], gshadow: ['deploy2', 'cdrom', 'sudo'] } },
+          accounts: {
+            backup: `${BK}/accounts`,
+            touched: { passwd: ['deploy2'], shadow: ['deploy2'], subuid: ['deploy2'], subgid: ['deploy2'], group: ['deploy2', 'cdrom', 'sudo'], gshadow: ['deploy2', 'cdrom', 'sudo'] },
+          },
           restore: [
             { path: '/home/deploy2', backup: `${BK}/home` },
             { path: '/var/mail/deploy2', backup: `${BK}/mail` },
@@ -187,8 +203,18 @@ describe('planUser: (params, state) → plan', () => {
         },
       },
     ],
-    ['keeps a home the user does not own', { state: 'absent' }, existing({ homeStat: dir(0o755, 0, 0, 'root') }), { changed: true, summary: 'remove user deploy2 (uid 1001, groups cdrom, home /home/deploy2 kept)', undo: expect.objectContaining({ restore: [] }) }],
-    ['keeps the home with remove_home: false', { state: 'absent', remove_home: false }, existing(), { changed: true, summary: 'remove user deploy2 (uid 1001, groups cdrom, home /home/deploy2 kept)', undo: expect.objectContaining({ restore: [] }) }],
+    [
+      'keeps a home the user does not own',
+      { state: 'absent' },
+      existing({ homeStat: dir(0o755, 0, 0, 'root') }),
+      { changed: true, summary: 'remove user deploy2 (uid 1001, groups cdrom, home /home/deploy2 kept)', undo: expect.objectContaining({ restore: [] }) },
+    ],
+    [
+      'keeps the home with remove_home: false',
+      { state: 'absent', remove_home: false },
+      existing(),
+      { changed: true, summary: 'remove user deploy2 (uid 1001, groups cdrom, home /home/deploy2 kept)', undo: expect.objectContaining({ restore: [] }) },
+    ],
   ];
   it.each(cases)('%s', (_n, p, s, expected) => {
     const plan = planUser(params(p), s, env);
@@ -226,7 +252,9 @@ describe('planUser: authorized_keys', () => {
   });
   it('fixes modes and owners', () => {
     const plan = planUser(params({ authorized_keys: [K1] }), keyed({ sshDir: dir(0o755, 1001), keys: { ...file(0o644, 0, `${K1}\n`), owner: 'root', group: 'root' } }), env);
-    expect(plan.summary).toBe('modify user deploy2: /home/deploy2/.ssh mode 0755 → 0700, /home/deploy2/.ssh/authorized_keys mode 0644 → 0600, /home/deploy2/.ssh/authorized_keys owner root:root → deploy2:deploy2');
+    expect(plan.summary).toBe(
+      'modify user deploy2: /home/deploy2/.ssh mode 0755 → 0700, /home/deploy2/.ssh/authorized_keys mode 0644 → 0600, /home/deploy2/.ssh/authorized_keys owner root:root → deploy2:deploy2',
+    );
     expect(plan.diff).toBeUndefined();
   });
   it('is unchanged when content, modes and owners match', () => {
@@ -247,7 +275,12 @@ describe('planUser: authorized_keys', () => {
 
 describe('accountCommand: (params, state) → useradd/usermod/userdel', () => {
   const cases: Array<[string, Record<string, unknown>, UserState, string]> = [
-    ['useradd with everything', { uid: 1500, system: true, comment: 'Deploy bot', shell: '/bin/bash', groups: ['sudo', 'adm', 'sudo'] }, fresh(), "useradd -r -u 1500 -c 'Deploy bot' -s /bin/bash -d /home/deploy2 -m -G sudo,adm -- deploy2"],
+    [
+      'useradd with everything',
+      { uid: 1500, system: true, comment: 'Deploy bot', shell: '/bin/bash', groups: ['sudo', 'adm', 'sudo'] },
+      fresh(),
+      "useradd -r -u 1500 -c 'Deploy bot' -s /bin/bash -d /home/deploy2 -m -G sudo,adm -- deploy2",
+    ],
     ['useradd without a home, into the same-name group', { create_home: false }, fresh({ sameNameGroup: true }), 'useradd -d /home/deploy2 -M -g deploy2 -- deploy2'],
     ['usermod with the exact group list', { shell: '/bin/bash', groups: ['adm'] }, existing(), 'usermod -s /bin/bash -G adm -- deploy2'],
     ['usermod -G empty removes every group', { groups: [] }, existing(), "usermod -G '' -- deploy2"],

@@ -72,7 +72,12 @@ describe('link targets and account names', () => {
     ['a newline in a link target', fileSchema, { path: '/l', state: 'link', target: '/etc/a\nb' }, 'target: a link target cannot contain a line break or a NUL byte'],
     ['a trailing newline in a link target', fileSchema, { path: '/l', state: 'link', target: '/etc/a\n' }, 'target: a link target cannot contain a line break or a NUL byte'],
     ['a leading "-" in file.owner', fileSchema, { path: '/f', owner: '-R' }, 'owner: owner "-R" starts with "-" (it would be read as an option); give the account\'s name or number'],
-    ['a leading "-" in file.group', fileSchema, { path: '/f', group: '--reference=/etc' }, 'group: group "--reference=/etc" starts with "-" (it would be read as an option); give the account\'s name or number'],
+    [
+      'a leading "-" in file.group',
+      fileSchema,
+      { path: '/f', group: '--reference=/etc' },
+      'group: group "--reference=/etc" starts with "-" (it would be read as an option); give the account\'s name or number',
+    ],
     ['a leading "-" in template.owner', templateSchema, { src: 't', dest: '/f', owner: '-h' }, 'owner: owner "-h" starts with "-" (it would be read as an option); give the account\'s name or number'],
     ['a leading "-" in line.group', lineSchema, { path: '/f', line: 'a', group: '-x' }, 'group: group "-x" starts with "-" (it would be read as an option); give the account\'s name or number'],
     ['a leading "-" in command.user', commandSchema, { run: 'x', user: '-s' }, 'user: user "-s" starts with "-" (it would be read as an option); give the account\'s name or number'],
@@ -113,8 +118,8 @@ describe('in a recipe: exit 2 at the field, before any host is contacted', () =>
     ]);
   });
   it('a templated path is checked once rendered (the engine refuses it then)', async () => {
-    await expect(
-      loadIssues({ 'recipe.yml': yaml('name: t', 'vars: { d: { default: x } }', 'steps:', '  - name: T', '    file: { path: "/tmp/{{d}}/../f", content: x }') }),
-    ).rejects.toThrow(/expected the recipe to be rejected/);
+    await expect(loadIssues({ 'recipe.yml': yaml('name: t', 'vars: { d: { default: x } }', 'steps:', '  - name: T', '    file: { path: "/tmp/{{d}}/../f", content: x }') })).rejects.toThrow(
+      /expected the recipe to be rejected/,
+    );
   });
 });

@@ -72,8 +72,7 @@ function override(def: z.ZodTypeDef, refs: Refs): Json | typeof ignoreOverride {
     const e = def as z.ZodEffectsDef;
     if (e.effect.type === 'preprocess') {
       throw new Error(
-        `${refs.currentPath.join('/')}: a z.preprocess widens what this field accepts, and the generator cannot see how; ` +
-          'say what it accepts in knownNodes() of test/tools/recipe-schema.ts',
+        `${refs.currentPath.join('/')}: a z.preprocess widens what this field accepts, and the generator cannot see how; ` + 'say what it accepts in knownNodes() of test/tools/recipe-schema.ts',
       );
     }
     if ((e.schema._def as { typeName?: string }).typeName === z.ZodFirstPartyTypeKind.ZodUnknown) {
@@ -165,7 +164,9 @@ export function recipeJsonSchema(): string {
   const retryObject = (retrySchema._def as z.ZodEffectsDef).schema;
   const definitions: Json = {
     step: {
-      description: `A step (or handler): a name, the keys every step may have (${Object.keys(commonProps).filter((k) => k !== 'name').join(', ')}), and exactly one step type key: ${types.join(', ')}`,
+      description: `A step (or handler): a name, the keys every step may have (${Object.keys(commonProps)
+        .filter((k) => k !== 'name')
+        .join(', ')}), and exactly one step type key: ${types.join(', ')}`,
       oneOf: types.map(branch),
     },
     include: { description: "Another recipe's steps and handlers, run here; its step names get its recipe name as prefix", ...convert(includeSchema) },
@@ -176,7 +177,10 @@ export function recipeJsonSchema(): string {
     },
     stepNames: {
       description: 'A step name, or a list of them',
-      anyOf: [{ type: 'string', minLength: 1 }, { type: 'array', items: { type: 'string', minLength: 1 } }],
+      anyOf: [
+        { type: 'string', minLength: 1 },
+        { type: 'array', items: { type: 'string', minLength: 1 } },
+      ],
     },
     duration: {
       description: `A duration of more than 0: ${DURATION_HINT}`,

@@ -25,10 +25,7 @@ async function issues(p: Promise<unknown> | (() => unknown)): Promise<string[]> 
 describe('inventory and config files report every problem at file:line:col', () => {
   it('inventory: wrong types and unknown keys, each at its place', async () => {
     const f = file('inv.yml', 'hosts:\n  h1: { adress: 1.2.3.4, port: x }\n');
-    expect((await issues(loadInventory(f))).sort()).toEqual([
-      '2:32 hosts.h1.port: expected number, got string',
-      '2:9 hosts.h1.adress: unknown key "adress" (did you mean "address"?)',
-    ]);
+    expect((await issues(loadInventory(f))).sort()).toEqual(['2:32 hosts.h1.port: expected number, got string', '2:9 hosts.h1.adress: unknown key "adress" (did you mean "address"?)']);
   });
 
   it('config: the same for hostsmith.config.yml', async () => {
@@ -41,7 +38,10 @@ describe('inventory and config files report every problem at file:line:col', () 
   });
 
   it('resolves inventory hosts with group and host vars, identities from the inventory folder', async () => {
-    const f = file('inv.yml', 'defaults: { user: deploy, identity: keys/id }\nhosts:\n  web1: { address: 10.0.0.1, groups: [web], vars: { a: host } }\ngroups:\n  web: { vars: { a: group, b: group } }\n');
+    const f = file(
+      'inv.yml',
+      'defaults: { user: deploy, identity: keys/id }\nhosts:\n  web1: { address: 10.0.0.1, groups: [web], vars: { a: host } }\ngroups:\n  web: { vars: { a: group, b: group } }\n',
+    );
     const [t] = resolveTargets({ hosts: 'web', inventory: await loadInventory(f) });
     expect(t).toMatchObject({ name: 'web1', host: '10.0.0.1', port: 22, user: 'deploy', vars: { a: 'host', b: 'group' } });
     expect(t!.identities[0]).toBe(join(f, '..', 'keys/id'));

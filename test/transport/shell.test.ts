@@ -97,7 +97,7 @@ describe('exec: the command line is a fixed bootstrap, the script comes on stdin
     expect((await new LocalTransport().exec(cmd)).code).toBe(code);
   });
 
-  it('error messages count the command\'s own lines', async () => {
+  it("error messages count the command's own lines", async () => {
     const r = await new LocalTransport().exec('no-such-command-xyz', { env: { A: '1' }, cwd: '/' });
     expect(r.code).toBe(127);
     // dash names the eval that runs the script; the line number is the command's own.
@@ -182,5 +182,4 @@ describe('exec: the command line is a fixed bootstrap, the script comes on stdin
     expect(ps).not.toContain(secret);
     expect((await run).code).toBe(0);
   });
-
 });

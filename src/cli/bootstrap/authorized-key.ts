@@ -24,7 +24,10 @@ export function readPublicKey(file: string): PublicKey | string {
     return `cannot read ${file}: ${(e as Error).message}`;
   }
   if (/-----BEGIN [A-Z ]*PRIVATE KEY-----/.test(text)) return `${file} is a private key: give its public key (${file}.pub), which is what goes on the server`;
-  const lines = text.split('\n').map((l) => l.trim()).filter((l) => l && !l.startsWith('#'));
+  const lines = text
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => l && !l.startsWith('#'));
   if (lines.length !== 1) return `${file} should hold one public key line (type, key, comment); it has ${lines.length}`;
   const m = /^([a-z0-9@.-]+)\s+([A-Za-z0-9+/]+={0,2})(\s+[^\r\n]*)?$/.exec(lines[0]!);
   const parsed = m ? utils.parseKey(lines[0]!) : undefined;
@@ -49,7 +52,7 @@ export function checkPrivateKey(file: string, pub?: PublicKey): true | string {
       : `${file} is not a private key hostsmith can use: ${parsed.message}`;
   }
   const key = Array.isArray(parsed) ? parsed[0] : parsed;
-  if (!key || !key.isPrivateKey()) return `${file} is not a private key`;
+  if (!key?.isPrivateKey()) return `${file} is not a private key`;
   if (pub && key.getPublicSSH().toString('base64') !== pub.blob) return `${file} is not the private key of that public key`;
   return true;
 }
@@ -68,7 +71,7 @@ export const INSTALL_KEY_SCRIPT = [
   '[ -d "$d" ] || mkdir -m 700 -- "$d" || exit 1',
   'if [ -f "$f" ] && grep -qF -- " $blob" "$f"; then echo present; exit 0; fi',
   'if [ -s "$f" ] && [ -n "$(tail -c1 -- "$f")" ]; then printf \'\\n\' >> "$f" || exit 1; fi',
-  "printf '%s\\n' \"$key\" >> \"$f\" || exit 1",
+  'printf \'%s\\n\' "$key" >> "$f" || exit 1',
   'echo added',
 ].join('\n');
 

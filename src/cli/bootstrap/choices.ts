@@ -84,7 +84,9 @@ export function recipeChoices(cwd: string): RecipeChoice[] {
   const dir = join(cwd, 'recipes');
   let names: string[];
   try {
-    names = readdirSync(dir).filter((n) => /\.ya?ml$/.test(n)).sort();
+    names = readdirSync(dir)
+      .filter((n) => /\.ya?ml$/.test(n))
+      .sort();
   } catch {
     return [];
   }

@@ -132,7 +132,8 @@ async function passwordLogin(t: SshTarget): Promise<SshTransport> {
       return true;
     } catch (e) {
       const refused = e instanceof ConnectError && /password .* was refused/.test(e.message);
-      if (refused && tries < 3) return `the password was refused by ${t.host} (if it is right, the server may not take password logins for ${t.user}: see PasswordAuthentication and PermitRootLogin in its sshd_config). Try again, or Ctrl-C to stop; nothing has been changed.`;
+      if (refused && tries < 3)
+        return `the password was refused by ${t.host} (if it is right, the server may not take password logins for ${t.user}: see PasswordAuthentication and PermitRootLogin in its sshd_config). Try again, or Ctrl-C to stop; nothing has been changed.`;
       fatal = e;
       return true;
     }
@@ -232,7 +233,10 @@ async function offerToSave(
 }
 
 async function bootstrap(recipeArg: string | undefined, o: BootstrapCli, ctx: Ctx): Promise<number> {
-  if (o.json) throw new InputError('bootstrap asks questions and is for a person at a terminal; --json is not available. For scripts use `hostsmith apply <recipe> --hosts … --yes --json` (nothing was contacted or changed)');
+  if (o.json)
+    throw new InputError(
+      'bootstrap asks questions and is for a person at a terminal; --json is not available. For scripts use `hostsmith apply <recipe> --hosts … --yes --json` (nothing was contacted or changed)',
+    );
   if (!interactive()) {
     throw new InputError(
       'bootstrap asks its questions on a terminal, and there is none here (stdin or stderr is not a TTY). Run it in a terminal, or for scripts use `hostsmith apply <recipe> --hosts [user@]host[:port] --yes` (nothing was contacted or changed)',
@@ -273,7 +277,11 @@ async function bootstrap(recipeArg: string | undefined, o: BootstrapCli, ctx: Ct
   let keyFile: string | undefined;
   let pub: PublicKey | undefined;
   if (login === 'key') {
-    keyFile = resolve(await askText('Private key file', { ...(keyDefault ? { default: home(keyDefault) } : {}), validate: (f) => (f ? checkPrivateKey(expand(f)) : 'type the path of a private key file') }).then(expand));
+    keyFile = resolve(
+      await askText('Private key file', { ...(keyDefault ? { default: home(keyDefault) } : {}), validate: (f) => (f ? checkPrivateKey(expand(f)) : 'type the path of a private key file') }).then(
+        expand,
+      ),
+    );
   } else if (login === 'password') {
     const pubDefault = [keyDefault, `${homedir()}/.ssh/id_ed25519`].map((k) => k && `${k}.pub`).find((p) => p && existsSync(p));
     const pubFile = resolve(
@@ -322,7 +330,10 @@ async function bootstrap(recipeArg: string | undefined, o: BootstrapCli, ctx: Ct
       try {
         said = await installAuthorizedKey(conn, pub);
       } catch (e) {
-        throw new ConnectError(spec.name, `${errorMessage(e)} (nothing else was changed; log in with the password and add ${home(keyFile!)}.pub by hand, then run bootstrap again choosing the key file)`);
+        throw new ConnectError(
+          spec.name,
+          `${errorMessage(e)} (nothing else was changed; log in with the password and add ${home(keyFile!)}.pub by hand, then run bootstrap again choosing the key file)`,
+        );
       } finally {
         await conn.close();
       }
@@ -335,7 +346,10 @@ async function bootstrap(recipeArg: string | undefined, o: BootstrapCli, ctx: Ct
       try {
         await checkLogin(target, `with ${home(keyFile!)}`, out);
       } catch (e) {
-        throw new ConnectError(spec.name, `the key was installed, but logging in with ${home(keyFile!)} was refused: ${errorMessage(e)} (does sshd allow public keys for ${spec.user}? nothing else was changed)`);
+        throw new ConnectError(
+          spec.name,
+          `the key was installed, but logging in with ${home(keyFile!)} was refused: ${errorMessage(e)} (does sshd allow public keys for ${spec.user}? nothing else was changed)`,
+        );
       }
     }
 
@@ -359,7 +373,9 @@ async function bootstrap(recipeArg: string | undefined, o: BootstrapCli, ctx: Ct
         offerToSave({ ...chosen, spec: { ...spec, sudo } }, login, keyFile, inventoryFile, knownHostsFile, out, {
           recipeFile,
           vars: typedVars,
-          secrets: Object.values(recipe.vars).filter((v) => v.secret).map((v) => v.name),
+          secrets: Object.values(recipe.vars)
+            .filter((v) => v.secret)
+            .map((v) => v.name),
         }),
       );
     }

@@ -70,17 +70,28 @@ export function registerHistory(program: Command, ctx: Ctx): void {
         // A torn last line is what a crash leaves, and `show` notes it; anything else is damage.
         for (const p of j.problems) if (p.kind === 'invalid') out.warn(`warning: ${escapeText(formatProblem(p))}`);
       }
-      if (g.json) rows.forEach((r) => process.stdout.write(JSON.stringify({ event: 'run', ...r }) + '\n')); // time: when the run started
+      if (g.json)
+        rows.forEach((r) => process.stdout.write(JSON.stringify({ event: 'run', ...r }) + '\n')); // time: when the run started
       else if (!rows.length) out.say(`no runs recorded in ${escapeText(dir)}`);
       else {
         // Journal text, shown escaped (a tab or a newline in a cell would shift the columns), in
         // columns padded to their widest cell, as `docker ps` and `terraform state list` print.
         const table = [
           ['RUN', 'STARTED', 'RECIPE', 'HOSTS', 'STATUS', 'CHANGED', 'LEFT'],
-          ...rows.map((r) => [r.runId, r.time.replace(/\.\d+Z$/, 'Z'), r.mode === 'apply' ? r.recipe : `${r.mode}: ${r.recipe}`, r.hosts.join(','), r.status, String(r.changed), String(r.left)].map((c) => escapeText(String(c), { tabs: false }))),
+          ...rows.map((r) =>
+            [r.runId, r.time.replace(/\.\d+Z$/, 'Z'), r.mode === 'apply' ? r.recipe : `${r.mode}: ${r.recipe}`, r.hosts.join(','), r.status, String(r.changed), String(r.left)].map((c) =>
+              escapeText(String(c), { tabs: false }),
+            ),
+          ),
         ];
         const widths = table[0]!.map((_, i) => Math.max(...table.map((row) => row[i]!.length)));
-        for (const row of table) out.say(row.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd());
+        for (const row of table)
+          out.say(
+            row
+              .map((c, i) => c.padEnd(widths[i]!))
+              .join('  ')
+              .trimEnd(),
+          );
       }
       ctx.exit(0);
     });

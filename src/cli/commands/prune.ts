@@ -51,7 +51,9 @@ async function pruneCommand(o: PruneCli): Promise<number> {
     return 0;
   }
   if (!o.yes && !tty) {
-    throw new InputError(`prune asks for confirmation, but there is no terminal to ask on: pass --yes to prune without asking (${todo.length} run(s) would be pruned; nothing was contacted or removed)`);
+    throw new InputError(
+      `prune asks for confirmation, but there is no terminal to ask on: pass --yes to prune without asking (${todo.length} run(s) would be pruned; nothing was contacted or removed)`,
+    );
   }
   out.say(`Runs started more than ${one(o.olderThan)} ago, to forget (their host backups and journals; they can no longer be undone afterwards):`);
   for (const c of todo) out.say(`  ${one(c.run.runId)}  ${one(c.run.mode)} of ${one(c.run.recipe)} on ${one(c.run.hostNames.join(', '))}, started ${one(c.run.startedAt)} (${one(c.phase)})`);
@@ -62,15 +64,19 @@ async function pruneCommand(o: PruneCli): Promise<number> {
 
   const open: ShellTransport[] = [];
   try {
-    const results = await pruneRuns(stateDir, todo.map((c) => c.run), {
-      olderThan: o.olderThan,
-      connect: connectAsJournaled(o, open, 'prune'),
-      onHost: (runId, h) => {
-        if (h.error) out.warn(`${one(runId)}: ${one(h.host)}: backups NOT removed: ${multi(h.error)}`);
-        else if (!h.removed.length) out.say(`  ${one(runId)}: ${one(h.host)}: no backups recorded (the run never started there)`);
-        else for (const r of h.removed) out.say(`  ${one(runId)}: ${one(h.host)}: ${r.absent ? `${one(r.dir)} was already gone` : `removed ${one(r.dir)} (${sizeOf(r.bytes)})`}`);
+    const results = await pruneRuns(
+      stateDir,
+      todo.map((c) => c.run),
+      {
+        olderThan: o.olderThan,
+        connect: connectAsJournaled(o, open, 'prune'),
+        onHost: (runId, h) => {
+          if (h.error) out.warn(`${one(runId)}: ${one(h.host)}: backups NOT removed: ${multi(h.error)}`);
+          else if (!h.removed.length) out.say(`  ${one(runId)}: ${one(h.host)}: no backups recorded (the run never started there)`);
+          else for (const r of h.removed) out.say(`  ${one(runId)}: ${one(h.host)}: ${r.absent ? `${one(r.dir)} was already gone` : `removed ${one(r.dir)} (${sizeOf(r.bytes)})`}`);
+        },
       },
-    });
+    );
     let failed = 0;
     let bytes = 0;
     for (const r of results) {
@@ -78,12 +84,24 @@ async function pruneCommand(o: PruneCli): Promise<number> {
       if (r.pruned) out.say(`pruned run ${one(r.runId)} (${one(r.recipe)}) on ${one(r.hosts.map((h) => h.host).join(', '))}: ${sizeOf(r.bytes)} freed on its hosts; journal removed`);
       else {
         failed++;
-        out.warn(`run ${one(r.runId)} NOT pruned: ${r.hosts.filter((h) => h.error).map((h) => one(h.host)).join(', ')} could not be cleaned; its journal is kept, so a later prune retries`);
+        out.warn(
+          `run ${one(r.runId)} NOT pruned: ${r.hosts
+            .filter((h) => h.error)
+            .map((h) => one(h.host))
+            .join(', ')} could not be cleaned; its journal is kept, so a later prune retries`,
+        );
       }
-      json({ event: r.pruned ? 'run-pruned' : 'prune-failed', runId: r.runId, bytes: r.bytes, hosts: Object.fromEntries(r.hosts.map((h) => [h.host, h.error ? { error: h.error } : { removed: h.removed }])) });
+      json({
+        event: r.pruned ? 'run-pruned' : 'prune-failed',
+        runId: r.runId,
+        bytes: r.bytes,
+        hosts: Object.fromEntries(r.hosts.map((h) => [h.host, h.error ? { error: h.error } : { removed: h.removed }])),
+      });
     }
     const done = results.length - failed;
-    out.say(`${done} run(s) pruned${failed ? `, ${failed} kept because a host could not be reached or cleaned` : ''}; ${sizeOf(bytes)} freed on hosts. Pruned runs are listed in ${one(tombstoneFile(stateDir))}.`);
+    out.say(
+      `${done} run(s) pruned${failed ? `, ${failed} kept because a host could not be reached or cleaned` : ''}; ${sizeOf(bytes)} freed on hosts. Pruned runs are listed in ${one(tombstoneFile(stateDir))}.`,
+    );
     return failed ? 4 : 0;
   } finally {
     await Promise.all(open.map((t) => t.close().catch(() => {})));

@@ -59,7 +59,9 @@ async function listOpen(o: RecoverCli): Promise<number> {
     const what = `${one(r.run.runId)}  ${one(r.run.startedAt)}  ${r.run.mode === 'apply' ? '' : `${r.run.mode}: `}${one(r.run.recipe)} on ${one(r.run.hostNames.join(','))}`;
     switch (r.controller.kind) {
       case 'gone':
-        out.say(`${what}\n  ${r.phase.toUpperCase()}: its controller is gone (${one(r.controller.why)}); left on hosts: ${r.run.left.length} change(s). Finish it: hostsmith recover ${one(r.run.runId)}`);
+        out.say(
+          `${what}\n  ${r.phase.toUpperCase()}: its controller is gone (${one(r.controller.why)}); left on hosts: ${r.run.left.length} change(s). Finish it: hostsmith recover ${one(r.run.runId)}`,
+        );
         break;
       case 'running':
         out.say(`${what}\n  RUNNING (pid ${r.run.recoverers.at(-1)?.pid ?? r.run.pid} on this machine): not for recover; wait for it to finish.`);
@@ -87,10 +89,13 @@ async function recoverCommand(given: string, o: RecoverCli): Promise<number> {
     out.say(`  ${one(h.host.name)}:`);
     const wd = h.host.watchdog;
     if (wd?.state === 'armed') {
-      out.say(`    a lockout watchdog was armed there (it rolls the run back by itself at ${one(wd.deadline ?? '?')}): recover stops it first, or, if it has fired, records what it put back and does not do that again`);
+      out.say(
+        `    a lockout watchdog was armed there (it rolls the run back by itself at ${one(wd.deadline ?? '?')}): recover stops it first, or, if it has fired, records what it put back and does not do that again`,
+      );
     }
     for (const s of h.inFlight) out.say(`    ${one(s.name)} [${one(s.type)}]: in flight at the crash — taken back only if the host shows its change (${one(undoSummary(s.type, s.undo))})`);
-    for (const s of h.rollBack) out.say(`    ${one(s.name)} [${one(s.type)}]: ${s.rollback?.status === 'in-flight' ? 'its rollback was stopped — ' : ''}roll back: ${one(undoSummary(s.type, s.undo))}`);
+    for (const s of h.rollBack)
+      out.say(`    ${one(s.name)} [${one(s.type)}]: ${s.rollback?.status === 'in-flight' ? 'its rollback was stopped — ' : ''}roll back: ${one(undoSummary(s.type, s.undo))}`);
     if (!h.inFlight.length && !h.rollBack.length) out.say('    nothing to take back; its lock is released');
   }
   if (tty && !o.yes && !(await askYesNo(`Recover run ${runId}?`))) {
@@ -107,7 +112,9 @@ async function recoverCommand(given: string, o: RecoverCli): Promise<number> {
       const parts = [
         ...notes.map(one),
         stopped.length ? `stopped ${stopped.length} command(s) the run had left running (${stopped.map(one).join('; ')})` : '',
-        `rolled back ${h.rolledBack} change(s)`, h.untouched.length ? `found unchanged: ${h.untouched.map(one).join(', ')}` : ''].filter(Boolean);
+        `rolled back ${h.rolledBack} change(s)`,
+        h.untouched.length ? `found unchanged: ${h.untouched.map(one).join(', ')}` : '',
+      ].filter(Boolean);
       out.say(`${one(name)}: ${one(h.status)}: ${parts.join('; ')}${h.error ? ` — ${multi(h.error)}` : ''}`);
     }
     out.say(

@@ -10,7 +10,7 @@ import { checkPlanOut, makePlanValue, planInputDifferences, readPlanFile, writeP
 import { newSalt, type PlanValue } from '../../engine/plan-value.js';
 import { Masker } from '../../engine/mask.js';
 import { prepare, type GlobalOptions, type Prepared, type TargetCliOptions } from '../context.js';
-import { Output } from '../output.js';
+import type { Output } from '../output.js';
 import { askVars, askYesNo, interactive } from '../prompt.js';
 import { addTargetOptions, addVarOptions, outputFor, type Ctx } from '../shared.js';
 
@@ -86,7 +86,12 @@ async function runCommand(mode: 'plan' | 'apply', recipeArg: string | undefined,
       throw new InputError([{ message: `the saved plan cannot be applied as it is (nothing was contacted or changed):` }, ...diffs]);
     }
   }
-  return runPrepared(prep, { mode, confirm: mode === 'apply' && !o.yes && tty && !saved, saved, out: o.out, planOptions: targetOptions(opts), detailedExitcode: o.detailedExitcode === true }, out, ctx);
+  return runPrepared(
+    prep,
+    { mode, confirm: mode === 'apply' && !o.yes && tty && !saved, saved, out: o.out, planOptions: targetOptions(opts), detailedExitcode: o.detailedExitcode === true },
+    out,
+    ctx,
+  );
 }
 
 /** How a prepared run goes: plan only, or apply (after plan → show → confirm on a terminal, or following a saved plan). */
@@ -140,7 +145,9 @@ export async function runPrepared(prep: Prepared, flow: RunFlow, out: Output, ct
     targets: prep.targets,
     salt,
     given: prep.given,
-    secret: Object.values(prep.recipe.vars).filter((v) => v.secret).map((v) => v.name),
+    secret: Object.values(prep.recipe.vars)
+      .filter((v) => v.secret)
+      .map((v) => v.name),
     options: flow.planOptions,
   });
   try {

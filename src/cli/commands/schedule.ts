@@ -80,7 +80,9 @@ function zoneName(): string {
 /** The next `n` times cron will run `expr`, in this machine's zone (the zone cron uses). */
 export function nextRuns(expr: string, n = 3, from = new Date()): Date[] {
   try {
-    return CronExpressionParser.parse(expr.trim(), { currentDate: from }).take(n).map((d) => d.toDate());
+    return CronExpressionParser.parse(expr.trim(), { currentDate: from })
+      .take(n)
+      .map((d) => d.toDate());
   } catch {
     return [];
   }
@@ -130,7 +132,8 @@ function identityIssues(specs: TargetSpec[]): InputIssue[] {
         continue;
       }
       const parsed = ssh2.utils.parseKey(bytes);
-      if (parsed instanceof Error) notes.push(/passphrase/i.test(parsed.message) ? `key file ${f} has a passphrase, and cron has no ssh-agent to unlock it` : `${f} is not a usable private key: ${parsed.message}`);
+      if (parsed instanceof Error)
+        notes.push(/passphrase/i.test(parsed.message) ? `key file ${f} has a passphrase, and cron has no ssh-agent to unlock it` : `${f} is not a usable private key: ${parsed.message}`);
       else usable.push(f);
     }
     if (usable.length) return;
@@ -183,10 +186,14 @@ async function add(recipeArg: string, o: AddCli): Promise<number> {
 
     const crontab = await readCrontab();
     if (existsSync(settingsFile(stateDir, name))) {
-      throw new InputError(`a schedule named ${name} already exists (${settingsFile(stateDir, name)}): remove it first with \`hostsmith schedule remove ${name} --state-dir ${stateDir}\`, or pick another --name; nothing was changed`);
+      throw new InputError(
+        `a schedule named ${name} already exists (${settingsFile(stateDir, name)}): remove it first with \`hostsmith schedule remove ${name} --state-dir ${stateDir}\`, or pick another --name; nothing was changed`,
+      );
     }
     if (hasEntry(crontab, name)) {
-      throw new InputError(`your crontab already has an entry marked "${markerLine(name)}" (see crontab -l): remove it with \`hostsmith schedule remove ${name}\`, or pick another --name; nothing was changed`);
+      throw new InputError(
+        `your crontab already has an entry marked "${markerLine(name)}" (see crontab -l): remove it with \`hostsmith schedule remove ${name}\`, or pick another --name; nothing was changed`,
+      );
     }
 
     const declared = new Set(Object.keys(prep.recipe.vars));
@@ -228,7 +235,19 @@ async function add(recipeArg: string, o: AddCli): Promise<number> {
     const hosts = prep.targets.map((t) => t.name);
     const next = nextRuns(settings.cron);
     if (o.json) {
-      const ev = { event: 'schedule-added', runId: newRunId(), time: new Date().toISOString(), schedule: name, recipe: settings.recipe, hosts, cron: settings.cron, description: plainWords(settings.cron), next: next.map((d) => d.toISOString()), settings: file, crontabLine: line };
+      const ev = {
+        event: 'schedule-added',
+        runId: newRunId(),
+        time: new Date().toISOString(),
+        schedule: name,
+        recipe: settings.recipe,
+        hosts,
+        cron: settings.cron,
+        description: plainWords(settings.cron),
+        next: next.map((d) => d.toISOString()),
+        settings: file,
+        crontabLine: line,
+      };
       process.stdout.write(JSON.stringify(ev) + '\n');
     } else {
       out.say(`Schedule ${name} added: recipe ${escapeText(prep.recipe.name)} (${escapeText(settings.recipe)}) on ${escapeText(hosts.join(', '))}, ${plainWords(settings.cron)} (${settings.cron}).`);
@@ -237,9 +256,12 @@ async function add(recipeArg: string, o: AddCli): Promise<number> {
       out.say(`  ${markerLine(name)}`);
       out.say(`  ${escapeText(line)}`);
       out.say(`Settings, with any secret vars: ${escapeText(file)} (mode 0600).`);
-      out.say(`Each run logs to ${escapeText(logsDir(stateDir, name))}/<run-id>.log. Try it now with \`hostsmith schedule run ${name} --state-dir ${escapeText(stateDir)}\`; see its runs with \`hostsmith schedule list\`.`);
+      out.say(
+        `Each run logs to ${escapeText(logsDir(stateDir, name))}/<run-id>.log. Try it now with \`hostsmith schedule run ${name} --state-dir ${escapeText(stateDir)}\`; see its runs with \`hostsmith schedule list\`.`,
+      );
     }
-    if (!cronDaemonSeen()) out.warn(`warning: no cron daemon seems to run on this machine, so schedule ${name} will not run until one does (on Debian: apt-get install cron, then service cron start).`);
+    if (!cronDaemonSeen())
+      out.warn(`warning: no cron daemon seems to run on this machine, so schedule ${name} will not run until one does (on Debian: apt-get install cron, then service cron start).`);
     return 0;
   } finally {
     await prep.close();
@@ -311,20 +333,34 @@ async function run(name: string, g: GlobalOptions): Promise<number> {
   };
   const say = (line: string) => write(line + '\n');
   const started = new Date().toISOString();
-  const outcome = (event: RunOutcome['event'], status: string, exitCode: number): RunOutcome => ({ event, schedule: name, runId, time: new Date().toISOString(), started, status, exitCode, log: logPath });
+  const outcome = (event: RunOutcome['event'], status: string, exitCode: number): RunOutcome => ({
+    event,
+    schedule: name,
+    runId,
+    time: new Date().toISOString(),
+    started,
+    status,
+    exitCode,
+    log: logPath,
+  });
   try {
     say(`hostsmith schedule ${name}: run ${runId} started ${started} (pid ${process.pid}); recipe ${s.recipe}`);
     rotateLogs(dir);
     const lock = acquireScheduleLock(stateDir, name, runId);
     if (!lock.ok) {
-      say(`skipped: still running — the previous run of schedule ${name} (${holderText(lock.holder)}) has not finished, so this one did nothing. If that run is stuck, stop it (kill ${lock.holder.pid}); the next run then goes ahead.`);
+      say(
+        `skipped: still running — the previous run of schedule ${name} (${holderText(lock.holder)}) has not finished, so this one did nothing. If that run is stuck, stop it (kill ${lock.holder.pid}); the next run then goes ahead.`,
+      );
       write(JSON.stringify(outcome('schedule-skipped', 'skipped', 0)) + '\n');
       return 0;
     }
     let code: number;
     let status: string;
     try {
-      if (lock.cleared) say(`note: the previous run ${lock.cleared.runId} (pid ${lock.cleared.pid}) is gone without finishing; its lock was cleared. If it was applying, \`hostsmith recover ${lock.cleared.runId}\` finishes it.`);
+      if (lock.cleared)
+        say(
+          `note: the previous run ${lock.cleared.runId} (pid ${lock.cleared.pid}) is gone without finishing; its lock was cleared. If it was applying, \`hostsmith recover ${lock.cleared.runId}\` finishes it.`,
+        );
       let cwd = s.cwd;
       if (!existsSync(cwd)) {
         say(`warning: the folder the schedule was added from (${cwd}) is gone; running from ${process.cwd()}.`);
@@ -445,14 +481,21 @@ async function list(g: GlobalOptions): Promise<number> {
       out.say(`  when: ${e.cron} — ${e.description}`);
       out.say(`  next: ${e.next.map((d) => localTime(new Date(d))).join(', ')} (${zoneName()})`);
       const last = e.lastRun;
-      out.say(last ? `  last run: ${localTime(new Date(last.started), true)} ${last.status}, exit ${last.exitCode} (run ${last.runId}; log ${escapeText(last.log)})` : `  last run: none yet${e.running ? '' : ` (try one now: hostsmith schedule run ${e.name} --state-dir ${escapeText(stateDir)})`}`);
+      out.say(
+        last
+          ? `  last run: ${localTime(new Date(last.started), true)} ${last.status}, exit ${last.exitCode} (run ${last.runId}; log ${escapeText(last.log)})`
+          : `  last run: none yet${e.running ? '' : ` (try one now: hostsmith schedule run ${e.name} --state-dir ${escapeText(stateDir)})`}`,
+      );
       if (e.running) out.say(`  running now: ${holderText(e.running)}`);
       else if (e.lastSkipped && (!last || e.lastSkipped.started > last.started)) out.say(`  skipped at ${localTime(new Date(e.lastSkipped.started), true)}: the run before was still going`);
       if (e.onFailure) out.say(`  on failure: ${escapeText(e.onFailure)}`);
       if (!e.inCrontab && crontab !== undefined) out.say(`  NOT IN YOUR CRONTAB: cron will not run it. Remove it (hostsmith schedule remove ${e.name}) and add it again.`);
     }
     for (const b of broken) out.warn(`unreadable schedule ${escapeText(b)}`);
-    for (const n of orphans) out.warn(`your crontab has an entry marked "${markerLine(n)}" but ${stateDir} has no such schedule (added with another --state-dir?). Remove it with \`hostsmith schedule remove ${n}\` (with that --state-dir, if any).`);
+    for (const n of orphans)
+      out.warn(
+        `your crontab has an entry marked "${markerLine(n)}" but ${stateDir} has no such schedule (added with another --state-dir?). Remove it with \`hostsmith schedule remove ${n}\` (with that --state-dir, if any).`,
+      );
     if (crontabError) out.warn(`could not read your crontab, so whether cron runs these is not known: ${crontabError}`);
   }
   return 0;
@@ -468,15 +511,21 @@ async function remove(name: string, g: GlobalOptions): Promise<number> {
   const crontab = await readCrontab();
   const edit = removeEntry(crontab, name);
   if (!stored && !edit.found) {
-    throw new InputError(`there is no schedule named ${name}: not in ${stateDir}/schedules and not in your crontab (see \`hostsmith schedule list\`; a schedule added with another --state-dir is removed with that --state-dir)`);
+    throw new InputError(
+      `there is no schedule named ${name}: not in ${stateDir}/schedules and not in your crontab (see \`hostsmith schedule list\`; a schedule added with another --state-dir is removed with that --state-dir)`,
+    );
   }
   if (edit.found) await writeCrontab(edit.text);
   if (stored) unlinkSync(file);
   const holder = lockHolder(stateDir, name);
   if (g.json) {
-    process.stdout.write(JSON.stringify({ event: 'schedule-removed', runId: newRunId(), time: new Date().toISOString(), schedule: name, crontabEntry: edit.found, settings: stored ? file : null }) + '\n');
+    process.stdout.write(
+      JSON.stringify({ event: 'schedule-removed', runId: newRunId(), time: new Date().toISOString(), schedule: name, crontabEntry: edit.found, settings: stored ? file : null }) + '\n',
+    );
   } else {
-    out.say(`Schedule ${name} removed: ${edit.found ? 'its crontab entry is gone (the rest of your crontab is as it was)' : 'it had no crontab entry'}${stored ? ` and its settings file ${file} is deleted` : ''}.`);
+    out.say(
+      `Schedule ${name} removed: ${edit.found ? 'its crontab entry is gone (the rest of your crontab is as it was)' : 'it had no crontab entry'}${stored ? ` and its settings file ${file} is deleted` : ''}.`,
+    );
     if (edit.found && !edit.job) out.warn(`note: the marker line had no \`schedule run ${name}\` job line under it; only the marker was removed. Check \`crontab -l\` for a job you may have moved.`);
     if (holder) out.say(`A run of it is still going (${holderText(holder)}); it finishes on its own.`);
     out.say(`Its logs stay in ${logsDir(stateDir, name)}; delete that folder when you no longer need them.`);
@@ -515,7 +564,7 @@ export function registerSchedule(program: Command, ctx: Ctx): void {
 
   schedule
     .command('remove')
-    .description("remove a schedule: its crontab entry (nothing else of your crontab) and its settings file")
+    .description('remove a schedule: its crontab entry (nothing else of your crontab) and its settings file')
     .argument('<name>', 'schedule name')
     .action(async (name: string, _o: unknown, cmd: Command) => {
       ctx.exit(await remove(name, cmd.optsWithGlobals<GlobalOptions>()));

@@ -44,7 +44,8 @@ export function nextMove(run: RunState, phase: RunPhase): string {
     }
     default:
       if (hostsLeft.length && phase !== 'ok') {
-        if (run.mode !== 'undo') return `Not everything was rolled back: on ${hostsLeft.join(', ')}, \`hostsmith undo ${id}\` takes back the steps listed under "left on the host", newest first (it checks each host first and changes nothing if one drifted).`;
+        if (run.mode !== 'undo')
+          return `Not everything was rolled back: on ${hostsLeft.join(', ')}, \`hostsmith undo ${id}\` takes back the steps listed under "left on the host", newest first (it checks each host first and changes nothing if one drifted).`;
         return `Not everything was rolled back: on ${hostsLeft.join(', ')}, undo by hand the steps listed under "left on the host", newest first, as their undo data says.`;
       }
       if (phase === 'ok' && run.mode === 'undo') return 'Nothing to do: the undo finished; what it took back is listed above.';
@@ -121,7 +122,8 @@ export function registerShow(program: Command, ctx: Ctx): void {
       if (g.json) {
         // As events (SPEC §5: event, runId, time on each): the journal entry's kind is the event.
         j.entries.forEach(({ kind, v: _v, ...rest }) => process.stdout.write(JSON.stringify({ event: kind, ...rest, runId }) + '\n'));
-        const steps = (xs: StepState[]) => xs.map((s) => ({ step: s.name, type: s.type, summary: s.summary, undo: undoSummary(s.type, s.undo), ...(s.rollback ? { rollback: s.rollback.status } : {}) }));
+        const steps = (xs: StepState[]) =>
+          xs.map((s) => ({ step: s.name, type: s.type, summary: s.summary, undo: undoSummary(s.type, s.undo), ...(s.rollback ? { rollback: s.rollback.status } : {}) }));
         process.stdout.write(
           JSON.stringify({
             event: 'run-state',
@@ -132,7 +134,17 @@ export function registerShow(program: Command, ctx: Ctx): void {
             controller: run.controller,
             pid: run.pid,
             hosts: Object.fromEntries(
-              run.hosts.map((h) => [h.name, { status: h.status, ...(h.lock ? { lock: h.lock } : {}), ...(h.cause ? { cause: h.cause } : {}), left: steps([...h.left].reverse()), inFlight: steps(h.inFlight), rollingBack: steps(h.rollingBack) }]),
+              run.hosts.map((h) => [
+                h.name,
+                {
+                  status: h.status,
+                  ...(h.lock ? { lock: h.lock } : {}),
+                  ...(h.cause ? { cause: h.cause } : {}),
+                  left: steps([...h.left].reverse()),
+                  inFlight: steps(h.inFlight),
+                  rollingBack: steps(h.rollingBack),
+                },
+              ]),
             ),
             next,
           }) + '\n',
@@ -143,7 +155,8 @@ export function registerShow(program: Command, ctx: Ctx): void {
       out.say(`started ${one(run.startedAt)} by pid ${run.pid} on ${one(run.controller)}; ${one(phaseLine(run, phase, controller))}`);
       if (run.fleet) {
         const f = run.fleet;
-        const batches = f.batches.length > 1 ? `in ${f.batches.length} batches (${f.batches.map((b) => b.join(', ')).join(' | ')}), at most ${f.maxFail ?? 'any number of'} failed host(s) per batch; ` : '';
+        const batches =
+          f.batches.length > 1 ? `in ${f.batches.length} batches (${f.batches.map((b) => b.join(', ')).join(' | ')}), at most ${f.maxFail ?? 'any number of'} failed host(s) per batch; ` : '';
         out.say(`${one(batches)}rollback scope ${one(f.rollbackScope)}`);
       }
       for (const h of run.hosts) {
@@ -159,7 +172,9 @@ export function registerShow(program: Command, ctx: Ctx): void {
           if (s.status === 'in-flight' && !s.completed) {
             out.say(`  ${n}  ${one(s.name)} [${one(s.type)}]  IN FLIGHT, NOT FINISHED: ${one(s.summary)} — its change may be partly made; to take it back: ${one(undoSummary(s.type, s.undo))}`);
           } else {
-            out.say(`  ${n}  ${one(s.name)} [${one(s.type)}]  ${one(s.status === 'in-flight' ? 'changed (its end was not recorded)' : s.status)}: ${one(s.summary)}${s.error ? ` — ${multi(s.error)}` : ''}${s.durationMs !== undefined ? `  (${s.durationMs} ms)` : ''}`);
+            out.say(
+              `  ${n}  ${one(s.name)} [${one(s.type)}]  ${one(s.status === 'in-flight' ? 'changed (its end was not recorded)' : s.status)}: ${one(s.summary)}${s.error ? ` — ${multi(s.error)}` : ''}${s.durationMs !== undefined ? `  (${s.durationMs} ms)` : ''}`,
+            );
           }
         }
         // Rollbacks in the order they ran: newest completion first.

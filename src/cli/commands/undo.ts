@@ -34,7 +34,12 @@ async function undoCommand(given: string, o: UndoCli): Promise<number> {
   const out = outputFor(o);
   const stateDir = stateDirOf(o);
   const runId = await resolveRunId(stateDir, given);
-  const hosts = o.hosts ? o.hosts.split(',').map((h) => h.trim()).filter(Boolean) : undefined;
+  const hosts = o.hosts
+    ? o.hosts
+        .split(',')
+        .map((h) => h.trim())
+        .filter(Boolean)
+    : undefined;
   const gone = await prunedNote(stateDir, runId);
   if (gone) throw new InputError(gone);
   const target = await loadUndo(stateDir, runId, hosts);
@@ -84,7 +89,9 @@ async function undoCommand(given: string, o: UndoCli): Promise<number> {
       },
     });
     for (const [name, h] of Object.entries(report.hosts)) {
-      out.say(`${one(name)}: ${one(h.status)}: put back ${h.rolledBack} change(s)${h.skippedSteps.length ? `; NOT put back: ${h.skippedSteps.map((s) => `${one(s.step)} (${one(s.why)})`).join('; ')}` : ''}`);
+      out.say(
+        `${one(name)}: ${one(h.status)}: put back ${h.rolledBack} change(s)${h.skippedSteps.length ? `; NOT put back: ${h.skippedSteps.map((s) => `${one(s.step)} (${one(s.why)})`).join('; ')}` : ''}`,
+      );
       if (h.error && h.status !== 'rollback-incomplete') out.warn(multi(h.error));
     }
     out.say(`undo run ${one(report.runId)} (of run ${one(runId)}): ${one(report.status)}, exit ${report.exitCode}; see \`hostsmith show ${one(report.runId)}\``);

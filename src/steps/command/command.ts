@@ -137,7 +137,12 @@ export const commandStep: StepType<CommandParams, CommandState, CommandUndo> = {
     // the paths again for the journal's post-state.
     const script = commandScript(p.run, { cwd: p.cwd === '-' ? './-' : p.cwd, env: p.env });
     const started = Date.now();
-    const { r, kept: stdout, read, failed } = await runOneExec(
+    const {
+      r,
+      kept: stdout,
+      read,
+      failed,
+    } = await runOneExec(
       ctx,
       {
         guard: guardScript(probe, Buffer.from(probeAnswer(p, planned))),
@@ -160,7 +165,8 @@ export const commandStep: StepType<CommandParams, CommandState, CommandUndo> = {
   },
   undoSummary: (u) => (typeof u.run === 'string' ? `run ${JSON.stringify(u.run)}${str(u, 'user') ? ` as ${str(u, 'user')}` : ''}${str(u, 'cwd') ? ` in ${str(u, 'cwd')}` : ''}` : compact(u)),
   irreversibleWhy: 'a command without `rollback`',
-  undoMismatch: (p, u) => (u.run === p.rollback && (u.user ?? undefined) === (p.user ?? undefined) && (u.cwd ?? undefined) === (p.cwd ?? undefined) ? undefined : "its undo data is not the step's own rollback command"),
+  undoMismatch: (p, u) =>
+    u.run === p.rollback && (u.user ?? undefined) === (p.user ?? undefined) && (u.cwd ?? undefined) === (p.cwd ?? undefined) ? undefined : "its undo data is not the step's own rollback command",
   runsAs: (p) => p.user || undefined,
   // A command with `creates`/`removes` is taken at its word for plans: it writes those paths, so the
   // steps after it stay exactly planned (were it wrong, their check at their turn catches it and

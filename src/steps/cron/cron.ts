@@ -19,10 +19,13 @@ const oneLine = (what: string) =>
 export const cronSchema = z
   .object({
     name: oneLine('name').refine((s) => s === s.trim(), 'name must not start or end with spaces'),
-    schedule: z.string().superRefine((s, ctx) => {
-      const why = cronProblem(s);
-      if (why) ctx.addIssue({ code: z.ZodIssueCode.custom, message: why });
-    }).optional(),
+    schedule: z
+      .string()
+      .superRefine((s, ctx) => {
+        const why = cronProblem(s);
+        if (why) ctx.addIssue({ code: z.ZodIssueCode.custom, message: why });
+      })
+      .optional(),
     command: oneLine('command')
       // cron ends the command at an unescaped % and feeds the rest as stdin: `date +%F` would run `date +`.
       .refine((s) => !/(^|[^\\])%/.test(s), 'an unescaped % ends a crontab command (cron turns it into a newline); write \\% for a literal %')
@@ -152,11 +155,9 @@ const utf8 = new TextDecoder('utf-8', { fatal: true });
 
 /** One round trip: the host's clock and zone on the first line, then the crontab. */
 export function checkScript(user: string): string {
-  return [
-    `tz=$(cat /etc/timezone 2>/dev/null || readlink /etc/localtime 2>/dev/null | sed 's|^.*/zoneinfo/||')`,
-    `printf '%s %s\\n' "$(date +%s)" "$tz"`,
-    `exec crontab -l -u ${quote(user)}`,
-  ].join('\n');
+  return [`tz=$(cat /etc/timezone 2>/dev/null || readlink /etc/localtime 2>/dev/null | sed 's|^.*/zoneinfo/||')`, `printf '%s %s\\n' "$(date +%s)" "$tz"`, `exec crontab -l -u ${quote(user)}`].join(
+    '\n',
+  );
 }
 
 /**
@@ -176,7 +177,11 @@ export function parseCheck(user: string, r: { code: number; stdoutRaw: Buffer; s
 
 function parseCrontab(user: string, r: { code: number; stdoutRaw: Buffer; stderr: string }): CronState {
   const nl = r.stdoutRaw.indexOf(0x0a);
-  const [secs, tz] = r.stdoutRaw.subarray(0, nl < 0 ? r.stdoutRaw.length : nl).toString('utf8').trim().split(' ');
+  const [secs, tz] = r.stdoutRaw
+    .subarray(0, nl < 0 ? r.stdoutRaw.length : nl)
+    .toString('utf8')
+    .trim()
+    .split(' ');
   if (nl < 0 || !/^\d+$/.test(secs ?? '')) throw new StepError(`cannot read ${user}'s crontab: ${hostSaid(r.stderr, r.code)}`, { code: r.code, stderr: r.stderr });
   const clock = { now: Number(secs) * 1000, tz: tz || 'UTC' };
   const withClock = (st: CronState): CronState => ({ ...st, clock });

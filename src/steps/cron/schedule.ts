@@ -4,7 +4,6 @@
  */
 import { CronExpressionParser } from 'cron-parser';
 
-
 export const CRON_NAMES: readonly string[] = ['@yearly', '@annually', '@monthly', '@weekly', '@daily', '@hourly'];
 const CRON_FIELDS = ['minute', 'hour', 'day of month', 'month', 'day of week'];
 const MONTHS = ['jan', 'feb', 'mar', 'apr', 'may', 'jun', 'jul', 'aug', 'sep', 'oct', 'nov', 'dec'];
@@ -46,4 +45,3 @@ function cronProblemOf(expr: string): string | undefined {
     return `invalid cron schedule "${s}": ${e instanceof Error ? e.message : String(e)}`;
   }
 }
-

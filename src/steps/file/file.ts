@@ -3,7 +3,23 @@ import { InputError } from '../../errors.js';
 import type { StepType } from '../step.js';
 import { modeSchema } from '../modes.js';
 import { absolutePath, linkTarget, ownerName } from '../paths.js';
-import { applyPath, checkPath, folderGone, pathUndoMismatch, pathUndoSummary, sourceProblems, pathFootprint, pathKey, pathWrote, planPath, rollbackPath, rollbackPathScript, type FileUndo, type PathState, type Wanted } from '../file-state.js';
+import {
+  applyPath,
+  checkPath,
+  folderGone,
+  pathUndoMismatch,
+  pathUndoSummary,
+  sourceProblems,
+  pathFootprint,
+  pathKey,
+  pathWrote,
+  planPath,
+  rollbackPath,
+  rollbackPathScript,
+  type FileUndo,
+  type PathState,
+  type Wanted,
+} from '../file-state.js';
 
 export const fileSchema = z
   .object({
@@ -42,14 +58,7 @@ export function wantedOf(p: FileParams): Wanted {
     path: p.path,
     state: p.state,
     // Neither content nor src: the content is not managed (an absent file is created empty).
-    content:
-      p.state !== 'present'
-        ? undefined
-        : p.resolvedContent !== undefined
-          ? Buffer.from(p.resolvedContent, 'base64')
-          : p.content !== undefined
-            ? Buffer.from(p.content, 'utf8')
-            : undefined,
+    content: p.state !== 'present' ? undefined : p.resolvedContent !== undefined ? Buffer.from(p.resolvedContent, 'base64') : p.content !== undefined ? Buffer.from(p.content, 'utf8') : undefined,
     target: p.target,
     mode: p.mode,
     owner: p.owner,

@@ -3,7 +3,20 @@ import { accountsText, compact } from '../undo-text.js';
 import { StepError } from '../../errors.js';
 import { quote } from '../../shell/script.js';
 import { answerOf, guardScript, remember, runOneExec } from '../../shell/one-exec.js';
-import { accountBackupDir, accountChangeError, accountName, backupAccountsScript, flag, idNumber, restoreAccounts, restoreAccountsScript, touchedItems, ACCOUNT_WRITES, accountGone, type AccountUndo } from '../accounts.js';
+import {
+  accountBackupDir,
+  accountChangeError,
+  accountName,
+  backupAccountsScript,
+  flag,
+  idNumber,
+  restoreAccounts,
+  restoreAccountsScript,
+  touchedItems,
+  ACCOUNT_WRITES,
+  accountGone,
+  type AccountUndo,
+} from '../accounts.js';
 import { backupMismatch, type Plan, type StepContext, type StepType } from '../step.js';
 
 export const groupSchema = z

@@ -2,18 +2,34 @@ import { z } from 'zod';
 import { StepError } from '../../errors.js';
 import { unifiedDiff } from '../../render/diff.js';
 import { backupPath } from '../backup.js';
-import { applyPath, checkPath, folderGone, pathUndoMismatch, pathUndoSummary, sourceProblems, pathFootprint, pathKey, pathWrote, rollbackPath, rollbackPathScript, type FileUndo, type PathState } from '../file-state.js';
+import {
+  applyPath,
+  checkPath,
+  folderGone,
+  pathUndoMismatch,
+  pathUndoSummary,
+  pathFootprint,
+  pathKey,
+  pathWrote,
+  rollbackPath,
+  rollbackPathScript,
+  type FileUndo,
+  type PathState,
+} from '../file-state.js';
 import { HIDDEN_OLD, type Plan, type PlanEnv, type StepType } from '../step.js';
 import { fmtMode, modeSchema } from '../modes.js';
 import { absolutePath, ownerName } from '../paths.js';
 
-const regex = z.string().min(1).superRefine((s, ctx) => {
-  try {
-    new RegExp(s);
-  } catch (e) {
-    ctx.addIssue({ code: z.ZodIssueCode.custom, message: `invalid regular expression: ${(e as Error).message}` });
-  }
-});
+const regex = z
+  .string()
+  .min(1)
+  .superRefine((s, ctx) => {
+    try {
+      new RegExp(s);
+    } catch (e) {
+      ctx.addIssue({ code: z.ZodIssueCode.custom, message: `invalid regular expression: ${(e as Error).message}` });
+    }
+  });
 
 export const lineSchema = z
   .object({
@@ -166,9 +182,7 @@ export function planLine(p: LineParams, s: PathState, env: PlanEnv): Plan<FileUn
   const diff = unifiedDiff(p.path, s.kind === 'file' ? (s.content ?? Buffer.alloc(0)) : null, w.content);
   // The undo names a root-only backup on the host, never the content (it may hold secrets).
   const undo: FileUndo =
-    s.kind === 'absent'
-      ? { kind: 'absent', path: p.path, created: s.missing }
-      : { kind: 'file', path: p.path, mode: s.mode, owner: s.owner, group: s.group, backup: backupPath(env, p.path) };
+    s.kind === 'absent' ? { kind: 'absent', path: p.path, created: s.missing } : { kind: 'file', path: p.path, mode: s.mode, owner: s.owner, group: s.group, backup: backupPath(env, p.path) };
   return { changed: true, action: s.kind === 'absent' ? 'create' : 'change', summary: w.what, diff, undo };
 }
 

@@ -17,13 +17,7 @@ export const APT_ENV: Record<string, string> = {
 export const LOCK_TIMEOUT_S = 300;
 
 /** Options for apt-get runs that change the host: no questions, keep local config files, wait for the lock. */
-export const APT_WRITE_OPTS = [
-  '-y',
-  '-q',
-  `-o DPkg::Lock::Timeout=${LOCK_TIMEOUT_S}`,
-  '-o Dpkg::Options::=--force-confdef',
-  '-o Dpkg::Options::=--force-confold',
-].join(' ');
+export const APT_WRITE_OPTS = ['-y', '-q', `-o DPkg::Lock::Timeout=${LOCK_TIMEOUT_S}`, '-o Dpkg::Options::=--force-confdef', '-o Dpkg::Options::=--force-confold'].join(' ');
 
 /**
  * For apt runs that must only read (check, plan, dry runs): no binary caches in /var/cache/apt,
@@ -142,10 +136,7 @@ export function dpkgErrors(out: string): string[] {
 export function unknownPackages(stderr: string): string[] {
   const out: string[] = [];
   for (const l of aptErrors(stderr)) {
-    const m =
-      /Unable to locate package (\S+)/.exec(l) ??
-      /Package '([^']+)' has no installation candidate/.exec(l) ??
-      /Version '[^']*' for '([^']+)' was not found/.exec(l);
+    const m = /Unable to locate package (\S+)/.exec(l) ?? /Package '([^']+)' has no installation candidate/.exec(l) ?? /Version '[^']*' for '([^']+)' was not found/.exec(l);
     if (m && !out.includes(m[1]!)) out.push(m[1]!);
   }
   return out;
@@ -307,11 +298,7 @@ export function simulateScript(args: string, privateLists = false, inputs?: stri
   const readOpts = planOnly || privateLists ? APT_READ_OPTS : APT_APPLY_READ_OPTS;
   let opts = ` ${readOpts}`;
   if (privateLists) {
-    lines.push(
-      'd=$(mktemp -d /tmp/hostsmith-apt.XXXXXXXX) || exit 1',
-      `trap 'rm -rf "$d"' EXIT`,
-      'mkdir -p "$d/lists/partial"',
-    );
+    lines.push('d=$(mktemp -d /tmp/hostsmith-apt.XXXXXXXX) || exit 1', `trap 'rm -rf "$d"' EXIT`, 'mkdir -p "$d/lists/partial"');
     opts += ' -o Dir::State::Lists="$d/lists" -o APT::Sandbox::User=root -o Acquire::Languages=none -o Acquire::GzipIndexes=true';
     lines.push(`apt-get -q${opts} update >"$d/out" 2>&1 || { cat "$d/out" >&2; exit 100; }`);
   }
@@ -325,7 +312,13 @@ export function simulateScript(args: string, privateLists = false, inputs?: stri
 
 export function splitSim(out: string): { sim: SimResult; auto: string[] } {
   const [sim = '', auto = ''] = out.split('--- auto\n');
-  return { sim: parseSim(sim), auto: auto.split('\n').map((l) => l.trim()).filter(Boolean) };
+  return {
+    sim: parseSim(sim),
+    auto: auto
+      .split('\n')
+      .map((l) => l.trim())
+      .filter(Boolean),
+  };
 }
 
 /**

@@ -51,7 +51,10 @@ import {
 } from './apt.js';
 
 const NAME_RULE = 'not a valid Debian package name (lower-case letters, digits, + - . ; at least 2 characters)';
-const pkgName = z.string().refine((s) => PKG_NAME_RE.test(s), (s) => ({ message: `"${s}": ${NAME_RULE}` }));
+const pkgName = z.string().refine(
+  (s) => PKG_NAME_RE.test(s),
+  (s) => ({ message: `"${s}": ${NAME_RULE}` }),
+);
 const pkgSpec = z.string().superRefine((s, ctx) => {
   const { name, version } = parseSpec(s);
   if (!PKG_NAME_RE.test(name)) ctx.addIssue({ code: z.ZodIssueCode.custom, message: `"${s}": ${NAME_RULE}; pin a version as name=version` });
@@ -170,13 +173,19 @@ function describe(sim: SimResult, named: Set<string>): string {
   const list = (xs: string[]) => xs.join(', ');
   if (fresh.length) {
     const own = fresh.filter((i) => named.has(i.name)).map((i) => i.name);
-    const deps = fresh.filter((i) => !named.has(i.name)).map((i) => i.name).sort();
+    const deps = fresh
+      .filter((i) => !named.has(i.name))
+      .map((i) => i.name)
+      .sort();
     parts.push(`install ${list(own)}${deps.length ? `${own.length ? ' + ' : ''}dependencies ${list(deps)}` : ''}`);
   }
   if (changedVersions.length) parts.push(`change ${list(changedVersions.map((i) => `${i.name} ${i.from} → ${i.version}`))}`);
   if (sim.remv.length) {
     const own = sim.remv.filter((r) => named.has(r.name)).map((r) => r.name);
-    const deps = sim.remv.filter((r) => !named.has(r.name)).map((r) => r.name).sort();
+    const deps = sim.remv
+      .filter((r) => !named.has(r.name))
+      .map((r) => r.name)
+      .sort();
     parts.push(`remove ${list(own)}${deps.length ? `${own.length ? ' + ' : ''}dependents ${list(deps)}` : ''}`);
   }
   return parts.join('; ');
@@ -261,7 +270,13 @@ async function simulate(ctx: StepContext, p: PackageParams, todo: Pending, fresh
  * virtual package) is left to the dry run, which says what is wrong or what apt would pick.
  */
 async function aptKnows(ctx: StepContext, install: PkgSpec[], inputs?: string): Promise<boolean> {
-  const r = await exec(ctx, policyScript(install.map((x) => x.name), inputs));
+  const r = await exec(
+    ctx,
+    policyScript(
+      install.map((x) => x.name),
+      inputs,
+    ),
+  );
   if (r.code !== 0) return false;
   const known = parsePolicy(r.stdout);
   return install.every((x) => {
@@ -289,16 +304,17 @@ async function checkPackages(ctx: StepContext, p: PackageParams, lean = ctx.plan
  * state), runs the transaction, records what it left, and reads the packages back for the
  * journal's post-state. A failed transaction comes back as its exit code and output.
  */
-async function install(
-  ctx: StepContext,
-  p: PackageParams,
-  s: PackageState,
-): Promise<{ code: number; stdout: string; stderr: string; state?: PackageState; before?: string }> {
+async function install(ctx: StepContext, p: PackageParams, s: PackageState): Promise<{ code: number; stdout: string; stderr: string; state?: PackageState; before?: string }> {
   const go = pending(p, s.dpkg);
   const dir = residueDir(ctx);
   const mark = `hostsmith-after-${randomBytes(8).toString('hex')}`;
   const snap = quote(posix.join(dir, SNAPSHOT));
-  const { r, kept: stdout, read, failed } = await runOneExec(
+  const {
+    r,
+    kept: stdout,
+    read,
+    failed,
+  } = await runOneExec(
     { exec: (cmd, o) => exec(ctx, cmd, o) },
     {
       ...(s.inputs ? { guard: guardScript(INPUTS_STAMP, Buffer.from(`${s.inputs}\n`)) } : {}),
@@ -440,11 +456,19 @@ export const packageStep: StepType<PackageParams, PackageState, PackageUndo> = {
       if (!plan.undo?.snapshot) return out;
       // No dry run was made: the undo data, and what the step did, come from dpkg before and after.
       const before = r.before ?? (await ctx.readFile(posix.join(residueDir(ctx), SNAPSHOT)))?.toString('utf8');
-      if (before === undefined) throw new StepError(`the packages were installed on ${ctx.host}, but the snapshot of dpkg from before the install is gone (${posix.join(residueDir(ctx), SNAPSHOT)}): what to take back cannot be told`);
+      if (before === undefined)
+        throw new StepError(
+          `the packages were installed on ${ctx.host}, but the snapshot of dpkg from before the install is gone (${posix.join(residueDir(ctx), SNAPSHOT)}): what to take back cannot be told`,
+        );
       const { undo, sim } = await undoFrom(ctx, before, (r.state ?? (await readState(ctx))).dpkg);
       const named = new Set([...p.install.map((x) => parseSpec(x).name), ...p.remove]);
       const did = describe(sim, named);
-      return { ...out, undo, summary: did ? `${refreshDue(p, checked) ? `refresh apt lists (${age(checked.listsAgeS)}), then ` : ''}${did}` : plan.summary, ...(did ? { diff: packageDiff(sim) } : {}) };
+      return {
+        ...out,
+        undo,
+        summary: did ? `${refreshDue(p, checked) ? `refresh apt lists (${age(checked.listsAgeS)}), then ` : ''}${did}` : plan.summary,
+        ...(did ? { diff: packageDiff(sim) } : {}),
+      };
     }
     const err = failure(`apt-get on ${ctx.host} failed`, r);
     // A half-done transaction is not a completed step, so the engine will not roll it back: do it here.
@@ -473,7 +497,9 @@ export const packageStep: StepType<PackageParams, PackageState, PackageUndo> = {
     const parts = [
       names(u, 'purge').length ? `purge ${names(u, 'purge').join(' ')}` : '',
       names(u, 'remove').length ? `remove ${names(u, 'remove').join(' ')}` : '',
-      Array.isArray(u.reinstall) && u.reinstall.length ? `reinstall ${(u.reinstall as Array<{ name?: unknown; version?: unknown }>).map((r) => `${String(r.name)}=${String(r.version)}`).join(' ')}` : '',
+      Array.isArray(u.reinstall) && u.reinstall.length
+        ? `reinstall ${(u.reinstall as Array<{ name?: unknown; version?: unknown }>).map((r) => `${String(r.name)}=${String(r.version)}`).join(' ')}`
+        : '',
     ].filter(Boolean);
     if (!parts.length && u.snapshot === true) return "put back dpkg's packages as they were before the step (worked out from its snapshot of dpkg on the host)";
     return parts.length ? parts.join('; ') : 'nothing to put back (apt lists refreshed only)';
@@ -518,11 +544,16 @@ async function putBackPackages(ctx: StepContext, undo: PackageUndo): Promise<{ d
     const all = [...purge, ...remove];
     const sim = await exec(ctx, `apt-get -s -q ${APT_READ_OPTS} purge ${all.map(quote).join(' ')}`);
     if (sim.code !== 0) throw failure(`cannot plan removing ${all.join(', ')} on ${ctx.host}`, sim);
-    const extra = parseSim(sim.stdout).remv.map((r) => r.name).filter((n) => !all.includes(n));
+    const extra = parseSim(sim.stdout)
+      .remv.map((r) => r.name)
+      .filter((n) => !all.includes(n));
     if (extra.length) {
       throw new StepError(`removing ${all.join(', ')} on ${ctx.host} would also remove ${extra.join(', ')}, which this run did not install; left as is`);
     }
-    for (const [verb, names] of [['remove', remove], ['purge', purge]] as const) {
+    for (const [verb, names] of [
+      ['remove', remove],
+      ['purge', purge],
+    ] as const) {
       if (!names.length) continue;
       did = true;
       const r = await exec(ctx, `apt-get ${APT_WRITE_OPTS} ${verb} ${names.map(quote).join(' ')}`);
@@ -563,7 +594,9 @@ async function putBackPackages(ctx: StepContext, undo: PackageUndo): Promise<{ d
 function hostRollbackPackages(undo: PackageUndo, env: HostEnv): string {
   // Only a step whose result could not be journaled has no lists; the controller's rollback follows (hostRollbackPartial).
   if (undo.snapshot) return `echo 'the packages to put back are known only from the snapshot of dpkg, which the controller reads' >&2; exit 1`;
-  const env0 = Object.entries(APT_ENV).map(([k, v]) => `${k}=${quote(v)}`).join(' ');
+  const env0 = Object.entries(APT_ENV)
+    .map(([k, v]) => `${k}=${quote(v)}`)
+    .join(' ');
   const has = (n: string) => `case "$(dpkg-query -W -f='\${Status}' ${quote(n)} 2>/dev/null)" in ''|*not-installed) false;; *) true;; esac`;
   const configOnly = (n: string) => `[ "$(dpkg-query -W -f='\${Status}' ${quote(n)} 2>/dev/null)" = 'deinstall ok config-files' ]`;
   const lines = [`export ${env0}`, 'set -e', 'p=""; r=""'];
@@ -768,9 +801,7 @@ async function cleanAccounts(ctx: StepContext, dir: string, left: string[]): Pro
   if (d.kept.length) {
     const what = d.kept.map((k) => `${k.kind} ${k.name} (${k.kind === 'user' ? 'uid' : 'gid'} ${k.id}): ${k.why}`).join(', ');
     const cmds = d.kept.map((k) => `${k.kind === 'user' ? 'deluser' : 'delgroup'} --system ${k.name}`).join('; ');
-    left.push(
-      `kept what the packages' scripts added and is still in use — ${what}. Remove or re-own what they own if nothing needs it, then remove them by hand (${cmds})`,
-    );
+    left.push(`kept what the packages' scripts added and is still in use — ${what}. Remove or re-own what they own if nothing needs it, then remove them by hand (${cmds})`);
   }
   return Object.keys(d.touched).length > 0;
 }
@@ -825,7 +856,10 @@ async function cleanLeftovers(ctx: StepContext, dir: string, left: string[]): Pr
     `LC_ALL=C sort -z -r "$a/paths.new" | xargs -0 -r sh -c ${quote(each)} "$a"`,
   ].join('\n');
   const out = await runOk(ctx, script, `removing what the packages' scripts left in ${LEFTOVER_DIRS.join(', ')} on ${ctx.host}`);
-  const changed = out.split('\n').filter((l) => l.startsWith('changed ')).map((l) => l.slice(8));
+  const changed = out
+    .split('\n')
+    .filter((l) => l.startsWith('changed '))
+    .map((l) => l.slice(8));
   if (changed.length) left.push(`kept what the packages' scripts made and was changed since the install: ${changed.join(', ')}`);
   return out.includes('removed ');
 }

@@ -34,7 +34,17 @@ export interface ServiceState {
 
 /** The previous state of what the step changes: rollback converges back to it. */
 /** Where starting, stopping or enabling a service writes: runtime, state, logs, boot links. */
-const SERVICE_WRITES = ['/run', '/var/run', '/var/lib', '/var/log', '/var/cache', '/var/spool', '/tmp', '/etc/systemd/system', ...['0', '1', '2', '3', '4', '5', '6', 'S'].map((l) => `/etc/rc${l}.d`)].map((p) => `path:${p}`);
+const SERVICE_WRITES = [
+  '/run',
+  '/var/run',
+  '/var/lib',
+  '/var/log',
+  '/var/cache',
+  '/var/spool',
+  '/tmp',
+  '/etc/systemd/system',
+  ...['0', '1', '2', '3', '4', '5', '6', 'S'].map((l) => `/etc/rc${l}.d`),
+].map((p) => `path:${p}`);
 
 export interface ServiceUndo {
   name: string;
@@ -73,9 +83,7 @@ export function planService(p: ServiceParams, s: ServiceState): Plan<ServiceUndo
   const a = actions(p, s);
   const n = p.name;
   if (!s.exists) {
-    const what = [p.state ? `${STATE_WORDS[p.state]} ${n}` : '', p.enabled !== undefined ? `${p.enabled ? 'enable' : 'disable'} ${n}` : '']
-      .filter(Boolean)
-      .join(', ');
+    const what = [p.state ? `${STATE_WORDS[p.state]} ${n}` : '', p.enabled !== undefined ? `${p.enabled ? 'enable' : 'disable'} ${n}` : ''].filter(Boolean).join(', ');
     return {
       changed: true,
       summary: `${what} — ${n} is not installed yet: apply fails unless an earlier step installs it`,
@@ -83,9 +91,7 @@ export function planService(p: ServiceParams, s: ServiceState): Plan<ServiceUndo
     };
   }
   if (a.run === undefined && a.enable === undefined) {
-    const now = [s.running ? 'running' : 'stopped', p.enabled !== undefined ? (isEnabled(s) ? 'enabled' : 'disabled') : '']
-      .filter(Boolean)
-      .join(' and ');
+    const now = [s.running ? 'running' : 'stopped', p.enabled !== undefined ? (isEnabled(s) ? 'enabled' : 'disabled') : ''].filter(Boolean).join(' and ');
     return { changed: false, summary: `${n} is ${now}`, undo: null };
   }
   const parts: string[] = [];
@@ -154,9 +160,7 @@ const initOf = (ctx: StepContext): Init => (ctx.facts.init === 'systemd' ? 'syst
 
 /** Runs a control command; its output goes to a file, so a daemon it starts cannot hold the SSH channel open. */
 async function control(ctx: StepContext, cmd: string, what: string): Promise<void> {
-  const r = await ctx.exec(
-    [PATH, 'out=$(mktemp)', `${cmd} >"$out" 2>&1 </dev/null`, 'rc=$?', 'cat "$out"; rm -f "$out"', 'exit $rc'].join('\n'),
-  );
+  const r = await ctx.exec([PATH, 'out=$(mktemp)', `${cmd} >"$out" 2>&1 </dev/null`, 'rc=$?', 'cat "$out"; rm -f "$out"', 'exit $rc'].join('\n'));
   if (r.code !== 0) {
     const said = r.stdout.trim().split('\n').slice(-10).join('\n') || r.stderr.trim();
     throw new StepError(`${what} on ${ctx.host} failed (exit ${r.code})${said ? `: ${said}` : ''}`, { code: r.code, stderr: r.stderr || r.stdout });
@@ -194,10 +198,11 @@ async function controlAndRead(ctx: StepContext, cmd: string, what: string, name:
   const mark = `hostsmith-after-${randomBytes(8).toString('hex')}`;
   // An init script may return before its daemon has written its pid file: give it up to 3 s to
   // reach the state asked for before reading it back (a separate read used to give it a round trip).
-  const settle =
-    running === undefined ? [] : [`i=0; while ${running ? '! ' : ''}${runningTest(name, init)} && [ $i -lt 30 ]; do sleep 0.1; i=$((i+1)); done`];
+  const settle = running === undefined ? [] : [`i=0; while ${running ? '! ' : ''}${runningTest(name, init)} && [ $i -lt 30 ]; do sleep 0.1; i=$((i+1)); done`];
   const r = await ctx.exec(
-    [PATH, 'out=$(mktemp)', `${cmd} >"$out" 2>&1 </dev/null`, 'rc=$?', 'cat "$out"; rm -f "$out"', '[ $rc -eq 0 ] || exit $rc', ...settle, `printf '\\n%s\\n' ${mark}`, checkScript(name, init)].join('\n'),
+    [PATH, 'out=$(mktemp)', `${cmd} >"$out" 2>&1 </dev/null`, 'rc=$?', 'cat "$out"; rm -f "$out"', '[ $rc -eq 0 ] || exit $rc', ...settle, `printf '\\n%s\\n' ${mark}`, checkScript(name, init)].join(
+      '\n',
+    ),
   );
   const at = r.stdout.indexOf(`\n${mark}\n`);
   if (r.code !== 0 || at < 0) {
@@ -236,14 +241,15 @@ export const serviceStep: StepType<ServiceParams, ServiceState, ServiceUndo> = {
     return after ? { state: after } : {};
   },
   hostRollback(_p, undo) {
-    const n = quote(undo.name);
     const needed = undo.running || (undo.enabled !== undefined && isEnabled({ init: undo.init, enabled: undo.enabled }));
     const lines = [PATH, `if ! ${existsTest(undo.name, undo.init)}; then ${needed ? `echo ${quote(`service ${undo.name} does not exist`)} >&2; exit 1` : 'exit 0'}; fi`];
     if (undo.enabled !== undefined) lines.push(`${enableCommand(undo.name, undo.init, undo.enabled)} >/dev/null || exit 1`);
     if (undo.running !== undefined) {
       const a: RunAction = undo.running ? 'start' : 'stop';
       lines.push(`if ${runningTest(undo.name, undo.init)}; then r=1; else r=0; fi`);
-      lines.push(`if [ $r -ne ${undo.running ? 1 : 0} ]; then ${runCommand(undo.name, undo.init, a)} >/dev/null 2>&1 </dev/null; ${undo.running ? '' : '! '}${runningTest(undo.name, undo.init)} || { echo ${quote(`${a} ${undo.name} did not take`)} >&2; exit 1; }; fi`);
+      lines.push(
+        `if [ $r -ne ${undo.running ? 1 : 0} ]; then ${runCommand(undo.name, undo.init, a)} >/dev/null 2>&1 </dev/null; ${undo.running ? '' : '! '}${runningTest(undo.name, undo.init)} || { echo ${quote(`${a} ${undo.name} did not take`)} >&2; exit 1; }; fi`,
+      );
     }
     return lines.join('\n');
   },

@@ -3,7 +3,23 @@ import { InputError } from '../../errors.js';
 import type { StepType } from '../step.js';
 import { modeSchema } from '../modes.js';
 import { absolutePath, ownerName } from '../paths.js';
-import { applyPath, checkPath, folderGone, pathUndoMismatch, pathUndoSummary, sourceProblems, pathFootprint, pathKey, pathWrote, planPath, rollbackPath, rollbackPathScript, type FileUndo, type PathState, type Wanted } from '../file-state.js';
+import {
+  applyPath,
+  checkPath,
+  folderGone,
+  pathUndoMismatch,
+  pathUndoSummary,
+  sourceProblems,
+  pathFootprint,
+  pathKey,
+  pathWrote,
+  planPath,
+  rollbackPath,
+  rollbackPathScript,
+  type FileUndo,
+  type PathState,
+  type Wanted,
+} from '../file-state.js';
 
 export const templateSchema = z
   .object({

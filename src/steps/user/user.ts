@@ -5,8 +5,25 @@ import { MovedError, answerOf, guardFirst, guardScript, remember, runOneExec } f
 import { StepError } from '../../errors.js';
 import { unifiedDiff } from '../../render/diff.js';
 import { quote } from '../../shell/script.js';
-import { backupMismatch, runOk, tail, type ApplyResult } from '../step.js';
-import { accountBackupDir, accountChangeError, accountName, backupAccounts, backupAccountsScript, flag, idNumber, passwdField, restoreAccounts, restoreAccountsScript, uniq, touchedItems, ACCOUNT_WRITES, accountGone, type AccountUndo, type Touched } from '../accounts.js';
+import { backupMismatch, runOk, type ApplyResult } from '../step.js';
+import {
+  accountBackupDir,
+  accountChangeError,
+  accountName,
+  backupAccounts,
+  backupAccountsScript,
+  flag,
+  idNumber,
+  passwdField,
+  restoreAccounts,
+  restoreAccountsScript,
+  uniq,
+  touchedItems,
+  ACCOUNT_WRITES,
+  accountGone,
+  type AccountUndo,
+  type Touched,
+} from '../accounts.js';
 import { backupPath, copyToBackup, restoreFromBackup, restoreScript } from '../backup.js';
 import { fmtMode } from '../modes.js';
 import { enterScript, withSafePath } from '../../shell/safe-path.js';
@@ -22,7 +39,12 @@ const groupList = z.union([
   z.array(accountName('group')),
   z
     .string()
-    .transform((s) => s.split(',').map((g) => g.trim()).filter(Boolean))
+    .transform((s) =>
+      s
+        .split(',')
+        .map((g) => g.trim())
+        .filter(Boolean),
+    )
     .pipe(z.array(accountName('group'))),
 ]);
 const keyLine = z
@@ -136,7 +158,11 @@ export function checkScript(p: UserParams): string {
     `d=$(dirname -- "$h"); while [ ! -e "$d" ] && [ "$d" != / ]; do printf 'missing %s\\n' "$d"; d=$(dirname -- "$d"); done`,
     `[ -e "/var/mail/$n" ] && echo mail`,
     ...(p.state === 'present' && p.authorized_keys !== undefined
-      ? [`st sshdir "$h/.ssh"`, `st keys "$h/.ssh/authorized_keys"`, `[ -f "$h/.ssh/authorized_keys" ] && ! [ -L "$h/.ssh/authorized_keys" ] && echo "content $(base64 -w0 < "$h/.ssh/authorized_keys")"`]
+      ? [
+          `st sshdir "$h/.ssh"`,
+          `st keys "$h/.ssh/authorized_keys"`,
+          `[ -f "$h/.ssh/authorized_keys" ] && ! [ -L "$h/.ssh/authorized_keys" ] && echo "content $(base64 -w0 < "$h/.ssh/authorized_keys")"`,
+        ]
       : []),
     'exit 0',
   ].join('\n');
@@ -337,14 +363,12 @@ export function planUser(p: UserParams, s: UserState, env: PlanEnv): Plan<UserUn
     const u = s.user;
     if (!u) return unchanged(`user ${name} is absent`);
     const removeHome = p.remove_home !== false && hasMeta(s.homeStat) && s.homeStat.kind === 'dir' && s.homeStat.uid === u.uid && u.home !== '/';
-    const restore = [
-      ...(removeHome ? [{ path: u.home, backup: backupPath(env, 'home') }] : []),
-      ...(s.mail ? [{ path: mail(name), backup: backupPath(env, 'mail') }] : []),
-    ];
+    const restore = [...(removeHome ? [{ path: u.home, backup: backupPath(env, 'home') }] : []), ...(s.mail ? [{ path: mail(name), backup: backupPath(env, 'mail') }] : [])];
     const groups = uniq([...(s.sameNameGroup ? [name] : []), ...s.memberOf]);
     const home = removeHome ? `home ${u.home} with its contents` : `home ${u.home} kept`;
     return {
-      changed: true, action: 'remove',
+      changed: true,
+      action: 'remove',
       summary: `remove user ${name} (uid ${u.uid}${s.memberOf.length ? `, groups ${list(s.memberOf)}` : ''}, ${home})`,
       undo: { name, accounts: { backup, touched: { ...userFiles(name), group: groups, gshadow: groups } }, restore },
     };
@@ -368,7 +392,8 @@ export function planUser(p: UserParams, s: UserState, env: PlanEnv): Plan<UserUn
     ];
     const privateGroup = s.sameNameGroup ? [] : [name];
     return {
-      changed: true, action: 'create',
+      changed: true,
+      action: 'create',
       summary: `create user ${name} (${parts.join(', ')})`,
       diff: keys?.diff || undefined,
       undo: {
