@@ -10,12 +10,11 @@
  * each at its old position. Other lines stay as they are now, so changes made by others since
  * are kept; when nobody else touched the files they come back byte for byte.
  */
-import { posix } from 'node:path';
 import { z } from 'zod';
 import { StepError } from '../errors.js';
 import { quote } from '../shell/script.js';
 import { backupDirsScript, backupPath } from './backup.js';
-import { runOk, sha256, tail, type PlanEnv, type StepContext } from './step.js';
+import { runOk, tail, type PlanEnv, type StepContext } from './step.js';
 
 export const ACCOUNT_FILES = ['passwd', 'shadow', 'group', 'gshadow', 'subuid', 'subgid'] as const;
 export type AccountFile = (typeof ACCOUNT_FILES)[number];
@@ -163,74 +162,20 @@ export function dropAddedMembers(file: AccountFile, before: string, current: str
   return lines.join('\n') + (c.trailingNewline ? '\n' : '');
 }
 
-const LOCKED = 75;
-const CHANGED = 76;
-
-interface Change {
-  path: string;
-  /** sha256 of the file we merged into; null = it was absent. */
-  sha: string | null;
-  data: string;
-  /** Where to copy mode and owner from. */
-  reference: string;
-}
-
-/**
- * Takes the same `<file>.lock` hard-link lock the shadow tools (useradd, passwd, …) take, checks
- * that nobody changed the files since we read them, then renames the new versions into place.
- */
-function writeScript(changes: Change[]): string {
-  const lines = [
-    'locks=""; tmps=""',
-    `trap 'rm -f -- $tmps $locks' EXIT`,
-    `lock() { printf %s $$ > "$1.$$" && ln "$1.$$" "$1.lock" 2>/dev/null; r=$?; rm -f -- "$1.$$"; [ $r -eq 0 ] || { echo "$1 is locked by another program ($1.lock exists)" >&2; exit ${LOCKED}; }; locks="$locks $1.lock"; }`,
-    `same() { if [ "$2" = absent ]; then [ ! -e "$1" ]; else [ "$(sha256sum < "$1" | cut -c1-64)" = "$2" ]; fi || { echo "$1 changed while it was being restored" >&2; exit ${CHANGED}; }; }`,
-    `put() { t="$1.hostsmith-new"; tmps="$tmps $t"; printf %s "$3" | base64 -d > "$t" && chmod --reference="$2" "$t" && chown --reference="$2" "$t" && mv -f -- "$t" "$1" || exit 1; }`,
-  ];
-  for (const c of changes) lines.push(`lock ${quote(c.path)}`);
-  for (const c of changes) lines.push(`same ${quote(c.path)} ${c.sha ?? 'absent'}`);
-  for (const c of changes) lines.push(`put ${quote(c.path)} ${quote(c.reference)} ${quote(Buffer.from(c.data, 'latin1').toString('base64'))}`);
-  return lines.join('\n');
-}
-
-/** latin1 maps every byte to one char and back, so merging never alters bytes it does not move. */
-async function read(ctx: StepContext, path: string): Promise<string | null> {
-  const b = await ctx.readFile(path);
-  return b === null ? null : b.toString('latin1');
-}
-
 /**
  * Puts the touched entries back from the backup; retries when a tool edits the files meanwhile.
  * `dropMembers`: users also taken out of the group member lists they joined since the backup.
  */
 export async function restoreAccounts(ctx: StepContext, undo: AccountUndo, o: { dropMembers?: string[] } = {}): Promise<void> {
-  const members = o.dropMembers ?? [];
-  if ((await ctx.exec(`test -e ${quote(posix.join(undo.backup, 'complete'))}`)).code !== 0) {
-    throw new StepError(`the backup of the account files (${undo.backup}) is missing; cannot restore ${Object.values(undo.touched).flat().join(', ')}`);
-  }
-  for (let attempt = 1; ; attempt++) {
-    const changes: Change[] = [];
-    for (const f of ACCOUNT_FILES) {
-      const keys = undo.touched[f] ?? [];
-      const strip = MEMBER_FIELDS[f] ? members : [];
-      if (!keys.length && !strip.length) continue;
-      const path = `/etc/${f}`;
-      const saved = posix.join(undo.backup, f);
-      const [before, current] = await Promise.all([read(ctx, saved), read(ctx, path)]);
-      if (current === null && !keys.length) continue;
-      const merged = dropAddedMembers(f, before ?? '', mergeEntries(before ?? '', current ?? '', keys), strip);
-      if (merged === (current ?? '')) continue;
-      changes.push({ path, sha: current === null ? null : sha256(Buffer.from(current, 'latin1')), data: merged, reference: current === null ? saved : path });
-    }
-    if (!changes.length) return;
-    const r = await ctx.exec(writeScript(changes));
-    if (r.code === 0) return;
-    if ((r.code === LOCKED || r.code === CHANGED) && attempt < 5) {
-      await new Promise((res) => setTimeout(res, 300 * attempt));
-      continue;
-    }
-    throw new StepError(`restoring ${changes.map((c) => c.path).join(', ')} failed (exit ${r.code}): ${r.stderr.trim()}`, { code: r.code, stderr: r.stderr });
-  }
+  // The one rollback of account entries: the lockout watchdog runs this same script. It merges each
+  // file under the file's lock, so a tool editing it meanwhile waits for it rather than racing it.
+  await runOk(
+    ctx,
+    restoreAccountsScript(undo, o),
+    `restoring the entries of ${Object.keys(undo.touched)
+      .map((f) => `/etc/${f}`)
+      .join(', ')} on ${ctx.host}`,
+  );
 }
 
 /**

@@ -8,7 +8,7 @@ import { unifiedDiff } from '../../render/diff.js';
 import { quote } from '../../shell/script.js';
 import { backupDirsScript, backupPath } from '../backup.js';
 import { answerOf, guardScript, remember, runOneExec } from '../../shell/one-exec.js';
-import { backupMismatch, sha256, tail, type Plan, type PlanEnv, type StepContext, type StepType } from '../step.js';
+import { backupMismatch, runOk, sha256, tail, type Plan, type PlanEnv, type StepContext, type StepType } from '../step.js';
 
 const oneLine = (what: string) =>
   z
@@ -206,20 +206,6 @@ function removeCrontabScript(user: string): string {
   return `err=$(crontab -r -u ${quote(user)} 2>&1 >/dev/null) || case "$err" in *'no crontab for'*) ;; *) printf '%s\\n' "$err" >&2; exit 1 ;; esac`;
 }
 
-/** Installs `text` as the user's crontab, or removes the crontab when `text` is null. */
-async function writeCrontab(ctx: StepContext, user: string, text: string | null): Promise<void> {
-  const u = quote(user);
-  const r =
-    text === null
-      ? // Already gone is fine: rollback may run twice (recover, undo).
-        await ctx.exec(removeCrontabScript(user))
-      : await ctx.exec(`crontab -u ${u} -`, { stdin: text });
-  if (r.code !== 0) {
-    const what = text === null ? `removing ${user}'s crontab` : `installing ${user}'s crontab`;
-    throw new StepError(`${what} failed: ${hostSaid(r.stderr, r.code)}`, { code: r.code, stderr: r.stderr });
-  }
-}
-
 export const cronStep: StepType<CronParams, CronState, CronUndo> = {
   type: 'cron',
   schema: cronSchema,
@@ -262,13 +248,11 @@ export const cronStep: StepType<CronParams, CronState, CronUndo> = {
       `crontab -u ${u} - < ${b}`,
     ].join('\n');
   },
-  async rollback(ctx, _p, undo) {
-    if (!undo.previous) return writeCrontab(ctx, undo.user, null);
-    const text = await ctx.readFile(undo.previous.backup);
-    if (text === null) throw new StepError(`the backup of ${undo.user}'s crontab (${undo.previous.backup}) is gone; reinstall it by hand`);
-    if (sha256(text) !== undo.previous.sha256) throw new StepError(`the backup of ${undo.user}'s crontab (${undo.previous.backup}) does not match what was saved; not installing it`);
-    return writeCrontab(ctx, undo.user, text.toString('utf8'));
+  // The one rollback: the controller, undo, recover and the lockout watchdog all run the host script.
+  rollback: async (ctx, p, undo) => {
+    await runOk(ctx, cronStep.hostRollback!(p, undo, undefined as never), `restoring ${undo.user}'s crontab on ${ctx.host}`);
   },
+
   // The crontab and whether the user exists; the host's clock (for next run times) is not state.
   stateKey: (_p, s) => ({ user: s.user, text: s.text, userMissing: s.userMissing ?? false }),
   undoSummary: (u) => {

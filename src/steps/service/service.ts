@@ -3,7 +3,7 @@ import { compact, str } from '../undo-text.js';
 import { StepError } from '../../errors.js';
 import { quote } from '../../shell/script.js';
 import { randomBytes } from 'node:crypto';
-import type { Plan, StepContext, StepType } from '../step.js';
+import { runOk, type Plan, type StepContext, type StepType } from '../step.js';
 
 export const serviceSchema = z
   .object({
@@ -158,15 +158,6 @@ async function checkService(ctx: StepContext, name: string, init: Init): Promise
 
 const initOf = (ctx: StepContext): Init => (ctx.facts.init === 'systemd' ? 'systemd' : 'sysvinit');
 
-/** Runs a control command; its output goes to a file, so a daemon it starts cannot hold the SSH channel open. */
-async function control(ctx: StepContext, cmd: string, what: string): Promise<void> {
-  const r = await ctx.exec([PATH, 'out=$(mktemp)', `${cmd} >"$out" 2>&1 </dev/null`, 'rc=$?', 'cat "$out"; rm -f "$out"', 'exit $rc'].join('\n'));
-  if (r.code !== 0) {
-    const said = r.stdout.trim().split('\n').slice(-10).join('\n') || r.stderr.trim();
-    throw new StepError(`${what} on ${ctx.host} failed (exit ${r.code})${said ? `: ${said}` : ''}`, { code: r.code, stderr: r.stderr || r.stdout });
-  }
-}
-
 /** Shell tests for the host scripts, the same reads as checkScript. */
 function existsTest(name: string, init: Init): string {
   const n = quote(name);
@@ -221,6 +212,31 @@ async function setRunning(ctx: StepContext, name: string, init: Init, a: RunActi
   return after;
 }
 
+/**
+ * Puts a service back to the running and boot state it had: boot state first, then running, each
+ * only when it differs, waiting up to 3 s for a start or stop to take (an init script may return
+ * before its daemon wrote its pid file). A service that is gone is fine unless it has to run.
+ */
+function rollbackScript(undo: ServiceUndo): string {
+  const needed = undo.running || (undo.enabled !== undefined && isEnabled({ init: undo.init, enabled: undo.enabled }));
+  const gone = `service ${undo.name} does not exist (${undo.init === 'systemd' ? 'no systemd unit of that name' : `no /etc/init.d/${undo.name}`})`;
+  const lines = [PATH, `if ! ${existsTest(undo.name, undo.init)}; then ${needed ? `echo ${quote(gone)} >&2; exit 1` : 'exit 0'}; fi`];
+  if (undo.enabled !== undefined) lines.push(`${enableCommand(undo.name, undo.init, undo.enabled)} >/dev/null || exit 1`);
+  if (undo.running !== undefined) {
+    const a: RunAction = undo.running ? 'start' : 'stop';
+    const running = runningTest(undo.name, undo.init);
+    const reached = undo.running ? running : `! ${running}`;
+    lines.push(
+      `if ! ${reached}; then`,
+      `  ${runCommand(undo.name, undo.init, a)} >/dev/null 2>&1 </dev/null`,
+      `  i=0; while ! ${reached} && [ $i -lt 30 ]; do sleep 0.1; i=$((i+1)); done`,
+      `  ${reached} || { echo ${quote(`${a} ${undo.name} did not take: the service is ${undo.running ? 'not running' : 'still running'}`)} >&2; exit 1; }`,
+      'fi',
+    );
+  }
+  return lines.join('\n');
+}
+
 function missing(ctx: StepContext, name: string, init: Init): StepError {
   return new StepError(`service ${name} does not exist on ${ctx.host} (${init === 'systemd' ? 'no systemd unit of that name' : `no /etc/init.d/${name}`})`);
 }
@@ -240,19 +256,8 @@ export const serviceStep: StepType<ServiceParams, ServiceState, ServiceUndo> = {
     if (a.run) after = await setRunning(ctx, p.name, init, a.run);
     return after ? { state: after } : {};
   },
-  hostRollback(_p, undo) {
-    const needed = undo.running || (undo.enabled !== undefined && isEnabled({ init: undo.init, enabled: undo.enabled }));
-    const lines = [PATH, `if ! ${existsTest(undo.name, undo.init)}; then ${needed ? `echo ${quote(`service ${undo.name} does not exist`)} >&2; exit 1` : 'exit 0'}; fi`];
-    if (undo.enabled !== undefined) lines.push(`${enableCommand(undo.name, undo.init, undo.enabled)} >/dev/null || exit 1`);
-    if (undo.running !== undefined) {
-      const a: RunAction = undo.running ? 'start' : 'stop';
-      lines.push(`if ${runningTest(undo.name, undo.init)}; then r=1; else r=0; fi`);
-      lines.push(
-        `if [ $r -ne ${undo.running ? 1 : 0} ]; then ${runCommand(undo.name, undo.init, a)} >/dev/null 2>&1 </dev/null; ${undo.running ? '' : '! '}${runningTest(undo.name, undo.init)} || { echo ${quote(`${a} ${undo.name} did not take`)} >&2; exit 1; }; fi`,
-      );
-    }
-    return lines.join('\n');
-  },
+  // The one rollback: the controller, undo, recover and the lockout watchdog all run this script.
+  hostRollback: (_p, undo) => rollbackScript(undo),
   hostRun(p, env) {
     const init = env.init;
     const lines = [PATH, `${existsTest(p.name, init)} || { echo ${quote(`service ${p.name} does not exist`)} >&2; exit 1; }`];
@@ -267,16 +272,8 @@ export const serviceStep: StepType<ServiceParams, ServiceState, ServiceUndo> = {
     }
     return lines.join('\n');
   },
-  async rollback(ctx, _p, undo) {
-    const s = await checkService(ctx, undo.name, undo.init);
-    if (!s.exists) {
-      if (undo.running || (undo.enabled !== undefined && isEnabled({ init: undo.init, enabled: undo.enabled }))) throw missing(ctx, undo.name, undo.init);
-      return;
-    }
-    if (undo.enabled !== undefined && undo.enabled !== s.enabled) {
-      await control(ctx, enableCommand(undo.name, undo.init, undo.enabled), `restore ${undo.name} to ${undo.enabled} at boot`);
-    }
-    if (undo.running !== undefined && undo.running !== s.running) await setRunning(ctx, undo.name, undo.init, undo.running ? 'start' : 'stop');
+  rollback: async (ctx, _p, undo) => {
+    await runOk(ctx, rollbackScript(undo), `restoring service ${undo.name} on ${ctx.host}`);
   },
   undoMismatch: (p, u) => (u.name === p.name ? undefined : `its undo data is for service ${JSON.stringify(u.name)}, not ${p.name}`),
   undoSummary: (u) => {
