@@ -6,19 +6,8 @@ import { LAST_FILE } from './lock.js';
 export type { Facts } from '../steps/facts.js';
 import type { Facts } from '../steps/facts.js';
 
-/** One round trip: a small script prints key=value lines. */
-export const FACTS_SCRIPT = [
-  '. /etc/os-release 2>/dev/null',
-  'echo "os_id=$ID"',
-  'echo "os_version_id=$VERSION_ID"',
-  'echo "os_name=$PRETTY_NAME"',
-  'echo "arch=$(uname -m)"',
-  'echo "hostname=$(hostname 2>/dev/null || cat /proc/sys/kernel/hostname)"',
-  'echo "user=$(id -un)"',
-  'echo "home=$HOME"',
-  'for p in apt-get dnf yum apk; do if command -v $p >/dev/null 2>&1; then echo "pkg=$p"; break; fi; done',
-  'if [ -d /run/systemd/system ]; then echo init=systemd; else echo init=sysvinit; fi',
-].join('\n');
+export { FACTS_SCRIPT } from './host-scripts.js';
+import { FACTS_SCRIPT } from './host-scripts.js';
 
 export function parseFacts(out: string): Facts {
   const kv: Record<string, string> = {};

@@ -1,4 +1,5 @@
 import { hostname } from 'node:os';
+import { acquireScript, releaseScript } from './host-scripts.js';
 import { HostsmithError, LockedError, errorMessage } from '../errors.js';
 import { quote } from '../shell/script.js';
 import type { Transport } from '../transport/transport.js';
@@ -40,12 +41,7 @@ export interface HeldLock {
   readonly before?: string;
 }
 
-/**
- * Each run that takes a lock writes its owner line to `last` beside it. A run that read `last`
- * earlier (its facts round trip) and finds the same line there when it takes its lock knows that
- * no other hostsmith run locked the host in between: what it read meanwhile is still good.
- */
-export const LAST_FILE = 'last';
+export { LAST_FILE } from './host-scripts.js';
 
 export interface LockOptions {
   /** Where a run with root keeps its lock (tests point it elsewhere). */
@@ -64,66 +60,6 @@ export interface LockOptions {
 /** The first line of the owner file, as the stale-lock check and the release read it. */
 export function ownerLine(runId: string): string {
   return `run=${runId} controller=${hostname()} pid=${process.pid} since=${new Date().toISOString()}`;
-}
-
-/**
- * The script's answer, fields separated by NUL (paths and owner text cannot hold one):
- * LOCKED path lastBefore | HELD path ownerName ownerText | UNSAFE path ownerName mode why | FOREIGN path ownerName kind.
- */
-function acquireScript(baseDir: string, rootDir: string, owner: string): string {
-  return [
-    'umask 022',
-    'me=$(id -u) || exit 3',
-    `RD=${quote(rootDir)}`,
-    'out() { printf "%s\\0" "$@"; }',
-    // Root: the folder is made 0755 so that runs without root can read who holds it.
-    // Two first runs may race to make the folder: the loser's mkdir fails, but the folder is there.
-    `if [ "$me" = 0 ]; then D=$RD; [ -d "$D" ] || mkdir -m 0755 -- "$D" || [ -d "$D" ] || exit 3`,
-    `else D=${quote(baseDir)}; [ -d "$D" ] || mkdir -p -- "$D" || [ -d "$D" ] || exit 3; chmod 0700 -- "$D" 2>/dev/null; fi`,
-    'D=$(readlink -f -- "$D") && [ -n "$D" ] || exit 3',
-    // Every folder from the lock's parent up to / : owned by root or by us; writable by others only if sticky.
-    'p=$D',
-    'while :; do',
-    '  s=$(stat -c "%u %a" -- "$p") || exit 3',
-    '  u=${s% *}; m=${s#* }',
-    '  if [ "$u" != 0 ] && [ "$u" != "$me" ]; then out UNSAFE "$p" "$(stat -c %U -- "$p")" "$m" owner; exit 0; fi',
-    '  if [ $((0$m & 022)) -ne 0 ] && [ $((0$m & 01000)) -eq 0 ]; then out UNSAFE "$p" "$(stat -c %U -- "$p")" "$m" mode; exit 0; fi',
-    '  [ "$p" = / ] && break',
-    '  p=$(dirname -- "$p")',
-    'done',
-    'L=${D%/}/lock',
-    'if err=$(mkdir -- "$L" 2>&1); then',
-    `  printf '%s\\n' ${quote(owner)} > "$L/owner" || { rm -f -- "$L/owner"; rmdir -- "$L"; exit 3; }`,
-    // Who locked here last before us, then us (see LAST_FILE); not knowing is not an error.
-    `  before=$(head -c 2000 -- "\${D%/}/${LAST_FILE}" 2>/dev/null | tr -d "\\000"); printf '%s\\n' ${quote(owner)} > "\${D%/}/${LAST_FILE}" 2>/dev/null || before=unknown`,
-    // Without root: a root run's lock holds us off too. Ours was taken first, so that of two runs
-    // starting at once at least one sees the other.
-    '  if [ "$me" != 0 ] && [ -d "$RD/lock" ] && [ ! -L "$RD/lock" ] && [ "$(stat -c %u -- "$RD")" = 0 ] && [ "$(stat -c %u -- "$RD/lock")" = 0 ]; then',
-    '    rm -f -- "$L/owner"; rmdir -- "$L"',
-    '    out HELD "$RD/lock" root; head -c 2000 -- "$RD/lock/owner" 2>/dev/null | tr -d "\\000"; exit 0',
-    '  fi',
-    '  out LOCKED "$L" "$before"; exit 0',
-    'fi',
-    'if [ ! -e "$L" ] && [ ! -L "$L" ]; then printf "%s\\n" "$err" >&2; exit 3; fi',
-    'if [ -L "$L" ] || [ ! -d "$L" ]; then out FOREIGN "$L" "$(stat -c %U -- "$L")" "not a folder"; exit 0; fi',
-    'u=$(stat -c %u -- "$L") || exit 3',
-    'if [ "$u" != 0 ] && [ "$u" != "$me" ]; then out FOREIGN "$L" "$(stat -c %U -- "$L")" owner; exit 0; fi',
-    'out HELD "$L" "$(stat -c %U -- "$L")"; head -c 2000 -- "$L/owner" 2>/dev/null | tr -d "\\000"',
-  ].join('\n');
-}
-
-function releaseScript(path: string, runId: string): string {
-  return [
-    `L=${quote(path)}`,
-    `id=${quote(runId)}`,
-    'if [ ! -e "$L" ] && [ ! -L "$L" ]; then echo GONE; exit 0; fi',
-    'line=',
-    '[ -L "$L" ] || [ ! -d "$L" ] || { IFS= read -r line < "$L/owner"; } 2>/dev/null',
-    'case "$line" in',
-    '  "run=$id "*) rm -f -- "$L/owner" && rmdir -- "$L" && echo RELEASED || exit 3 ;;',
-    '  *) echo NOT-OURS; printf "%s" "$line" | head -c 500 ;;',
-    'esac',
-  ].join('\n');
 }
 
 /** Who may own a lock, in words, for messages. */

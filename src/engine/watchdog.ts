@@ -13,6 +13,8 @@
  * makes that folder first (the watchdog when its time is up, or the controller confirming or taking
  * over) owns the outcome, so the two can never both roll back.
  */
+import { watchdogFiles, type Part } from './host-scripts.js';
+export { watchdogFiles } from './host-scripts.js';
 import { posix } from 'node:path';
 import { ConnectError, errorMessage } from '../errors.js';
 import { render } from '../render/template.js';
@@ -46,51 +48,6 @@ export type Protection =
 /** /var/lib/hostsmith/watchdog/<run-id>: beside the run's backups, root-only. */
 export function watchdogDir(rootBackupDir: string, runId: string): string {
   return posix.join(posix.dirname(posix.dirname(rootBackupDir)), 'watchdog', runId);
-}
-
-interface Part {
-  name: string;
-  /** null: no host form (irreversible, or no rollback): the watchdog records it as failed. */
-  script: string | null;
-}
-
-/** The files the watchdog is made of: watchdog.sh (sleep, claim, roll back), rollback.sh, one script per step and handler. */
-export function watchdogFiles(dir: string, seconds: number, steps: Part[], handlers: Part[]): Record<string, string> {
-  const d = quote(dir);
-  const files: Record<string, string> = {};
-  const lines = [`d=${d}`, 'bad=0', ': > "$d/steps"'];
-  steps.forEach((s, i) => {
-    if (s.script === null) {
-      lines.push(`printf 'failed %s\\n' ${i} >> "$d/steps"; echo ${quote(`${s.name}: no rollback`)} >> "$d/log"; bad=1`);
-      return;
-    }
-    files[`step-${i}.sh`] = `${s.script}\n`;
-    lines.push(`echo ${quote(`rolling back ${s.name}`)} >> "$d/log"`);
-    lines.push(`if sh "$d/step-${i}.sh" >> "$d/log" 2>&1 </dev/null; then printf 'ok %s\\n' ${i} >> "$d/steps"; else printf 'failed %s\\n' ${i} >> "$d/steps"; bad=1; fi`);
-  });
-  handlers.forEach((handler, i) => {
-    if (handler.script === null) {
-      lines.push(`echo ${quote(`handler ${handler.name}: cannot run without the controller; run it by hand`)} >> "$d/log"; bad=1`);
-      return;
-    }
-    files[`handler-${i}.sh`] = `${handler.script}\n`;
-    lines.push(`echo ${quote(`running handler ${handler.name} again`)} >> "$d/log"`);
-    lines.push(`sh "$d/handler-${i}.sh" >> "$d/log" 2>&1 </dev/null || { echo ${quote(`handler ${handler.name} failed`)} >> "$d/log"; bad=1; }`);
-  });
-  lines.push('if [ $bad -eq 0 ]; then echo rolled-back; else echo rollback-incomplete; fi > "$d/result.new" && mv -f "$d/result.new" "$d/result"');
-  files['rollback.sh'] = `${lines.join('\n')}\n`;
-  files['watchdog.sh'] = [
-    `d=${d}`,
-    'echo $$ > "$d/pid.new" && mv -f "$d/pid.new" "$d/pid"',
-    `sleep ${seconds}`,
-    // Confirmed or taken over meanwhile: the claim is someone else's, and so is the outcome.
-    'mkdir "$d/claim" 2>/dev/null || exit 0',
-    'echo watchdog > "$d/claim/by"',
-    'date -u +%FT%TZ > "$d/fired"',
-    'exec sh "$d/rollback.sh"',
-    '',
-  ].join('\n');
-  return files;
 }
 
 /**
