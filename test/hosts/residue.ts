@@ -39,6 +39,7 @@
  * - /var/cache/ldconfig                  ldconfig's aux-cache (rewritten by every ldconfig run)
  * - /var/cache/debconf/*-old             debconf's backup copies of config.dat and templates.dat
  * - /var/lib/apt/lists                   apt's package lists (refreshed by update_cache)
+ * - /var/lib/apt/periodic                apt's own stamps: every `apt-get update` touches update-success-stamp
  * - /var/lib/dpkg/*-old                  dpkg's backup copies (status-old, …)
  * - /var/lib/hostsmith                   hostsmith's own backups and state (kept by design)
  * - /etc/passwd- /etc/group- /etc/shadow- /etc/gshadow- /etc/subuid- /etc/subgid-, /etc/.pwd.lock
@@ -66,6 +67,7 @@ export const DEFAULT_IGNORE: ReadonlyArray<string | RegExp> = [
   '/var/cache/ldconfig',
   /^\/var\/cache\/debconf\/[^/]+-old$/,
   '/var/lib/apt/lists',
+  '/var/lib/apt/periodic',
   /^\/var\/lib\/dpkg\/[^/]+-old$/,
   '/var/lib/hostsmith',
   /^\/etc\/(passwd|group|shadow|gshadow|subuid|subgid)-$/,
