@@ -390,3 +390,23 @@ export function pathUndoMismatch(path: string, u: UndoData): string | undefined 
   if (notAbove !== undefined) return `its undo data would remove ${JSON.stringify(notAbove)}, which is not a folder above ${path}`;
   return backupMismatch(u.backup, path);
 }
+
+/**
+ * What every step on one path (file, template, line) shares beyond its own params and plan: its
+ * read, guarded apply, rollback (one script for the controller and the watchdog), state key,
+ * footprint, undo summary and checks of journaled undo data, all about the path `pathOf` names.
+ */
+export function pathStepParts<P>(pathOf: (p: P) => string) {
+  return {
+    check: (ctx: StepContext, p: P) => checkPath(ctx, pathOf(p)),
+    guarded: true,
+    rollback: (ctx: StepContext, _p: P, undo: FileUndo) => rollbackPath(ctx, undo),
+    hostRollback: (_p: P, undo: FileUndo) => rollbackPathScript(undo),
+    stateKey: (_p: P, s: PathState) => pathKey(s),
+    footprint: (p: P) => pathFootprint(pathOf(p)),
+    undoSummary: pathUndoSummary,
+    undoMismatch: (p: P, u: UndoData) => pathUndoMismatch(pathOf(p), u),
+    wrote: (_p: P, undo: FileUndo | null) => pathWrote(undo),
+    gone: (ctx: StepContext, p: P) => folderGone(ctx, pathOf(p)),
+  };
+}

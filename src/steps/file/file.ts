@@ -3,23 +3,7 @@ import { InputError } from '../../errors.js';
 import type { StepType } from '../step.js';
 import { modeSchema } from '../modes.js';
 import { absolutePath, linkTarget, ownerName } from '../paths.js';
-import {
-  applyPath,
-  checkPath,
-  folderGone,
-  pathUndoMismatch,
-  pathUndoSummary,
-  sourceProblems,
-  pathFootprint,
-  pathKey,
-  pathWrote,
-  planPath,
-  rollbackPath,
-  rollbackPathScript,
-  type FileUndo,
-  type PathState,
-  type Wanted,
-} from '../file-state.js';
+import { applyPath, pathStepParts, sourceProblems, planPath, type FileUndo, type PathState, type Wanted } from '../file-state.js';
 
 export const fileSchema = z
   .object({
@@ -77,17 +61,8 @@ export const fileStep: StepType<FileParams, PathState, FileUndo> = {
     });
     return { ...p, resolvedContent: content.toString('base64') };
   },
-  check: (ctx, p) => checkPath(ctx, p.path),
+  ...pathStepParts<FileParams>((p) => p.path),
   plan: (p, s, env) => planPath(wantedOf(p), s, env),
   apply: async (ctx, p, plan, s) => ({ state: await applyPath(ctx, wantedOf(p), plan, s) }),
-  guarded: true,
-  rollback: (ctx, _p, undo) => rollbackPath(ctx, undo),
-  hostRollback: (_p, undo) => rollbackPathScript(undo),
-  stateKey: (_p, s) => pathKey(s),
-  footprint: (p) => pathFootprint(p.path),
-  undoSummary: pathUndoSummary,
-  undoMismatch: (p, u) => pathUndoMismatch(p.path, u),
   staticCheck: (raw, env) => sourceProblems(raw, env, 'files', 'file'),
-  wrote: (_p, undo) => pathWrote(undo),
-  gone: (ctx, p) => folderGone(ctx, p.path),
 };

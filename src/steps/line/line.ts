@@ -2,20 +2,7 @@ import { z } from 'zod';
 import { StepError } from '../../errors.js';
 import { unifiedDiff } from '../../render/diff.js';
 import { backupPath } from '../backup.js';
-import {
-  applyPath,
-  checkPath,
-  folderGone,
-  pathUndoMismatch,
-  pathUndoSummary,
-  pathFootprint,
-  pathKey,
-  pathWrote,
-  rollbackPath,
-  rollbackPathScript,
-  type FileUndo,
-  type PathState,
-} from '../file-state.js';
+import { applyPath, pathStepParts, type FileUndo, type PathState } from '../file-state.js';
 import { HIDDEN_OLD, type Plan, type PlanEnv, type StepType } from '../step.js';
 import { fmtMode, modeSchema } from '../modes.js';
 import { absolutePath, ownerName } from '../paths.js';
@@ -189,7 +176,7 @@ export function planLine(p: LineParams, s: PathState, env: PlanEnv): Plan<FileUn
 export const lineStep: StepType<LineParams, PathState, FileUndo> = {
   type: 'line',
   schema: lineSchema,
-  check: (ctx, p) => checkPath(ctx, p.path),
+  ...pathStepParts<LineParams>((p) => p.path),
   plan: planLine,
   async apply(ctx, p, plan, s) {
     // A file that did not exist when planned (an earlier step was to create it) still must now.
@@ -197,13 +184,4 @@ export const lineStep: StepType<LineParams, PathState, FileUndo> = {
     const content = w.content !== null ? Buffer.from(w.content, 'utf8') : (s.content ?? Buffer.alloc(0));
     return { state: await applyPath(ctx, { path: p.path, state: 'present', content, mode: p.mode, owner: p.owner, group: p.group }, plan, s) };
   },
-  guarded: true,
-  rollback: (ctx, _p, undo) => rollbackPath(ctx, undo),
-  hostRollback: (_p, undo) => rollbackPathScript(undo),
-  stateKey: (_p, s) => pathKey(s),
-  footprint: (p) => pathFootprint(p.path),
-  undoSummary: pathUndoSummary,
-  undoMismatch: (p, u) => pathUndoMismatch(p.path, u),
-  wrote: (_p, undo) => pathWrote(undo),
-  gone: (ctx, p) => folderGone(ctx, p.path),
 };

@@ -3,23 +3,7 @@ import { InputError } from '../../errors.js';
 import type { StepType } from '../step.js';
 import { modeSchema } from '../modes.js';
 import { absolutePath, ownerName } from '../paths.js';
-import {
-  applyPath,
-  checkPath,
-  folderGone,
-  pathUndoMismatch,
-  pathUndoSummary,
-  sourceProblems,
-  pathFootprint,
-  pathKey,
-  pathWrote,
-  planPath,
-  rollbackPath,
-  rollbackPathScript,
-  type FileUndo,
-  type PathState,
-  type Wanted,
-} from '../file-state.js';
+import { applyPath, pathStepParts, sourceProblems, planPath, type FileUndo, type PathState, type Wanted } from '../file-state.js';
 
 export const templateSchema = z
   .object({
@@ -49,18 +33,9 @@ export const templateStep: StepType<TemplateParams, PathState, FileUndo> = {
     const rendered = ctx.render(content.toString('utf8'), p.vars ?? {}, `template ${path}`);
     return { ...p, rendered };
   },
-  check: (ctx, p) => checkPath(ctx, p.dest),
+  ...pathStepParts<TemplateParams>((p) => p.dest),
   plan: (p, s, env) => planPath(wanted(p), s, env),
   apply: async (ctx, p, plan, s) => ({ state: await applyPath(ctx, wanted(p), plan, s) }),
-  guarded: true,
-  rollback: (ctx, _p, undo) => rollbackPath(ctx, undo),
-  hostRollback: (_p, undo) => rollbackPathScript(undo),
-  stateKey: (_p, s) => pathKey(s),
-  footprint: (p) => pathFootprint(p.dest),
-  undoSummary: pathUndoSummary,
-  undoMismatch: (p, u) => pathUndoMismatch(p.dest, u),
   // The template's own vars are names it may use beyond the recipe's.
   staticCheck: (raw, env) => sourceProblems(raw, env, 'templates', 'template', raw.vars && typeof raw.vars === 'object' && !Array.isArray(raw.vars) ? Object.keys(raw.vars) : []),
-  wrote: (_p, undo) => pathWrote(undo),
-  gone: (ctx, p) => folderGone(ctx, p.dest),
 };
