@@ -224,13 +224,13 @@ function rollbackScript(undo: ServiceUndo): string {
   if (undo.enabled !== undefined) lines.push(`${enableCommand(undo.name, undo.init, undo.enabled)} >/dev/null || exit 1`);
   if (undo.running !== undefined) {
     const a: RunAction = undo.running ? 'start' : 'stop';
-    const running = runningTest(undo.name, undo.init);
-    const reached = undo.running ? running : `! ${running}`;
+    // As a function: `! ! test` is not valid sh, and the stop case needs the test negated.
+    lines.push(`reached() { ${undo.running ? '' : '! '}${runningTest(undo.name, undo.init)}; }`);
     lines.push(
-      `if ! ${reached}; then`,
+      'if ! reached; then',
       `  ${runCommand(undo.name, undo.init, a)} >/dev/null 2>&1 </dev/null`,
-      `  i=0; while ! ${reached} && [ $i -lt 30 ]; do sleep 0.1; i=$((i+1)); done`,
-      `  ${reached} || { echo ${quote(`${a} ${undo.name} did not take: the service is ${undo.running ? 'not running' : 'still running'}`)} >&2; exit 1; }`,
+      '  i=0; while ! reached && [ $i -lt 30 ]; do sleep 0.1; i=$((i+1)); done',
+      `  reached || { echo ${quote(`${a} ${undo.name} did not take: the service is ${undo.running ? 'not running' : 'still running'}`)} >&2; exit 1; }`,
       'fi',
     );
   }
