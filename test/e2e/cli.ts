@@ -1,5 +1,6 @@
 /** Runs the built CLI as a user would, and writes fixture recipes to temp folders. */
 import { spawn } from 'node:child_process';
+import { get } from 'node:http';
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -107,5 +108,16 @@ export function onTerminal(args: string[], answers: Array<[RegExp, string]>, o: 
       clearTimeout(kill);
       res({ code: code ?? -1, screen });
     });
+  });
+}
+
+/** A plain HTTP GET, for checking what a host serves. */
+export function httpGet(url: string): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    get(url, (res) => {
+      let body = '';
+      res.on('data', (d) => (body += d));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+    }).on('error', reject);
   });
 }

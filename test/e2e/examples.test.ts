@@ -12,7 +12,6 @@
  * Each case starts on a fresh host (the sandbox host restarted with its changes wiped). The
  * host is read with plain OpenSSH (test/hosts/residue.ts) and nginx with a plain HTTP request.
  */
-import { get } from 'node:http';
 import { mkdtempSync, readdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -20,7 +19,7 @@ import { beforeEach, expect, it } from 'vitest';
 import type { Sandbox, SandboxHost } from '../hosts/hosts.js';
 import { residue, snapshotHost } from '../hosts/residue.js';
 import { describeHosts, useSandbox } from '../hosts/use-sandbox.js';
-import { hostsmith, onTerminal, ROOT, sandboxArgs, stepEvents } from './cli.js';
+import { hostsmith, httpGet, onTerminal, ROOT, sandboxArgs, stepEvents } from './cli.js';
 
 /** Read when the file is collected: a recipe added to recipes/ gets its own test. */
 const RECIPES = readdirSync(join(ROOT, 'recipes'))
@@ -37,16 +36,6 @@ const VARS: Record<string, (sb: Sandbox, h: SandboxHost) => string[]> = {
   // Hosts share the machine's network: nginx binds the host's own loopback address.
   'web-server': (_sb, h) => [`listen=${h.address}:8080`],
 };
-
-function httpGet(url: string): Promise<{ status: number; body: string }> {
-  return new Promise((resolve, reject) => {
-    get(url, (res) => {
-      let body = '';
-      res.on('data', (d) => (body += d));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
-    }).on('error', reject);
-  });
-}
 
 describeHosts('the example recipes, end to end on a fresh host', () => {
   const sandbox = useSandbox(1);

@@ -2,24 +2,13 @@
  * Every example in recipes/ applies cleanly on a real host, and a second apply changes nothing.
  * The host's state is checked with plain ssh (and nginx with a plain HTTP request).
  */
-import { get } from 'node:http';
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { beforeEach, expect, it } from 'vitest';
 import { describeHosts, useSandbox } from '../hosts/use-sandbox.js';
 import { sshOk, sshRun } from '../hosts/ssh.js';
-import { hostsmith, sandboxArgs, stepEvents } from './cli.js';
-
-function httpGet(url: string): Promise<{ status: number; body: string }> {
-  return new Promise((resolve, reject) => {
-    get(url, (res) => {
-      let body = '';
-      res.on('data', (d) => (body += d));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
-    }).on('error', reject);
-  });
-}
+import { hostsmith, httpGet, sandboxArgs, stepEvents } from './cli.js';
 
 describeHosts('the example recipes apply cleanly and idempotently', () => {
   const sandbox = useSandbox(1);
