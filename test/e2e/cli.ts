@@ -95,7 +95,9 @@ export function stepEvents(r: CliResult, host?: string): Array<Record<string, an
 export function onTerminal(args: string[], answers: Array<[RegExp, string]>, o: { env?: Record<string, string>; timeoutMs?: number; cwd?: string } = {}): Promise<{ code: number; screen: string }> {
   const cmd = [process.execPath, BIN, ...args].map((a) => `'${a.replace(/'/g, `'\\''`)}'`).join(' ');
   return new Promise((res, rej) => {
-    const child = spawn('script', ['-qfec', `stty cols 120 rows 40; ${cmd}`, '/dev/null'], { env: { ...process.env, TERM: 'xterm', NO_COLOR: '1', ...o.env }, cwd: o.cwd ?? ROOT });
+    // exec: hostsmith itself is the pty's child, so the exit status is its own and no shell
+    // between them takes part in the Ctrl-C that the test types.
+    const child = spawn('script', ['-qfec', `stty cols 120 rows 40; exec ${cmd}`, '/dev/null'], { env: { ...process.env, TERM: 'xterm', NO_COLOR: '1', ...o.env }, cwd: o.cwd ?? ROOT });
     let screen = '';
     let next = 0;
     child.stdout.on('data', (d: Buffer) => {

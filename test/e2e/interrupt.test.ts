@@ -34,7 +34,9 @@ function onPty(args: string[], keys: Key[], o: { env?: Record<string, string>; c
   const env: Record<string, string | undefined> = { ...process.env, TERM: 'xterm', NO_COLOR: '1', ...o.env };
   delete env.CI; // ora draws no spinner (and never touches stdin) under CI
   return new Promise((res, rej) => {
-    const child = spawn('script', ['-qfec', `stty cols 120 rows 40; ${cmd}`, '/dev/null'], { env, cwd: o.cwd ?? ROOT });
+    // exec: hostsmith itself is the pty's child, so the exit status is its own and no shell
+    // between them takes part in the Ctrl-C that the test types.
+    const child = spawn('script', ['-qfec', `stty cols 120 rows 40; exec ${cmd}`, '/dev/null'], { env, cwd: o.cwd ?? ROOT });
     let screen = '';
     let from = 0;
     let next = 0;
