@@ -1,6 +1,7 @@
 /**
  * Turns run events into what a person or a script reads. `--json`: one event per line on
- * stdout and nothing else. Otherwise: a spinner per step on a TTY (one host), plain lines elsewhere.
+ * stdout and nothing else. Otherwise, on a terminal: a spinner per step (one host), or a live line
+ * per host below the step lines (several hosts); plain lines elsewhere.
  * Everything a host, a recipe or the journal said goes through escapeText before it is printed
  * (JSON needs no escaping: JSON.stringify escapes control characters).
  */
@@ -8,6 +9,7 @@ import type { Ora } from 'ora';
 import type { RunEvent } from '../engine/events.js';
 import type { RunReport } from '../engine/fleet.js';
 import { escapeText } from './escape.js';
+import type { HostBoard } from './progress.js';
 
 /** Foreign text on one line (names, summaries, facts); and where it may span lines (errors). */
 const one = (s: unknown): string => escapeText(String(s));
@@ -71,6 +73,9 @@ export class Output {
 
   /** ora, loaded only for a terminal (spinners): runs from cron or with --json never load it. */
   private ora: typeof import('ora').default | undefined;
+  /** The live per-host lines (several hosts on a terminal), and what draws them; loaded as ora is. */
+  private board: HostBoard | undefined;
+  private boards: { HostBoard: typeof HostBoard; createLogUpdate: typeof import('log-update').createLogUpdate } | undefined;
 
   constructor(private readonly o: OutputOptions) {
     this.out = o.out ?? process.stdout;
@@ -80,7 +85,17 @@ export class Output {
         (m) => (this.ora = m.default),
         () => {},
       );
+      void Promise.all([import('./progress.js'), import('log-update')]).then(
+        ([p, l]) => (this.boards = { HostBoard: p.HostBoard, createLogUpdate: l.createLogUpdate }),
+        () => {},
+      );
     }
+  }
+
+  /** Takes the live lines off the screen; the run's output ends with the summary. */
+  end(): void {
+    this.board?.close();
+    this.board = undefined;
   }
 
   private paint(code: number, s: string): string {
@@ -89,14 +104,18 @@ export class Output {
 
   /** Human text: stdout normally, stderr when stdout carries JSON. */
   say(line = ''): void {
+    const write = () => (this.o.json ? this.err : this.out).write(line + '\n');
+    if (this.board) return this.board.above(write);
     if (this.spinner) this.spinner.clear();
-    (this.o.json ? this.err : this.out).write(line + '\n');
+    write();
     if (this.spinner) this.spinner.render();
   }
 
   warn(line: string): void {
     this.stopSpinner();
-    this.err.write(line + '\n');
+    const write = () => this.err.write(line + '\n');
+    if (this.board) this.board.above(write);
+    else write();
   }
 
   private stopSpinner(): void {
@@ -114,6 +133,11 @@ export class Output {
       case 'run-started':
         this.mode = e.mode;
         this.hostCount = e.hosts.length;
+        this.end();
+        if (this.o.tty && this.hostCount > 1 && this.boards) {
+          const stream = this.out as NodeJS.WriteStream;
+          this.board = new this.boards.HostBoard(e.hosts, this.boards.createLogUpdate(stream), { color: this.o.color, columns: stream.columns || 80 });
+        }
         this.say(
           e.mode === 'recover'
             ? `Recover of run ${one(e.runId)}: recipe ${one(e.recipe)} on ${one(e.hosts.join(', ') || 'no host')}`
@@ -128,8 +152,10 @@ export class Output {
       case 'batch-started':
         this.stopSpinner();
         this.say(`Batch ${e.batch} of ${e.of}: ${one(e.hosts.join(', '))}`);
+        this.board?.batch(e.hosts);
         break;
       case 'step-started':
+        this.board?.stepStarted(e.host, e.step, e.index, e.of);
         if (this.o.tty && this.hostCount === 1 && this.ora) this.spinner = this.ora({ text: one(e.step), stream: this.out as NodeJS.WriteStream, discardStdin: false }).start();
         break;
       case 'step-finished': {
@@ -137,6 +163,7 @@ export class Output {
         const dynamic = e.status === 'planned' && e.dynamic === true;
         const label = dynamic ? '' : `${e.status === 'planned' ? ACTION_WORD[e.action ?? 'change'] : e.status}: `;
         const symbol = dynamic ? '?' : (e.status === 'planned' || e.status === 'changed') && e.action ? ACTION_SYMBOL[e.action] : (SYMBOL[e.status] ?? ' ');
+        if (e.status === 'failed' && this.mode === 'apply') this.board?.rollingBack(e.host);
         if (e.status === 'planned' && !e.handler) this.tally(e.host, dynamic ? 'unknown' : (e.action ?? 'change'));
         const irr = e.irreversible ? this.paint(33, ' [irreversible: no rollback]') : '';
         const color = e.status === 'failed' ? 31 : e.status === 'changed' || e.status === 'planned' ? 33 : 32;
@@ -152,6 +179,7 @@ export class Output {
       }
       case 'rollback-finished':
         this.stopSpinner();
+        this.board?.rollingBack(e.host, e.step);
         this.say(`${prefix(e.host)}${SYMBOL[e.status]} rollback of ${one(e.step)}: ${e.status === 'rolled-back' ? this.paint(32, 'rolled back') : this.paint(31, `FAILED: ${multi(e.error)}`)}`);
         break;
       case 'watchdog':
@@ -160,11 +188,13 @@ export class Output {
         break;
       case 'host-finished':
         this.stopSpinner();
+        this.board?.finished(e.host, e.status, e, e.durationMs);
         // An ok host can still carry an error (its lock could not be released): say it too.
         if (e.error) this.say(`${one(e.host)}: ${this.paint(e.status === 'ok' ? 33 : 31, e.status)}: ${multi(bare(e.host, e.error))}`);
         break;
       case 'run-finished':
         this.stopSpinner();
+        this.end();
         break;
     }
   }

@@ -29,9 +29,22 @@ export function addVarOptions(c: Command): Command {
 export function outputFor(o: GlobalOptions): Output {
   return new Output({
     json: Boolean(o.json),
-    color: o.color !== false && !process.env.NO_COLOR && Boolean(process.stdout.isTTY),
+    color: colorWanted(o.color !== false, process.env, Boolean(process.stdout.isTTY)),
     verbose: Boolean(o.verbose),
     // A terminal that reports no width (some pseudo-terminals) makes spinners redraw without end.
     tty: Boolean(process.stdout.isTTY) && (process.stdout.columns ?? 0) > 0,
   });
+}
+
+/**
+ * Colour as the common conventions have it: --no-color always wins; FORCE_COLOR (anything but
+ * 0 or false) turns it on even into a pipe or a log; NO_COLOR (non-empty) turns it off;
+ * otherwise colour only on a terminal.
+ */
+export function colorWanted(flag: boolean, env: NodeJS.ProcessEnv, tty: boolean): boolean {
+  if (!flag) return false;
+  const force = env.FORCE_COLOR;
+  if (force !== undefined) return !/^(0|false)$/i.test(force);
+  if (env.NO_COLOR) return false;
+  return tty;
 }

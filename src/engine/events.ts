@@ -37,7 +37,8 @@ export type RunEvent =
   | (Base & { event: 'host-connected'; host: string; facts: unknown })
   /** `--batch`: a batch starts (1-based `batch` of `of`), with its hosts in order. */
   | (Base & { event: 'batch-started'; batch: number; of: number; hosts: string[] })
-  | (Base & { event: 'step-started'; host: string; step: string; type: string })
+  /** `index` of `of`: the step's place in the recipe (1-based); handlers have none. */
+  | (Base & { event: 'step-started'; host: string; step: string; type: string; index?: number; of?: number })
   | (Base & {
       event: 'step-finished';
       host: string;

@@ -241,7 +241,16 @@ async function stepTurn(hostRun: HostRun, spec: StepSpec): Promise<void> {
   const { options, state, rec } = hostRun;
   const started = Date.now();
   if (options.mode === 'apply') await options.beforeStep?.(options.host, spec.name);
-  rec.emit({ event: 'step-started', runId: options.runId, time: now(), host: options.host, step: spec.name, type: spec.type });
+  const place = options.recipe.steps.indexOf(spec);
+  rec.emit({
+    event: 'step-started',
+    runId: options.runId,
+    time: now(),
+    host: options.host,
+    step: spec.name,
+    type: spec.type,
+    ...(place >= 0 ? { index: place + 1, of: options.recipe.steps.length } : {}),
+  });
   let planned = await planStep(state, planInputs(hostRun), spec);
   if (options.mode === 'apply' && options.expected && planned.status !== 'failed') {
     const why = stepDifference(
