@@ -206,7 +206,7 @@ function definedOnly<T extends object>(o: T): Partial<T> {
 }
 
 /** SPEC §12. `plan` takes them too (checked, kept in --out's file), so one command line serves both. */
-function addFleetOptions(c: Command): Command {
+export function addFleetOptions(c: Command): Command {
   return c
     .option('--batch <n|n%>', 'run the hosts in batches of n (or n% of them, rounded up), each finished with its rollbacks before the next')
     .option('--max-fail <n|n%>', 'failed hosts a batch may have (or n% of it, rounded down) before no later batch starts (default 0 with --batch)')
