@@ -2,9 +2,12 @@
  * What a schedule keeps on the controller, under the state dir:
  *   schedules/<name>.yml   the settings a run needs (mode 0600: secret vars live here and nowhere else)
  *   schedules/<name>.lock  held while a run goes (O_EXCL file naming its pid; a dead holder is stale)
- *   logs/<name>/<run-id>.log  one per run: human text and JSON events (the newest 30 kept)
+ *   logs/<name>/<run-id>.log            one per run: the human text, as `apply` prints it
+ *   logs/<name>/<run-id>.events.ndjson  the same run's JSON events, one per line
+ * The newest 30 runs keep both files. Human text and events live apart so that a person (or a
+ * --on-failure mail) reads plain text, and a program reads JSON without picking lines apart.
  */
-import { closeSync, constants, linkSync, openSync, readFileSync, readdirSync, unlinkSync, writeSync, mkdirSync, statSync } from 'node:fs';
+import { closeSync, constants, existsSync, linkSync, openSync, readFileSync, readdirSync, unlinkSync, writeSync, mkdirSync, statSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -42,6 +45,8 @@ const settingsSchema = z
     recipeName: z.string(),
     cron: z.string().min(1),
     onFailure: z.string().optional(),
+    // Optional so that files written before these fields existed load as they always did.
+    planOnly: z.boolean().optional(),
     created: z.string(),
     cwd: z.string().min(1),
     options: z
@@ -53,6 +58,12 @@ const settingsSchema = z
         acceptNewHostKeys: z.boolean().optional(),
         sudo: z.boolean().optional(),
         concurrency: z.string().optional(),
+        limit: z.string().optional(),
+        // Fleet options as given at add (a percentage is worked out against the hosts of each run).
+        batch: z.string().optional(),
+        maxFail: z.string().optional(),
+        rollbackScope: z.string().optional(),
+        confirm: z.string().optional(),
       })
       .strict(),
     vars: z.object({ cli: z.record(z.string()), file: z.record(z.unknown()) }).strict(),
@@ -249,27 +260,59 @@ export function lockHolder(stateDir: string, name: string): LockOwner | undefine
 
 // ---- logs ----
 
-/** Deletes all but the newest `keep` logs (run ids begin with their start time, so names sort by age). */
-export function rotateLogs(dir: string, keep = KEEP_LOGS): string[] {
+export const LOG_SUFFIX = '.log';
+export const EVENTS_SUFFIX = '.events.ndjson';
+
+export function logFile(dir: string, runId: string): string {
+  return join(dir, `${runId}${LOG_SUFFIX}`);
+}
+export function eventsFile(dir: string, runId: string): string {
+  return join(dir, `${runId}${EVENTS_SUFFIX}`);
+}
+
+/** The run id a log or events file belongs to, or undefined for any other file. */
+function runIdOf(file: string): string | undefined {
+  if (file.startsWith('.')) return undefined;
+  if (file.endsWith(EVENTS_SUFFIX)) return file.slice(0, -EVENTS_SUFFIX.length);
+  if (file.endsWith(LOG_SUFFIX)) return file.slice(0, -LOG_SUFFIX.length);
+  return undefined;
+}
+
+/** Run ids that have a log or an events file in `dir`, newest first (run ids begin with their start time). */
+export function runIds(dir: string): string[] {
   let files: string[];
   try {
-    files = readdirSync(dir).filter((f) => f.endsWith('.log'));
+    files = readdirSync(dir);
   } catch {
     return [];
   }
-  files.sort();
-  const gone = files.slice(0, Math.max(0, files.length - keep));
-  for (const f of gone) {
-    try {
-      unlinkSync(join(dir, f));
-    } catch {
-      /* already gone */
+  const ids = new Set<string>();
+  for (const f of files) {
+    const id = runIdOf(f);
+    if (id) ids.add(id);
+  }
+  return [...ids].sort().reverse();
+}
+
+/**
+ * Deletes all but the newest `keep` runs, and both files of each run it deletes: a log without its
+ * events (or the reverse) would be half a record. Returns the run ids it removed, oldest first.
+ */
+export function rotateLogs(dir: string, keep = KEEP_LOGS): string[] {
+  const gone = runIds(dir).slice(keep).reverse();
+  for (const id of gone) {
+    for (const f of [logFile(dir, id), eventsFile(dir, id)]) {
+      try {
+        unlinkSync(f);
+      } catch {
+        /* never written, or already gone */
+      }
     }
   }
   return gone;
 }
 
-/** The closing JSON line of a run's log (`schedule-finished`, or `schedule-skipped`). */
+/** The closing JSON line of a run's events (`schedule-finished`, or `schedule-skipped`). */
 export interface RunOutcome {
   event: 'schedule-finished' | 'schedule-skipped';
   schedule: string;
@@ -278,23 +321,20 @@ export interface RunOutcome {
   started: string;
   status: string;
   exitCode: number;
+  /** Plan-only schedules: the run made a plan and changed nothing. */
+  planOnly?: boolean;
   log: string;
+  events?: string;
 }
 
 /** Log files, newest first. */
 export function logFiles(dir: string): string[] {
-  try {
-    return readdirSync(dir)
-      .filter((f) => f.endsWith('.log'))
-      .sort()
-      .reverse()
-      .map((f) => join(dir, f));
-  } catch {
-    return [];
-  }
+  return runIds(dir)
+    .map((id) => logFile(dir, id))
+    .filter((f) => existsSync(f));
 }
 
-export function outcomeOf(file: string, event: RunOutcome['event'] = 'schedule-finished'): RunOutcome | undefined {
+function outcomeIn(file: string, event: RunOutcome['event']): RunOutcome | undefined {
   let text: string;
   try {
     text = readFileSync(file, 'utf8');
@@ -315,10 +355,20 @@ export function outcomeOf(file: string, event: RunOutcome['event'] = 'schedule-f
   return undefined;
 }
 
+/**
+ * How the run of `runId` ended, from its events file; runs logged before events had a file of their
+ * own kept them inside the .log, so that is read when there is no events file.
+ */
+export function outcomeOf(dir: string, runId: string, event: RunOutcome['event'] = 'schedule-finished'): RunOutcome | undefined {
+  const events = eventsFile(dir, runId);
+  return existsSync(events) ? outcomeIn(events, event) : outcomeIn(logFile(dir, runId), event);
+}
+
 /** The newest run that finished (skipped runs are not runs), from the kept logs. */
 export function lastRun(stateDir: string, name: string): RunOutcome | undefined {
-  for (const f of logFiles(logsDir(stateDir, name))) {
-    const o = outcomeOf(f);
+  const dir = logsDir(stateDir, name);
+  for (const id of runIds(dir)) {
+    const o = outcomeOf(dir, id);
     if (o) return o;
   }
   return undefined;

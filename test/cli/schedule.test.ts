@@ -10,7 +10,7 @@ import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeEach, describe, expect, it } from 'vitest';
 import { addEntry, hasEntry, jobLine, markedNames, removeEntry, shellQuote } from '../../src/cli/crontab.js';
-import { acquireScheduleLock, createSettings, lockFile, logsDir, nameProblem, readSettings, rotateLogs, settingsFile, type Settings } from '../../src/cli/schedules.js';
+import { acquireScheduleLock, createSettings, lastRun, lockFile, logsDir, nameProblem, readSettings, rotateLogs, settingsFile, type Settings } from '../../src/cli/schedules.js';
 import { hostsmith, ROOT, type CliResult } from '../e2e/cli.js';
 
 const dirs: string[] = [];
@@ -136,6 +136,36 @@ describe('stored settings', () => {
     expect(readdirSync(join(state, 'schedules'))).toEqual(['nightly.yml']);
   });
 
+  it('a file written before plan-only and fleet options existed loads as it is; the new fields read back', () => {
+    const state = temp();
+    mkdirSync(join(state, 'schedules'), { mode: 0o700 });
+    writeFileSync(
+      settingsFile(state, 'old'),
+      [
+        'version: 1',
+        'name: old',
+        'recipe: /r.yml',
+        'recipeName: r',
+        'cron: 0 3 * * *',
+        'created: 2026-01-01T00:00:00.000Z',
+        'cwd: /',
+        'options:',
+        '  knownHosts: /k',
+        '  hosts: web1',
+        'vars:',
+        '  cli: {}',
+        '  file: {}',
+        '',
+      ].join('\n'),
+      { mode: 0o600 },
+    );
+    const old = readSettings(state, 'old');
+    expect(old.planOnly).toBeUndefined();
+    expect(old.options).toEqual({ knownHosts: '/k', hosts: 'web1' });
+    createSettings(state, settings('new', { planOnly: true, options: { knownHosts: '/k', hosts: 'web1', limit: 'web1', batch: '25%', maxFail: '1', rollbackScope: 'batch', confirm: '2m' } }));
+    expect(readSettings(state, 'new')).toMatchObject({ planOnly: true, options: { limit: 'web1', batch: '25%', maxFail: '1', rollbackScope: 'batch', confirm: '2m' } });
+  });
+
   it('an unknown or damaged schedule is exit 2 with what to do', () => {
     const state = temp();
     expect(() => readSettings(state, 'nope')).toThrow(/no schedule named nope/);
@@ -152,16 +182,61 @@ describe('stored settings', () => {
 });
 
 describe('log rotation', () => {
-  it('keeps the newest 30 logs (run ids sort by start time) and deletes the rest', () => {
+  const ids = Array.from({ length: 35 }, (_, i) => `20260101T0000${String(i).padStart(2, '0')}Z-abcdef`);
+
+  it('keeps the newest 30 runs (run ids sort by start time) and deletes both files of each older run', () => {
     const dir = temp();
-    const names = Array.from({ length: 35 }, (_, i) => `20260101T0000${String(i).padStart(2, '0')}Z-abcdef.log`);
     // written in shuffled order, so that file times say nothing
-    for (const n of [...names].reverse()) writeFileSync(join(dir, n), n);
+    for (const id of [...ids].reverse()) {
+      writeFileSync(join(dir, `${id}.log`), id);
+      writeFileSync(join(dir, `${id}.events.ndjson`), '{}\n');
+    }
     writeFileSync(join(dir, 'notes.txt'), 'not a log');
     const gone = rotateLogs(dir);
-    expect(gone.sort()).toEqual(names.slice(0, 5));
-    expect(readdirSync(dir).sort()).toEqual([...names.slice(5), 'notes.txt'].sort());
+    expect(gone).toEqual(ids.slice(0, 5));
+    const kept = ids.slice(5).flatMap((id) => [`${id}.log`, `${id}.events.ndjson`]);
+    expect(readdirSync(dir).sort()).toEqual([...kept, 'notes.txt'].sort());
     expect(rotateLogs(dir)).toEqual([]);
+  });
+
+  it('counts runs, not files: a run with only one of its files (an older log, or a lost one) is one run', () => {
+    const dir = temp();
+    // the oldest 10 from before events had a file of their own; the rest with both files
+    ids.forEach((id, i) => {
+      writeFileSync(join(dir, `${id}.log`), id);
+      if (i >= 10) writeFileSync(join(dir, `${id}.events.ndjson`), '{}\n');
+    });
+    // an events file whose log is gone
+    const lone = '20260101T000099Z-abcdef';
+    writeFileSync(join(dir, `${lone}.events.ndjson`), '{}\n');
+    expect(rotateLogs(dir)).toEqual(ids.slice(0, 6));
+    const left = readdirSync(dir);
+    expect(new Set(left.map((f) => f.replace(/\.(log|events\.ndjson)$/, ''))).size).toBe(30);
+    expect(left).toContain(`${lone}.events.ndjson`);
+    expect(left).toContain(`${ids[6]}.log`);
+    expect(left).not.toContain(`${ids[5]}.log`);
+  });
+});
+
+describe('the last run', () => {
+  const outcome = (runId: string, status: string, exitCode: number, event = 'schedule-finished') =>
+    JSON.stringify({ event, schedule: 's', runId, time: 't', started: runId, status, exitCode, log: `/x/${runId}.log` });
+
+  it('comes from the events file; a skipped run is not a run; a log from before events had their own file still counts', () => {
+    const state = temp();
+    const dir = logsDir(state, 's');
+    mkdirSync(dir, { recursive: true });
+    // the oldest: JSON lines inside the .log, as runs were once logged
+    writeFileSync(join(dir, '20260101T000001Z-aaaaaa.log'), `some text\n${outcome('20260101T000001Z-aaaaaa', 'rolled-back', 1)}\n`);
+    expect(lastRun(state, 's')).toMatchObject({ runId: '20260101T000001Z-aaaaaa', status: 'rolled-back', exitCode: 1 });
+    // a newer run, logged in two files: its .log is plain text and decides nothing
+    writeFileSync(join(dir, '20260101T000002Z-bbbbbb.log'), 'drift: applying the recipe would change the hosts above\n');
+    writeFileSync(join(dir, '20260101T000002Z-bbbbbb.events.ndjson'), `{"event":"run-started"}\n${outcome('20260101T000002Z-bbbbbb', 'drifted', 2)}\n`);
+    expect(lastRun(state, 's')).toMatchObject({ runId: '20260101T000002Z-bbbbbb', status: 'drifted', exitCode: 2 });
+    // the newest was skipped: the last run is still the one before
+    writeFileSync(join(dir, '20260101T000003Z-cccccc.log'), 'skipped: still running\n');
+    writeFileSync(join(dir, '20260101T000003Z-cccccc.events.ndjson'), `${outcome('20260101T000003Z-cccccc', 'skipped', 0, 'schedule-skipped')}\n`);
+    expect(lastRun(state, 's')?.runId).toBe('20260101T000002Z-bbbbbb');
   });
 });
 
@@ -361,6 +436,71 @@ esac
     expect(rm2.stderr).toMatch(/no schedule named nightly-web/);
   });
 
+  it('fleet options are checked at add as apply checks them: a bad one is exit 2 naming it, the crontab untouched, nothing stored', async () => {
+    writeFileSync(crontabFile, '# mine\n');
+    const base = [...target(), '--cron', '0 3 * * *', '--var', 'token=abcdefgh'];
+    const cases: Array<[string[], RegExp]> = [
+      [['--batch', '0'], /--batch: "0" is not a number of hosts per batch/],
+      [['--batch', 'two'], /--batch: "two" is not/],
+      [['--batch', '150%'], /--batch: "150%" is not/],
+      [['--max-fail', '1'], /--max-fail needs --batch/],
+      [['--batch', '1', '--max-fail', '-1'], /--max-fail: "-1" is not/],
+      [['--rollback-scope', 'world'], /--rollback-scope: "world" is not one of host, batch, fleet/],
+      [['--confirm', 'soon'], /--confirm: "soon" is not a duration/],
+      [['--plan-only', '--batch', '1', '--rollback-scope', 'fleet'], /--batch, --rollback-scope with --plan-only: .*changes nothing/],
+    ];
+    const results = await Promise.all(cases.map(([extra]) => cli(['schedule', 'add', recipe, ...base, ...extra])));
+    cases.forEach(([extra, want], i) => {
+      expect(results[i]!.code, `${extra.join(' ')}: ${results[i]!.stderr}`).toBe(2);
+      expect(results[i]!.stderr, extra.join(' ')).toMatch(want);
+    });
+    expect(readFileSync(crontabFile, 'utf8')).toBe('# mine\n');
+    expect(existsSync(join(state, 'schedules'))).toBe(false);
+  });
+
+  it('fleet options and --plan-only are stored and listed', async () => {
+    const fleet = await cli([
+      'schedule',
+      'add',
+      recipe,
+      ...target(),
+      '--cron',
+      '@daily',
+      '--name',
+      'fleet',
+      '--var',
+      'token=abcdefgh',
+      '--batch',
+      '50%',
+      '--max-fail',
+      '1',
+      '--rollback-scope',
+      'batch',
+      '--confirm',
+      '3m',
+    ]);
+    expect(fleet.code, fleet.stderr).toBe(0);
+    expect(fleet.stdout).toMatch(/Each run applies with --batch 50% --max-fail 1 --rollback-scope batch --confirm 3m\./);
+    expect(readSettings(state, 'fleet')).toMatchObject({ options: { batch: '50%', maxFail: '1', rollbackScope: 'batch', confirm: '3m' } });
+    expect(readSettings(state, 'fleet').planOnly).toBeUndefined();
+    const drift = await cli(['schedule', 'add', recipe, ...target(), '--cron', '@hourly', '--name', 'drift', '--var', 'token=abcdefgh', '--plan-only']);
+    expect(drift.code, drift.stderr).toBe(0);
+    expect(drift.stdout).toMatch(/Plan only: each run reads the hosts and changes nothing/);
+    const stored = readSettings(state, 'drift');
+    expect(stored.planOnly).toBe(true);
+    expect(stored.options).not.toHaveProperty('batch');
+    expect(readFileSync(crontabFile, 'utf8')).toMatch(/schedule run drift --state-dir \S+\n$/);
+
+    const list = await cli(['schedule', 'list']);
+    expect(list.code, list.stderr).toBe(0);
+    expect(list.stdout).toMatch(/drift: .*\n {2}when: .*\n {2}plan only: reads the hosts and changes nothing; drift .* fails the run, exit 2\n/);
+    expect(list.stdout).toMatch(/fleet: .*\n {2}when: .*\n {2}fleet: --batch 50% --max-fail 1 --rollback-scope batch --confirm 3m\n/);
+    expect(list.stdout.match(/plan only:/g)).toHaveLength(1);
+    const json = await cli(['schedule', 'list', '--json']);
+    expect(json.events.find((e) => e.name === 'drift')).toMatchObject({ planOnly: true, fleet: {} });
+    expect(json.events.find((e) => e.name === 'fleet')).toMatchObject({ planOnly: false, fleet: { '--batch': '50%', '--max-fail': '1', '--rollback-scope': 'batch', '--confirm': '3m' } });
+  });
+
   it('"no crontab for" is an empty crontab: add creates one, remove leaves it empty', async () => {
     const add = await cli(['schedule', 'add', recipe, ...target(), '--cron', '@daily', '--name', 'daily', '--var', 'token=the-secret-token']);
     expect(add.code, add.stderr).toBe(0);
@@ -386,12 +526,18 @@ esac
       writeFileSync(lockFile(state, 'busy'), JSON.stringify({ pid: holder.pid, start: procStart(holder.pid), host: hostname(), runId: 'the-holder-run', since: '2026-01-01T00:00:00Z' }));
       const r = await cli(['schedule', 'run', 'busy']);
       expect(r.code, r.stderr).toBe(0);
-      const logs = readdirSync(logsDir(state, 'busy'));
-      expect(logs).toHaveLength(1);
-      const log = readFileSync(join(logsDir(state, 'busy'), logs[0]!), 'utf8');
+      const files = readdirSync(logsDir(state, 'busy')).sort();
+      expect(files).toHaveLength(2);
+      const id = files[0]!.replace(/\.events\.ndjson$/, '');
+      expect(files).toEqual([`${id}.events.ndjson`, `${id}.log`]);
+      const log = readFileSync(join(logsDir(state, 'busy'), `${id}.log`), 'utf8');
       expect(log).toMatch(/skipped: still running .*the-holder-run.*pid \d+/);
-      expect(log).toContain('"event":"schedule-skipped"');
-      expect(log).not.toContain('run-started');
+      expect(log).not.toMatch(/^\{/m);
+      const events = readFileSync(join(logsDir(state, 'busy'), `${id}.events.ndjson`), 'utf8')
+        .trim()
+        .split('\n');
+      expect(events.map((l) => JSON.parse(l).event)).toEqual(['schedule-skipped']);
+      expect(events.join('\n')).not.toContain('run-started');
       expect(readFileSync(lockFile(state, 'busy'), 'utf8')).toContain('the-holder-run');
     } finally {
       holder.kill();

@@ -1,8 +1,9 @@
 /**
  * `schedule add | list | run | remove` (SPEC §11): a recipe handed to cron. `add` checks now
  * everything a run will need and installs one marked crontab line; `run` (what cron calls) applies
- * the recipe the way `apply --yes` does, with no terminal and no prompts, under a per-schedule
- * lock, logging to one file per run; `list` and `remove` look after them.
+ * the recipe the way `apply --yes` does (or, for a plan-only schedule, plans it the way
+ * `plan --detailed-exitcode` does), with no terminal and no prompts, under a per-schedule lock,
+ * writing its text and its JSON events to two files per run; `list` and `remove` look after them.
  */
 import { spawn } from 'node:child_process';
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readdirSync, unlinkSync, writeSync } from 'node:fs';
@@ -29,14 +30,16 @@ import { Output } from '../output.js';
 import {
   acquireScheduleLock,
   createSettings,
+  eventsFile,
   lastRun,
   lockHolder,
-  logFiles,
+  logFile,
   logsDir,
   nameProblem,
   outcomeOf,
   readSettings,
   rotateLogs,
+  runIds,
   settingsFile,
   storedNames,
   type LockOwner,
@@ -44,13 +47,18 @@ import {
   type Settings,
 } from '../schedules.js';
 import { addTargetOptions, addVarOptions, outputFor, type Ctx } from '../shared.js';
-import { runPrepared } from './run.js';
+import { addFleetOptions, runPrepared } from './run.js';
 
 interface AddCli extends TargetCliOptions, GlobalOptions {
   cron: string;
   name?: string;
   onFailure?: string;
+  planOnly?: boolean;
 }
+
+/** The fleet options `apply` takes, as the settings file keeps them (by the same names). */
+const FLEET_KEYS = ['batch', 'maxFail', 'rollbackScope', 'confirm'] as const;
+const FLEET_FLAGS: Record<(typeof FLEET_KEYS)[number], string> = { batch: '--batch', maxFail: '--max-fail', rollbackScope: '--rollback-scope', confirm: '--confirm' };
 
 /** How long the --on-failure command may take before it is stopped. */
 const ON_FAILURE_TIMEOUT_MS = 5 * 60_000;
@@ -171,9 +179,19 @@ async function add(recipeArg: string, o: AddCli): Promise<number> {
   if (problem) throw new InputError(`--cron: ${problem}; nothing was changed`);
   if (o.name !== undefined && nameProblem(o.name)) throw new InputError(nameProblem(o.name)!);
   if (o.onFailure !== undefined && !o.onFailure.trim()) throw new InputError('--on-failure: the command is empty; give a shell command, or leave the option out');
+  if (o.planOnly) {
+    // A plan reads every host at once and changes nothing: these would be kept and never used,
+    // and a reader of the schedule would take them to mean something.
+    const given = FLEET_KEYS.filter((k) => o[k] !== undefined).map((k) => FLEET_FLAGS[k]);
+    if (given.length)
+      throw new InputError(
+        `${given.join(', ')} with --plan-only: a plan-only run reads every host at once and changes nothing, so there are no batches to stop and nothing to roll back or confirm; leave ${given.length > 1 ? 'them' : 'it'} out (nothing was changed)`,
+      );
+  }
 
   const config = loadConfig();
-  // Everything a run reads: the recipe (as `validate`), inventory, targets, and every var, complete.
+  // Everything a run reads: the recipe (as `validate`), inventory, targets, every var, complete, and
+  // the fleet options (checked here as `apply` checks them, so a bad one never reaches the crontab).
   const prep = await prepare(recipeArg, o);
   try {
     prep.warnings.forEach((w) => out.warn(w));
@@ -201,6 +219,7 @@ async function add(recipeArg: string, o: AddCli): Promise<number> {
     const inventory = o.inventory ?? config.inventory;
     const options: Settings['options'] = { knownHosts };
     if (o.hosts !== undefined) options.hosts = o.hosts;
+    if (o.limit !== undefined) options.limit = o.limit;
     if (inventory) options.inventory = resolve(inventory);
     if (o.identity) options.identity = resolve(o.identity);
     const acceptNew = o.acceptNewHostKeys ?? config.acceptNewHostKeys;
@@ -209,6 +228,7 @@ async function add(recipeArg: string, o: AddCli): Promise<number> {
     if (sudo !== undefined) options.sudo = sudo;
     const concurrency = o.concurrency ?? (config.concurrency !== undefined ? String(config.concurrency) : undefined);
     if (concurrency !== undefined) options.concurrency = concurrency;
+    for (const k of FLEET_KEYS) if (o[k] !== undefined) options[k] = String(o[k]);
 
     const settings: Settings = {
       version: 1,
@@ -217,6 +237,7 @@ async function add(recipeArg: string, o: AddCli): Promise<number> {
       recipeName: prep.recipe.name,
       cron: o.cron.trim(),
       ...(o.onFailure !== undefined ? { onFailure: o.onFailure } : {}),
+      ...(o.planOnly ? { planOnly: true } : {}),
       created: new Date().toISOString(),
       cwd: process.cwd(),
       options,
@@ -244,6 +265,8 @@ async function add(recipeArg: string, o: AddCli): Promise<number> {
         hosts,
         cron: settings.cron,
         description: plainWords(settings.cron),
+        planOnly: settings.planOnly === true,
+        fleet: fleetOf(settings),
         next: next.map((d) => d.toISOString()),
         settings: file,
         crontabLine: line,
@@ -251,13 +274,16 @@ async function add(recipeArg: string, o: AddCli): Promise<number> {
       process.stdout.write(JSON.stringify(ev) + '\n');
     } else {
       out.say(`Schedule ${name} added: recipe ${escapeText(prep.recipe.name)} (${escapeText(settings.recipe)}) on ${escapeText(hosts.join(', '))}, ${plainWords(settings.cron)} (${settings.cron}).`);
+      if (settings.planOnly) out.say(PLAN_ONLY_WORDS);
+      const fleet = fleetWords(settings);
+      if (fleet) out.say(`Each run applies with ${escapeText(fleet)}.`);
       out.say(`Next runs: ${next.map((d) => localTime(d)).join(', ')} (${zoneName()}).`);
       out.say(`Your crontab now has (crontab -l):`);
       out.say(`  ${markerLine(name)}`);
       out.say(`  ${escapeText(line)}`);
       out.say(`Settings, with any secret vars: ${escapeText(file)} (mode 0600).`);
       out.say(
-        `Each run logs to ${escapeText(logsDir(stateDir, name))}/<run-id>.log. Try it now with \`hostsmith schedule run ${name} --state-dir ${escapeText(stateDir)}\`; see its runs with \`hostsmith schedule list\`.`,
+        `Each run logs to ${escapeText(logsDir(stateDir, name))}/<run-id>.log (its JSON events beside it, in <run-id>.events.ndjson). Try it now with \`hostsmith schedule run ${name} --state-dir ${escapeText(stateDir)}\`; see its runs with \`hostsmith schedule list\`.`,
       );
     }
     if (!cronDaemonSeen())
@@ -268,10 +294,30 @@ async function add(recipeArg: string, o: AddCli): Promise<number> {
   }
 }
 
-/** A run's log: human lines as `apply` prints them, and each JSON event on its own line. */
+const PLAN_ONLY_WORDS = 'Plan only: each run reads the hosts and changes nothing; a host that has drifted (something would change) fails the run (exit 2) and runs --on-failure.';
+
+/** The fleet options a schedule keeps, by the names `apply` takes them. */
+function fleetOf(s: Settings): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const k of FLEET_KEYS) if (s.options[k] !== undefined) out[FLEET_FLAGS[k]] = s.options[k]!;
+  return out;
+}
+function fleetWords(s: Settings): string {
+  return Object.entries(fleetOf(s))
+    .map(([flag, v]) => `${flag} ${v}`)
+    .join(' ');
+}
+
+/**
+ * A run's output: the human lines `apply` prints go to the .log, and the JSON events `--json`
+ * would print go to the events file, one per line.
+ */
 class LogOutput extends Output {
   finished: (RunEvent & { event: 'run-finished' }) | undefined;
-  constructor(private readonly write: (s: string) => void) {
+  constructor(
+    write: (s: string) => void,
+    private readonly writeEvent: (s: string) => void,
+  ) {
     const stream = new Writable({
       write(chunk: Buffer | string, _enc, cb) {
         write(String(chunk));
@@ -283,7 +329,7 @@ class LogOutput extends Output {
   override event(e: RunEvent): void {
     super.event(e);
     if (e.event === 'run-finished') this.finished = e;
-    if (e.event !== 'step-started') this.write(JSON.stringify(e) + '\n');
+    if (e.event !== 'step-started') this.writeEvent(JSON.stringify(e) + '\n');
   }
 }
 
@@ -321,15 +367,26 @@ async function run(name: string, g: GlobalOptions): Promise<number> {
   const stateDir = stateDirOf(g);
   const s = readSettings(stateDir, name);
   const runId = newRunId();
-  const dir = logsDir(stateDir, name);
+  const dir = resolve(logsDir(stateDir, name));
   mkdirSync(dir, { recursive: true, mode: 0o700 });
-  const logPath = resolve(dir, `${runId}.log`);
+  const logPath = logFile(dir, runId);
+  const eventsPath = eventsFile(dir, runId);
   const fd = openSync(logPath, 'wx', 0o600);
+  let efd: number;
+  try {
+    efd = openSync(eventsPath, 'wx', 0o600);
+  } catch (e) {
+    closeSync(fd);
+    throw e;
+  }
   // By hand on a terminal, the run is shown as it goes too.
   const echo = Boolean(process.stderr.isTTY);
   const write = (text: string) => {
     writeSync(fd, text);
-    if (echo && !text.startsWith('{')) process.stderr.write(text);
+    if (echo) process.stderr.write(text);
+  };
+  const writeEvent = (json: string) => {
+    writeSync(efd, json);
   };
   const say = (line: string) => write(line + '\n');
   const started = new Date().toISOString();
@@ -341,17 +398,19 @@ async function run(name: string, g: GlobalOptions): Promise<number> {
     started,
     status,
     exitCode,
+    ...(s.planOnly ? { planOnly: true } : {}),
     log: logPath,
+    events: eventsPath,
   });
   try {
-    say(`hostsmith schedule ${name}: run ${runId} started ${started} (pid ${process.pid}); recipe ${s.recipe}`);
+    say(`hostsmith schedule ${name}: run ${runId} started ${started} (pid ${process.pid}); recipe ${s.recipe}${s.planOnly ? '; plan only: nothing is changed' : ''}`);
     rotateLogs(dir);
     const lock = acquireScheduleLock(stateDir, name, runId);
     if (!lock.ok) {
       say(
         `skipped: still running — the previous run of schedule ${name} (${holderText(lock.holder)}) has not finished, so this one did nothing. If that run is stuck, stop it (kill ${lock.holder.pid}); the next run then goes ahead.`,
       );
-      write(JSON.stringify(outcome('schedule-skipped', 'skipped', 0)) + '\n');
+      writeEvent(JSON.stringify(outcome('schedule-skipped', 'skipped', 0)) + '\n');
       return 0;
     }
     let code: number;
@@ -367,14 +426,22 @@ async function run(name: string, g: GlobalOptions): Promise<number> {
         cwd = process.cwd();
       }
       process.chdir(cwd);
-      const out = new LogOutput(write);
+      const out = new LogOutput(write, writeEvent);
       const ctx: Ctx = { exit: () => {}, log: (m) => say(m) };
       try {
-        // As `apply --yes`: the same preparation (no prompt: nothing to ask with) and the same run.
+        // As `apply --yes` (or `plan --detailed-exitcode`): the same preparation, with the stored
+        // target and fleet options (no prompt: nothing to ask with), and the same run.
         const prep = await prepare(s.recipe, { ...s.options, planVars: s.vars, stateDir });
         prep.warnings.forEach((w) => out.warn(w));
-        code = await runPrepared(prep, { mode: 'apply', confirm: false, planOptions: {}, runId }, out, ctx);
-        status = out.finished?.status ?? (code === 0 ? 'ok' : 'failed');
+        if (s.planOnly) {
+          code = await runPrepared(prep, { mode: 'plan', detailedExitcode: true, confirm: false, planOptions: {}, runId }, out, ctx);
+          // A plan's own codes are never 2 (bad input throws before it): 2 here is "something would change".
+          status = code === 2 ? 'drifted' : code === 0 ? 'in-sync' : (out.finished?.status ?? 'failed');
+          if (code === 2) say(`drift: applying the recipe would change the hosts above (nothing was changed); this counts as a failure of plan-only schedule ${name}.`);
+        } else {
+          code = await runPrepared(prep, { mode: 'apply', confirm: false, planOptions: {}, runId }, out, ctx);
+          status = out.finished?.status ?? (code === 0 ? 'ok' : 'failed');
+        }
       } catch (e) {
         code = e instanceof HostsmithError ? e.exitCode : 1;
         status = code === 2 ? 'invalid' : 'error';
@@ -382,7 +449,7 @@ async function run(name: string, g: GlobalOptions): Promise<number> {
         if (!(e instanceof HostsmithError) && e instanceof Error && e.stack) say(e.stack);
       }
       say(`schedule ${name}: run ${runId} finished: ${status}, exit ${code}.`);
-      write(JSON.stringify(outcome('schedule-finished', status, code)) + '\n');
+      writeEvent(JSON.stringify(outcome('schedule-finished', status, code)) + '\n');
       if (code !== 0 && s.onFailure) {
         say(`running the --on-failure command: ${s.onFailure}`);
         const how = await onFailure(s.onFailure, fd, { HOSTSMITH_SCHEDULE: name, HOSTSMITH_RUN_ID: runId, HOSTSMITH_EXIT_CODE: String(code), HOSTSMITH_LOG: logPath }, cwd);
@@ -398,6 +465,7 @@ async function run(name: string, g: GlobalOptions): Promise<number> {
     return code;
   } finally {
     closeSync(fd);
+    closeSync(efd);
   }
 }
 
@@ -415,6 +483,9 @@ interface ListEntry {
   lastSkipped: RunOutcome | null;
   inCrontab: boolean;
   onFailure: string | null;
+  planOnly: boolean;
+  /** Fleet options a run applies with, by their flags (`--batch`: `2`). */
+  fleet: Record<string, string>;
   settings: string;
   logs: string;
 }
@@ -422,7 +493,7 @@ interface ListEntry {
 async function hostsOf(s: Settings): Promise<{ hosts: string[]; error?: string }> {
   try {
     const inventory = s.options.inventory ? await loadInventory(s.options.inventory) : undefined;
-    return { hosts: resolveTargets({ hosts: s.options.hosts, inventory }).map((t) => t.name) };
+    return { hosts: resolveTargets({ hosts: s.options.hosts, limit: s.options.limit, inventory }).map((t) => t.name) };
   } catch (e) {
     return { hosts: s.options.hosts ? s.options.hosts.split(',') : [], error: errorMessage(e) };
   }
@@ -449,8 +520,9 @@ async function list(g: GlobalOptions): Promise<number> {
       continue;
     }
     const { hosts, error } = await hostsOf(s);
-    const newest = logFiles(logsDir(stateDir, name))[0];
-    const skipped = newest ? outcomeOf(newest, 'schedule-skipped') : undefined;
+    const dir = logsDir(stateDir, name);
+    const newest = runIds(dir)[0];
+    const skipped = newest ? outcomeOf(dir, newest, 'schedule-skipped') : undefined;
     entries.push({
       name,
       recipe: s.recipeName,
@@ -465,6 +537,8 @@ async function list(g: GlobalOptions): Promise<number> {
       lastSkipped: skipped ?? null,
       inCrontab: crontab !== undefined && hasEntry(crontab, name),
       onFailure: s.onFailure ?? null,
+      planOnly: s.planOnly === true,
+      fleet: fleetOf(s),
       settings: settingsFile(stateDir, name),
       logs: logsDir(stateDir, name),
     });
@@ -479,6 +553,9 @@ async function list(g: GlobalOptions): Promise<number> {
       out.say(`${e.name}: recipe ${escapeText(e.recipe)} (${escapeText(e.recipeFile)}) on ${escapeText(e.hosts.join(', ') || '(no hosts)')}`);
       if (e.hostsError) out.say(`  hosts: cannot be resolved now: ${escapeText(e.hostsError)}`);
       out.say(`  when: ${e.cron} — ${e.description}`);
+      if (e.planOnly) out.say('  plan only: reads the hosts and changes nothing; drift (something would change) fails the run, exit 2');
+      const fleet = Object.entries(e.fleet).map(([flag, v]) => `${flag} ${v}`);
+      if (fleet.length) out.say(`  fleet: ${escapeText(fleet.join(' '))}`);
       out.say(`  next: ${e.next.map((d) => localTime(new Date(d))).join(', ')} (${zoneName()})`);
       const last = e.lastRun;
       out.say(
@@ -542,14 +619,16 @@ export function registerSchedule(program: Command, ctx: Ctx): void {
     .argument('<recipe>', 'recipe file (YAML)')
     .requiredOption('--cron <expr>', 'when to run: five cron fields ("0 3 * * *") or @daily, @hourly, …')
     .option('--name <name>', "the schedule's name (default: the recipe's name)")
-    .option('--on-failure <cmd>', 'shell command to run when a run exits non-zero (gets HOSTSMITH_SCHEDULE, HOSTSMITH_RUN_ID, HOSTSMITH_EXIT_CODE, HOSTSMITH_LOG)');
-  addVarOptions(addTargetOptions(addCmd)).action(async (recipe: string, _o: AddCli, cmd: Command) => {
+    .option('--on-failure <cmd>', 'shell command to run when a run exits non-zero (gets HOSTSMITH_SCHEDULE, HOSTSMITH_RUN_ID, HOSTSMITH_EXIT_CODE, HOSTSMITH_LOG)')
+    .option('--plan-only', 'each run only plans (reads the hosts, changes nothing) and fails with exit 2 when something would change: a drift check');
+  // The fleet options are apply's own, so a schedule takes exactly what `apply` takes.
+  addFleetOptions(addVarOptions(addTargetOptions(addCmd))).action(async (recipe: string, _o: AddCli, cmd: Command) => {
     ctx.exit(await add(recipe, cmd.optsWithGlobals()));
   });
 
   schedule
     .command('run')
-    .description('what cron calls: apply the schedule now, without prompts, logging to the state dir (also for trying it by hand)')
+    .description('what cron calls: apply (or, plan-only, plan) the schedule now, without prompts, logging to the state dir (also for trying it by hand)')
     .argument('<name>', 'schedule name')
     .action(async (name: string, _o: unknown, cmd: Command) => {
       ctx.exit(await run(name, cmd.optsWithGlobals<GlobalOptions>()));
