@@ -13,7 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { describeHosts, useSandbox } from '../hosts/use-sandbox.js';
-import { sshRun } from '../hosts/ssh.js';
+import { sshOk, sshRun } from '../hosts/ssh.js';
 import { run } from '../hosts/util.js';
 import { hostsmith, sandboxArgs, type CliResult } from './cli.js';
 
@@ -154,7 +154,40 @@ describeHosts('schedule: update jobs under a real cron daemon', () => {
       return [];
     }
   };
-  const finished = (file: string) => readFileSync(file, 'utf8').includes('"event":"schedule-finished"');
+  /** A run's JSON events: the file beside its .log. */
+  const eventsPath = (log: string) => log.replace(/\.log$/, '.events.ndjson');
+  const eventsText = (log: string) => (existsSync(eventsPath(log)) ? readFileSync(eventsPath(log), 'utf8') : '');
+  const finished = (file: string) => eventsText(file).includes('"event":"schedule-finished"');
+  /** Lines of a file that parse as JSON objects, and lines that do not (blank lines left out). */
+  const jsonSplit = (text: string) => {
+    const json: Array<Record<string, any>> = [];
+    const other: string[] = [];
+    for (const l of text.split('\n').filter((x) => x.trim())) {
+      try {
+        const v = JSON.parse(l);
+        if (v && typeof v === 'object') json.push(v);
+        else other.push(l);
+      } catch {
+        other.push(l);
+      }
+    }
+    return { json, other };
+  };
+  /** The log is text only, the events file JSON only, ending with the schedule's outcome. */
+  const expectSplitLog = (log: string) => {
+    const text = jsonSplit(readFileSync(log, 'utf8'));
+    expect(text.json, `JSON lines in ${log}`).toEqual([]);
+    expect(text.other.length).toBeGreaterThan(0);
+    const ev = jsonSplit(eventsText(log));
+    expect(ev.other, `non-JSON lines in ${eventsPath(log)}`).toEqual([]);
+    expect(ev.json.length).toBeGreaterThan(0);
+    return ev.json;
+  };
+  const runIdOf = (log: string) =>
+    log
+      .split('/')
+      .pop()!
+      .replace(/\.log$/, '');
 
   it("cron runs the schedule: a log per run, the host in the recipe's state, list shows exit 0; a failing one runs --on-failure; remove keeps the rest of the crontab; the secret is in neither the crontab nor ps", {
     timeout: 200_000,
@@ -201,16 +234,15 @@ describeHosts('schedule: update jobs under a real cron daemon', () => {
     expect(okLogs.length, `no run of every-minute by cron within the wait; crontab:\n${await crontab()}`).toBeGreaterThan(0);
     expect(sawRun, 'the scheduled run never showed in ps, so the process-list check saw nothing').toBe(true);
 
-    // The first run's log: human text and JSON events, the secret masked.
+    // The first run's log: human text; its JSON events beside it; the secret masked in both.
     const log = readFileSync(okLogs[0]!, 'utf8');
-    const runId = okLogs[0]!
-      .split('/')
-      .pop()!
-      .replace(/\.log$/, '');
+    const runId = runIdOf(okLogs[0]!);
     expect(log).toContain(`Apply: recipe sched-ok on ${h1!.name} (run ${runId})`);
-    expect(log).toMatch(/"event":"run-finished".*"exitCode":0/);
-    expect(log).toMatch(/"event":"schedule-finished".*"status":"ok","exitCode":0/);
+    const okEvents = expectSplitLog(okLogs[0]!);
+    expect(okEvents.find((e) => e.event === 'run-finished')).toMatchObject({ runId, exitCode: 0 });
+    expect(okEvents.at(-1)).toMatchObject({ event: 'schedule-finished', status: 'ok', exitCode: 0, log: okLogs[0], events: eventsPath(okLogs[0]!) });
     expect(log).not.toContain(SECRET);
+    expect(eventsText(okLogs[0]!)).not.toContain(SECRET);
     // The host, read with plain ssh.
     expect((await sshRun(sb, h1!, 'cat /etc/sched-e2e/ok.txt')).stdout).toBe('hi from cron\n');
     expect((await sshRun(sb, h1!, 'cat /etc/sched-e2e/token')).stdout).toBe(`${SECRET}\n`);
@@ -232,11 +264,8 @@ describeHosts('schedule: update jobs under a real cron daemon', () => {
     // The failing schedule: rolled back on the host, exit 1, and --on-failure ran with the documented variables.
     expect(failLogs.length).toBeGreaterThan(0);
     const failLog = readFileSync(failLogs[0]!, 'utf8');
-    const failId = failLogs[0]!
-      .split('/')
-      .pop()!
-      .replace(/\.log$/, '');
-    expect(failLog).toMatch(/"event":"schedule-finished".*"status":"rolled-back","exitCode":1/);
+    const failId = runIdOf(failLogs[0]!);
+    expect(expectSplitLog(failLogs[0]!).at(-1)).toMatchObject({ event: 'schedule-finished', status: 'rolled-back', exitCode: 1 });
     expect(failLog).toMatch(/disk on fire/);
     expect(failLog).toMatch(/the --on-failure command exited 0/);
     expect((await sshRun(sb, h2!, 'test -e /etc/sched-e2e/marker.txt && echo present || echo absent')).stdout).toBe('absent\n');
@@ -287,17 +316,19 @@ describeHosts('schedule: update jobs under a real cron daemon', () => {
       const one = await first;
       expect(one.code, one.stderr).toBe(0);
 
-      const logs = logsOf('sched-slow').map((f) => readFileSync(f, 'utf8'));
+      const files = logsOf('sched-slow');
+      const logs = files.map((f) => readFileSync(f, 'utf8'));
       expect(logs).toHaveLength(2);
+      const events = files.map((f) => expectSplitLog(f));
       const skipped = logs.filter((l) => l.includes('skipped: still running'));
-      const ran = logs.filter((l) => l.includes('"event":"run-finished"'));
+      const ran = events.filter((ev) => ev.some((e) => e.event === 'run-finished'));
       expect(skipped).toHaveLength(1);
       expect(ran).toHaveLength(1);
-      const firstId = /run (\S+) started/.exec(ran[0]!)![1]!;
+      const firstId = ran[0]!.at(-1)!.runId as string;
       expect(skipped[0]).toContain(`run ${firstId}`);
-      expect(skipped[0]).not.toContain('run-started');
-      expect(ran[0]).toMatch(/"event":"schedule-finished".*"status":"ok","exitCode":0/);
-      expect(logs.join('\n')).not.toContain(SECRET);
+      expect(events.find((ev) => ev !== ran[0])!.map((e) => e.event)).toEqual(['schedule-skipped']);
+      expect(ran[0]!.at(-1)).toMatchObject({ event: 'schedule-finished', status: 'ok', exitCode: 0 });
+      expect([...logs, ...files.map(eventsText)].join('\n')).not.toContain(SECRET);
       expect((await sshRun(sb, h1, 'cat /etc/sched-e2e/slow.txt')).stdout).toBe('done\n');
       expect(existsSync(lock)).toBe(false);
 
@@ -305,6 +336,123 @@ describeHosts('schedule: update jobs under a real cron daemon', () => {
       expect(list.events.find((e) => e.name === 'sched-slow')?.lastRun).toMatchObject({ runId: firstId, status: 'ok', exitCode: 0 });
     } finally {
       await cli(['schedule', 'remove', 'sched-slow', '--state-dir', state]);
+    }
+    expect(await crontab()).toBe(before);
+  });
+
+  it('a plan-only schedule: on a converged host exit 0 and no --on-failure; after drift exit 2, --on-failure with the documented variables, and nothing changed on the host', {
+    timeout: 120_000,
+  }, async () => {
+    const sb = sandbox();
+    const h1 = sb.hosts[0]!;
+    const file = '/etc/sched-e2e/drift/app.conf';
+    const drift = recipe('drift.yml', `name: sched-drift\nsteps:\n  - name: App config\n    file: { path: ${file}, content: "port = 8080\\n", mode: "0644" }\n`);
+    const failEnv = join(work, 'drift-failure.env');
+    // The host starts converged: the file as the recipe wants it, put there with plain ssh.
+    await sshOk(sb, h1, `rm -rf /etc/sched-e2e/drift && mkdir -p /etc/sched-e2e/drift && printf 'port = 8080\\n' > ${file} && chmod 0644 ${file}`);
+    const before = await crontab();
+    const add = await cli([
+      'schedule',
+      'add',
+      drift,
+      '--cron',
+      '0 0 1 1 *',
+      '--plan-only',
+      '--on-failure',
+      `env | grep -E '^HOSTSMITH_(SCHEDULE|RUN_ID|EXIT_CODE|LOG)=' | sort > '${failEnv}'`,
+      ...target(h1.name),
+    ]);
+    expect(add.code, add.stderr).toBe(0);
+    expect(add.stdout).toMatch(/Plan only: each run reads the hosts and changes nothing/);
+    // The same crontab line as any schedule: what it does is in the settings file.
+    expect(await crontab()).toMatch(/# hostsmith-schedule: sched-drift\n0 0 1 1 \* .* schedule run sched-drift --state-dir \S+\n$/);
+    // What the host's folder looks like, to the nanosecond: a plan must leave all of it as it is.
+    const snapshot = () => sshOk(sb, h1, 'find /etc/sched-e2e/drift -printf "%p %m %U:%G %s %T@ %C@\\n" | sort; md5sum /etc/sched-e2e/drift/*');
+    try {
+      const converged = await cli(['schedule', 'run', 'sched-drift', '--state-dir', state]);
+      expect(converged.code, converged.stderr).toBe(0);
+      expect(existsSync(failEnv), 'the converged run fired --on-failure').toBe(false);
+      const [firstLog] = logsOf('sched-drift');
+      const firstEvents = expectSplitLog(firstLog!);
+      expect(firstEvents.find((e) => e.event === 'run-started')).toMatchObject({ mode: 'plan' });
+      expect(firstEvents.at(-1)).toMatchObject({ event: 'schedule-finished', status: 'in-sync', exitCode: 0, planOnly: true });
+      expect(readFileSync(firstLog!, 'utf8')).not.toMatch(/running the --on-failure command/);
+
+      // Drift on the host (plain ssh), then the scheduled plan.
+      await sshOk(sb, h1, `printf 'port = 9999\\n' > ${file}`);
+      const drifted = await snapshot();
+      const run2 = await cli(['schedule', 'run', 'sched-drift', '--state-dir', state]);
+      expect(run2.code, run2.stderr).toBe(2);
+      expect(run2.stderr).toMatch(/schedule sched-drift: run \S+ drifted, exit 2/);
+      expect(await snapshot()).toBe(drifted);
+      expect(await sshOk(sb, h1, `cat ${file}`)).toBe('port = 9999\n');
+
+      const logs = logsOf('sched-drift');
+      expect(logs).toHaveLength(2);
+      const log = logs[1]!;
+      const runId = runIdOf(log);
+      const events = expectSplitLog(log);
+      expect(events.find((e) => e.event === 'run-started')).toMatchObject({ runId, mode: 'plan' });
+      expect(events.find((e) => e.event === 'step-finished' && e.step === 'App config')).toMatchObject({ status: 'planned' });
+      expect(events.some((e) => e.event === 'step-finished' && e.status === 'changed')).toBe(false);
+      expect(events.at(-1)).toMatchObject({ event: 'schedule-finished', runId, status: 'drifted', exitCode: 2, planOnly: true, log });
+      const text = readFileSync(log, 'utf8');
+      expect(text).toMatch(/-port = 9999\n\s*\+port = 8080/);
+      expect(text).toMatch(/running the --on-failure command/);
+      expect(readFileSync(failEnv, 'utf8')).toBe([`HOSTSMITH_EXIT_CODE=2`, `HOSTSMITH_LOG=${log}`, `HOSTSMITH_RUN_ID=${runId}`, `HOSTSMITH_SCHEDULE=sched-drift`].join('\n') + '\n');
+
+      const list = await cli(['schedule', 'list', '--state-dir', state]);
+      expect(list.code, list.stderr).toBe(0);
+      expect(list.stdout).toMatch(/sched-drift: .*\n {2}when: .*\n {2}plan only: reads the hosts and changes nothing/);
+      expect(list.stdout).toMatch(new RegExp(`sched-drift: (.*\\n)*? {2}last run: .* drifted, exit 2 \\(run ${runId};`));
+      const json = await cli(['schedule', 'list', '--state-dir', state, '--json']);
+      expect(json.events.find((e) => e.name === 'sched-drift')).toMatchObject({ planOnly: true, lastRun: { runId, status: 'drifted', exitCode: 2 } });
+    } finally {
+      await cli(['schedule', 'remove', 'sched-drift', '--state-dir', state]);
+    }
+    expect(await crontab()).toBe(before);
+  });
+
+  it('fleet options: a bad --batch at add is exit 2 and no crontab entry; --batch 1 --max-fail 0 is stored, and when the first host fails the second is never touched', {
+    timeout: 120_000,
+  }, async () => {
+    const sb = sandbox();
+    const [h1, h2] = [sb.hosts[0]!, sb.hosts[1]!];
+    const fleet = recipe(
+      'fleet.yml',
+      `name: sched-fleet\nsteps:\n  - name: Marker\n    file: { path: /etc/sched-e2e/fleet/marker.txt, content: "was here\\n" }\n  - name: Refuses where told to\n    command: { run: "if [ -e /etc/sched-e2e/fleet/fail-here ]; then echo 'refusing on this host' >&2; exit 1; fi" }\n`,
+    );
+    for (const h of [h1, h2]) await sshOk(sb, h, 'rm -rf /etc/sched-e2e/fleet && mkdir -p /etc/sched-e2e/fleet');
+    await sshOk(sb, h1, 'touch /etc/sched-e2e/fleet/fail-here');
+    const hosts = [...sandboxArgs(sb, state), '--hosts', `${h1.name},${h2.name}`];
+    const before = await crontab();
+
+    const bad = await cli(['schedule', 'add', fleet, '--cron', '0 0 1 1 *', '--name', 'sched-fleet', ...hosts, '--batch', '0']);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/--batch: "0" is not a number of hosts per batch/);
+    expect(await crontab()).toBe(before);
+    expect(existsSync(join(state, 'schedules', 'sched-fleet.yml'))).toBe(false);
+
+    const add = await cli(['schedule', 'add', fleet, '--cron', '0 0 1 1 *', '--name', 'sched-fleet', ...hosts, '--batch', '1', '--max-fail', '0']);
+    expect(add.code, add.stderr).toBe(0);
+    try {
+      const stored = readFileSync(join(state, 'schedules', 'sched-fleet.yml'), 'utf8');
+      expect(stored).toMatch(/^ {2}batch: "1"$/m);
+      expect(stored).toMatch(/^ {2}maxFail: "0"$/m);
+      const r = await cli(['schedule', 'run', 'sched-fleet', '--state-dir', state]);
+      expect(r.code, r.stderr).toBe(1);
+      // h1 failed and was rolled back; h2, in the second batch, was never touched.
+      expect(await sshOk(sb, h1, 'ls -A /etc/sched-e2e/fleet')).toBe('fail-here\n');
+      expect(await sshOk(sb, h2, 'ls -A /etc/sched-e2e/fleet')).toBe('');
+      const [log] = logsOf('sched-fleet');
+      const events = expectSplitLog(log!);
+      expect(events.find((e) => e.event === 'host-finished' && e.host === h1.name)).toMatchObject({ status: 'rolled-back' });
+      expect(events.find((e) => e.event === 'host-finished' && e.host === h2.name)).toMatchObject({ status: 'not-started' });
+      expect(events.some((e) => e.event === 'host-connected' && e.host === h2.name)).toBe(false);
+      expect(events.at(-1)).toMatchObject({ event: 'schedule-finished', exitCode: 1 });
+      expect(readFileSync(log!, 'utf8')).toMatch(/refusing on this host/);
+    } finally {
+      await cli(['schedule', 'remove', 'sched-fleet', '--state-dir', state]);
     }
     expect(await crontab()).toBe(before);
   });
