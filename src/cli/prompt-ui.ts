@@ -70,45 +70,18 @@ export async function askText(message: string, o: { default?: string; validate?:
 
 /**
  * Hidden input: nothing echoed (or `*` per character with `mask`). `validate` may be async (a
- * login attempt) and returns true or the reason; on a reason the line is emptied, so the next
- * try is typed afresh (nothing the person cannot see is kept in front of it).
+ * login attempt; the spinner shows meanwhile) and returns true or the reason; on a reason the line
+ * is emptied, so the next try is typed afresh (nothing the person cannot see is kept in front of it).
+ * This is the library's input, not its password prompt: password puts a refused answer back in the
+ * field, unseen, and the next Enter sends it in front of the new typing ("wrongright"); input's
+ * validationFailureMode 'clear' empties it, and the transformer is all that is shown.
  */
-const secretPrompt = createPrompt<string, { message: string; mask: boolean; validate: (s: string) => true | string | Promise<true | string> }>((config, done) => {
-  const theme = makeTheme({});
-  const [status, setStatus] = useState<'idle' | 'loading' | 'done'>('idle');
-  const [value, setValue] = useState('');
-  const [error, setError] = useState<string | undefined>(undefined);
-  const prefix = usePrefix({ status, theme });
-  useKeypress(async (key, rl) => {
-    if (status !== 'idle') return;
-    if (isEnterKey(key)) {
-      const answer = value;
-      setStatus('loading');
-      const ok = await config.validate(answer);
-      if (ok === true) {
-        setValue('');
-        setStatus('done');
-        done(answer);
-      } else {
-        rl.clearLine(0);
-        setValue('');
-        setError(ok);
-        setStatus('idle');
-      }
-    } else {
-      setValue(rl.line);
-      setError(undefined);
-    }
-  });
-  const message = theme.style.message(config.message, status);
-  const shown = config.mask ? '*'.repeat(value.length) : '';
-  if (status === 'done') return `${prefix} ${message}`;
-  const hint = config.mask ? '' : ` ${theme.style.help(status === 'loading' ? '[checking…]' : '[typing is not shown]')}`;
-  return [`${prefix} ${message}${hint} ${shown}`, error ? theme.style.error(error) : ''];
-});
-
 export async function askSecret(message: string, validate: (s: string) => true | string | Promise<true | string>, o: { mask?: boolean } = {}): Promise<string> {
-  return asked(secretPrompt({ message, mask: Boolean(o.mask), validate }, io));
+  const theme = makeTheme({});
+  // Once answered, not even the length stays on screen. Unmasked, the cursor is hidden as in the
+  // library's password: where it stands would tell the length.
+  const shown = (v: string, { isFinal }: { isFinal: boolean }) => (isFinal ? '' : o.mask ? '*'.repeat(v.length) : `${theme.style.help('[typing is not shown]')}\x1b[?25l`);
+  return asked(input({ message, validate, transformer: shown, theme: { validationFailureMode: 'clear' } }, io));
 }
 
 export interface Suggestion {
@@ -119,8 +92,10 @@ export interface Suggestion {
 
 /**
  * Free text with suggestions: names matching what is typed are listed below the line; Tab
- * completes to the first of them; Enter takes exactly what is typed (or the default when
- * nothing is). Unlike a search list, Enter never picks a stale suggestion when typing is fast.
+ * completes to the first of them; Enter takes exactly what is typed (or the default when nothing is).
+ * Hand-written: the library's search returns the highlighted choice, which follows the typing only
+ * once its (async) source has answered, so "web12" typed fast then Enter gives "web1"; free text
+ * is taken only as a choice the source adds, with the same race.
  */
 const suggestPrompt = createPrompt<string, { message: string; default?: string; suggestions: Suggestion[]; validate: (s: string) => true | string }>((config, done) => {
   const theme = makeTheme({});
@@ -128,35 +103,29 @@ const suggestPrompt = createPrompt<string, { message: string; default?: string; 
   const [value, setValue] = useState('');
   const [error, setError] = useState<string | undefined>(undefined);
   const prefix = usePrefix({ status, theme });
-  const matches = (v: string) => {
-    const low = v.toLowerCase();
-    return config.suggestions.filter((s) => !low || s.value.toLowerCase().includes(low)).slice(0, 8);
-  };
+  const matches = (v: string) => config.suggestions.filter((s) => s.value.toLowerCase().includes(v.toLowerCase())).slice(0, 8);
   useKeypress((key, rl) => {
     if (status !== 'idle') return;
+    const typed = value.trim();
     if (isEnterKey(key)) {
-      const answer = value.trim() || config.default || '';
+      const answer = typed || config.default || '';
       const ok = config.validate(answer);
-      if (ok === true) {
-        setValue(answer);
-        setStatus('done');
-        done(answer);
-      } else {
-        rl.write(value);
+      if (ok !== true) {
+        rl.write(value); // kept on the line, to be fixed
         setError(ok);
+        return;
       }
-    } else if (isTabKey(key)) {
-      rl.clearLine(0);
-      const typed = value.trim();
-      const first = matches(typed).find((s) => s.value !== typed) ?? (typed ? undefined : config.suggestions[0]);
-      const next = first?.value ?? (typed || config.default || '');
-      rl.write(next);
-      setValue(next);
-      setError(undefined);
-    } else {
-      setValue(rl.line);
-      setError(undefined);
+      setValue(answer);
+      setStatus('done');
+      done(answer);
+      return;
     }
+    if (isTabKey(key)) {
+      rl.clearLine(0);
+      rl.write(matches(typed).find((s) => s.value !== typed)?.value ?? (typed || config.default || ''));
+    }
+    setValue(rl.line);
+    setError(undefined);
   });
   const message = theme.style.message(config.message, status);
   if (status === 'done') return `${prefix} ${message} ${theme.style.answer(value)}`;
