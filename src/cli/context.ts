@@ -85,6 +85,8 @@ export async function prepare(
   recipeFile: string,
   o: TargetCliOptions & GlobalOptions,
   ask?: (recipe: Recipe, missing: ReturnType<typeof missingPromptVars>) => Promise<Record<string, string>>,
+  /** A person is at a terminal: an --identity key locked by a passphrase is unlocked by asking for it. */
+  how: { askPassphrase?: boolean } = {},
 ): Promise<Prepared> {
   const config = loadConfig();
   const concurrency = o.concurrency !== undefined ? Number(o.concurrency) : (config.concurrency ?? 10);
@@ -98,7 +100,10 @@ export async function prepare(
   const givenFile = o.varsFile ? await loadVarsFile(resolve(o.varsFile)) : undefined;
   const fileVars = fromPlan || givenFile ? { ...(fromPlan?.file ?? {}), ...(givenFile ?? {}) } : undefined;
   const cliVars = { ...(fromPlan?.cli ?? {}), ...parseVarArgs(o.var ?? []) };
-  if (o.identity) await checkIdentity(o.identity);
+  // Key file → the passphrase typed for it: in memory only, handed to ssh2 and to nothing else.
+  const passphrases = new Map<string, string>();
+  const passphrase = o.identity ? await checkIdentity(o.identity, how.askPassphrase === true) : undefined;
+  if (passphrase !== undefined) passphrases.set(resolve(o.identity!), passphrase);
   const specs = resolveTargets({ hosts: o.hosts, limit: o.limit, inventory, identity: o.identity, sudo: o.sudo ?? config.sudo });
   const fleet = fleetOptions(o, specs.length);
   const confirmMs = o.confirm === undefined ? undefined : parseDuration(o.confirm);
@@ -127,7 +132,7 @@ export async function prepare(
       s.kind === 'local'
         ? new LocalTransport(s.name)
         : // ssh2 is loaded only when a host is reached over SSH (start-up time).
-          await (await import('../transport/ssh.js')).SshTransport.connect(sshTarget(s, knownHostsFile, acceptNew));
+          await (await import('../transport/ssh.js')).SshTransport.connect(sshTarget(s, knownHostsFile, acceptNew, passphrases));
     return {
       name: s.name,
       vars: perHost[i]!,
@@ -163,7 +168,7 @@ export async function prepare(
   };
 }
 
-function sshTarget(s: TargetSpec, knownHostsFile: string, acceptNewHostKeys: boolean): SshTarget {
+function sshTarget(s: TargetSpec, knownHostsFile: string, acceptNewHostKeys: boolean, passphrases: ReadonlyMap<string, string>): SshTarget {
   return {
     name: s.name,
     host: s.host,
@@ -172,7 +177,8 @@ function sshTarget(s: TargetSpec, knownHostsFile: string, acceptNewHostKeys: boo
     identities: s.identities,
     knownHostsFile,
     acceptNewHostKeys,
-    ...(s.jump ? { jump: sshTarget(s.jump, knownHostsFile, acceptNewHostKeys) } : {}),
+    ...(passphrases.size ? { passphrases } : {}),
+    ...(s.jump ? { jump: sshTarget(s.jump, knownHostsFile, acceptNewHostKeys, passphrases) } : {}),
   };
 }
 
@@ -204,9 +210,10 @@ export function shortSecretWarnings(recipe: Pick<Recipe, 'vars'>, perHost: Array
 /**
  * --identity names a private key SSH can use now: not a public key (a common slip, which the
  * server would only answer with "authentication failed"), and not a key locked by a passphrase
- * when no ssh-agent holds it. Said before any connection.
+ * when no ssh-agent holds it, unless a person at a terminal types the passphrase (checked here by
+ * unlocking the key, asked again until it does). Said before any connection. Returns the passphrase.
  */
-async function checkIdentity(file: string): Promise<void> {
+async function checkIdentity(file: string, askPassphrase: boolean): Promise<string | undefined> {
   if (!existsSync(file)) throw new InputError(`--identity: no such key file ${file}`);
   const bytes = await readFile(file);
   const { utils } = (await import('ssh2')).default;
@@ -214,8 +221,14 @@ async function checkIdentity(file: string): Promise<void> {
   const key = Array.isArray(parsed) ? parsed[0] : parsed;
   if (key instanceof Error) {
     if (/passphrase/i.test(key.message)) {
-      if (process.env.SSH_AUTH_SOCK) return; // the agent may hold it: the connection tries the agent first
-      throw new InputError(`--identity: ${file} is encrypted (it has a passphrase) and no ssh-agent is running: add it to an agent (eval "$(ssh-agent)"; ssh-add ${file}) and run again`);
+      if (process.env.SSH_AUTH_SOCK) return undefined; // the agent may hold it: the connection tries the agent first
+      if (!askPassphrase)
+        throw new InputError(`--identity: ${file} is encrypted (it has a passphrase) and no ssh-agent is running: add it to an agent (eval "$(ssh-agent)"; ssh-add ${file}) and run again`);
+      const { askSecret } = await import('./prompt.js');
+      return askSecret(`Passphrase for ${file}`, (pw) => {
+        if (!pw) return 'type the passphrase (Ctrl-C stops; nothing was contacted or changed)';
+        return utils.parseKey(bytes, pw) instanceof Error ? `wrong passphrase for ${file}: try again (Ctrl-C stops; nothing was contacted or changed)` : true;
+      });
     }
     throw new InputError(`--identity: ${file} is not an SSH private key hostsmith can read (${key.message})`);
   }
@@ -223,4 +236,5 @@ async function checkIdentity(file: string): Promise<void> {
     const priv = file.endsWith('.pub') ? file.slice(0, -4) : undefined;
     throw new InputError(`--identity: ${file} is a public key; give the private key${priv && existsSync(priv) ? ` (${priv})` : ''}`);
   }
+  return undefined;
 }

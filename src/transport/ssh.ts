@@ -1,6 +1,6 @@
 import { readFile } from 'node:fs/promises';
 import { constants as osConstants, homedir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import ssh2, { type AnyAuthMethod, type ClientChannel, type ConnectConfig } from 'ssh2';
 
 // ssh2 is CommonJS; its named exports are only reachable through the default export.
@@ -29,6 +29,8 @@ export interface SshTarget {
    * keys. Kept in memory for this connection; never logged or put in a message.
    */
   password?: string;
+  /** Passphrases typed for encrypted key files (--identity on a terminal), by resolved path; in memory only. */
+  passphrases?: ReadonlyMap<string, string>;
 }
 
 /** Which signature algorithms to offer for the key types known_hosts records for this host. */
@@ -64,7 +66,8 @@ async function authMethods(t: SshTarget): Promise<{ methods: AnyAuthMethod[]; no
       if (explicit) notes.push(`cannot read identity ${file}: ${(e as Error).message}`);
       continue;
     }
-    const parsed = utils.parseKey(buf);
+    const passphrase = t.passphrases?.get(resolve(file));
+    const parsed = utils.parseKey(buf, passphrase);
     if (parsed instanceof Error) {
       notes.push(
         /encrypted|passphrase/i.test(parsed.message)
@@ -73,7 +76,7 @@ async function authMethods(t: SshTarget): Promise<{ methods: AnyAuthMethod[]; no
       );
       continue;
     }
-    methods.push({ type: 'publickey', username: t.user, key: buf });
+    methods.push({ type: 'publickey', username: t.user, key: buf, ...(passphrase !== undefined ? { passphrase } : {}) });
   }
   if (explicit && process.env.SSH_AUTH_SOCK) methods.push({ type: 'agent', username: t.user, agent: process.env.SSH_AUTH_SOCK });
   return { methods, notes };

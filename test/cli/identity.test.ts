@@ -1,12 +1,14 @@
 /**
  * --identity is checked before any connection: a public key or a passphrase-locked key with no
- * agent is said for what it is (exit 2), not as "authentication failed" from the server.
+ * agent is said for what it is (exit 2), not as "authentication failed" from the server. On a
+ * terminal the passphrase is asked for instead (its use on a real host: test/e2e/tty.test.ts).
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { onTerminal } from '../e2e/cli.js';
 
 const BIN = resolve(import.meta.dirname, '../../bin/hostsmith.js');
 const ROOT = resolve(import.meta.dirname, '../..');
@@ -40,5 +42,33 @@ describe('--identity', () => {
     const r = run(join(dir, 'nope'));
     expect(r.status).toBe(2);
     expect(r.stderr).toContain('no such key file');
+  });
+
+  // On a pty, with no agent: the host is never reached, as every case here stops at the prompt.
+  const onPty = (extra: string[], answers: Array<[RegExp, string]>) =>
+    onTerminal(['plan', 'recipes/motd.yml', '--hosts', 'root@192.0.2.1', '--var', 'greeting=Hi', '--identity', join(dir, 'locked'), '--state-dir', join(dir, 'state'), ...extra], answers, {
+      env: { SSH_AUTH_SOCK: '' },
+      timeoutMs: 30_000,
+    });
+
+  it('on a terminal the passphrase is asked for; a wrong one is said, and Ctrl-C stops with 130', async () => {
+    const r = await onPty(
+      [],
+      [
+        [/Passphrase for .*locked/, 'not-it\r'],
+        [/wrong passphrase for/, '\x03'],
+      ],
+    );
+    expect(r.code, r.screen.slice(-2000)).toBe(130);
+    expect(r.screen).toContain(`wrong passphrase for ${join(dir, 'locked')}`);
+    expect(r.screen).toContain('stopped at the prompt; nothing was changed');
+    expect(r.screen).not.toContain('not-it');
+  });
+
+  it('with --json on a terminal nothing is asked: exit 2 as without one', async () => {
+    const r = await onPty(['--json'], []);
+    expect(r.code, r.screen.slice(-2000)).toBe(2);
+    expect(r.screen).toMatch(/is encrypted \(it has a passphrase\) and no ssh-agent is running/);
+    expect(r.screen).not.toContain('Passphrase for');
   });
 });

@@ -1,14 +1,17 @@
 /**
- * On a terminal, apply asks for prompt vars, shows the plan and asks before changing anything.
+ * On a terminal, apply asks for prompt vars, shows the plan and asks before changing anything,
+ * and the passphrase of an --identity key when no agent holds it.
  * A real pseudo-terminal comes from script(1); answers are typed when the prompts appear.
  */
-import { mkdtempSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect, it } from 'vitest';
 import { describeHosts, useSandbox } from '../hosts/use-sandbox.js';
 import { sshOk, sshRun } from '../hosts/ssh.js';
-import { onTerminal, sandboxArgs } from './cli.js';
+import { journalText, onTerminal, sandboxArgs } from './cli.js';
 
 describeHosts('apply on a terminal', () => {
   const sandbox = useSandbox(1);
@@ -45,5 +48,54 @@ describeHosts('apply on a terminal', () => {
     expect(r.code, r.screen.slice(-2000)).toBe(130);
     expect(r.screen).toContain('stopped at the prompt; nothing was changed');
     expect((await sshRun(sb, h, 'test -e /opt/hostsmith-demo')).code).toBe(1);
+  });
+
+  it('--identity with a passphrase and no agent: asked for, a wrong one refused, the right one logs in', async () => {
+    const sb = sandbox();
+    const h = sb.hosts[0]!;
+    const dir = mkdtempSync(join(tmpdir(), 'hostsmith-key-'));
+    const key = join(dir, 'locked');
+    // Random, so that finding it anywhere (screen, journal, plan file, ps) can only be a leak.
+    const passphrase = `pp-${randomBytes(6).toString('hex')}`;
+    execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', passphrase, '-C', 'locked@test', '-f', key]);
+    await sshOk(sb, h, 'cat >> /root/.ssh/authorized_keys', { input: readFileSync(`${key}.pub`, 'utf8') });
+    const state = join(dir, 'state');
+    const planFile = join(dir, 'plan.json');
+    let ps = '';
+    const poll = setInterval(() => {
+      try {
+        ps += execFileSync('ps', ['-eo', 'args'], { encoding: 'utf8' });
+      } catch {
+        /* read again at the next tick */
+      }
+    }, 150);
+    let r: { code: number; screen: string };
+    try {
+      // --identity overrides the inventory's key, and there is no agent: only the locked key can log in.
+      r = await onTerminal(
+        ['plan', 'recipes/motd.yml', '--hosts', h.name, '--var', 'greeting=Hi', '--identity', key, '--out', planFile, ...sandboxArgs(sb, state)],
+        [
+          [/Passphrase for .*locked/, 'wrong-one\r'],
+          // A refused answer left in the field would go in front of this one, and be refused again.
+          [/wrong passphrase for/, `${passphrase}\r`],
+        ],
+        { env: { SSH_AUTH_SOCK: '' }, timeoutMs: 40_000 },
+      );
+    } finally {
+      clearInterval(poll);
+    }
+    // Exit 0 within the time: the second answer logged in (no third prompt waited for an answer).
+    expect(r.code, r.screen.slice(-3000)).toBe(0);
+    expect(r.screen).toContain(`wrong passphrase for ${key}`);
+    expect(r.screen).toContain('+Hi to h1');
+    for (const [what, text] of [
+      ['screen', r.screen],
+      ['journal', journalText(state)],
+      ['plan file', readFileSync(planFile, 'utf8')],
+      ['process list', ps],
+    ] as const) {
+      expect(text.includes(passphrase), `${what} shows the passphrase`).toBe(false);
+    }
+    expect(ps).toContain('--identity');
   });
 });

@@ -75,7 +75,8 @@ async function runCommand(mode: 'plan' | 'apply', recipeArg: string | undefined,
   const opts: RunCli = saved ? { ...(saved.options as Partial<RunCli>), ...definedOnly(o), planVars: { cli: saved.vars.cli, file: saved.vars.file } } : o;
   if (o.out) await checkPlanOut(resolve(o.out));
   // apply --plan never asks: the plan was reviewed; what it needs (its secrets) is given on the command line.
-  const prep = await prepare(recipeFile, opts, tty && !saved ? (_r, missing) => askVars(missing) : undefined);
+  // An --identity locked by a passphrase is asked for even with --plan: the plan file never holds it.
+  const prep = await prepare(recipeFile, opts, tty && !saved ? (_r, missing) => askVars(missing) : undefined, { askPassphrase: tty });
   prep.warnings.forEach((w) => out.warn(w));
   if (saved) {
     const given = new Set([...Object.keys(parseVarArgs(o.var ?? [])), ...(o.varsFile ? Object.keys(await loadVarsFile(resolve(o.varsFile))) : [])]);
