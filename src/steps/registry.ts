@@ -1,6 +1,7 @@
 import type { StepType } from './step.js';
 import { commandStep } from './command/command.js';
 import { cronStep } from './cron/cron.js';
+import { downloadStep } from './download/download.js';
 import { fileStep } from './file/file.js';
 import { groupStep } from './group/group.js';
 import { lineStep } from './line/line.js';
@@ -20,6 +21,7 @@ export const stepTypes: Record<string, StepType> = {
   line: lineStep,
   user: userStep,
   group: groupStep,
+  download: downloadStep,
 };
 
 export function stepType(key: string): StepType | undefined {
