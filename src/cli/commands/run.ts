@@ -189,6 +189,7 @@ export async function runPrepared(prep: Prepared, flow: RunFlow, out: Output, ct
     ctx.log(`journal: ${report.journalFile}`);
     return report.exitCode;
   } finally {
+    out.end();
     sig.dispose();
     await prep.close();
   }
