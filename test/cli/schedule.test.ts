@@ -470,6 +470,8 @@ esac
       'fleet',
       '--var',
       'token=abcdefgh',
+      '--limit',
+      'root@127.0.0.1:2299',
       '--batch',
       '50%',
       '--max-fail',
@@ -481,7 +483,7 @@ esac
     ]);
     expect(fleet.code, fleet.stderr).toBe(0);
     expect(fleet.stdout).toMatch(/Each run applies with --batch 50% --max-fail 1 --rollback-scope batch --confirm 3m\./);
-    expect(readSettings(state, 'fleet')).toMatchObject({ options: { batch: '50%', maxFail: '1', rollbackScope: 'batch', confirm: '3m' } });
+    expect(readSettings(state, 'fleet')).toMatchObject({ options: { limit: 'root@127.0.0.1:2299', batch: '50%', maxFail: '1', rollbackScope: 'batch', confirm: '3m' } });
     expect(readSettings(state, 'fleet').planOnly).toBeUndefined();
     const drift = await cli(['schedule', 'add', recipe, ...target(), '--cron', '@hourly', '--name', 'drift', '--var', 'token=abcdefgh', '--plan-only']);
     expect(drift.code, drift.stderr).toBe(0);
