@@ -104,7 +104,7 @@ export async function prepare(
   const passphrases = new Map<string, string>();
   const passphrase = o.identity ? await checkIdentity(o.identity, how.askPassphrase === true) : undefined;
   if (passphrase !== undefined) passphrases.set(resolve(o.identity!), passphrase);
-  const specs = resolveTargets({ hosts: o.hosts, limit: o.limit, inventory, identity: o.identity, sudo: o.sudo ?? config.sudo });
+  const specs = resolveTargets({ hosts: o.hosts, limit: o.limit, inventory, identity: cliIdentity(o.identity), sudo: o.sudo ?? config.sudo });
   const fleet = fleetOptions(o, specs.length);
   const confirmMs = o.confirm === undefined ? undefined : parseDuration(o.confirm);
   if (o.confirm !== undefined && !confirmMs) throw new InputError(`--confirm: "${o.confirm}" is not a duration above zero: ${DURATION_HINT} (nothing was contacted or changed)`);
@@ -237,4 +237,9 @@ async function checkIdentity(file: string, askPassphrase: boolean): Promise<stri
     throw new InputError(`--identity: ${file} is a public key; give the private key${priv && existsSync(priv) ? ` (${priv})` : ''}`);
   }
   return undefined;
+}
+
+/** A key named on the command line is relative to where the command runs, not to the inventory's folder. */
+export function cliIdentity(file: string | undefined, cwd = process.cwd()): string | undefined {
+  return file && !file.startsWith('~') ? resolve(cwd, file) : file;
 }

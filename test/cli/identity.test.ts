@@ -72,3 +72,13 @@ describe('--identity', () => {
     expect(r.screen).not.toContain('Passphrase for');
   });
 });
+
+describe('--identity with an inventory elsewhere', () => {
+  it('a relative key is found from where the command runs, not from the inventory folder', async () => {
+    const { cliIdentity } = await import('../../src/cli/context.js');
+    expect(cliIdentity('keys/deploy', '/home/ops/work')).toBe('/home/ops/work/keys/deploy');
+    expect(cliIdentity('/abs/key', '/home/ops/work')).toBe('/abs/key');
+    expect(cliIdentity('~/.ssh/id_ed25519', '/home/ops/work')).toBe('~/.ssh/id_ed25519');
+    expect(cliIdentity(undefined)).toBeUndefined();
+  });
+});
