@@ -5,6 +5,8 @@ import { downloadStep } from './download/download.js';
 import { fileStep } from './file/file.js';
 import { groupStep } from './group/group.js';
 import { lineStep } from './line/line.js';
+import { blockStep } from './block/block.js';
+import { replaceStep } from './replace/replace.js';
 import { packageStep } from './package/package.js';
 import { serviceStep } from './service/service.js';
 import { templateStep } from './template/template.js';
@@ -19,6 +21,8 @@ export const stepTypes: Record<string, StepType> = {
   cron: cronStep,
   service: serviceStep,
   line: lineStep,
+  block: blockStep,
+  replace: replaceStep,
   user: userStep,
   group: groupStep,
   download: downloadStep,
