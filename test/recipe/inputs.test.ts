@@ -12,7 +12,7 @@ import { readSource } from '../../src/recipe/sources.js';
 import { loadRecipe } from '../../src/recipe/load.js';
 import { loadVarsFile, resolveVars } from '../../src/recipe/vars.js';
 import { loadInventory, resolveTargets } from '../../src/transport/targets.js';
-import { decodeText, firstBadUtf8 } from '../../src/yaml.js';
+import { decodeText } from '../../src/yaml.js';
 
 const dirs: string[] = [];
 afterAll(() => {
@@ -53,28 +53,56 @@ const config = (text: string | Buffer) => {
   return () => loadConfig(dir, { XDG_CONFIG_HOME: join(dir, 'no-user-config') });
 };
 
-describe('firstBadUtf8 agrees with a strict decoder', () => {
+/**
+ * Where a strict decoder itself says the first bad sequence starts, by brute force: the first
+ * prefix a streaming decode refuses reveals the bad byte, and the sequence it belongs to starts
+ * at the last prefix before it that decodes whole.
+ */
+function reference(b: Uint8Array): number {
+  const ok = (n: number, stream: boolean) => {
+    try {
+      new TextDecoder('utf-8', { fatal: true }).decode(b.subarray(0, n), { stream });
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  let q = 1;
+  while (q <= b.length && ok(q, true)) q++;
+  if (q > b.length) q = b.length; // only cut short at the end
+  let p = q - 1;
+  while (!ok(p, false)) p--;
+  return p;
+}
+
+describe('decodeText names the byte a strict decoder stops at', () => {
+  const badByte = (r: ReturnType<typeof decodeText>) => ('issue' in r ? /^not UTF-8: byte 0x([0-9a-f]{2})/.exec(r.issue.message)?.[1] : undefined);
+
   it('on random bytes, mostly text with some high bytes', () => {
     let seed = 42;
     const rand = () => (seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
     const strict = new TextDecoder('utf-8', { fatal: true });
     for (let n = 0; n < 3000; n++) {
       const b = Buffer.from(Array.from({ length: 1 + Math.floor(rand() * 12) }, () => (rand() < 0.6 ? 0x20 + Math.floor(rand() * 90) : 0x80 + Math.floor(rand() * 128))));
-      const bad = firstBadUtf8(b);
+      const r = decodeText('f', b, { what: 'template' });
       let ok = true;
       try {
         strict.decode(b);
       } catch {
         ok = false;
       }
-      expect(bad === -1, b.toString('hex')).toBe(ok);
-      if (bad !== -1) expect(() => strict.decode(b.subarray(0, bad)), b.toString('hex')).not.toThrow();
+      expect('text' in r, b.toString('hex')).toBe(ok);
+      if (ok) continue;
+      const at = reference(b);
+      expect(badByte(r), b.toString('hex')).toBe(b[at]!.toString(16).padStart(2, '0'));
+      // one line of text: the column is the characters before the bad byte, plus one
+      expect('issue' in r && r.issue.col, b.toString('hex')).toBe(strict.decode(b.subarray(0, at)).length + 1);
     }
   });
 
   it('on every edge of the encoding', () => {
     for (const good of [[0x7f], [0xc2, 0x80], [0xdf, 0xbf], [0xe0, 0xa0, 0x80], [0xed, 0x9f, 0xbf], [0xee, 0x80, 0x80], [0xf0, 0x90, 0x80, 0x80], [0xf4, 0x8f, 0xbf, 0xbf]]) {
-      expect(firstBadUtf8(Buffer.from(good))).toBe(-1);
+      expect('text' in decodeText('f', Buffer.from(good), { what: 'template' })).toBe(true);
     }
     for (const bad of [
       [0x80],
@@ -88,8 +116,17 @@ describe('firstBadUtf8 agrees with a strict decoder', () => {
       [0xff],
       [0xe2, 0x82],
     ]) {
-      expect(firstBadUtf8(Buffer.from([0x61, ...bad]))).toBe(1);
+      const r = decodeText('f', Buffer.from([0x61, ...bad]), { what: 'template' });
+      expect(r, Buffer.from(bad).toString('hex')).toEqual({ issue: expect.objectContaining({ line: 1, col: 2 }) });
+      expect(badByte(r)).toBe(bad[0]!.toString(16).padStart(2, '0'));
     }
+  });
+
+  it('a U+FFFD written in the file is text; the bad byte after it is still found at its place', () => {
+    expect(decodeText('f', bytes('a: \ufffd\n'), { what: 'recipe', yaml: true })).toEqual({ text: 'a: \ufffd\n' });
+    expect(decodeText('f', bytes([0xef, 0xbb, 0xbf], 'x: \ufffd\ufffd\ny: \ufffd', [0x80], '\n'), { what: 'recipe', yaml: true })).toEqual({
+      issue: { file: 'f', line: 2, col: 5, message: 'not UTF-8: byte 0x80 (in 80 0a) cannot be decoded; save the recipe as UTF-8' },
+    });
   });
 });
 
@@ -131,6 +168,16 @@ describe('inventory: aliases and bad bytes (items 13, 15)', () => {
       want: ['2:21 : not UTF-8: byte 0xfc (in fc 6e 63 68) cannot be decoded; save the inventory as UTF-8'],
     },
     { name: 'a NUL byte', text: bytes('hosts:\n  web1: {}\n', [0]), want: ['3:1 : a NUL byte; is this a binary file? The inventory must be text'] },
+    {
+      name: 'a host written twice',
+      text: 'hosts:\n  web1: { address: 10.0.0.1 }\n  db1: { address: 10.0.0.2 }\n  web1: { address: 10.0.0.3 }\n',
+      want: ['4:3 : invalid YAML: duplicate key "web1" (first at line 2)'],
+    },
+    {
+      name: 'keys that become one in the value (1 and "1", in a flow map)',
+      text: 'hosts:\n  web1: { address: 10.0.0.1, vars: { 1: a, "1": b } }\n',
+      want: ['2:44 : invalid YAML: duplicate key "1" (first at line 2)'],
+    },
   ])('$name: exit 2 at its place', async ({ text, want }) => {
     expect(await issues(inventory(text))).toEqual(want);
   });
@@ -203,6 +250,11 @@ describe('vars file and template sources', () => {
     const dir = dirWith({ 'a.yml': bytes('a: 1\nb: "', [0xa9], '"\n'), 'b.yml': 'a: 1\nb: *x\n' });
     expect(await issues(() => loadVarsFile(join(dir, 'a.yml')))).toEqual(['2:5 : not UTF-8: byte 0xa9 (in a9 22 0a) cannot be decoded; save the vars file as UTF-8']);
     expect(await issues(() => loadVarsFile(join(dir, 'b.yml')))).toEqual(['2:4 : invalid YAML: alias *x refers to no anchor (an anchor &x must come before it)']);
+  });
+
+  it('a vars file with a key written twice is refused at the second one', async () => {
+    const dir = dirWith({ 'v.yml': 'port: 80\nname: web\nport: 8080\n' });
+    expect(await issues(() => loadVarsFile(join(dir, 'v.yml')))).toEqual(['3:1 : invalid YAML: duplicate key "port" (first at line 1)']);
   });
 
   it('readSource refuses a template that is not text, drops its byte-order mark, and passes a file’s bytes as they are', async () => {
