@@ -1,6 +1,7 @@
 import { createTwoFilesPatch } from 'diff';
 
-const utf8 = new TextDecoder('utf-8', { fatal: true });
+// ignoreBOM keeps a byte-order mark in the text: host content is shown and written back byte for byte.
+const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
 /** The text of a file's content, or undefined when it is binary (a NUL byte or not UTF-8). */
 function asText(v: Buffer | string): string | undefined {

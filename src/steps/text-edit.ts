@@ -63,7 +63,8 @@ export function lineAt(text: string, offset: number): number {
   return n;
 }
 
-const utf8 = new TextDecoder('utf-8', { fatal: true });
+// ignoreBOM keeps a byte-order mark in the text: host content is shown and written back byte for byte.
+const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
 export function textOf(path: string, content: Buffer, type: string): string {
   try {

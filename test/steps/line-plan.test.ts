@@ -177,3 +177,13 @@ describe('line metadata (mode, owner, group)', () => {
     expect(planLine(p, st('a\n'), env).summary).toMatch(/; owner root → www$/);
   });
 });
+
+describe('a byte-order mark in a host file', () => {
+  it('is kept: the edited text is written back with it', async () => {
+    const { textOf } = await import('../../src/steps/text-edit.js');
+    const bom = Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), Buffer.from('a=1\n')]);
+    const text = textOf('/etc/x.conf', bom, 'line');
+    expect(text.charCodeAt(0)).toBe(0xfeff);
+    expect(Buffer.from(editLines(text, params({ line: 'b=2' })).text!, 'utf8').subarray(0, 3)).toEqual(Buffer.from([0xef, 0xbb, 0xbf]));
+  });
+});

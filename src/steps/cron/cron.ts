@@ -151,7 +151,8 @@ function hostSaid(stderr: string, code: number): string {
   return /must be privileged/.test(stderr) ? `${said} (another user's crontab needs root: set sudo: true on the recipe or step, or pass --sudo)` : said;
 }
 
-const utf8 = new TextDecoder('utf-8', { fatal: true });
+// ignoreBOM keeps a byte-order mark in the text: host content is shown and written back byte for byte.
+const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
 /** One round trip: the host's clock and zone on the first line, then the crontab. */
 export function checkScript(user: string): string {

@@ -17,9 +17,10 @@ import { backupPath } from '../backup.js';
 
 export const downloadSchema = z
   .object({
+    // A refine rather than zod's url(): the recipe JSON Schema then needs no "uri" format of its validators.
     url: z
       .string()
-      .url('must be a URL')
+      .refine((u) => URL.canParse(u), 'must be a URL')
       .refine((u) => /^https?:\/\//i.test(u), 'only http:// and https:// URLs can be fetched'),
     dest: absolutePath,
     sha256: z
