@@ -11,6 +11,8 @@ import { packageStep } from './package/package.js';
 import { serviceStep } from './service/service.js';
 import { templateStep } from './template/template.js';
 import { userStep } from './user/user.js';
+import { sysctlStep } from './sysctl/sysctl.js';
+import { authorizedKeyStep } from './authorized_key/authorized_key.js';
 
 /** Every step type, by the recipe key that selects it, in the order SPEC §3 lists them. */
 export const stepTypes: Record<string, StepType> = {
@@ -25,6 +27,8 @@ export const stepTypes: Record<string, StepType> = {
   replace: replaceStep,
   user: userStep,
   group: groupStep,
+  sysctl: sysctlStep,
+  authorized_key: authorizedKeyStep,
   download: downloadStep,
 };
 
