@@ -2,6 +2,7 @@ import type { StepType } from './step.js';
 import { commandStep } from './command/command.js';
 import { cronStep } from './cron/cron.js';
 import { downloadStep } from './download/download.js';
+import { hostnameStep } from './hostname/hostname.js';
 import { fileStep } from './file/file.js';
 import { groupStep } from './group/group.js';
 import { lineStep } from './line/line.js';
@@ -30,6 +31,7 @@ export const stepTypes: Record<string, StepType> = {
   sysctl: sysctlStep,
   authorized_key: authorizedKeyStep,
   download: downloadStep,
+  hostname: hostnameStep,
 };
 
 export function stepType(key: string): StepType | undefined {
