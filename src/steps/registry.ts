@@ -3,6 +3,7 @@ import { commandStep } from './command/command.js';
 import { cronStep } from './cron/cron.js';
 import { downloadStep } from './download/download.js';
 import { hostnameStep } from './hostname/hostname.js';
+import { timezoneStep } from './timezone/timezone.js';
 import { fileStep } from './file/file.js';
 import { groupStep } from './group/group.js';
 import { lineStep } from './line/line.js';
@@ -32,6 +33,7 @@ export const stepTypes: Record<string, StepType> = {
   authorized_key: authorizedKeyStep,
   download: downloadStep,
   hostname: hostnameStep,
+  timezone: timezoneStep,
 };
 
 export function stepType(key: string): StepType | undefined {
