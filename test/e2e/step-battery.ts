@@ -34,6 +34,11 @@ export interface Battery {
   verify(sb: Sandbox, host: SandboxHost): Promise<void>;
   /** Prepares the host before the snapshot (what the recipe expects to find there). */
   setup?(sb: Sandbox, host: SandboxHost): Promise<void>;
+  /**
+   * Checks with plain ssh what the overlay cannot show (state outside the filesystem, such as the
+   * running host name) is as it was: run with every zero-residue check.
+   */
+  restored?(sb: Sandbox, host: SandboxHost): Promise<void>;
   /** Paths that churn by themselves for this type, left out of the residue (documented at the caller). */
   ignore?: Array<string | RegExp>;
 }
@@ -66,7 +71,10 @@ export function stepBattery(title: string, b: Battery): void {
     const varArgs = Object.entries(b.vars ?? {}).flatMap(([k, v]) => ['--var', `${k}=${v}`]);
     const run = (args: string[], stateDir: string, env?: Record<string, string>) =>
       hostsmith([...args, '--hosts', host().name, ...varArgs, ...sandboxArgs(sandbox(), stateDir), '--json'], env ? { env } : {});
-    const zero = async () => expect(await residue(sandbox(), host(), before, { ignore: b.ignore ?? [] })).toEqual([]);
+    const zero = async () => {
+      expect(await residue(sandbox(), host(), before, { ignore: b.ignore ?? [] })).toEqual([]);
+      await b.restored?.(sandbox(), host());
+    };
     const noLock = async () => expect((await sshRun(sandbox(), host(), 'test -e /run/hostsmith/lock')).code).not.toBe(0);
 
     beforeAll(async () => {
