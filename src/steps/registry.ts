@@ -2,6 +2,7 @@ import type { StepType } from './step.js';
 import { commandStep } from './command/command.js';
 import { cronStep } from './cron/cron.js';
 import { downloadStep } from './download/download.js';
+import { unarchiveStep } from './unarchive/unarchive.js';
 import { hostnameStep } from './hostname/hostname.js';
 import { timezoneStep } from './timezone/timezone.js';
 import { fileStep } from './file/file.js';
@@ -32,6 +33,7 @@ export const stepTypes: Record<string, StepType> = {
   sysctl: sysctlStep,
   authorized_key: authorizedKeyStep,
   download: downloadStep,
+  unarchive: unarchiveStep,
   hostname: hostnameStep,
   timezone: timezoneStep,
 };
