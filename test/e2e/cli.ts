@@ -51,7 +51,7 @@ export function hostsmith(args: string[], o: CliOptions = {}): Promise<CliResult
 }
 
 /** A temp folder with the given files (paths relative to it); returns its path. */
-export function fixture(files: Record<string, string>): string {
+export function fixture(files: Record<string, string | Buffer>): string {
   const dir = mkdtempSync(join(tmpdir(), 'hostsmith-e2e-'));
   for (const [p, content] of Object.entries(files)) {
     mkdirSync(dirname(join(dir, p)), { recursive: true });

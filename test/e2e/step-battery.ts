@@ -25,7 +25,7 @@ export interface Battery {
   /** The recipe's steps, as YAML list items indented by two spaces. */
   steps: string;
   /** Files beside the recipe (templates/…, files/…). */
-  files?: Record<string, string>;
+  files?: Record<string, string | Buffer>;
   /** Vars given with --var on every run. */
   vars?: Record<string, string>;
   /** The step killed around (default: the first). */
