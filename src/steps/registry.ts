@@ -16,6 +16,7 @@ import { templateStep } from './template/template.js';
 import { userStep } from './user/user.js';
 import { sysctlStep } from './sysctl/sysctl.js';
 import { authorizedKeyStep } from './authorized_key/authorized_key.js';
+import { aptRepositoryStep } from './apt_repository/apt_repository.js';
 
 /** Every step type, by the recipe key that selects it, in the order SPEC §3 lists them. */
 export const stepTypes: Record<string, StepType> = {
@@ -36,6 +37,7 @@ export const stepTypes: Record<string, StepType> = {
   unarchive: unarchiveStep,
   hostname: hostnameStep,
   timezone: timezoneStep,
+  apt_repository: aptRepositoryStep,
 };
 
 export function stepType(key: string): StepType | undefined {
