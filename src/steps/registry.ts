@@ -1,3 +1,4 @@
+import { AsyncLocalStorage } from 'node:async_hooks';
 import type { StepType } from './step.js';
 import { commandStep } from './command/command.js';
 import { cronStep } from './cron/cron.js';
@@ -40,6 +41,30 @@ export const stepTypes: Record<string, StepType> = {
   apt_repository: aptRepositoryStep,
 };
 
-export function stepType(key: string): StepType | undefined {
+/** A built-in step type by its key, whatever custom types are in scope. */
+export function builtinStepType(key: string): StepType | undefined {
   return Object.prototype.hasOwnProperty.call(stepTypes, key) ? stepTypes[key] : undefined;
+}
+
+/**
+ * A recipe's custom types (its `types:` modules) are registered for one run only, as the async
+ * context of that run: an apply, an undo or a recover calls `withStepTypes` once at its top, and
+ * every `stepType()` below it — planning, journaling, rollback, undo summaries, a dozen places deep
+ * in the engine — sees that recipe's types and no other's. Two recipes run in one process (a
+ * library caller, the tests) each see their own, and a lookup outside any run sees the built-ins
+ * alone. Passing a registry to every one of those places would thread it through most of the
+ * engine's signatures for a value that never changes during a run.
+ */
+const scoped = new AsyncLocalStorage<Readonly<Record<string, StepType>>>();
+
+/** Runs `fn` with `custom` types known to `stepType()` (beside the built-ins, which they cannot shadow). */
+export function withStepTypes<T>(custom: Readonly<Record<string, StepType>> | undefined, fn: () => T): T {
+  // Always a scope of its own, even empty: a run of a recipe without types started inside another's
+  // run (a library caller) must not see the other's.
+  return scoped.run(custom ?? {}, fn);
+}
+
+export function stepType(key: string): StepType | undefined {
+  const custom = scoped.getStore();
+  return builtinStepType(key) ?? (custom && Object.prototype.hasOwnProperty.call(custom, key) ? custom[key] : undefined);
 }
