@@ -22,6 +22,7 @@ import { staleSteps, stepValueOf, varDigest, varDigests, type PlanValue } from '
 import { runHost, type HostResult } from './run.js';
 import { countsOf, driveRun, isoNow, newRunId, pool, runStartedEntry, zeroCounts, type RunEnding, type RunFrame } from './run-skeleton.js';
 import { sha256 } from '../steps/step.js';
+import { withStepTypes } from '../steps/registry.js';
 
 export { newRunId } from './run-skeleton.js';
 export type { HostReport, RunReport } from './fleet-report.js';
@@ -101,15 +102,18 @@ export async function runRecipe(options: RunRecipeOptions): Promise<RunReport> {
   const shape = fleetShape(options);
   const reports: Record<string, HostReport> = {};
   const sources: Record<string, string> = {};
-  return driveRun({
-    runId,
-    secrets: options.secrets ?? [],
-    emit: options.emit,
-    ...(options.mode === 'apply' ? { openJournal: (masker) => Journal.create(options.stateDir, runId, masker) } : {}),
-    opening: () => opening(options, runId, shape),
-    work: (frame) => everyHost(options, shape, frame, { reports, sources }),
-    ending: (frame) => ending(options, frame, { reports, sources, started }),
-  });
+  // The recipe's custom types are known to this run alone (registry.ts says why a scope).
+  return withStepTypes(options.recipe.types?.types, () =>
+    driveRun({
+      runId,
+      secrets: options.secrets ?? [],
+      emit: options.emit,
+      ...(options.mode === 'apply' ? { openJournal: (masker) => Journal.create(options.stateDir, runId, masker) } : {}),
+      opening: () => opening(options, runId, shape),
+      work: (frame) => everyHost(options, shape, frame, { reports, sources }),
+      ending: (frame) => ending(options, frame, { reports, sources, started }),
+    }),
+  );
 }
 
 /** run-started: the journal's (apply only), then the event. */
@@ -127,6 +131,7 @@ function opening(options: RunRecipeOptions, runId: string, shape: FleetShape): {
           // Salted digests of each secret var's value(s), so that `undo` can check a value given again
           // before it fills the journal's *** (undo.ts). Under `sha256`, a field the mask leaves alone.
           secrets: secretVarDigests(options.recipe, options.targets),
+          ...(options.recipe.types ? { types: options.recipe.types.modules } : {}),
           ...(shape.given ? { fleet: fleetEntry(shape, options.maxFail) } : {}),
         })
       : undefined;

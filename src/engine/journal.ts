@@ -100,6 +100,12 @@ const runStarted = z.object({
   undoes: text.optional(),
   /** Salted digests of each secret var's value(s), `<salt>:<digest>`, for undo to check a value given again. */
   secrets: z.record(z.object({ sha256: z.array(text) })).optional(),
+  /**
+   * The recipe's custom step types (`types:`): each module's absolute path, the sha256 of its source
+   * and the types it gave. undo and recover import them again from here, and refuse a module that
+   * is gone or changed: its rollback is the code that took the undo data.
+   */
+  types: z.array(z.object({ path: text, sha256: text, types: z.array(text) })).optional(),
   /** apply with fleet options (SPEC §12): the batches in order, the failure budget per batch, the rollback scope. */
   fleet: z
     .object({

@@ -30,7 +30,8 @@ import { Journal, listRunIds, readJournal } from './journal.js';
 import { ROOT_LOCK_DIR, acquireLock } from './lock.js';
 import { Recorder } from './recorder.js';
 import { driveRun, isoNow, pool, recoverStartedEntry, zeroCounts, type RunFrame } from './run-skeleton.js';
-import { stepType } from '../steps/registry.js';
+import { stepType, withStepTypes } from '../steps/registry.js';
+import { journaledTypes, usedTypes, type CustomTypes } from '../recipe/custom-types.js';
 import { awaitWatchdog, claimWatchdog, recordWatchdogRollback, removeWatchdog } from './watchdog.js';
 import { replay, runPhase, type ControllerState, type HostState, type RunPhase, type RunState, type StepState } from './replay.js';
 
@@ -81,6 +82,8 @@ export interface RecoverTarget {
   settled: Array<{ name: string; status: string }>;
   /** Secret vars whose values the steps need (their entries hold ***). */
   needsSecrets: string[];
+  /** The run's custom step types (run-started `types`), imported again and unchanged. */
+  types?: CustomTypes;
 }
 
 /** What recovering `runId` means; refuses a run that finished, or whose controller still runs. */
@@ -119,7 +122,9 @@ export async function loadRecover(stateDir: string, runId: string, o: { force?: 
     else if (h.status !== 'pending') settled.push({ name: h.name, status: h.status });
   }
   const needs = hosts.some((h) => [...h.inFlight, ...h.rollBack].some((s) => s.undo !== null && (holdsMask(s.params) || holdsMask(s.undo))));
-  return { stateDir, run, secrets, hosts, settled, needsSecrets: needs ? Object.keys(secrets).sort() : [] };
+  // The run's custom step types, imported again (unchanged) before anything is contacted.
+  const types = hosts.length ? await journaledTypes(usedTypes(extras?.types, run), runId, 'recover') : undefined;
+  return { stateDir, run, secrets, hosts, settled, needsSecrets: needs ? Object.keys(secrets).sort() : [], ...(types ? { types } : {}) };
 }
 
 /** What a host still needs, or undefined when it finished before the crash (or never started). */
@@ -177,44 +182,46 @@ export async function runRecover(target: RecoverTarget, options: RecoverOptions)
   const runId = target.run.runId;
   const given = options.secrets ?? {};
   const reports: Record<string, RecoverHostReport> = {};
-  return driveRun({
-    runId,
-    secrets: Object.values(given),
-    emit: options.emit,
-    // The run's own journal, appended to: it tells the run's whole story, and a recover that is
-    // itself killed is continued by the next.
-    openJournal: (masker) => Journal.append(target.stateDir, runId, masker),
-    opening: () => ({
-      entry: recoverStartedEntry(),
-      event: { event: 'run-started', runId, time: isoNow(), recipe: target.run.recipe, mode: 'recover', hosts: target.hosts.map((work) => work.host.name) },
-    }),
-    work: (frame) =>
-      pool(target.hosts, options.concurrency ?? 10, async (work) => {
-        const name = work.host.name;
-        const started = Date.now();
-        const report = await recoverHost(work, { target, frame, connect: options.connect, given });
-        reports[name] = report;
-        await frame.hostFinished(name, report, {
-          durationMs: Date.now() - started,
-          // A host that could not be reached stays open in the journal: another recover finishes it.
-          staysOpen: report.leftOpen,
-          unrecorded: (e) => {
-            report.status = 'rollback-incomplete';
-            report.error = `${report.error ?? name}; the journal could not record it: ${errorMessage(e)}`;
-          },
-        });
+  return withStepTypes(target.types?.types, () =>
+    driveRun({
+      runId,
+      secrets: Object.values(given),
+      emit: options.emit,
+      // The run's own journal, appended to: it tells the run's whole story, and a recover that is
+      // itself killed is continued by the next.
+      openJournal: (masker) => Journal.append(target.stateDir, runId, masker),
+      opening: () => ({
+        entry: recoverStartedEntry(),
+        event: { event: 'run-started', runId, time: isoNow(), recipe: target.run.recipe, mode: 'recover', hosts: target.hosts.map((work) => work.host.name) },
       }),
-    ending: (frame) => {
-      const statuses = Object.values(reports).map((report) => report.status);
-      const exitCode = statuses.includes('rollback-incomplete') ? 3 : statuses.includes('unreachable') ? 4 : statuses.includes('failed') ? 1 : 0;
-      const closed = !Object.values(reports).some((report) => report.leftOpen);
-      return {
-        ...(closed ? { finished: { status: 'recovered' as const, exitCode } } : {}),
-        mustRecordEnd: true,
-        result: { runId, closed, exitCode, journalFile: frame.journal!.file, hosts: reports },
-      };
-    },
-  });
+      work: (frame) =>
+        pool(target.hosts, options.concurrency ?? 10, async (work) => {
+          const name = work.host.name;
+          const started = Date.now();
+          const report = await recoverHost(work, { target, frame, connect: options.connect, given });
+          reports[name] = report;
+          await frame.hostFinished(name, report, {
+            durationMs: Date.now() - started,
+            // A host that could not be reached stays open in the journal: another recover finishes it.
+            staysOpen: report.leftOpen,
+            unrecorded: (e) => {
+              report.status = 'rollback-incomplete';
+              report.error = `${report.error ?? name}; the journal could not record it: ${errorMessage(e)}`;
+            },
+          });
+        }),
+      ending: (frame) => {
+        const statuses = Object.values(reports).map((report) => report.status);
+        const exitCode = statuses.includes('rollback-incomplete') ? 3 : statuses.includes('unreachable') ? 4 : statuses.includes('failed') ? 1 : 0;
+        const closed = !Object.values(reports).some((report) => report.leftOpen);
+        return {
+          ...(closed ? { finished: { status: 'recovered' as const, exitCode } } : {}),
+          mustRecordEnd: true,
+          result: { runId, closed, exitCode, journalFile: frame.journal!.file, hosts: reports },
+        };
+      },
+    }),
+  );
 }
 
 /** What each host's recovery needs of the recover run. */

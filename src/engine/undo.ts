@@ -31,7 +31,8 @@ import { contextOf, handlersAgain, holdsMask, journaledStep, rollBackJournaled, 
 import { replay, undoSummary, type HostState, type RunState, type StepState } from './replay.js';
 import { driveRun, isoNow, newRunId, pool, runStartedEntry, zeroCounts, type RunFrame } from './run-skeleton.js';
 import { ANYTHING, meets } from '../steps/footprint.js';
-import { stepType } from '../steps/registry.js';
+import { stepType, withStepTypes } from '../steps/registry.js';
+import { journaledTypes, usedTypes, type CustomTypes, type TypeModuleRef } from '../recipe/custom-types.js';
 import { changeWrites } from '../steps/step.js';
 
 export { MASK, type SecretDigests } from './journal-steps.js';
@@ -40,6 +41,7 @@ export { MASK, type SecretDigests } from './journal-steps.js';
 interface StartExtras {
   undoes?: string;
   secrets?: SecretDigests;
+  types?: TypeModuleRef[];
 }
 
 export interface UndoHost {
@@ -61,6 +63,8 @@ export interface UndoTarget {
   needsSecrets: string[];
   /** Earlier undo runs of this run. */
   earlierUndos: string[];
+  /** The undone run's custom step types (run-started `types`), imported again and unchanged. */
+  types?: CustomTypes;
 }
 
 /** One thing that stops the undo of a step: drift, irreversible, a secret that cannot be given back. */
@@ -94,6 +98,7 @@ function extrasOf(e: JournalEntry | undefined): StartExtras {
   return {
     ...(e.undoes ? { undoes: e.undoes } : {}),
     ...(e.secrets ? { secrets: Object.fromEntries(Object.entries(e.secrets).map(([name, v]) => [name, v.sha256])) } : {}),
+    ...(e.types ? { types: e.types } : {}),
   };
 }
 
@@ -167,6 +172,9 @@ export async function loadUndo(stateDir: string, runId: string, hosts?: string[]
     if (left.length) out.push({ host: h, steps: left });
   }
   const target: UndoTarget = { ...base, hosts: out, earlierUndos: earlier };
+  // The run's custom step types, imported again only when there is something to take back.
+  const types = out.length ? await journaledTypes(usedTypes(extras.types, run), runId, 'undo') : undefined;
+  if (types) target.types = types;
   if (!out.length) {
     const scope = hosts ? ` on ${hosts.join(', ')}` : '';
     const why = earlier.length
@@ -207,6 +215,10 @@ async function driftOf(on: JournaledHost, ready: ReadyStep): Promise<string | un
  * checked against their digests. Writes nothing.
  */
 export async function readHosts(target: UndoTarget, options: { connect(host: HostState): Promise<ShellTransport>; secrets?: Record<string, string>; concurrency?: number }): Promise<HostCheck[]> {
+  return withStepTypes(target.types?.types, () => readHostsIn(target, options));
+}
+
+async function readHostsIn(target: UndoTarget, options: { connect(host: HostState): Promise<ShellTransport>; secrets?: Record<string, string>; concurrency?: number }): Promise<HostCheck[]> {
   const given = options.secrets ?? {};
   const checks: HostCheck[] = target.hosts.map((undo) => ({ name: undo.host.name, host: undo.host, ready: [], problems: [] }));
   await pool([...checks.keys()], options.concurrency ?? 10, async (index) => {
@@ -298,39 +310,43 @@ export async function runUndo(target: UndoTarget, checks: HostCheck[], options: 
   const runId = options.runId ?? newRunId();
   const names = checks.map((check) => check.name);
   const reports: Record<string, UndoHostReport> = {};
-  return driveRun({
-    runId,
-    secrets: options.secretValues ?? [],
-    emit: options.emit,
-    openJournal: (masker) => Journal.create(target.stateDir, runId, masker),
-    opening: () => ({
-      entry: runStartedEntry({
-        runId,
-        recipe: target.run.recipe,
-        recipeFile: target.run.recipeFile,
-        mode: 'undo',
-        hosts: names,
-        vars: {},
-        undoes: target.run.runId,
-        // The undone run's secret digests: recovering this undo may need the same values again.
-        ...(Object.keys(target.secrets).length ? { secrets: Object.fromEntries(Object.entries(target.secrets).map(([name, digests]) => [name, { sha256: digests }])) } : {}),
+  return withStepTypes(target.types?.types, () =>
+    driveRun({
+      runId,
+      secrets: options.secretValues ?? [],
+      emit: options.emit,
+      openJournal: (masker) => Journal.create(target.stateDir, runId, masker),
+      opening: () => ({
+        entry: runStartedEntry({
+          runId,
+          recipe: target.run.recipe,
+          recipeFile: target.run.recipeFile,
+          mode: 'undo',
+          hosts: names,
+          vars: {},
+          undoes: target.run.runId,
+          // The undone run's secret digests: recovering this undo may need the same values again.
+          ...(Object.keys(target.secrets).length ? { secrets: Object.fromEntries(Object.entries(target.secrets).map(([name, digests]) => [name, { sha256: digests }])) } : {}),
+          // The same modules: recovering this undo takes its steps back with them too.
+          ...(target.types ? { types: target.types.modules } : {}),
+        }),
+        event: { event: 'run-started', runId, time: isoNow(), recipe: target.run.recipe, mode: 'undo', undoes: target.run.runId, hosts: names },
       }),
-      event: { event: 'run-started', runId, time: isoNow(), recipe: target.run.recipe, mode: 'undo', undoes: target.run.runId, hosts: names },
+      // Hosts are undone one after another, in the order they were read (an undo takes no concurrency).
+      work: (frame) =>
+        pool(checks, 1, async (check) => {
+          reports[check.name] = await undoHost(check, { target, frame, options });
+          await frame.hostFinished(check.name, reports[check.name]!, { durationMs: 0 });
+        }),
+      ending: (frame) => {
+        const { status, exitCode } = worstStatus(
+          names.map((name) => reports[name]!.status),
+          false,
+        );
+        return { finished: { status, exitCode }, result: { runId, undoes: target.run.runId, status, exitCode, journalFile: frame.journal!.file, hosts: reports } };
+      },
     }),
-    // Hosts are undone one after another, in the order they were read (an undo takes no concurrency).
-    work: (frame) =>
-      pool(checks, 1, async (check) => {
-        reports[check.name] = await undoHost(check, { target, frame, options });
-        await frame.hostFinished(check.name, reports[check.name]!, { durationMs: 0 });
-      }),
-    ending: (frame) => {
-      const { status, exitCode } = worstStatus(
-        names.map((name) => reports[name]!.status),
-        false,
-      );
-      return { finished: { status, exitCode }, result: { runId, undoes: target.run.runId, status, exitCode, journalFile: frame.journal!.file, hosts: reports } };
-    },
-  });
+  );
 }
 
 /** What each host's undo needs of the undo run. */

@@ -1,9 +1,11 @@
 import { readFile, stat } from 'node:fs/promises';
-import { dirname, resolve } from 'node:path';
+import { dirname, extname, resolve } from 'node:path';
 import { errorMessage, InputError, type InputIssue } from '../errors.js';
 import { checkTemplate, suggestion, templateNames, type TemplateRef } from '../render/template.js';
-import { stepType, stepTypes } from '../steps/registry.js';
-import type { StaticEnv } from '../steps/step.js';
+import { builtinStepType, stepTypes } from '../steps/registry.js';
+import { CUSTOM_TYPE_NAME } from '../steps/define.js';
+import type { StaticEnv, StepType } from '../steps/step.js';
+import { importTypeModule, TYPE_MODULE_EXTENSIONS, type CustomTypes } from './custom-types.js';
 import {
   defaultsSchema,
   displayPath,
@@ -61,7 +63,6 @@ interface Part {
 
 const isMap = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === 'object' && !Array.isArray(v);
 const BASE_RETRY: RetrySpec = { attempts: 1, delayMs: 0, backoff: 1 };
-const knownTypes = () => Object.keys(stepTypes).join(', ');
 
 function retrySpec(r: RetryInput | undefined): Partial<RetrySpec> {
   const out: Partial<RetrySpec> = {};
@@ -92,6 +93,65 @@ const STEP_RESULT_FIELDS = ['stdout', 'stderr', 'changed', 'status', 'summary'];
 
 class Loader {
   readonly issues: InputIssue[] = [];
+  /**
+   * The recipe's own types (`types:` of the recipe given), this loader's alone: another recipe
+   * loaded in the same process never sees them (the engine scopes them to the run the same way).
+   */
+  readonly custom: CustomTypes = { modules: [], types: {} };
+
+  /** A step type by its recipe key: a built-in, else one of this recipe's own. */
+  private typeOf(key: string): StepType | undefined {
+    return builtinStepType(key) ?? (Object.prototype.hasOwnProperty.call(this.custom.types, key) ? this.custom.types[key] : undefined);
+  }
+
+  private typeNames(): string[] {
+    return [...Object.keys(stepTypes), ...Object.keys(this.custom.types)];
+  }
+
+  private knownTypes(): string {
+    return this.typeNames().join(', ');
+  }
+
+  /** Imports the recipe's `types:` modules (before its steps are read, so they are checked against them). */
+  private async loadTypes(src: YamlSource, list: unknown, dir: string): Promise<void> {
+    if (!Array.isArray(list)) return; // the recipe schema said what is wrong
+    const from = new Map<string, string>();
+    for (const [i, entry] of list.entries()) {
+      // What is not a module path the recipe schema reported already.
+      if (typeof entry !== 'string' || !TYPE_MODULE_EXTENSIONS.includes(extname(entry))) continue;
+      const path = ['types', i];
+      const file = resolve(dir, entry);
+      if (this.custom.modules.some((m) => m.path === file)) {
+        this.report(src, { path, message: `types module "${entry}" is listed twice` });
+        continue;
+      }
+      const r = await importTypeModule(file);
+      if ('error' in r) {
+        this.report(src, { path, message: r.error });
+        continue;
+      }
+      const names: string[] = [];
+      for (const t of r.types) {
+        const clash = builtinStepType(t.type)
+          ? 'a built-in step type has that name'
+          : from.has(t.type)
+            ? `${from.get(t.type)} gives one already`
+            : STEP_COMMON_KEYS.includes(t.type) || t.type === 'include'
+              ? 'it is a key every step may have'
+              : !CUSTOM_TYPE_NAME.test(t.type)
+                ? 'it is not a lowercase word'
+                : undefined;
+        if (clash) {
+          this.report(src, { path, message: `types module "${entry}" gives step type "${t.type}", which cannot be used: ${clash}` });
+          continue;
+        }
+        from.set(t.type, `types module "${entry}"`);
+        this.custom.types[t.type] = t;
+        names.push(t.type);
+      }
+      this.custom.modules.push({ path: file, sha256: r.sha256, types: names });
+    }
+  }
   private readonly stepRefs: Array<{ where: Omit<InputIssue, 'message'>; ref: TemplateRef }> = [];
   private readonly fileOrder = new Map<string, number>();
 
@@ -159,6 +219,18 @@ class Loader {
       }
     }
 
+    if (raw.types !== undefined && raw.types !== null) {
+      // One registry per recipe, filled before any step is read: the types of an included recipe
+      // could otherwise name a type its includer's earlier steps were already checked without.
+      if (stack.length)
+        this.report(src, {
+          path: ['types'],
+          at: 'key',
+          message: 'types: is read from the recipe given to hostsmith only; declare the custom types there (the steps of an included recipe may use them)',
+        });
+      else await this.loadTypes(src, raw.types, dirname(file));
+    }
+
     const nested = [...stack, file];
     for (const key of ['steps', 'handlers'] as const) {
       const list = raw[key];
@@ -192,20 +264,20 @@ class Loader {
 
   private async step(src: YamlSource, item: unknown, path: PathSeg[], part: Part, names: ReadonlySet<string>, handler: boolean): Promise<Draft | undefined> {
     if (!isMap(item)) {
-      this.report(src, { path, message: `a ${handler ? 'handler' : 'step'} must be a map with a name and one type key (${knownTypes()})` });
+      this.report(src, { path, message: `a ${handler ? 'handler' : 'step'} must be a map with a name and one type key (${this.knownTypes()})` });
       return undefined;
     }
     const keys = Object.keys(item);
-    const typeKeys = keys.filter((k) => stepType(k));
-    const other = keys.filter((k) => !STEP_COMMON_KEYS.includes(k) && !stepType(k));
+    const typeKeys = keys.filter((k) => this.typeOf(k));
+    const other = keys.filter((k) => !STEP_COMMON_KEYS.includes(k) && !this.typeOf(k));
     for (const k of other) {
       const message = typeKeys.length
         ? unknownKeyMessage(k, [...STEP_COMMON_KEYS, ...typeKeys])
-        : `unknown step type "${k}"${suggestion(k, Object.keys(stepTypes)) || ` (known types: ${knownTypes()})`}`;
+        : `unknown step type "${k}"${suggestion(k, this.typeNames()) || ` (known types: ${this.knownTypes()})`}`;
       this.report(src, { path: [...path, k], at: 'key', message });
     }
     if (typeKeys.length === 0 && other.length === 0) {
-      this.report(src, { path, message: `a step needs exactly one type key: ${knownTypes()}` });
+      this.report(src, { path, message: `a step needs exactly one type key: ${this.knownTypes()}` });
     } else if (typeKeys.length > 1) {
       this.report(src, { path: [...path, typeKeys[1]!], at: 'key', message: `a step has exactly one type key, this one has ${typeKeys.join(', ')}` });
     }
@@ -217,7 +289,7 @@ class Loader {
 
     const type = typeKeys.length === 1 ? typeKeys[0]! : undefined;
     if (type) {
-      const schema = stepType(type)!.schema;
+      const schema = this.typeOf(type)!.schema;
       const r = schema.safeParse(item[type]);
       // A field that is a template can only be judged once rendered (the engine checks again then).
       const templated = (p: PathSeg[]) => {
@@ -265,7 +337,7 @@ class Loader {
     }
     // The step type's own checks (a cron schedule, a template's source and names), on the raw params.
     for (const [key, raw] of Object.entries(item)) {
-      const type = stepType(key);
+      const type = this.typeOf(key);
       if (!type?.staticCheck || !isMap(raw)) continue;
       const at = (p: Array<string | number>): PathSeg[] => [...path, key, ...p];
       const env: StaticEnv = {
@@ -525,5 +597,6 @@ export async function loadRecipe(file: string): Promise<Recipe> {
   if (d.timeoutMs !== undefined) recipe.defaults.timeoutMs = d.timeoutMs;
   if (d.retry !== undefined) recipe.defaults.retry = { ...BASE_RETRY, ...retrySpec(d.retry) };
   if (d.sudo !== undefined) recipe.defaults.sudo = d.sudo;
+  if (loader.custom.modules.length) recipe.types = loader.custom;
   return recipe;
 }

@@ -91,6 +91,12 @@ export const recipeSchema = z
     defaults: defaultsSchema.nullable().optional(),
     /** Shell commands run over a new SSH connection after the steps when lockout protection is on; each must exit 0. */
     verify: z.array(z.string().min(1)).nullable().optional(),
+    /** Modules of custom step types (relative to the recipe file), each exporting by default a step type or an array of them. */
+    types: z
+      .array(z.string().regex(/\.(ts|mts|cts|js|mjs|cjs)$/, 'a types module is a .ts, .mts, .cts, .js, .mjs or .cjs file'))
+      .nullable()
+      .optional()
+      .describe('Modules of custom step types, relative to this recipe file (.ts or .js): each exports by default a step type made with defineStepType, or an array of them'),
   })
   .strict();
 

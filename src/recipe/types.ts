@@ -1,4 +1,5 @@
 /** A recipe after loading and validation: what the engine runs. */
+import type { CustomTypes } from './custom-types.js';
 
 export type VarType = 'string' | 'number' | 'boolean' | 'list' | 'map';
 
@@ -62,4 +63,6 @@ export interface Recipe {
   defaults: { timeoutMs?: number; retry?: RetrySpec; sudo?: boolean; parallel: number; confirmMs?: number };
   /** The recipe's `verify:` commands (templates), run over a new connection under lockout protection. */
   verify: string[];
+  /** Custom step types from the recipe's `types:` modules: known to this recipe's runs only. */
+  types?: CustomTypes;
 }

@@ -15,6 +15,7 @@ import { z } from 'zod';
 import { ignoreOverride, zodToJsonSchema, type Refs } from 'zod-to-json-schema';
 import { DURATION_HINT } from '../../src/duration.js';
 import { includeSchema, RECIPE_NAME, recipeSchema, retrySchema, stepCommonSchema } from '../../src/recipe/schema.js';
+import { CUSTOM_TYPE_NAME } from '../../src/steps/define.js';
 import { stepTypes } from '../../src/steps/registry.js';
 import { inventorySchema } from '../../src/transport/targets.js';
 
@@ -43,8 +44,9 @@ function knownNodes(): Map<z.ZodTypeDef, () => Json> {
   const step = stepCommonSchema.shape;
   return new Map<z.ZodTypeDef, () => Json>([
     [unwrapped(recipeSchema.shape.name), () => ({ type: 'string', pattern: RECIPE_NAME.source })],
-    [unwrapped(recipeSchema.shape.steps), () => ({ type: 'array', items: { anyOf: [ref('step'), ref('include')] } })],
-    [unwrapped(recipeSchema.shape.handlers), () => ({ type: 'array', items: ref('step') })],
+    // Steps of the recipe's own types (`customStep`) only where the recipe has `types:` (see WITHOUT_TYPES).
+    [unwrapped(recipeSchema.shape.steps), () => ({ type: 'array', items: { anyOf: [ref('step'), ref('include'), ref('customStep')] } })],
+    [unwrapped(recipeSchema.shape.handlers), () => ({ type: 'array', items: { anyOf: [ref('step'), ref('customStep')] } })],
     [retrySchema._def, () => ref('retry')],
     [unwrapped(step.when), () => ({ type: ['string', 'boolean'] })],
     [unwrapped(step.needs), () => ref('stepNames')],
@@ -145,6 +147,36 @@ function templatable(node: Json): Json {
 
 // ---- the recipe ----
 
+/**
+ * A step of a custom type: the schema cannot know the types a recipe's modules give, nor their
+ * params, so it takes any one key that is not a built-in type's (or `include`) beside the common
+ * keys, and leaves the params to the loader (which checks them with the type's own zod schema).
+ */
+function customStep(builtins: string[], commonProps: Json, commonRequired: string[]): Json {
+  const common = Object.keys(commonProps);
+  return {
+    description:
+      "A step of a custom type from the recipe's `types:` modules: a name, the keys every step may have, and the type's key (its params are checked by the loader, with the type's own schema)",
+    type: 'object',
+    properties: commonProps,
+    required: commonRequired,
+    // At least one key beyond the common ones (the type's), and no built-in type key among them.
+    not: { propertyNames: { enum: common } },
+    propertyNames: { anyOf: [{ enum: common }, { pattern: CUSTOM_TYPE_NAME.source, not: { enum: [...builtins, 'include'] } }] },
+  };
+}
+
+/** A recipe without `types:` has only built-in steps: its `steps` and `handlers` are held to them. */
+const WITHOUT_TYPES: Json = {
+  if: { properties: { types: { type: 'array', minItems: 1 } }, required: ['types'] },
+  else: {
+    properties: {
+      steps: { type: 'array', items: { anyOf: [ref('step'), ref('include')] } },
+      handlers: { anyOf: [{ type: 'null' }, { type: 'array', items: ref('step') }] },
+    },
+  },
+};
+
 const paramsName = (type: string) => `${type}Params`;
 
 export function recipeJsonSchema(): string {
@@ -169,6 +201,7 @@ export function recipeJsonSchema(): string {
         .join(', ')}), and exactly one step type key: ${types.join(', ')}`,
       oneOf: types.map(branch),
     },
+    customStep: customStep(types, commonProps, commonRequired),
     include: { description: "Another recipe's steps and handlers, run here; its step names get its recipe name as prefix", ...convert(includeSchema) },
     ...Object.fromEntries(types.map((t) => [paramsName(t), withTemplatesBelow(convert(stepTypes[t]!.schema))])),
     retry: {
@@ -205,6 +238,7 @@ export function recipeJsonSchema(): string {
     title: 'hostsmith recipe',
     description: 'A hostsmith recipe: vars, steps and handlers. Generated from the schemas the loader checks recipes with (npm run recipe-schema).',
     ...convert(recipeSchema),
+    ...WITHOUT_TYPES,
     definitions,
   };
   return JSON.stringify(out, null, 2) + '\n';

@@ -8,6 +8,7 @@ import type { Command } from 'commander';
 import { InputError } from '../../errors.js';
 import { loadRecover, openRuns, runRecover } from '../../engine/recover.js';
 import { undoSummary } from '../../engine/replay.js';
+import { withStepTypes } from '../../steps/registry.js';
 import type { ShellTransport } from '../../transport/base.js';
 import { stateDirOf, type GlobalOptions } from '../context.js';
 import { escapeText } from '../escape.js';
@@ -83,6 +84,8 @@ async function recoverCommand(given: string, o: RecoverCli): Promise<number> {
   if (!o.yes && !tty) throw new InputError('recover asks for confirmation, but there is no terminal to ask on: pass --yes to recover without asking (nothing was contacted or changed)');
   const secrets = await journalSecrets(o, { names: target.needsSecrets, secrets: target.secrets, runId, command: 'recover', tty });
 
+  // Undo summaries of custom types come from the run's own modules.
+  const undoOf = (s: { type: string; undo: unknown }) => withStepTypes(target.types?.types, () => undoSummary(s.type, s.undo));
   out.say(`Run ${one(runId)} (${one(target.run.mode)} of recipe ${one(target.run.recipe)}, started ${one(target.run.startedAt)}) was left open; its controller is gone.`);
   for (const s of target.settled) out.say(`  ${one(s.name)}: had finished (${one(s.status)}): left as it is`);
   for (const h of target.hosts) {
@@ -93,9 +96,8 @@ async function recoverCommand(given: string, o: RecoverCli): Promise<number> {
         `    a lockout watchdog was armed there (it rolls the run back by itself at ${one(wd.deadline ?? '?')}): recover stops it first, or, if it has fired, records what it put back and does not do that again`,
       );
     }
-    for (const s of h.inFlight) out.say(`    ${one(s.name)} [${one(s.type)}]: in flight at the crash — taken back only if the host shows its change (${one(undoSummary(s.type, s.undo))})`);
-    for (const s of h.rollBack)
-      out.say(`    ${one(s.name)} [${one(s.type)}]: ${s.rollback?.status === 'in-flight' ? 'its rollback was stopped — ' : ''}roll back: ${one(undoSummary(s.type, s.undo))}`);
+    for (const s of h.inFlight) out.say(`    ${one(s.name)} [${one(s.type)}]: in flight at the crash — taken back only if the host shows its change (${one(undoOf(s))})`);
+    for (const s of h.rollBack) out.say(`    ${one(s.name)} [${one(s.type)}]: ${s.rollback?.status === 'in-flight' ? 'its rollback was stopped — ' : ''}roll back: ${one(undoOf(s))}`);
     if (!h.inFlight.length && !h.rollBack.length) out.say('    nothing to take back; its lock is released');
   }
   if (tty && !o.yes && !(await askYesNo(`Recover run ${runId}?`))) {

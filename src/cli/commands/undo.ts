@@ -8,6 +8,7 @@ import type { Command } from 'commander';
 import { InputError } from '../../errors.js';
 import { prunedNote } from '../../engine/prune.js';
 import { loadUndo, readHosts, runUndo, undoLines } from '../../engine/undo.js';
+import { withStepTypes } from '../../steps/registry.js';
 import type { ShellTransport } from '../../transport/base.js';
 import { connectAsJournaled } from '../journal-connect.js';
 import { stateDirOf, type GlobalOptions } from '../context.js';
@@ -70,7 +71,8 @@ async function undoCommand(given: string, o: UndoCli): Promise<number> {
       );
       return problems.length ? 5 : 4;
     }
-    const lines = undoLines(checks);
+    // Undo summaries of custom types come from the run's own modules.
+    const lines = withStepTypes(target.types?.types, () => undoLines(checks));
     const toUndo = checks.reduce((a, c) => a + c.ready.length, 0);
     out.say(toUndo ? 'Will put back, newest change first:' : 'Nothing can be put back.');
     for (const l of lines) out.say(`  ${one(l)}`);
