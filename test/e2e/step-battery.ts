@@ -24,6 +24,8 @@ import { fixture, hostsmith, sandboxArgs, stepEvents, type CliResult } from './c
 export interface Battery {
   /** The recipe's steps, as YAML list items indented by two spaces. */
   steps: string;
+  /** Top-level recipe keys put before `steps:` (such as `types:`), as YAML lines ending in a newline. */
+  head?: string;
   /** Files beside the recipe (templates/…, files/…). */
   files?: Record<string, string | Buffer>;
   /** Vars given with --var on every run. */
@@ -61,7 +63,7 @@ export function stepBattery(title: string, b: Battery): void {
     let dir: string;
     const firstStep = /- name: (.+)/.exec(b.steps)?.[1]?.trim();
     const target = b.target ?? firstStep!;
-    const recipe = (extra = '') => `name: battery-${title.replace(/[^a-z0-9]+/gi, '-')}\nsteps:\n${b.steps}${extra}`;
+    const recipe = (extra = '') => `name: battery-${title.replace(/[^a-z0-9]+/gi, '-')}\n${b.head ?? ''}steps:\n${b.steps}${extra}`;
     const state = () => {
       const d = mkdtempSync(join(tmpdir(), 'hostsmith-state-'));
       dirs.push(d);
