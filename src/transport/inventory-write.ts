@@ -9,7 +9,7 @@ import { basename, dirname, join } from 'node:path';
 import { isDeepStrictEqual } from 'node:util';
 import { Document, isMap, isScalar, parseDocument, type Scalar, type YAMLMap } from 'yaml';
 import { InputError, errorMessage } from '../errors.js';
-import { displayPath } from '../yaml.js';
+import { decodeText, displayPath } from '../yaml.js';
 import { loadInventory } from './targets.js';
 
 /** What the inventory says about one host (SPEC §6); fields left out fall back to `defaults:`. */
@@ -24,12 +24,17 @@ export interface InventoryHostEntry {
 }
 
 async function readIfThere(file: string): Promise<string | undefined> {
+  let bytes: Buffer;
   try {
-    return await readFile(file, 'utf8');
+    bytes = await readFile(file);
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
     throw new InputError([{ file: displayPath(file), message: `cannot read inventory: ${errorMessage(e)}` }]);
   }
+  // Strictly, as every input is read: a lossy read would write replacement characters back into it.
+  const decoded = decodeText(displayPath(file), bytes, { what: 'inventory', yaml: true });
+  if ('issue' in decoded) throw new InputError([decoded.issue]);
+  return decoded.text;
 }
 
 /** Whether the existing host entries are written as flow maps (`web1: { address: … }`); new ones follow suit. */

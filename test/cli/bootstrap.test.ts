@@ -43,6 +43,16 @@ groups:
 `;
 
 describe('inventory writer', () => {
+  it('refuses an inventory that is not UTF-8, at the bad byte, and leaves it as it was', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'hostsmith-inv-'));
+    const file = join(dir, 'inventory.yml');
+    const bytes = Buffer.concat([Buffer.from('hosts:\n  web1: { address: caf'), Buffer.from([0xe9]), Buffer.from(' }\n')]);
+    writeFileSync(file, bytes);
+    await expect(addHostToInventory(file, 'db1', { address: '10.0.0.9' })).rejects.toThrow(/inventory\.yml:2:.*not UTF-8/);
+    expect(readFileSync(file).equals(bytes)).toBe(true);
+    rmSync(dir, { recursive: true, force: true });
+  });
+
   it('adds the host at the end of hosts:, every other byte kept (comments, order, spacing)', () => {
     const out = addHostToInventoryText(INVENTORY, 'db1', { address: '127.0.0.5', port: 2222, user: 'root', identity: '~/.ssh/id_ed25519' });
     expect(out).toBe(INVENTORY.replace('# spare\n', '# spare\n  db1: { address: 127.0.0.5, port: 2222, user: root, identity: ~/.ssh/id_ed25519 }\n'));
