@@ -86,14 +86,28 @@ export class Output {
         () => {},
       );
       void Promise.all([import('./progress.js'), import('log-update')]).then(
-        ([p, l]) => (this.boards = { HostBoard: p.HostBoard, createLogUpdate: l.createLogUpdate }),
+        ([p, l]) => {
+          this.boards = { HostBoard: p.HostBoard, createLogUpdate: l.createLogUpdate };
+          // A run that started before the board's code had loaded gets its board now.
+          if (this.boardHosts && !this.board) this.startBoard(this.boardHosts);
+        },
         () => {},
       );
     }
   }
 
+  /** The hosts of the run in progress that wants a board (several hosts on a terminal). */
+  private boardHosts: string[] | undefined;
+
+  private startBoard(hosts: string[]): void {
+    if (!this.boards) return;
+    const stream = this.out as NodeJS.WriteStream;
+    this.board = new this.boards.HostBoard(hosts, this.boards.createLogUpdate(stream), { color: this.o.color, columns: stream.columns || 80 });
+  }
+
   /** Takes the live lines off the screen; the run's output ends with the summary. */
   end(): void {
+    this.boardHosts = undefined;
     this.board?.close();
     this.board = undefined;
   }
@@ -134,9 +148,9 @@ export class Output {
         this.mode = e.mode;
         this.hostCount = e.hosts.length;
         this.end();
-        if (this.o.tty && this.hostCount > 1 && this.boards) {
-          const stream = this.out as NodeJS.WriteStream;
-          this.board = new this.boards.HostBoard(e.hosts, this.boards.createLogUpdate(stream), { color: this.o.color, columns: stream.columns || 80 });
+        if (this.o.tty && this.hostCount > 1) {
+          this.boardHosts = e.hosts;
+          this.startBoard(e.hosts);
         }
         this.say(
           e.mode === 'recover'
