@@ -6,8 +6,9 @@
  * others changed.
  */
 import { StepError } from '../errors.js';
-import { parseCheck, type PathState } from './file-state.js';
+import { parseCheck, pathUndoMismatch, type PathState } from './file-state.js';
 import type { StepContext } from './step.js';
+import type { UndoData } from './undo-text.js';
 
 /** One part of a change: how to make it, and how to put it back once made. */
 export interface Part<T = unknown> {
@@ -98,4 +99,19 @@ export function textOf(path: string, s: PathState): string | null {
   } catch {
     throw new StepError(`${path} is not a text file (not UTF-8, or it has NUL bytes)`);
   }
+}
+
+/**
+ * Whether the journaled undo data of each file part (under its key; absent when the part did not
+ * change) belongs to the path that part owns: the first reason it does not, or undefined.
+ */
+export function partsUndoMismatch(u: UndoData, parts: ReadonlyArray<readonly [key: string, path: string]>): string | undefined {
+  for (const [key, path] of parts) {
+    const f = u[key];
+    if (f === null || f === undefined) continue;
+    if (typeof f !== 'object') return `its undo data for ${path} is not an object`;
+    const why = pathUndoMismatch(path, f as UndoData);
+    if (why) return why;
+  }
+  return undefined;
 }

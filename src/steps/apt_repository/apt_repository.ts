@@ -24,9 +24,9 @@ import { InputError, StepError } from '../../errors.js';
 import { quote } from '../../shell/script.js';
 import { withSafePath } from '../../shell/safe-path.js';
 import { flag } from '../accounts.js';
-import { applyPath, checkPath, pathKey, pathUndoMismatch, pathUndoSummary, pathWrote, planPath, rollbackPath, rollbackPathScript, type FileUndo, type PathState, type Wanted } from '../file-state.js';
+import { applyPath, checkPath, pathKey, pathUndoSummary, pathWrote, planPath, rollbackPath, rollbackPathScript, type FileUndo, type PathState, type Wanted } from '../file-state.js';
 import { APT_ENV, LOCK_TIMEOUT_S } from '../package/apt.js';
-import { applyParts, rollbackParts, rollbackPartsScript, textOf, type Part } from '../path-parts.js';
+import { applyParts, partsUndoMismatch, rollbackParts, rollbackPartsScript, textOf, type Part } from '../path-parts.js';
 import { runOk, type Plan, type PlanEnv, type StaticProblem, type StepContext, type StepType } from '../step.js';
 import { str, type UndoData } from '../undo-text.js';
 
@@ -343,18 +343,11 @@ function undoMismatch(p: AptRepositoryParams, u: UndoData): string | undefined {
   if (u.name !== p.name) return `its undo data is for apt source ${JSON.stringify(u.name)}, not ${p.name}`;
   if (u.lists !== undefined && (!Array.isArray(u.lists) || u.lists.some((x) => typeof x !== 'string' || !PREFIX_OK.test(x))))
     return 'its undo data names apt list files that are not list-file prefixes';
-  for (const [key, path] of [
+  return partsUndoMismatch(u, [
     ['sources', sourcesPath(p.name)],
     ['asc', keyPath(p.name, 'asc')],
     ['gpg', keyPath(p.name, 'gpg')],
-  ] as const) {
-    const f = u[key];
-    if (f === null || f === undefined) continue;
-    if (typeof f !== 'object') return `its undo data for ${path} is not an object`;
-    const why = pathUndoMismatch(path, f as UndoData);
-    if (why) return why;
-  }
-  return undefined;
+  ]);
 }
 
 /** Newest first: the keys, then the .sources file, then the lists nothing uses any more. */

@@ -17,7 +17,6 @@ import {
   checkPath,
   checkScript as pathCheckScript,
   pathKey,
-  pathUndoMismatch,
   pathUndoSummary,
   pathWrote,
   planPath,
@@ -27,7 +26,7 @@ import {
   type PathState,
   type Wanted,
 } from '../file-state.js';
-import { applyParts, readAnswer, rollbackParts, rollbackPartsScript, splitAnswer, textOf, type Part } from '../path-parts.js';
+import { applyParts, partsUndoMismatch, readAnswer, rollbackParts, rollbackPartsScript, splitAnswer, textOf, type Part } from '../path-parts.js';
 import { runOk, type Plan, type PlanEnv, type StepContext, type StepType } from '../step.js';
 import { str, type UndoData } from '../undo-text.js';
 
@@ -248,17 +247,10 @@ const liveNameOk = (v: string) => v.length > 0 && v.length <= 64 && !v.startsWit
 function undoMismatch(p: HostnameParams, u: UndoData): string | undefined {
   if (u.name !== p.name) return `its undo data is for host name ${JSON.stringify(u.name)}, not ${p.name}`;
   if (u.live !== null && u.live !== undefined && (typeof u.live !== 'string' || !liveNameOk(u.live))) return `its undo data holds a live name ${JSON.stringify(u.live)} that hostname(1) cannot take`;
-  for (const [key, path] of [
+  return partsUndoMismatch(u, [
     ['hostname', HOSTNAME_FILE],
     ['hosts', HOSTS_FILE],
-  ] as const) {
-    const f = u[key];
-    if (f === null || f === undefined) continue;
-    if (typeof f !== 'object') return `its undo data for ${path} is not an object`;
-    const why = pathUndoMismatch(path, f as UndoData);
-    if (why) return why;
-  }
-  return undefined;
+  ]);
 }
 
 export const hostnameStep: StepType<HostnameParams, HostnameState, HostnameUndo> = {

@@ -14,7 +14,6 @@ import {
   checkPath,
   checkScript as pathCheckScript,
   pathKey,
-  pathUndoMismatch,
   pathUndoSummary,
   pathWrote,
   planPath,
@@ -24,7 +23,7 @@ import {
   type PathState,
   type Wanted,
 } from '../file-state.js';
-import { applyParts, readAnswer, rollbackParts, rollbackPartsScript, splitAnswer, textOf, type Part } from '../path-parts.js';
+import { applyParts, partsUndoMismatch, readAnswer, rollbackParts, rollbackPartsScript, splitAnswer, textOf, type Part } from '../path-parts.js';
 import type { Plan, PlanEnv, StepContext, StepType } from '../step.js';
 import { str, type UndoData } from '../undo-text.js';
 
@@ -149,17 +148,10 @@ function undoSummary(u: UndoData): string {
 
 function undoMismatch(p: TimezoneParams, u: UndoData): string | undefined {
   if (u.name !== p.name) return `its undo data is for time zone ${JSON.stringify(u.name)}, not ${p.name}`;
-  for (const [key, path] of [
+  return partsUndoMismatch(u, [
     ['localtime', LOCALTIME],
     ['timezone', TIMEZONE_FILE],
-  ] as const) {
-    const f = u[key];
-    if (f === null || f === undefined) continue;
-    if (typeof f !== 'object') return `its undo data for ${path} is not an object`;
-    const why = pathUndoMismatch(path, f as UndoData);
-    if (why) return why;
-  }
-  return undefined;
+  ]);
 }
 
 export const timezoneStep: StepType<TimezoneParams, TimezoneState, TimezoneUndo> = {
