@@ -18,6 +18,7 @@ import { userStep } from './user/user.js';
 import { sysctlStep } from './sysctl/sysctl.js';
 import { authorizedKeyStep } from './authorized_key/authorized_key.js';
 import { aptRepositoryStep } from './apt_repository/apt_repository.js';
+import { gitStep } from './git/git.js';
 import { firewallStep } from './firewall/firewall.js';
 
 /** Every step type, by the recipe key that selects it, in the order SPEC §3 lists them. */
@@ -40,6 +41,7 @@ export const stepTypes: Record<string, StepType> = {
   hostname: hostnameStep,
   timezone: timezoneStep,
   apt_repository: aptRepositoryStep,
+  git: gitStep,
   firewall: firewallStep,
 };
 
