@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { checkScript, parseCheck, planService, serviceSchema, type ServiceState } from '../../src/steps/service/service.js';
+import { checkScript, parseCheck, planService, serviceSchema, serviceStep, type ServiceState } from '../../src/steps/service/service.js';
 
 const params = (o: Record<string, unknown>) => serviceSchema.parse({ name: 'cron', ...o });
 const sysv = (running: boolean, enabled: 'enabled' | 'disabled' | 'none' = 'enabled'): ServiceState => ({ init: 'sysvinit', exists: true, running, enabled });
@@ -136,5 +136,92 @@ describe('service apply: the control command and the read back in one exec', () 
     const { serviceStep } = await import('../../src/steps/service/service.js');
     await expect(serviceStep.apply(fakeCtx({ code: 1, said: 'cron: no such daemon\n' }).ctx, p, plan, sysv(false))).rejects.toThrow('start cron on h1 failed (exit 1): cron: no such daemon');
     await expect(serviceStep.apply(fakeCtx({ runningAfter: false }).ctx, p, plan, sysv(false))).rejects.toThrow('start cron on h1 reported success, but the service is not running');
+  });
+});
+
+describe('service on systemd: (params, what systemctl says) → plan, and the scripts', () => {
+  const cases: Array<[string, Record<string, unknown>, ServiceState, { changed: boolean; summary: string; undo: unknown }]> = [
+    ['starts an inactive unit', { state: 'started' }, sd(false, 'enabled'), { changed: true, summary: 'start cron', undo: { name: 'cron', init: 'systemd', running: false } }],
+    ['leaves an active unit alone', { state: 'started', enabled: true }, sd(true, 'enabled'), { changed: false, summary: 'cron is running and enabled', undo: null }],
+    [
+      'enables a disabled unit; undo keeps "disabled"',
+      { enabled: true },
+      sd(false, 'disabled'),
+      { changed: true, summary: 'enable cron at boot (disabled → enabled)', undo: { name: 'cron', init: 'systemd', enabled: 'disabled' } },
+    ],
+    ['an alias counts as enabled', { enabled: true }, sd(true, 'alias'), { changed: false, summary: 'cron is running and enabled', undo: null }],
+    [
+      'a unit an earlier step installs: planned, its boot state kept as not-found',
+      { state: 'started', enabled: true },
+      { init: 'systemd', exists: false, running: false, enabled: 'not-found' },
+      {
+        changed: true,
+        summary: 'start cron, enable cron — cron is not installed yet: apply fails unless an earlier step installs it',
+        undo: { name: 'cron', init: 'systemd', running: false, enabled: 'not-found' },
+      },
+    ],
+  ];
+  it.each(cases)('%s', (_n, p, s, expected) => {
+    expect(planService(params(p), s)).toEqual(expected);
+  });
+
+  it('activating and reloading count as running; failed does not', () => {
+    expect(parseCheck('exists=1\nactive=activating\nenabled=enabled\n', 'systemd').running).toBe(true);
+    expect(parseCheck('exists=1\nactive=reloading\nenabled=enabled\n', 'systemd').running).toBe(true);
+    expect(parseCheck('exists=1\nactive=failed\nenabled=enabled\n', 'systemd').running).toBe(false);
+    expect(parseCheck('exists=1\nactive=active\nenabled=\n', 'systemd').enabled).toBe('disabled');
+  });
+
+  const env = { host: 'h1', runId: 'R1', step: 'S', backupDir: '/var/lib/hostsmith/backups/R1', init: 'systemd' as const };
+
+  it('rollback: boot state with systemctl enable/disable, then start or stop; nothing of update-rc.d or service', () => {
+    const back = serviceStep.hostRollback!(params({ state: 'started', enabled: true }), { name: 'cron', init: 'systemd', running: false, enabled: 'disabled' }, env);
+    expect(back).toContain('systemctl disable -- cron');
+    expect(back).toContain('systemctl stop -- cron');
+    expect(back.indexOf('systemctl disable')).toBeLessThan(back.indexOf('systemctl stop'));
+    expect(back).not.toMatch(/update-rc\.d|service cron/);
+    const on = serviceStep.hostRollback!(params({ state: 'stopped', enabled: false }), { name: 'cron', init: 'systemd', running: true, enabled: 'enabled' }, env);
+    expect(on).toContain('systemctl enable -- cron');
+    expect(on).toContain('systemctl start -- cron');
+    // A unit that is gone: fine when it had to be stopped, an error when it had to run.
+    expect(serviceStep.hostRollback!(params({ state: 'started' }), { name: 'cron', init: 'systemd', running: false }, env)).toContain('exit 0');
+    expect(on).toContain('no systemd unit of that name');
+  });
+
+  it('a start reads the unit file again first when systemd says it changed on disk', () => {
+    const run = serviceStep.hostRun!(params({ state: 'reloaded' }), env);
+    expect(run).toContain('systemctl show -p NeedDaemonReload --value -- cron');
+    expect(run).toContain('systemctl daemon-reload; } && systemctl reload -- cron');
+    expect(run).toContain('systemctl is-active --quiet -- cron');
+  });
+
+  it('apply: systemctl and the read back in one exec', async () => {
+    const execs: string[] = [];
+    const ctx = {
+      host: 'h1',
+      facts: { init: 'systemd' },
+      exec: async (cmd: string) => {
+        execs.push(cmd);
+        const mark = /printf '\\n%s\\n' (hostsmith-after-[0-9a-f]+)/.exec(cmd)?.[1];
+        return { code: 0, stdout: `\n${mark}\nexists=1\nactive=active\nenabled=enabled\n`, stderr: '' };
+      },
+    } as unknown as import('../../src/steps/step.js').StepContext;
+    const p = params({ state: 'started', enabled: true });
+    const r = await serviceStep.apply(ctx, p, planService(p, sd(false, 'disabled')), sd(false, 'disabled'));
+    expect(execs).toHaveLength(2);
+    expect(execs[0]).toContain('systemctl enable -- cron');
+    expect(execs[1]).toContain('systemctl start -- cron');
+    expect(execs[1]).toContain(checkScript('cron', 'systemd'));
+    expect(r).toEqual({ state: sd(true, 'enabled') });
+  });
+
+  it('every script is valid sh', async () => {
+    const { execFileSync } = await import('node:child_process');
+    const scripts = [
+      checkScript('cron', 'systemd'),
+      serviceStep.hostRollback!(params({ state: 'started', enabled: true }), { name: 'cron', init: 'systemd', running: false, enabled: 'disabled' }, env),
+      serviceStep.hostRun!(params({ state: 'restarted', enabled: true }), env),
+    ];
+    for (const s of scripts) expect(() => execFileSync('sh', ['-n', '-c', s])).not.toThrow();
   });
 });

@@ -32,9 +32,8 @@ export interface ServiceState {
   enabled: string;
 }
 
-/** The previous state of what the step changes: rollback converges back to it. */
 /** Where starting, stopping or enabling a service writes: runtime, state, logs, boot links. */
-const SERVICE_WRITES = [
+export const SERVICE_WRITES = [
   '/run',
   '/var/run',
   '/var/lib',
@@ -46,6 +45,7 @@ const SERVICE_WRITES = [
   ...['0', '1', '2', '3', '4', '5', '6', 'S'].map((l) => `/etc/rc${l}.d`),
 ].map((p) => `path:${p}`);
 
+/** The previous state of what the step changes: rollback converges back to it. */
 export interface ServiceUndo {
   name: string;
   init: Init;
@@ -169,8 +169,14 @@ function runningTest(name: string, init: Init): string {
   return init === 'systemd' ? `systemctl is-active --quiet -- ${n}` : `service ${n} status >/dev/null 2>&1 </dev/null`;
 }
 
+/**
+ * systemd: a unit file changed on disk since systemd read it (a file or template step just wrote
+ * it) is read again first, or the start would run the old definition.
+ */
 function runCommand(name: string, init: Init, a: RunAction): string {
-  return init === 'systemd' ? `systemctl ${a} -- ${quote(name)}` : `service ${quote(name)} ${a}`;
+  const n = quote(name);
+  if (init !== 'systemd') return `service ${n} ${a}`;
+  return `{ [ "$(systemctl show -p NeedDaemonReload --value -- ${n} 2>/dev/null)" != yes ] || systemctl daemon-reload; } && systemctl ${a} -- ${n}`;
 }
 
 function enableCommand(name: string, init: Init, target: string): string {
