@@ -18,6 +18,7 @@ import { userStep } from './user/user.js';
 import { sysctlStep } from './sysctl/sysctl.js';
 import { authorizedKeyStep } from './authorized_key/authorized_key.js';
 import { aptRepositoryStep } from './apt_repository/apt_repository.js';
+import { localeStep } from './locale/locale.js';
 import { systemdUnitStep } from './systemd_unit/systemd_unit.js';
 import { gitStep } from './git/git.js';
 import { firewallStep } from './firewall/firewall.js';
@@ -42,6 +43,7 @@ export const stepTypes: Record<string, StepType> = {
   hostname: hostnameStep,
   timezone: timezoneStep,
   apt_repository: aptRepositoryStep,
+  locale: localeStep,
   systemd_unit: systemdUnitStep,
   git: gitStep,
   firewall: firewallStep,
