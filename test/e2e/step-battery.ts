@@ -15,7 +15,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import type { Sandbox, SandboxHost } from '../hosts/hosts.js';
+import type { Sandbox, SandboxHost, SandboxOptions } from '../hosts/hosts.js';
 import { residue, snapshotHost, type HostSnapshot } from '../hosts/residue.js';
 import { sshRun } from '../hosts/ssh.js';
 import { describeHosts, useSandbox } from '../hosts/use-sandbox.js';
@@ -43,6 +43,8 @@ export interface Battery {
   restored?(sb: Sandbox, host: SandboxHost): Promise<void>;
   /** Paths that churn by themselves for this type, left out of the residue (documented at the caller). */
   ignore?: Array<string | RegExp>;
+  /** The kind of host and its network (default: a plain host on this machine's network). */
+  sandbox?: SandboxOptions;
 }
 
 const said = (r: CliResult) => `exit ${r.code}\n${r.stdout}\n${r.stderr}`.slice(-4000);
@@ -57,7 +59,7 @@ function journal(state: string, runId: string): Array<Record<string, any>> {
 
 export function stepBattery(title: string, b: Battery): void {
   describeHosts(`step type contract on a real host: ${title}`, () => {
-    const sandbox = useSandbox(1);
+    const sandbox = useSandbox(1, b.sandbox);
     const dirs: string[] = [];
     let before: HostSnapshot;
     let dir: string;

@@ -5,14 +5,17 @@
  */
 import { existsSync, readdirSync } from 'node:fs';
 import { join, relative, resolve } from 'node:path';
-import { describeMissing, listSandboxes, prerequisites, startSandbox, stopSandbox, type Sandbox } from './hosts.js';
-import { isRootfsReady, rootfsPath } from './rootfs.js';
+import { describeMissing, listSandboxes, prerequisites, startSandbox, stopSandbox, type HostNet, type Sandbox, type SandboxOptions } from './hosts.js';
+import { HOST_KINDS, type HostKind, isRootfsReady, rootfsPath } from './rootfs.js';
 import { liveSlots } from './slots.js';
 import { SANDBOX_ROOT } from './util.js';
 
 const DEFAULT_DIR = join(SANDBOX_ROOT, 'default');
 const USAGE = `usage: npm run sandbox -- <command>
-  up [N] [--dir D]       start N Debian hosts (default 3) that keep running after this command
+  up [N] [--dir D] [--kind plain|systemd] [--net shared|private]
+                         start N Debian hosts (default 3) that keep running after this command;
+                         systemd: a booted systemd per host (systemd-nspawn); private: each host
+                         in a network of its own, reached over a veth pair (10.231.x.2:22)
   down [--dir D] [--all] stop the hosts in D (or every sandbox) and delete their files
   status                 list sandboxes and the loopback addresses they hold
 default dir: ${DEFAULT_DIR}`;
@@ -22,15 +25,25 @@ interface Args {
   count: number;
   dir: string;
   all: boolean;
+  kind: HostKind;
+  net: HostNet;
 }
 
 function parseArgs(argv: string[]): Args {
-  const args: Args = { command: argv[0] ?? 'help', count: 3, dir: DEFAULT_DIR, all: false };
+  const args: Args = { command: argv[0] ?? 'help', count: 3, dir: DEFAULT_DIR, all: false, kind: 'plain', net: 'shared' };
   for (let i = 1; i < argv.length; i++) {
     const a = argv[i]!;
     if (a === '--dir') args.dir = resolve(argv[++i] ?? fail('--dir needs a path'));
     else if (a === '--all') args.all = true;
-    else if (/^\d+$/.test(a)) args.count = Number(a);
+    else if (a === '--kind') {
+      const k = argv[++i];
+      if (!HOST_KINDS.includes(k as HostKind)) fail(`--kind must be one of ${HOST_KINDS.join(', ')}, got ${k ?? 'nothing'}`);
+      args.kind = k as HostKind;
+    } else if (a === '--net') {
+      const n = argv[++i];
+      if (n !== 'shared' && n !== 'private') fail(`--net must be shared or private, got ${n ?? 'nothing'}`);
+      args.net = n;
+    } else if (/^\d+$/.test(a)) args.count = Number(a);
     else fail(`unknown argument: ${a}`);
   }
   return args;
@@ -41,8 +54,8 @@ function fail(msg: string): never {
   process.exit(2);
 }
 
-function checkPrerequisites(): void {
-  const pre = prerequisites();
+function checkPrerequisites(o: SandboxOptions = {}): void {
+  const pre = prerequisites(o);
   if (pre.ok) return;
   process.stderr.write(`error: this machine cannot run sandbox hosts.\n  ${describeMissing(pre.missing)}\n`);
   process.exit(2);
@@ -81,9 +94,9 @@ function printHowToReach(sb: Sandbox): void {
 }
 
 async function up(args: Args): Promise<void> {
-  checkPrerequisites();
+  checkPrerequisites({ kind: args.kind, net: args.net });
   const started = Date.now();
-  const sb = await startSandbox({ count: args.count, detached: true, dir: args.dir });
+  const sb = await startSandbox({ count: args.count, detached: true, dir: args.dir, kind: args.kind, net: args.net });
   process.stderr.write(`started in ${((Date.now() - started) / 1000).toFixed(1)} s\n`);
   printHowToReach(sb);
 }
@@ -114,7 +127,10 @@ function allSandboxDirs(): string[] {
 function status(): void {
   const pre = prerequisites();
   process.stdout.write(`prerequisites: ${pre.ok ? 'ok' : describeMissing(pre.missing)}\n`);
-  process.stdout.write(`rootfs: ${rootfsPath()} ${isRootfsReady() ? '(built)' : '(not built yet: the first "up" or test run builds it, ~1 min)'}\n`);
+  for (const kind of HOST_KINDS) {
+    const path = rootfsPath(kind);
+    process.stdout.write(`rootfs (${kind}): ${path} ${isRootfsReady(path) ? '(built)' : '(not built yet: the first "up" or test run builds it, ~1 min)'}\n`);
+  }
   const sandboxes = allSandboxes();
   if (sandboxes.length === 0) process.stdout.write('sandboxes: none\n');
   for (const s of sandboxes) {

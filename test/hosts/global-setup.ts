@@ -33,6 +33,18 @@ async function unavailableReason(): Promise<string | undefined> {
   }
 }
 
+/** The same for systemd hosts (systemd-nspawn and their own rootfs), once plain hosts can run. */
+async function systemdUnavailableReason(): Promise<string | undefined> {
+  const pre = prerequisites({ kind: 'systemd' });
+  if (!pre.ok) return `systemd sandbox hosts need: ${describeMissing(pre.missing)}`;
+  try {
+    await ensureRootfs('systemd');
+    return undefined;
+  } catch (e) {
+    return `building the systemd Debian rootfs failed: ${(e as Error).message}`;
+  }
+}
+
 /**
  * Every temporary folder of this run (fixtures, state dirs, inventories, the CLI's own) goes under
  * one folder, removed at the end whatever failed: the workers and the CLIs they start inherit
@@ -51,7 +63,16 @@ function privateTmp(): () => void {
 
 export default async function setup(project: TestProject): Promise<() => Promise<void>> {
   const dropTmp = privateTmp();
-  const reason = await unavailableReason();
+  // Both rootfs build side by side (each ~1 min the first time), before any worker needs them.
+  const [reason, systemdWhy] = await Promise.all([unavailableReason(), process.env[SKIP_ENV] === '1' ? Promise.resolve('') : systemdUnavailableReason()]);
+  const systemdReason = reason ?? systemdWhy;
+  if (systemdReason && process.env[REQUIRE_ENV] === '1') {
+    dropTmp();
+    throw new Error(`${REQUIRE_ENV}=1 but real-host tests on systemd hosts cannot run.\n${systemdReason}`);
+  }
+  project.provide('systemdAvailable', !systemdReason);
+  project.provide('systemdReason', systemdReason ?? '');
+  if (systemdReason && !reason) banner(`tests on systemd hosts only: ${systemdReason}`);
   if (reason) {
     if (process.env[REQUIRE_ENV] === '1') {
       dropTmp();

@@ -3,6 +3,7 @@
  * as PID 1 of the host's namespaces, the in-chroot provisioning script,
  * sshd_config, and the client-side known_hosts / ssh_config / inventory.yml.
  */
+import { existsSync } from 'node:fs';
 
 export interface HostSpec {
   name: string;
@@ -65,13 +66,13 @@ const q = (s: string): string => `'${s.replace(/'/g, `'\\''`)}'`;
  * It ends by exec'ing chroot + tini, so tini is PID 1 (reaps zombies) and
  * sshd runs in the foreground under it.
  */
-export function bootScript(h: HostSpec, rootfs: string): string {
+export function bootScript(h: HostSpec, rootfs: string, net?: PrivateNet): string {
   return `set -eu
 H=${q(h.dir)}
 M="$H/merged"
 echo "[boot] $(date -u +%FT%TZ) ${h.name} ${h.address}:${h.port}"
 mount -t overlay overlay -o lowerdir=${q(rootfs)},upperdir="$H/upper",workdir="$H/work" "$M"
-mount -t proc -o nosuid,nodev,noexec proc "$M/proc"
+${net ? waitForNetwork(net) : ''}mount -t proc -o nosuid,nodev,noexec proc "$M/proc"
 # the kernel is the machine's: keep hosts from changing it (as container runtimes do)
 for p in sys sysrq-trigger; do
   [ -e "$M/proc/$p" ] || continue
@@ -102,9 +103,94 @@ exec chroot "$M" /usr/bin/tini -- /usr/sbin/sshd -D -e
 `;
 }
 
+/** The addresses of a host on a network of its own (slots.ts privateAddresses). */
+export interface PrivateNet {
+  host: string;
+  machine: string;
+}
+
+/** The harness gives the host its eth0 from outside once the namespace exists: wait for it. */
+function waitForNetwork(net: PrivateNet): string {
+  return `i=0
+until ip -o -4 addr show dev eth0 2>/dev/null | grep -qF ' ${net.host}/'; do
+  i=$((i + 1)); [ "$i" -lt 400 ] || { echo "[boot] eth0 never got ${net.host}"; exit 1; }
+  sleep 0.05
+done
+echo "[boot] network: eth0 ${net.host}, this machine ${net.machine}"
+`;
+}
+
+/**
+ * PID 1 of a systemd host's namespaces: mounts the overlay, provisions it chrooted (users, keys,
+ * sshd_config) and boots the rootfs's systemd with systemd-nspawn, which starts sshd as a booted
+ * Debian server does. A reboot inside makes nspawn exit with 133: the loop boots it again, with a
+ * new boot id, as a machine's firmware would; a poweroff (exit 0) ends the host.
+ */
+/**
+ * The cgroup roots nspawn uses: the unified hierarchy alone, or (hybrid, as on this machine)
+ * systemd's named v1 hierarchy and the unified one beside it.
+ */
+export function cgroupRoots(): string[] {
+  return existsSync('/sys/fs/cgroup/cgroup.controllers') ? ['/sys/fs/cgroup'] : ['/sys/fs/cgroup/systemd', '/sys/fs/cgroup/unified'].filter((d) => existsSync(d));
+}
+
+/** The folder, under each cgroup root, that a host's containers live in (removed when it stops). */
+export function hostCgroup(h: HostSpec & { slot: number }): string {
+  return `hostsmith-sandbox/slot${h.slot}`;
+}
+
+export function systemdBootScript(h: HostSpec & { slot: number }, rootfs: string, net?: PrivateNet): string {
+  return `set -eu
+H=${q(h.dir)}
+M="$H/merged"
+echo "[boot] $(date -u +%FT%TZ) ${h.name} ${h.address}:${h.port} (systemd)"
+mount -t overlay overlay -o lowerdir=${q(rootfs)},upperdir="$H/upper",workdir="$H/work" "$M"
+${net ? waitForNetwork(net) : ''}cp "$H"/keys/ssh_host_* "$M/etc/ssh/"
+cp "$H/sshd_config" "$M/etc/ssh/sshd_config"
+# provisioning runs before boot, in a /run and /proc that nspawn replaces with its own
+mount -t tmpfs -o mode=755 tmpfs "$M/run"
+mount -t proc proc "$M/proc"
+mkdir -p "$M/run/hostsmith"
+cp "$H/authorized_keys" "$H/provision.sh" "$M/run/hostsmith/"
+chroot "$M" /bin/sh /run/hostsmith/provision.sh
+# a machine id of its own, made once (dbus's copy in the rootfs would give every host the same)
+[ -s "$M/etc/machine-id" ] || tr -d '-' < /proc/sys/kernel/random/uuid > "$M/etc/machine-id"
+rm -f "$M/var/lib/dbus/machine-id" && ln -s /etc/machine-id "$M/var/lib/dbus/machine-id"
+umount "$M/proc" "$M/run"
+# nspawn keeps its locks and mount-propagation folders under /run: in this namespace's own /run,
+# they go with the host however it ends, and two hosts never meet there.
+mount -t tmpfs -o mode=755,nosuid,nodev tmpfs /run
+# what a host's systemd leaves there for nspawn: the inodes it masks /proc's kernel files with
+mkdir -p /run/systemd/inaccessible/dir && touch /run/systemd/inaccessible/reg
+chmod 000 /run/systemd/inaccessible/dir /run/systemd/inaccessible/reg
+# this namespace's own /proc: nspawn finds its container by pid there (the machine's /proc
+# would show another process, or none, under the same number)
+mount -t proc -o nosuid,nodev,noexec proc /proc
+echo "[boot] provisioned; booting systemd"
+# nspawn (with --keep-unit) makes its payload and supervisor cgroups beside itself: each boot gets
+# a fresh cgroup of its own, or two hosts, or a host and its own reboot, would share them.
+boot=0
+while :; do
+  boot=$((boot + 1))
+  for r in ${cgroupRoots().map(q).join(' ')}; do
+    mkdir -p "$r/${hostCgroup(h)}/boot$boot"
+    echo $$ > "$r/${hostCgroup(h)}/boot$boot/cgroup.procs"
+  done
+  rc=0
+  # nspawn keeps CAP_NET_ADMIN only for a network of the container's own: on a private network
+  # the host may change its firewall (it is its own); on this machine's network it may not.
+  systemd-nspawn --boot --register=no --keep-unit --quiet --console=read-only \\
+    --machine=${q(h.name)} --hostname=${q(h.name)} --resolv-conf=off --timezone=off --link-journal=no \\
+    ${net ? '--capability=CAP_NET_ADMIN ' : ''}-D "$M" || rc=$?
+  [ "$rc" -eq 133 ] || { echo "[boot] systemd-nspawn exited $rc"; exit "$rc"; }
+  echo "[boot] $(date -u +%FT%TZ) rebooting"
+done
+`;
+}
+
 export function knownHosts(hosts: HostSpec[], hostKeys: Map<string, string[]>): string {
   return hosts
-    .flatMap((h) => (hostKeys.get(h.name) ?? []).map((k) => `[${h.address}]:${h.port} ${k}`))
+    .flatMap((h) => (hostKeys.get(h.name) ?? []).map((k) => `${h.port === 22 ? h.address : `[${h.address}]:${h.port}`} ${k}`)) // ssh looks port 22 up without brackets
     .join('\n')
     .concat('\n');
 }

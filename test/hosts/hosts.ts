@@ -8,18 +8,31 @@
  * Killing the unshare process (or the namespace's PID 1) ends everything.
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { appendFileSync, closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { appendFileSync, closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, renameSync, rmdirSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { join, resolve } from 'node:path';
-import { bootScript, inventory, knownHosts, provisionScript, sshConfig, sshdConfig, type HostSpec } from './host-files.js';
-import { ensureRootfs } from './rootfs.js';
-import { claimSlots, pickPort, releaseSlot, setSlotOwner, slotAddress } from './slots.js';
+import { bootScript, cgroupRoots, hostCgroup, inventory, knownHosts, provisionScript, sshConfig, sshdConfig, systemdBootScript, type HostSpec } from './host-files.js';
+import { ensureRootfs, type HostKind } from './rootfs.js';
+import { claimSlots, pickPort, privateAddresses, releaseSlot, setSlotOwner, slotAddress } from './slots.js';
 import { sshExec } from './ssh.js';
 import { childPids, isAlive, killQuietly, mustRun, pidNamespace, procId, readJson, removeTree, SANDBOX_ROOT, sleep, tailFile, waitGone, type ProcId } from './util.js';
 
+/**
+ * `shared`: the host uses this machine's network (sshd on 127.0.0.x). `private`: the host has a
+ * network namespace of its own, joined to this machine by a veth pair (sshd on 10.231.x.2), so
+ * what it does to its firewall or interfaces never touches this machine; it has no route out.
+ */
+export type HostNet = 'shared' | 'private';
+
+export interface SandboxOptions {
+  /** `plain` (default): sshd under tini, no init system. `systemd`: a booted systemd (systemd-nspawn). */
+  kind?: HostKind;
+  net?: HostNet;
+}
+
 export interface SandboxHost {
   name: string; // h1, h2, …
-  address: string; // 127.0.0.x
+  address: string; // 127.0.0.x, or 10.231.x.2 on a private network
   port: number;
   pid: number; // the host's unshare process (killing it ends the host)
   dir: string; // host dir: upper/ work/ merged/ keys/ sshd.log …
@@ -48,6 +61,8 @@ interface SandboxState {
   version: 1;
   dir: string;
   rootfs: string;
+  kind?: HostKind; // absent: plain (state files written before kinds existed)
+  net?: HostNet;
   detached: boolean;
   creator: ProcId;
   createdAt: string;
@@ -64,6 +79,7 @@ const HOST_ENV = { PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbi
 // ---------------------------------------------------------------- prerequisites
 
 const COMMANDS: Record<string, string> = {
+  ip: 'iproute2',
   debootstrap: 'debootstrap',
   unshare: 'util-linux',
   setpriv: 'util-linux',
@@ -90,11 +106,16 @@ function canUnshare(): boolean {
   return r.status === 0;
 }
 
-/** Is this machine able to run sandbox hosts? `missing` names what is not there. */
-export function prerequisites(): { ok: boolean; missing: string[] } {
+/** What the systemd kind needs beyond the plain one. */
+const SYSTEMD_COMMANDS: Record<string, string> = { 'systemd-nspawn': 'systemd-container', nsenter: 'util-linux' };
+const PRIVATE_NET_COMMANDS: Record<string, string> = { nsenter: 'util-linux' };
+
+/** Is this machine able to run sandbox hosts (of a kind)? `missing` names what is not there. */
+export function prerequisites(o: SandboxOptions = {}): { ok: boolean; missing: string[] } {
   const missing: string[] = [];
   if (process.getuid?.() !== 0) missing.push('root (run as uid 0: namespaces, mounts and chroot need it)');
-  for (const cmd of Object.keys(COMMANDS)) if (!hasCommand(cmd)) missing.push(cmd);
+  const needed = { ...COMMANDS, ...(o.kind === 'systemd' ? SYSTEMD_COMMANDS : {}), ...(o.net === 'private' ? PRIVATE_NET_COMMANDS : {}) };
+  for (const cmd of Object.keys(needed)) if (!hasCommand(cmd)) missing.push(cmd);
   if (!hasOverlayfs()) missing.push('overlayfs (kernel module "overlay")');
   if (missing.length === 0 && !canUnshare()) {
     missing.push('namespaces (unshare --mount --uts --pid failed: a container without CAP_SYS_ADMIN?)');
@@ -104,7 +125,8 @@ export function prerequisites(): { ok: boolean; missing: string[] } {
 
 /** "apt-get install …" for the missing commands, or '' if none is a package. */
 export function fixHint(missing: string[]): string {
-  const pkgs = [...new Set(missing.map((m) => COMMANDS[m]).filter((p): p is string => !!p))];
+  const all: Record<string, string> = { ...COMMANDS, ...SYSTEMD_COMMANDS };
+  const pkgs = [...new Set(missing.map((m) => all[m]).filter((p): p is string => !!p))];
   return pkgs.length ? `apt-get install -y ${pkgs.join(' ')}` : '';
 }
 
@@ -144,19 +166,23 @@ export function listSandboxes(root = SANDBOX_ROOT): Array<{ dir: string; running
 
 // ---------------------------------------------------------------- start
 
-export async function startSandbox(o: { count: number; detached?: boolean; dir?: string }): Promise<Sandbox> {
+export async function startSandbox(o: { count: number; detached?: boolean; dir?: string } & SandboxOptions): Promise<Sandbox> {
   if (!Number.isInteger(o.count) || o.count < 1 || o.count > 50) {
     throw new Error(`startSandbox: count must be an integer 1..50, got ${o.count}`);
   }
-  const pre = prerequisites();
-  if (!pre.ok) throw new Error(`cannot start sandbox hosts: ${describeMissing(pre.missing)}`);
-  const rootfs = await ensureRootfs();
+  const kind = o.kind ?? 'plain';
+  const net = o.net ?? 'shared';
+  const pre = prerequisites({ kind, net });
+  if (!pre.ok) throw new Error(`cannot start ${kind} sandbox hosts: ${describeMissing(pre.missing)}`);
+  const rootfs = await ensureRootfs(kind);
   const detached = o.detached ?? false;
   const dir = await prepareDir(o.dir, detached);
   const st: SandboxState = {
     version: 1,
     dir,
     rootfs,
+    kind,
+    net,
     detached,
     creator: procId(process.pid),
     createdAt: new Date().toISOString(),
@@ -200,14 +226,16 @@ async function populate(st: SandboxState, count: number): Promise<void> {
   const keyPath = join(st.dir, 'id_ed25519');
   await keygen(['-t', 'ed25519', '-N', '', '-C', 'hostsmith-sandbox', '-f', keyPath]);
   const slots = await claimSlots(count, procId(process.pid), st.dir);
-  st.hosts = slots.map((slot, i) => ({ name: `h${i + 1}`, address: slotAddress(slot), port: 0, dir: join(st.dir, `h${i + 1}`), slot }));
+  const address = (slot: number) => (st.net === 'private' ? privateAddresses(slot).host : slotAddress(slot));
+  st.hosts = slots.map((slot, i) => ({ name: `h${i + 1}`, address: address(slot), port: 0, dir: join(st.dir, `h${i + 1}`), slot }));
   writeState(st);
   const hostKeys = new Map<string, string[]>();
   const authorized = readFileSync(`${keyPath}.pub`, 'utf8');
   await Promise.all(
     st.hosts.map(async (h) => {
-      h.port = await pickPort(h.address, h.slot);
-      hostKeys.set(h.name, await makeHostDir(h, st.rootfs, authorized));
+      // A private network is the host's alone: the usual port is free there.
+      h.port = st.net === 'private' ? 22 : await pickPort(h.address, h.slot);
+      hostKeys.set(h.name, await makeHostDir(h, st, authorized));
     }),
   );
   writeState(st);
@@ -221,13 +249,14 @@ function keygen(args: string[]): Promise<unknown> {
 }
 
 /** Creates the host dir; returns its public host keys ("type base64"). */
-async function makeHostDir(h: HostState, rootfs: string, authorizedKey: string): Promise<string[]> {
+async function makeHostDir(h: HostState, st: SandboxState, authorizedKey: string): Promise<string[]> {
   for (const sub of ['upper', 'work', 'merged', 'keys']) mkdirSync(join(h.dir, sub), { recursive: true });
   // ed25519 + ecdsa: what OpenSSH and ssh2 negotiate first; RSA would cost ~0.5 s of CPU per host
   await Promise.all(HOST_KEY_TYPES.map((t) => keygen(['-t', t, '-N', '', '-C', `root@${h.name}`, '-f', join(h.dir, 'keys', `ssh_host_${t}_key`)])));
   writeFileSync(join(h.dir, 'sshd_config'), sshdConfig(h));
   writeFileSync(join(h.dir, 'provision.sh'), provisionScript(h));
-  writeFileSync(join(h.dir, 'boot.sh'), bootScript(h, rootfs));
+  const net = st.net === 'private' ? privateAddresses(h.slot) : undefined;
+  writeFileSync(join(h.dir, 'boot.sh'), st.kind === 'systemd' ? systemdBootScript(h, st.rootfs, net) : bootScript(h, st.rootfs, net));
   writeFileSync(join(h.dir, 'authorized_keys'), authorizedKey);
   return readdirSync(join(h.dir, 'keys'))
     .filter((f) => f.endsWith('.pub'))
@@ -244,7 +273,9 @@ async function makeHostDir(h: HostState, rootfs: string, authorizedKey: string):
 
 /** Starts the host's namespaces + sshd and waits until ssh works there. */
 async function bootHost(st: SandboxState, h: HostState): Promise<void> {
-  const unshareArgs = ['unshare', '--mount', '--uts', '--pid', '--fork', '--kill-child', '--propagation', 'private', '--', '/bin/sh', join(h.dir, 'boot.sh')];
+  await removeCgroups(h); // a host on this slot before us that was never stopped (the machine's process died)
+  const ns = ['--mount', '--uts', '--pid', ...(st.net === 'private' ? ['--net'] : [])];
+  const unshareArgs = ['unshare', ...ns, '--fork', '--kill-child', '--propagation', 'private', '--', '/bin/sh', join(h.dir, 'boot.sh')];
   // Tests: setpriv makes the kernel SIGKILL the host if this process dies. CLI: hosts outlive it.
   const [cmd, ...args] = st.detached ? unshareArgs : ['setpriv', '--pdeathsig', 'KILL', '--', ...unshareArgs];
   const logFd = openSync(join(h.dir, 'sshd.log'), 'a');
@@ -261,7 +292,24 @@ async function bootHost(st: SandboxState, h: HostState): Promise<void> {
   h.init = await findInit(h);
   h.pidns = h.init ? pidNamespace(h.init.pid) : undefined;
   writeState(st);
+  if (st.net === 'private') await wireNetwork(h);
   await waitReady(st, h);
+}
+
+/**
+ * Joins a private-network host to this machine: a veth pair, one end here (hsv<slot>, .1) and
+ * the other moved into the host's namespace as eth0 (.2). Its boot script waits for that address
+ * before it starts sshd. The pair goes away with the host's namespace.
+ */
+async function wireNetwork(h: HostState): Promise<void> {
+  if (!h.init) return bootFailure(h, 'no PID 1 in its namespaces to give a network to');
+  const a = privateAddresses(h.slot);
+  const pid = String(h.init.pid);
+  await mustRun('ip', ['link', 'add', a.link, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', pid], `${h.name}: ip link add`);
+  await mustRun('ip', ['addr', 'add', `${a.machine}/30`, 'dev', a.link], `${h.name}: ip addr add`);
+  await mustRun('ip', ['link', 'set', a.link, 'up'], `${h.name}: ip link set up`);
+  const inside = `ip link set lo up && ip addr add ${a.host}/30 dev eth0 && ip link set eth0 up`;
+  await mustRun('nsenter', ['-t', pid, '-n', 'sh', '-c', inside], `${h.name}: network inside`);
 }
 
 /** The namespace's PID 1 as seen from here: unshare's only child. */
@@ -326,6 +374,33 @@ async function stopHost(h: HostState): Promise<void> {
   const left = await waitGone(procs, 10_000);
   if (left.length > 0) {
     throw new Error(`sandbox host ${h.name}: processes ${left.map((p) => p.pid).join(', ')} survived SIGKILL for 10 s`);
+  }
+  await removeCgroups(h);
+}
+
+/** A systemd host's cgroups (the boot script's), deepest first; a cgroup empties a moment after its last process dies. */
+async function removeCgroups(h: HostState): Promise<void> {
+  for (const root of cgroupRoots()) {
+    const top = join(root, hostCgroup(h));
+    if (!existsSync(top)) continue;
+    const dirs: string[] = [];
+    const walk = (d: string): void => {
+      for (const e of readdirSync(d, { withFileTypes: true })) if (e.isDirectory()) walk(join(d, e.name));
+      dirs.push(d);
+    };
+    walk(top);
+    for (const d of dirs) {
+      for (let i = 0; ; i++) {
+        try {
+          rmdirSync(d);
+          break;
+        } catch (e) {
+          if ((e as NodeJS.ErrnoException).code === 'ENOENT') break;
+          if (i >= 100) throw new Error(`sandbox host ${h.name}: cannot remove its cgroup ${d}: ${(e as Error).message}`);
+          await sleep(20);
+        }
+      }
+    }
   }
 }
 

@@ -5,6 +5,10 @@ declare module 'vitest' {
     hostsAvailable: boolean;
     /** why they cannot ('' when they can) */
     hostsReason: string;
+    /** true when systemd sandbox hosts (systemd-nspawn) can be started too */
+    systemdAvailable: boolean;
+    /** why they cannot ('' when they can) */
+    systemdReason: string;
   }
 }
 

@@ -105,3 +105,13 @@ export async function pickPort(address: string, slot: number): Promise<number> {
   }
   throw new Error(`no free TCP port found on ${address} (tried ${candidates.length}); is something flooding the loopback ports?`);
 }
+
+/**
+ * The addresses of a host with a network of its own: a /30 per slot, this machine's end (.1) on
+ * the link hsv<slot>, the host's (.2) on its eth0. HOSTSMITH_SANDBOX_PRIVATE_NET moves the /16 if
+ * 10.231.0.0/16 is in use where the tests run.
+ */
+export function privateAddresses(slot: number): { host: string; machine: string; link: string } {
+  const net = process.env.HOSTSMITH_SANDBOX_PRIVATE_NET ?? '10.231';
+  return { host: `${net}.${slot}.2`, machine: `${net}.${slot}.1`, link: `hsv${slot}` };
+}

@@ -10,13 +10,14 @@
  *   });
  */
 import { afterAll, beforeAll, describe, inject } from 'vitest';
-import { startSandbox, type Sandbox } from './hosts.js';
+import { startSandbox, type Sandbox, type SandboxOptions } from './hosts.js';
 import './provided-context.js';
 
-/** Whether the global setup found this machine able to run sandbox hosts. */
-export function hostsAvailable(): { ok: boolean; reason: string } {
+/** Whether the global setup found this machine able to run sandbox hosts (of a kind). */
+export function hostsAvailable(o: SandboxOptions = {}): { ok: boolean; reason: string } {
   const ok = inject('hostsAvailable');
   if (ok === undefined) return { ok: false, reason: 'the global setup test/hosts/global-setup.ts did not run (not in vitest.config.ts?)' };
+  if (ok && o.kind === 'systemd') return { ok: inject('systemdAvailable') === true, reason: inject('systemdReason') ?? '' };
   return { ok, reason: inject('hostsReason') ?? '' };
 }
 
@@ -24,10 +25,10 @@ export function hostsAvailable(): { ok: boolean; reason: string } {
  * Inside a describe: starts `count` fresh hosts before its tests and stops
  * them after. Call the returned getter inside tests/hooks, not at collect time.
  */
-export function useSandbox(count: number): () => Sandbox {
+export function useSandbox(count: number, o: SandboxOptions = {}): () => Sandbox {
   let sb: Sandbox | undefined;
   beforeAll(async () => {
-    sb = await startSandbox({ count });
+    sb = await startSandbox({ count, ...o });
   });
   afterAll(async () => {
     const s = sb;
@@ -40,9 +41,12 @@ export function useSandbox(count: number): () => Sandbox {
   };
 }
 
-/** describe() for tests that need real hosts: skipped — loudly — when the machine can't run them. */
-export function describeHosts(name: string, fn: () => void): void {
-  const { ok, reason } = hostsAvailable();
+/**
+ * describe() for tests that need real hosts (of a kind: pass the options given to useSandbox):
+ * skipped — loudly — when the machine can't run them.
+ */
+export function describeHosts(name: string, fn: () => void, o: SandboxOptions = {}): void {
+  const { ok, reason } = hostsAvailable(o);
   if (!ok) process.stderr.write(`\n!!! SKIPPED real-host tests "${name}": ${reason}\n`);
   describe.skipIf(!ok)(name, fn);
 }

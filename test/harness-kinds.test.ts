@@ -1,0 +1,139 @@
+/**
+ * The sandbox's other kinds of host: a booted systemd (systemd-nspawn), and hosts on a network of
+ * their own. Checked from this machine with plain ssh and /proc, never through hostsmith.
+ */
+import { existsSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { expect, it } from 'vitest';
+import { cgroupRoots } from './hosts/host-files.js';
+import { sandboxPidNamespaces, type Sandbox, type SandboxHost } from './hosts/hosts.js';
+import { sshOk, sshRun } from './hosts/ssh.js';
+import { describeHosts, useSandbox } from './hosts/use-sandbox.js';
+import { mountsUnder } from './hosts/util.js';
+
+/** Pids (as seen from here) of every process in the given pid namespaces. */
+function processesIn(namespaces: string[]): number[] {
+  const wanted = new Set(namespaces);
+  return readdirSync('/proc')
+    .filter((n) => /^\d+$/.test(n))
+    .filter((n) => {
+      try {
+        return wanted.has(readlinkSync(`/proc/${n}/ns/pid`));
+      } catch {
+        return false;
+      }
+    })
+    .map(Number);
+}
+
+/** The cgroup folders the sandbox's systemd hosts live in, on this machine. */
+function hostCgroups(): string[] {
+  return cgroupRoots().flatMap((r) => {
+    const top = `${r}/hostsmith-sandbox`;
+    return existsSync(top)
+      ? readdirSync(top, { withFileTypes: true })
+          .filter((e) => e.isDirectory())
+          .map((e) => `${top}/${e.name}`)
+      : [];
+  });
+}
+
+const links = (): string => spawnSync('ip', ['-o', 'link'], { encoding: 'utf8' }).stdout;
+
+async function stopsClean(sb: Sandbox): Promise<void> {
+  const namespaces = sandboxPidNamespaces(sb.dir);
+  expect(namespaces.length).toBe(sb.hosts.length);
+  expect(processesIn(namespaces).length).toBeGreaterThan(0);
+  const cgroupsBefore = hostCgroups();
+  await sb.stop();
+  expect(processesIn(namespaces)).toEqual([]);
+  expect(mountsUnder(sb.dir)).toEqual([]);
+  expect(existsSync(sb.dir)).toBe(false);
+  // no cgroup of theirs outlives them (another test's hosts may still have theirs)
+  const left = new Set(hostCgroups());
+  expect(cgroupsBefore.filter((c) => left.has(c) && sb.hosts.some((h) => c.endsWith(`/slot${slotOf(h)}`)))).toEqual([]);
+}
+
+/** The slot a host was given: the last byte of a shared address, the third of a private one. */
+function slotOf(h: SandboxHost): number {
+  const parts = h.address.split('.').map(Number);
+  return h.address.startsWith('127.') ? parts[3]! : parts[2]!;
+}
+
+describeHosts(
+  'systemd sandbox hosts',
+  () => {
+    const sandbox = useSandbox(2, { kind: 'systemd' });
+
+    it('boot a real systemd that runs sshd, each with its own name and machine id', async () => {
+      const sb = sandbox();
+      const seen = await Promise.all(sb.hosts.map((h) => sshOk(sb, h, 'cat /proc/1/comm; systemctl is-system-running --wait; systemctl is-active ssh.service; hostname; cat /etc/machine-id')));
+      sb.hosts.forEach((h, i) => {
+        const [init, state, ssh, name] = seen[i]!.split('\n');
+        expect({ init, state, ssh, name }).toEqual({ init: 'systemd', state: 'running', ssh: 'active', name: h.name });
+      });
+      expect(seen[0]!.split('\n')[4]).not.toBe(seen[1]!.split('\n')[4]);
+    });
+
+    it('share this machine’s network but may not change its firewall', async () => {
+      const sb = sandbox();
+      const r = await sshRun(sb, sb.hosts[0]!, 'nft add table inet hostsmith_probe');
+      expect(r.code).not.toBe(0);
+      expect(r.stderr).toMatch(/Operation not permitted/);
+    });
+
+    it('come back from a reboot with a new boot id and their files kept', async () => {
+      const sb = sandbox();
+      const h = sb.hosts[0]!;
+      const before = await sshOk(sb, h, 'echo kept > /root/kept; cat /proc/sys/kernel/random/boot_id');
+      await sshRun(sb, h, 'systemctl reboot');
+      let after = '';
+      for (let i = 0; i < 200 && !after; i++) {
+        const r = await sshRun(sb, h, 'systemctl is-system-running --wait >/dev/null; cat /proc/sys/kernel/random/boot_id; cat /root/kept');
+        if (r.code === 0 && r.stdout.trim() !== before.trim()) after = r.stdout;
+        else await new Promise((res) => setTimeout(res, 100));
+      }
+      const [boot, kept] = after.split('\n');
+      expect(boot).toMatch(/^[0-9a-f-]{36}$/);
+      expect(boot).not.toBe(before.trim());
+      expect(kept).toBe('kept');
+      expect(readFileSync(`${h.dir}/sshd.log`, 'utf8')).toContain('rebooting');
+    });
+
+    it('stop() leaves no process, mount, cgroup or file behind', async () => {
+      await stopsClean(sandbox());
+    });
+  },
+  { kind: 'systemd' },
+);
+
+for (const kind of ['plain', 'systemd'] as const) {
+  describeHosts(
+    `${kind} sandbox hosts on a network of their own`,
+    () => {
+      const sandbox = useSandbox(1, { kind, net: 'private' });
+
+      it('are reached on their own address over a veth pair, and their firewall is theirs alone', async () => {
+        const sb = sandbox();
+        const h = sb.hosts[0]!;
+        expect(h.address).toMatch(/^10\.231\.\d+\.2$/);
+        expect(h.port).toBe(22);
+        expect(links()).toContain(`hsv${slotOf(h)}@`);
+        const machineRules = spawnSync('nft', ['list', 'ruleset'], { encoding: 'utf8' }).stdout;
+        expect(await sshOk(sb, h, 'nft add table inet hostsmith_probe && nft list tables')).toContain('table inet hostsmith_probe');
+        // the machine's network namespace is not the host's, and its ruleset did not move
+        const hostNet = await sshOk(sb, h, 'readlink /proc/self/ns/net');
+        expect(hostNet.trim()).not.toBe(readlinkSync('/proc/self/ns/net'));
+        expect(spawnSync('nft', ['list', 'ruleset'], { encoding: 'utf8' }).stdout).toBe(machineRules);
+      });
+
+      it('stop() takes the veth pair with it', async () => {
+        const sb = sandbox();
+        const link = `hsv${slotOf(sb.hosts[0]!)}@`;
+        await stopsClean(sb);
+        expect(links()).not.toContain(link);
+      });
+    },
+    { kind },
+  );
+}
