@@ -33,16 +33,10 @@ async function unavailableReason(): Promise<string | undefined> {
   }
 }
 
-/** The same for systemd hosts (systemd-nspawn and their own rootfs), once plain hosts can run. */
-async function systemdUnavailableReason(): Promise<string | undefined> {
+/** The same for systemd hosts: what this machine lacks to boot them (their rootfs is built apart). */
+function systemdUnavailableReason(): string | undefined {
   const pre = prerequisites({ kind: 'systemd' });
-  if (!pre.ok) return `systemd sandbox hosts need: ${describeMissing(pre.missing)}`;
-  try {
-    await ensureRootfs('systemd');
-    return undefined;
-  } catch (e) {
-    return `building the systemd Debian rootfs failed: ${(e as Error).message}`;
-  }
+  return pre.ok ? undefined : `systemd sandbox hosts need: ${describeMissing(pre.missing)}`;
 }
 
 /**
@@ -63,9 +57,17 @@ function privateTmp(): () => void {
 
 export default async function setup(project: TestProject): Promise<() => Promise<void>> {
   const dropTmp = privateTmp();
-  // Both rootfs build side by side (each ~1 min the first time), before any worker needs them.
-  const [reason, systemdWhy] = await Promise.all([unavailableReason(), process.env[SKIP_ENV] === '1' ? Promise.resolve('') : systemdUnavailableReason()]);
-  const systemdReason = reason ?? systemdWhy;
+  const systemdMissing = process.env[SKIP_ENV] === '1' ? `disabled by ${SKIP_ENV}=1` : systemdUnavailableReason();
+  // The systemd rootfs (~2 min the first time) builds beside the plain one and on while the first
+  // tests run: a test that needs it waits on the build's lock, and a build that fails fails that test.
+  const systemdBuild = systemdMissing
+    ? Promise.resolve()
+    : ensureRootfs('systemd').then(
+        () => undefined,
+        (e: Error) => log(`building the systemd rootfs failed (its tests will try again and say why): ${e.message}`),
+      );
+  const reason = await unavailableReason();
+  const systemdReason = reason ?? systemdMissing;
   if (systemdReason && process.env[REQUIRE_ENV] === '1') {
     dropTmp();
     throw new Error(`${REQUIRE_ENV}=1 but real-host tests on systemd hosts cannot run.\n${systemdReason}`);
@@ -81,7 +83,10 @@ export default async function setup(project: TestProject): Promise<() => Promise
     banner(reason);
     project.provide('hostsAvailable', false);
     project.provide('hostsReason', reason);
-    return async () => dropTmp();
+    return async () => {
+      await systemdBuild;
+      dropTmp();
+    };
   }
   const swept = await sweepStale();
   if (swept.length) log(`cleaned up after earlier runs: ${swept.join(', ')}`);
@@ -92,6 +97,7 @@ export default async function setup(project: TestProject): Promise<() => Promise
   project.provide('hostsAvailable', true);
   project.provide('hostsReason', '');
   return async () => {
+    await systemdBuild;
     const left = await stopRun(runDir);
     if (left.length) log(`stopped ${left.length} sandbox(es) a test left running: ${left.join(', ')}`);
     await removeTree(runDir);
