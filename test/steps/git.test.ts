@@ -9,7 +9,7 @@ import { chmodSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } 
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { StepError } from '../../src/errors.js';
-import { checkScript, gitSchema, gitStep, hostRollbackScript, parseCheck, planGit, resolveTarget, type GitState, type GitUndo } from '../../src/steps/git/git.js';
+import { checkScript, gitSchema, gitStep, hostRollbackScript, keptRef, parseCheck, planGit, resolveTarget, type GitState, type GitUndo } from '../../src/steps/git/git.js';
 import { localCtx } from './local-ctx.js';
 
 const env = { runId: 'R1', step: 'App', backupDir: '/var/lib/hostsmith/backups/R1' };
@@ -205,7 +205,12 @@ describe('git: plan (params + state → what changes)', () => {
       '/srv/app has local modifications in 2 files: app.conf, bin/run; nothing was changed: commit or discard them on the host, or set force: true to throw them away',
     );
     expect(() => planGit(params(), s, env)).toThrow(StepError);
-    expect(planGit(params({ version: 'v2', force: true }), s, env).summary).toMatch(/discarding local modifications in app.conf, bin\/run \(force\)$/);
+    const forced = planGit(params({ version: 'v2', force: true }), s, env);
+    expect(forced.summary).toMatch(/discarding local modifications in app.conf, bin\/run \(force\)$/);
+    expect(forced.undo).toMatchObject({ kept: keptRef(env) });
+    expect(keptRef(env)).toMatch(/^refs\/hostsmith\/discarded-[0-9a-f]{16}$/);
+    expect(keptRef({ ...env, step: 'Other' })).not.toBe(keptRef(env));
+    expect(gitStep.undoSummary!(forced.undo as never)).toMatch(/, and the local modifications it threw away applied again$/);
     expect(planGit(params({ force: true }), s, env).changed).toBe(true);
   });
   it.each([
@@ -228,6 +233,7 @@ describe('git: undo data must belong to the step', () => {
     [{ dest: '/srv/app', runner: 'root', clone: 'moved', head: A, branch: '-D' }, /branch git cannot have/],
     [{ dest: '/srv/app', runner: 'root', clone: 'moved', head: A, branch: null, ref: { name: 'main', sha: 'x' } }, /branch or commit git cannot have/],
     [{ dest: '/srv/app', runner: 'root', clone: 'gone' }, /neither/],
+    [{ dest: '/srv/app', runner: 'root', clone: 'moved', head: A, branch: null, kept: 'refs/heads/main' }, /a ref hostsmith does not keep/],
   ])('%j', (u, why) => {
     expect(gitStep.undoMismatch!(p, u)).toMatch(why);
   });
@@ -304,13 +310,13 @@ describe('git: the scripts, for real, on this machine', () => {
     await expect(step(ctx, p)).rejects.toThrow(`${dest} has local modifications in 1 file: app.conf; nothing was changed`);
     await expect(gitStep.apply(ctx, p, plan, s)).rejects.toThrow(/has local modifications now; nothing was changed/);
     expect(sh(dest, 'git rev-parse HEAD; cat app.conf')).toBe(`${c1}\nmine\n`);
-    // force: thrown away, and the commit still put back by the watchdog's script.
+    // force: thrown away (kept under a ref of hostsmith's), and the watchdog's script puts back the commit and the modifications.
     const pf = params({ repo, dest, version: 'v2', force: true });
     const forced = await step(ctx, pf);
     await gitStep.apply(ctx, pf, forced.plan, forced.s);
-    expect(sh(dest, 'cat app.conf; git status --porcelain')).toBe('two\n');
+    expect(sh(dest, 'cat app.conf; git status --porcelain; git for-each-ref --format="%(refname)" refs/hostsmith')).toBe(`two\n${keptRef(env)}\n`);
     sh(dir, hostRollbackScript(forced.plan.undo!));
-    expect(sh(dest, 'git rev-parse HEAD; git symbolic-ref -q HEAD')).toBe(`${c1}\nrefs/heads/stay\n`);
+    expect(sh(dest, 'git rev-parse HEAD; git symbolic-ref -q HEAD; cat app.conf; git for-each-ref refs/hostsmith')).toBe(`${c1}\nrefs/heads/stay\nmine\n`);
   });
 
   it('a branch it creates in an existing clone is deleted by rollback; the default branch is the remote HEAD', async () => {
@@ -337,7 +343,9 @@ describe('git: the scripts, for real, on this machine', () => {
       sh(dir, `chmod -R a+rX ${dir} && git clone -q ${repo} ${home}/app && cd ${home}/app && git checkout -q -b stay v2 && chown -R nobody: ${home}/app`);
       const undo: GitUndo = { dest: `${home}/app`, runner: 'nobody', to: c2, clone: 'moved', head: c1, branch: 'stay', ref: { name: 'stay', sha: c1 } };
       sh(dir, hostRollbackScript(undo));
-      expect(sh(`${home}/app`, 'git -c safe.directory=* rev-parse HEAD stay && git -c safe.directory=* symbolic-ref HEAD && cat app.conf && find . ! -user nobody | wc -l')).toBe(`${c1}\n${c1}\nrefs/heads/stay\none\n0\n`);
+      expect(sh(`${home}/app`, 'git -c safe.directory=* rev-parse HEAD stay && git -c safe.directory=* symbolic-ref HEAD && cat app.conf && find . ! -user nobody | wc -l')).toBe(
+        `${c1}\n${c1}\nrefs/heads/stay\none\n0\n`,
+      );
     } finally {
       rmSync(home, { recursive: true, force: true });
     }

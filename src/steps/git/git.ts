@@ -18,6 +18,7 @@
  * local branch the step moved or made is put back or deleted. Objects and remote-tracking refs a
  * fetch brought in stay: they are git's cache, and no commit is checked out from them.
  */
+import { createHash } from 'node:crypto';
 import { z } from 'zod';
 import { StepError } from '../../errors.js';
 import { quote } from '../../shell/quote.js';
@@ -139,6 +140,12 @@ export type GitUndo = {
       branch: string | null;
       /** The local branch the step moves or makes, and where it was (null: it did not exist). */
       ref?: { name: string; sha: string | null };
+      /**
+       * With force over local modifications: the ref the apply keeps them under (as `git stash
+       * create` makes them, a commit on the old HEAD) before throwing them away; rollback applies
+       * them again and deletes it.
+       */
+      kept?: string;
     }
 );
 
@@ -276,7 +283,7 @@ const at = (t: Target) => (t.sha ? `${short(t.sha)} (${t.kind === 'commit' ? 'co
 const sameOrigin = (a: string, b: string) => a.replace(/\/+$/, '') === b.replace(/\/+$/, '');
 
 /** The pure decision: a clone to make, a clone to move (with the commits it moves over), or nothing. */
-export function planGit(p: GitParams, s: GitState, _env?: PlanEnv): Plan<GitUndo> {
+export function planGit(p: GitParams, s: GitState, env: Pick<PlanEnv, 'runId' | 'step'>): Plan<GitUndo> {
   if (!s.git) throw new StepError('git is not installed on this host; add a package step for git before this step');
   const runner = s.runner ?? '';
   if (s.dest === 'other') throw new StepError(`${p.dest} is not a folder (a file, or a link); remove it first, or clone elsewhere`);
@@ -319,13 +326,20 @@ export function planGit(p: GitParams, s: GitState, _env?: PlanEnv): Plan<GitUndo
   if (changed.length) parts.push(`discarding local modifications in ${files.join(', ')} (force)`);
   const diff = t.sha !== s.head && s.log ? logDiff(p.dest, was, at(t), s.log) : undefined;
   const ref = t.kind === 'branch' ? { name: t.name, sha: s.branches?.[t.name] ?? null } : undefined;
+  const kept = changed.length ? keptRef(env) : undefined;
   return {
     changed: true,
     summary: parts.join('; '),
     ...(diff ? { diff } : {}),
-    undo: { dest: p.dest, runner, to: t.sha, clone: 'moved', head: s.head, branch: s.branch ?? null, ...(ref ? { ref } : {}) },
+    undo: { dest: p.dest, runner, to: t.sha, clone: 'moved', head: s.head, branch: s.branch ?? null, ...(ref ? { ref } : {}), ...(kept ? { kept } : {}) },
   };
 }
+
+/** Where a run's step keeps the local modifications force throws away: a name of its own per run and step. */
+export function keptRef(env: Pick<PlanEnv, 'runId' | 'step'>): string {
+  return `refs/hostsmith/discarded-${createHash('sha256').update(`${env.runId}\0${env.step}`).digest('hex').slice(0, 16)}`;
+}
+const KEPT_REF = /^refs\/hostsmith\/discarded-[0-9a-f]{16}$/;
 
 /** The commits a move passes, as a diff shows lines: + forward over, - back over (as `git log --oneline`). */
 function logDiff(dest: string, from: string, to: string, log: { forward: string[]; back: string[] }): string {
@@ -413,15 +427,20 @@ function fetchLines(p: GitParams, t: Pick<GitUndo, 'to'>, kind: Target['kind'], 
   ];
 }
 
-/** Shell: hold the commit hs_want names to the planned one, check it out, and print it. */
-function checkoutLines(t: Pick<GitUndo, 'to'>, kind: Target['kind'], name: string, force: boolean): string[] {
-  const f = force ? ' -f' : '';
+/**
+ * Shell: hold the commit hs_want names to the planned one, then check it out (`failed`: what to do
+ * first when the checkout fails) and print it.
+ */
+function checkoutLines(t: Pick<GitUndo, 'to'>, kind: Target['kind'], name: string, o: { force?: boolean; before?: string[]; failed?: string } = {}): string[] {
+  const f = o.force ? ' -f' : '';
+  const fail = o.failed ? `{ ${o.failed}; exit 1; }` : 'exit 1';
   return [
     `hs_c=$(git rev-parse -q --verify "$hs_want^{commit}") || hs_fail ${quote(`${kind} ${name} is not in the repository after the fetch`)}`,
     ...(t.to ? [`[ "$hs_c" = ${t.to} ] || hs_fail "${kind} ${name} is now at $hs_c, not at ${t.to} as planned; nothing was checked out: make a new plan"`] : []),
+    ...(o.before ?? []),
     kind === 'branch'
-      ? `git checkout -q${f} -B ${quote(name)} "$hs_c" || exit 1\ngit branch -q --set-upstream-to=${quote(`origin/${name}`)} ${quote(name)} 2>/dev/null || :`
-      : `git -c advice.detachedHead=false checkout -q${f} --detach "$hs_c" || exit 1`,
+      ? `git checkout -q${f} -B ${quote(name)} "$hs_c" || ${fail}\ngit branch -q --set-upstream-to=${quote(`origin/${name}`)} ${quote(name)} 2>/dev/null || :`
+      : `git -c advice.detachedHead=false checkout -q${f} --detach "$hs_c" || ${fail}`,
     'echo "$hs_c"',
   ];
 }
@@ -437,11 +456,24 @@ export function cloneScript(p: GitParams, undo: GitUndo, t: Target): string {
         enterScript(p.dest),
         `git clone -q --no-checkout${depth}${branch} -- ${quote(p.repo)} . || exit 1`,
         ...fetchLines(p, undo, t.kind, t.name),
-        ...checkoutLines(undo, t.kind, t.name, false),
+        ...checkoutLines(undo, t.kind, t.name),
         ...(p.group ? [`chgrp -R -h -- ${quote(p.group)} . >&2 || exit 1`] : []),
       ].join('\n'),
     ),
   ].join('\n');
+}
+
+/**
+ * Shell: the local modifications force is about to throw away kept under `ref` first (a stash
+ * commit on HEAD, made under hostsmith's own name so no identity need be configured), and the ref
+ * deleted again when the checkout fails.
+ */
+function keepLines(ref: string): { before: string[]; failed: string } {
+  const who = 'GIT_AUTHOR_NAME=hostsmith GIT_AUTHOR_EMAIL=hostsmith@localhost GIT_COMMITTER_NAME=hostsmith GIT_COMMITTER_EMAIL=hostsmith@localhost';
+  return {
+    before: [`hs_st=$(${who} git stash create) || exit 1`, `[ -z "$hs_st" ] || git update-ref ${ref} "$hs_st" || exit 1`],
+    failed: `git update-ref -d ${ref} 2>/dev/null`,
+  };
 }
 
 /** Shell (as the runner): a clone held to the state it was planned from, fetched if need be, and moved to the target. */
@@ -457,7 +489,7 @@ export function moveScript(p: GitParams, undo: Extract<GitUndo, { clone: 'moved'
           ? []
           : [`[ -z "$(git status --porcelain --untracked-files=no)" ] || hs_fail ${quote(`${p.dest} has local modifications now; nothing was changed: commit or discard them, or set force: true`)}`]),
         ...fetchLines(p, undo, t.kind, t.name),
-        ...checkoutLines(undo, t.kind, t.name, p.force),
+        ...checkoutLines(undo, t.kind, t.name, { force: p.force, ...(undo.kept ? keepLines(undo.kept) : {}) }),
       ].join('\n'),
     ),
   ].join('\n');
@@ -508,6 +540,8 @@ export function restoreCloneScript(undo: Extract<GitUndo, { clone: 'moved' }>): 
     lines.push(undo.ref.sha ? `git update-ref ${r} ${undo.ref.sha} || exit 1` : `if git rev-parse -q --verify ${r} >/dev/null; then git branch -q -D -- ${quote(undo.ref.name)} || exit 1; fi`);
   }
   if (undo.branch !== null) lines.push(`git symbolic-ref HEAD ${quote(`refs/heads/${undo.branch}`)} || exit 1`);
+  // The local modifications force threw away, on the commit they were made on.
+  if (undo.kept) lines.push(`if git rev-parse -q --verify ${undo.kept} >/dev/null; then git stash apply -q --index ${undo.kept} >&2 && git update-ref -d ${undo.kept} || exit 1; fi`);
   return [GIT_ENV, withSafePath(lines.join('\n'))].join('\n');
 }
 
@@ -546,7 +580,8 @@ function undoSummary(u: UndoData): string {
   }
   const ref = u.ref && typeof u.ref === 'object' ? (u.ref as UndoData) : undefined;
   const refText = ref ? (typeof ref.sha === 'string' ? `, branch ${str(ref, 'name')} back to ${short(ref.sha)}` : `, delete the branch ${str(ref, 'name')} it made`) : '';
-  return `check ${dest} out at ${short(str(u, 'head'))} again (${str(u, 'branch') ? `on branch ${str(u, 'branch')}` : 'detached'})${refText}`;
+  const kept = str(u, 'kept') ? ', and the local modifications it threw away applied again' : '';
+  return `check ${dest} out at ${short(str(u, 'head'))} again (${str(u, 'branch') ? `on branch ${str(u, 'branch')}` : 'detached'})${refText}${kept}`;
 }
 
 function undoMismatch(p: GitParams, u: UndoData): string | undefined {
@@ -562,6 +597,7 @@ function undoMismatch(p: GitParams, u: UndoData): string | undefined {
   if (u.clone !== 'moved') return 'its undo data says neither that the clone was made nor that it was moved';
   if (typeof u.head !== 'string' || !SHA.test(u.head)) return `its undo data names no commit to go back to (${JSON.stringify(u.head)})`;
   if (u.branch !== null && (typeof u.branch !== 'string' || versionProblem(u.branch))) return `its undo data names a branch git cannot have (${JSON.stringify(u.branch)})`;
+  if (u.kept !== undefined && (typeof u.kept !== 'string' || !KEPT_REF.test(u.kept))) return `its undo data names a ref hostsmith does not keep (${JSON.stringify(u.kept)})`;
   if (u.ref !== undefined) {
     const ref = u.ref as UndoData;
     if (!ref || typeof ref.name !== 'string' || versionProblem(ref.name) || !(ref.sha === null || (typeof ref.sha === 'string' && SHA.test(ref.sha))))
