@@ -127,6 +127,16 @@ for (const kind of ['plain', 'systemd'] as const) {
         expect(spawnSync('nft', ['list', 'ruleset'], { encoding: 'utf8' }).stdout).toBe(machineRules);
       });
 
+      it('may set their own net.* sysctls, and no other', async () => {
+        const sb = sandbox();
+        const h = sb.hosts[0]!;
+        const machine = readFileSync('/proc/sys/net/ipv4/ip_forward', 'utf8');
+        const flipped = machine.trim() === '1' ? '0' : '1';
+        expect(await sshOk(sb, h, `sysctl -w net.ipv4.ip_forward=${flipped} && cat /proc/sys/net/ipv4/ip_forward`)).toBe(`net.ipv4.ip_forward = ${flipped}\n${flipped}\n`);
+        expect(readFileSync('/proc/sys/net/ipv4/ip_forward', 'utf8')).toBe(machine);
+        expect((await sshRun(sb, h, 'sysctl -w kernel.pid_max=40000')).code).not.toBe(0);
+      });
+
       it('stop() takes the veth pair with it', async () => {
         const sb = sandbox();
         const link = `hsv${slotOf(sb.hosts[0]!)}@`;

@@ -66,6 +66,9 @@ const q = (s: string): string => `'${s.replace(/'/g, `'\\''`)}'`;
  * It ends by exec'ing chroot + tini, so tini is PID 1 (reaps zombies) and
  * sshd runs in the foreground under it.
  */
+/** On a network of its own, the net.* sysctls are the host's own too: writable, as for nspawn's private network. */
+const PROC_SYS_NET_RW = 'mount --bind "$M/proc/sys/net" "$M/proc/sys/net"; mount -o remount,bind,rw "$M/proc/sys/net"\n';
+
 export function bootScript(h: HostSpec, rootfs: string, net?: PrivateNet): string {
   return `set -eu
 H=${q(h.dir)}
@@ -78,7 +81,7 @@ for p in sys sysrq-trigger; do
   [ -e "$M/proc/$p" ] || continue
   mount --bind "$M/proc/$p" "$M/proc/$p"; mount -o remount,bind,ro "$M/proc/$p"
 done
-mount -t sysfs -o ro,nosuid,nodev,noexec sysfs "$M/sys"
+${net ? PROC_SYS_NET_RW : ''}mount -t sysfs -o ro,nosuid,nodev,noexec sysfs "$M/sys"
 # a private /dev: a few device nodes bound from the real one, its own ptys
 mount -t tmpfs -o mode=755,nosuid tmpfs "$M/dev"
 for d in null zero full random urandom tty; do
@@ -177,11 +180,13 @@ while :; do
     echo $$ > "$r/${hostCgroup(h)}/boot$boot/cgroup.procs"
   done
   rc=0
-  # nspawn keeps CAP_NET_ADMIN only for a network of the container's own: on a private network
-  # the host may change its firewall (it is its own); on this machine's network it may not.
+  # On a private network nspawn is told the namespace it is already in is the container's own
+  # (--private-network with that namespace's path): it then keeps CAP_NET_ADMIN and leaves
+  # /proc/sys/net writable, so the host may change its firewall and net.* sysctls, which are its
+  # own. On this machine's network it may do neither.
   systemd-nspawn --boot --register=no --keep-unit --quiet --console=read-only \\
     --machine=${q(h.name)} --hostname=${q(h.name)} --resolv-conf=off --timezone=off --link-journal=no \\
-    ${net ? '--capability=CAP_NET_ADMIN ' : ''}-D "$M" || rc=$?
+    ${net ? '--private-network --network-namespace-path=/proc/self/ns/net ' : ''}-D "$M" || rc=$?
   [ "$rc" -eq 133 ] || { echo "[boot] systemd-nspawn exited $rc"; exit "$rc"; }
   echo "[boot] $(date -u +%FT%TZ) rebooting"
 done
