@@ -361,6 +361,33 @@ describe('git: the scripts, for real, on this machine', () => {
     expect(snap()).toBe(before);
   });
 
+  it('depth: a clone made shallow stays shallow as it moves; a whole clone is never made shallow by a move', async () => {
+    const { dir, ctx } = localCtx('hs-git-');
+    const { repo, c1, c2 } = bareRepo(dir);
+    // git ignores --depth for a local path; a file:// URL is fetched as a remote is.
+    const url = `file://${repo}`;
+    const shallow = join(dir, 'shallow');
+    const p = params({ repo: url, dest: shallow, version: 'v1', depth: 1 });
+    const made = await step(ctx, p);
+    await gitStep.apply(ctx, p, made.plan, made.s);
+    expect(sh(shallow, 'git rev-parse HEAD --is-shallow-repository; git rev-list --count HEAD')).toBe(`${c1}\ntrue\n1\n`);
+    const p2 = params({ repo: url, dest: shallow, version: 'v2', depth: 1 });
+    const moved = await step(ctx, p2);
+    expect(moved.plan.summary).toMatch(/known after the fetch$/);
+    await gitStep.apply(ctx, p2, moved.plan, moved.s);
+    expect(sh(shallow, 'git rev-parse HEAD --is-shallow-repository; git rev-list --count HEAD')).toBe(`${c2}\ntrue\n1\n`);
+
+    sh(
+      dir,
+      `git clone -q --no-local ${url} whole && cd whole && git checkout -q --detach v1 && git branch -q -D main && git tag -d v2 >/dev/null && git update-ref -d refs/remotes/origin/main && git update-ref -d refs/remotes/origin/HEAD && git reflog expire --expire=now --all && git gc -q --prune=now`,
+    );
+    const pw = params({ repo: url, dest: join(dir, 'whole'), version: 'v2', depth: 1 });
+    const w = await step(ctx, pw);
+    expect(w.plan.summary).toMatch(/known after the fetch$/);
+    await gitStep.apply(ctx, pw, w.plan, w.s);
+    expect(sh(join(dir, 'whole'), 'git rev-parse HEAD --is-shallow-repository; git rev-list --count HEAD')).toBe(`${c2}\nfalse\n2\n`);
+  });
+
   it('a commit id given whole, and a short one', async () => {
     const { dir, ctx } = localCtx('hs-git-');
     const { repo, c1 } = bareRepo(dir);

@@ -410,16 +410,21 @@ export function prepareDestScript(p: GitParams): string {
   );
 }
 
-/** Shell: fetch what the target needs (when the clone lacks its commit) into `hs_want`, a rev naming it. */
+/**
+ * Shell: fetch what the target needs (when the clone lacks its commit) into `hs_want`, a rev naming
+ * it. `depth` applies to a shallow clone only: a fetch with --depth would make a whole clone shallow.
+ */
 function fetchLines(p: GitParams, t: Pick<GitUndo, 'to'>, kind: Target['kind'], name: string): string[] {
-  const depth = p.depth ? ` --depth ${p.depth}` : '';
+  const depth = p.depth ? ' $hs_depth' : '';
   const have = t.to ? `git cat-file -e ${t.to}^{commit} 2>/dev/null` : 'false';
+  const pre = p.depth ? [`hs_depth=; [ "$(git rev-parse --is-shallow-repository)" != true ] || hs_depth='--depth ${p.depth}'`] : [];
   if (kind === 'branch') {
-    return [`hs_want=refs/remotes/origin/${quote(name)}`, `${have} && hs_want=${t.to} || git fetch -q${depth} origin ${quote(`+refs/heads/${name}:refs/remotes/origin/${name}`)} || exit 1`];
+    return [...pre, `hs_want=refs/remotes/origin/${quote(name)}`, `${have} && hs_want=${t.to} || git fetch -q${depth} origin ${quote(`+refs/heads/${name}:refs/remotes/origin/${name}`)} || exit 1`];
   }
-  if (kind === 'tag') return [`hs_want=refs/tags/${quote(name)}`, `${have} && hs_want=${t.to} || git fetch -q${depth} origin ${quote(`+refs/tags/${name}:refs/tags/${name}`)} || exit 1`];
+  if (kind === 'tag') return [...pre, `hs_want=refs/tags/${quote(name)}`, `${have} && hs_want=${t.to} || git fetch -q${depth} origin ${quote(`+refs/tags/${name}:refs/tags/${name}`)} || exit 1`];
   const want = t.to ?? name;
   return [
+    ...pre,
     `hs_want=${quote(want)}`,
     `git cat-file -e ${quote(`${want}^{commit}`)} 2>/dev/null || git fetch -q${depth} origin || exit 1`,
     // A commit no branch or tag reaches: asked for by its id (servers allow it for reachable commits).
