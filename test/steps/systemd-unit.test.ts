@@ -358,3 +358,41 @@ describe('systemd_unit: every script is valid sh', () => {
     expect(() => execFileSync('sh', ['-n', '-c', script])).not.toThrow();
   });
 });
+
+describe('systemd_unit: checks at load, before any host', () => {
+  const env = (found: boolean) => {
+    const checked: Array<[string, Array<string | number>, string[]]> = [];
+    return {
+      checked,
+      env: {
+        findSource: async (src: string) => (found ? { file: `/r/templates/${src}` } : { looked: [`/r/templates/${src}`, `/r/${src}`] }),
+        checkTemplate: async (file: string, path: Array<string | number>, local: string[]) => {
+          checked.push([file, path, local]);
+        },
+      },
+    };
+  };
+  it('a template that is not there is named at template; one that is, is checked with its own vars', async () => {
+    expect(await systemdUnitStep.staticCheck!({ name: 'a.service', template: 'a.hbs' }, env(false).env)).toEqual([
+      { path: ['template'], message: 'template "a.hbs" not found (looked in /r/templates/a.hbs, /r/a.hbs)' },
+    ]);
+    const ok = env(true);
+    expect(await systemdUnitStep.staticCheck!({ name: 'a.service', template: 'a.hbs', vars: { port: 1 } }, ok.env)).toEqual([]);
+    expect(ok.checked).toEqual([['/r/templates/a.hbs', ['template'], ['port']]]);
+  });
+  it('content that is not a unit file is named at content; templated content waits for its values', async () => {
+    expect(await systemdUnitStep.staticCheck!({ name: 'a.service', content: '[Service]\nExecStart /bin/true\n' }, env(true).env)).toEqual([
+      { path: ['content'], message: expect.stringContaining('line 2 is neither a [Section] header nor Key=value') },
+    ]);
+    expect(await systemdUnitStep.staticCheck!({ name: 'a.service', content: '{{unit}}' }, env(true).env)).toEqual([]);
+    expect(await systemdUnitStep.staticCheck!({ name: 'a.service', content: UNIT }, env(true).env)).toEqual([]);
+  });
+});
+
+describe('systemd_unit: what a change wrote', () => {
+  it('the folders above nothing (the unit folder is there); anything once it started the unit', () => {
+    const file = { kind: 'absent' as const, path: '/etc/systemd/system/app.service', created: [] };
+    expect(systemdUnitStep.wrote!(params(), { name: 'app.service', file })).toEqual([]);
+    expect(systemdUnitStep.wrote!(params(), { name: 'app.service', file, active: false })).toEqual(['path:*']);
+  });
+});

@@ -153,7 +153,7 @@ export function parseUnit(text: string): { sections: Map<string, Array<[string, 
       continue;
     }
     const eq = line.indexOf('=');
-    if (eq <= 0 || !/^[A-Za-z0-9-]+$/.test(line.slice(0, eq).trim())) {
+    if (eq <= 0 || !/^[A-Za-z0-9_.-]+$/.test(line.slice(0, eq).trim())) {
       problems.push(`line ${i + 1} is neither a [Section] header nor Key=value: ${JSON.stringify(t.slice(0, 80))}`);
       continue;
     }
@@ -520,7 +520,9 @@ export const systemdUnitStep: StepType<SystemdUnitParams, SystemdUnitState, Syst
     await runOk(ctx, rollbackScript(undo), `putting unit ${undo.name} back on ${ctx.host}`);
   },
   hostRollback: (_p, undo) => rollbackScript(undo),
-  stateKey: (_p, s) => ({ systemd: s.systemd, load: s.load, running: isRunning(s.active), enabled: s.enabled, stale: s.stale, missingDirs: s.missingDirs, file: pathKey(s.file) }),
+  // Not the link folders: they follow from the content, which undo and recover read from the journal
+  // (a template's by digest only); the boot state already says whether the links are there.
+  stateKey: (_p, s) => ({ systemd: s.systemd, load: s.load, running: isRunning(s.active), enabled: s.enabled, stale: s.stale, file: pathKey(s.file) }),
   // Enabling writes links beside the unit file; starting a unit writes what it likes (as a service step's start does).
   footprint: (p) => {
     const services = [`service:${p.name}`, ...(p.name.endsWith('.service') ? [`service:${p.name.slice(0, -'.service'.length)}`] : [])];
@@ -528,7 +530,8 @@ export const systemdUnitStep: StepType<SystemdUnitParams, SystemdUnitState, Syst
     const writes = [`path:${unitPath(p.name)}`, ...services, ...(p.enabled !== undefined ? [`path:${UNIT_DIR}`] : []), ...(p.state !== undefined ? SERVICE_WRITES : [])];
     return { reads, writes };
   },
-  wrote: (_p, undo) => [...pathWrote(undo?.file ?? null), ...(undo?.active === false ? ['path:*'] : [])],
+  // A unit it started, restarted or reloaded may have written anything (as a service step's start may).
+  wrote: (_p, undo) => [...pathWrote(undo?.file ?? null), ...(undo?.active !== undefined ? ['path:*'] : [])],
   undoSummary,
   undoMismatch,
   staticCheck: async (raw: UndoData, env: StaticEnv): Promise<StaticProblem[]> => {
