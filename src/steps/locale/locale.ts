@@ -367,7 +367,8 @@ function installScript(dir: string, make: boolean): string {
       enterScript('/usr/lib/locale', { make }),
       `if [ -L locale-archive ]; then hs_refuse ${ARCHIVE} "it is a symbolic link; hostsmith does not write through it"; exit $?; fi`,
       `hs_write locale-archive '' '' < ${w}/usr/lib/locale/locale-archive || exit 1`,
-      `rm -rf -- ${w}`,
+      // The archive is in place: a build folder left behind is no reason to fail.
+      `rm -rf -- ${w} || true`,
     ].join('\n'),
   );
 }
@@ -394,6 +395,17 @@ async function applyArchive(ctx: StepContext, p: LocaleParams, s: LocaleState, u
     },
     `someone changed ${ARCHIVE} after it was read`,
   );
+  // Past the install the live archive is the new one: a failure from there on puts the old one
+  // back here, since the engine rolls back completed steps (and applyParts completed parts) only.
+  const undone = async (e: StepError): Promise<never> => {
+    try {
+      await rollbackPath(ctx, undo);
+    } catch (r) {
+      throw new StepError(`${e.message}; putting ${ARCHIVE} back also failed: ${(r as Error).message}`, { cause: e });
+    }
+    throw e;
+  };
+  if (failed?.stage === 'read') return undone(new StepError(`${ARCHIVE} was replaced but could not be read back (exit ${failed.code}): ${tail(failed.said)}`));
   if (failed) {
     const said = tail(failed.said) || tail(r.stdout, 5);
     if (/No space left on device/i.test(failed.said)) throw backupFailure(ctx, { ...r, code: failed.code, stderr: failed.said }, `compiling ${p.name}`, '/var/lib/hostsmith and /usr/lib/locale');
@@ -405,7 +417,7 @@ async function applyArchive(ctx: StepContext, p: LocaleParams, s: LocaleState, u
   const out = Buffer.from(read ?? '', 'utf8');
   const end = out.indexOf(0);
   const listed = end < 0 ? [] : out.subarray(0, end).toString('utf8').split('\n').filter(Boolean);
-  if (!isListed(p.name, listed)) throw new StepError(`${ARCHIVE} was replaced, but locale -a does not list ${p.name} (it lists ${listed.join(', ') || 'nothing'})`);
+  if (!isListed(p.name, listed)) return undone(new StepError(`${ARCHIVE} was replaced, but locale -a does not list ${p.name} (it lists ${listed.join(', ') || 'nothing'})`));
   const { fields } = splitFields(out.subarray(end + 1), ARCHIVE_FIELDS);
   return parseArchive(fields);
 }
