@@ -342,6 +342,10 @@ describe('git: the scripts, for real, on this machine', () => {
       chmodSync(home, 0o755);
       sh(dir, `chmod -R a+rX ${dir} && git clone -q ${repo} ${home}/app && cd ${home}/app && git checkout -q -b stay v2 && chown -R nobody: ${home}/app`);
       const undo: GitUndo = { dest: `${home}/app`, runner: 'nobody', to: c2, clone: 'moved', head: c1, branch: 'stay', ref: { name: 'stay', sha: c1 } };
+      // Journaled as root's, it is refused as root: the clone is nobody's, so its hooks and config are too.
+      expect(() => execFileSync('sh', ['-c', hostRollbackScript({ ...undo, runner: 'root' })], { cwd: dir, encoding: 'utf8', stdio: 'pipe' })).toThrow(
+        /app is not a clone of root's .*git is not run in it/,
+      );
       sh(dir, hostRollbackScript(undo));
       expect(sh(`${home}/app`, 'git -c safe.directory=* rev-parse HEAD stay && git -c safe.directory=* symbolic-ref HEAD && cat app.conf && find . ! -user nobody | wc -l')).toBe(
         `${c1}\n${c1}\nrefs/heads/stay\none\n0\n`,

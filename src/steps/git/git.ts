@@ -178,11 +178,12 @@ export function checkScript(p: GitParams): string {
     `if [ -L ${d} ] || [ ! -d ${d} ]; then echo 'dest other'; exit 0; fi`,
     `hs_e=$(ls -A -- ${d}) || exit 1`,
     `if [ -z "$hs_e" ]; then printf 'dest empty %s\\n' "$(stat -c '%U %G %a' -- ${d})"; exit 0; fi`,
-    `if [ -L ${d}/.git ] || [ ! -d ${d}/.git ]; then echo 'dest notclone'; exit 0; fi`,
-    // git is not run in a clone another user owns: its config and hooks would run as us.
-    `hs_o=$(stat -c %U -- ${d}/.git) && hs_do=$(stat -c %U -- ${d}) || exit 1`,
-    'if [ "$hs_o" != "$hs_me" ] || [ "$hs_do" != "$hs_me" ]; then [ "$hs_o" = "$hs_me" ] && hs_o=$hs_do; echo "dest foreign $hs_o"; exit 0; fi',
+    // Judged where we stand, so a folder renamed into dest's place meanwhile is the one judged.
     `cd -P -- ${d} || exit 1`,
+    "if [ -L .git ] || [ ! -d .git ]; then echo 'dest notclone'; exit 0; fi",
+    // git is not run in a clone another user owns: its config and hooks would run as us.
+    'hs_o=$(stat -c %U -- .git) && hs_do=$(stat -c %U -- .) || exit 1',
+    'if [ "$hs_o" != "$hs_me" ] || [ "$hs_do" != "$hs_me" ]; then [ "$hs_o" = "$hs_me" ] && hs_o=$hs_do; echo "dest foreign $hs_o"; exit 0; fi',
     'echo "dest clone"',
     'echo "head $(git rev-parse -q --verify HEAD)"',
     'echo "branch $(git symbolic-ref -q --short HEAD)"',
@@ -481,6 +482,9 @@ function keepLines(ref: string): { before: string[]; failed: string } {
   };
 }
 
+/** Shell, in dest: stop unless the folder and its .git are the user's running git (never git in another user's clone). */
+const OWN_CLONE = `hs_me=$(id -un) && [ ! -L .git ] && [ "$(stat -c %U -- .)" = "$hs_me" ] && [ "$(stat -c %U -- .git)" = "$hs_me" ] || hs_fail "$(pwd -P) is not a clone of $hs_me's (the folder or its .git is another user's, or .git is a link); git is not run in it"`;
+
 /** Shell (as the runner): a clone held to the state it was planned from, fetched if need be, and moved to the target. */
 export function moveScript(p: GitParams, undo: Extract<GitUndo, { clone: 'moved' }>, t: Target): string {
   const ref = undo.branch === null ? '' : `refs/heads/${undo.branch}`;
@@ -489,6 +493,7 @@ export function moveScript(p: GitParams, undo: Extract<GitUndo, { clone: 'moved'
     withSafePath(
       [
         enterScript(p.dest),
+        OWN_CLONE,
         `[ "$(git rev-parse -q --verify HEAD)" = ${undo.head} ] && [ "$(git symbolic-ref -q HEAD)" = ${quote(ref)} ] || hs_fail ${quote(`${p.dest} is no longer at ${short(undo.head)} (${undo.branch ?? 'detached'}) as planned; nothing was changed: make a new plan`)}`,
         ...(p.force
           ? []
@@ -539,7 +544,7 @@ function removeDirsScript(dirs: string[]): string {
  * step moved put back (or deleted, when the step made it), HEAD on the branch it was on. Safe to run again.
  */
 export function restoreCloneScript(undo: Extract<GitUndo, { clone: 'moved' }>): string {
-  const lines = [enterScript(undo.dest), `git -c advice.detachedHead=false checkout -q --detach ${undo.head} || exit 1`];
+  const lines = [enterScript(undo.dest), OWN_CLONE, `git -c advice.detachedHead=false checkout -q --detach ${undo.head} || exit 1`];
   if (undo.ref) {
     const r = quote(`refs/heads/${undo.ref.name}`);
     lines.push(undo.ref.sha ? `git update-ref ${r} ${undo.ref.sha} || exit 1` : `if git rev-parse -q --verify ${r} >/dev/null; then git branch -q -D -- ${quote(undo.ref.name)} || exit 1; fi`);
