@@ -6,8 +6,8 @@
  * /srv/app.git: git refuses a repository another user owns otherwise.
  *
  * Beyond the battery: a host without git, a clone moved from one tag to another and put back by
- * undo, a clone with local modifications left alone without force, and dest (or its parent)
- * planted as a link by a hostile local user.
+ * undo, a clone with local modifications left alone without force (and with force, brought back by
+ * undo), and dest (or its parent) planted as a link by a hostile local user.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -123,6 +123,22 @@ describeHosts('git: what the battery does not cover', () => {
     expect(r.stdout + r.stderr).toContain('/srv/moved has local modifications in 1 file: app.conf; nothing was changed: commit or discard them on the host, or set force: true to throw them away');
     expect(await root('cd /srv/moved && find . -printf "%p %s %T@\\n" | sort | md5sum')).toBe(before);
     expect(await root('cd /srv/moved && git rev-parse HEAD && cat app.conf')).toBe(`${c1}\nmine\n`);
+  });
+
+  it('force: the modifications it throws away come back with undo, on the commit they were made on', async () => {
+    const { c1, c2 } = await ready();
+    await root('git clone -q /srv/app.git /srv/moved && cd /srv/moved && git checkout -q --detach v1 && echo mine > app.conf');
+    const s = stateDir();
+    const r = await run('apply', '{ repo: /srv/app.git, dest: /srv/moved, version: v2, force: true }', s);
+    expect(r.code, said(r)).toBe(0);
+    expect(stepEvents(r)[0]?.summary).toMatch(/discarding local modifications in app.conf \(force\)$/);
+    expect(await root('cd /srv/moved && git rev-parse HEAD && cat app.conf && git status --porcelain && git for-each-ref --count=1 refs/hostsmith | wc -l')).toBe(`${c2}\ntwo\n1\n`);
+    const runId = r.events.find((x) => x.event === 'run-started')!.runId as string;
+    const undo = await hostsmith(['undo', runId, '--yes', '--json', '--state-dir', s]);
+    expect(undo.code, said(undo)).toBe(0);
+    expect(await root('cd /srv/moved && git rev-parse HEAD && (git symbolic-ref -q HEAD || echo detached) && cat app.conf && git status --porcelain && git for-each-ref refs/hostsmith')).toBe(
+      `${c1}\ndetached\nmine\n M app.conf\n`,
+    );
   });
 
   it('dest planted as a link to /etc by a local user: refused naming it, /etc untouched', async () => {
