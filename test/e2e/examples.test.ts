@@ -12,7 +12,7 @@
  * Each case starts on a fresh host (the sandbox host restarted with its changes wiped). The
  * host is read with plain OpenSSH (test/hosts/residue.ts) and nginx with a plain HTTP request.
  */
-import { mkdtempSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { beforeEach, expect, it } from 'vitest';
@@ -21,10 +21,24 @@ import { residue, snapshotHost } from '../hosts/residue.js';
 import { describeHosts, useSandbox } from '../hosts/use-sandbox.js';
 import { hostsmith, httpGet, onTerminal, ROOT, sandboxArgs, stepEvents } from './cli.js';
 
+/**
+ * Recipes that need another kind of host, with the file that runs them the same way (apply, undo
+ * to zero residue) on one: app-server boots units and sets a firewall, so it runs on a systemd
+ * host with a network of its own.
+ */
+const ELSEWHERE: Record<string, string> = { 'app-server.yml': 'test/e2e/app-server.test.ts' };
+
 /** Read when the file is collected: a recipe added to recipes/ gets its own test. */
 const RECIPES = readdirSync(join(ROOT, 'recipes'))
-  .filter((f) => /\.ya?ml$/.test(f))
+  .filter((f) => /\.ya?ml$/.test(f) && !(f in ELSEWHERE))
   .sort();
+
+it('every recipe left out here is run end to end elsewhere', () => {
+  for (const [recipe, test] of Object.entries(ELSEWHERE)) {
+    expect(existsSync(join(ROOT, 'recipes', recipe)), recipe).toBe(true);
+    expect(readFileSync(join(ROOT, test), 'utf8'), test).toContain(`recipes/${recipe}`);
+  }
+});
 
 /**
  * The vars a recipe needs on a sandbox host (as --var name=value). A recipe with a required var
