@@ -141,6 +141,38 @@ handlers:
       expect(await sshOk(sb, h(), 'ps -o args= -p $(systemctl show -p MainPID --value hs-svc); systemctl show -p NeedDaemonReload --value hs-svc')).toBe('sleep 4242\nno\n');
     });
 
+    it('an init script with no unit of its own and no rc links: enabled through systemctl, and a rollback leaves no rc links, as before', async () => {
+      const sb = sandbox();
+      const script = [
+        '#!/bin/sh',
+        '### BEGIN INIT INFO',
+        '# Provides:          hs-sysv',
+        '# Required-Start:    $remote_fs',
+        '# Required-Stop:     $remote_fs',
+        '# Default-Start:     2 3 4 5',
+        '# Default-Stop:      0 1 6',
+        '# Short-Description: hostsmith test script',
+        '### END INIT INFO',
+        'case "$1" in',
+        '  start) sleep 1000 >/dev/null 2>&1 & echo $! > /run/hs-sysv.pid ;;',
+        '  stop) [ -f /run/hs-sysv.pid ] && kill $(cat /run/hs-sysv.pid); rm -f /run/hs-sysv.pid ;;',
+        '  status) [ -f /run/hs-sysv.pid ] && kill -0 $(cat /run/hs-sysv.pid) 2>/dev/null ;;',
+        'esac',
+        '',
+      ].join('\n');
+      await sshOk(sb, h(), `echo ${Buffer.from(script).toString('base64')} | base64 -d > /etc/init.d/hs-sysv && chmod 755 /etc/init.d/hs-sysv && systemctl daemon-reload`);
+      const links = 'ls /etc/rc0.d /etc/rc1.d /etc/rc2.d /etc/rc3.d /etc/rc4.d /etc/rc5.d /etc/rc6.d /etc/rcS.d | grep -c hs-sysv || true';
+      expect(await sshOk(sb, h(), links)).toBe('0\n');
+      const r = await apply(recipe('steps:\n  - name: Sysv\n    service: { name: hs-sysv, enabled: true }\n  - name: Breaks\n    command: { run: "exit 1" }\n'));
+      expect(r.code, r.stdout + r.stderr).toBe(1);
+      expect(stepEvents(r)[0]).toMatchObject({ status: 'changed', summary: 'enable hs-sysv at boot (none → enabled)' });
+      expect(await sshOk(sb, h(), links)).toBe('0\n');
+      const ok = await apply(recipe('steps:\n  - name: Sysv\n    service: { name: hs-sysv, enabled: true }\n'));
+      expect(ok.code, ok.stdout + ok.stderr).toBe(0);
+      expect(await sshOk(sb, h(), 'systemctl is-enabled hs-sysv 2>/dev/null; ls /etc/rc2.d | grep hs-sysv')).toMatch(/^enabled\nS\d\dhs-sysv\n$/);
+      await sshOk(sb, h(), 'update-rc.d -f hs-sysv remove >/dev/null; rm -f /etc/init.d/hs-sysv; systemctl daemon-reload');
+    });
+
     it('a unit that does not exist fails with a clear error', async () => {
       const r = await apply(recipe('steps:\n  - name: Ghost\n    service: { name: nosuchsvc, state: started }\n'));
       expect(r.code).toBe(1);

@@ -188,6 +188,16 @@ describe('service on systemd: (params, what systemctl says) → plan, and the sc
     expect(on).toContain('no systemd unit of that name');
   });
 
+  it('an init script run through systemd’s sysv generator: no rc links is "none", and rollback puts back none', () => {
+    expect(parseCheck('exists=1\nactive=inactive\nenabled=disabled\nsysv=1\n', 'systemd').enabled).toBe('none');
+    expect(parseCheck('exists=1\nactive=inactive\nenabled=disabled\nsysv=1\nlink=/etc/rc2.d/K01x\n', 'systemd').enabled).toBe('disabled');
+    expect(parseCheck('exists=1\nactive=inactive\nenabled=disabled\n', 'systemd').enabled).toBe('disabled');
+    expect(planService(params({ enabled: true }), sd(false, 'none'))).toMatchObject({ summary: 'enable cron at boot (none → enabled)', undo: { enabled: 'none' } });
+    const back = serviceStep.hostRollback!(params({ enabled: true }), { name: 'cron', init: 'systemd', enabled: 'none' }, env);
+    expect(back).toContain('s=$(systemctl show -p SourcePath --value -- cron) && update-rc.d -f "${s##*/}" remove');
+    expect(back).not.toContain('systemctl disable');
+  });
+
   it('a start reads the unit file again first when systemd says it changed on disk', () => {
     const run = serviceStep.hostRun!(params({ state: 'reloaded' }), env);
     expect(run).toContain('systemctl show -p NeedDaemonReload --value -- cron');

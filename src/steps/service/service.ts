@@ -27,7 +27,9 @@ export interface ServiceState {
   running: boolean;
   /**
    * sysvinit: `enabled` (an S link in a runlevel 2–5), `disabled` (only K links there), `none` (no rc links).
-   * systemd: what `systemctl is-enabled` says (enabled, disabled, static, masked, …).
+   * systemd: what `systemctl is-enabled` says (enabled, disabled, static, masked, …); `none` for an
+   * init script without a unit of its own and without rc links (is-enabled calls that disabled,
+   * but a rollback to disabled would leave K links that were not there).
    */
   enabled: string;
 }
@@ -119,6 +121,11 @@ export function checkScript(name: string, init: Init): string {
       'echo exists=1',
       `echo "active=$(systemctl is-active -- ${n} 2>/dev/null)"`,
       `echo "enabled=$(systemctl is-enabled -- ${n} 2>/dev/null)"`,
+      // An init script systemd runs through its sysv generator: its boot state is its rc links.
+      `src=$(systemctl show -p SourcePath --value -- ${n} 2>/dev/null)`,
+      'case $src in /etc/init.d/*) echo sysv=1; s=${src##*/}',
+      '  for f in /etc/rc[0-6S].d/[SK][0-9][0-9]"$s"; do if [ -e "$f" ] || [ -L "$f" ]; then echo "link=$f"; fi; done;;',
+      'esac',
     ].join('\n');
   }
   return [
@@ -144,7 +151,9 @@ export function parseCheck(out: string, init: Init): ServiceState {
   const exists = kv.exists === '1';
   if (init === 'systemd') {
     const active = kv.active ?? '';
-    return { init, exists, running: exists && ['active', 'reloading', 'activating'].includes(active), enabled: exists ? kv.enabled || 'disabled' : 'not-found' };
+    const said = kv.enabled || 'disabled';
+    const enabled = !exists ? 'not-found' : kv.sysv === '1' && said === 'disabled' && !links.length ? 'none' : said;
+    return { init, exists, running: exists && ['active', 'reloading', 'activating'].includes(active), enabled };
   }
   const enabled = links.some((l) => /^\/etc\/rc[2-5]\.d\/S/.test(l)) ? 'enabled' : links.length ? 'disabled' : 'none';
   return { init, exists, running: exists && kv.status === '0', enabled };
@@ -181,7 +190,11 @@ function runCommand(name: string, init: Init, a: RunAction): string {
 
 function enableCommand(name: string, init: Init, target: string): string {
   const n = quote(name);
-  if (init === 'systemd') return `systemctl ${SYSTEMD_ENABLED.includes(target) ? 'enable' : 'disable'} -- ${n}`;
+  if (init === 'systemd') {
+    // No rc links at all, as the init script had before: systemctl has no word for that.
+    if (target === 'none') return `s=$(systemctl show -p SourcePath --value -- ${n}) && update-rc.d -f "\${s##*/}" remove`;
+    return `systemctl ${SYSTEMD_ENABLED.includes(target) ? 'enable' : 'disable'} -- ${n}`;
+  }
   if (target === 'enabled') return `update-rc.d ${n} defaults && update-rc.d ${n} enable`;
   if (target === 'disabled') return `update-rc.d ${n} defaults && update-rc.d ${n} disable`;
   return `update-rc.d -f ${n} remove`;
