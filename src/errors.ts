@@ -39,9 +39,15 @@ export class InputError extends HostsmithError {
 /** A host could not be reached, refused us, or presented an unknown or changed key (exit 4). */
 export class ConnectError extends HostsmithError {
   readonly host: string;
-  constructor(host: string, message: string, options?: { cause?: unknown }) {
+  /**
+   * The host was already waited for as long as it should be (a reboot step's timeout): the run
+   * gives it up at once rather than trying to connect again for another budget.
+   */
+  readonly waited: boolean;
+  constructor(host: string, message: string, options?: { cause?: unknown; waited?: boolean }) {
     super(`${host}: ${message}`, 4, options);
     this.host = host;
+    this.waited = options?.waited === true;
   }
 }
 

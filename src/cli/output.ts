@@ -61,6 +61,8 @@ export class Output {
   private hostCount = 0;
   /** Per host, what the plan would do, by kind (from the step events). */
   readonly tallies = new Map<string, PlanTally>();
+  /** What rollbacks left in place and said so (a reboot), per host: the closing lines repeat it. */
+  private readonly kept = new Map<string, string[]>();
 
   private tally(host: string, kind: keyof PlanTally): void {
     const t = this.tallies.get(host) ?? { create: 0, change: 0, remove: 0, unknown: 0 };
@@ -193,8 +195,11 @@ export class Output {
       }
       case 'rollback-finished':
         this.stopSpinner();
+        if (e.note) this.kept.set(e.host, [...(this.kept.get(e.host) ?? []), `${e.step}: ${e.note}`]);
         this.board?.rollingBack(e.host, e.step);
-        this.say(`${prefix(e.host)}${SYMBOL[e.status]} rollback of ${one(e.step)}: ${e.status === 'rolled-back' ? this.paint(32, 'rolled back') : this.paint(31, `FAILED: ${multi(e.error)}`)}`);
+        this.say(
+          `${prefix(e.host)}${SYMBOL[e.status]} rollback of ${one(e.step)}: ${e.status === 'rolled-back' ? this.paint(32, e.note ? one(e.note) : 'rolled back') : this.paint(31, `FAILED: ${multi(e.error)}`)}`,
+        );
         break;
       case 'watchdog':
         this.stopSpinner();
@@ -257,6 +262,8 @@ export class Output {
     }
     // While apply asks for confirmation, "run hostsmith apply" would be the wrong advice.
     for (const line of nextSteps(r)) if (!(o.confirming && line.startsWith('Plan:'))) this.say(line);
+    // "As before the run" is true of what could be put back; what could not (a reboot) is said beside it.
+    for (const [host, notes] of this.kept) this.say(`${one(host)}: not undone by the rollback: ${notes.map(one).join('; ')}`);
   }
 }
 

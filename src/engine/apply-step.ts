@@ -146,20 +146,23 @@ export async function rollBackStep(rec: Recorder, at: { host: string; runId: str
   };
   await write({ kind: 'rollback-started', ...base });
   let error: string | undefined;
+  let note: string | undefined;
   if (step.undo === null) {
     error = `irreversible: the step has no rollback, so its change stays (${step.summary || step.spec.type})`;
   } else {
     try {
-      await step.type.rollback(step.ctx, step.params, step.undo);
+      // A type whose change needs no taking back (a reboot) says what stays instead.
+      const said = await step.type.rollback(step.ctx, step.params, step.undo);
+      if (said && typeof said.note === 'string') note = said.note;
     } catch (e) {
       if (e instanceof ConnectError) throw e;
       error = errorMessage(e);
     }
   }
   const status = error ? 'rollback-failed' : 'rolled-back';
-  await write({ kind: 'rollback-finished', ...base, time: now(), status, ...(error ? { error } : {}) });
+  await write({ kind: 'rollback-finished', ...base, time: now(), status, ...(error ? { error } : {}), ...(note ? { note } : {}) });
   if (journalProblem) error = `${error ? `${error}; ` : 'rolled back on the host, but '}the journal could not record it (${journalProblem})`;
-  rec.emit({ event: 'rollback-finished', runId: at.runId, ...base, time: now(), status, ...(error ? { error } : {}) });
+  rec.emit({ event: 'rollback-finished', runId: at.runId, ...base, time: now(), status, ...(error ? { error } : {}), ...(note ? { note } : {}) });
   return !error;
 }
 

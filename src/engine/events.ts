@@ -59,7 +59,7 @@ export type RunEvent =
     })
   /** Lockout protection (--confirm): the watchdog armed, confirmed, disarmed, fired, or waited for. */
   | (Base & { event: 'watchdog'; host: string; what: 'armed' | 'confirmed' | 'disarmed' | 'fired' | 'waiting'; message: string })
-  | (Base & { event: 'rollback-finished'; host: string; step: string; type: string; status: 'rolled-back' | 'rollback-failed'; error?: string })
+  | (Base & { event: 'rollback-finished'; host: string; step: string; type: string; status: 'rolled-back' | 'rollback-failed'; error?: string; note?: string })
   | (Base & { event: 'host-finished'; host: string; status: HostStatus; error?: string; cause?: Cause; durationMs: number } & Counts)
   | (Base & {
       event: 'run-finished';

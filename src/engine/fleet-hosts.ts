@@ -86,6 +86,19 @@ export class FleetHosts {
     return () => (host.locking ??= this.lock(target, host));
   }
 
+  /**
+   * The host booted again during the run (a reboot step): a lock the run holds in /run went with
+   * the old boot, so it is taken again where it was — this run's own lock, found or made afresh;
+   * one another run took meanwhile is refused (LockedError). A lock not yet taken is left to
+   * `locker`.
+   */
+  async relock(target: Reachable, host: OpenHost): Promise<void> {
+    if (!host.release) return;
+    const { runId, stateDir, rootLockDir } = this.settings;
+    const sudo = this.runSudo(target);
+    host.release = await acquireLock(host.transport, host.baseFor(sudo), runId, sudo, { stateDir, adopt: runId, ...(rootLockDir ? { rootLockDir } : {}) });
+  }
+
   /** Releases the lock (apply) and closes the connection (unless kept open); `report` hears of a lock that would not let go. */
   async letGo(name: string, report?: { error?: string; givenUp?: boolean }): Promise<void> {
     const host = this.open.get(name);

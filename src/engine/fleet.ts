@@ -253,7 +253,7 @@ function hostOptionsFor(options: RunRecipeOptions, frame: RunFrame, hosts: Fleet
     sudo: target.sudo,
     backupDirFor: (withSudo: boolean) => `${open.baseFor(withSudo)}/backups/${runId}`,
     expected: options.expected?.hosts[target.name],
-    ...(apply ? { beforeChange: hosts.locker(target, open) } : {}),
+    ...(apply ? { beforeChange: hosts.locker(target, open), relock: () => hosts.relock(target, open) } : {}),
     ...(apply && confirmMs !== undefined ? { confirm: confirmFor(target, confirmMs, options.recipe.verify) } : {}),
   });
 }

@@ -6,7 +6,7 @@
 import { buildScope, render, renderScopeVars } from '../render/template.js';
 import type { Recipe, RetrySpec, StepSpec } from '../recipe/types.js';
 import { readSource } from '../recipe/sources.js';
-import type { StepContext } from '../steps/step.js';
+import type { HostConnection, StepContext } from '../steps/step.js';
 import type { Transport } from '../transport/transport.js';
 import type { Emit } from './events.js';
 import type { Facts } from './facts.js';
@@ -72,6 +72,11 @@ export interface HostRunOptions {
   beforeChange?: () => Promise<LockTaken>;
   /** apply: lockout protection (--confirm): a watchdog on the host, a new login and the verify commands before the host is done. */
   confirm?: ConfirmOptions;
+  /**
+   * apply: the host booted again during the run (a reboot step): the run's lock, if it held one in
+   * the old boot's /run, is taken again (its own, or a fresh one; another run's is refused).
+   */
+  relock?: () => Promise<void>;
 }
 
 /** When the run's host lock was taken, and whether another run locked the host since this one first read it. */
@@ -99,9 +104,23 @@ export interface StepEnv {
   planUnseen: boolean;
   defaultTimeoutMs?: number;
   onSource?: (path: string, content: Buffer) => void;
+  /** The run's connection to the host, for a step that takes the host away on purpose (a plan only reads that it is there). */
+  connection?: HostConnection;
 }
 
-export function stepEnv(options: HostRunOptions): StepEnv {
+export function stepEnv(options: HostRunOptions, probes?: Pick<Probes, 'drop'>): StepEnv {
+  const transport = options.transport as Partial<ShellTransport>;
+  const reconnect = transport.reconnect?.bind(transport);
+  const connection: HostConnection | undefined = reconnect
+    ? {
+        reconnect,
+        rebooted: async () => {
+          // Whatever was read in one batch before the reboot may have gone with the old boot.
+          probes?.drop();
+          await options.relock?.();
+        },
+      }
+    : undefined;
   return {
     host: options.host,
     runId: options.runId,
@@ -114,6 +133,7 @@ export function stepEnv(options: HostRunOptions): StepEnv {
     planUnseen: options.mode === 'apply' && options.expected === undefined,
     ...(options.defaultTimeoutMs !== undefined ? { defaultTimeoutMs: options.defaultTimeoutMs } : {}),
     ...(options.onSource ? { onSource: options.onSource } : {}),
+    ...(connection ? { connection } : {}),
   };
 }
 
@@ -127,7 +147,8 @@ export interface HostRun {
 }
 
 export function newHostRun(options: HostRunOptions): HostRun {
-  return { options, env: stepEnv(options), state: newHostState(), rec: new Recorder(options.journal, options.emit), probes: new Probes() };
+  const probes = new Probes();
+  return { options, env: stepEnv(options, probes), state: newHostState(), rec: new Recorder(options.journal, options.emit), probes };
 }
 
 /**
@@ -184,6 +205,7 @@ export function contextFor(env: StepEnv, spec: StepSpec, scope: Record<string, u
       return source;
     },
     render: (text, extra = {}, where) => render(text, { ...scope, ...extra }, { step: spec.name, field: where }),
+    ...(env.connection ? { connection: env.connection } : {}),
   };
 }
 

@@ -175,6 +175,8 @@ const rollbackFinished = z.object({
   type: text,
   status: z.enum(['rolled-back', 'rollback-failed']),
   error: text.optional(),
+  /** What a rollback that changed nothing said instead (a reboot: nothing to roll back, and when the host was rebooted). */
+  note: text.optional(),
 });
 /** `recover` took over the run (it appends to the run's own journal): who, so a second recover can tell. */
 const recoverStarted = z.object({ kind: z.literal('recover-started'), time: text, pid: z.number().int().positive(), controller: text });

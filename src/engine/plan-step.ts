@@ -158,10 +158,10 @@ async function planOnce(state: PlanState, inputs: PlanInputs, spec: StepSpec): P
     summary = plan.summary;
     // Masking the new secret is not enough: the old content may hold the value it replaces.
     if (plan.diff && inputs.sensitive?.(JSON.stringify(params))) plan = { ...plan, diff: HIDDEN_DIFF };
-    if (dynamic) return likelyOutcome(state.changing, spec, params, type, after, plan.changed ? plan.summary : `unchanged (${plan.summary})`, digest, plan);
+    if (dynamic) return likelyOutcome(state.changing, spec, params, type, after, plan.changed ? plan.summary : `${plan.skipped ? 'skipped' : 'unchanged'} (${plan.summary})`, digest, plan);
     const pre = stateFingerprint(type, params, current);
     const base = { spec, summary: plan.summary, paramsDigest: digest, pre, ...(after.length ? { dependsOn: after } : {}) };
-    if (!plan.changed) return { ...base, status: 'unchanged', irreversible: false };
+    if (!plan.changed) return { ...base, status: plan.skipped ? 'skipped' : 'unchanged', irreversible: false };
     state.changing.push({ name: spec.name, writes: type.footprint(params).writes });
     return {
       ...base,

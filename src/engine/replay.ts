@@ -16,6 +16,8 @@ export interface RollbackState {
   startedAt: string;
   finishedAt?: string;
   error?: string;
+  /** What a rollback that changed nothing said instead (a reboot). */
+  note?: string;
 }
 
 export interface StepState {
@@ -287,7 +289,7 @@ function rollbackFinished(run: RunState, entry: Of<'rollback-finished'>, at: str
     run.anomalies.push(`${at}: rollback of step "${entry.step}" on ${entry.host} finished without a rollback-started`);
     return;
   }
-  step.rollback = { ...step.rollback, status: entry.status, finishedAt: entry.time, ...(entry.error ? { error: entry.error } : {}) };
+  step.rollback = { ...step.rollback, status: entry.status, finishedAt: entry.time, ...(entry.error ? { error: entry.error } : {}), ...(entry.note ? { note: entry.note } : {}) };
 }
 
 function hostFinished(host: HostState, entry: Of<'host-finished'>): void {

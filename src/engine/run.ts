@@ -436,7 +436,8 @@ async function linkLost(hostRun: HostRun, e: ConnectError, during: string): Prom
   const why = e.message.startsWith(`${options.host}: `) ? e.message.slice(options.host.length + 2) : e.message;
   state.fatal ??= `the connection was lost ${during} (${why})`;
   try {
-    if (!transport.reconnect) throw e;
+    // A host already waited for as long as it should be (a reboot's timeout) is given up at once.
+    if (!transport.reconnect || e.waited) throw e;
     await transport.reconnect(reconnectBudget(options));
     await stopLeftovers(transport as ShellTransport, options.runId, hostRun.env.baseSudo);
     for (const [name, { planned, mark }] of state.applying) {

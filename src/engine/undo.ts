@@ -204,6 +204,8 @@ function journaledFootprint(s: StepState): { reads: string[]; wrote: string[] } 
 /** Is the step's state on the host still what the run left? Undefined: yes; else the difference. */
 async function driftOf(on: JournaledHost, ready: ReadyStep): Promise<string | undefined> {
   const { step } = ready;
+  // Its rollback changes nothing, so no later change can make it wrong (a host rebooted again since).
+  if (ready.type.nothingToRollBack) return undefined;
   if (!step.post) return 'the run journaled no post-state for this step, so a change since cannot be ruled out';
   const now = await stateNow(contextOf(on, step, ready.sudo), ready);
   if (now === step.post) return undefined;

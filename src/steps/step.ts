@@ -38,6 +38,32 @@ export interface StepContext {
   readSource(src: string, kind: 'templates' | 'files'): Promise<{ path: string; content: Buffer }>;
   /** Renders a Handlebars text with the step's scope (vars, facts, steps) plus `extra`. */
   render(text: string, extra?: Record<string, unknown>, where?: string): string;
+  /**
+   * The run's one connection to this host, for a step that takes the host away on purpose (a
+   * reboot); a plan only reads whether it is there. Absent where the link cannot be made again
+   * (`local`) and where steps are acted on from the journal (undo and recover never take a host away).
+   */
+  connection?: HostConnection;
+}
+
+/** What a step may ask of the connection the run owns to its host. */
+export interface HostConnection {
+  /**
+   * Makes the connection again in place, for this step and every later one: a new TCP connection
+   * and login, with the same host key checking and credentials, tried with backoff until
+   * `budgetMs` has passed (a ConnectError then).
+   */
+  reconnect(budgetMs: number): Promise<void>;
+  /**
+   * The host has booted again: what the run keeps in its /run (the run's host lock) is made
+   * again, and reads batched before the reboot are dropped.
+   */
+  rebooted(): Promise<void>;
+}
+
+/** What a rollback that changes nothing says instead (a reboot: nothing to roll back, and when the host was rebooted). */
+export interface RollbackNote {
+  note: string;
 }
 
 /** Facts about the run a plan may depend on, kept apart so plan() stays pure. */
@@ -67,6 +93,11 @@ export interface Plan<Undo> {
   undo: Undo | null;
   /** What kind of change, as plans show it: + create, ~ change (the default), - remove. */
   action?: PlanAction;
+  /**
+   * With `changed: false`: not done because a condition of the step's own says so (a reboot only
+   * when the host asks for one), so the step is reported `skipped` rather than `unchanged`.
+   */
+  skipped?: boolean;
 }
 
 export type PlanAction = 'create' | 'change' | 'remove';
@@ -108,8 +139,18 @@ export interface StepType<P = any, S = any, U = any> {
    * this step's turn and compared it with any plan being followed). Throws StepError on failure.
    */
   apply(ctx: StepContext, p: P, plan: Plan<U>, state: S): Promise<ApplyResult>;
-  /** Puts back what was there, from the undo data alone (it may come from the journal). */
-  rollback(ctx: StepContext, p: P, undo: U): Promise<void>;
+  /**
+   * Puts back what was there, from the undo data alone (it may come from the journal). A type
+   * whose change cannot be put back but needs none (a reboot) resolves to a note saying so, which
+   * the journal and the output show in place of "rolled back".
+   */
+  // biome-ignore lint/suspicious/noConfusingVoidType: most rollbacks resolve to nothing, a reboot's to a note
+  rollback(ctx: StepContext, p: P, undo: U): Promise<void | RollbackNote>;
+  /**
+   * Its rollback changes nothing on the host, whatever the host is like now (a reboot): `undo`
+   * does not hold its state against what the run left (a later reboot is no drift).
+   */
+  nothingToRollBack?: boolean;
   /**
    * What identifies the state for staleness: a stable projection of check()'s result, with no
    * clocks, ages or summary text. The engine fingerprints it (`pre`) and compares it wherever

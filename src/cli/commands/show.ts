@@ -180,7 +180,9 @@ export function registerShow(program: Command, ctx: Ctx): void {
         // Rollbacks in the order they ran: newest completion first.
         for (const s of [...h.steps].filter((x) => x.rollback).sort((a, b) => a.rollback!.startedAt.localeCompare(b.rollback!.startedAt) || (b.completedOrder ?? 0) - (a.completedOrder ?? 0))) {
           const r = s.rollback!;
-          out.say(`  ${n}  ↺ ${one(s.name)}: ${r.status === 'in-flight' ? 'ROLLBACK STARTED, NOT FINISHED' : one(r.status)}${r.error ? ` — ${multi(r.error)}` : ''}`);
+          out.say(
+            `  ${n}  ↺ ${one(s.name)}: ${r.status === 'in-flight' ? 'ROLLBACK STARTED, NOT FINISHED' : one(r.status)}${r.error ? ` — ${multi(r.error)}` : ''}${r.note ? ` — ${one(r.note)}` : ''}`,
+          );
         }
         if (h.left.length) {
           out.say(phase === 'ok' ? '  changes of this run in place on the host, newest first:' : '  left on the host (completed, not rolled back), newest first:');

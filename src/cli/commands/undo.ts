@@ -87,7 +87,8 @@ async function undoCommand(given: string, o: UndoCli): Promise<number> {
       secrets,
       emit: (e) => {
         if (o.json) process.stdout.write(JSON.stringify(e) + '\n');
-        else if (e.event === 'rollback-finished') out.say(`  ${e.status === 'rolled-back' ? '↺' : '✖'} ${one(e.host)}  ${one(e.step)}: ${one(e.status)}${e.error ? ` — ${multi(e.error)}` : ''}`);
+        else if (e.event === 'rollback-finished')
+          out.say(`  ${e.status === 'rolled-back' ? '↺' : '✖'} ${one(e.host)}  ${one(e.step)}: ${one(e.status)}${e.error ? ` — ${multi(e.error)}` : ''}${e.note ? ` — ${one(e.note)}` : ''}`);
       },
     });
     for (const [name, h] of Object.entries(report.hosts)) {
