@@ -22,6 +22,7 @@ import { localeStep } from './locale/locale.js';
 import { systemdUnitStep } from './systemd_unit/systemd_unit.js';
 import { gitStep } from './git/git.js';
 import { firewallStep } from './firewall/firewall.js';
+import { rebootStep } from './reboot/reboot.js';
 
 /** Every step type, by the recipe key that selects it, in the order SPEC §3 lists them. */
 export const stepTypes: Record<string, StepType> = {
@@ -47,6 +48,7 @@ export const stepTypes: Record<string, StepType> = {
   systemd_unit: systemdUnitStep,
   git: gitStep,
   firewall: firewallStep,
+  reboot: rebootStep,
 };
 
 /** A built-in step type by its key, whatever custom types are in scope. */
