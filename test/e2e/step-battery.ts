@@ -58,101 +58,105 @@ function journal(state: string, runId: string): Array<Record<string, any>> {
 }
 
 export function stepBattery(title: string, b: Battery): void {
-  describeHosts(`step type contract on a real host: ${title}`, () => {
-    const sandbox = useSandbox(1, b.sandbox);
-    const dirs: string[] = [];
-    let before: HostSnapshot;
-    let dir: string;
-    const firstStep = /- name: (.+)/.exec(b.steps)?.[1]?.trim();
-    const target = b.target ?? firstStep!;
-    const recipe = (extra = '') => `name: battery-${title.replace(/[^a-z0-9]+/gi, '-')}\n${b.head ?? ''}steps:\n${b.steps}${extra}`;
-    const state = () => {
-      const d = mkdtempSync(join(tmpdir(), 'hostsmith-state-'));
-      dirs.push(d);
-      return d;
-    };
-    const host = () => sandbox().hosts[0]!;
-    const varArgs = Object.entries(b.vars ?? {}).flatMap(([k, v]) => ['--var', `${k}=${v}`]);
-    const run = (args: string[], stateDir: string, env?: Record<string, string>) =>
-      hostsmith([...args, '--hosts', host().name, ...varArgs, ...sandboxArgs(sandbox(), stateDir), '--json'], env ? { env } : {});
-    const zero = async () => {
-      expect(await residue(sandbox(), host(), before, { ignore: b.ignore ?? [] })).toEqual([]);
-      await b.restored?.(sandbox(), host());
-    };
-    const noLock = async () => expect((await sshRun(sandbox(), host(), 'test -e /run/hostsmith/lock')).code).not.toBe(0);
+  describeHosts(
+    `step type contract on a real host: ${title}`,
+    () => {
+      const sandbox = useSandbox(1, b.sandbox);
+      const dirs: string[] = [];
+      let before: HostSnapshot;
+      let dir: string;
+      const firstStep = /- name: (.+)/.exec(b.steps)?.[1]?.trim();
+      const target = b.target ?? firstStep!;
+      const recipe = (extra = '') => `name: battery-${title.replace(/[^a-z0-9]+/gi, '-')}\n${b.head ?? ''}steps:\n${b.steps}${extra}`;
+      const state = () => {
+        const d = mkdtempSync(join(tmpdir(), 'hostsmith-state-'));
+        dirs.push(d);
+        return d;
+      };
+      const host = () => sandbox().hosts[0]!;
+      const varArgs = Object.entries(b.vars ?? {}).flatMap(([k, v]) => ['--var', `${k}=${v}`]);
+      const run = (args: string[], stateDir: string, env?: Record<string, string>) =>
+        hostsmith([...args, '--hosts', host().name, ...varArgs, ...sandboxArgs(sandbox(), stateDir), '--json'], env ? { env } : {});
+      const zero = async () => {
+        expect(await residue(sandbox(), host(), before, { ignore: b.ignore ?? [] })).toEqual([]);
+        await b.restored?.(sandbox(), host());
+      };
+      const noLock = async () => expect((await sshRun(sandbox(), host(), 'test -e /run/hostsmith/lock')).code).not.toBe(0);
 
-    beforeAll(async () => {
-      dir = fixture({ 'r.yml': recipe(), 'fail.yml': recipe('  - name: Then fail\n    command: { run: "echo failing on purpose >&2; exit 3" }\n'), ...(b.files ?? {}) });
-      dirs.push(dir);
-      await b.setup?.(sandbox(), host());
-      before = await snapshotHost(sandbox(), host());
-    });
-    afterAll(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
+      beforeAll(async () => {
+        dir = fixture({ 'r.yml': recipe(), 'fail.yml': recipe('  - name: Then fail\n    command: { run: "echo failing on purpose >&2; exit 3" }\n'), ...(b.files ?? {}) });
+        dirs.push(dir);
+        await b.setup?.(sandbox(), host());
+        before = await snapshotHost(sandbox(), host());
+      });
+      afterAll(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
 
-    it('applies on a fresh host, changes nothing on a rerun, and undo leaves zero residue', async () => {
-      const s = state();
-      const first = await run(['apply', join(dir, 'r.yml'), '--yes'], s);
-      expect(first.code, said(first)).toBe(0);
-      expect(
-        stepEvents(first).some((e) => e.step === target && e.status === 'changed'),
-        said(first),
-      ).toBe(true);
-      await b.verify(sandbox(), host());
-      const again = await run(['apply', join(dir, 'r.yml'), '--yes'], s);
-      expect(again.code, said(again)).toBe(0);
-      const moved = stepEvents(again).filter((e) => e.status === 'changed');
-      expect(
-        moved.map((e) => e.step),
-        said(again),
-      ).toEqual([]);
-      const runId = first.events.find((e) => e.event === 'run-started')!.runId as string;
-      const undo = await hostsmith(['undo', runId, '--yes', '--json', '--state-dir', s]);
-      expect(undo.code, said(undo)).toBe(0);
-      await zero();
-      await noLock();
-    });
-
-    // The journal of a failed run of fail.yml: where the kills below land in an identical run.
-    let failed: Array<Record<string, any>> | undefined;
-
-    it('a later step that fails rolls the completed steps back to zero residue (exit 1)', async () => {
-      const s = state();
-      const r = await run(['apply', join(dir, 'fail.yml'), '--yes'], s);
-      expect(r.code, said(r)).toBe(1);
-      failed = journal(s, r.events.find((e) => e.event === 'run-started')!.runId as string);
-      expect(
-        stepEvents(r).some((e) => e.step === target && e.status === 'changed'),
-        said(r),
-      ).toBe(true);
-      await zero();
-      await noLock();
-    });
-
-    it.each([
-      ['just after its step-started entry (the change not yet made)', 'step-started'],
-      ['just after its step-finished entry (the change made, not yet rolled back)', 'step-finished'],
-    ])('the controller killed %s: recover leaves zero residue', async (_when, kind) => {
-      // Where the kill lands: the entry's place in the journal of an identical run (the failed
-      // run above; made here when that test did not run).
-      if (!failed) {
-        const probe = state();
-        const dry = await run(['apply', join(dir, 'fail.yml'), '--yes'], probe);
-        expect(dry.code, said(dry)).toBe(1);
-        failed = journal(probe, dry.events.find((e) => e.event === 'run-started')!.runId as string);
+      it('applies on a fresh host, changes nothing on a rerun, and undo leaves zero residue', async () => {
+        const s = state();
+        const first = await run(['apply', join(dir, 'r.yml'), '--yes'], s);
+        expect(first.code, said(first)).toBe(0);
+        expect(
+          stepEvents(first).some((e) => e.step === target && e.status === 'changed'),
+          said(first),
+        ).toBe(true);
+        await b.verify(sandbox(), host());
+        const again = await run(['apply', join(dir, 'r.yml'), '--yes'], s);
+        expect(again.code, said(again)).toBe(0);
+        const moved = stepEvents(again).filter((e) => e.status === 'changed');
+        expect(
+          moved.map((e) => e.step),
+          said(again),
+        ).toEqual([]);
+        const runId = first.events.find((e) => e.event === 'run-started')!.runId as string;
+        const undo = await hostsmith(['undo', runId, '--yes', '--json', '--state-dir', s]);
+        expect(undo.code, said(undo)).toBe(0);
         await zero();
-      }
-      const at = failed.findIndex((e) => e.kind === kind && e.step === target) + 1;
-      expect(at, `no ${kind} entry for ${target}`).toBeGreaterThan(0);
+        await noLock();
+      });
 
-      const s = state();
-      const killed = await run(['apply', join(dir, 'fail.yml'), '--yes'], s, { HOSTSMITH_FAULT_KILL_AT_WRITE: String(at) });
-      expect(killed.code, said(killed)).not.toBe(0);
-      const runId = killed.events.find((e) => e.event === 'run-started')?.runId as string | undefined;
-      expect(runId, said(killed)).toBeDefined();
-      const rec = await hostsmith(['recover', runId!, '--yes', '--json', '--state-dir', s]);
-      expect(rec.code, said(rec)).toBe(0);
-      await zero();
-      await noLock();
-    });
-  });
+      // The journal of a failed run of fail.yml: where the kills below land in an identical run.
+      let failed: Array<Record<string, any>> | undefined;
+
+      it('a later step that fails rolls the completed steps back to zero residue (exit 1)', async () => {
+        const s = state();
+        const r = await run(['apply', join(dir, 'fail.yml'), '--yes'], s);
+        expect(r.code, said(r)).toBe(1);
+        failed = journal(s, r.events.find((e) => e.event === 'run-started')!.runId as string);
+        expect(
+          stepEvents(r).some((e) => e.step === target && e.status === 'changed'),
+          said(r),
+        ).toBe(true);
+        await zero();
+        await noLock();
+      });
+
+      it.each([
+        ['just after its step-started entry (the change not yet made)', 'step-started'],
+        ['just after its step-finished entry (the change made, not yet rolled back)', 'step-finished'],
+      ])('the controller killed %s: recover leaves zero residue', async (_when, kind) => {
+        // Where the kill lands: the entry's place in the journal of an identical run (the failed
+        // run above; made here when that test did not run).
+        if (!failed) {
+          const probe = state();
+          const dry = await run(['apply', join(dir, 'fail.yml'), '--yes'], probe);
+          expect(dry.code, said(dry)).toBe(1);
+          failed = journal(probe, dry.events.find((e) => e.event === 'run-started')!.runId as string);
+          await zero();
+        }
+        const at = failed.findIndex((e) => e.kind === kind && e.step === target) + 1;
+        expect(at, `no ${kind} entry for ${target}`).toBeGreaterThan(0);
+
+        const s = state();
+        const killed = await run(['apply', join(dir, 'fail.yml'), '--yes'], s, { HOSTSMITH_FAULT_KILL_AT_WRITE: String(at) });
+        expect(killed.code, said(killed)).not.toBe(0);
+        const runId = killed.events.find((e) => e.event === 'run-started')?.runId as string | undefined;
+        expect(runId, said(killed)).toBeDefined();
+        const rec = await hostsmith(['recover', runId!, '--yes', '--json', '--state-dir', s]);
+        expect(rec.code, said(rec)).toBe(0);
+        await zero();
+        await noLock();
+      });
+    },
+    b.sandbox,
+  );
 }

@@ -53,6 +53,36 @@ stepBattery('timezone', {
   },
 });
 
+// The same contract on a booted systemd host, where the live name goes through hostnamectl (and
+// systemd-hostnamed) and what timedatectl shows must follow the link.
+stepBattery('hostname on a systemd host', {
+  sandbox: { kind: 'systemd' },
+  steps: `  - name: Name it
+    hostname: { name: web1, fqdn: web1.example.org }
+`,
+  async verify(sb, h) {
+    expect(await sshOk(sb, h, 'hostnamectl --static; hostnamectl --transient; uname -n; cat /etc/hostname; hostname -f')).toBe('web1\nweb1\nweb1\nweb1\nweb1.example.org\n');
+    expect(machineName()).toBe(MACHINE);
+  },
+  async restored(sb, h) {
+    expect(await sshOk(sb, h, 'hostnamectl --static; uname -n')).toBe(`${h.name}\n${h.name}\n`);
+    expect(machineName()).toBe(MACHINE);
+  },
+});
+
+stepBattery('timezone on a systemd host', {
+  sandbox: { kind: 'systemd' },
+  steps: `  - name: Berlin time
+    timezone: { name: Europe/Berlin }
+`,
+  async verify(sb, h) {
+    expect(await sshOk(sb, h, 'timedatectl show -p Timezone --value; cat /etc/timezone; date -d @1700000000 +%Z%z')).toBe('Europe/Berlin\nEurope/Berlin\nCET+0100\n');
+  },
+  async restored(sb, h) {
+    expect(await sshOk(sb, h, 'timedatectl show -p Timezone --value; cat /etc/timezone')).toBe('Etc/UTC\nEtc/UTC\n');
+  },
+});
+
 describeHosts('hostname and timezone: what the batteries do not cover', () => {
   const sandbox = useSandbox(1);
   const dirs: string[] = [];

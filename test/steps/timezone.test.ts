@@ -124,6 +124,8 @@ describe('timezone: undo data', () => {
   it('the watchdog script puts back both, trying each', () => {
     const script = timezoneStep.hostRollback!(params(), undo as never, { host: 'h', runId: 'R1', step: 's', backupDir: '/b', init: 'sysvinit' });
     expect(script).toContain('ln -sfT -- /usr/share/zoneinfo/Etc/UTC');
-    expect(script.match(/\|\| hs_rc=1/g)).toHaveLength(2);
+    // both paths, then a running systemd-timedated told to read the zone again
+    expect(script.match(/\|\| hs_rc=1/g)).toHaveLength(3);
+    expect(script.indexOf('systemctl try-restart systemd-timedated.service')).toBeGreaterThan(script.lastIndexOf('ln -sfT'));
   });
 });

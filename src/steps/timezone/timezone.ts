@@ -24,7 +24,7 @@ import {
   type Wanted,
 } from '../file-state.js';
 import { applyParts, partsUndoMismatch, readAnswer, rollbackParts, rollbackPartsScript, splitAnswer, textOf, type Part } from '../path-parts.js';
-import type { Plan, PlanEnv, StepContext, StepType } from '../step.js';
+import { runOk, type Plan, type PlanEnv, type StepContext, type StepType } from '../step.js';
 import { str, type UndoData } from '../undo-text.js';
 
 export const LOCALTIME = '/etc/localtime';
@@ -64,6 +64,13 @@ export const zoneFile = (name: string): string => `${ZONEINFO}/${name}`;
  * is not a regular file under /usr/share/zoneinfo (following links, as the zone files of tzdata's
  * old names are) is an error: a link to it would leave the host on UTC without a word.
  */
+/**
+ * systemd-timedated reads the zone once when it starts and answers timedatectl from memory until
+ * it exits, idle, a little later: after the link moves under it, a running one is restarted, so
+ * timedatectl never shows the zone a change or a rollback just replaced.
+ */
+export const FORGET_TIMEDATED = 'if [ -d /run/systemd/system ]; then systemctl try-restart systemd-timedated.service >/dev/null 2>&1 || true; fi';
+
 export async function checkTimezone(ctx: StepContext, p: TimezoneParams): Promise<TimezoneState> {
   const zone = [
     `z=${quote(zoneFile(p.name))}`,
@@ -188,11 +195,17 @@ export const timezoneStep: StepType<TimezoneParams, TimezoneState, TimezoneUndo>
         }),
       );
     await applyParts(parts);
+    await runOk(ctx, FORGET_TIMEDATED, 'letting systemd-timedated read the time zone again');
     return { state };
   },
   // Newest first, each tried even if another fails.
-  rollback: (ctx, _p, undo) => rollbackParts([...(undo.timezone ? [() => rollbackPath(ctx, undo.timezone!)] : []), ...(undo.localtime ? [() => rollbackPath(ctx, undo.localtime!)] : [])]),
-  hostRollback: (_p, undo) => rollbackPartsScript([...(undo.timezone ? [rollbackPathScript(undo.timezone)] : []), ...(undo.localtime ? [rollbackPathScript(undo.localtime)] : [])]),
+  rollback: (ctx, _p, undo) =>
+    rollbackParts([
+      ...(undo.timezone ? [() => rollbackPath(ctx, undo.timezone!)] : []),
+      ...(undo.localtime ? [() => rollbackPath(ctx, undo.localtime!)] : []),
+      () => runOk(ctx, FORGET_TIMEDATED, 'letting systemd-timedated read the time zone again').then(() => undefined),
+    ]),
+  hostRollback: (_p, undo) => rollbackPartsScript([...(undo.timezone ? [rollbackPathScript(undo.timezone)] : []), ...(undo.localtime ? [rollbackPathScript(undo.localtime)] : []), FORGET_TIMEDATED]),
   stateKey: (_p, s) => ({ localtime: pathKey(s.localtime), timezone: pathKey(s.timezone) }),
   footprint: (p) => {
     const writes = [`path:${LOCALTIME}`, `path:${TIMEZONE_FILE}`];
