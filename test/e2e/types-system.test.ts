@@ -11,7 +11,7 @@
  * kernel.domainname, which lives in the host's own UTS namespace, so even a sandbox that let it
  * through would change only that host, never this machine. No net.* key is ever written live.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
@@ -31,6 +31,22 @@ const show = (...paths: string[]) => `for p in ${paths.join(' ')}; do if [ -e "$
 
 const SHARED = '/etc/sysctl.d/90-hostsmith-test.conf';
 const SHARED_BEFORE = '# ops\nvm.dirty_ratio = 20\nkernel.printk = 3 4 1 3\n';
+
+// The live side, on a host whose network namespace is its own: there the net.* parameters are
+// the host's, writable, and this machine's stay as they are (checked each time).
+const MACHINE_SOMAXCONN = readFileSync('/proc/sys/net/core/somaxconn', 'utf8');
+stepBattery('sysctl, set live', {
+  sandbox: { net: 'private' },
+  steps: '  - name: Accept queue\n    sysctl: { name: net.core.somaxconn, value: "1234" }\n',
+  verify: async (sb, h) => {
+    expect(await sshOk(sb, h, 'sysctl -n net.core.somaxconn; cat /etc/sysctl.d/99-hostsmith-net.core.somaxconn.conf')).toBe('1234\nnet.core.somaxconn = 1234\n');
+    expect(readFileSync('/proc/sys/net/core/somaxconn', 'utf8')).toBe(MACHINE_SOMAXCONN);
+  },
+  restored: async (sb, h) => {
+    expect(await sshOk(sb, h, 'sysctl -n net.core.somaxconn')).toBe('4096\n');
+    expect(readFileSync('/proc/sys/net/core/somaxconn', 'utf8')).toBe(MACHINE_SOMAXCONN);
+  },
+});
 
 stepBattery('sysctl', {
   setup: async (sb, h) => {
