@@ -25,7 +25,7 @@ stepBattery('systemd_unit', {
   sandbox: SYSTEMD,
   files: { 'templates/hs-job.service.hbs': '[Unit]\nDescription=hostsmith nightly job on {{facts.hostname}}\n\n[Service]\nType=oneshot\nExecStart=/bin/sh -c "echo {{greeting}} > /run/hs-job.out"\n' },
   steps: `  - name: Job
-    systemd_unit: { name: hs-job.service, template: hs-job.service.hbs, vars: { greeting: hello } }
+    systemd_unit: { name: hs-job.service, src: hs-job.service.hbs, vars: { greeting: hello } }
   - name: Nightly
     systemd_unit:
       name: hs-job.timer

@@ -58,11 +58,11 @@ describe('systemd_unit: params, checked at load', () => {
     expect(r.success).toBe(false);
     expect(JSON.stringify(r.error?.issues)).toMatch(why);
   });
-  it('content or template, one of them; vars only with a template', () => {
-    expect(systemdUnitSchema.safeParse({ name: 'a.service' }).error?.issues[0]).toMatchObject({ path: ['content'], message: expect.stringMatching(/content or as template/) });
-    expect(systemdUnitSchema.safeParse({ name: 'a.service', content: UNIT, template: 'a.hbs' }).success).toBe(false);
+  it('content or a template in src, one of them; vars only with a template', () => {
+    expect(systemdUnitSchema.safeParse({ name: 'a.service' }).error?.issues[0]).toMatchObject({ path: ['content'], message: expect.stringMatching(/content or as a template in src/) });
+    expect(systemdUnitSchema.safeParse({ name: 'a.service', content: UNIT, src: 'a.hbs' }).success).toBe(false);
     expect(systemdUnitSchema.safeParse({ name: 'a.service', content: UNIT, vars: { x: 1 } }).error?.issues[0]?.path).toEqual(['vars']);
-    expect(systemdUnitSchema.safeParse({ name: 'a.service', template: 'a.service.hbs', vars: { x: 1 } }).success).toBe(true);
+    expect(systemdUnitSchema.safeParse({ name: 'a.service', src: 'a.service.hbs', vars: { x: 1 } }).success).toBe(true);
   });
   it('states as the service step spells them; enabled a boolean', () => {
     expect(systemdUnitSchema.safeParse({ name: 'a.service', content: UNIT, state: 'running' }).error?.issues[0]?.path).toEqual(['state']);
@@ -372,13 +372,13 @@ describe('systemd_unit: checks at load, before any host', () => {
       },
     };
   };
-  it('a template that is not there is named at template; one that is, is checked with its own vars', async () => {
-    expect(await systemdUnitStep.staticCheck!({ name: 'a.service', template: 'a.hbs' }, env(false).env)).toEqual([
-      { path: ['template'], message: 'template "a.hbs" not found (looked in /r/templates/a.hbs, /r/a.hbs)' },
+  it('a template that is not there is named at src; one that is, is checked with its own vars', async () => {
+    expect(await systemdUnitStep.staticCheck!({ name: 'a.service', src: 'a.hbs' }, env(false).env)).toEqual([
+      { path: ['src'], message: 'template "a.hbs" not found (looked in /r/templates/a.hbs, /r/a.hbs)' },
     ]);
     const ok = env(true);
-    expect(await systemdUnitStep.staticCheck!({ name: 'a.service', template: 'a.hbs', vars: { port: 1 } }, ok.env)).toEqual([]);
-    expect(ok.checked).toEqual([['/r/templates/a.hbs', ['template'], ['port']]]);
+    expect(await systemdUnitStep.staticCheck!({ name: 'a.service', src: 'a.hbs', vars: { port: 1 } }, ok.env)).toEqual([]);
+    expect(ok.checked).toEqual([['/r/templates/a.hbs', ['src'], ['port']]]);
   });
   it('content that is not a unit file is named at content; templated content waits for its values', async () => {
     expect(await systemdUnitStep.staticCheck!({ name: 'a.service', content: '[Service]\nExecStart /bin/true\n' }, env(true).env)).toEqual([

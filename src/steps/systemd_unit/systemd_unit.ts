@@ -1,6 +1,6 @@
 /**
  * `systemd_unit`: a unit file of our own in /etc/systemd/system (a service, timer, socket, path, …),
- * from `content` or a Handlebars `template`, with systemd told about it (`daemon-reload` when the
+ * from `content` or a Handlebars template in `src`, with systemd told about it (`daemon-reload` when the
  * file changed) and, when asked, its boot state (`enabled`) and running state (`state`).
  *
  * The file goes through file-state.ts (guarded write, root-only backup, nothing written through a
@@ -69,7 +69,7 @@ export const systemdUnitSchema = z
     name: unitName,
     content: z.string().optional(),
     /** A Handlebars file, found as a template step's src is (templates/ beside the recipe). */
-    template: z.string().min(1).optional(),
+    src: z.string().min(1).optional(),
     /** Names the template may use beyond the recipe's, as a template step's vars. */
     vars: z.record(z.unknown()).optional(),
     enabled: flag.optional(),
@@ -78,8 +78,8 @@ export const systemdUnitSchema = z
   .strict()
   .superRefine((p, ctx) => {
     const issue = (path: string, message: string) => ctx.addIssue({ code: z.ZodIssueCode.custom, path: [path], message });
-    if ((p.content === undefined) === (p.template === undefined)) issue('content', 'give the unit as content or as template (one of them)');
-    if (p.vars !== undefined && p.template === undefined) issue('vars', 'vars are for a template');
+    if ((p.content === undefined) === (p.src === undefined)) issue('content', 'give the unit as content or as a template in src (one of them)');
+    if (p.vars !== undefined && p.src === undefined) issue('vars', 'vars are for a template in src');
     // foo@.service is a template of units, not a unit: only its instances (foo@bar.service) run.
     if (/@\.[a-z]+$/.test(p.name)) {
       if (p.state !== undefined) issue('state', `${p.name} is a template unit: start an instance of it (a service step with name: ${p.name.replace('@.', '@NAME.')})`);
@@ -131,7 +131,7 @@ const typeOf = (name: string): string => name.slice(name.lastIndexOf('.') + 1);
 /** The unit file's bytes as wanted. */
 export function contentOf(p: SystemdUnitParams): string {
   if (p.content !== undefined) return p.content;
-  if (p.rendered === undefined) throw new StepError(`the template ${p.template} of ${p.name} was not rendered (prepare did not run)`);
+  if (p.rendered === undefined) throw new StepError(`the template ${p.src} of ${p.name} was not rendered (prepare did not run)`);
   return p.rendered;
 }
 
@@ -468,9 +468,9 @@ export const systemdUnitStep: StepType<SystemdUnitParams, SystemdUnitState, Syst
   type: 'systemd_unit',
   schema: systemdUnitSchema,
   async prepare(ctx, p) {
-    if (p.template === undefined) return p;
-    const { path, content } = await ctx.readSource(p.template, 'templates').catch((e: unknown) => {
-      throw new InputError(`step "${ctx.step}": systemd_unit.template: ${(e as Error).message}`);
+    if (p.src === undefined) return p;
+    const { path, content } = await ctx.readSource(p.src, 'templates').catch((e: unknown) => {
+      throw new InputError(`step "${ctx.step}": systemd_unit.src: ${(e as Error).message}`);
     });
     return { ...p, rendered: ctx.render(content.toString('utf8'), p.vars ?? {}, `template ${path}`) };
   },
@@ -535,10 +535,10 @@ export const systemdUnitStep: StepType<SystemdUnitParams, SystemdUnitState, Syst
   undoSummary,
   undoMismatch,
   staticCheck: async (raw: UndoData, env: StaticEnv): Promise<StaticProblem[]> => {
-    if (typeof raw.template === 'string') {
+    if (typeof raw.src === 'string') {
       const locals = raw.vars && typeof raw.vars === 'object' && !Array.isArray(raw.vars) ? Object.keys(raw.vars) : [];
-      const found = await sourceProblems({ src: raw.template }, { ...env, checkTemplate: (file, _path, local) => env.checkTemplate(file, ['template'], local) }, 'templates', 'template', locals);
-      return found.map((x) => ({ ...x, path: ['template'] }));
+      const found = await sourceProblems({ src: raw.src }, { ...env, checkTemplate: (file, _path, local) => env.checkTemplate(file, ['src'], local) }, 'templates', 'template', locals);
+      return found.map((x) => ({ ...x, path: ['src'] }));
     }
     if (typeof raw.content === 'string' && typeof raw.name === 'string' && UNIT_NAME.test(raw.name) && !raw.content.includes('{{')) {
       const why = contentProblem(raw.name, raw.content);
