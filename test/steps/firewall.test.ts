@@ -4,9 +4,10 @@
  * rollback run. nft is never run here: this machine's own firewall is not the test's to touch, so
  * every exec goes to a fake that answers as a host would and records what it was sent.
  */
+import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { StepError } from '../../src/errors.js';
+import { ConnectError, StepError } from '../../src/errors.js';
 import type { PathState } from '../../src/steps/file-state.js';
 import {
   editConf,
@@ -14,9 +15,13 @@ import {
   firewallSchema,
   firewallStep,
   NEW_CONF,
+  armRevertScript,
+  confirmRevertScript,
   parseFirewallCheck,
   planFirewall,
+  REVERT_SECONDS,
   restoreInput,
+  revertFiles,
   tableFileText,
   wholeText,
   type FirewallState,
@@ -299,30 +304,76 @@ describe('firewall: the check on a host (a fake one: nft never runs here)', () =
 
 describe('firewall: apply on a host (a fake one)', () => {
   const s: FirewallState = { live: null, wanted: APP, file: absent(['/etc/nftables.d']), conf: file('flush ruleset\n') };
-  it('the include, the drop-in, then the live load held to the table as read (absent), and read back', async () => {
+  const kind = (cmd: string) => (/^if rm -- /.test(cmd) ? 'confirm' : /nft -f \/etc/.test(cmd) ? 'load' : /hs_write/.test(cmd) ? `write ${/nftables\.d/.test(cmd) ? 'drop-in' : 'conf'}` : 'other');
+  const LOAD = /nft -f \/etc\/nftables\.d\/inet-app\.nft/;
+  const CONFIRM = /^if rm -- /;
+
+  it('the include, the drop-in, the live load (held to the table as read, absent; the host’s revert armed first), then the controller confirms', async () => {
     const plan = planFirewall(table(), s, env);
-    const { ctx, sent } = fakeCtx([[/nft -f \/etc\/nftables\.d\/inet-app\.nft/, { stdout: `table\n${APP}` }]]);
-    const out = await firewallStep.apply(ctx, table(), plan, s);
-    expect(sent.map((x) => (/nft -f \/etc/.test(x.cmd) ? 'load' : /hs_write/.test(x.cmd) ? `write ${/nftables\.d/.test(x.cmd) ? 'drop-in' : 'conf'}` : 'other'))).toEqual([
-      'write conf',
-      'write drop-in',
-      'load',
+    const { ctx, sent } = fakeCtx([
+      [LOAD, { stdout: `table\n${APP}` }],
+      [CONFIRM, { stdout: 'confirmed\n' }],
     ]);
+    const out = await firewallStep.apply(ctx, table(), plan, s);
+    expect(sent.map((x) => kind(x.cmd))).toEqual(['write conf', 'write drop-in', 'load', 'confirm']);
     expect(sent[1]!.stdin).toBe(fileText(table()));
-    // The guard: the live table printed "none" when planned.
-    expect(sent[2]!.cmd).toContain(`= ${createHash('sha256').update('none').digest('hex')} ]`);
+    // The guard: the live table printed "none" when planned; the revert is armed before the load.
+    const load = sent[2]!.cmd;
+    expect(load).toContain(`= ${createHash('sha256').update('none').digest('hex')} ]`);
+    expect(load.indexOf('setsid sh -c')).toBeLessThan(load.indexOf('nft -f /etc/nftables.d/inet-app.nft'));
+    expect(load).toContain(`sleep ${REVERT_SECONDS}; if rm -- "$1" 2>/dev/null; then nft -f "$2"; fi`);
+    expect(load).toContain("'table inet app\ndelete table inet app\n'");
+    expect(load).toContain('env -u HOSTSMITH_RUN setsid');
+    expect(sent[3]!.cmd).toContain(revertFiles(ctx).pending);
     expect((out.state as FirewallState).live).toBe(APP);
   });
-  it('nft -f refusing at apply: the files it wrote are put back, and the failure says the live ruleset is as it was', async () => {
+  it('nft -f refusing at apply: the revert disarmed in the same exec, the files put back, and the failure says the live ruleset is as it was', async () => {
     const plan = planFirewall(table(), s, env);
-    const { ctx, sent } = fakeCtx([[/nft -f \/etc/, { code: 1, stderr: 'Error: Could not process rule: No such file or directory\nhostsmith-failed: load 1' }]]);
+    const { ctx, sent } = fakeCtx([[LOAD, { code: 1, stderr: 'Error: Could not process rule: No such file or directory\nhostsmith-failed: load 1' }]]);
     await expect(firewallStep.apply(ctx, table(), plan, s)).rejects.toThrow(
       /loading \/etc\/nftables\.d\/inet-app\.nft with nft -f failed \(exit 1\); the live ruleset is as it was: Error: Could not process rule/,
     );
+    expect(sent[2]!.cmd).toMatch(/nft -f \/etc\/nftables\.d\/inet-app\.nft \|\| \{ rc=\$\?; if rm -- /);
     const after = sent.slice(3).map((x) => x.cmd);
+    expect(after).toHaveLength(2);
+    expect(after.map(kind)).not.toContain('load');
+    expect(after.map(kind)).not.toContain('confirm');
     expect(after[0]).toMatch(/rmdir|rm -f/);
     expect(after[0]).toContain('inet-app.nft');
     expect(after[1]).toContain('/var/lib/hostsmith/backups/R1/Firewall-');
+  });
+  it('the host reverted before the controller came back: the step fails, saying so, and puts its files back (the live ruleset is already back)', async () => {
+    const plan = planFirewall(table(), s, env);
+    const { ctx, sent } = fakeCtx([
+      [LOAD, { stdout: `table\n${APP}` }],
+      [CONFIRM, { stdout: 'reverted\n' }],
+    ]);
+    await expect(firewallStep.apply(ctx, table(), plan, s)).rejects.toThrow(/the host loaded the old ruleset again by itself: the controller did not get back to it within 20s/);
+    expect(
+      sent
+        .slice(4)
+        .map((x) => x.cmd)
+        .join('\n'),
+    ).not.toContain('nft -f');
+    expect(sent.slice(4)).toHaveLength(2);
+  });
+  it('the link lost when the controller comes back to confirm: the lost link goes to the engine as it is, and nothing is put back over it', async () => {
+    const plan = planFirewall(table(), s, env);
+    const { ctx, sent } = fakeCtx([[LOAD, { stdout: `table\n${APP}` }]]);
+    const exec = ctx.exec;
+    ctx.exec = async (cmd, o) => {
+      if (CONFIRM.test(cmd)) throw new ConnectError('h1', 'cannot open a channel: No response from server');
+      return exec(cmd, o);
+    };
+    await expect(firewallStep.apply(ctx, table(), plan, s)).rejects.toBeInstanceOf(ConnectError);
+    expect(sent.map((x) => kind(x.cmd))).toEqual(['write conf', 'write drop-in', 'load']);
+  });
+  it('the scripts are sh', () => {
+    const { ctx } = fakeCtx([]);
+    for (const script of [armRevertScript(ctx, { family: 'inet', name: 'app' }, APP), confirmRevertScript(ctx)]) {
+      // Parsed only (sh -n runs nothing): nft never runs on this machine.
+      expect(spawnSync('sh', ['-n'], { input: script }).status).toBe(0);
+    }
   });
   it('rollback loads the old table listing again before it puts the files back', async () => {
     const undo: FirewallUndo = {

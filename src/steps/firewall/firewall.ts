@@ -19,8 +19,9 @@
  * (`flush ruleset` and the old rules; for a table, delete-and-add, or a delete when the table was
  * not there) and put the files back.
  */
+import { posix } from 'node:path';
 import { z } from 'zod';
-import { InputError, StepError } from '../../errors.js';
+import { ConnectError, InputError, StepError } from '../../errors.js';
 import { unifiedDiff } from '../../render/diff.js';
 import { guardScript, runOneExec } from '../../shell/one-exec.js';
 import { quote } from '../../shell/script.js';
@@ -41,6 +42,7 @@ import {
   type PathState,
   type Wanted,
 } from '../file-state.js';
+import { backupDirsScript, backupFolder } from '../backup.js';
 import { applyParts, rollbackParts, rollbackPartsScript, textOf, type Part } from '../path-parts.js';
 import { tail, type Plan, type PlanEnv, type StepContext, type StepType } from '../step.js';
 import type { UndoData } from '../undo-text.js';
@@ -369,21 +371,91 @@ async function restoreLive(ctx: StepContext, t: TableId | null, before: string |
   }
 }
 
-/** The live load: held to the live ruleset (or table) the plan was made from, `nft -f` of the file, and read back. */
+/**
+ * How long the host waits, after loading the new ruleset, for the controller to come back over its
+ * own connection before it loads the old one again by itself. A ruleset that cuts the run's own
+ * connection (a drop of port 22 with no `ct state established accept` ahead of it) would otherwise
+ * leave the host cut off for good: the lockout watchdog of `--confirm` is armed only after the
+ * steps, over that very connection. The engine tries a lost link again for a minute, so the host
+ * is back in time for it, and the step is then rolled back as any step a lost link interrupted.
+ */
+export const REVERT_SECONDS = 20;
+
+/** Where the pending revert lives: the step's folder in the run's root-only backups. */
+export function revertFiles(ctx: Pick<StepContext, 'backupDir' | 'step'>): { input: string; pending: string; pid: string } {
+  const dir = posix.join(ctx.backupDir, backupFolder(ctx.step));
+  return { input: `${dir}/nft-revert`, pending: `${dir}/nft-pending`, pid: `${dir}/nft-revert.pid` };
+}
+
+/**
+ * Shell: arms the host's own revert before the load. The old ruleset's nft input goes to a root-only
+ * file, a `pending` mark beside it, and a process in a session of its own (outside the SSH session,
+ * without the run's HOSTSMITH_RUN tag, as the watchdog) sleeps, then loads that input unless the
+ * mark is gone. Whoever removes the mark first — the controller confirming, or the timer — decides.
+ */
+export function armRevertScript(ctx: Pick<StepContext, 'backupDir' | 'step'>, t: TableId | null | undefined, before: string | null): string {
+  const f = revertFiles(ctx);
+  const timer = `sleep ${REVERT_SECONDS}; if rm -- "$1" 2>/dev/null; then nft -f "$2"; fi`;
+  return [
+    PATH_LINE,
+    `${backupDirsScript(ctx, f.input)} || exit 1`,
+    `printf '%s' ${quote(restoreInput(t, before))} > ${quote(f.input)} && : > ${quote(f.pending)} || exit 1`,
+    `(cd / && exec env -u HOSTSMITH_RUN setsid sh -c ${quote(timer)} hostsmith-nft-revert ${quote(f.pending)} ${quote(f.input)} </dev/null >/dev/null 2>&1) &`,
+    `echo $! > ${quote(f.pid)}`,
+  ].join('\n');
+}
+
+/** Shell: the controller is back: takes the mark and stops the timer (`confirmed`), or finds the host already reverted (`reverted`). */
+export function confirmRevertScript(ctx: Pick<StepContext, 'backupDir' | 'step'>): string {
+  const f = revertFiles(ctx);
+  return [
+    `if rm -- ${quote(f.pending)} 2>/dev/null; then`,
+    `  pid=$(cat ${quote(f.pid)} 2>/dev/null); if [ -n "$pid" ]; then kill -TERM -"$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null; fi`,
+    `  rm -f -- ${quote(f.pid)} ${quote(f.input)}; echo confirmed`,
+    'else echo reverted; fi',
+  ].join('\n');
+}
+
+/**
+ * The live load: held to the live ruleset (or table) the plan was made from, the host's own revert
+ * armed, `nft -f` of the file, and read back; then a second exec over the same connection confirms
+ * that the controller still gets through (see REVERT_SECONDS).
+ */
 async function loadLive(ctx: StepContext, p: FirewallParams, before: string | null): Promise<string | null> {
   const live = liveScript(p.table);
+  const f = revertFiles(ctx);
   const { r, read, failed } = await runOneExec(
     ctx,
     {
       guard: guardScript(`${live}\nhs_nft_live`, Buffer.from(liveAnswer(p.table, before), 'utf8')),
-      stages: [{ name: 'load', script: `${PATH_LINE}\nnft -f ${quote(fileOf(p))}` }],
+      stages: [
+        { name: 'arm', script: armRevertScript(ctx, p.table, before) },
+        // nft refusing the file changes nothing live: the revert is disarmed at once.
+        { name: 'load', script: `${PATH_LINE}\nnft -f ${quote(fileOf(p))} || { rc=$?; ${confirmRevertScript(ctx)} >/dev/null; exit $rc; }` },
+      ],
       read: `${live}\nhs_nft_live`,
     },
     `${whatOf(p.table)} changed after it was read`,
   );
+  if (failed && failed.stage === 'arm') {
+    throw new StepError(`could not arm the host's own revert in ${posix.dirname(f.input)} (exit ${failed.code}), so ${fileOf(p)} was not loaded${failed.said ? `: ${failed.said}` : ''}`, {
+      code: failed.code,
+      stderr: r.stderr,
+    });
+  }
   if (failed && failed.stage !== 'read') {
     const said = failed.said || r.stdout.trim();
     throw new StepError(`loading ${fileOf(p)} with nft -f failed (exit ${failed.code}); the live ruleset is as it was${said ? `: ${said}` : ''}`, { code: failed.code, stderr: r.stderr });
+  }
+  // A lost link here is the engine's to handle: it reconnects once the host has reverted, and
+  // rolls the step back (the live ruleset is then as before, the files are not).
+  const confirmed = await ctx.exec(confirmRevertScript(ctx));
+  if (confirmed.code !== 0 || confirmed.stdout.trim() !== 'confirmed') {
+    throw new StepError(
+      confirmed.stdout.trim() === 'reverted'
+        ? `the host loaded the old ruleset again by itself: the controller did not get back to it within ${REVERT_SECONDS}s of loading ${fileOf(p)}`
+        : `could not confirm the new ruleset on the host (exit ${confirmed.code})${tail(confirmed.stderr) ? `: ${tail(confirmed.stderr)}` : ''}; it loads the old one again by itself within ${REVERT_SECONDS}s`,
+    );
   }
   return read === undefined ? before : parseLive(p.table, read);
 }
@@ -473,7 +545,24 @@ export const firewallStep: StepType<FirewallParams, FirewallState, FirewallUndo>
         rollback: () => restoreLive(ctx, undo.table, before),
       });
     }
-    await applyParts(parts);
+    // A lost link is the engine's: it gets back in (once the host has reverted, when the new
+    // ruleset was what cut it off), reads the step again and rolls it back. Putting parts back
+    // over the dead link here would only fail and hide that the link was lost.
+    let lost: ConnectError | undefined;
+    const untilLost = (part: Part): Part => ({
+      apply: async () => {
+        if (lost) return;
+        try {
+          await part.apply();
+        } catch (e) {
+          if (!(e instanceof ConnectError)) throw e;
+          lost = e;
+        }
+      },
+      rollback: part.rollback,
+    });
+    await applyParts(parts.map(untilLost));
+    if (lost) throw lost;
     return { state };
   },
   // Newest first (the live ruleset, the file, the include), each tried even when one fails.
