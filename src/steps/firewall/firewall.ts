@@ -18,6 +18,10 @@
  * lockout watchdog (one shell script) load the old ruleset again in one `nft -f` transaction
  * (`flush ruleset` and the old rules; for a table, delete-and-add, or a delete when the table was
  * not there) and put the files back.
+ *
+ * A ruleset can cut the very connection that loads it, before the lockout watchdog (armed after
+ * the steps, over that connection) could exist: so each live load first leaves the host a timer
+ * that loads the old ruleset again unless the controller gets back in to stop it (REVERT_SECONDS).
  */
 import { posix } from 'node:path';
 import { z } from 'zod';
