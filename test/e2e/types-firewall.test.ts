@@ -12,8 +12,10 @@
  * - one table: a table of someone else's (`inet keep`) is there first and stays through every
  *   apply and rollback; /etc/nftables.conf gains the include, and loses it again.
  * Beyond the battery: nft's own message for a syntax error at plan, an unknown family at load
- * (file:line:col), nft missing on the host, and a `--confirm` run whose ruleset drops the host's
- * SSH port: the controller loses the host, the watchdog loads the old ruleset, the host answers.
+ * (file:line:col), nft missing on the host, a drop-in folder planted as a link by a local user,
+ * and the lockouts: a ruleset that refuses new SSH logins under `--confirm` (rolled back over the
+ * run's own connection, or by the watchdog when that link is cut too), and one that cuts the run's
+ * own connection (the host loads the old ruleset by itself; the run gets back in and rolls back).
  */
 import { mkdtempSync, readlinkSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -154,6 +156,26 @@ describeHosts(
         );
       } finally {
         await sshOk(sandbox(), host(), 'mv /usr/sbin/nft.hidden /usr/sbin/nft');
+      }
+    });
+
+    it('a drop-in folder that is a link a local user planted is refused, naming it; nothing is written through it and nothing is loaded', async () => {
+      const sb = sandbox();
+      const h = host();
+      await sshOk(sb, h, 'mkdir -p /home/deploy/evil && chown deploy: /home/deploy/evil && ln -s /home/deploy/evil /etc/nftables.d && chown -h deploy: /etc/nftables.d');
+      try {
+        const before = await sha();
+        const dir = fixture({ 'r.yml': 'name: planted\nsteps:\n  - name: App table\n    firewall: { table: { family: inet, name: app }, content: "chain c {\\n}" }\n' });
+        dirs.push(dir);
+        const r = await hostsmith(['apply', join(dir, 'r.yml'), '--hosts', h.name, '--yes', '--json', ...sandboxArgs(sb, state())]);
+        expect(r.code, r.stdout + r.stderr).toBe(1);
+        expect(stepEvents(r).find((e) => e.step === 'App table')?.error).toMatch(
+          /refusing \/etc\/nftables\.d: it is a symbolic link \(owned by uid \d+\) that a user other than root could have planted/,
+        );
+        expect(await sshOk(sb, h, 'ls -A /home/deploy/evil')).toBe('');
+        expect(await sha()).toBe(before);
+      } finally {
+        await sshOk(sb, h, 'rm -f /etc/nftables.d && rm -rf /home/deploy/evil');
       }
     });
 
