@@ -5,8 +5,9 @@
  * can be taken back with zero residue, which a reboot is not, so its checks are written here:
  * apply across the reboot (the later step runs on the new boot), a plan that reboots nothing,
  * only_if_needed, a failing later step rolled back across the reboot, undo, a controller killed
- * during the wait and recover, lockout protection after a reboot, a host that does not come back
- * in time; and on the plain sandbox kind (no init system), a clear refusal instead of a hang.
+ * during the wait and recover, lockout protection after a reboot (confirmed, and the watchdog
+ * rolling back across it alone), a reboot handler not run again after a rollback, a host that does
+ * not come back in time; and on the plain sandbox kind (no init system), a clear refusal, not a hang.
  */
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -111,6 +112,28 @@ steps:
     reboot: {}
   - name: After
     file: { path: /srv/rbc/after, content: "after\\n" }
+`,
+        'handler.yml': `name: handled
+verify:
+  - "false"
+steps:
+  - name: Kernel args
+    file: { path: /srv/rbhd/args, content: "quiet\\n" }
+    notify: [Reboot]
+handlers:
+  - name: Reboot
+    reboot: {}
+`,
+        'watchdog.yml': `name: watched
+verify:
+  - "true"
+steps:
+  - name: First
+    file: { path: /srv/rbw/first, content: "first\\n" }
+  - name: Reboot
+    reboot: {}
+  - name: After
+    file: { path: /srv/rbw/after, content: "after\\n" }
 `,
         'held.yml': `name: held
 steps:
@@ -274,6 +297,45 @@ steps:
       expect(r.events.filter((e) => e.event === 'watchdog').map((e) => e.what)).toEqual(['armed', 'confirmed']);
       expect(await sshOk(sandbox(), host(), 'ls /srv/rbc; ls -A /var/lib/hostsmith/watchdog 2>/dev/null | wc -l')).toBe('after\nfirst\n0\n');
       await sshOk(sandbox(), host(), 'rm -rf /srv/rbc');
+    });
+
+    it('as a handler: rebooted once; a rollback (verify fails) takes back the file and does not reboot again', async () => {
+      const before = await boot();
+      const n = reboots(host());
+      const r = await hostsmith(['apply', recipe('handler'), ...args(), '--yes', '--confirm', '30s']);
+      expect(r.code, all(r)).toBe(1);
+      expect(all(r)).toMatch(/Reboot +changed: rebooted /);
+      expect(all(r)).toMatch(/rollback of Reboot: nothing to roll back; the host was rebooted at /);
+      expect(all(r)).toMatch(/rollback of Kernel args: rolled back/);
+      expect(all(r)).toContain('Reboot  skipped: after rollback: not needed: a reboot is not run again after a rollback');
+      await sleep(2000);
+      expect(reboots(host())).toBe(n + 1);
+      expect(await boot()).not.toBe(before);
+      expect((await sshRun(sandbox(), host(), 'test -e /srv/rbhd')).code).toBe(1);
+    });
+
+    it('the watchdog, armed on the new boot, rolls back across the reboot by itself when the controller dies; recover records it', async () => {
+      const known = new Set(readdirSync(join(state, 'runs')));
+      const n = reboots(host());
+      const r = await hostsmith(['apply', recipe('watchdog'), ...args(), '--yes', '--confirm', '3s'], { env: { HOSTSMITH_FAULT_KILL_AFTER_ARM: '1' } });
+      // Killed by its own SIGKILL right after arming (the helper reports a signal as -1).
+      expect(r.code, all(r)).toBe(-1);
+      expect(all(r)).toMatch(/Reboot +changed: rebooted [\s\S]*watchdog armed/);
+      const runId = readdirSync(join(state, 'runs'))
+        .find((f) => !known.has(f))!
+        .replace(/\.ndjson$/, '');
+      let result = '';
+      for (let i = 0; i < 100 && !result.includes('rolled-back'); i++) {
+        await sleep(200);
+        result = (await sshRun(sandbox(), host(), 'cat /var/lib/hostsmith/watchdog/*/result 2>/dev/null')).stdout;
+      }
+      expect(result.trim()).toBe('rolled-back');
+      expect(await sshOk(sandbox(), host(), 'cat /var/lib/hostsmith/watchdog/*/log')).toContain('reboot: nothing to roll back; the host was rebooted during the run');
+      expect((await sshRun(sandbox(), host(), 'test -e /srv/rbw')).code).toBe(1);
+      const rec = await hostsmith(['recover', runId, '--yes', '--state-dir', state]);
+      expect(rec.code, all(rec)).toBe(0);
+      expect(all(rec)).toMatch(/rollback of Reboot: rolled back/);
+      expect(reboots(host())).toBe(n + 1);
     });
 
     it('a host that does not come back in time: the run gives it up naming the host, the time waited and what to check, rolls nothing back over the dead link, and recover finishes once it is back', async () => {
