@@ -102,7 +102,7 @@ export async function runHost(options: HostRunOptions): Promise<HostResult> {
   const interrupted = options.interrupt?.aborted === true;
   if (!state.fatal && !interrupted && options.mode === 'apply' && options.confirm) {
     const protection = await lockoutProtection(hostRun, options.confirm);
-    if (protection.kind === 'lost') return lostToWatchdog(hostRun, protection.why);
+    if (protection.kind === 'lost') return lostToWatchdog(hostRun, protection.why, protection.armed);
     if (protection.kind === 'failed') {
       state.fatal = protection.why;
       if (protection.fired) await rolledBackByWatchdog(hostRun, protection.fired);
@@ -189,7 +189,9 @@ async function lockoutProtection(hostRun: HostRun, confirm: ConfirmOptions): Pro
     const why = `lockout protection failed before it could confirm (${errorMessage(e)})`;
     if (!(e instanceof ConnectError)) return { kind: 'failed', why };
     const gone = await linkLost(hostRun, e, 'while arming the watchdog');
-    if (gone) return { kind: 'lost', why };
+    // Thrown by protect: the link went while the watchdog was being armed (armed, it reports a
+    // lost host itself), so it may or may not be on the host.
+    if (gone) return { kind: 'lost', why, armed: false };
     const transport = options.transport as ShellTransport;
     const dir = watchdogDir(rootBackupDir, options.runId);
     if ((await claimWatchdog(transport, true, dir)) !== 'fired') return { kind: 'failed', why };
@@ -224,16 +226,19 @@ async function rolledBackByWatchdog(hostRun: HostRun, fired: Fired): Promise<voi
   state.completed = keep;
 }
 
-/** The run's connection is gone and the host could not be reached again: its watchdog rolls it back on its own. */
-function lostToWatchdog(hostRun: HostRun, why: string): HostResult {
+/**
+ * The run's connection is gone and the host could not be reached again: its watchdog rolls it back
+ * on its own, if it is there. A link lost while it was being armed (a step's firewall rule that
+ * cut the run's own connection does that) may have left none: then nothing on the host will roll
+ * back, and the message says so instead of promising it.
+ */
+function lostToWatchdog(hostRun: HostRun, why: string, armed: boolean): HostResult {
   const { options, state } = hostRun;
-  return {
-    status: 'unreachable',
-    givenUp: true,
-    counts: state.counts,
-    planned: state.planned,
-    error: `${why}. The watchdog on the host rolls the run back by itself when its time is up; once ${options.host} can be reached, \`hostsmith recover ${options.runId}\` reads what it did, finishes the rollback and releases the lock.`,
-  };
+  const recover = `\`hostsmith recover ${options.runId}\``;
+  const then = armed
+    ? `The watchdog on the host rolls the run back by itself when its time is up; once ${options.host} can be reached, ${recover} reads what it did, finishes the rollback and releases the lock.`
+    : `The link went while the watchdog was being armed, so the host may have none: if not, nothing there rolls the run back by itself. If a step cut this connection (a firewall rule), reach ${options.host} another way (its console) and undo that first; once it can be reached over SSH, ${recover} rolls the run back (or reads what a watchdog did) and releases the lock.`;
+  return { status: 'unreachable', givenUp: true, counts: state.counts, planned: state.planned, error: `${why}. ${then}` };
 }
 
 /** One step's turn: plan it (reads), hold it against the plan being followed, apply it (journaled). */

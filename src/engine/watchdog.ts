@@ -42,8 +42,12 @@ export type Protection =
   | { kind: 'none' }
   /** Not confirmed: `why`; the controller rolls back itself (claimed), or the watchdog did (`fired`). */
   | { kind: 'failed'; why: string; fired?: Fired }
-  /** Not confirmed and the host cannot be reached again: the watchdog rolls back on its own (or has). */
-  | { kind: 'lost'; why: string };
+  /**
+   * Not confirmed and the host cannot be reached again: the watchdog rolls back on its own (or
+   * has). `armed: false`: the link went while the watchdog was being put on the host, so whether
+   * there is one is not known.
+   */
+  | { kind: 'lost'; why: string; armed: boolean };
 
 /** /var/lib/hostsmith/watchdog/<run-id>: beside the run's backups, root-only. */
 export function watchdogDir(rootBackupDir: string, runId: string): string {
@@ -259,7 +263,7 @@ export async function protect(completed: Completed[], inputs: ProtectInputs, con
         break;
       } catch (e2) {
         if (!(e2 instanceof ConnectError)) throw e2;
-        if (Date.now() >= until) return { kind: 'lost', why: `${why}; the host could not be reached again after the watchdog's time (${errorMessage(e2)})` };
+        if (Date.now() >= until) return { kind: 'lost', armed: true, why: `${why}; the host could not be reached again after the watchdog's time (${errorMessage(e2)})` };
         await sleep(2000);
       }
     }
