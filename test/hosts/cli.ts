@@ -74,7 +74,7 @@ function exampleRecipe(): string {
 function printHowToReach(sb: Sandbox): void {
   const rel = (p: string): string => (p.startsWith(process.cwd()) ? relative(process.cwd(), p) : p);
   const lines = [
-    `${sb.hosts.length} Debian bookworm host(s) running (sandbox dir ${sb.dir}):`,
+    `${sb.hosts.length} Debian bookworm ${sb.kind === 'systemd' ? 'systemd ' : ''}host(s) running (sandbox dir ${sb.dir}):`,
     ...sb.hosts.map((h) => `  ${h.name}  ${h.address}:${h.port}   ssh -F ${sb.sshConfigPath} ${h.name}`),
     '',
     `users: root, deploy (passwordless sudo), nosudo; all log in with ${sb.keyPath}`,
@@ -87,7 +87,9 @@ function printHowToReach(sb: Sandbox): void {
     'try:',
     `  ./bin/hostsmith.js plan ${exampleRecipe()} -i ${rel(sb.inventoryPath)} --known-hosts ${rel(sb.knownHostsPath)} --hosts h1`,
     '',
-    `note: hosts share this machine's network: a service listening on 0.0.0.0:80 in one host takes port 80 for all.`,
+    sb.net === 'private'
+      ? 'note: each host has a network of its own (its firewall and net.* sysctls are its alone), reached from here over a veth pair; it has no route out.'
+      : `note: hosts share this machine's network: a service listening on 0.0.0.0:80 in one host takes port 80 for all.`,
     `stop: npm run sandbox -- down${sb.dir === DEFAULT_DIR ? '' : ` --dir ${sb.dir}`}`,
   ];
   process.stdout.write(`${lines.join('\n')}\n`);

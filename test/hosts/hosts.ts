@@ -40,6 +40,8 @@ export interface SandboxHost {
 
 export interface Sandbox {
   dir: string;
+  kind: HostKind;
+  net: HostNet;
   hosts: SandboxHost[];
   keyPath: string; // client private key (ed25519, no passphrase), authorized for root, deploy, nosudo
   knownHostsPath: string;
@@ -446,6 +448,8 @@ function sandboxHandle(st: SandboxState): Sandbox {
   const hosts = st.hosts.map(publicHost);
   return {
     dir: st.dir,
+    kind: st.kind ?? 'plain',
+    net: st.net ?? 'shared',
     hosts,
     keyPath: join(st.dir, 'id_ed25519'),
     knownHostsPath: join(st.dir, 'known_hosts'),
