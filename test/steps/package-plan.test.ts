@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { packageSchema, planPackage, type PackageState } from '../../src/steps/package/package.js';
+import { packageSchema, packageStep, planPackage, type PackageState } from '../../src/steps/package/package.js';
+import type { StepContext } from '../../src/steps/step.js';
 import {
   dpkgChanges,
   dpkgErrors,
@@ -169,12 +170,16 @@ Conf hello (2.10-3 Debian:12.15/oldstable [amd64])
     expect(splitSim(SIM_JQ).auto).toEqual([]);
   });
   it('reads dpkg-query output and the age of the lists', () => {
-    const s = splitState('amd64\nhello\tamd64\t2.10-3\tinstall ok installed\nsl\tamd64\t5.02-1+b1\tdeinstall ok config-files\n--- lists-age\n42\n');
+    const s = splitState('amd64\nhello\tamd64\t2.10-3\tinstall ok installed\nsl\tamd64\t5.02-1+b1\tdeinstall ok config-files\n--- lists-times\n1000042\n1000000\n');
     expect(s).toEqual({ dpkg: { hello: ok('2.10-3'), 'hello:amd64': ok('2.10-3'), sl: rc('5.02-1+b1'), 'sl:amd64': rc('5.02-1+b1') }, listsAgeS: 42 });
-    expect(splitState('amd64\n--- lists-age\n-1\n').listsAgeS).toBeNull();
+    // The newest of the refresh stamp and the Release files counts.
+    expect(splitState('amd64\n--- lists-times\n1000042\n999000\n1000040\n1000000\n--- inputs\n1 2\n')).toMatchObject({ listsAgeS: 2, inputs: '1 2' });
+    // No lists at all, or only lists from the host's future: never refreshed, as far as the step can tell.
+    expect(splitState('amd64\n--- lists-times\n1000042\n').listsAgeS).toBeNull();
+    expect(splitState('amd64\n--- lists-times\n1000042\n1000050\n').listsAgeS).toBeNull();
   });
   it('finds packages of a foreign architecture by name:arch, as apt names them, and native ones by bare name', () => {
-    const { dpkg } = splitState('amd64\nlibc6\ti386\t2.36-9\tinstall ok installed\nlibc6\tamd64\t2.36-8\tinstall ok installed\ntzdata\tall\t2024a\tinstall ok installed\n--- lists-age\n1\n');
+    const { dpkg } = splitState('amd64\nlibc6\ti386\t2.36-9\tinstall ok installed\nlibc6\tamd64\t2.36-8\tinstall ok installed\ntzdata\tall\t2024a\tinstall ok installed\n--- lists-times\n2\n1\n');
     expect(dpkg['libc6']).toEqual(ok('2.36-8'));
     expect(dpkg['libc6:i386']).toEqual(ok('2.36-9'));
     expect(dpkg['tzdata']).toEqual(ok('2024a'));
@@ -325,5 +330,163 @@ mail-transport-agent:
     const text = 'Package: libjq1\nArchitecture: amd64\nAuto-Installed: 1\n\nPackage: jq\nArchitecture: amd64\nAuto-Installed: 0\n\nPackage: libc6\nArchitecture: i386\nAuto-Installed: 1\n';
     expect(parseExtendedStates(text, 'amd64')).toEqual(['libjq1', 'libc6:i386']);
     expect(parseExtendedStates('', 'amd64')).toEqual([]);
+  });
+});
+
+/**
+ * The check: what the host answers to the step's one read (dpkg's status, the lists' age, the
+ * stamp of apt's inputs) decides whether apt is asked at all. A fake host answers each command by
+ * its kind and records it, so each row says which apt reads the check made and what it planned.
+ */
+describe('packageStep.check: (params, host answers) → apt asked? → plan', () => {
+  const DPKG = [
+    'amd64',
+    'bash\tamd64\t5.2.15-2+b7\tinstall ok installed',
+    'curl\tamd64\t7.88.1-10+deb12u15\tinstall ok installed',
+    'less\tamd64\t590-2.1~deb12u2\thold ok installed',
+    'sudo\tamd64\t1.9.13p3-1+deb12u4\tinstall ok installed',
+    'sl\tamd64\t5.02-1+b1\tdeinstall ok config-files',
+    'jq\tamd64\t1.6-2.1+deb12u2\tinstall ok half-installed',
+    'wget\tamd64\t1.21.3-1+b2\tdeinstall ok installed',
+    'vim\tamd64\t2:9.0.1378-2\tinstall reinstreq half-installed',
+  ].join('\n');
+  const STATE = `${DPKG}\n--- lists-times\n1000600\n1000000\n--- inputs\n1988277471 1748\n`;
+  const POLICY = (name: string, v: string) =>
+    `${name}:\n  Installed: (none)\n  Candidate: ${v}\n  Version table:\n     ${v} 500\n        500 http://deb.debian.org/debian bookworm/main amd64 Packages\n`;
+
+  function host(answers: { policy?: string; sim?: string }) {
+    const asked: string[] = [];
+    const ctx = {
+      host: 'h1',
+      step: 'S',
+      runId: 'R1',
+      backupDir: '/var/lib/hostsmith/backups/R1',
+      exec: async (cmd: string) => {
+        const kind = /apt-cache -q policy/.test(cmd) ? 'policy' : /apt-get -s/.test(cmd) ? 'dry run' : /dpkg-query -W/.test(cmd) ? 'dpkg' : 'other';
+        asked.push(kind);
+        const stdout = kind === 'dpkg' ? STATE : kind === 'policy' ? (answers.policy ?? '') : kind === 'dry run' ? (answers.sim ?? '') : '';
+        return { code: kind === 'other' ? 1 : 0, stdout, stderr: '', stdoutRaw: Buffer.from(stdout) };
+      },
+    } as unknown as StepContext;
+    return { ctx, asked };
+  }
+
+  // Decided from dpkg alone: one read, no apt, the same plan as before.
+  const cheap: Array<[string, Record<string, unknown>, string]> = [
+    ['three installed packages', { install: ['bash', 'curl', 'sudo'] }, 'bash, curl, sudo installed'],
+    ['three installed packages, one of them held', { install: ['curl', 'less', 'sudo'] }, 'curl, less, sudo installed'],
+    ['a held package (apt-mark hold) that is installed', { install: ['less'] }, 'less installed'],
+    ['a pinned version that is the installed one', { install: ['curl=7.88.1-10+deb12u15'] }, 'curl=7.88.1-10+deb12u15 installed'],
+    ['a pinned version a held package is at', { install: ['less=590-2.1~deb12u2'] }, 'less=590-2.1~deb12u2 installed'],
+    ['removals of packages not installed or with config files only', { remove: ['nosuch', 'sl'] }, 'nosuch, sl absent'],
+    ['installed packages with update_cache, however old the lists', { install: ['curl'], update_cache: true, cache_valid_time: 1 }, 'curl installed'],
+  ];
+  for (const lean of [true, false]) {
+    it.each(cheap)(`${lean ? 'apply' : 'plan'}: %s → dpkg only, unchanged`, async (_n, input, summary) => {
+      const { ctx, asked } = host({});
+      Object.assign(ctx, lean ? { planUnseen: true } : { planOnly: true });
+      const p = params(input);
+      const s = await packageStep.check(ctx, p);
+      expect(asked).toEqual(['dpkg']);
+      expect(planPackage(p, s)).toEqual({ changed: false, summary, undo: null });
+    });
+  }
+
+  // What dpkg alone cannot decide still goes to apt, with the plan it made before.
+  const SIM_VIM = 'Inst vim [2:9.0.1378-2] (2:9.0.1378-2 Debian:12 [amd64])\n';
+  const needsApt: Array<[string, Record<string, unknown>, { policy?: string; sim?: string }, string[], string, string[], string]> = [
+    [
+      'a package not installed',
+      { install: ['hello'] },
+      { policy: POLICY('hello', '2.10-3'), sim: SIM_JQ },
+      ['dpkg', 'policy'],
+      'install hello (with what apt adds to it)',
+      ['dpkg', 'dry run'],
+      'install hello + dependencies jq, libjq1, libonig5',
+    ],
+    [
+      'one of three not installed',
+      { install: ['curl', 'hello', 'sudo'] },
+      { policy: POLICY('hello', '2.10-3'), sim: 'Inst hello (2.10-3 Debian:12 [amd64])\n' },
+      ['dpkg', 'policy'],
+      'install hello (with what apt adds to it)',
+      ['dpkg', 'dry run'],
+      'install hello',
+    ],
+    [
+      'a package with only config files left',
+      { install: ['sl'] },
+      { policy: POLICY('sl', '5.02-1+b1'), sim: 'Inst sl (5.02-1+b1 Debian:12 [amd64])\n' },
+      ['dpkg', 'policy'],
+      'install sl (with what apt adds to it)',
+      ['dpkg', 'dry run'],
+      'install sl',
+    ],
+    [
+      'a half-installed package',
+      { install: ['jq'] },
+      { policy: POLICY('jq', '1.6-2.1+deb12u2'), sim: 'Inst jq (1.6-2.1+deb12u2 Debian:12 [amd64])\n' },
+      ['dpkg', 'policy'],
+      'install jq (with what apt adds to it)',
+      ['dpkg', 'dry run'],
+      'install jq',
+    ],
+    [
+      'a package that needs reinstalling',
+      { install: ['vim'] },
+      { policy: POLICY('vim', '2:9.0.1378-2'), sim: SIM_VIM },
+      ['dpkg', 'policy'],
+      'install vim (with what apt adds to it)',
+      ['dpkg', 'dry run'],
+      'change vim 2:9.0.1378-2 → 2:9.0.1378-2',
+    ],
+    [
+      'an installed package selected for removal',
+      { install: ['wget'] },
+      { policy: POLICY('wget', '1.21.3-1+b2'), sim: '' },
+      ['dpkg', 'policy'],
+      'install wget (with what apt adds to it)',
+      ['dpkg', 'dry run'],
+      'wget installed (already satisfied)',
+    ],
+    [
+      'a pinned version other than the installed one',
+      { install: ['curl=7.88.1-10+deb12u16'] },
+      { policy: POLICY('curl', '7.88.1-10+deb12u16'), sim: 'Inst curl [7.88.1-10+deb12u15] (7.88.1-10+deb12u16 Debian:12 [amd64])\n' },
+      ['dpkg', 'policy'],
+      'install curl 7.88.1-10+deb12u15 → 7.88.1-10+deb12u16 (with what apt adds to it)',
+      ['dpkg', 'dry run'],
+      'change curl 7.88.1-10+deb12u15 → 7.88.1-10+deb12u16',
+    ],
+    [
+      'a pinned version other than the one a package is held at',
+      { install: ['less=590-2.1~deb12u3'] },
+      { policy: POLICY('less', '590-2.1~deb12u3'), sim: 'Inst less [590-2.1~deb12u2] (590-2.1~deb12u3 Debian:12 [amd64])\n' },
+      ['dpkg', 'policy'],
+      'install less=590-2.1~deb12u3 (with what apt adds to it)',
+      ['dpkg', 'dry run'],
+      'change less 590-2.1~deb12u2 → 590-2.1~deb12u3',
+    ],
+    [
+      'a virtual package dpkg has no entry for',
+      { install: ['mail-transport-agent'] },
+      { policy: 'mail-transport-agent:\n  Installed: (none)\n  Candidate: (none)\n', sim: '' },
+      ['dpkg', 'policy', 'dry run'],
+      'mail-transport-agent installed (already satisfied)',
+      ['dpkg', 'dry run'],
+      'mail-transport-agent installed (already satisfied)',
+    ],
+    ['a removal of an installed package', { remove: ['curl'] }, { sim: 'Remv curl [7.88.1-10+deb12u15]\n' }, ['dpkg', 'dry run'], 'remove curl', ['dpkg', 'dry run'], 'remove curl'],
+  ];
+  it.each(needsApt)('%s → apt is asked; the plans are as before', async (_n, input, answers, leanAsked, leanSummary, planAsked, planSummary) => {
+    const p = params(input);
+    const apply = host(answers);
+    Object.assign(apply.ctx, { planUnseen: true });
+    expect(planPackage(p, await packageStep.check(apply.ctx, p)).summary).toBe(leanSummary);
+    expect(apply.asked).toEqual(leanAsked);
+    const plan = host(answers);
+    Object.assign(plan.ctx, { planOnly: true });
+    expect(planPackage(p, await packageStep.check(plan.ctx, p)).summary).toBe(planSummary);
+    expect(plan.asked).toEqual(planAsked);
   });
 });

@@ -60,6 +60,14 @@ export interface DpkgEntry {
 }
 
 export const isInstalled = (e: DpkgEntry | undefined): boolean => e?.status === 'install ok installed';
+/**
+ * Installed and sound, and dpkg is to keep it: selected for install, or held there (apt-mark hold).
+ * An install asked for is then already done, at dpkg's version, and there is nothing to ask apt:
+ * a held package is what apt would leave as it is anyway, so asking (a dry run, or apt-cache
+ * policy and an install of nothing on a plain apply) cost every rerun over a second of the host's CPU. A package
+ * selected for removal or purge, or broken, is left to apt; so is every removal.
+ */
+export const isKept = (e: DpkgEntry | undefined): boolean => e?.status === 'install ok installed' || e?.status === 'hold ok installed';
 /** Its files are on disk: installed, or unpacked, half-configured, or waiting for triggers. */
 const onDisk = (e: DpkgEntry | undefined): boolean => !!e && !/ (?:not-installed|config-files)$/.test(e.status);
 /** Removed, but its configuration files are still there. */
@@ -150,18 +158,13 @@ export function missingVersions(stderr: string): string[] {
 const DPKG_FORMAT = quote('${Package}\t${Architecture}\t${Version}\t${Status}\n');
 
 /**
- * One round trip: the native architecture, every package dpkg knows, then the age in seconds of the apt lists
- * (newest of the refresh stamp and the Release files; -1 when there are no lists).
+ * One round trip: the native architecture, every package dpkg knows, then the host's clock and the
+ * times of the refresh stamp and the Release files (none: there are no lists), from which
+ * splitState works out the lists' age. This read is all a no-op rerun of the step costs the host,
+ * so the newest time is picked here rather than by a subshell, sort and tail there.
  */
 export function stateScript(): string {
-  return [
-    `${DPKG_LIST} || exit $?`,
-    'echo "--- lists-age"',
-    `newest=$(stat -c %Y ${UPDATE_STAMP} /var/lib/apt/lists/*Release 2>/dev/null | sort -n | tail -n 1)`,
-    'if [ -n "$newest" ]; then echo $(( $(date +%s) - newest )); else echo -1; fi',
-    'echo "--- inputs"',
-    INPUTS_STAMP,
-  ].join('\n');
+  return [`${DPKG_LIST} || exit $?`, 'echo "--- lists-times"', 'date +%s', `stat -c %Y ${UPDATE_STAMP} /var/lib/apt/lists/*Release 2>/dev/null`, 'echo "--- inputs"', INPUTS_STAMP].join('\n');
 }
 
 /**
@@ -179,11 +182,16 @@ export const INPUTS_STAMP = `stat -c '%n %i %s %Y' /var/lib/dpkg/status /var/lib
 export const MEMO_MARK = '# hostsmith-memo:';
 
 export function splitState(out: string): { dpkg: Record<string, DpkgEntry>; listsAgeS: number | null; inputs?: string } {
-  const [head = '', rest = ''] = out.split('--- lists-age\n');
-  const [age = '', inputs = ''] = rest.split('--- inputs\n');
-  const n = Number(age.trim());
+  const [head = '', rest = ''] = out.split('--- lists-times\n');
+  const [times = '', inputs = ''] = rest.split('--- inputs\n');
+  // The host's clock, then the time of each list file there is.
+  const [now, ...mtimes] = times
+    .split('\n')
+    .filter((l) => /^\d+$/.test(l.trim()))
+    .map(Number);
+  const age = now === undefined || !mtimes.length ? null : now - Math.max(...mtimes);
   const stamp = inputs.trim();
-  return { dpkg: parseDpkgList(head).dpkg, listsAgeS: Number.isFinite(n) && n >= 0 ? n : null, ...(/^\d+ \d+$/.test(stamp) ? { inputs: stamp } : {}) };
+  return { dpkg: parseDpkgList(head).dpkg, listsAgeS: age !== null && age >= 0 ? age : null, ...(/^\d+ \d+$/.test(stamp) ? { inputs: stamp } : {}) };
 }
 
 /** Shell: the native architecture, then every package dpkg lists (parseDpkgList). */

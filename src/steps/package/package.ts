@@ -22,6 +22,7 @@ import {
   dpkgErrors,
   hasConfigOnly,
   isInstalled,
+  isKept,
   missingVersions,
   parseSim,
   parseSpec,
@@ -134,9 +135,15 @@ interface Pending {
   remove: string[];
 }
 
+/**
+ * What only apt can decide: the packages dpkg's status alone does not show as already done (not
+ * installed, half-installed, at another version than the one pinned; installed and held is done)
+ * and the removals. Empty: the step is a no-op decided from dpkg alone, and the check asks apt
+ * nothing.
+ */
 function pending(p: PackageParams, dpkg: Record<string, DpkgEntry>): Pending {
   return {
-    install: p.install.map(parseSpec).filter((s) => !isInstalled(dpkg[s.name]) || (s.version !== undefined && dpkg[s.name]!.version !== s.version)),
+    install: p.install.map(parseSpec).filter((s) => !isKept(dpkg[s.name]) || (s.version !== undefined && dpkg[s.name]!.version !== s.version)),
     remove: p.remove.filter((n) => isInstalled(dpkg[n])),
   };
 }
