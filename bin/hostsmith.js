@@ -1,4 +1,5 @@
 #!/usr/bin/env node
-import { main } from '../dist/cli/main.js';
+// The CLI as one bundle (npm run bundle): a start loads a few files instead of hundreds.
+import { main } from '../dist/bundle/cli/main.js';
 
 main(process.argv.slice(2));

@@ -8,9 +8,8 @@
 import { spawn } from 'node:child_process';
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readdirSync, unlinkSync, writeSync } from 'node:fs';
 import { homedir } from 'node:os';
-import { resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import { Writable } from 'node:stream';
-import { fileURLToPath } from 'node:url';
 import type { Command } from 'commander';
 import { CronExpressionParser } from 'cron-parser';
 import cronstrue from 'cronstrue';
@@ -22,6 +21,7 @@ import { cronProblem } from '../../recipe/schema.js';
 import { loadVarsFile } from '../../recipe/vars.js';
 import { keysFor, knownHostName } from '../../transport/known-hosts.js';
 import { loadInventory, resolveTargets, type TargetSpec } from '../../transport/targets.js';
+import { packageRoot } from '../../version.js';
 import { loadConfig } from '../config.js';
 import { prepare, stateDirOf, type GlobalOptions, type TargetCliOptions } from '../context.js';
 import { addEntry, hasEntry, jobLine, markedNames, markerLine, readCrontab, removeEntry, writeCrontab } from '../crontab.js';
@@ -65,8 +65,9 @@ const ON_FAILURE_TIMEOUT_MS = 5 * 60_000;
 
 /** The CLI entry point as installed (bin/hostsmith.js beside dist/), for the crontab line. */
 function cliPath(): string {
-  const bin = fileURLToPath(new URL('../../../bin/hostsmith.js', import.meta.url));
-  return existsSync(bin) ? bin : resolve(process.argv[1] ?? bin);
+  const root = packageRoot();
+  const bin = root ? join(root, 'bin', 'hostsmith.js') : undefined;
+  return bin && existsSync(bin) ? bin : resolve(process.argv[1] ?? 'hostsmith');
 }
 
 function plainWords(expr: string): string {
