@@ -22,7 +22,8 @@ import { fixture, hostsmith, sandboxArgs, stepEvents } from './cli.js';
 import { stepBattery } from './step-battery.js';
 
 const ROOT = new URL('../../', import.meta.url);
-const DIST = pathToFileURL(join(ROOT.pathname, 'dist/index.js')).href;
+// What `import 'hostsmith'` resolves to (package.json main/exports): the bundle the CLI runs from.
+const DIST = pathToFileURL(join(ROOT.pathname, 'dist/bundle/index.js')).href;
 const MODULE = readFileSync(new URL('recipes/types/alternatives.ts', ROOT), 'utf8').replace("from 'hostsmith'", `from ${JSON.stringify(DIST)}`);
 
 const FILES = { 'types/alternatives.ts': MODULE, 'types/package.json': '{ "type": "module" }\n' };
