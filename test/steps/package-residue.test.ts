@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { chmodSync, cpSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { chmodSync, cpSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -127,22 +127,26 @@ describe('parseOwners / ownersScript', () => {
 
   it('runs in sh: finds a file of the given uid in a mounted file system, once', () => {
     const root = mkdtempSync(join(tmpdir(), 'owners-'));
-    // An id nobody on this machine uses; only the files made here carry it.
-    const id = 54321;
+    // An id nobody on this machine uses, new for each run: only the files made here carry it (a
+    // fixed one was found first in the files of an earlier run that was killed before it cleaned up,
+    // and the script reports each id once).
+    const id = 3_000_000 + Math.floor(Math.random() * 1_000_000);
     mkdirSync(join(root, 'a'));
     writeFileSync(join(root, 'a/one'), '1');
     writeFileSync(join(root, 'a/two'), '2');
-    // biome-ignore lint/style/useConst: assigned inside the try below, read after its finally
-    let owned: ReturnType<typeof parseOwners>;
     try {
-      execFileSync('chown', ['-R', `${id}:${id}`, join(root, 'a')]);
-    } catch {
-      return; // not root: cannot chown (the e2e tests cover this on real hosts)
+      try {
+        execFileSync('chown', ['-R', `${id}:${id}`, join(root, 'a')]);
+      } catch {
+        return; // not root: cannot chown (the e2e tests cover this on real hosts)
+      }
+      const owned = parseOwners(execFileSync('sh', ['-c', ownersScript([id], [], '/nonexistent')], { encoding: 'utf8' }));
+      const mine = owned.filter((o) => o.what.startsWith(root));
+      expect(mine).toHaveLength(1);
+      expect(mine[0]).toMatchObject({ uid: id, gid: id });
+    } finally {
+      rmSync(root, { recursive: true, force: true });
     }
-    owned = parseOwners(execFileSync('sh', ['-c', ownersScript([id], [], '/nonexistent')], { encoding: 'utf8' }));
-    const mine = owned.filter((o) => o.what.startsWith(root));
-    expect(mine).toHaveLength(1);
-    expect(mine[0]).toMatchObject({ uid: id, gid: id });
   }, 120_000);
 });
 
