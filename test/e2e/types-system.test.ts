@@ -4,12 +4,12 @@
  * the cases the battery cannot make: a hostile user's links around authorized_keys, a live write
  * the host refuses, a kernel parameter that does not exist.
  *
- * The sandbox hosts share this machine's kernel and network namespace, and mount /proc/sys
- * read-only so that no recipe can change the machine (test/hosts/README.md): no kernel parameter
- * is writable there. The batteries therefore use `apply_live: false` (the live write and its
- * rollback are unit-tested in test/steps/sysctl.test.ts); the one live write tried here is on
- * kernel.domainname, which lives in the host's own UTS namespace, so even a sandbox that let it
- * through would change only that host, never this machine. No net.* key is ever written live.
+ * Hosts on this machine's network mount /proc/sys read-only so that no recipe can change the
+ * machine (test/hosts/README.md): no kernel parameter is writable there, so the batteries on them
+ * use `apply_live: false`, and the one live write tried on one is kernel.domainname, which lives
+ * in the host's own UTS namespace. The live write itself is held to the battery on a host with a
+ * network of its own, where the net.* parameters are the host's (net.core.somaxconn), and this
+ * machine's value is checked each time not to have moved.
  */
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
