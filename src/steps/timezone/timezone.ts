@@ -66,10 +66,13 @@ export const zoneFile = (name: string): string => `${ZONEINFO}/${name}`;
  */
 /**
  * systemd-timedated reads the zone once when it starts and answers timedatectl from memory until
- * it exits, idle, a little later: after the link moves under it, a running one is restarted, so
- * timedatectl never shows the zone a change or a rollback just replaced.
+ * it exits, idle, a little later: after the link moves under it, a running one is stopped, so
+ * timedatectl never shows the zone a change or a rollback just replaced. Stopped, not restarted:
+ * D-Bus starts it again when it is next asked, and a restart on every change would run into
+ * systemd's limit on how often a unit may start.
  */
-export const FORGET_TIMEDATED = 'if [ -d /run/systemd/system ]; then systemctl try-restart systemd-timedated.service >/dev/null 2>&1 || true; fi';
+export const FORGET_TIMEDATED =
+  'if [ -d /run/systemd/system ] && systemctl -q is-active systemd-timedated.service 2>/dev/null; then systemctl stop systemd-timedated.service >/dev/null 2>&1 || true; fi';
 
 export async function checkTimezone(ctx: StepContext, p: TimezoneParams): Promise<TimezoneState> {
   const zone = [
