@@ -3,7 +3,7 @@
  * `template` step types, which differ only in where the wanted content comes from.
  */
 import { posix } from 'node:path';
-import { StepError } from '../errors.js';
+import { InputError, StepError } from '../errors.js';
 import { unifiedDiff } from '../render/diff.js';
 import { quote } from '../shell/script.js';
 import { enterScript, splitPath, unsafeParentsScript, withSafePath } from '../shell/safe-path.js';
@@ -373,6 +373,17 @@ export function pathUndoSummary(u: UndoData): string {
 }
 
 /** A `src` beside the recipe: found, or a problem saying where it was looked for. */
+/**
+ * A step's Handlebars template in `src` (found as the template step finds its own), rendered with
+ * the step's `vars`; a file that cannot be read is the recipe's error, named at `<type>.src`.
+ */
+export async function renderSource(ctx: StepContext, type: string, src: string, vars: Record<string, unknown> | undefined): Promise<string> {
+  const { path, content } = await ctx.readSource(src, 'templates').catch((e: unknown) => {
+    throw new InputError(`step "${ctx.step}": ${type}.src: ${(e as Error).message}`);
+  });
+  return ctx.render(content.toString('utf8'), vars ?? {}, `template ${path}`);
+}
+
 export async function sourceProblems(raw: UndoData, env: StaticEnv, kind: 'templates' | 'files', what: string, local?: string[]): Promise<StaticProblem[]> {
   const src = raw.src;
   if (typeof src !== 'string' || !src || src.includes('{{')) return [];

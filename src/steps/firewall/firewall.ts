@@ -25,11 +25,12 @@
  */
 import { posix } from 'node:path';
 import { z } from 'zod';
-import { ConnectError, InputError, StepError } from '../../errors.js';
+import { ConnectError, StepError } from '../../errors.js';
 import { unifiedDiff } from '../../render/diff.js';
 import { guardScript, runOneExec } from '../../shell/one-exec.js';
 import { quote } from '../../shell/script.js';
 import {
+  renderSource,
   applyPath,
   checkPath,
   checkScript as pathCheckScript,
@@ -505,10 +506,7 @@ export const firewallStep: StepType<FirewallParams, FirewallState, FirewallUndo>
   schema: firewallSchema,
   async prepare(ctx, p) {
     if (p.src === undefined) return p;
-    const { path, content } = await ctx.readSource(p.src, 'templates').catch((e: unknown) => {
-      throw new InputError(`step "${ctx.step}": firewall.src: ${(e as Error).message}`);
-    });
-    return { ...p, rendered: ctx.render(content.toString('utf8'), p.vars ?? {}, `template ${path}`) };
+    return { ...p, rendered: await renderSource(ctx, 'firewall', p.src, p.vars) };
   },
   check: checkFirewall,
   guarded: true,

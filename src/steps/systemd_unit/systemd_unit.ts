@@ -15,11 +15,12 @@
  * on every run is a `service` step's job (or a handler's).
  */
 import { z } from 'zod';
-import { InputError, StepError } from '../../errors.js';
+import { StepError } from '../../errors.js';
 import { quote } from '../../shell/script.js';
 import { enterScript, withSafePath } from '../../shell/safe-path.js';
 import { flag } from '../accounts.js';
 import {
+  renderSource,
   applyPath,
   checkScript as pathCheckScript,
   pathKey,
@@ -469,10 +470,7 @@ export const systemdUnitStep: StepType<SystemdUnitParams, SystemdUnitState, Syst
   schema: systemdUnitSchema,
   async prepare(ctx, p) {
     if (p.src === undefined) return p;
-    const { path, content } = await ctx.readSource(p.src, 'templates').catch((e: unknown) => {
-      throw new InputError(`step "${ctx.step}": systemd_unit.src: ${(e as Error).message}`);
-    });
-    return { ...p, rendered: ctx.render(content.toString('utf8'), p.vars ?? {}, `template ${path}`) };
+    return { ...p, rendered: await renderSource(ctx, 'systemd_unit', p.src, p.vars) };
   },
   check: checkUnit,
   plan: planUnit,

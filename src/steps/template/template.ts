@@ -1,9 +1,8 @@
 import { z } from 'zod';
-import { InputError } from '../../errors.js';
 import type { StepType } from '../step.js';
 import { modeSchema } from '../modes.js';
 import { absolutePath, ownerName } from '../paths.js';
-import { applyPath, pathStepParts, sourceProblems, planPath, type FileUndo, type PathState, type Wanted } from '../file-state.js';
+import { applyPath, pathStepParts, planPath, renderSource, sourceProblems, type FileUndo, type PathState, type Wanted } from '../file-state.js';
 
 export const templateSchema = z
   .object({
@@ -27,11 +26,7 @@ export const templateStep: StepType<TemplateParams, PathState, FileUndo> = {
   type: 'template',
   schema: templateSchema,
   async prepare(ctx, p) {
-    const { path, content } = await ctx.readSource(p.src, 'templates').catch((e: unknown) => {
-      throw new InputError(`step "${ctx.step}": template.src: ${(e as Error).message}`);
-    });
-    const rendered = ctx.render(content.toString('utf8'), p.vars ?? {}, `template ${path}`);
-    return { ...p, rendered };
+    return { ...p, rendered: await renderSource(ctx, 'template', p.src, p.vars) };
   },
   ...pathStepParts<TemplateParams>((p) => p.dest),
   plan: (p, s, env) => planPath(wanted(p), s, env),
