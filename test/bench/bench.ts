@@ -1,24 +1,30 @@
 /**
- * `npm run bench` (issue 10): hostsmith against sandbox hosts at 1, 10 and 50 hosts in one run,
- * beside two floors measured in the same run on the same hosts:
+ * `npm run bench -- [bench|webapp|path/to/recipe.yml] [--vars-file f.yml] [--floor script.sh]`
+ * hostsmith against sandbox hosts at 1, 10 and 50 hosts in one run, beside two floors measured in
+ * the same run on the same hosts:
  *
- * - first run: hostsmith applies a 30-step recipe of every step type to fresh hosts; the floor is
- *   the same changes as one plain shell script per host over one OpenSSH `ssh`, no checks, all
- *   hosts at once. Both run on the same hosts, each right after a wipe (a fresh host).
+ * - first run: hostsmith applies the recipe to fresh hosts; the floor is the same changes as one
+ *   plain shell script per host over one OpenSSH `ssh`, no checks, all hosts at once. Both run on
+ *   the same hosts, each right after a wipe (a fresh host).
  * - no-op rerun: hostsmith applies the recipe again (nothing to change); the floor is
  *   `ssh host true` for all hosts at once, on the same hosts, right before it.
+ *
+ * The recipe: `bench` (default), 30 steps of every step type; `webapp`, 30 steps a web app's host
+ * gets (nginx-light and more); both built-ins carry their first-run floor. Any other recipe file
+ * has no first-run floor unless `--floor script.sh` gives one (that script over one ssh per host);
+ * its first run must change at least one step. BENCH_RECIPE chooses the recipe when no argument does.
  *
  * hostsmith runs as the real CLI (`node bin/hostsmith.js apply --yes --json --concurrency N`)
  * under /usr/bin/time: wall time, controller CPU (user + sys) and peak RSS; HOSTSMITH_COUNT_EXECS=1
  * gives each host's exec channels (round trips). Each measurement is repeated BENCH_REPEAT times
  * (default 3); the median counts. Timings are targets of this benchmark, never of a test.
  *
- * Env: BENCH_HOSTS=1,10,50 (also 100) · BENCH_REPEAT=3 · BENCH_OUT=file.json
+ * Env: BENCH_HOSTS=1,10,50 (also 100) · BENCH_REPEAT=3 · BENCH_OUT=file.json · BENCH_RECIPE=webapp
  *      BENCH_CLI=path/to/bin/hostsmith.js (default: this checkout's, built first unless BENCH_BUILD=0)
  * Exit: 0 every target met · 1 a target missed (named) · 2 the bench could not measure.
  */
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, release, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -27,13 +33,72 @@ import { ensureRootfs } from '../hosts/rootfs.js';
 import { sshArgs } from '../hosts/ssh.js';
 import { startPool, type BenchHost, type Pool } from './pool.js';
 import { childCpuSeconds, hostCpuSeconds, killChildren, machineCpuSeconds, runChild, timedChild } from './proc.js';
-import { floorScript, RECIPE_STEPS, STEP_TYPES, writeRecipe } from './recipe.js';
+import { bench, type BuiltInRecipe } from './recipe.js';
+import { webapp } from './webapp.js';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const COUNTS = (process.env.BENCH_HOSTS ?? '1,10,50').split(',').map((s) => Number(s.trim()));
 const REPEAT = Number(process.env.BENCH_REPEAT ?? 3);
 const CLI = resolve(process.env.BENCH_CLI ?? join(ROOT, 'bin/hostsmith.js'));
 const BUILD = !process.env.BENCH_CLI && process.env.BENCH_BUILD !== '0';
+const BUILT_IN: Record<string, BuiltInRecipe> = { [bench.name]: bench, [webapp.name]: webapp };
+
+const USAGE = `usage: npm run bench -- [${Object.keys(BUILT_IN).join('|')}|path/to/recipe.yml] [--vars-file vars.yml] [--floor script.sh]
+  ${Object.values(BUILT_IN)
+    .map((r) => `${r.name.padEnd(8)} ${r.description}`)
+    .join('\n  ')}
+  a path   any recipe: first run and no-op rerun; no first-run floor unless --floor gives one
+           (a shell script run with sh -s over one ssh per host, making the recipe's changes)
+env: BENCH_RECIPE (the recipe when no argument names one), BENCH_HOSTS, BENCH_REPEAT, BENCH_OUT, BENCH_CLI, BENCH_BUILD`;
+
+/** What is measured: a built-in recipe (with its floor) or a recipe file (with a floor if given). */
+interface Subject {
+  /** The built-in's name, or the path as given. */
+  name: string;
+  builtIn: BuiltInRecipe | null;
+  /** The recipe file of a path (a built-in's is written into the work folder). */
+  file?: string;
+  varsFile?: string;
+  /** The first-run floor script, or null: no first-run floor (and no floor check). */
+  floor: string | null;
+  /** Where the floor came from. */
+  floorFrom: string | null;
+}
+
+class UsageError extends Error {}
+
+function parseSubject(argv: string[]): Subject {
+  let what: string | undefined;
+  let varsFile: string | undefined;
+  let floorFile: string | undefined;
+  // npm runs scripts in the package's folder: a relative path is the caller's, from where npm was started.
+  const here = (p: string) => resolve(process.env.INIT_CWD ?? process.cwd(), p);
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    const value = (): string => {
+      const v = argv[++i];
+      if (v === undefined) throw new UsageError(`${a} needs a file`);
+      return v;
+    };
+    if (a === '--vars-file') varsFile = here(value());
+    else if (a === '--floor') floorFile = here(value());
+    else if (a === '-h' || a === '--help') throw new UsageError('');
+    else if (a.startsWith('-')) throw new UsageError(`unknown option ${a}`);
+    else if (what !== undefined) throw new UsageError(`one recipe at a time (got ${what} and ${a})`);
+    else what = a;
+  }
+  what ??= process.env.BENCH_RECIPE || bench.name;
+  const builtIn = BUILT_IN[what];
+  if (builtIn) {
+    // A built-in's floor is its own changes with its own vars: another floor or vars would not match it.
+    if (floorFile || varsFile) throw new UsageError(`${what} is a built-in recipe with its own floor and vars: --floor and --vars-file are for a recipe file`);
+    return { name: what, builtIn, floor: builtIn.floorScript(), floorFrom: `built-in (${what})` };
+  }
+  const file = here(what);
+  if (!existsSync(file)) throw new UsageError(`${what}: no such recipe file, and not a built-in (${Object.keys(BUILT_IN).join(', ')})`);
+  for (const f of [varsFile, floorFile]) if (f && !existsSync(f)) throw new UsageError(`${f}: no such file`);
+  return { name: what, builtIn: null, file, varsFile, floor: floorFile ? readFileSync(floorFile, 'utf8') : null, floorFrom: floorFile ?? null };
+}
 
 /** The issue's targets. `at`: the host counts a target is stated for. */
 const TARGETS = {
@@ -68,11 +133,14 @@ interface HostsmithSample extends SideCpu {
   execs: Record<string, number>;
   changed: number;
   unchanged: number;
+  /** Steps the first host ran (changed, unchanged or skipped). */
+  stepsPerHost: number;
   loadBefore: number;
 }
 
 interface CountResult {
   hosts: number;
+  /** Empty when the recipe has no first-run floor. */
   floorFirst: FloorSample[];
   hostsmithFirst: HostsmithSample[];
   floorNoop: FloorSample[];
@@ -116,12 +184,30 @@ async function floor(pool: Pool, hosts: BenchHost[], cmd: string, input: string)
 interface Cli {
   work: string;
   recipe: string;
+  varsFile?: string;
+  /** Steps a first run must change on each host: all of a built-in's; null: at least one (a recipe file). */
+  firstChanges: number | null;
   inventory: string;
   knownHosts: string;
 }
 
 function cliArgs(c: Cli, mode: 'apply' | 'plan', stateDir: string, n: number): string[] {
-  return [CLI, mode, c.recipe, '-i', c.inventory, '--known-hosts', c.knownHosts, '--state-dir', stateDir, '--concurrency', String(n), '--json', ...(mode === 'apply' ? ['--yes'] : [])];
+  return [
+    CLI,
+    mode,
+    c.recipe,
+    '-i',
+    c.inventory,
+    '--known-hosts',
+    c.knownHosts,
+    '--state-dir',
+    stateDir,
+    '--concurrency',
+    String(n),
+    '--json',
+    ...(c.varsFile ? ['--vars-file', c.varsFile] : []),
+    ...(mode === 'apply' ? ['--yes'] : []),
+  ];
 }
 
 const cliEnv = (): NodeJS.ProcessEnv => ({ ...process.env, NO_COLOR: '1', HOSTSMITH_COUNT_EXECS: '1' });
@@ -156,13 +242,18 @@ async function hostsmith(c: Cli, stateDir: string, hosts: BenchHost[], expect: '
     if (execs[h.name] === undefined) throw new BenchError(`hostsmith: no exec count for ${h.name} (HOSTSMITH_COUNT_EXECS output missing)`);
     changed += counts.changed as number;
     unchanged += counts.unchanged as number;
-    if (expect === 'first' && counts.changed !== RECIPE_STEPS) throw new BenchError(`first run on ${h.name} changed ${counts.changed} of ${RECIPE_STEPS} steps: not a first run`);
+    if (expect === 'first' && c.firstChanges !== null && counts.changed !== c.firstChanges)
+      throw new BenchError(`first run on ${h.name} changed ${counts.changed} of ${c.firstChanges} steps: not a first run`);
+    if (expect === 'first' && c.firstChanges === null && !(counts.changed >= 1))
+      throw new BenchError(`first run on ${h.name} changed nothing: the hosts were not fresh, or the recipe makes no change here`);
     if (expect === 'noop' && counts.changed !== 0) {
       const which = evs.filter((e) => e.event === 'step-finished' && e.host === h.name && e.status === 'changed').map((e) => `${e.step}: ${e.summary}`);
       throw new BenchError(`rerun on ${h.name} changed ${counts.changed} step(s), not a no-op: ${which.join('; ')}`);
     }
   }
-  return { wallS: t.wallS, userS: t.userS, sysS: t.sysS, cpuS: t.userS + t.sysS, maxRssKiB: t.maxRssKiB, execs, changed, unchanged, loadBefore, hostCpuS, machineCpuS };
+  const first = fin.hosts?.[hosts[0]!.name] as Json;
+  const stepsPerHost = (first.changed as number) + (first.unchanged as number) + ((first.skipped as number) ?? 0);
+  return { wallS: t.wallS, userS: t.userS, sysS: t.sysS, cpuS: t.userS + t.sysS, maxRssKiB: t.maxRssKiB, execs, changed, unchanged, stepsPerHost, loadBefore, hostCpuS, machineCpuS };
 }
 
 /** What `hostsmith plan` would still change on hosts the floor script set up (untimed). */
@@ -171,27 +262,29 @@ async function checkFloor(c: Cli, hosts: BenchHost[]): Promise<string[]> {
   const r = await runChild(process.execPath, cliArgs(c, 'plan', state, hosts.length), { env: { ...process.env, NO_COLOR: '1' }, cwd: c.work });
   const evs = events(r.stdout);
   if (!evs.some((e) => e.event === 'run-finished')) throw new BenchError(`hostsmith plan (floor check) failed, exit ${r.code}:\n${r.stderr.slice(-3000)}`);
-  return [...new Set(evs.filter((e) => e.event === 'step-finished' && e.status !== 'unchanged').map((e) => `${e.step} (${e.status}: ${e.summary})`))];
+  // Skipped (an `unless:` that succeeds) is nothing to change, as unchanged is.
+  return [...new Set(evs.filter((e) => e.event === 'step-finished' && e.status !== 'unchanged' && e.status !== 'skipped').map((e) => `${e.step} (${e.status}: ${e.summary})`))];
 }
 
 // ---------------------------------------------------------------- one host count
 
-async function measureCount(pool: Pool, c0: Omit<Cli, 'inventory'>, n: number): Promise<CountResult> {
+async function measureCount(pool: Pool, c0: Omit<Cli, 'inventory'>, script: string | null, n: number): Promise<CountResult> {
   const hosts = pool.hosts.slice(0, n);
   const c: Cli = { ...c0, inventory: join(c0.work, `inventory-${n}.yml`) };
   pool.inventory(hosts, c.inventory);
   const res: CountResult = { hosts: n, floorFirst: [], hostsmithFirst: [], floorNoop: [], hostsmithNoop: [] };
-  const script = floorScript();
   for (let r = 0; r < REPEAT; r++) {
     const tag = `${n} host(s), run ${r + 1}/${REPEAT}`;
-    await pool.wipe(hosts);
-    const ff = await floor(pool, hosts, 'sh -s', script);
-    res.floorFirst.push(ff);
-    say(`${tag}: first-run floor ${ff.wallS.toFixed(2)} s`);
-    if (r === 0) {
-      const left = await checkFloor(c, hosts);
-      res.floorCheck = { changedSteps: left };
-      if (left.length) say(`WARNING: after the floor script, hostsmith plan still changes: ${left.join('; ')}`);
+    if (script !== null) {
+      await pool.wipe(hosts);
+      const ff = await floor(pool, hosts, 'sh -s', script);
+      res.floorFirst.push(ff);
+      say(`${tag}: first-run floor ${ff.wallS.toFixed(2)} s`);
+      if (r === 0) {
+        const left = await checkFloor(c, hosts);
+        res.floorCheck = { changedSteps: left };
+        if (left.length) say(`WARNING: after the floor script, hostsmith plan still changes: ${left.join('; ')}`);
+      }
     }
     await pool.wipe(hosts);
     const state = mkdtempSync(join(c.work, `state-${n}-`));
@@ -232,15 +325,22 @@ function summarize(results: CountResult[]): { rows: Row[]; checks: Check[]; perC
   const checks: Check[] = [];
   const perCount: Json[] = [];
   const s = (x: number) => `${x.toFixed(2)} s`;
+  const s3 = (x: number) => `${x.toFixed(3)} s`;
+  /** A median of the floor's samples; NaN when the recipe has no first-run floor (shown as —, left out of checks). */
+  const fmed = (xs: number[]) => (xs.length ? median(xs) : Number.NaN);
+  const show = (x: number, f: (x: number) => string) => (Number.isNaN(x) ? '—' : f(x));
+  const times = (a: number, b: number) => (Number.isFinite(a / b) ? `${(a / b).toFixed(2)}×` : '—');
+  const num = (x: number) => (Number.isFinite(x) ? x : null);
   const check = (name: string, value: number, target: number | undefined): Pick<Row, 'target' | 'verdict'> => {
     if (target === undefined) return { target: '—', verdict: '' };
+    if (Number.isNaN(value)) return { target: `≤ ${target}`, verdict: '' };
     const met = value <= target;
     checks.push({ name, value, target, met });
     return { target: `≤ ${target}`, verdict: met ? 'met' : 'MISSED' };
   };
   for (const r of results) {
     const n = r.hosts;
-    const ff = median(r.floorFirst.map((x) => x.wallS));
+    const ff = fmed(r.floorFirst.map((x) => x.wallS));
     const hf = median(r.hostsmithFirst.map((x) => x.wallS));
     const fn = median(r.floorNoop.map((x) => x.wallS));
     const hn = median(r.hostsmithNoop.map((x) => x.wallS));
@@ -252,33 +352,24 @@ function summarize(results: CountResult[]): { rows: Row[]; checks: Check[]; perC
     const peakMiB = Math.max(rssFirst, rssNoop);
     const cpuFirst = median(r.hostsmithFirst.map((x) => x.cpuS));
     const cpuNoop = median(r.hostsmithNoop.map((x) => x.cpuS));
-    const floorCpuFirst = median(r.floorFirst.map((x) => x.clientCpuS));
+    const floorCpuFirst = fmed(r.floorFirst.map((x) => x.clientCpuS));
     const floorCpuNoop = median(r.floorNoop.map((x) => x.clientCpuS));
-    rows.push({ hosts: n, what: 'first run', hostsmith: s(hf), floor: s(ff), ratio: `${(hf / ff).toFixed(2)}×`, ...check(`first run ratio at ${n} hosts`, hf / ff, TARGETS.firstRatio[n]) });
+    rows.push({ hosts: n, what: 'first run', hostsmith: s(hf), floor: show(ff, s), ratio: times(hf, ff), ...check(`first run ratio at ${n} hosts`, hf / ff, TARGETS.firstRatio[n]) });
     rows.push({ hosts: n, what: 'no-op rerun', hostsmith: s(hn), floor: s(fn), ratio: `${(hn / fn).toFixed(2)}×`, ...check(`no-op ratio at ${n} hosts`, hn / fn, TARGETS.noopRatio[n]) });
-    rows.push({ hosts: n, what: 'execs/host, first run', hostsmith: firstExecs.toFixed(1), floor: '1', ratio: '', target: '—', verdict: '' });
+    rows.push({ hosts: n, what: 'execs/host, first run', hostsmith: firstExecs.toFixed(1), floor: r.floorFirst.length ? '1' : '—', ratio: '', target: '—', verdict: '' });
     rows.push({ hosts: n, what: 'execs/host, no-op', hostsmith: noopExecs.toFixed(1), floor: '1', ratio: '', ...check(`no-op execs per host at ${n} hosts`, noopExecs, TARGETS.noopExecsPerHost) });
-    rows.push({ hosts: n, what: 'controller CPU, first run', hostsmith: s(cpuFirst), floor: s(floorCpuFirst), ratio: `${(cpuFirst / floorCpuFirst).toFixed(2)}×`, target: '—', verdict: '' });
+    rows.push({ hosts: n, what: 'controller CPU, first run', hostsmith: s(cpuFirst), floor: show(floorCpuFirst, s), ratio: times(cpuFirst, floorCpuFirst), target: '—', verdict: '' });
     rows.push({ hosts: n, what: 'controller CPU, no-op', hostsmith: s(cpuNoop), floor: s(floorCpuNoop), ratio: `${(cpuNoop / floorCpuNoop).toFixed(2)}×`, target: '—', verdict: '' });
-    const hostCpu = (xs: Array<{ hostCpuS: number }>) => median(xs.map((x) => x.hostCpuS));
-    rows.push({
-      hosts: n,
-      what: 'host-side CPU, first run',
-      hostsmith: s(hostCpu(r.hostsmithFirst)),
-      floor: s(hostCpu(r.floorFirst)),
-      ratio: `${(hostCpu(r.hostsmithFirst) / hostCpu(r.floorFirst)).toFixed(2)}×`,
-      target: '—',
-      verdict: '',
-    });
-    rows.push({
-      hosts: n,
-      what: 'host-side CPU, no-op',
-      hostsmith: s(hostCpu(r.hostsmithNoop)),
-      floor: s(hostCpu(r.floorNoop)),
-      ratio: `${(hostCpu(r.hostsmithNoop) / hostCpu(r.floorNoop)).toFixed(2)}×`,
-      target: '—',
-      verdict: '',
-    });
+    const hostCpu = (xs: Array<{ hostCpuS: number }>) => fmed(xs.map((x) => x.hostCpuS));
+    const hostFirst = hostCpu(r.hostsmithFirst);
+    const floorHostFirst = hostCpu(r.floorFirst);
+    const hostNoop = hostCpu(r.hostsmithNoop);
+    const floorHostNoop = hostCpu(r.floorNoop);
+    rows.push({ hosts: n, what: 'host-side CPU, first run', hostsmith: s(hostFirst), floor: show(floorHostFirst, s), ratio: times(hostFirst, floorHostFirst), target: '—', verdict: '' });
+    rows.push({ hosts: n, what: 'host-side CPU, no-op', hostsmith: s(hostNoop), floor: s(floorHostNoop), ratio: times(hostNoop, floorHostNoop), target: '—', verdict: '' });
+    // The same per host: what one managed host pays, to compare across host counts and recipes.
+    rows.push({ hosts: n, what: 'host CPU/host, first run', hostsmith: s3(hostFirst / n), floor: show(floorHostFirst / n, s3), ratio: times(hostFirst, floorHostFirst), target: '—', verdict: '' });
+    rows.push({ hosts: n, what: 'host CPU/host, no-op', hostsmith: s3(hostNoop / n), floor: s3(floorHostNoop / n), ratio: times(hostNoop, floorHostNoop), target: '—', verdict: '' });
     rows.push({
       hosts: n,
       what: 'peak RSS / host',
@@ -290,9 +381,9 @@ function summarize(results: CountResult[]): { rows: Row[]; checks: Check[]; perC
     perCount.push({
       hosts: n,
       median: {
-        floorFirstS: ff,
+        floorFirstS: num(ff),
         hostsmithFirstS: hf,
-        firstRatio: hf / ff,
+        firstRatio: num(hf / ff),
         floorNoopS: fn,
         hostsmithNoopS: hn,
         noopRatio: hn / fn,
@@ -300,18 +391,24 @@ function summarize(results: CountResult[]): { rows: Row[]; checks: Check[]; perC
         execsPerHostNoop: noopExecs,
         cpuFirstS: cpuFirst,
         cpuNoopS: cpuNoop,
-        floorClientCpuFirstS: floorCpuFirst,
+        floorClientCpuFirstS: num(floorCpuFirst),
         floorClientCpuNoopS: floorCpuNoop,
         peakRssMiB: peakMiB,
         peakRssMiBPerHost: peakMiB / n,
         peakRssFirstMiB: rssFirst,
         peakRssNoopMiB: rssNoop,
-        hostCpuFirstS: hostCpu(r.hostsmithFirst),
-        floorHostCpuFirstS: hostCpu(r.floorFirst),
-        hostCpuNoopS: hostCpu(r.hostsmithNoop),
-        floorHostCpuNoopS: hostCpu(r.floorNoop),
+        hostCpuFirstS: hostFirst,
+        floorHostCpuFirstS: num(floorHostFirst),
+        hostCpuNoopS: hostNoop,
+        floorHostCpuNoopS: floorHostNoop,
+        hostCpuPerHostFirstS: hostFirst / n,
+        floorHostCpuPerHostFirstS: num(floorHostFirst / n),
+        hostCpuPerHostFirstRatio: num(hostFirst / floorHostFirst),
+        hostCpuPerHostNoopS: hostNoop / n,
+        floorHostCpuPerHostNoopS: floorHostNoop / n,
+        hostCpuPerHostNoopRatio: num(hostNoop / floorHostNoop),
         machineCpuFirstS: median(r.hostsmithFirst.map((x) => x.machineCpuS)),
-        floorMachineCpuFirstS: median(r.floorFirst.map((x) => x.machineCpuS)),
+        floorMachineCpuFirstS: num(fmed(r.floorFirst.map((x) => x.machineCpuS))),
       },
     });
   }
@@ -367,6 +464,14 @@ async function main(): Promise<number> {
     say(`BENCH_HOSTS must be a comma list of host counts 1..200 and BENCH_REPEAT a whole number ≥ 1 (got ${process.env.BENCH_HOSTS}, ${process.env.BENCH_REPEAT})`);
     return 2;
   }
+  let subject: Subject;
+  try {
+    subject = parseSubject(process.argv.slice(2));
+  } catch (e) {
+    if (!(e instanceof UsageError)) throw e;
+    process.stderr.write(`${e.message ? `error: ${e.message}\n\n` : ''}${USAGE}\n`);
+    return e.message ? 2 : 0;
+  }
   if (BUILD) {
     say('building (npm run build)…');
     const b = await runChild('npm', ['run', 'build'], { cwd: ROOT });
@@ -377,9 +482,14 @@ async function main(): Promise<number> {
   const dirty = process.env.BENCH_CLI ? null : !!git(['status', '--porcelain', '--', 'src', 'bin']);
   await ensureRootfs();
   const work = mkdtempSync(join(tmpdir(), 'hostsmith-bench-'));
-  const { path: recipe, steps } = writeRecipe(work);
+  const recipe = subject.builtIn ? subject.builtIn.writeRecipe(work).path : subject.file!;
+  /** A built-in's step count; a recipe file's is read from its first run. */
+  let steps: number | null = subject.builtIn?.steps ?? null;
+  const types = subject.builtIn?.types ?? null;
+  const about = () =>
+    `${subject.name} (${subject.builtIn ? `${steps} steps: ${types!.join(', ')}` : `${steps ?? '?'} step(s) run on a fresh host, handlers included`}; first-run floor: ${subject.floorFrom ?? 'none'})`;
   const max = Math.max(...COUNTS);
-  say(`${RECIPE_STEPS}-step recipe (${STEP_TYPES.join(', ')}) in ${work}; starting ${max} host(s) (not timed)…`);
+  say(`recipe ${about()}: ${recipe}; work folder ${work}; starting ${max} host(s) (not timed)…`);
   const t0 = Date.now();
   const pool = await startPool(max, work, (sb) => sandboxes.push(sb));
   say(`${max} host(s) up in ${((Date.now() - t0) / 1000).toFixed(0)} s`);
@@ -399,9 +509,21 @@ async function main(): Promise<number> {
       startedAt: startedAt.toISOString(),
       finishedAt: new Date().toISOString(),
       machine: { cpus: cpus().length, cpu: cpus()[0]?.model, kernel: release(), node: process.version, loadavgAtEnd: loadavg() },
-      recipe: { steps, types: STEP_TYPES, file: readFileSync(recipe, 'utf8'), floorScript: floorScript() },
+      recipe: {
+        name: subject.name,
+        builtIn: !!subject.builtIn,
+        path: subject.builtIn ? null : recipe,
+        varsFile: subject.varsFile ?? null,
+        steps,
+        types,
+        file: readFileSync(recipe, 'utf8'),
+        floorFrom: subject.floorFrom,
+        floorScript: subject.floor,
+      },
       fairness:
-        'first runs: the floor script and hostsmith each run on the same hosts, each right after a wipe (fresh hosts); ' +
+        (subject.floor === null
+          ? 'first runs: hostsmith on fresh hosts (each wiped right before), no first-run floor; '
+          : 'first runs: the floor script and hostsmith each run on the same hosts, each right after a wipe (fresh hosts); ') +
         'no-op: ssh true on the same hosts right before the hostsmith rerun; all hosts at once in both; medians of the repeats',
       repeat: REPEAT,
       targets: TARGETS,
@@ -413,7 +535,9 @@ async function main(): Promise<number> {
   };
   try {
     for (const n of [...new Set(COUNTS)].sort((a, b) => a - b)) {
-      results.push(await measureCount(pool, { work, recipe, knownHosts: pool.knownHostsPath }, n));
+      const cli = { work, recipe, varsFile: subject.varsFile, firstChanges: subject.builtIn?.steps ?? null, knownHosts: pool.knownHostsPath };
+      results.push(await measureCount(pool, cli, subject.floor, n));
+      steps ??= results[0]!.hostsmithFirst[0]!.stepsPerHost;
       save(true);
     }
   } finally {
@@ -426,10 +550,13 @@ async function main(): Promise<number> {
   const { rows, checks, perCount } = summarize(results);
   const missed = checks.filter((c) => !c.met);
   const floorProblems = results.filter((r) => r.floorCheck?.changedSteps.length);
+  process.stdout.write(`\nhostsmith bench — commit ${sha}${dirty ? ' (src changed since)' : ''}${dirty === null ? ` (CLI: ${CLI})` : ''}, median of ${REPEAT}, ${cpus().length} CPUs\n`);
+  process.stdout.write(`recipe:    ${about()}${subject.varsFile ? `, vars from ${subject.varsFile}` : ''}\n`);
   process.stdout.write(
-    `\nhostsmith bench — commit ${sha}${dirty ? ' (src changed since)' : ''}${dirty === null ? ` (CLI: ${CLI})` : ''}, ${steps} steps (${STEP_TYPES.join(', ')}), median of ${REPEAT}, ${cpus().length} CPUs\n`,
+    subject.floor === null
+      ? 'first run: fresh hosts (each wiped right before); no first-run floor (give one with --floor script.sh)\n'
+      : 'first run: fresh hosts (each wiped right before), floor = the same changes as one sh script per host over one ssh, no checks\n',
   );
-  process.stdout.write('first run: fresh hosts (each wiped right before), floor = the same changes as one sh script per host over one ssh, no checks\n');
   process.stdout.write('no-op:     same hosts, floor = ssh host true; all hosts at once in both (--concurrency = hosts)\n\n');
   process.stdout.write(`${table(rows)}\n\n`);
   for (const p of perCount)
