@@ -50,7 +50,8 @@ export function checkScript(p: GroupParams): string {
     `n=${quote(p.name)}`,
     `g=$(getent group "$n") && echo "group $g"`,
     ...(p.gid !== undefined ? [`o=$(getent group ${p.gid}) && echo "gidowner $o"`] : []),
-    `if [ -n "$g" ]; then gid=$(printf %s "$g" | cut -d: -f3); getent passwd | awk -F: -v g="$gid" '$4 == g { print "primaryof " $1 }'; fi`,
+    // The gid cut out by the shell, not by a cut process: a read's processes are what a no-op costs the host.
+    `if [ -n "$g" ]; then gid=\${g#*:*:}; gid=\${gid%%:*}; getent passwd | awk -F: -v g="$gid" '$4 == g { print "primaryof " $1 }'; fi`,
     'exit 0',
   ].join('\n');
 }

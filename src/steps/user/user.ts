@@ -146,13 +146,17 @@ export function checkScript(p: UserParams): string {
   const wanted = p.state === 'present' ? (p.groups ?? []) : [];
   return [
     `n=${quote(p.name)}; wh=${quote(p.home ?? '')}`,
-    `dhome=$(useradd -D 2>/dev/null | sed -n 's/^HOME=//p'); dhome=\${dhome:-/home}`,
-    `dshell=$(useradd -D 2>/dev/null | sed -n 's/^SHELL=//p'); echo "defaults $dhome \${dshell:-/bin/sh}"`,
-    `pw=$(getent passwd "$n") && printf 'passwd %s\\n' "$pw" && g=$(getent group "$(printf %s "$pw" | cut -d: -f4)") && printf 'primary %s\\n' "$g"`,
+    // Fields are cut with the shell's own expansions, and useradd -D asked once: each process a
+    // read starts is most of what a no-op costs the host.
+    "hs_nl='\n'",
+    'hs_d=$hs_nl$(useradd -D 2>/dev/null)$hs_nl',
+    `dhome=; case $hs_d in *"\${hs_nl}HOME="*) dhome=\${hs_d#*"\${hs_nl}HOME="}; dhome=\${dhome%%"$hs_nl"*};; esac; dhome=\${dhome:-/home}`,
+    `dshell=; case $hs_d in *"\${hs_nl}SHELL="*) dshell=\${hs_d#*"\${hs_nl}SHELL="}; dshell=\${dshell%%"$hs_nl"*};; esac; echo "defaults $dhome \${dshell:-/bin/sh}"`,
+    `pw=$(getent passwd "$n") && printf 'passwd %s\\n' "$pw" && hs_f=\${pw#*:*:*:} && g=$(getent group "\${hs_f%%:*}") && printf 'primary %s\\n' "$g"`,
     `getent group "$n" >/dev/null && echo samegroup`,
     `getent group | awk -F: -v u="$n" '{k=split($4,m,","); for(i=1;i<=k;i++) if(m[i]==u) print "member " $1}'`,
     ...(wanted.length ? [`for g in ${wanted.map(quote).join(' ')}; do getent group "$g" >/dev/null || echo "nogroup $g"; done`] : []),
-    `h=$wh; if [ -z "$h" ]; then if [ -n "$pw" ]; then h=$(printf %s "$pw" | cut -d: -f6); else h="$dhome/$n"; fi; fi; printf 'home %s\\n' "$h"`,
+    `h=$wh; if [ -z "$h" ]; then if [ -n "$pw" ]; then hs_f=\${pw#*:*:*:*:*:}; h=\${hs_f%%:*}; else h="$dhome/$n"; fi; fi; printf 'home %s\\n' "$h"`,
     `st() { if [ -L "$2" ]; then echo "$1 link"; elif [ -d "$2" ]; then echo "$1 dir $(stat -c '%a %u %g %U %G' -- "$2")"; elif [ -f "$2" ]; then echo "$1 file $(stat -c '%a %u %g %U %G' -- "$2")"; elif [ -e "$2" ]; then echo "$1 other"; fi; }`,
     `st homedir "$h"`,
     `d=$(dirname -- "$h"); while [ ! -e "$d" ] && [ "$d" != / ]; do printf 'missing %s\\n' "$d"; d=$(dirname -- "$d"); done`,
