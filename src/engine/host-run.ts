@@ -7,6 +7,7 @@ import { buildScope, render, renderScopeVars } from '../render/template.js';
 import type { Recipe, RetrySpec, StepSpec } from '../recipe/types.js';
 import { readSource } from '../recipe/sources.js';
 import type { HostConnection, StepContext } from '../steps/step.js';
+import { ShellTransport } from '../transport/base.js';
 import type { Transport } from '../transport/transport.js';
 import type { Emit } from './events.js';
 import type { Facts } from './facts.js';
@@ -15,7 +16,6 @@ import type { Journal } from './journal.js';
 import type { PlanHost } from './plan-value.js';
 import { Probes } from './probe.js';
 import { Recorder } from './recorder.js';
-import type { ShellTransport } from '../transport/base.js';
 
 /** Lockout protection (`--confirm`): what the watchdog on the host waits for. */
 export interface ConfirmOptions {
@@ -197,6 +197,7 @@ export function contextFor(env: StepEnv, spec: StepSpec, scope: Record<string, u
     planUnseen: env.planUnseen,
     timeoutMs,
     exec: (cmd, options = {}) => transport.exec(cmd, { sudo, timeoutMs, ...options }),
+    ...(transport instanceof ShellTransport ? { seed: (cmd: string, stdout: Buffer) => transport.seedRead(cmd, { sudo, timeoutMs }, stdout) } : {}),
     readFile: (path) => transport.readFile(path, { sudo }),
     writeFile: (path, data, options = {}) => transport.writeFile(path, data, { sudo, ...options }),
     readSource: async (src, kind) => {

@@ -49,6 +49,8 @@ const isMemo = (stdin: Buffer): boolean => MEMO_LINE.test(stdin.toString('latin1
 class Prefetched {
   private readonly byKey = new Map<string, ExecResult>();
   private readonly memo = new Set<string>();
+  /** What changes read back (seed), not yet claimed by a step planned from it. */
+  readonly seeded = new Set<string>();
   take(cmdline: string, stdin: Buffer): ExecResult | undefined {
     return this.byKey.get(keyOf(cmdline, stdin));
   }
@@ -61,6 +63,16 @@ class Prefetched {
   }
   drop(key: string): void {
     if (!this.memo.has(key)) this.byKey.delete(key);
+  }
+  /**
+   * A change's read-back of the state it left, under the key of the read that prints it: the step
+   * after it that reads the same (the next line in that file, the next entry in that crontab) plans
+   * from it without a round trip.
+   */
+  seed(cmdline: string, stdin: Buffer, r: ExecResult): void {
+    const key = keyOf(cmdline, stdin);
+    this.byKey.set(key, r);
+    this.seeded.add(key);
   }
 }
 
@@ -121,6 +133,11 @@ export class Probes {
       this.covered.delete(name);
       for (const k of c.keys) this.cache.drop(k);
     }
+    // A read-back no step has planned from yet says nothing of what it reads: any change may move
+    // it. One a step planned from is that step's now, and dropped as its reads are.
+    const claimed = new Set([...this.covered.values()].flatMap((c) => c.keys));
+    for (const k of this.cache.seeded) if (!claimed.has(k)) this.cache.drop(k);
+    this.cache.seeded.clear();
   }
 
   /**

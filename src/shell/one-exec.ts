@@ -15,6 +15,8 @@ import type { ExecOptions, ExecResult } from '../transport/transport.js';
 /** Whatever runs a script on the host: a step's context, a transport. */
 export interface Execs {
   exec(cmd: string, o?: ExecOptions): Promise<ExecResult>;
+  /** Told what the read printed, as its own exec would have (StepContext.seed). */
+  seed?(cmd: string, stdout: Buffer): void;
 }
 
 /** Exit code of an exec whose guard found the state moved; its stderr holds MOVED_LINE. */
@@ -94,7 +96,7 @@ function oneExecScript(o: { guard?: string; stages: Stage[]; read?: string }, ma
   const run = (s: Stage, out: string) => `( ${s.script}\n) ${out}\nrc=$?; [ $rc -eq 0 ] || { echo "hostsmith-failed: ${s.name} $rc" >&2; exit 1; }`;
   // A stage that keeps its stdout is cut from the read's by a line no command can print.
   const cut = o.read && o.stages.some((s) => s.out === '') ? [`printf '\\n%s\\n' ${mark}`] : [];
-  return [...(o.guard ? [o.guard] : []), ...o.stages.map((s) => run(s, s.out ?? '>&2')), ...cut, ...(o.read ? [run({ name: 'read', script: o.read }, '')] : [])].join('\n');
+  return [...(o.guard ? [o.guard] : []), ...o.stages.map((s) => run(s, s.out ?? '>&2')), ...cut, ...(o.read ? [run({ name: 'read', script: `unset g rc\n${o.read}` }, '')] : [])].join('\n');
 }
 
 /**
@@ -116,6 +118,9 @@ export async function runOneExec(
   const at = split ? r.stdout.indexOf(`\n${mark}\n`) : 0;
   const kept = split ? (at < 0 ? r.stdout : r.stdout.slice(0, at)) : '';
   const read = !o.read || at < 0 ? undefined : split ? r.stdout.slice(at + mark.length + 2) : r.stdout;
+  // The read ran in a subshell with none of the exec's variables: what it printed is what the
+  // same read in its own exec prints now, and the step after may be about to send just that read.
+  if (r.code === 0 && o.read && !split && read !== undefined) ctx.seed?.(o.read, r.stdoutRaw);
   if (r.code === 0) return { r, kept, ...(read !== undefined ? { read } : {}) };
   const f = failedStage(r);
   return { r, kept, failed: { stage: f?.name ?? '', code: f?.code ?? r.code, said: f?.said ?? r.stderr.trim() } };

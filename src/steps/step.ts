@@ -32,6 +32,12 @@ export interface StepContext {
   signal?: AbortSignal;
   /** Exec with this step's sudo, timeout and abort signal applied (override per call). */
   exec(cmd: string, o?: ExecOptions): Promise<ExecResult>;
+  /**
+   * A change read back, in its own exec, what `cmd` (run through `exec` with no options) prints
+   * now: the run's next read of it is answered from that (one-exec.ts does this for every
+   * read-back). Absent where nothing is cached (undo, recover, a plan).
+   */
+  seed?(cmd: string, stdout: Buffer): void;
   readFile(path: string): Promise<Buffer | null>;
   writeFile(path: string, data: Buffer, o?: WriteOptions): Promise<void>;
   /** Reads a local source (template/file `src`), resolved from the recipe's folder. */

@@ -14,6 +14,8 @@ export interface RawExec {
 /** Batched results a transport may answer a command from. */
 export interface Prefetch {
   take(cmdline: string, stdin: Buffer): ExecResult | undefined;
+  /** What a change read back of the state it left: answers the same read, framed the same way, until the next change. */
+  seed?(cmdline: string, stdin: Buffer, result: ExecResult): void;
 }
 
 export abstract class ShellTransport implements Transport {
@@ -87,6 +89,17 @@ export abstract class ShellTransport implements Transport {
     const ready = this.#prefetched?.take(framed.cmdline, framed.stdin);
     if (ready) return ready;
     return this.raw(framed.cmdline, { stdin: framed.stdin, timeoutMs: o.timeoutMs, signal: o.signal });
+  }
+
+  /**
+   * `cmd`, run with `o` as exec would run it, printed `stdout` with exit 0: a change's exec read
+   * back the state it left with the very script a later read would send, so that read is
+   * answered from here (engine/probe.ts drops it with the next change) instead of a round trip.
+   */
+  seedRead(cmd: string, o: ExecOptions, stdout: Buffer): void {
+    if (!this.#prefetched?.seed) return;
+    const framed = frameCommand(cmd, { sudo: o.sudo ?? this.defaultSudo, user: o.user, cwd: o.cwd, env: o.env, timeoutMs: o.timeoutMs, loginUser: this.loginUser, tag: this.runTag });
+    this.#prefetched.seed(framed.cmdline, framed.stdin, { code: 0, stdout: stdout.toString('utf8'), stderr: '', stdoutRaw: stdout });
   }
 
   async readFile(path: string, o: { sudo?: boolean } = {}): Promise<Buffer | null> {

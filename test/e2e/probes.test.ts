@@ -6,6 +6,9 @@
  * - A no-op plan or apply costs the host 2 exec channels (facts, one batch): an apply asks
  *   whether a run lock is held there with its facts and takes its own only before its first
  *   change. Counted by the transport (HOSTSMITH_COUNT_EXECS=1).
+ * - A change's read-back answers the next step's read of the same file or crontab (no exec of
+ *   its own), and never once anything else changed the host: a command that edits the file
+ *   between two line steps is seen by the second.
  * The host's state is set up and read with plain OpenSSH.
  */
 import { readFileSync } from 'node:fs';
@@ -48,6 +51,25 @@ const HOSTILE = [
   'printf \'# hand-written\\n*/5 * * * * echo "deadbeefdeadbeef 1 0 x y"\\n\' | crontab -',
 ].join('\n');
 
+/** Lines and cron entries back to back, and a command that edits the lines' file between them. */
+const SEEDED = `name: seeded
+steps:
+  - name: L1
+    line: { path: /srv/seed/app.env, line: "A=1", create: true }
+  - name: L2
+    line: { path: /srv/seed/app.env, line: "B=2" }
+  - name: L3
+    line: { path: /srv/seed/app.env, line: "C=3" }
+  - name: C1
+    cron: { name: seed-1, schedule: "1 * * * *", command: "true" }
+  - name: C2
+    cron: { name: seed-2, schedule: "2 * * * *", command: "true" }
+  - name: Edit
+    command: { run: "echo B=9 >> /srv/seed/app.env && touch /srv/seed/edited", creates: /srv/seed/edited }
+  - name: L4
+    line: { path: /srv/seed/app.env, line: "B=2", match: "^B=" }
+`;
+
 const all = (r: CliResult) => r.stdout + r.stderr;
 const execs = (r: CliResult) => Number(/h1: (\d+) exec channel\(s\)/.exec(r.stderr)?.[1] ?? NaN);
 
@@ -60,7 +82,7 @@ describeHosts('batched probes: one exec for every read, the same plan as one ste
   const planOf = (r: CliResult) => stepEvents(r).map((e) => ({ step: e.step, status: e.status, summary: e.summary, diff: e.diff ?? null }));
 
   beforeAll(async () => {
-    dir = fixture({ 'probes.yml': RECIPE, 'templates/t.hbs': 'name={{facts.hostname}}\n' });
+    dir = fixture({ 'probes.yml': RECIPE, 'seeded.yml': SEEDED, 'templates/t.hbs': 'name={{facts.hostname}}\n' });
     state = join(dir, 'state');
     await sshOk(sandbox(), sandbox().hosts[0]!, HOSTILE);
   });
@@ -104,4 +126,19 @@ describeHosts('batched probes: one exec for every read, the same plan as one ste
     expect(locks(first)).toHaveLength(1);
     expect(stepEvents(again).every((e) => e.status === 'unchanged')).toBe(true);
   }, 180_000);
+
+  it('a change read back answers the next read of that file or crontab, and a command that edits the file meanwhile is seen', async () => {
+    const r = await hostsmith(['apply', join(dir, 'seeded.yml'), ...sandboxArgs(sandbox(), join(dir, 'state-seeded')), '--hosts', 'h1', '--json', '--yes'], {
+      env: { HOSTSMITH_COUNT_EXECS: '1' },
+    });
+    expect(r.code, all(r)).toBe(0);
+    // facts, the batch, the lock, L1, L2, L3, C1 (L2, L3 and C2 plan from the read-back before them),
+    // a batch for Edit and L4 (L1's change dropped L4's read, Edit reads anything), C2, Edit, L4's
+    // own read (Edit may have changed anything), L4, and the lock let go: 13. Reading L2, L3 and C2
+    // on their own would make it 15 or more.
+    expect(execs(r), all(r)).toBe(13);
+    // L4 saw the line Edit appended (a stale read-back would have found B=2 there and left B=9).
+    expect(await sshOk(sandbox(), sandbox().hosts[0]!, 'cat /srv/seed/app.env; crontab -l | grep -c "^[12] \\* \\* \\* \\* true$"')).toBe('A=1\nB=2\nC=3\nB=2\n2\n');
+    expect(stepEvents(r).map((e) => e.status)).toEqual(Array(7).fill('changed'));
+  }, 120_000);
 });
