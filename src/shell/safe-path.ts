@@ -138,26 +138,40 @@ export function enterScript(dir: string, o: { make?: boolean; missingOk?: boolea
  * write would (exit 77, naming the component), so a plan neither shows what such a link points
  * at (root's files, in a diff) nor promises a change its apply would refuse. One `stat` over the
  * folders above the path; the write side still checks again as it enters them.
+ *
+ * `target`: the same `stat` also reads the path itself, and leaves its mode, owner and group (as
+ * `stat` prints %a, %U and %G) in hs_ta, hs_tu and hs_tg, empty when the path is not there: a read
+ * that needs them starts no `stat` of its own.
  */
-export function unsafeParentsScript(path: string): string {
+export function unsafeParentsScript(path: string, o: { target?: boolean } = {}): string {
   const parts = path.split('/').filter(Boolean);
   const prefixes = ['/', ...parts.slice(0, -1).map((_, i) => `/${parts.slice(0, i + 1).join('/')}`)];
+  // With the target, each path prints three lines: its numbers and kind, then the names of its
+  // owner and group (a name holds no newline: the account files are made of lines).
+  const format = o.target ? '%u %g %a %F\\n%U\\n%G\\n' : '%u %g %a %F\\n';
+  const next = 'hs_l=${hs_st%%"$hs_nl"*}; if [ "$hs_l" = "$hs_st" ]; then hs_st=; else hs_st=${hs_st#*"$hs_nl"}; fi';
   return [
-    `set -- ${prefixes.map(q).join(' ')}`,
-    // Only the leading folders that exist print a line, in order: the i-th line is the i-th folder.
+    `set -- ${[...prefixes, ...(o.target ? [path] : [])].map(q).join(' ')}`,
+    // Only the leading paths that exist print, in order: the i-th block is the i-th path.
     // The lines are taken apart with the shell's own expansions, not a pipe into a loop: each
     // process a read starts is most of what a no-op costs the host.
-    'hs_st=$(stat --printf "%u %g %a %F\\n" -- "$@" 2>/dev/null)',
-    "hs_i=0; hs_pu=; hs_pg=; hs_pa=; hs_bad=; hs_nl='",
+    `hs_st=$(stat --printf "${format}" -- "$@" 2>/dev/null)`,
+    "hs_i=0; hs_pu=; hs_pg=; hs_pa=; hs_bad=; hs_ta=; hs_tu=; hs_tg=; hs_nl='",
     "'",
     'while [ -n "$hs_st" ]; do',
-    '  hs_l=${hs_st%%"$hs_nl"*}; if [ "$hs_l" = "$hs_st" ]; then hs_st=; else hs_st=${hs_st#*"$hs_nl"}; fi',
+    `  ${next}`,
     '  hs_i=$((hs_i+1))',
+    ...(o.target
+      ? [
+          `  if [ $hs_i -gt ${prefixes.length} ]; then hs_ta=\${hs_l#* * }; hs_ta=\${hs_ta%% *}; ${next}; hs_tu=$hs_l; ${next}; hs_tg=$hs_l; break; fi`,
+        ]
+      : []),
     '  hs_u=${hs_l%% *}; hs_l=${hs_l#* }; hs_g=${hs_l%% *}; hs_l=${hs_l#* }; hs_a=${hs_l%% *}',
     '  if [ "${hs_l#* }" = "symbolic link" ]; then',
     '    if [ "$hs_u" != 0 ] || [ "$hs_pu" != 0 ] || { [ $(( 0$hs_pa & 01000 )) -eq 0 ] && { [ $(( 0$hs_pa & 02 )) -ne 0 ] || { [ $(( 0$hs_pa & 020 )) -ne 0 ] && [ "$hs_pg" != 0 ]; }; }; }; then hs_bad="$hs_i $hs_u"; break; fi',
     '  fi',
     '  hs_pu=$hs_u; hs_pg=$hs_g; hs_pa=$hs_a',
+    ...(o.target ? [`  ${next}; ${next}`] : []),
     'done',
     `if [ -n "$hs_bad" ]; then eval "hs_c=\\\${\${hs_bad% *}}"; printf 'hostsmith: refusing %s: it is a symbolic link (owned by uid %s) that a user other than root could have planted or swapped; hostsmith does not read or write through it\\n' "$hs_c" "\${hs_bad#* }" >&2; exit ${REFUSED}; fi`,
   ].join('\n');

@@ -64,7 +64,7 @@ export type FileUndo =
  */
 export function checkScript(path: string): string {
   return [
-    unsafeParentsScript(path),
+    unsafeParentsScript(path, { target: true }),
     `p=${quote(path)}`,
     // ${d%/*} rather than dirname: the path is absolute and normalised (schema), and no command
     // substitution gets to strip a name's trailing newline. A dangling symlink is not "missing".
@@ -73,7 +73,9 @@ export function checkScript(path: string): string {
     'if [ -L "$p" ]; then k=link; elif [ -d "$p" ]; then k=directory; elif [ -f "$p" ]; then k=file; elif [ -e "$p" ]; then k=other',
     "else printf '%s\\0' absent '' '' '' \"$n\" ''; exit 0; fi",
     'printf \'%s\\0\' "$k"',
-    'stat --printf \'%a\\0%U\\0%G\\0\' -- "$p" || exit 1',
+    // Mode, owner and group from the folder check's own stat; none there: it went meanwhile (as a failed stat).
+    `[ -n "$hs_ta" ] || { printf 'stat: cannot statx %s: No such file or directory\\n' "$p" >&2; exit 1; }`,
+    'printf \'%s\\0\' "$hs_ta" "$hs_tu" "$hs_tg"',
     'printf \'%s\\0\' "$n"',
     `if [ "$k" = link ]; then readlink -z -- "$p" || exit 1; else printf '\\0'; fi`,
     'if [ "$k" = file ]; then cat -- "$p"; fi',
