@@ -6,8 +6,9 @@
  * hostsmith. Prints a report and writes it (and the raw trace) as JSON.
  *
  *   node --import tsx test/bench/profile.ts
- *   env: PROFILE_HOSTS=10 · BENCH_CLI=path/to/bin/hostsmith.js (default: this checkout's, built first
- *   unless BENCH_BUILD=0) · PROFILE_OUT=file.json
+ *   env: PROFILE_HOSTS=10 · PROFILE_CLI=path/to/bin/hostsmith.js (another build, e.g. an older
+ *   commit's worktree, for a before/after; BENCH_CLI is read too; default: this checkout's, built
+ *   first unless BENCH_BUILD=0) · PROFILE_OUT=file.json
  */
 import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -22,9 +23,11 @@ import { sshArgs } from '../hosts/ssh.js';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const N = Number(process.env.PROFILE_HOSTS ?? 10);
-const CLI = resolve(process.env.BENCH_CLI ?? join(ROOT, 'bin/hostsmith.js'));
-const DIST = join(dirname(CLI), '../dist');
-const BUILD = !process.env.BENCH_CLI && process.env.BENCH_BUILD !== '0';
+const OTHER_CLI = process.env.PROFILE_CLI || process.env.BENCH_CLI;
+const CLI = resolve(OTHER_CLI ?? join(ROOT, 'bin/hostsmith.js'));
+// The traced CLI's checkout: the tracer hooks the ssh2 that this checkout's bundle loads.
+const CLI_ROOT = resolve(dirname(CLI), '..');
+const BUILD = !OTHER_CLI && process.env.BENCH_BUILD !== '0';
 const PRELOAD = join(dirname(fileURLToPath(import.meta.url)), 'trace-execs.mjs');
 
 type Json = Record<string, any>;
@@ -37,8 +40,12 @@ interface Exec {
   cmdLen: number;
   stdin: number;
   out?: number;
-  code?: number;
+  code?: number | null;
   error?: string;
+  /** A change's guard: the start of the read it runs again before changing anything. */
+  guard?: string;
+  /** A change's stages, by name (backup, change, read, …). */
+  stages?: string[];
 }
 interface Fsync {
   kind: 'fsync';
@@ -50,23 +57,32 @@ const say = (msg: string): void => void process.stderr.write(`[profile] ${msg}\n
 const sum = (xs: number[]): number => xs.reduce((a, b) => a + b, 0);
 const mean = (xs: number[]): number => (xs.length ? sum(xs) / xs.length : 0);
 
-/** A short name for what an exec does, from its command line. */
+/** A short name for what a script does, from its text. */
 export function classify(cmd: string): string {
   if (cmd.includes('hostsmith-probe.')) return 'probe batch';
   if (cmd.includes('os_id=$ID')) return 'facts';
-  if (cmd.includes('out LOCKED')) return 'lock take';
+  if (cmd.includes('out LOCKED') || cmd.includes('mkdir -- "$L"')) return 'lock take';
   if (/lock/.test(cmd) && /rm -r|rmdir/.test(cmd)) return 'lock release';
   if (/apt-get[^\n]* -s /.test(cmd) || /apt-get -s/.test(cmd)) return 'apt simulate';
   if (/apt-get[^\n]*install/.test(cmd)) return 'apt install';
+  if (/apt-cache[^\n]*policy/.test(cmd)) return 'apt policy';
   if (/dpkg-query|dpkg -s/.test(cmd)) return 'dpkg query';
-  if (/backup|\.bak|hostsmith\/backups|\/var\/lib\/hostsmith/.test(cmd)) return 'backup';
+  // A change copies what it replaces first, in the same exec: name it by what it then does.
+  if (cmd.includes('hs_enter()')) return 'write';
   if (/crontab/.test(cmd)) return 'crontab';
-  if (/useradd|usermod|groupadd|getent|\/etc\/passwd|\/etc\/group/.test(cmd)) return 'accounts';
+  if (/useradd|usermod|groupadd|groupmod|getent|\/etc\/passwd|\/etc\/group/.test(cmd)) return 'accounts';
   if (/service |update-rc\.d|\/etc\/init\.d|pgrep/.test(cmd)) return 'service';
+  if (/backup|\.bak|hostsmith\/backups|\/var\/lib\/hostsmith/.test(cmd)) return 'backup';
   if (/mv -f|mktemp|\.tmp|cat >/.test(cmd)) return 'write';
   if (/stat |sha256sum|test -e|\[ -e|readlink/.test(cmd)) return 'read/stat';
   return 'other';
 }
+
+/** An exec's kind; a change that re-reads its step first (a guard) counts as a change of its kind. */
+const kindOf = (x: Exec): string => {
+  const k = x.stages?.includes('run') ? 'command' : classify(x.cmd);
+  return x.guard !== undefined ? `change: ${k}` : k;
+};
 
 function analyze(trace: Json[], events: Json[], wallS: number): Json {
   const execs = trace.filter((x): x is Exec => x.kind === 'exec');
@@ -108,7 +124,7 @@ function analyze(trace: Json[], events: Json[], wallS: number): Json {
     t.execs += w.execs.length;
     t.execMs += sum(w.execs.map((x) => x.t1 - x.t0));
     t.stepMs += w.durationMs;
-    for (const x of w.execs) t.byKind[classify(x.cmd)] = (t.byKind[classify(x.cmd)] ?? 0) + 1;
+    for (const x of w.execs) t.byKind[kindOf(x)] = (t.byKind[kindOf(x)] ?? 0) + 1;
   }
   const perType = Object.entries(types)
     .map(([type, t]) => ({
@@ -123,7 +139,7 @@ function analyze(trace: Json[], events: Json[], wallS: number): Json {
     .sort((a, b) => b.msPerHost - a.msPerHost);
   const byKind: Record<string, { perHost: number; msPerHost: number }> = {};
   for (const x of execs) {
-    const k = classify(x.cmd);
+    const k = kindOf(x);
     const b = (byKind[k] ??= { perHost: 0, msPerHost: 0 });
     b.perHost += 1 / hosts.length;
     b.msPerHost += (x.t1 - x.t0) / hosts.length;
@@ -150,11 +166,12 @@ function analyze(trace: Json[], events: Json[], wallS: number): Json {
       atS: +((x.t0 - start) / 1000).toFixed(3),
       ms: +(x.t1 - x.t0).toFixed(1),
       step,
-      kind: classify(x.cmd),
+      kind: kindOf(x),
       stdin: x.stdin,
       out: x.out,
       cmd: x.cmd.replace(/\s+/g, ' ').slice(0, 160),
       items: (x as Exec & { items?: string[] }).items?.map(classify),
+      stages: x.stages,
     }));
   // Probe batches: how many reads each carried, and of which kinds.
   const batches = execs.filter((x) => (x as Exec & { items?: string[] }).items);
@@ -247,7 +264,15 @@ async function tracedRun(pool: Pool, hosts: BenchHost[], work: string, recipe: s
   const hostCpu = () => hosts.reduce((a, h) => a + hostCpuSeconds(h.host.pid), 0);
   const side0 = { host: hostCpu(), machine: machineCpuSeconds() };
   const t = await timedChild(join(work, 'time.txt'), process.execPath, args, {
-    env: { ...process.env, NO_COLOR: '1', HOSTSMITH_COUNT_EXECS: '1', BENCH_TRACE_OUT: traceOut, BENCH_TRACE_DIST: DIST },
+    env: {
+      ...process.env,
+      NO_COLOR: '1',
+      HOSTSMITH_COUNT_EXECS: '1',
+      BENCH_TRACE_OUT: traceOut,
+      BENCH_TRACE_ROOT: CLI_ROOT,
+      // ssh2 knows a host by address and port only; the report groups by inventory name.
+      BENCH_TRACE_HOSTS: JSON.stringify(Object.fromEntries(hosts.map((h) => [`${h.host.address}:${h.host.port}`, h.name]))),
+    },
     cwd: work,
   });
   const hostCpuS = hostCpu() - side0.host;
@@ -261,11 +286,19 @@ async function tracedRun(pool: Pool, hosts: BenchHost[], work: string, recipe: s
     .split('\n')
     .filter(Boolean)
     .map((l) => JSON.parse(l) as Json);
+  // The CLI's own count of exec channels per host: the trace must have seen every one of them.
+  const counted: Record<string, number> = {};
+  for (const m of t.result.stderr.matchAll(/^hostsmith: (\S+): (\d+) exec channel\(s\)$/gm)) counted[m[1]!] = Math.max(counted[m[1]!] ?? 0, Number(m[2]));
+  const traced: Record<string, number> = {};
+  for (const x of trace) if (x.kind === 'exec') traced[x.host] = (traced[x.host] ?? 0) + 1;
+  const missed = hosts.filter((h) => traced[h.name] !== counted[h.name]).map((h) => `${h.name}: traced ${traced[h.name] ?? 0}, CLI counted ${counted[h.name] ?? '(none)'}`);
+  if (missed.length) throw new Error(`the trace of the ${tag} does not match the CLI's exec counts (${missed.join('; ')}); is ${PRELOAD} hooking the ssh2 this CLI loads?`);
   const journalDir = join(state, 'runs');
   const journalLines = readdirSync(journalDir).map((f) => readFileSync(join(journalDir, f), 'utf8').split('\n').filter(Boolean).length);
   return {
     tag,
     cpuS: t.userS + t.sysS,
+    execsCounted: counted,
     hostCpuS,
     machineCpuS,
     maxRssMiB: t.maxRssKiB / 1024,
@@ -279,8 +312,8 @@ async function tracedRun(pool: Pool, hosts: BenchHost[], work: string, recipe: s
 function report(r: Json): string {
   const f = (x: number, d = 2) => (Number.isFinite(x) ? x.toFixed(d) : '—');
   const lines = [
-    `## ${r.tag}: ${r.hosts} hosts, ${f(r.wallS)} s wall, ${f(r.cpuS)} controller CPU s (with the profiler on), ${f(r.maxRssMiB, 0)} MiB peak; host-side CPU ${f(r.hostCpuS)} s (all hosts), whole machine ${f(r.machineCpuS)} CPU s`,
-    `execs/host ${f(r.execsPerHost, 1)} (outside step turns: ${f(r.execsOutsideStepsPerHost, 1)}), exec time/host ${f(r.execMsPerHost / 1000)} s, journal entries ${r.journalEntries}, fsyncs ${r.fsync.count} (${f(r.fsync.perHost, 1)}/host, mean ${f(r.fsync.meanMs, 1)} ms, total ${f(r.fsync.totalMs / 1000)} s)`,
+    `## ${r.tag}: ${r.hosts} hosts, ${f(r.wallS)} s wall, ${f(r.cpuS)} controller CPU s (with the profiler on), ${f(r.maxRssMiB, 0)} MiB peak; host-side CPU ${f(r.hostCpuS)} s (all hosts; ${f(r.hostCpuS / r.hosts)} s/host), whole machine ${f(r.machineCpuS)} CPU s`,
+    `execs/host ${f(r.execsPerHost, 1)} (the CLI's own count agrees: ${Object.values(r.execsCounted as Record<string, number>).join(', ')}; outside step turns: ${f(r.execsOutsideStepsPerHost, 1)}), exec time/host ${f(r.execMsPerHost / 1000)} s, journal entries ${r.journalEntries}, fsyncs ${r.fsync.count} (${f(r.fsync.perHost, 1)}/host, mean ${f(r.fsync.meanMs, 1)} ms, total ${f(r.fsync.totalMs / 1000)} s)`,
     `phases (mean over hosts): connect ${f(r.phases.connectS)} s; process start → first step ${f(r.phases.toFirstStepS)} s; steps ${f(r.phases.stepsS)} s; last step → exit ${f(r.phases.afterLastStepS)} s`,
     '',
     '| step type | steps/host | ms/step | exec ms/step | execs/step | ms/host | execs by kind (per step) |',
@@ -310,6 +343,10 @@ function report(r: Json): string {
   return lines.join('\n');
 }
 
+/** One exec of the first host's listing: when, how long, what, in which step. */
+const listLine = (x: Json): string =>
+  `${String(x.atS).padStart(7)} s ${String(x.ms).padStart(7)} ms  ${x.kind.padEnd(18)} ${x.step.padEnd(30)} ${x.items ? `[batch of ${x.items.length}: ${x.items.join(', ')}]` : x.stages ? `[${x.stages.join(' + ')}] ${x.cmd}` : x.cmd}`;
+
 const sandboxes: Sandbox[] = [];
 async function main(): Promise<void> {
   if (BUILD) {
@@ -337,7 +374,7 @@ async function main(): Promise<void> {
     const first = await tracedRun(pool, hosts, work, recipe, state, 'first run');
     say('traced no-op rerun…');
     const noop = await tracedRun(pool, hosts, work, recipe, state, 'no-op rerun');
-    const text = `# first-run profile: ${RECIPE_STEPS}-step bench recipe, CLI ${CLI}\n\nfirst-run floor (same changes as one sh script per host, same hosts wiped): ${floor.wallS.toFixed(2)} s wall, host-side CPU ${floor.hostCpuS.toFixed(2)} s, whole machine ${floor.machineCpuS.toFixed(2)} CPU s\n\n${report(first)}\n\n${report(noop)}\n\n### first host, every exec of the first run\n\n${(first.firstHostListing as Json[]).map((x) => `${String(x.atS).padStart(7)} s ${String(x.ms).padStart(7)} ms  ${x.kind.padEnd(13)} ${x.step.padEnd(30)} ${x.items ? `[batch of ${x.items.length}: ${x.items.join(', ')}]` : x.cmd}`).join('\n')}\n\n### first host, every exec of the no-op rerun\n\n${(noop.firstHostListing as Json[]).map((x) => `${String(x.atS).padStart(7)} s ${String(x.ms).padStart(7)} ms  ${x.kind.padEnd(13)} ${x.step.padEnd(30)} ${x.cmd}`).join('\n')}\n`;
+    const text = `# first-run profile: ${RECIPE_STEPS}-step bench recipe, CLI ${CLI}\n\nfirst-run floor (same changes as one sh script per host, same hosts wiped): ${floor.wallS.toFixed(2)} s wall, host-side CPU ${floor.hostCpuS.toFixed(2)} s, whole machine ${floor.machineCpuS.toFixed(2)} CPU s\n\n${report(first)}\n\n${report(noop)}\n\n### first host, every exec of the first run\n\n${(first.firstHostListing as Json[]).map(listLine).join('\n')}\n\n### first host, every exec of the no-op rerun\n\n${(noop.firstHostListing as Json[]).map(listLine).join('\n')}\n`;
     process.stdout.write(text);
     const out = process.env.PROFILE_OUT ?? join(work, 'profile.json');
     writeFileSync(out, JSON.stringify({ cli: CLI, floor, first, noop }, null, 1));
