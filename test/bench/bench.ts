@@ -108,6 +108,8 @@ const TARGETS = {
   rssMiBPerHost: { 50: 3, 100: 3 } as Record<number, number>,
   /** A no-op's CPU on the host, against `ssh host true` on the same host. */
   noopHostCpuRatio: 2,
+  /** `hostsmith --version` against `node -e 0` (start-up, wall time). */
+  versionVsNode: 1.5,
   scale100vs50: 2,
   noopExecsPerHost: 2,
 };
@@ -323,6 +325,28 @@ interface Check {
   met: boolean;
 }
 
+/** Start-up: wall time of a bare Node, of `hostsmith --version` and of `hostsmith validate <recipe>`, medians of 9 (no hosts). */
+interface Startup {
+  nodeS: number;
+  versionS: number;
+  validateS: number;
+}
+let startup: Startup | undefined;
+
+async function measureStartup(recipe: string): Promise<Startup> {
+  const wall = async (args: string[]) => {
+    const xs: number[] = [];
+    for (let i = 0; i < 9; i++) {
+      const t0 = performance.now();
+      const r = await runChild(process.execPath, args, { cwd: ROOT });
+      if (r.code !== 0) throw new BenchError(`start-up: node ${args.join(' ')} exited ${r.code}: ${r.stderr.slice(-500)}`);
+      xs.push((performance.now() - t0) / 1000);
+    }
+    return median(xs);
+  };
+  return { nodeS: await wall(['-e', '0']), versionS: await wall([CLI, '--version']), validateS: await wall([CLI, 'validate', recipe]) };
+}
+
 function summarize(results: CountResult[]): { rows: Row[]; checks: Check[]; perCount: Json[] } {
   const rows: Row[] = [];
   const checks: Check[] = [];
@@ -423,6 +447,26 @@ function summarize(results: CountResult[]): { rows: Row[]; checks: Check[]; perC
       },
     });
   }
+  if (startup) {
+    const { nodeS, versionS, validateS } = startup;
+    rows.push({
+      hosts: '—',
+      what: 'start-up: --version',
+      hostsmith: `${versionS.toFixed(3)} s`,
+      floor: `${nodeS.toFixed(3)} s`,
+      ratio: `${(versionS / nodeS).toFixed(2)}×`,
+      ...check('hostsmith --version against node -e 0', versionS / nodeS, TARGETS.versionVsNode),
+    });
+    rows.push({
+      hosts: '—',
+      what: 'start-up: validate',
+      hostsmith: `${validateS.toFixed(3)} s`,
+      floor: `${nodeS.toFixed(3)} s`,
+      ratio: `${(validateS / nodeS).toFixed(2)}×`,
+      target: '—',
+      verdict: '',
+    });
+  }
   const at = (n: number) => results.find((r) => r.hosts === n);
   const r50 = at(50);
   const r100 = at(100);
@@ -508,6 +552,9 @@ async function main(): Promise<number> {
   await ensureRootfs();
   const work = mkdtempSync(join(tmpdir(), 'hostsmith-bench-'));
   const recipe = subject.builtIn ? subject.builtIn.writeRecipe(work).path : subject.file!;
+  // Before any host is up: nothing else runs on the machine.
+  startup = await measureStartup(recipe);
+  say(`start-up: node -e 0 ${startup.nodeS.toFixed(3)} s, --version ${startup.versionS.toFixed(3)} s, validate ${startup.validateS.toFixed(3)} s`);
   /** A built-in's step count; a recipe file's is read from its first run. */
   let steps: number | null = subject.builtIn?.steps ?? null;
   const types = subject.builtIn?.types ?? null;
@@ -553,6 +600,7 @@ async function main(): Promise<number> {
       repeat: REPEAT,
       targets: TARGETS,
       summary: perCount,
+      startup: startup ?? null,
       checks,
       raw: results,
     };
