@@ -175,9 +175,14 @@ export class Probes {
         for (const n of noting.noted) if (!this.cache.peek(n.key)) wanted.set(n.key, n);
       }
       if (!wanted.size) break;
-      if (round === 0 && wanted.size === 1) {
+      const mine = [...keys.get(spec.name)!].some((k) => wanted.has(k));
+      if (round === 0 && (wanted.size === 1 || !mine)) {
         // One read to make: its own exec costs the host less than a batch around it. The step that
-        // wants it reads on its own; the others plan from what is already here.
+        // wants it reads on its own; the others plan from what is already here. And when this
+        // step wants nothing (what it reads is here: batched before, or a change's read-back),
+        // the later steps' reads wait for the first step that needs one: a change before then
+        // could drop them again (a command's reads go with every change), and each such batch
+        // would be an exec for nothing.
         for (const step of rest) if (![...keys.get(step.name)!].some((k) => wanted.has(k))) this.covered.set(step.name, { keys: [...keys.get(step.name)!], reads: batch.readsOf(step) });
         return;
       }

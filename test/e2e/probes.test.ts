@@ -8,7 +8,8 @@
  *   change. Counted by the transport (HOSTSMITH_COUNT_EXECS=1).
  * - A change's read-back answers the next step's read of the same file or crontab (no exec of
  *   its own), and never once anything else changed the host: a command that edits the file
- *   between two line steps is seen by the second.
+ *   between two line steps is seen by the second. Later steps' reads are batched when a step
+ *   needs a read, not after every change.
  * The host's state is set up and read with plain OpenSSH.
  */
 import { readFileSync } from 'node:fs';
@@ -68,6 +69,12 @@ steps:
     command: { run: "echo B=9 >> /srv/seed/app.env && touch /srv/seed/edited", creates: /srv/seed/edited }
   - name: L4
     line: { path: /srv/seed/app.env, line: "B=2", match: "^B=" }
+  - name: U1
+    unless: "test -e /srv/seed/u1"
+    command: { run: "touch /srv/seed/u1" }
+  - name: U2
+    unless: "test -e /srv/seed/u2"
+    command: { run: "touch /srv/seed/u2" }
 `;
 
 const all = (r: CliResult) => r.stdout + r.stderr;
@@ -134,11 +141,13 @@ describeHosts('batched probes: one exec for every read, the same plan as one ste
     expect(r.code, all(r)).toBe(0);
     // facts, the batch, the lock, L1, L2, L3, C1 (L2, L3 and C2 plan from the read-back before them),
     // a batch for Edit and L4 (L1's change dropped L4's read, Edit reads anything), C2, Edit, L4's
-    // own read (Edit may have changed anything), L4, and the lock let go: 13. Reading L2, L3 and C2
-    // on their own would make it 15 or more.
-    expect(execs(r), all(r)).toBe(13);
+    // own read (Edit may have changed anything), L4, then U1's and U2's unless and run (a command
+    // reads anything, so each is read at its turn), and the lock let go: 17. Reading L2, L3 and C2
+    // on their own would add 2 or more; so would batching U1's and U2's reads again after each
+    // change while the step at hand needs no read (it has its read-back).
+    expect(execs(r), all(r)).toBe(17);
     // L4 saw the line Edit appended (a stale read-back would have found B=2 there and left B=9).
     expect(await sshOk(sandbox(), sandbox().hosts[0]!, 'cat /srv/seed/app.env; crontab -l | grep -c "^[12] \\* \\* \\* \\* true$"')).toBe('A=1\nB=2\nC=3\nB=2\n2\n');
-    expect(stepEvents(r).map((e) => e.status)).toEqual(Array(7).fill('changed'));
+    expect(stepEvents(r).map((e) => e.status)).toEqual(Array(9).fill('changed'));
   }, 120_000);
 });
