@@ -337,8 +337,9 @@ export async function runUndo(target: UndoTarget, checks: HostCheck[], options: 
       // Hosts are undone one after another, in the order they were read (an undo takes no concurrency).
       work: (frame) =>
         pool(checks, 1, async (check) => {
+          const started = Date.now();
           reports[check.name] = await undoHost(check, { target, frame, options });
-          await frame.hostFinished(check.name, reports[check.name]!, { durationMs: 0 });
+          await frame.hostFinished(check.name, reports[check.name]!, { durationMs: Date.now() - started });
         }),
       ending: (frame) => {
         const { status, exitCode } = worstStatus(

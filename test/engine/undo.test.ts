@@ -74,7 +74,10 @@ describe('undo', () => {
 
     const checks = await readHosts(t, { connect, secrets: { token: TOKEN } });
     expect(checks[0]!.problems).toEqual([]);
-    const r = await runUndo(t, checks, { secretValues: [TOKEN], hostStateDir: join(dir, 'hoststate'), rootLockDir: join(dir, 'runlock') });
+    const t0 = Date.now();
+    const events: Array<{ event: string; durationMs?: number }> = [];
+    const r = await runUndo(t, checks, { secretValues: [TOKEN], hostStateDir: join(dir, 'hoststate'), rootLockDir: join(dir, 'runlock'), emit: (e) => void events.push(e as (typeof events)[number]) });
+    const took = Date.now() - t0;
     expect(r).toMatchObject({ status: 'ok', exitCode: 0, undoes: runId });
     expect(r.hosts.here!.rolledBackSteps).toEqual(['Mark', 'Line', 'Tpl', 'Conf']);
     expect(snapshot(dir)).toEqual(before);
@@ -83,6 +86,10 @@ describe('undo', () => {
     const text = readFileSync(r.journalFile, 'utf8');
     expect(text).not.toContain(TOKEN);
     expect(JSON.parse(text.split('\n')[0]!)).toMatchObject({ kind: 'run-started', mode: 'undo', undoes: runId });
+    // The host's time is the time its undo took (four rollbacks through a shell each: not 0 ms).
+    const finished = events.find((e) => e.event === 'host-finished');
+    expect(finished?.durationMs).toBeGreaterThan(0);
+    expect(finished?.durationMs).toBeLessThanOrEqual(took);
     const u = replay((await readJournal(stateDir, r.runId)).entries)!;
     expect(u.mode).toBe('undo');
     expect(u.anomalies).toEqual([]);
