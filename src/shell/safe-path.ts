@@ -161,11 +161,7 @@ export function unsafeParentsScript(path: string, o: { target?: boolean } = {}):
     'while [ -n "$hs_st" ]; do',
     `  ${next}`,
     '  hs_i=$((hs_i+1))',
-    ...(o.target
-      ? [
-          `  if [ $hs_i -gt ${prefixes.length} ]; then hs_ta=\${hs_l#* * }; hs_ta=\${hs_ta%% *}; ${next}; hs_tu=$hs_l; ${next}; hs_tg=$hs_l; break; fi`,
-        ]
-      : []),
+    ...(o.target ? [`  if [ $hs_i -gt ${prefixes.length} ]; then hs_ta=\${hs_l#* * }; hs_ta=\${hs_ta%% *}; ${next}; hs_tu=$hs_l; ${next}; hs_tg=$hs_l; break; fi`] : []),
     '  hs_u=${hs_l%% *}; hs_l=${hs_l#* }; hs_g=${hs_l%% *}; hs_l=${hs_l#* }; hs_a=${hs_l%% *}',
     '  if [ "${hs_l#* }" = "symbolic link" ]; then',
     '    if [ "$hs_u" != 0 ] || [ "$hs_pu" != 0 ] || { [ $(( 0$hs_pa & 01000 )) -eq 0 ] && { [ $(( 0$hs_pa & 02 )) -ne 0 ] || { [ $(( 0$hs_pa & 020 )) -ne 0 ] && [ "$hs_pg" != 0 ]; }; }; }; then hs_bad="$hs_i $hs_u"; break; fi',
