@@ -34,8 +34,9 @@ export function parseFacts(out: string): Facts {
  * the host in between.
  */
 export async function factsAndLocks(t: Transport, lockPaths: string[]): Promise<{ facts: Facts; locked: boolean; lasts: string[] }> {
+  // The lock's folder cut off by the shell (a lock path always ends in /lock), not by dirname.
   const check = lockPaths.map(
-    (p, i) => `if [ -e ${p} ] || [ -L ${p} ]; then echo lock_held=1; fi; printf 'lock_last_${i}=%s\\n' "$(head -c 2000 -- "$(dirname -- ${p})/${LAST_FILE}" 2>/dev/null | tr -d '\\000\\n')"`,
+    (p, i) => `if [ -e ${p} ] || [ -L ${p} ]; then echo lock_held=1; fi; hs_l=${p}; printf 'lock_last_${i}=%s\\n' "$(head -c 2000 -- "\${hs_l%/*}/${LAST_FILE}" 2>/dev/null | tr -d '\\000\\n')"`,
   );
   const r = await t.exec([FACTS_SCRIPT, ...check].join('\n'));
   if (r.code !== 0 && !r.stdout) {

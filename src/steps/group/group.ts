@@ -50,8 +50,12 @@ export function checkScript(p: GroupParams): string {
     `n=${quote(p.name)}`,
     `g=$(getent group "$n") && echo "group $g"`,
     ...(p.gid !== undefined ? [`o=$(getent group ${p.gid}) && echo "gidowner $o"`] : []),
-    // The gid cut out by the shell, not by a cut process: a read's processes are what a no-op costs the host.
-    `if [ -n "$g" ]; then gid=\${g#*:*:}; gid=\${gid%%:*}; getent passwd | awk -F: -v g="$gid" '$4 == g { print "primaryof " $1 }'; fi`,
+    // Whose primary group it is matters only to a removal or a gid change (plan): no scan of every
+    // account otherwise. The gid is cut by the shell, not by a cut process: a read's processes are
+    // what a no-op costs the host.
+    ...(p.state === 'absent' || p.gid !== undefined
+      ? [`if [ -n "$g" ]; then gid=\${g#*:*:}; gid=\${gid%%:*}; ${p.state === 'absent' ? '' : `[ "$gid" = ${p.gid} ] || `}getent passwd | awk -F: -v g="$gid" '$4 == g { print "primaryof " $1 }'; fi`]
+      : []),
     'exit 0',
   ].join('\n');
 }
