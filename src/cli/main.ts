@@ -28,6 +28,7 @@ const COMMANDS: Record<string, () => Promise<Register>> = {
   prune: () => import('./commands/prune.js').then((m) => m.registerPrune),
   bootstrap: () => import('./commands/bootstrap.js').then((m) => m.registerBootstrap),
   schedule: () => import('./commands/schedule.js').then((m) => m.registerSchedule),
+  test: () => import('./commands/test.js').then((m) => m.registerTest),
 };
 
 /** Two examples for each command's help: the common case, and one that shows an option. */
@@ -42,6 +43,7 @@ const EXAMPLES: Record<string, string[]> = {
   undo: ['hostsmith undo last', 'hostsmith undo 20261206T215408Z-b5ae7c --hosts web1 --yes'],
   recover: ['hostsmith recover', 'hostsmith recover last --yes'],
   prune: ['hostsmith prune --older-than 30d', 'hostsmith prune --older-than 12h --yes'],
+  test: ['hostsmith test recipes/motd.yml', 'hostsmith test recipes/web-server.yml --only converge,idempotence,undo --keep'],
 };
 
 /** The command word of argv (after global options), if any. */

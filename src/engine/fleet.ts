@@ -65,6 +65,8 @@ export interface RunRecipeOptions {
   salt?: string;
   /** Fault injection for tests: called before each step's turn. */
   beforeStep?: (host: string, step: string) => Promise<void>;
+  /** Fault injection: the run fails on every host right after this step's turn (HostRunOptions.failAfterStep). */
+  failAfterStep?: string;
   /** Where a run with root keeps its host lock (default /run/hostsmith; tests of local runs on one machine keep theirs apart). */
   rootLockDir?: string;
   /** How long a lost link is tried again before the host is given up (default: HOSTSMITH_RECONNECT_SECONDS, else 60 s). */
@@ -243,6 +245,7 @@ function hostOptionsFor(options: RunRecipeOptions, frame: RunFrame, hosts: Fleet
       sources[path] ??= `sha256:${sha256(content)}`;
     },
     beforeStep: options.beforeStep,
+    ...(options.failAfterStep ? { failAfterStep: options.failAfterStep } : {}),
   };
   return (target, open) => ({
     ...shared,

@@ -61,6 +61,11 @@ export interface HostRunOptions {
   onSource?: (path: string, content: Buffer) => void;
   /** Fault injection for tests: called before each step's turn (the CLI wires it from the environment). */
   beforeStep?: (host: string, step: string) => Promise<void>;
+  /**
+   * Fault injection (`hostsmith test`, the tests): once the step of this name has had its turn in
+   * an apply, the run on this host fails as if a later step had, and what it did is rolled back.
+   */
+  failAfterStep?: string;
   /** How long a lost connection is tried again (with backoff) before the host is given up (default 60 s). */
   reconnectMs?: number;
   /**

@@ -148,7 +148,9 @@ export async function planInputDifferences(plan: PlanValue, now: { recipe: Recip
   const extra = names.filter((n) => !planned.includes(n));
   if (missing.length) out.push(`hosts in the plan but not targeted now: ${missing.join(', ')}`);
   if (extra.length) out.push(`hosts targeted now but not in the plan: ${extra.join(', ')}`);
-  const missingSecrets = secretsGiven ? plan.vars.secret.filter((n) => !secretsGiven.has(n)) : [];
+  // A secret the recipe gives a default for is taken from it again (the recipe's digest is checked
+  // above, and the per-host digests below catch a value that is not the one planned).
+  const missingSecrets = secretsGiven ? plan.vars.secret.filter((n) => !secretsGiven.has(n) && now.recipe.vars[n]?.default === undefined) : [];
   if (missingSecrets.length) {
     out.push(
       `secret var${missingSecrets.length > 1 ? 's' : ''} ${missingSecrets.join(', ')} missing: a saved plan never holds a secret's value; give ${missingSecrets.length > 1 ? 'them' : 'it'} again with --var ${missingSecrets[0]}=… or --vars-file (checked against the plan's digest)`,

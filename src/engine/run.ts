@@ -243,6 +243,15 @@ function lostToWatchdog(hostRun: HostRun, why: string, armed: boolean): HostResu
 
 /** One step's turn: plan it (reads), hold it against the plan being followed, apply it (journaled). */
 async function stepTurn(hostRun: HostRun, spec: StepSpec): Promise<void> {
+  await takeTurn(hostRun, spec);
+  const { options, state } = hostRun;
+  if (options.mode === 'apply' && options.failAfterStep === spec.name && !state.fatal) {
+    state.fatal = `a failure injected right after step "${spec.name}" (HOSTSMITH_FAULT_FAIL_AFTER_STEP)`;
+    state.fatalStep = spec.name;
+  }
+}
+
+async function takeTurn(hostRun: HostRun, spec: StepSpec): Promise<void> {
   const { options, state, rec } = hostRun;
   const started = Date.now();
   if (options.mode === 'apply') await options.beforeStep?.(options.host, spec.name);

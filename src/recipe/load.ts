@@ -57,6 +57,7 @@ interface Part {
   vars: Record<string, VarSpec>;
   defaults: { timeoutMs?: number; retry?: RetryInput; sudo?: boolean; parallel?: number; confirmMs?: number };
   verify?: string[];
+  test?: { ignore?: string[]; host?: 'plain' | 'systemd' };
   steps: Draft[];
   handlers: Draft[];
 }
@@ -209,6 +210,12 @@ class Loader {
     if (defaults.success) {
       const d = defaults.data;
       part.defaults = { timeoutMs: d.timeout, retry: d.retry, sudo: d.sudo, parallel: d.parallel, confirmMs: d.confirm };
+    }
+    if (isMap(raw.test)) {
+      const t = raw.test;
+      part.test = {};
+      if (Array.isArray(t.ignore)) part.test.ignore = t.ignore.filter((x): x is string => typeof x === 'string');
+      if (t.host === 'plain' || t.host === 'systemd') part.test.host = t.host;
     }
     if (Array.isArray(raw.verify)) {
       part.verify = [];
@@ -592,6 +599,7 @@ export async function loadRecipe(file: string): Promise<Recipe> {
     defaults: { parallel: d.parallel ?? 1 },
     verify: root.verify ?? [],
   };
+  if (root.test) recipe.test = root.test;
   if (d.confirmMs !== undefined) recipe.defaults.confirmMs = d.confirmMs;
   if (root.description !== undefined) recipe.description = root.description;
   if (d.timeoutMs !== undefined) recipe.defaults.timeoutMs = d.timeoutMs;

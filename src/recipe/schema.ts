@@ -91,6 +91,18 @@ export const recipeSchema = z
     defaults: defaultsSchema.nullable().optional(),
     /** Shell commands run over a new SSH connection after the steps when lockout protection is on; each must exit 0. */
     verify: z.array(z.string().min(1)).nullable().optional(),
+    /** What `hostsmith test` needs to know of this recipe beyond its steps. */
+    test: z
+      .object({
+        /** More paths (absolute, a folder covers what is under it) whose changes are churn, not residue. */
+        ignore: z.array(z.string().regex(/^\//, 'an ignored path is absolute (it starts with /)')).optional(),
+        /** The kind of throwaway host the recipe needs: plain (sshd alone) or systemd (booted with systemd). */
+        host: z.enum(['plain', 'systemd']).optional(),
+      })
+      .strict()
+      .nullable()
+      .optional()
+      .describe('hostsmith test: more paths to leave out of the residue check, and the kind of sandbox host'),
     /** Modules of custom step types (relative to the recipe file), each exporting by default a step type or an array of them. */
     types: z
       .array(z.string().regex(/\.(ts|mts|cts|js|mjs|cjs)$/, 'a types module is a .ts, .mts, .cts, .js, .mjs or .cjs file'))

@@ -134,6 +134,8 @@ export async function runPrepared(prep: Prepared, flow: RunFlow, out: Output, ct
     defaultRetry: prep.config.retry,
     journalVars: prep.cliVars,
     beforeStep: faultHook(),
+    // Fault injection (`hostsmith test`'s rollback stage): the run fails right after this step.
+    ...(process.env.HOSTSMITH_FAULT_FAIL_AFTER_STEP ? { failAfterStep: process.env.HOSTSMITH_FAULT_FAIL_AFTER_STEP } : {}),
     // Fleet options (SPEC §12): the apply goes by them; a plan reads every host and ignores them.
     ...(prep.fleet.batchSize ? { batchSize: prep.fleet.batchSize } : {}),
     ...(prep.fleet.maxFail ? { maxFail: prep.fleet.maxFail } : {}),

@@ -1,0 +1,454 @@
+/**
+ * `hostsmith test <recipe>`: proves a recipe on throwaway sandbox hosts, the way a user would run
+ * it — each stage runs this very CLI as a child process against a fresh host, and the host is then
+ * judged from outside: by its overlay's upper directory (every byte the host changed since it was
+ * made fresh), never by asking hostsmith.
+ *
+ * Stages (each on a fresh host unless it says otherwise):
+ * - converge: apply exits 0;
+ * - verify: the recipe's `verify:` commands hold after converge (the converge apply runs with
+ *   lockout protection, which runs them over a new login);
+ * - idempotence: a second apply on the converged host changes nothing;
+ * - undo: `undo` of the converge run leaves zero residue on that host;
+ * - plan: a plan saved on a fresh host applies exactly (`apply --plan`), changing what it said;
+ * - rollback: for each step k, a failure injected right after it; the rollback leaves zero residue;
+ * - recover: the controller SIGKILLed at a random moment of an apply; `recover` leaves zero residue.
+ */
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import type { Command } from 'commander';
+import { InputError } from '../../errors.js';
+import { newRunId } from '../../engine/fleet.js';
+import { loadRecipe } from '../../recipe/load.js';
+import type { Recipe } from '../../recipe/types.js';
+import type { GlobalOptions } from '../context.js';
+import { outputFor, type Ctx } from '../shared.js';
+
+export const STAGES = ['converge', 'verify', 'idempotence', 'undo', 'plan', 'rollback', 'recover'] as const;
+export type Stage = (typeof STAGES)[number];
+
+interface TestCli extends GlobalOptions {
+  var?: string[];
+  varsFile?: string;
+  only?: string;
+  skip?: string;
+  parallel?: string;
+  keep?: boolean;
+  kind?: string;
+}
+
+/** One stage's verdict (a rollback stage has one per step). */
+export interface StageResult {
+  stage: Stage;
+  /** The step a rollback stage injected its failure after. */
+  step?: string;
+  ok: boolean;
+  /** Not run, and why (no verify commands; an earlier stage on its host did not hold). */
+  skipped?: string;
+  detail: string;
+  /** Paths the host was left with that it did not have before (residue). */
+  residue?: string[];
+  /** Steps that changed on a run that should have changed nothing. */
+  changed?: string[];
+  /** A host kept for inspection (--keep): how to reach it. */
+  kept?: string;
+  durationMs: number;
+}
+
+interface Child {
+  code: number;
+  events: Array<Record<string, unknown>>;
+  stderr: string;
+}
+
+function parseStages(text: string | undefined, flag: string): Stage[] | undefined {
+  if (text === undefined) return undefined;
+  const names = text
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
+  for (const n of names) {
+    if (!(STAGES as readonly string[]).includes(n)) throw new InputError(`${flag} ${text}: "${n}" is not a stage (stages: ${STAGES.join(', ')})`);
+  }
+  return names as Stage[];
+}
+
+/** The kind of host the recipe needs: its `test.host`, else systemd when it manages systemd units. */
+function hostKind(recipe: Recipe, flag: string | undefined): 'plain' | 'systemd' {
+  if (flag !== undefined) {
+    if (flag !== 'plain' && flag !== 'systemd') throw new InputError(`--kind ${flag}: a sandbox host is plain or systemd`);
+    return flag;
+  }
+  if (recipe.test?.host) return recipe.test.host;
+  return [...recipe.steps, ...recipe.handlers].some((s) => s.type === 'systemd_unit') ? 'systemd' : 'plain';
+}
+
+export function registerTest(program: Command, ctx: Ctx): void {
+  program
+    .command('test')
+    .description('prove a recipe on throwaway sandbox hosts: converge, verify, idempotence, undo, plan exactness, rollback after each step, recover after a kill')
+    .argument('<recipe>', 'recipe file')
+    .option('--var <name=value>', 'set a var (repeatable)', (v: string, acc: string[] = []) => [...acc, v])
+    .option('--vars-file <file>', 'vars from a YAML file')
+    .option('--only <stages>', `run only these stages (comma list of ${STAGES.join(', ')})`)
+    .option('--skip <stages>', 'leave out these stages (comma list)')
+    .option('--parallel <n>', 'hosts at once: stages run side by side on this many sandbox hosts', '2')
+    .option('--keep', 'keep the host of a stage that did not hold, and say how to ssh in')
+    .option('--kind <kind>', "plain or systemd sandbox hosts (default: the recipe's test.host, else systemd when it has systemd_unit steps)")
+    .action(async (recipeArg: string, _o: unknown, cmd: Command) => {
+      const o = cmd.optsWithGlobals<TestCli>();
+      ctx.exit(await testCommand(recipeArg, o));
+    });
+}
+
+async function testCommand(recipeArg: string, o: TestCli): Promise<number> {
+  const out = outputFor(o);
+  const file = resolve(recipeArg);
+  const recipe = await loadRecipe(file);
+  const only = parseStages(o.only, '--only');
+  const skip = parseStages(o.skip, '--skip') ?? [];
+  const wanted = new Set<Stage>((only ?? [...STAGES]).filter((s) => !skip.includes(s)));
+  if (!wanted.size) throw new InputError('--only/--skip leave no stage to run');
+  const parallel = Number(o.parallel ?? '2');
+  if (!Number.isInteger(parallel) || parallel < 1 || parallel > 16) throw new InputError(`--parallel ${o.parallel}: a whole number of hosts, 1 to 16`);
+  const kind = hostKind(recipe, o.kind);
+  const runId = newRunId();
+  const emit = (e: Record<string, unknown>) => {
+    if (o.json) process.stdout.write(`${JSON.stringify({ ...e, runId, time: new Date().toISOString() })}\n`);
+  };
+
+  // The sandbox is in the product so that this command can start it; loaded only here.
+  const { prerequisites, describeMissing, startSandbox } = await import('../../sandbox/hosts.js');
+  const pre = prerequisites({ kind });
+  if (!pre.ok) {
+    throw new InputError(`hostsmith test needs ${kind} sandbox hosts, and this machine cannot start them: ${describeMissing(pre.missing)}. Nothing was started`);
+  }
+  const steps = recipe.steps.map((s) => s.name);
+  const jobs = planJobs(wanted, steps, recipe);
+  out.say(`Testing ${recipe.name} (${steps.length} steps) on throwaway ${kind} hosts, ${Math.min(parallel, jobs.length)} at once: ${[...wanted].join(', ')}`);
+  emit({ event: 'test-started', recipe: recipe.name, file, kind, stages: [...wanted], steps: steps.length });
+
+  const sb = await startSandbox({ count: Math.min(parallel, jobs.length), kind, detached: o.keep === true });
+  const scratch = mkdtempSync(join(tmpdir(), 'hostsmith-test.'));
+  const results: StageResult[] = [];
+  const kept: string[] = [];
+  const stopOnSignal = () => {
+    void sb.stop().finally(() => process.exit(130));
+  };
+  process.once('SIGINT', stopOnSignal);
+  process.once('SIGTERM', stopOnSignal);
+  try {
+    const env: JobEnv = { sb, recipe, file, o, scratch, ignore: recipe.test?.ignore ?? [] };
+    const report = (r: StageResult) => {
+      results.push(r);
+      out.say(stageLine(r));
+      emit({ event: 'test-stage', ...r });
+    };
+    const free = [...sb.hosts];
+    const waiting: Array<() => void> = [];
+    await Promise.all(
+      jobs.map(async (job, i) => {
+        while (!free.length) await new Promise<void>((r) => waiting.push(r));
+        const host = free.shift()!;
+        let keep = false;
+        try {
+          // Each job starts from a host exactly as the rootfs made it.
+          if (i >= sb.hosts.length) await sb.restart(host, { wipe: true });
+          const got = await job(env, host);
+          for (const r of got) {
+            if (!r.ok && !r.skipped && o.keep && !keep) {
+              keep = true;
+              r.kept = `ssh -i ${sb.keyPath} -o UserKnownHostsFile=${sb.knownHostsPath} -p ${host.port} root@${host.address}`;
+              kept.push(r.kept);
+            }
+            report(r);
+          }
+        } finally {
+          if (!keep) free.push(host);
+          waiting.shift()?.();
+        }
+      }),
+    );
+  } finally {
+    process.off('SIGINT', stopOnSignal);
+    process.off('SIGTERM', stopOnSignal);
+    rmSync(scratch, { recursive: true, force: true });
+    if (!kept.length) await sb.stop();
+  }
+  const failed = results.filter((r) => !r.ok && !r.skipped);
+  const held = results.filter((r) => r.ok && !r.skipped).length;
+  out.say('');
+  out.say(failed.length ? `${recipe.name}: ${failed.length} stage(s) did not hold, ${held} held.` : `${recipe.name}: every stage held (${held}).`);
+  if (kept.length) out.say(`Kept for inspection (the sandbox stays up until: npm run sandbox -- down --dir ${sb.dir}):\n  ${kept.join('\n  ')}`);
+  emit({ event: 'test-finished', recipe: recipe.name, ok: failed.length === 0, held, failed: failed.length, ...(kept.length ? { sandbox: sb.dir } : {}) });
+  return failed.length ? 1 : 0;
+}
+
+function stageLine(r: StageResult): string {
+  const mark = r.skipped ? '-' : r.ok ? '✓' : '✗';
+  const name = r.step ? `${r.stage} after "${r.step}"` : r.stage;
+  const body = r.skipped ? `not run: ${r.skipped}` : r.detail;
+  const more = [...(r.residue ?? []).map((p) => `    left: ${p}`), ...(r.changed ?? []).map((s) => `    changed: ${s}`), ...(r.kept ? [`    host kept: ${r.kept}`] : [])];
+  return [`${mark} ${name}: ${body}`, ...more].join('\n');
+}
+
+type SandboxT = Awaited<ReturnType<typeof import('../../sandbox/hosts.js').startSandbox>>;
+type HostT = SandboxT['hosts'][number];
+
+interface JobEnv {
+  sb: SandboxT;
+  recipe: Recipe;
+  file: string;
+  o: TestCli;
+  scratch: string;
+  ignore: string[];
+}
+
+type Job = (env: JobEnv, host: HostT) => Promise<StageResult[]>;
+
+/** The jobs the wanted stages take: one host each, side by side. */
+function planJobs(wanted: Set<Stage>, steps: string[], recipe: Recipe): Job[] {
+  const jobs: Job[] = [];
+  if (wanted.has('converge') || wanted.has('verify') || wanted.has('idempotence') || wanted.has('undo')) jobs.push((env, host) => convergeJob(env, host, wanted, recipe));
+  if (wanted.has('plan')) jobs.push(planJob);
+  if (wanted.has('rollback')) for (const step of steps) jobs.push((env, host) => rollbackJob(env, host, step));
+  if (wanted.has('recover')) jobs.push(recoverJob);
+  return jobs;
+}
+
+/** Runs this CLI against one sandbox host with a journal of the job's own; JSON events back. */
+async function hostsmith(env: JobEnv, host: HostT, args: string[], o: { faultEnv?: Record<string, string>; killAfter?: (e: Record<string, unknown>) => number | undefined } = {}): Promise<Child> {
+  const stateDir = join(env.scratch, host.name);
+  const target = ['-i', env.sb.inventoryPath, '--known-hosts', env.sb.knownHostsPath, '--hosts', host.name];
+  const vars = [...(env.o.varsFile ? ['--vars-file', resolve(env.o.varsFile)] : []), ...(env.o.var ?? []).flatMap((v) => ['--var', v])];
+  const runs = args[0] === 'plan' || args[0] === 'apply';
+  // A saved plan names its recipe, targets and vars itself.
+  const recipe = runs && !args.includes('--plan') ? [env.file, ...target, ...vars] : [];
+  const full = ['--json', '--state-dir', stateDir, ...args, ...recipe];
+  const child = spawn(process.execPath, [process.argv[1]!, ...full], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...o.faultEnv } });
+  const events: Array<Record<string, unknown>> = [];
+  let stderr = '';
+  let rest = '';
+  let timer: NodeJS.Timeout | undefined;
+  child.stdout.on('data', (d: Buffer) => {
+    rest += d.toString('utf8');
+    let nl: number;
+    while ((nl = rest.indexOf('\n')) >= 0) {
+      const line = rest.slice(0, nl);
+      rest = rest.slice(nl + 1);
+      try {
+        const e = JSON.parse(line) as Record<string, unknown>;
+        events.push(e);
+        const ms = timer ? undefined : o.killAfter?.(e);
+        if (ms !== undefined) timer = setTimeout(() => child.kill('SIGKILL'), ms);
+      } catch {
+        // Not an event: the CLI writes only events on stdout with --json, so this is not expected.
+      }
+    }
+  });
+  child.stderr.on('data', (d: Buffer) => {
+    stderr += d.toString('utf8');
+  });
+  const code = await new Promise<number>((res) => child.on('close', (c, sig) => res(c ?? (sig ? 128 + 9 : 1))));
+  clearTimeout(timer);
+  return { code, events, stderr };
+}
+
+const applyArgs = ['apply', '--yes'];
+
+function runIdOf(c: Child): string | undefined {
+  const e = c.events.find((x) => x.event === 'run-started');
+  return typeof e?.runId === 'string' ? e.runId : undefined;
+}
+
+function stepsWith(c: Child, status: string): string[] {
+  return c.events.filter((e) => e.event === 'step-finished' && e.status === status && !e.handler).map((e) => String(e.step));
+}
+
+/** What went wrong, in the run's own words: the host's error, else the CLI's last lines. */
+function why(c: Child): string {
+  const host = c.events.find((e) => e.event === 'host-finished');
+  const err = typeof host?.error === 'string' ? host.error : c.stderr.trim().split('\n').slice(-3).join(' ');
+  return `exit ${c.code}${err ? `: ${err}` : ''}`;
+}
+
+async function snapshot(env: JobEnv, host: HostT) {
+  const { snapshotHost } = await import('../../sandbox/residue.js');
+  return snapshotHost(env.sb, host);
+}
+
+async function leftOver(env: JobEnv, host: HostT, before: Awaited<ReturnType<typeof snapshot>>): Promise<string[]> {
+  const { residue } = await import('../../sandbox/residue.js');
+  return residue(env.sb, host, before, { ignore: env.ignore });
+}
+
+async function convergeJob(env: JobEnv, host: HostT, wanted: Set<Stage>, recipe: Recipe): Promise<StageResult[]> {
+  const out: StageResult[] = [];
+  const t0 = Date.now();
+  const before = await snapshot(env, host);
+  const verify = wanted.has('verify') && recipe.verify.length > 0;
+  // Lockout protection runs the verify commands over a new login after the steps.
+  const first = await hostsmith(env, host, [...applyArgs, ...(verify ? ['--confirm', '120s'] : [])]);
+  const failedSteps = stepsWith(first, 'failed');
+  const verifyFailed = verify && first.code !== 0 && !failedSteps.length && /verify|confirm|login/i.test(why(first));
+  const converged = first.code === 0 || verifyFailed;
+  const changed = stepsWith(first, 'changed');
+  out.push({
+    stage: 'converge',
+    ok: converged,
+    detail: converged
+      ? `applied on a fresh host: ${changed.length} changed, ${stepsWith(first, 'unchanged').length} unchanged`
+      : `apply failed${failedSteps.length ? ` at step "${failedSteps[0]}"` : ''} (${why(first)})`,
+    durationMs: Date.now() - t0,
+  });
+  if (wanted.has('verify')) {
+    if (!recipe.verify.length) out.push({ stage: 'verify', ok: true, skipped: 'the recipe has no verify: commands', detail: '', durationMs: 0 });
+    else if (!converged) out.push({ stage: 'verify', ok: false, skipped: 'converge did not hold', detail: '', durationMs: 0 });
+    else
+      out.push({
+        stage: 'verify',
+        ok: !verifyFailed,
+        detail: verifyFailed ? `the verify commands did not hold, and the run was rolled back (${why(first)})` : `${recipe.verify.length} verify command(s) held over a new login`,
+        durationMs: 0,
+      });
+  }
+  const usable = first.code === 0;
+  const runId = runIdOf(first);
+  if (wanted.has('idempotence')) {
+    if (!usable) out.push({ stage: 'idempotence', ok: false, skipped: 'converge did not leave a converged host', detail: '', durationMs: 0 });
+    else {
+      const t = Date.now();
+      const again = await hostsmith(env, host, applyArgs);
+      const moved = stepsWith(again, 'changed');
+      const ok = again.code === 0 && !moved.length;
+      out.push({
+        stage: 'idempotence',
+        ok,
+        detail: ok ? 'a second apply changed nothing' : moved.length ? `a second apply changed ${moved.length} step(s): each should find its own work done` : `the second apply failed (${why(again)})`,
+        ...(moved.length ? { changed: moved } : {}),
+        durationMs: Date.now() - t,
+      });
+    }
+  }
+  if (wanted.has('undo')) {
+    if (!usable || !runId) out.push({ stage: 'undo', ok: false, skipped: 'converge did not leave a converged host', detail: '', durationMs: 0 });
+    else {
+      const t = Date.now();
+      const undo = await hostsmith(env, host, ['undo', runId, '--yes']);
+      const left = await leftOver(env, host, before);
+      const ok = undo.code === 0 && !left.length;
+      out.push({
+        stage: 'undo',
+        ok,
+        detail: ok ? 'undo of the converge run left zero residue' : undo.code !== 0 ? `undo failed (${why(undo)})` : `undo left ${left.length} path(s) that were not there before`,
+        ...(left.length ? { residue: left } : {}),
+        durationMs: Date.now() - t,
+      });
+    }
+  }
+  return out;
+}
+
+const planJob: Job = async (env, host) => {
+  const t0 = Date.now();
+  const planFile = join(env.scratch, `${host.name}-plan.json`);
+  const plan = await hostsmith(env, host, ['plan', '--out', planFile]);
+  if (plan.code !== 0) return [{ stage: 'plan', ok: false, detail: `plan failed (${why(plan)})`, durationMs: Date.now() - t0 }];
+  const said = stepsWith(plan, 'planned');
+  const apply = await hostsmith(env, host, ['apply', '--yes', '--plan', planFile]);
+  const did = stepsWith(apply, 'changed');
+  const extra = did.filter((s) => !said.includes(s));
+  const missing = said.filter((s) => !did.includes(s));
+  const ok = apply.code === 0 && !extra.length && !missing.length;
+  const detail = ok
+    ? `a plan saved on a fresh host applied exactly (${said.length} change(s))`
+    : apply.code !== 0
+      ? `the saved plan did not apply (${why(apply)})`
+      : `the apply did not do what the plan said: ${[...extra.map((s) => `"${s}" changed but was not planned`), ...missing.map((s) => `"${s}" was planned but did not change`)].join('; ')}`;
+  return [{ stage: 'plan', ok, detail, ...(extra.length ? { changed: extra } : {}), durationMs: Date.now() - t0 }];
+};
+
+async function rollbackJob(env: JobEnv, host: HostT, step: string): Promise<StageResult[]> {
+  const t0 = Date.now();
+  const before = await snapshot(env, host);
+  const run = await hostsmith(env, host, applyArgs, { faultEnv: { HOSTSMITH_FAULT_FAIL_AFTER_STEP: step } });
+  const left = await leftOver(env, host, before);
+  const rolled = c(run, 'rollback-finished').length;
+  const failedRollbacks = c(run, 'rollback-finished').filter((e) => e.status !== 'rolled-back');
+  // Exit 1: a step failed and every completed step was rolled back.
+  const ok = run.code === 1 && !failedRollbacks.length && !left.length;
+  const detail = ok
+    ? `${rolled} step(s) rolled back, zero residue`
+    : run.code === 0
+      ? 'the injected failure did not stop the run (exit 0)'
+      : failedRollbacks.length
+        ? `rollback of ${failedRollbacks.map((e) => `"${String(e.step)}"`).join(', ')} failed (${failedRollbacks.map((e) => String(e.error ?? '')).join('; ')})`
+        : left.length
+          ? `the rollback left ${left.length} path(s) that were not there before`
+          : `the run did not end rolled back (${why(run)})`;
+  return [{ stage: 'rollback', step, ok, detail, ...(left.length ? { residue: left } : {}), durationMs: Date.now() - t0 }];
+}
+
+function c(run: Child, event: string): Array<Record<string, unknown>> {
+  return run.events.filter((e) => e.event === event);
+}
+
+/**
+ * The controller is SIGKILLed at a random moment: first a step drawn at random, a random time (up
+ * to 400 ms) after it started, so the kill can land in the middle of a change. A draw that lands
+ * after the apply ended proves nothing: then, on a fresh host, the kill comes right after a journal
+ * entry drawn at random (the controller kills itself there, as a crash would).
+ */
+const recoverJob: Job = async (env, host) => {
+  const t0 = Date.now();
+  const steps = env.recipe.steps.length;
+  let before = await snapshot(env, host);
+  let moment = '';
+  let run: Child | undefined;
+  for (let attempt = 1; attempt <= 3; attempt++) {
+    if (attempt > 1) {
+      await env.sb.restart(host, { wipe: true });
+      before = await snapshot(env, host);
+    }
+    if (attempt === 1) {
+      const nth = 1 + Math.floor(Math.random() * steps);
+      const delay = Math.floor(Math.random() * 400);
+      let seen = 0;
+      run = await hostsmith(env, host, applyArgs, {
+        killAfter: (e) => {
+          if (e.event !== 'step-started' || ++seen !== nth) return undefined;
+          moment = `killed ${delay} ms after step "${String(e.step)}" (${nth} of ${steps}) started`;
+          return delay;
+        },
+      });
+    } else {
+      // host-started, then step-started and step-finished for each change: 1 + 2 per step at most.
+      const n = attempt === 2 ? 1 + Math.ceil(Math.random() * 2 * steps) : 2;
+      moment = `killed right after its journal entry ${n}`;
+      run = await hostsmith(env, host, applyArgs, { faultEnv: { HOSTSMITH_FAULT_KILL_AT_WRITE: String(n) } });
+    }
+    if (run.code !== 0) break;
+  }
+  if (!run) throw new Error('unreachable');
+  const runId = runIdOf(run);
+  if (run.code === 0) {
+    // Three draws in a row landed after the apply ended: nothing was proved.
+    return [{ stage: 'recover', ok: false, detail: `the apply ended before the kill (${moment}): run the stage again (--only recover)`, durationMs: Date.now() - t0 }];
+  }
+  if (!runId) return [{ stage: 'recover', ok: false, detail: `the apply was killed before it started a run (${why(run)})`, durationMs: Date.now() - t0 }];
+  const rec = await hostsmith(env, host, ['recover', runId, '--yes']);
+  const left = await leftOver(env, host, before);
+  const ok = (rec.code === 0 || rec.code === 1) && !left.length;
+  const at = moment || 'killed';
+  return [
+    {
+      stage: 'recover',
+      ok,
+      detail: ok ? `${at}; recover left zero residue` : rec.code > 1 ? `${at}; recover failed (${why(rec)})` : `${at}; recover left ${left.length} path(s) that were not there before`,
+      ...(left.length ? { residue: left } : {}),
+      durationMs: Date.now() - t0,
+    },
+  ];
+};
