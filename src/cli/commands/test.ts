@@ -9,7 +9,7 @@
  * - verify: the recipe's `verify:` commands hold after converge (the converge apply runs with
  *   lockout protection, which runs them over a new login);
  * - idempotence: a second apply on the converged host changes nothing;
- * - undo: `undo` of the converge run leaves zero residue on that host;
+ * - undo: apply, then `undo` of that run, leaves zero residue;
  * - plan: a plan saved on a fresh host applies exactly (`apply --plan`), changing what it said;
  * - rollback: for each step k, a failure injected right after it; the rollback leaves zero residue;
  * - recover: the controller SIGKILLed at a random moment of an apply; `recover` leaves zero residue.
@@ -211,7 +211,8 @@ type Job = (env: JobEnv, host: HostT) => Promise<StageResult[]>;
 /** The jobs the wanted stages take: one host each, side by side. */
 function planJobs(wanted: Set<Stage>, steps: string[], recipe: Recipe): Job[] {
   const jobs: Job[] = [];
-  if (wanted.has('converge') || wanted.has('verify') || wanted.has('idempotence') || wanted.has('undo')) jobs.push((env, host) => convergeJob(env, host, wanted, recipe));
+  if (wanted.has('converge') || wanted.has('verify') || wanted.has('idempotence')) jobs.push((env, host) => convergeJob(env, host, wanted, recipe));
+  if (wanted.has('undo')) jobs.push(undoJob);
   if (wanted.has('plan')) jobs.push(planJob);
   if (wanted.has('rollback')) for (const step of steps) jobs.push((env, host) => rollbackJob(env, host, step));
   if (wanted.has('recover')) jobs.push(recoverJob);
@@ -287,7 +288,6 @@ async function leftOver(env: JobEnv, host: HostT, before: Awaited<ReturnType<typ
 async function convergeJob(env: JobEnv, host: HostT, wanted: Set<Stage>, recipe: Recipe): Promise<StageResult[]> {
   const out: StageResult[] = [];
   const t0 = Date.now();
-  const before = await snapshot(env, host);
   const verify = wanted.has('verify') && recipe.verify.length > 0;
   // Lockout protection runs the verify commands over a new login after the steps.
   const first = await hostsmith(env, host, [...applyArgs, ...(verify ? ['--confirm', '120s'] : [])]);
@@ -315,7 +315,6 @@ async function convergeJob(env: JobEnv, host: HostT, wanted: Set<Stage>, recipe:
       });
   }
   const usable = first.code === 0;
-  const runId = runIdOf(first);
   if (wanted.has('idempotence')) {
     if (!usable) out.push({ stage: 'idempotence', ok: false, skipped: 'converge did not leave a converged host', detail: '', durationMs: 0 });
     else {
@@ -332,24 +331,29 @@ async function convergeJob(env: JobEnv, host: HostT, wanted: Set<Stage>, recipe:
       });
     }
   }
-  if (wanted.has('undo')) {
-    if (!usable || !runId) out.push({ stage: 'undo', ok: false, skipped: 'converge did not leave a converged host', detail: '', durationMs: 0 });
-    else {
-      const t = Date.now();
-      const undo = await hostsmith(env, host, ['undo', runId, '--yes']);
-      const left = await leftOver(env, host, before);
-      const ok = undo.code === 0 && !left.length;
-      out.push({
-        stage: 'undo',
-        ok,
-        detail: ok ? 'undo of the converge run left zero residue' : undo.code !== 0 ? `undo failed (${why(undo)})` : `undo left ${left.length} path(s) that were not there before`,
-        ...(left.length ? { residue: left } : {}),
-        durationMs: Date.now() - t,
-      });
-    }
-  }
   return out;
 }
+
+/** Apply on a fresh host, then `undo` of that run: the host must be as before. */
+const undoJob: Job = async (env, host) => {
+  const t0 = Date.now();
+  const before = await snapshot(env, host);
+  const first = await hostsmith(env, host, applyArgs);
+  const runId = runIdOf(first);
+  if (first.code !== 0 || !runId) return [{ stage: 'undo', ok: false, skipped: `the apply before the undo failed (${why(first)})`, detail: '', durationMs: Date.now() - t0 }];
+  const undo = await hostsmith(env, host, ['undo', runId, '--yes']);
+  const left = await leftOver(env, host, before);
+  const ok = undo.code === 0 && !left.length;
+  return [
+    {
+      stage: 'undo',
+      ok,
+      detail: ok ? 'undo of an apply left zero residue' : undo.code !== 0 ? `undo failed (${why(undo)})` : `undo left ${left.length} path(s) that were not there before`,
+      ...(left.length ? { residue: left } : {}),
+      durationMs: Date.now() - t0,
+    },
+  ];
+};
 
 const planJob: Job = async (env, host) => {
   const t0 = Date.now();

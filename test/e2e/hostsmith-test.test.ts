@@ -1,0 +1,77 @@
+/**
+ * `hostsmith test` on real sandbox hosts it starts itself: an example recipe holds at every stage,
+ * and recipes with a planted defect fail at the stage that should catch it, naming the step and
+ * the paths left behind.
+ */
+import { describe, expect, it } from 'vitest';
+import { join } from 'node:path';
+import { describeHosts } from '../hosts/use-sandbox.js';
+import { fixture, hostsmith, ROOT } from './cli.js';
+
+type Ev = Record<string, any>;
+const stages = (events: Ev[]) => events.filter((e) => e.event === 'test-stage');
+const stage = (events: Ev[], name: string, step?: string) => stages(events).find((e) => e.stage === name && (step === undefined || e.step === step));
+
+describeHosts('hostsmith test', () => {
+  it('proves the motd example: every stage holds, one rollback stage per step', async () => {
+    const r = await hostsmith(['test', join(ROOT, 'recipes/motd.yml'), '--json']);
+    expect(r.code, r.stderr + r.stdout).toBe(0);
+    const got = stages(r.events);
+    for (const s of got) expect(s.ok, JSON.stringify(s)).toBe(true);
+    expect(got.filter((s) => s.stage === 'rollback').map((s) => s.step)).toEqual(expect.arrayContaining(['App folder', 'Message of the day', 'App config', 'Install stamp']));
+    for (const name of ['converge', 'idempotence', 'undo', 'plan', 'recover']) expect(stage(r.events, name), name).toMatchObject({ ok: true });
+    expect(stage(r.events, 'verify')).toMatchObject({ skipped: 'the recipe has no verify: commands' });
+    expect(r.events.at(-1)).toMatchObject({ event: 'test-finished', ok: true, failed: 0 });
+  });
+
+  it('fails a step that changes on every run at idempotence, and a rollback that leaves a file at rollback and undo, naming steps and paths', async () => {
+    const dir = fixture({
+      'defects.yml': [
+        'name: defects',
+        'steps:',
+        '  - name: Base folder',
+        '    file: { path: /srv/defect, state: directory, mode: "0755" }',
+        '  - name: Leaky command',
+        // Its rollback forgets the second file it makes.
+        '    command: { run: "echo a > /srv/defect/a; echo b > /srv/defect/b", creates: /srv/defect/a, rollback: "rm -f /srv/defect/a" }',
+        '  - name: Always changes',
+        '    command: { run: "date +%N > /srv/defect/stamp", rollback: "rm -f /srv/defect/stamp" }',
+        '',
+      ].join('\n'),
+    });
+    const r = await hostsmith(['test', join(dir, 'defects.yml'), '--json', '--only', 'idempotence,undo,rollback']);
+    expect(r.code, r.stderr + r.stdout).toBe(1);
+    expect(stage(r.events, 'idempotence')).toMatchObject({ ok: false, changed: ['Always changes'] });
+    const undo = stage(r.events, 'undo');
+    expect(undo?.ok).toBe(false);
+    expect(undo?.residue?.join('\n')).toMatch(/\/srv\/defect\b/);
+    // Before the leaky step nothing is left; from it on, its file is.
+    expect(stage(r.events, 'rollback', 'Base folder')).toMatchObject({ ok: true });
+    for (const step of ['Leaky command', 'Always changes']) {
+      const s = stage(r.events, 'rollback', step);
+      expect(s?.ok, step).toBe(false);
+      expect(s?.residue?.join('\n'), step).toMatch(/\/srv\/defect/);
+    }
+    // Idempotence needs a converged host, so its converge is reported too.
+    expect(stage(r.events, 'converge')).toMatchObject({ ok: true });
+    expect(r.events.at(-1)).toMatchObject({ event: 'test-finished', ok: false });
+  });
+
+  it('fails verify when a verify: command does not hold after converge, and says so on the terminal', async () => {
+    const dir = fixture({
+      'verified.yml': ['name: verified', 'steps:', '  - name: Marker', '    file: { path: /srv/verified.txt, content: "hi\\n" }', 'verify:', '  - test -f /srv/not-made-by-the-recipe', ''].join('\n'),
+    });
+    const r = await hostsmith(['test', join(dir, 'verified.yml'), '--only', 'converge,verify']);
+    expect(r.code, r.stderr + r.stdout).toBe(1);
+    expect(r.stdout).toMatch(/✓ converge: applied on a fresh host: 1 changed/);
+    expect(r.stdout).toMatch(/✗ verify: the verify commands did not hold[^\n]*not-made-by-the-recipe/);
+  });
+});
+
+describe('hostsmith test: bad input', () => {
+  it('an unknown stage is exit 2 before any host starts', async () => {
+    const r = await hostsmith(['test', join(ROOT, 'recipes/motd.yml'), '--only', 'converge,bogus']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/--only converge,bogus: "bogus" is not a stage \(stages: converge, verify/);
+  });
+});
