@@ -2,8 +2,10 @@
  * Every example recipe in recipes/, end to end on a fresh real host, the ways a person runs them:
  *
  * - each recipe (listed from the folder, so a new one is covered without touching this file):
- *   `apply --yes --json`, then `undo <run-id> --yes` leaves zero residue against a snapshot taken
- *   before the apply, and a second undo of the same run has nothing to do;
+ *   `hostsmith test` holds at every stage, on throwaway hosts of its own — converge, idempotence,
+ *   apply then undo to zero residue, a saved plan applied exactly, a failure injected after each
+ *   step rolled back to zero residue, a controller killed and recovered to zero residue;
+ * - motd: apply, undo to zero residue, and a second undo of the same run has nothing to do;
  * - web-server through a saved plan: `plan --out` marks "No default site" as known after apply
  *   (it depends on the nginx package), `apply --plan` follows it, and a new plan has nothing left;
  * - web-server through a terminal `apply`, answering yes at the confirmation, on a real pty;
@@ -16,6 +18,7 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { beforeEach, expect, it } from 'vitest';
+import { parse as parseYaml } from 'yaml';
 import type { Sandbox, SandboxHost } from '../hosts/hosts.js';
 import { residue, snapshotHost } from '../hosts/residue.js';
 import { describeHosts, useSandbox } from '../hosts/use-sandbox.js';
@@ -51,6 +54,12 @@ const VARS: Record<string, (sb: Sandbox, h: SandboxHost) => string[]> = {
   'web-server': (_sb, h) => [`listen=${h.address}:8080`],
 };
 
+/** The top-level step names of an example recipe, read as YAML (not through hostsmith). */
+function loadYamlSteps(file: string): string[] {
+  const doc = parseYaml(readFileSync(join(ROOT, 'recipes', file), 'utf8')) as { steps?: Array<{ name: string }> };
+  return (doc.steps ?? []).map((s) => s.name);
+}
+
 describeHosts('the example recipes, end to end on a fresh host', () => {
   const sandbox = useSandbox(1);
   const host = () => sandbox().hosts[0]!;
@@ -69,26 +78,40 @@ describeHosts('the example recipes, end to end on a fresh host', () => {
 
   for (const file of RECIPES) {
     const name = file.replace(/\.ya?ml$/, '');
-    it(`${name}: apply, then undo leaves no residue; a second undo has nothing to do`, async () => {
+    it(`${name}: hostsmith test holds at every stage — converge, idempotence, undo, saved plan, rollback after each step, recover after a kill`, async () => {
       const sb = sandbox();
-      const h = host();
-      const before = await snapshotHost(sb, h);
-
-      const applied = await hostsmith(['apply', `recipes/${file}`, '--hosts', h.name, '--yes', '--json', ...sandboxArgs(sb, state), ...varArgs(VARS[name]?.(sb, h) ?? [])]);
-      expect(applied.code, tail(applied)).toBe(0);
-      const runId = applied.events.find((e) => e.event === 'run-started')?.runId as string | undefined;
-      expect(runId).toEqual(expect.any(String));
-
-      // Soft: what the host is left with is reported even when the undo itself failed.
-      const undo = await hostsmith(['undo', runId!, '--yes', '--state-dir', state]);
-      expect.soft(undo.code, tail(undo)).toBe(0);
-      expect.soft(await residue(sb, h, before), 'what the undo left on the host').toEqual([]);
-
-      const again = await hostsmith(['undo', runId!, '--yes', '--state-dir', state]);
-      expect(again.code, tail(again)).toBe(0);
-      expect(again.stdout).toMatch(/nothing to undo for run/);
+      // Its own throwaway hosts: the vars a recipe needs are those that do not depend on the host.
+      const vars = (VARS[name]?.(sb, host()) ?? []).filter((v) => !v.startsWith('listen='));
+      const r = await hostsmith(['test', `recipes/${file}`, '--json', ...varArgs(vars)]);
+      const stages = r.events.filter((e) => e.event === 'test-stage');
+      for (const s of stages) expect.soft(s.ok, JSON.stringify(s)).toBe(true);
+      expect(r.code, tail(r)).toBe(0);
+      const steps = loadYamlSteps(file);
+      expect(
+        stages
+          .filter((s) => s.stage === 'rollback')
+          .map((s) => s.step)
+          .sort(),
+      ).toEqual([...steps].sort());
+      for (const stage of ['converge', 'idempotence', 'undo', 'plan', 'recover']) expect(stages.find((s) => s.stage === stage)?.ok, stage).toBe(true);
     });
   }
+
+  it('motd: apply, then undo leaves no residue; a second undo of the same run has nothing to do', async () => {
+    const sb = sandbox();
+    const h = host();
+    const before = await snapshotHost(sb, h);
+    const applied = await hostsmith(['apply', 'recipes/motd.yml', '--hosts', h.name, '--yes', '--json', ...sandboxArgs(sb, state)]);
+    expect(applied.code, tail(applied)).toBe(0);
+    const runId = applied.events.find((e) => e.event === 'run-started')?.runId as string | undefined;
+    expect(runId).toEqual(expect.any(String));
+    const undo = await hostsmith(['undo', runId!, '--yes', '--state-dir', state]);
+    expect.soft(undo.code, tail(undo)).toBe(0);
+    expect.soft(await residue(sb, h, before), 'what the undo left on the host').toEqual([]);
+    const again = await hostsmith(['undo', runId!, '--yes', '--state-dir', state]);
+    expect(again.code, tail(again)).toBe(0);
+    expect(again.stdout).toMatch(/nothing to undo for run/);
+  });
 
   it('web-server through a saved plan: "No default site" known after apply; apply --plan follows it; nothing left to plan', async () => {
     const sb = sandbox();

@@ -1,6 +1,6 @@
 /**
- * `hostsmith test` on real sandbox hosts it starts itself: an example recipe holds at every stage,
- * and recipes with a planted defect fail at the stage that should catch it, naming the step and
+ * `hostsmith test` on real sandbox hosts it starts itself (every example recipe holding at every
+ * stage is in examples.test.ts): recipes with a planted defect fail at the stage that should catch it, naming the step and
  * the paths left behind.
  */
 import { describe, expect, it } from 'vitest';
@@ -13,17 +13,6 @@ const stages = (events: Ev[]) => events.filter((e) => e.event === 'test-stage');
 const stage = (events: Ev[], name: string, step?: string) => stages(events).find((e) => e.stage === name && (step === undefined || e.step === step));
 
 describeHosts('hostsmith test', () => {
-  it('proves the motd example: every stage holds, one rollback stage per step', async () => {
-    const r = await hostsmith(['test', join(ROOT, 'recipes/motd.yml'), '--json']);
-    expect(r.code, r.stderr + r.stdout).toBe(0);
-    const got = stages(r.events);
-    for (const s of got) expect(s.ok, JSON.stringify(s)).toBe(true);
-    expect(got.filter((s) => s.stage === 'rollback').map((s) => s.step)).toEqual(expect.arrayContaining(['App folder', 'Message of the day', 'App config', 'Install stamp']));
-    for (const name of ['converge', 'idempotence', 'undo', 'plan', 'recover']) expect(stage(r.events, name), name).toMatchObject({ ok: true });
-    expect(stage(r.events, 'verify')).toMatchObject({ skipped: 'the recipe has no verify: commands' });
-    expect(r.events.at(-1)).toMatchObject({ event: 'test-finished', ok: true, failed: 0 });
-  });
-
   it('fails a step that changes on every run at idempotence, and a rollback that leaves a file at rollback and undo, naming steps and paths', async () => {
     const dir = fixture({
       'defects.yml': [
@@ -55,6 +44,17 @@ describeHosts('hostsmith test', () => {
     // Idempotence needs a converged host, so its converge is reported too.
     expect(stage(r.events, 'converge')).toMatchObject({ ok: true });
     expect(r.events.at(-1)).toMatchObject({ event: 'test-finished', ok: false });
+  });
+
+  // motd's journal on a fresh host: 1 run-started, 2-3 host-started, 4-13 a step-started and a
+  // step-finished for each of its four steps and its handler, 14 host-finished (ok), 15 run-finished.
+  it.each([
+    ['8', /killed right after its journal entry 8; recover left zero residue/],
+    ['14', /killed right after its journal entry 14, after the run had finished on the host; recover left its work whole/],
+  ])('recover: killed after journal entry %s, the host ends as before the run or, once the run had finished there, whole', async (n, said) => {
+    const r = await hostsmith(['test', join(ROOT, 'recipes/motd.yml'), '--only', 'recover'], { env: { HOSTSMITH_TEST_KILL_AT_WRITE: n } });
+    expect(r.code, r.stderr + r.stdout).toBe(0);
+    expect(r.stdout).toMatch(said);
   });
 
   it('fails verify when a verify: command does not hold after converge, and says so on the terminal', async () => {

@@ -15,13 +15,15 @@
  * - recover: the controller SIGKILLed at a random moment of an apply; `recover` leaves zero residue.
  */
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { InputError } from '../../errors.js';
 import { newRunId } from '../../engine/fleet.js';
+import { journalFile } from '../../engine/journal.js';
 import { loadRecipe } from '../../recipe/load.js';
+import { loadVarsFile, parseVarArgs, resolveVars } from '../../recipe/vars.js';
 import type { Recipe } from '../../recipe/types.js';
 import type { GlobalOptions } from '../context.js';
 import { outputFor, type Ctx } from '../shared.js';
@@ -114,6 +116,9 @@ async function testCommand(recipeArg: string, o: TestCli): Promise<number> {
   const parallel = Number(o.parallel ?? '2');
   if (!Number.isInteger(parallel) || parallel < 1 || parallel > 16) throw new InputError(`--parallel ${o.parallel}: a whole number of hosts, 1 to 16`);
   const kind = hostKind(recipe, o.kind);
+  // The vars are checked here, once, as every stage's apply would check them: a missing or bad one
+  // is exit 2 before any host is started.
+  resolveVars(recipe, { cli: parseVarArgs(o.var ?? []), ...(o.varsFile ? { file: await loadVarsFile(resolve(o.varsFile)) } : {}) });
   const runId = newRunId();
   const emit = (e: Record<string, unknown>) => {
     if (o.json) process.stdout.write(`${JSON.stringify({ ...e, runId, time: new Date().toISOString() })}\n`);
@@ -361,10 +366,12 @@ const planJob: Job = async (env, host) => {
   const plan = await hostsmith(env, host, ['plan', '--out', planFile]);
   if (plan.code !== 0) return [{ stage: 'plan', ok: false, detail: `plan failed (${why(plan)})`, durationMs: Date.now() - t0 }];
   const said = stepsWith(plan, 'planned');
+  // A step known only after apply (it reads what an earlier one changes) may find nothing to do at its turn.
+  const dynamic = plan.events.filter((e) => e.event === 'step-finished' && e.dynamic === true).map((e) => String(e.step));
   const apply = await hostsmith(env, host, ['apply', '--yes', '--plan', planFile]);
   const did = stepsWith(apply, 'changed');
   const extra = did.filter((s) => !said.includes(s));
-  const missing = said.filter((s) => !did.includes(s));
+  const missing = said.filter((s) => !did.includes(s) && !dynamic.includes(s));
   const ok = apply.code === 0 && !extra.length && !missing.length;
   const detail = ok
     ? `a plan saved on a fresh host applied exactly (${said.length} change(s))`
@@ -416,7 +423,12 @@ const recoverJob: Job = async (env, host) => {
       await env.sb.restart(host, { wipe: true });
       before = await snapshot(env, host);
     }
-    if (attempt === 1) {
+    const forced = Number(process.env.HOSTSMITH_TEST_KILL_AT_WRITE);
+    if (attempt === 1 && forced > 0) {
+      // Fault injection for the tests of this command: the kill at a journal entry they choose.
+      moment = `killed right after its journal entry ${forced}`;
+      run = await hostsmith(env, host, applyArgs, { faultEnv: { HOSTSMITH_FAULT_KILL_AT_WRITE: String(forced) } });
+    } else if (attempt === 1) {
       const nth = 1 + Math.floor(Math.random() * steps);
       const delay = Math.floor(Math.random() * 400);
       let seen = 0;
@@ -443,16 +455,53 @@ const recoverJob: Job = async (env, host) => {
   }
   if (!runId) return [{ stage: 'recover', ok: false, detail: `the apply was killed before it started a run (${why(run)})`, durationMs: Date.now() - t0 }];
   const rec = await hostsmith(env, host, ['recover', runId, '--yes']);
-  const left = await leftOver(env, host, before);
-  const ok = (rec.code === 0 || rec.code === 1) && !left.length;
   const at = moment || 'killed';
+  if (rec.code > 1) return [{ stage: 'recover', ok: false, detail: `${at}; recover failed (${why(rec)})`, durationMs: Date.now() - t0 }];
+  if (finishedOk(env, host, runId)) {
+    // The kill came after the run had finished on the host (journaled ok): recover leaves its work
+    // as it is, so the host must be converged — a plan finds nothing to change.
+    const plan = await hostsmith(env, host, ['plan', '--detailed-exitcode']);
+    const moved = stepsWith(plan, 'planned');
+    const ok = plan.code === 0;
+    return [
+      {
+        stage: 'recover',
+        ok,
+        detail: ok
+          ? `${at}, after the run had finished on the host; recover left its work whole (a plan finds nothing to change)`
+          : `${at}, after the run had finished on the host; recover should have left its work whole, but ${moved.length ? 'a plan finds steps to change' : `the plan failed (${why(plan)})`}`,
+        ...(moved.length ? { changed: moved } : {}),
+        durationMs: Date.now() - t0,
+      },
+    ];
+  }
+  const left = await leftOver(env, host, before);
+  const ok = !left.length;
   return [
     {
       stage: 'recover',
       ok,
-      detail: ok ? `${at}; recover left zero residue` : rec.code > 1 ? `${at}; recover failed (${why(rec)})` : `${at}; recover left ${left.length} path(s) that were not there before`,
+      detail: ok ? `${at}; recover left zero residue` : `${at}; recover left ${left.length} path(s) that were not there before`,
       ...(left.length ? { residue: left } : {}),
       durationMs: Date.now() - t0,
     },
   ];
 };
+
+/** Whether the run's journal (in the job's own state dir) says the run had finished on the host, ok. */
+function finishedOk(env: JobEnv, host: HostT, runId: string): boolean {
+  let text: string;
+  try {
+    text = readFileSync(journalFile(join(env.scratch, host.name), runId), 'utf8');
+  } catch {
+    return false;
+  }
+  return text.split('\n').some((line) => {
+    try {
+      const e = JSON.parse(line) as { kind?: string; host?: string; status?: string };
+      return e.kind === 'host-finished' && e.host === host.name && e.status === 'ok';
+    } catch {
+      return false;
+    }
+  });
+}
