@@ -25,4 +25,7 @@ export { runOk } from './steps/step.js';
 export { quote } from './shell/quote.js';
 /** Footprint items: `ANYTHING` (may touch anything), the account files, and how items meet. */
 export { ANYTHING, ACCOUNT_FILES, meets, overlaps } from './steps/footprint.js';
+// ---- typed TypeScript recipes (docs/reference.md, "Recipes in TypeScript") ----
+/** A recipe to `export default` from a .ts file: typed from the schemas that check YAML recipes. */
+export { defineRecipe, type RecipeInput, type RecipeStep, type RecipeItem, type BuiltinStepParams, type CustomParams, type Templated, type VarDecl } from './recipe/define.js';
 export * from './errors.js';

@@ -37,6 +37,23 @@ const TYPESCRIPT = new Set(['.ts', '.mts', '.cts']);
  * the module's URL: Node keeps one instance per URL for the life of the process, and a module
  * edited since an earlier import must not be served as it was when its digest says otherwise.
  */
+/**
+ * A module's default export, imported as Node would (TypeScript through tsx). `digest` busts
+ * Node's module cache, so a file changed since it was first imported in this process is read anew.
+ */
+export async function importDefault(path: string, digest: string): Promise<unknown> {
+  const url = `${pathToFileURL(path).href}?sha256=${digest}`;
+  let ns: Record<string, unknown>;
+  if (TYPESCRIPT.has(extname(path))) {
+    const { tsImport } = await import('tsx/esm/api');
+    ns = await tsImport(url, import.meta.url);
+  } else ns = await import(url);
+  let value = ns.default;
+  // A .ts file outside an ESM package is compiled to CommonJS by tsx: its default export arrives wrapped once more.
+  if (value && typeof value === 'object' && (value as { __esModule?: unknown }).__esModule === true) value = 'default' in value ? (value as { default: unknown }).default : undefined;
+  return value;
+}
+
 export async function importTypeModule(path: string): Promise<{ sha256: string; types: StepType[] } | { error: string }> {
   const ext = extname(path);
   if (!TYPE_MODULE_EXTENSIONS.includes(ext)) return { error: `a types module is a .ts, .mts, .cts, .js, .mjs or .cjs file, not "${ext || 'no extension'}"` };
@@ -48,19 +65,12 @@ export async function importTypeModule(path: string): Promise<{ sha256: string; 
     return { error: code === 'ENOENT' ? `types module ${displayPath(path)} not found` : `cannot read types module ${displayPath(path)}: ${errorMessage(e)}` };
   }
   const digest = sha256(source);
-  const url = `${pathToFileURL(path).href}?sha256=${digest}`;
-  let ns: Record<string, unknown>;
+  let value: unknown;
   try {
-    if (TYPESCRIPT.has(ext)) {
-      const { tsImport } = await import('tsx/esm/api');
-      ns = await tsImport(url, import.meta.url);
-    } else ns = await import(url);
+    value = await importDefault(path, digest);
   } catch (e) {
     return { error: `types module ${displayPath(path)} failed to load: ${errorMessage(e)}` };
   }
-  let value = ns.default;
-  // A .ts file outside an ESM package is compiled to CommonJS by tsx: its default export arrives wrapped once more.
-  if (value && typeof value === 'object' && (value as { __esModule?: unknown }).__esModule === true && 'default' in value) value = (value as { default: unknown }).default;
   if (value === undefined) return { error: `types module ${displayPath(path)} has no default export (export default a step type, or an array of them)` };
   const list = Array.isArray(value) ? value : [value];
   if (!list.length) return { error: `types module ${displayPath(path)} exports an empty array` };

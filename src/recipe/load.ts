@@ -5,7 +5,9 @@ import { checkTemplate, suggestion, templateNames, type TemplateRef } from '../r
 import { builtinStepType, stepTypes } from '../steps/registry.js';
 import { CUSTOM_TYPE_NAME } from '../steps/define.js';
 import type { StaticEnv, StepType } from '../steps/step.js';
-import { importTypeModule, TYPE_MODULE_EXTENSIONS, type CustomTypes } from './custom-types.js';
+import { importDefault, importTypeModule, TYPE_MODULE_EXTENSIONS, type CustomTypes } from './custom-types.js';
+import { stringify as stringifyYaml } from 'yaml';
+import { sha256 } from '../steps/step.js';
 import {
   defaultsSchema,
   displayPath,
@@ -57,7 +59,7 @@ interface Part {
   vars: Record<string, VarSpec>;
   defaults: { timeoutMs?: number; retry?: RetryInput; sudo?: boolean; parallel?: number; confirmMs?: number };
   verify?: string[];
-  test?: { ignore?: string[]; host?: 'plain' | 'systemd' };
+  test?: { ignore?: string[]; host?: 'plain' | 'systemd'; parallel?: number };
   steps: Draft[];
   handlers: Draft[];
 }
@@ -155,6 +157,8 @@ class Loader {
   }
   private readonly stepRefs: Array<{ where: Omit<InputIssue, 'message'>; ref: TemplateRef }> = [];
   private readonly fileOrder = new Map<string, number>();
+  /** Recipes read from a module: the lines of their problems are of the YAML made from them, so not shown. */
+  readonly modules = new Set<string>();
 
   report(src: YamlSource, p: PathIssue): void {
     this.issues.push(src.issue(p));
@@ -216,6 +220,7 @@ class Loader {
       part.test = {};
       if (Array.isArray(t.ignore)) part.test.ignore = t.ignore.filter((x): x is string => typeof x === 'string');
       if (t.host === 'plain' || t.host === 'systemd') part.test.host = t.host;
+      if (typeof t.parallel === 'number') part.test.parallel = t.parallel;
     }
     if (Array.isArray(raw.verify)) {
       part.verify = [];
@@ -315,7 +320,8 @@ class Loader {
       fatal: c?.fatal ?? true,
       needs: [],
       notify: [],
-      loc: { file: part.file, ...src.pos(path) },
+      // A module recipe has no line of its own for a step: its YAML was made from the object.
+      loc: { file: part.file, ...(this.modules.has(src.file) ? { line: 0, col: 0 } : src.pos(path)) },
       dir: part.dir,
     };
     if (c?.when !== undefined) spec.when = c.when;
@@ -381,12 +387,38 @@ class Loader {
       this.issues.push({ file: shown, ...at, message: `cannot read ${what}: ${errorMessage(e)}` });
       return undefined;
     }
+    if (what === 'recipe' && RECIPE_MODULE_EXTENSIONS.includes(extname(file))) return this.readModule(file, shown, bytes);
     const d = decodeText(shown, bytes, what === 'recipe' ? { what, yaml: true, maxBytes: MAX_YAML_BYTES } : { what });
     if ('issue' in d) {
       this.issues.push({ ...d.issue, ...at });
       return undefined;
     }
     return { shown, text: d.text };
+  }
+
+  /**
+   * A recipe written in TypeScript or JavaScript (`export default defineRecipe({...})`): its
+   * default export, as the YAML text it stands for, so it goes through every check a YAML recipe
+   * does. Problems are then placed by path in the recipe (`steps[2].file.mode`), not by line.
+   */
+  private async readModule(file: string, shown: string, bytes: Buffer): Promise<{ shown: string; text: string } | undefined> {
+    let value: unknown;
+    try {
+      value = await importDefault(file, sha256(bytes));
+    } catch (e) {
+      this.issues.push({ file: shown, message: `cannot load the recipe module: ${errorMessage(e)}` });
+      return undefined;
+    }
+    if (!isMap(value)) {
+      this.issues.push({
+        file: shown,
+        message: `a recipe module exports its recipe as its default export (export default defineRecipe({...})), not ${value === undefined ? 'nothing' : Array.isArray(value) ? 'an array' : `a ${typeof value}`}`,
+      });
+      return undefined;
+    }
+    this.modules.add(shown);
+    // Only data survives: functions, symbols and undefined are dropped here, as YAML could not hold them.
+    return { shown, text: stringifyYaml(JSON.parse(JSON.stringify(value)) as unknown) };
   }
 
   private async checkTemplateFile(file: string, fieldPath: PathSeg[], names: ReadonlySet<string>): Promise<void> {
@@ -562,11 +594,19 @@ class Loader {
     // A file included twice is checked twice: its problems are reported once.
     const key = (i: InputIssue) => `${i.file}|${i.line}|${i.col}|${i.path}|${i.message}`;
     const unique = new Map<string, InputIssue>();
-    for (const i of this.issues) if (!unique.has(key(i))) unique.set(key(i), i);
+    for (const i of this.issues) if (!unique.has(key(i))) unique.set(key(i), this.modules.has(i.file ?? '') ? withoutPlace(i) : i);
     const order = (f: string | undefined) => this.fileOrder.get(f ?? '') ?? -1;
     return [...unique.values()].sort((a, b) => order(a.file) - order(b.file) || (a.line ?? 0) - (b.line ?? 0) || (a.col ?? 0) - (b.col ?? 0));
   }
 }
+
+function withoutPlace(i: InputIssue): InputIssue {
+  const { line: _l, col: _c, ...rest } = i;
+  return rest;
+}
+
+/** Recipe files that are modules (typed recipes) rather than YAML. */
+export const RECIPE_MODULE_EXTENSIONS = ['.ts', '.mts', '.js', '.mjs'];
 
 /** A cycle where each step needs the next and the last needs the first: "A" → "B" → "A". */
 function cycleText(cycle: string[], first: string): string {

@@ -98,6 +98,8 @@ export const recipeSchema = z
         ignore: z.array(z.string().regex(/^\//, 'an ignored path is absolute (it starts with /)')).optional(),
         /** The kind of throwaway host the recipe needs: plain (sshd alone) or systemd (booted with systemd). */
         host: z.enum(['plain', 'systemd']).optional(),
+        /** How many sandbox hosts may run side by side: 1 for a recipe that takes a fixed port on every address (hosts share this machine's network). */
+        parallel: z.number().int().min(1).max(16).optional(),
       })
       .strict()
       .nullable()

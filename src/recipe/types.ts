@@ -22,6 +22,7 @@ export interface RetrySpec {
 
 export interface SourceLoc {
   file: string;
+  /** 0 (and col 0) for a recipe written as a module: it has no line of the step's own. */
   line: number;
   col: number;
 }
@@ -64,7 +65,7 @@ export interface Recipe {
   /** The recipe's `verify:` commands (templates), run over a new connection under lockout protection. */
   verify: string[];
   /** `test:` — for `hostsmith test`: more residue paths to leave out, and the kind of sandbox host. */
-  test?: { ignore?: string[]; host?: 'plain' | 'systemd' };
+  test?: { ignore?: string[]; host?: 'plain' | 'systemd'; parallel?: number };
   /** Custom step types from the recipe's `types:` modules: known to this recipe's runs only. */
   types?: CustomTypes;
 }

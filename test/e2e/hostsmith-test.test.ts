@@ -5,8 +5,10 @@
  */
 import { describe, expect, it } from 'vitest';
 import { join } from 'node:path';
-import { describeHosts } from '../hosts/use-sandbox.js';
-import { fixture, hostsmith, ROOT } from './cli.js';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { describeHosts, useSandbox } from '../hosts/use-sandbox.js';
+import { fixture, hostsmith, ROOT, sandboxArgs } from './cli.js';
 
 type Ev = Record<string, any>;
 const stages = (events: Ev[]) => events.filter((e) => e.event === 'test-stage');
@@ -65,6 +67,30 @@ describeHosts('hostsmith test', () => {
     expect(r.code, r.stderr + r.stdout).toBe(1);
     expect(r.stdout).toMatch(/✓ converge: applied on a fresh host: 1 changed/);
     expect(r.stdout).toMatch(/✗ verify: the verify commands did not hold[^\n]*not-made-by-the-recipe/);
+  });
+});
+
+describeHosts('typed recipes on a real host', () => {
+  const sandbox = useSandbox(1);
+
+  it('recipes/motd.ts and its YAML twin make the same plan on a host, step by step', async () => {
+    const sb = sandbox();
+    const state = mkdtempSync(join(tmpdir(), 'hostsmith-state-'));
+    const plan = async (file: string) => {
+      const r = await hostsmith(['plan', file, '--hosts', 'h1', '--json', ...sandboxArgs(sb, state)]);
+      expect(r.code, r.stderr).toBe(0);
+      return r.events.filter((e) => e.event === 'step-finished').map(({ time: _t, runId: _r, durationMs: _d, ...rest }) => rest);
+    };
+    const ts = await plan('recipes/motd.ts');
+    expect(ts.map((e) => `${e.step}:${e.status}`)).toEqual(['App folder:planned', 'Message of the day:planned', 'App config:planned', 'Install stamp:planned', 'Record config change:planned']);
+    expect(ts).toEqual(await plan('recipes/motd.yml'));
+  });
+
+  it('hostsmith test loads a typed recipe directly', async () => {
+    const r = await hostsmith(['test', 'recipes/motd.ts', '--only', 'converge,idempotence']);
+    expect(r.code, r.stderr + r.stdout).toBe(0);
+    expect(r.stdout).toMatch(/✓ converge: applied on a fresh host: 4 changed/);
+    expect(r.stdout).toMatch(/✓ idempotence: a second apply changed nothing/);
   });
 });
 

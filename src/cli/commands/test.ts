@@ -96,7 +96,7 @@ export function registerTest(program: Command, ctx: Ctx): void {
     .option('--vars-file <file>', 'vars from a YAML file')
     .option('--only <stages>', `run only these stages (comma list of ${STAGES.join(', ')})`)
     .option('--skip <stages>', 'leave out these stages (comma list)')
-    .option('--parallel <n>', 'hosts at once: stages run side by side on this many sandbox hosts', '2')
+    .option('--parallel <n>', "hosts at once: stages run side by side on this many sandbox hosts (default: the recipe's test.parallel, else 2)")
     .option('--keep', 'keep the host of a stage that did not hold, and say how to ssh in')
     .option('--kind <kind>', "plain or systemd sandbox hosts (default: the recipe's test.host, else systemd when it has systemd_unit steps)")
     .action(async (recipeArg: string, _o: unknown, cmd: Command) => {
@@ -113,7 +113,7 @@ async function testCommand(recipeArg: string, o: TestCli): Promise<number> {
   const skip = parseStages(o.skip, '--skip') ?? [];
   const wanted = new Set<Stage>((only ?? [...STAGES]).filter((s) => !skip.includes(s)));
   if (!wanted.size) throw new InputError('--only/--skip leave no stage to run');
-  const parallel = Number(o.parallel ?? '2');
+  const parallel = Number(o.parallel ?? recipe.test?.parallel ?? 2);
   if (!Number.isInteger(parallel) || parallel < 1 || parallel > 16) throw new InputError(`--parallel ${o.parallel}: a whole number of hosts, 1 to 16`);
   const kind = hostKind(recipe, o.kind);
   // The vars are checked here, once, as every stage's apply would check them: a missing or bad one
