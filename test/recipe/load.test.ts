@@ -294,7 +294,7 @@ describe('loadRecipe: each problem with its position', () => {
     const issues = (err as InputError).issues;
     expect(issues.map(brief)).toEqual([
       '1:7 name: "Bad Name" must match [a-z0-9][a-z0-9-]* (lowercase letters, digits and dashes)',
-      '2:1 colour: unknown key "colour" (expected one of: name, description, sudo, vars, steps, handlers, defaults, verify, types)',
+      '2:1 colour: unknown key "colour" (expected one of: name, description, sudo, vars, steps, handlers, defaults, verify, test, types)',
       '5:24 steps[0].command.run: unknown variable "nope"',
       '5:33 steps[0].command.bogus: unknown key "bogus" (expected one of: run, rollback, creates, removes, cwd, env, user)',
       `6:11 steps[1].name: duplicate step name "A" (first at ${join(dir, 'recipe.yml')}:4:11)`,
@@ -574,7 +574,7 @@ describe('loadRecipe: bytes that are not UTF-8 text (issue 6, item 15)', () => {
 
   it('a byte-order mark is accepted, and positions stay those an editor shows', async () => {
     const got = await byteIssues({ 'recipe.yml': bytes([0xef, 0xbb, 0xbf], 'name: r\nsteps: []\nbogus: 1\n') });
-    expect(got).toEqual(['recipe.yml 3:1 bogus: unknown key "bogus" (expected one of: name, description, sudo, vars, steps, handlers, defaults, verify, types)']);
+    expect(got).toEqual(['recipe.yml 3:1 bogus: unknown key "bogus" (expected one of: name, description, sudo, vars, steps, handlers, defaults, verify, test, types)']);
     const dir = byteFixture({ 'recipe.yml': bytes([0xef, 0xbb, 0xbf], 'name: r\nsteps: []\n') });
     expect((await loadRecipe(join(dir, 'recipe.yml'))).name).toBe('r');
   });
