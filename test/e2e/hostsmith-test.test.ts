@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { describeHosts, useSandbox } from '../hosts/use-sandbox.js';
+import { sshRun } from '../hosts/ssh.js';
 import { fixture, hostsmith, ROOT, sandboxArgs } from './cli.js';
 
 type Ev = Record<string, any>;
@@ -91,6 +92,47 @@ describeHosts('typed recipes on a real host', () => {
     expect(r.code, r.stderr + r.stdout).toBe(0);
     expect(r.stdout).toMatch(/✓ converge: applied on a fresh host: 4 changed/);
     expect(r.stdout).toMatch(/✓ idempotence: a second apply changed nothing/);
+  });
+});
+
+describeHosts('hostsmith test on hosts you name', () => {
+  const sandbox = useSandbox(1);
+  const target = () => {
+    const sb = sandbox();
+    return ['-i', sb.inventoryPath, '--known-hosts', sb.knownHostsPath, '--hosts', 'h1'];
+  };
+
+  it('runs the stages one after another on the named host, judges it by reading it, and leaves it as it found it', async () => {
+    const sb = sandbox();
+    const r = await hostsmith(['test', 'recipes/motd.yml', '--only', 'undo,rollback,recover', ...target()], { env: { HOSTSMITH_TEST_KILL_AT_WRITE: '8' } });
+    expect(r.code, r.stderr + r.stdout).toBe(0);
+    expect(r.stdout).toMatch(/on h1, one stage after another/);
+    expect(r.stdout).toMatch(/residue is judged by reading them through the recipe's own reads/);
+    expect(r.stdout).toMatch(/✓ undo: undo of the converge run left the hosts as a plan saw them before it/);
+    expect(r.stdout).toMatch(/✓ rollback after "Install stamp": 4 step\(s\) rolled back, the hosts read as before the run/);
+    expect(r.stdout).toMatch(/✓ recover: killed right after its journal entry 8; recover left the hosts read as before the run/);
+    // Read with plain ssh: the recipe's folder is gone again.
+    expect((await sshRun(sb, sb.hosts[0]!, 'test -e /opt/hostsmith-demo; echo $?')).stdout.trim()).toBe('1');
+  });
+
+  it('a rollback that leaves something is named by the step a plan now reads differently, and the later jobs are not run', async () => {
+    const dir = fixture({
+      'leaky.yml': [
+        'name: leaky',
+        'steps:',
+        '  - name: Base folder',
+        '    file: { path: /srv/leaky, state: directory, mode: "0755" }',
+        '  - name: Leaky command',
+        '    command: { run: "echo a > /srv/leaky/a; echo b > /srv/leaky/b", creates: /srv/leaky/a, rollback: "rm -f /srv/leaky/a" }',
+        '',
+      ].join('\n'),
+    });
+    const r = await hostsmith(['test', join(dir, 'leaky.yml'), '--only', 'rollback,recover', ...target()]);
+    expect(r.code, r.stderr + r.stdout).toBe(1);
+    expect(r.stdout).toMatch(/✓ rollback after "Base folder"/);
+    expect(r.stdout).toMatch(/✗ rollback after "Leaky command"[\s\S]*left: h1 step "Base folder": a plan said "create" before the run, "unchanged" after it/);
+    expect(r.stdout).toMatch(/The other 1 job\(s\) were not run/);
+    expect(r.stdout).not.toMatch(/recover:/);
   });
 });
 

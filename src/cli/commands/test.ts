@@ -25,13 +25,14 @@ import { journalFile } from '../../engine/journal.js';
 import { loadRecipe } from '../../recipe/load.js';
 import { loadVarsFile, parseVarArgs, resolveVars } from '../../recipe/vars.js';
 import type { Recipe } from '../../recipe/types.js';
-import type { GlobalOptions } from '../context.js';
-import { outputFor, type Ctx } from '../shared.js';
+import { cliIdentity, type GlobalOptions, type TargetCliOptions } from '../context.js';
+import { loadInventory, resolveTargets } from '../../transport/targets.js';
+import { addTargetOptions, outputFor, type Ctx } from '../shared.js';
 
 export const STAGES = ['converge', 'verify', 'idempotence', 'undo', 'plan', 'rollback', 'recover'] as const;
 export type Stage = (typeof STAGES)[number];
 
-interface TestCli extends GlobalOptions {
+interface TestCli extends GlobalOptions, Omit<TargetCliOptions, 'batch' | 'maxFail' | 'rollbackScope' | 'confirm'> {
   var?: string[];
   varsFile?: string;
   only?: string;
@@ -77,6 +78,28 @@ function parseStages(text: string | undefined, flag: string): Stage[] | undefine
   return names as Stage[];
 }
 
+/** The user named hosts (or an inventory): the stages run there, not on sandbox hosts. */
+function named(o: TestCli): boolean {
+  return o.hosts !== undefined || o.inventory !== undefined || o.limit !== undefined;
+}
+
+/** The target options to pass on to every run, and the names of the hosts they select (resolved now: a bad one is exit 2 before anything runs). */
+async function namedTargets(o: TestCli): Promise<{ target: string[]; names: string[] }> {
+  const inventory = o.inventory ? await loadInventory(resolve(o.inventory)) : undefined;
+  const names = resolveTargets({ hosts: o.hosts, limit: o.limit, inventory, identity: cliIdentity(o.identity), sudo: o.sudo }).map((t) => t.name);
+  const target = [
+    ...(o.hosts !== undefined ? ['--hosts', o.hosts] : []),
+    ...(o.limit !== undefined ? ['--limit', o.limit] : []),
+    ...(o.inventory !== undefined ? ['-i', resolve(o.inventory)] : []),
+    ...(o.identity !== undefined ? ['--identity', cliIdentity(o.identity)!] : []),
+    ...(o.knownHosts !== undefined ? ['--known-hosts', resolve(o.knownHosts)] : []),
+    ...(o.acceptNewHostKeys ? ['--accept-new-host-keys'] : []),
+    ...(o.sudo ? ['--sudo'] : []),
+    ...(o.concurrency !== undefined ? ['--concurrency', o.concurrency] : []),
+  ];
+  return { target, names };
+}
+
 /** The kind of host the recipe needs: its `test.host`, else systemd when it manages systemd units. */
 function hostKind(recipe: Recipe, flag: string | undefined): 'plain' | 'systemd' {
   if (flag !== undefined) {
@@ -88,7 +111,7 @@ function hostKind(recipe: Recipe, flag: string | undefined): 'plain' | 'systemd'
 }
 
 export function registerTest(program: Command, ctx: Ctx): void {
-  program
+  const command = program
     .command('test')
     .description('prove a recipe on throwaway sandbox hosts: converge, verify, idempotence, undo, plan exactness, rollback after each step, recover after a kill')
     .argument('<recipe>', 'recipe file')
@@ -98,11 +121,12 @@ export function registerTest(program: Command, ctx: Ctx): void {
     .option('--skip <stages>', 'leave out these stages (comma list)')
     .option('--parallel <n>', "hosts at once: stages run side by side on this many sandbox hosts (default: the recipe's test.parallel, else 2)")
     .option('--keep', 'keep the host of a stage that did not hold, and say how to ssh in')
-    .option('--kind <kind>', "plain or systemd sandbox hosts (default: the recipe's test.host, else systemd when it has systemd_unit steps)")
-    .action(async (recipeArg: string, _o: unknown, cmd: Command) => {
-      const o = cmd.optsWithGlobals<TestCli>();
-      ctx.exit(await testCommand(recipeArg, o));
-    });
+    .option('--kind <kind>', "plain or systemd sandbox hosts (default: the recipe's test.host, else systemd when it has systemd_unit steps)");
+  // With target options, the stages run on those hosts (not throwaway) instead of sandbox hosts.
+  addTargetOptions(command).action(async (recipeArg: string, _o: unknown, cmd: Command) => {
+    const o = cmd.optsWithGlobals<TestCli>();
+    ctx.exit(await testCommand(recipeArg, o));
+  });
 }
 
 async function testCommand(recipeArg: string, o: TestCli): Promise<number> {
@@ -115,7 +139,6 @@ async function testCommand(recipeArg: string, o: TestCli): Promise<number> {
   if (!wanted.size) throw new InputError('--only/--skip leave no stage to run');
   const parallel = Number(o.parallel ?? recipe.test?.parallel ?? 2);
   if (!Number.isInteger(parallel) || parallel < 1 || parallel > 16) throw new InputError(`--parallel ${o.parallel}: a whole number of hosts, 1 to 16`);
-  const kind = hostKind(recipe, o.kind);
   // The vars are checked here, once, as every stage's apply would check them: a missing or bad one
   // is exit 2 before any host is started.
   resolveVars(recipe, { cli: parseVarArgs(o.var ?? []), ...(o.varsFile ? { file: await loadVarsFile(resolve(o.varsFile)) } : {}) });
@@ -124,70 +147,97 @@ async function testCommand(recipeArg: string, o: TestCli): Promise<number> {
     if (o.json) process.stdout.write(`${JSON.stringify({ ...e, runId, time: new Date().toISOString() })}\n`);
   };
 
-  // The sandbox is in the product so that this command can start it; loaded only here.
-  const { prerequisites, describeMissing, startSandbox } = await import('../../sandbox/hosts.js');
-  const pre = prerequisites({ kind });
-  if (!pre.ok) {
-    throw new InputError(`hostsmith test needs ${kind} sandbox hosts, and this machine cannot start them: ${describeMissing(pre.missing)}. Nothing was started`);
-  }
   const steps = recipe.steps.map((s) => s.name);
-  const jobs = planJobs(wanted, steps, recipe);
-  out.say(`Testing ${recipe.name} (${steps.length} steps) on throwaway ${kind} hosts, ${Math.min(parallel, jobs.length)} at once: ${[...wanted].join(', ')}`);
-  emit({ event: 'test-started', recipe: recipe.name, file, kind, stages: [...wanted], steps: steps.length });
-
-  const sb = await startSandbox({ count: Math.min(parallel, jobs.length), kind, detached: o.keep === true });
+  const jobs = planJobs(wanted, steps, recipe, named(o));
   const scratch = mkdtempSync(join(tmpdir(), 'hostsmith-test.'));
+  const env: JobEnv = { recipe, file, o, scratch, named: named(o) };
   const results: StageResult[] = [];
-  const kept: string[] = [];
-  const stopOnSignal = () => {
-    void sb.stop().finally(() => process.exit(130));
+  const report = (r: StageResult) => {
+    results.push(r);
+    out.say(stageLine(r));
+    emit({ event: 'test-stage', ...r });
   };
-  process.once('SIGINT', stopOnSignal);
-  process.once('SIGTERM', stopOnSignal);
+  const kept: string[] = [];
+  let sandboxDir: string | undefined;
   try {
-    const env: JobEnv = { sb, recipe, file, o, scratch, ignore: recipe.test?.ignore ?? [] };
-    const report = (r: StageResult) => {
-      results.push(r);
-      out.say(stageLine(r));
-      emit({ event: 'test-stage', ...r });
-    };
-    const free = [...sb.hosts];
-    const waiting: Array<() => void> = [];
-    await Promise.all(
-      jobs.map(async (job, i) => {
-        while (!free.length) await new Promise<void>((r) => waiting.push(r));
-        const host = free.shift()!;
-        let keep = false;
-        try {
-          // Each job starts from a host exactly as the rootfs made it.
-          if (i >= sb.hosts.length) await sb.restart(host, { wipe: true });
-          const got = await job(env, host);
-          for (const r of got) {
-            if (!r.ok && !r.skipped && o.keep && !keep) {
-              keep = true;
-              r.kept = `ssh -i ${sb.keyPath} -o UserKnownHostsFile=${sb.knownHostsPath} -p ${host.port} root@${host.address}`;
-              kept.push(r.kept);
-            }
-            report(r);
-          }
-        } finally {
-          if (!keep) free.push(host);
-          waiting.shift()?.();
+    if (named(o)) {
+      const { target, names } = await namedTargets(o);
+      out.say(`Testing ${recipe.name} (${steps.length} steps) on ${names.join(', ')}, one stage after another: ${[...wanted].join(', ')}`);
+      out.say(
+        `These hosts are not throwaway: residue is judged by reading them through the recipe's own reads (a plan after each run must say what the plan before it said), not byte by byte. Each stage leaves them as it found them, by rollback or undo.`,
+      );
+      emit({ event: 'test-started', recipe: recipe.name, file, hosts: names, stages: [...wanted], steps: steps.length });
+      const host = namedHosts(env, target, names);
+      for (const job of jobs) {
+        const got = await job(env, host);
+        got.forEach(report);
+        const broke = got.find((r) => !r.ok && !r.skipped);
+        if (broke) {
+          // The hosts may no longer be as they were: what a later stage saw would not be its own doing.
+          const rest = jobs.length - jobs.indexOf(job) - 1;
+          if (rest) out.say(`The other ${rest} job(s) were not run: after "${broke.step ? `${broke.stage} after ${broke.step}` : broke.stage}" the hosts may not be as they were.`);
+          break;
         }
-      }),
-    );
+      }
+    } else {
+      const kind = hostKind(recipe, o.kind);
+      // The sandbox is in the product so that this command can start it; loaded only here.
+      const { prerequisites, describeMissing, startSandbox } = await import('../../sandbox/hosts.js');
+      const pre = prerequisites({ kind });
+      if (!pre.ok) {
+        throw new InputError(`hostsmith test needs ${kind} sandbox hosts, and this machine cannot start them: ${describeMissing(pre.missing)}. Nothing was started`);
+      }
+      out.say(`Testing ${recipe.name} (${steps.length} steps) on throwaway ${kind} hosts, ${Math.min(parallel, jobs.length)} at once: ${[...wanted].join(', ')}`);
+      emit({ event: 'test-started', recipe: recipe.name, file, kind, stages: [...wanted], steps: steps.length });
+      const sb = await startSandbox({ count: Math.min(parallel, jobs.length), kind, detached: o.keep === true });
+      sandboxDir = sb.dir;
+      const stopOnSignal = () => {
+        void sb.stop().finally(() => process.exit(130));
+      };
+      process.once('SIGINT', stopOnSignal);
+      process.once('SIGTERM', stopOnSignal);
+      try {
+        const free = sb.hosts.map((h) => sandboxHost(sb, h, recipe.test?.ignore ?? []));
+        const count = free.length;
+        const waiting: Array<() => void> = [];
+        await Promise.all(
+          jobs.map(async (job, i) => {
+            while (!free.length) await new Promise<void>((r) => waiting.push(r));
+            const host = free.shift()!;
+            let keep = false;
+            try {
+              // Each job starts from a host exactly as the rootfs made it.
+              if (i >= count) await host.fresh();
+              const got = await job(env, host);
+              for (const r of got) {
+                if (!r.ok && !r.skipped && o.keep && !keep && host.sshHint) {
+                  keep = true;
+                  r.kept = host.sshHint;
+                  kept.push(r.kept);
+                }
+                report(r);
+              }
+            } finally {
+              if (!keep) free.push(host);
+              waiting.shift()?.();
+            }
+          }),
+        );
+      } finally {
+        process.off('SIGINT', stopOnSignal);
+        process.off('SIGTERM', stopOnSignal);
+        if (!kept.length) await sb.stop();
+      }
+    }
   } finally {
-    process.off('SIGINT', stopOnSignal);
-    process.off('SIGTERM', stopOnSignal);
     rmSync(scratch, { recursive: true, force: true });
-    if (!kept.length) await sb.stop();
   }
   const failed = results.filter((r) => !r.ok && !r.skipped);
   const held = results.filter((r) => r.ok && !r.skipped).length;
   out.say('');
   out.say(failed.length ? `${recipe.name}: ${failed.length} stage(s) did not hold, ${held} held.` : `${recipe.name}: every stage held (${held}).`);
-  if (kept.length) out.say(`Kept for inspection (the sandbox stays up until: npm run sandbox -- down --dir ${sb.dir}):\n  ${kept.join('\n  ')}`);
-  emit({ event: 'test-finished', recipe: recipe.name, ok: failed.length === 0, held, failed: failed.length, ...(kept.length ? { sandbox: sb.dir } : {}) });
+  if (kept.length) out.say(`Kept for inspection (the sandbox stays up until: npm run sandbox -- down --dir ${sandboxDir}):\n  ${kept.join('\n  ')}`);
+  emit({ event: 'test-finished', recipe: recipe.name, ok: failed.length === 0, held, failed: failed.length, ...(kept.length ? { sandbox: sandboxDir } : {}) });
   return failed.length ? 1 : 0;
 }
 
@@ -200,24 +250,94 @@ function stageLine(r: StageResult): string {
 }
 
 type SandboxT = Awaited<ReturnType<typeof import('../../sandbox/hosts.js').startSandbox>>;
-type HostT = SandboxT['hosts'][number];
+
+/** What a job runs on: one sandbox host, or the hosts the user named. */
+interface HostT {
+  /** Names the job's state dir. */
+  name: string;
+  /** The target options that select it in a hostsmith run. */
+  target: string[];
+  /** Its names in the journal. */
+  journalNames: string[];
+  /** What residue is compared against: taken before a run. */
+  snapshot(): Promise<unknown>;
+  /** What differs from `before`, one line each. */
+  leftOver(before: unknown): Promise<string[]>;
+  /** Back to how it was before any job (a sandbox host wiped); false where that cannot be done. */
+  fresh(): Promise<boolean>;
+  /** How to reach it, for --keep. */
+  sshHint?: string;
+}
+
+function sandboxHost(sb: SandboxT, h: SandboxT['hosts'][number], ignore: string[]): HostT {
+  return {
+    name: h.name,
+    target: ['-i', sb.inventoryPath, '--known-hosts', sb.knownHostsPath, '--hosts', h.name],
+    journalNames: [h.name],
+    snapshot: async () => (await import('../../sandbox/residue.js')).snapshotHost(sb, h),
+    leftOver: async (before) => (await import('../../sandbox/residue.js')).residue(sb, h, before as Awaited<ReturnType<typeof import('../../sandbox/residue.js').snapshotHost>>, { ignore }),
+    fresh: async () => {
+      await sb.restart(h, { wipe: true });
+      return true;
+    },
+    sshHint: `ssh -i ${sb.keyPath} -o UserKnownHostsFile=${sb.knownHostsPath} -p ${h.port} root@${h.address}`,
+  };
+}
+
+/**
+ * Hosts the user named: nothing can be read from outside them, so residue is judged by reading
+ * them through the recipe's own reads: a plan after the run must say, step by step and host by
+ * host, what the plan before it said (unchanged, or the same kind of change).
+ */
+function namedHosts(env: Omit<JobEnv, 'host'>, target: string[], names: string[]): HostT {
+  const self: HostT = {
+    name: 'named',
+    target,
+    journalNames: names,
+    snapshot: async () => planPicture(await hostsmith(env, self, ['plan'])),
+    leftOver: async (before) => {
+      const now = planPicture(await hostsmith(env, self, ['plan']));
+      const was = before as Map<string, string>;
+      const lines: string[] = [];
+      for (const key of new Set([...was.keys(), ...now.keys()])) {
+        if (was.get(key) !== now.get(key)) lines.push(`${key}: a plan said "${was.get(key) ?? 'nothing'}" before the run, "${now.get(key) ?? 'nothing'}" after it`);
+      }
+      return lines;
+    },
+    fresh: async () => false,
+  };
+  return self;
+}
+
+/** host/step → what a plan said of it (its status, and for a change its kind). */
+function planPicture(plan: Child): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const e of plan.events) {
+    if (e.event !== 'step-finished') continue;
+    out.set(`${String(e.host)} step "${String(e.step)}"`, e.status === 'planned' ? `${String(e.action ?? 'change')}` : String(e.status));
+  }
+  if (plan.code !== 0) out.set('the plan', `failed (${why(plan)})`);
+  return out;
+}
 
 interface JobEnv {
-  sb: SandboxT;
   recipe: Recipe;
   file: string;
   o: TestCli;
   scratch: string;
-  ignore: string[];
+  /** The hosts are the user's: not throwaway, so each job puts them back itself. */
+  named: boolean;
 }
 
 type Job = (env: JobEnv, host: HostT) => Promise<StageResult[]>;
 
 /** The jobs the wanted stages take: one host each, side by side. */
-function planJobs(wanted: Set<Stage>, steps: string[], recipe: Recipe): Job[] {
+function planJobs(wanted: Set<Stage>, steps: string[], recipe: Recipe, onNamed: boolean): Job[] {
   const jobs: Job[] = [];
-  if (wanted.has('converge') || wanted.has('verify') || wanted.has('idempotence')) jobs.push((env, host) => convergeJob(env, host, wanted, recipe));
-  if (wanted.has('undo')) jobs.push(undoJob);
+  // Named hosts cannot be wiped: the converge job ends with the undo stage, which puts them back.
+  const mainJob = wanted.has('converge') || wanted.has('verify') || wanted.has('idempotence') || (onNamed && wanted.has('undo'));
+  if (mainJob) jobs.push((env, host) => convergeJob(env, host, wanted, recipe, onNamed));
+  if (wanted.has('undo') && !onNamed) jobs.push(undoJob);
   if (wanted.has('plan')) jobs.push(planJob);
   if (wanted.has('rollback')) for (const step of steps) jobs.push((env, host) => rollbackJob(env, host, step));
   if (wanted.has('recover')) jobs.push(recoverJob);
@@ -225,9 +345,14 @@ function planJobs(wanted: Set<Stage>, steps: string[], recipe: Recipe): Job[] {
 }
 
 /** Runs this CLI against one sandbox host with a journal of the job's own; JSON events back. */
-async function hostsmith(env: JobEnv, host: HostT, args: string[], o: { faultEnv?: Record<string, string>; killAfter?: (e: Record<string, unknown>) => number | undefined } = {}): Promise<Child> {
+async function hostsmith(
+  env: Omit<JobEnv, 'host'>,
+  host: HostT,
+  args: string[],
+  o: { faultEnv?: Record<string, string>; killAfter?: (e: Record<string, unknown>) => number | undefined } = {},
+): Promise<Child> {
   const stateDir = join(env.scratch, host.name);
-  const target = ['-i', env.sb.inventoryPath, '--known-hosts', env.sb.knownHostsPath, '--hosts', host.name];
+  const target = host.target;
   const vars = [...(env.o.varsFile ? ['--vars-file', resolve(env.o.varsFile)] : []), ...(env.o.var ?? []).flatMap((v) => ['--var', v])];
   const runs = args[0] === 'plan' || args[0] === 'apply';
   // A saved plan names its recipe, targets and vars itself.
@@ -280,19 +405,18 @@ function why(c: Child): string {
   return `exit ${c.code}${err ? `: ${err}` : ''}`;
 }
 
-async function snapshot(env: JobEnv, host: HostT) {
-  const { snapshotHost } = await import('../../sandbox/residue.js');
-  return snapshotHost(env.sb, host);
+async function snapshot(_env: JobEnv, host: HostT): Promise<unknown> {
+  return host.snapshot();
 }
 
-async function leftOver(env: JobEnv, host: HostT, before: Awaited<ReturnType<typeof snapshot>>): Promise<string[]> {
-  const { residue } = await import('../../sandbox/residue.js');
-  return residue(env.sb, host, before, { ignore: env.ignore });
+async function leftOver(_env: JobEnv, host: HostT, before: unknown): Promise<string[]> {
+  return host.leftOver(before);
 }
 
-async function convergeJob(env: JobEnv, host: HostT, wanted: Set<Stage>, recipe: Recipe): Promise<StageResult[]> {
+async function convergeJob(env: JobEnv, host: HostT, wanted: Set<Stage>, recipe: Recipe, onNamed: boolean): Promise<StageResult[]> {
   const out: StageResult[] = [];
   const t0 = Date.now();
+  const before = onNamed ? await host.snapshot() : undefined;
   const verify = wanted.has('verify') && recipe.verify.length > 0;
   // Lockout protection runs the verify commands over a new login after the steps.
   const first = await hostsmith(env, host, [...applyArgs, ...(verify ? ['--confirm', '120s'] : [])]);
@@ -304,7 +428,9 @@ async function convergeJob(env: JobEnv, host: HostT, wanted: Set<Stage>, recipe:
     stage: 'converge',
     ok: converged,
     detail: converged
-      ? `applied on a fresh host: ${changed.length} changed, ${stepsWith(first, 'unchanged').length} unchanged`
+      ? `applied${env.named ? '' : ' on a fresh host'}: ${changed.length} changed, ${stepsWith(first, 'unchanged').length} unchanged${
+          onNamed && !changed.length ? ' (the hosts were already as the recipe says, so the rollback, undo and recover stages have nothing to take back: try hosts the recipe has not run on)' : ''
+        }`
       : `apply failed${failedSteps.length ? ` at step "${failedSteps[0]}"` : ''} (${why(first)})`,
     durationMs: Date.now() - t0,
   });
@@ -335,6 +461,27 @@ async function convergeJob(env: JobEnv, host: HostT, wanted: Set<Stage>, recipe:
         durationMs: Date.now() - t,
       });
     }
+  }
+  const runId = runIdOf(first);
+  if (onNamed && usable && runId) {
+    // Undo of the converge run puts the hosts back for the next job, and is the undo stage.
+    const t = Date.now();
+    const undo = await hostsmith(env, host, ['undo', runId, '--yes']);
+    const left = await host.leftOver(before);
+    const ok = undo.code === 0 && !left.length;
+    const result: StageResult = {
+      stage: 'undo',
+      ok,
+      detail: ok
+        ? 'undo of the converge run left the hosts as a plan saw them before it'
+        : undo.code !== 0
+          ? `undo failed (${why(undo)})`
+          : `after the undo a plan differs from the one before the converge`,
+      ...(left.length ? { residue: left } : {}),
+      durationMs: Date.now() - t,
+    };
+    // Not asked for, it still ran to put the hosts back: it is reported only when it did not.
+    if (wanted.has('undo') || !ok) out.push(result);
   }
   return out;
 }
@@ -370,11 +517,14 @@ const planJob: Job = async (env, host) => {
   const dynamic = plan.events.filter((e) => e.event === 'step-finished' && e.dynamic === true).map((e) => String(e.step));
   const apply = await hostsmith(env, host, ['apply', '--yes', '--plan', planFile]);
   const did = stepsWith(apply, 'changed');
+  const applied = runIdOf(apply);
+  // A host that cannot be wiped is put back for the next job.
+  if (env.named && applied && did.length) await hostsmith(env, host, ['undo', applied, '--yes']);
   const extra = did.filter((s) => !said.includes(s));
   const missing = said.filter((s) => !did.includes(s) && !dynamic.includes(s));
   const ok = apply.code === 0 && !extra.length && !missing.length;
   const detail = ok
-    ? `a plan saved on a fresh host applied exactly (${said.length} change(s))`
+    ? `a plan saved${env.named ? '' : ' on a fresh host'} applied exactly (${said.length} change(s))`
     : apply.code !== 0
       ? `the saved plan did not apply (${why(apply)})`
       : `the apply did not do what the plan said: ${[...extra.map((s) => `"${s}" changed but was not planned`), ...missing.map((s) => `"${s}" was planned but did not change`)].join('; ')}`;
@@ -391,15 +541,20 @@ async function rollbackJob(env: JobEnv, host: HostT, step: string): Promise<Stag
   // Exit 1: a step failed and every completed step was rolled back.
   const ok = run.code === 1 && !failedRollbacks.length && !left.length;
   const detail = ok
-    ? `${rolled} step(s) rolled back, zero residue`
+    ? `${rolled} step(s) rolled back, ${clean(env)}`
     : run.code === 0
       ? 'the injected failure did not stop the run (exit 0)'
       : failedRollbacks.length
         ? `rollback of ${failedRollbacks.map((e) => `"${String(e.step)}"`).join(', ')} failed (${failedRollbacks.map((e) => String(e.error ?? '')).join('; ')})`
         : left.length
-          ? `the rollback left ${left.length} path(s) that were not there before`
+          ? `the rollback left ${left.length} ${env.named ? 'difference(s) from the plan before the run' : 'path(s) that were not there before'}`
           : `the run did not end rolled back (${why(run)})`;
   return [{ stage: 'rollback', step, ok, detail, ...(left.length ? { residue: left } : {}), durationMs: Date.now() - t0 }];
+}
+
+/** What "nothing left" means on these hosts: bytes on a sandbox host, the recipe's own reads on a named one. */
+function clean(env: JobEnv): string {
+  return env.named ? 'the hosts read as before the run' : 'zero residue';
 }
 
 function c(run: Child, event: string): Array<Record<string, unknown>> {
@@ -420,7 +575,9 @@ const recoverJob: Job = async (env, host) => {
   let run: Child | undefined;
   for (let attempt = 1; attempt <= 3; attempt++) {
     if (attempt > 1) {
-      await env.sb.restart(host, { wipe: true });
+      // A named host cannot be wiped: the finished run is undone instead.
+      const id = run ? runIdOf(run) : undefined;
+      if (!(await host.fresh()) && id) await hostsmith(env, host, ['undo', id, '--yes']);
       before = await snapshot(env, host);
     }
     const forced = Number(process.env.HOSTSMITH_TEST_KILL_AT_WRITE);
@@ -445,11 +602,11 @@ const recoverJob: Job = async (env, host) => {
       moment = `killed right after its journal entry ${n}`;
       run = await hostsmith(env, host, applyArgs, { faultEnv: { HOSTSMITH_FAULT_KILL_AT_WRITE: String(n) } });
     }
-    if (run.code !== 0) break;
+    if (!ended(env, host, run)) break;
   }
   if (!run) throw new Error('unreachable');
   const runId = runIdOf(run);
-  if (run.code === 0) {
+  if (ended(env, host, run)) {
     // Three draws in a row landed after the apply ended: nothing was proved.
     return [{ stage: 'recover', ok: false, detail: `the apply ended before the kill (${moment}): run the stage again (--only recover)`, durationMs: Date.now() - t0 }];
   }
@@ -463,6 +620,7 @@ const recoverJob: Job = async (env, host) => {
     const plan = await hostsmith(env, host, ['plan', '--detailed-exitcode']);
     const moved = stepsWith(plan, 'planned');
     const ok = plan.code === 0;
+    if (env.named) await hostsmith(env, host, ['undo', runId, '--yes']);
     return [
       {
         stage: 'recover',
@@ -481,27 +639,40 @@ const recoverJob: Job = async (env, host) => {
     {
       stage: 'recover',
       ok,
-      detail: ok ? `${at}; recover left zero residue` : `${at}; recover left ${left.length} path(s) that were not there before`,
+      detail: ok ? `${at}; recover left ${clean(env)}` : `${at}; recover left ${left.length} ${env.named ? 'difference(s) from the plan before the run' : 'path(s) that were not there before'}`,
       ...(left.length ? { residue: left } : {}),
       durationMs: Date.now() - t0,
     },
   ];
 };
 
-/** Whether the run's journal (in the job's own state dir) says the run had finished on the host, ok. */
-function finishedOk(env: JobEnv, host: HostT, runId: string): boolean {
+/** The apply ended before the kill: it exited by itself, or its journal closed the run (the kill came after). */
+function ended(env: JobEnv, host: HostT, run: Child): boolean {
+  if (run.code === 0) return true;
+  const id = runIdOf(run);
+  return id !== undefined && journalKinds(env, host, id).some((e) => e.kind === 'run-finished');
+}
+
+function journalKinds(env: JobEnv, host: HostT, runId: string): Array<{ kind?: string; host?: string; status?: string }> {
   let text: string;
   try {
     text = readFileSync(journalFile(join(env.scratch, host.name), runId), 'utf8');
   } catch {
-    return false;
+    return [];
   }
-  return text.split('\n').some((line) => {
+  const out: Array<{ kind?: string; host?: string; status?: string }> = [];
+  for (const line of text.split('\n')) {
     try {
-      const e = JSON.parse(line) as { kind?: string; host?: string; status?: string };
-      return e.kind === 'host-finished' && e.host === host.name && e.status === 'ok';
+      out.push(JSON.parse(line) as { kind?: string; host?: string; status?: string });
     } catch {
-      return false;
+      // A torn last line (the kill): not an entry.
     }
-  });
+  }
+  return out;
+}
+
+/** Whether the run's journal (in the job's own state dir) says the run had finished, ok, on every host of the job. */
+function finishedOk(env: JobEnv, host: HostT, runId: string): boolean {
+  const done = new Set(journalKinds(env, host, runId).flatMap((e) => (e.kind === 'host-finished' && e.status === 'ok' && e.host ? [e.host] : [])));
+  return host.journalNames.every((n) => done.has(n));
 }
