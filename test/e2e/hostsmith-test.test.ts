@@ -8,7 +8,9 @@ import { join } from 'node:path';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { describeHosts, useSandbox } from '../hosts/use-sandbox.js';
+import { stopSandbox } from '../hosts/hosts.js';
 import { sshRun } from '../hosts/ssh.js';
+import { run } from '../hosts/util.js';
 import { fixture, hostsmith, ROOT, sandboxArgs } from './cli.js';
 
 type Ev = Record<string, any>;
@@ -60,16 +62,68 @@ describeHosts('hostsmith test', () => {
     expect(r.stdout).toMatch(said);
   });
 
-  it('fails verify when a verify: command does not hold after converge, and says so on the terminal', async () => {
+  it('fails verify when a verify: command does not hold after converge; --keep keeps that host and says how to reach it', async () => {
     const dir = fixture({
       'verified.yml': ['name: verified', 'steps:', '  - name: Marker', '    file: { path: /srv/verified.txt, content: "hi\\n" }', 'verify:', '  - test -f /srv/not-made-by-the-recipe', ''].join('\n'),
     });
-    const r = await hostsmith(['test', join(dir, 'verified.yml'), '--only', 'converge,verify']);
-    expect(r.code, r.stderr + r.stdout).toBe(1);
-    expect(r.stdout).toMatch(/✓ converge: applied on a fresh host: 1 changed/);
-    expect(r.stdout).toMatch(/✗ verify: the verify commands did not hold[^\n]*not-made-by-the-recipe/);
+    const r = await hostsmith(['test', join(dir, 'verified.yml'), '--only', 'converge,verify', '--keep']);
+    const kept = /Kept for inspection \(the sandbox stays up until: npm run sandbox -- down --dir (\S+)\):\n {2}(ssh .*)/.exec(r.stdout);
+    try {
+      expect(r.code, r.stderr + r.stdout).toBe(1);
+      expect(r.stdout).toMatch(/✓ converge: applied on a fresh host: 1 changed/);
+      expect(r.stdout).toMatch(/✗ verify: the verify commands did not hold[^\n]*not-made-by-the-recipe/);
+      expect(kept, r.stdout).not.toBeNull();
+      // The printed command reaches the kept host, as a person would type it.
+      const [cmd, ...args] = `${kept![2]} -o BatchMode=yes hostname`.split(' ');
+      const ssh = await run(cmd!, args);
+      expect(ssh.stdout.trim(), ssh.stderr).toMatch(/^h\d+$/);
+    } finally {
+      if (kept) await stopSandbox(kept[1]!);
+    }
+  });
+
+  it('a path the recipe lists under test.ignore is churn, not residue', async () => {
+    const steps = ['steps:', '  - name: Cache', '    command: { run: "mkdir -p /var/lib/churn && date +%N > /var/lib/churn/x", rollback: "true" }', ''];
+    const dir = fixture({
+      'churn.yml': ['name: churn', ...steps].join('\n'),
+      'ignored.yml': ['name: ignored', 'test: { ignore: [/var/lib/churn] }', ...steps].join('\n'),
+    });
+    const noted = await hostsmith(['test', join(dir, 'churn.yml'), '--only', 'rollback']);
+    expect(noted.code, noted.stdout).toBe(1);
+    expect(noted.stdout).toMatch(/left: \/var\/lib\/churn: added/);
+    const ignored = await hostsmith(['test', join(dir, 'ignored.yml'), '--only', 'rollback']);
+    expect(ignored.code, ignored.stdout).toBe(0);
+    expect(ignored.stdout).toMatch(/✓ rollback after "Cache": 1 step\(s\) rolled back, zero residue/);
   });
 });
+
+describeHosts(
+  'hostsmith test on systemd hosts',
+  () => {
+    it('a recipe with a systemd unit gets booted systemd hosts, and its unit rolls back to zero residue', async () => {
+      const dir = fixture({
+        'unit.yml': [
+          'name: sleeper',
+          'steps:',
+          '  - name: Sleeper service',
+          '    systemd_unit:',
+          '      name: sleeper.service',
+          '      content: "[Unit]\\nDescription=Sleeps\\n\\n[Service]\\nExecStart=/bin/sleep infinity\\n\\n[Install]\\nWantedBy=multi-user.target\\n"',
+          '      enabled: true',
+          '      state: started',
+          '  - name: Marker',
+          '    file: { path: /etc/sleeper.conf, content: "x=1\\n" }',
+          '',
+        ].join('\n'),
+      });
+      const r = await hostsmith(['test', join(dir, 'unit.yml'), '--only', 'converge,idempotence,rollback']);
+      expect(r.code, r.stderr + r.stdout).toBe(0);
+      expect(r.stdout).toMatch(/on throwaway systemd hosts/);
+      expect(r.stdout).toMatch(/✓ rollback after "Marker": 2 step\(s\) rolled back, zero residue/);
+    });
+  },
+  { kind: 'systemd' },
+);
 
 describeHosts('typed recipes on a real host', () => {
   const sandbox = useSandbox(1);
