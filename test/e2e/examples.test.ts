@@ -82,7 +82,10 @@ describeHosts('the example recipes, end to end on a fresh host', () => {
       const sb = sandbox();
       // Its own throwaway hosts: the vars a recipe needs are those that do not depend on the host.
       const vars = (VARS[name]?.(sb, host()) ?? []).filter((v) => !v.startsWith('listen='));
-      const r = await hostsmith(['test', `recipes/${file}`, '--json', ...varArgs(vars)]);
+      // The kill lands right after the first change's step-started entry (entries 1-3 are the run's
+      // and the host's): a change in flight, every time. Random moments are hostsmith test's own
+      // default; a test that must not flake pins one.
+      const r = await hostsmith(['test', `recipes/${file}`, '--json', ...varArgs(vars)], { env: { HOSTSMITH_TEST_KILL_AT_WRITE: '4' } });
       const stages = r.events.filter((e) => e.event === 'test-stage');
       for (const s of stages) expect.soft(s.ok, JSON.stringify(s)).toBe(true);
       expect(r.code, tail(r)).toBe(0);
