@@ -82,6 +82,25 @@ describeHosts('hostsmith test', () => {
     }
   });
 
+  it('a required secret given with --var reaches every run that needs it: the saved plan and the undo', async () => {
+    const dir = fixture({
+      'sec.yml': [
+        'name: sec',
+        'vars:',
+        '  token: { required: true, secret: true }',
+        'steps:',
+        '  - name: Token file',
+        '    file: { path: /srv/sec.conf, content: "token={{token}}\\n", mode: "0600" }',
+        '',
+      ].join('\n'),
+    });
+    const r = await hostsmith(['test', join(dir, 'sec.yml'), '--only', 'plan,undo', '--var', 'token=s3cr3t-value']);
+    expect(r.code, r.stderr + r.stdout).toBe(0);
+    expect(r.stdout).toMatch(/✓ plan: a plan saved on a fresh host applied exactly \(1 change\(s\)\)/);
+    expect(r.stdout).toMatch(/✓ undo: undo of an apply left zero residue/);
+    expect(r.stdout + r.stderr).not.toContain('s3cr3t-value');
+  });
+
   it('a path the recipe lists under test.ignore is churn, not residue', async () => {
     const steps = ['steps:', '  - name: Cache', '    command: { run: "mkdir -p /var/lib/churn && date +%N > /var/lib/churn/x", rollback: "true" }', ''];
     const dir = fixture({

@@ -355,8 +355,10 @@ async function hostsmith(
   const target = host.target;
   const vars = [...(env.o.varsFile ? ['--vars-file', resolve(env.o.varsFile)] : []), ...(env.o.var ?? []).flatMap((v) => ['--var', v])];
   const runs = args[0] === 'plan' || args[0] === 'apply';
-  // A saved plan names its recipe, targets and vars itself.
-  const recipe = runs && !args.includes('--plan') ? [env.file, ...target, ...vars] : [];
+  // A saved plan names its recipe and targets itself; its secrets must be given again.
+  // undo and recover need the secrets again too (the journal masks them).
+  const takesVars = runs || args[0] === 'undo' || args[0] === 'recover';
+  const recipe = !takesVars ? [] : !runs || args.includes('--plan') ? vars : [env.file, ...target, ...vars];
   const full = ['--json', '--state-dir', stateDir, ...args, ...recipe];
   const child = spawn(process.execPath, [process.argv[1]!, ...full], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...o.faultEnv } });
   const events: Array<Record<string, unknown>> = [];
