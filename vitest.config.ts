@@ -5,8 +5,9 @@ export default defineConfig({
     include: ['test/**/*.test.ts'],
     // forks, not threads: sandbox hosts are tied to the process that started them (pdeathsig)
     pool: 'forks',
-    // Real-host tests mostly wait (ssh, apt, sleeps): two at once on two cores halve the wall time.
-    maxWorkers: 2,
+    // Real-host tests mostly wait (ssh, apt, the mirror, sleeps): two at once on two cores left a
+    // tenth of the machine idle; a third uses it.
+    maxWorkers: 3,
     minWorkers: 1,
     // Two real-host files run side by side: a heavy test can take twice its usual time.
     testTimeout: 300_000,

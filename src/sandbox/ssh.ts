@@ -2,7 +2,6 @@
  * Independent verification: runs commands on sandbox hosts with the plain
  * OpenSSH client (/usr/bin/ssh), never with hostsmith's own transport.
  */
-import type { Sandbox, SandboxHost } from './hosts.js';
 import { run, type RunResult } from './util.js';
 
 export interface SshTarget {
@@ -43,12 +42,16 @@ export function sshExec(t: SshTarget, cmd: string, o: { user?: string; input?: s
   return run('/usr/bin/ssh', [...sshArgs(t, o.user ?? 'root', o), '--', cmd], { input: o.input ?? '' });
 }
 
-export function sshRun(sb: Sandbox, host: SandboxHost, cmd: string, o: { user?: string; input?: string } = {}): Promise<{ code: number; stdout: string; stderr: string }> {
+/** What reaching a sandbox host takes: its key and known_hosts (not the sandbox's whole type, which would import hosts.ts back). */
+type Reach = { keyPath: string; knownHostsPath: string };
+type Where = { name: string; address: string; port: number };
+
+export function sshRun(sb: Reach, host: Where, cmd: string, o: { user?: string; input?: string } = {}): Promise<{ code: number; stdout: string; stderr: string }> {
   return sshExec({ address: host.address, port: host.port, keyPath: sb.keyPath, knownHostsPath: sb.knownHostsPath }, cmd, o);
 }
 
 /** sshRun that throws (with stderr) unless the command exits 0; returns stdout. */
-export async function sshOk(sb: Sandbox, host: SandboxHost, cmd: string, o: { user?: string; input?: string } = {}): Promise<string> {
+export async function sshOk(sb: Reach, host: Where, cmd: string, o: { user?: string; input?: string } = {}): Promise<string> {
   const r = await sshRun(sb, host, cmd, o);
   if (r.code !== 0) {
     throw new Error(`ssh ${o.user ?? 'root'}@${host.name} (${host.address}:${host.port}) \`${cmd}\` exited ${r.code}:\n${r.stderr}${r.stdout}`);

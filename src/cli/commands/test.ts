@@ -9,7 +9,8 @@
  * - verify: the recipe's `verify:` commands hold after converge (the converge apply runs with
  *   lockout protection, which runs them over a new login);
  * - idempotence: a second apply on the converged host changes nothing;
- * - undo: apply, then `undo` of that run, leaves zero residue;
+ * - undo: `undo` of the converge run leaves zero residue (on a fresh host of its own when the
+ *   second apply changed something, which undo would call drift);
  * - plan: a plan saved on a fresh host applies exactly (`apply --plan`), changing what it said;
  * - rollback: for each step k, a failure injected right after it; the rollback leaves zero residue;
  * - recover: the controller SIGKILLed at a random moment of an apply; `recover` leaves zero residue.
@@ -334,10 +335,10 @@ type Job = (env: JobEnv, host: HostT) => Promise<StageResult[]>;
 /** The jobs the wanted stages take: one host each, side by side. */
 function planJobs(wanted: Set<Stage>, steps: string[], recipe: Recipe, onNamed: boolean): Job[] {
   const jobs: Job[] = [];
-  // Named hosts cannot be wiped: the converge job ends with the undo stage, which puts them back.
-  const mainJob = wanted.has('converge') || wanted.has('verify') || wanted.has('idempotence') || (onNamed && wanted.has('undo'));
+  // The converge job ends with the undo stage (of the converge run, on the same host), which on
+  // named hosts also puts them back.
+  const mainJob = wanted.has('converge') || wanted.has('verify') || wanted.has('idempotence') || wanted.has('undo');
   if (mainJob) jobs.push((env, host) => convergeJob(env, host, wanted, recipe, onNamed));
-  if (wanted.has('undo') && !onNamed) jobs.push(undoJob);
   if (wanted.has('plan')) jobs.push(planJob);
   if (wanted.has('rollback')) for (const step of steps) jobs.push((env, host) => rollbackJob(env, host, step));
   if (wanted.has('recover')) jobs.push(recoverJob);
@@ -418,7 +419,7 @@ async function leftOver(_env: JobEnv, host: HostT, before: unknown): Promise<str
 async function convergeJob(env: JobEnv, host: HostT, wanted: Set<Stage>, recipe: Recipe, onNamed: boolean): Promise<StageResult[]> {
   const out: StageResult[] = [];
   const t0 = Date.now();
-  const before = onNamed ? await host.snapshot() : undefined;
+  const before = onNamed || wanted.has('undo') ? await host.snapshot() : undefined;
   const verify = wanted.has('verify') && recipe.verify.length > 0;
   // Lockout protection runs the verify commands over a new login after the steps.
   const first = await hostsmith(env, host, [...applyArgs, ...(verify ? ['--confirm', '120s'] : [])]);
@@ -448,12 +449,13 @@ async function convergeJob(env: JobEnv, host: HostT, wanted: Set<Stage>, recipe:
       });
   }
   const usable = first.code === 0;
+  let moved: string[] = [];
   if (wanted.has('idempotence')) {
     if (!usable) out.push({ stage: 'idempotence', ok: false, skipped: 'converge did not leave a converged host', detail: '', durationMs: 0 });
     else {
       const t = Date.now();
       const again = await hostsmith(env, host, applyArgs);
-      const moved = stepsWith(again, 'changed');
+      moved = stepsWith(again, 'changed');
       const ok = again.code === 0 && !moved.length;
       out.push({
         stage: 'idempotence',
@@ -465,8 +467,14 @@ async function convergeJob(env: JobEnv, host: HostT, wanted: Set<Stage>, recipe:
     }
   }
   const runId = runIdOf(first);
-  if (onNamed && usable && runId) {
-    // Undo of the converge run puts the hosts back for the next job, and is the undo stage.
+  if (!onNamed && wanted.has('undo') && (!usable || !runId || moved.length)) {
+    // A converge that did not hold, or a second apply that changed something (undo would call
+    // that drift): the undo stage gets a fresh host and an apply of its own.
+    await host.fresh();
+    out.push(...(await undoJob(env, host)));
+  } else if ((onNamed || wanted.has('undo')) && usable && runId) {
+    // Undo of the converge run is the undo stage (on the same host: the second apply changed
+    // nothing), and on named hosts it puts them back for the next job.
     const t = Date.now();
     const undo = await hostsmith(env, host, ['undo', runId, '--yes']);
     const left = await host.leftOver(before);
@@ -475,10 +483,12 @@ async function convergeJob(env: JobEnv, host: HostT, wanted: Set<Stage>, recipe:
       stage: 'undo',
       ok,
       detail: ok
-        ? 'undo of the converge run left the hosts as a plan saw them before it'
+        ? `undo of the converge run left ${onNamed ? 'the hosts as a plan saw them before it' : 'zero residue'}`
         : undo.code !== 0
           ? `undo failed (${why(undo)})`
-          : `after the undo a plan differs from the one before the converge`,
+          : onNamed
+            ? 'after the undo a plan differs from the one before the converge'
+            : `undo left ${left.length} path(s) that were not there before`,
       ...(left.length ? { residue: left } : {}),
       durationMs: Date.now() - t,
     };
