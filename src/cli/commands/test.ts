@@ -28,7 +28,7 @@ import { loadVarsFile, parseVarArgs, resolveVars } from '../../recipe/vars.js';
 import type { Recipe } from '../../recipe/types.js';
 import { cliIdentity, type GlobalOptions, type TargetCliOptions } from '../context.js';
 import { loadInventory, resolveTargets } from '../../transport/targets.js';
-import { addTargetOptions, outputFor, type Ctx } from '../shared.js';
+import { addTargetOptions, addVarOptions, outputFor, type Ctx } from '../shared.js';
 
 export const STAGES = ['converge', 'verify', 'idempotence', 'undo', 'plan', 'rollback', 'recover'] as const;
 export type Stage = (typeof STAGES)[number];
@@ -101,7 +101,7 @@ async function namedTargets(o: TestCli): Promise<{ target: string[]; names: stri
   return { target, names };
 }
 
-/** The kind of host the recipe needs: its `test.host`, else systemd when it manages systemd units. */
+/** The kind of sandbox host: --kind, else the recipe's `test.host`, else systemd when it manages systemd units. */
 function hostKind(recipe: Recipe, flag: string | undefined): 'plain' | 'systemd' {
   if (flag !== undefined) {
     if (flag !== 'plain' && flag !== 'systemd') throw new InputError(`--kind ${flag}: a sandbox host is plain or systemd`);
@@ -116,15 +116,13 @@ export function registerTest(program: Command, ctx: Ctx): void {
     .command('test')
     .description('prove a recipe on throwaway sandbox hosts: converge, verify, idempotence, undo, plan exactness, rollback after each step, recover after a kill')
     .argument('<recipe>', 'recipe file')
-    .option('--var <name=value>', 'set a var (repeatable)', (v: string, acc: string[] = []) => [...acc, v])
-    .option('--vars-file <file>', 'vars from a YAML file')
     .option('--only <stages>', `run only these stages (comma list of ${STAGES.join(', ')})`)
     .option('--skip <stages>', 'leave out these stages (comma list)')
     .option('--parallel <n>', "hosts at once: stages run side by side on this many sandbox hosts (default: the recipe's test.parallel, else 2)")
     .option('--keep', 'keep the host of a stage that did not hold, and say how to ssh in')
     .option('--kind <kind>', "plain or systemd sandbox hosts (default: the recipe's test.host, else systemd when it has systemd_unit steps)");
   // With target options, the stages run on those hosts (not throwaway) instead of sandbox hosts.
-  addTargetOptions(command).action(async (recipeArg: string, _o: unknown, cmd: Command) => {
+  addVarOptions(addTargetOptions(command)).action(async (recipeArg: string, _o: unknown, cmd: Command) => {
     const o = cmd.optsWithGlobals<TestCli>();
     ctx.exit(await testCommand(recipeArg, o));
   });
@@ -149,7 +147,7 @@ async function testCommand(recipeArg: string, o: TestCli): Promise<number> {
   };
 
   const steps = recipe.steps.map((s) => s.name);
-  const jobs = planJobs(wanted, steps, recipe, named(o));
+  const jobs = planJobs(wanted, steps);
   const scratch = mkdtempSync(join(tmpdir(), 'hostsmith-test.'));
   const env: JobEnv = { recipe, file, o, scratch, named: named(o) };
   const results: StageResult[] = [];
@@ -290,7 +288,7 @@ function sandboxHost(sb: SandboxT, h: SandboxT['hosts'][number], ignore: string[
  * them through the recipe's own reads: a plan after the run must say, step by step and host by
  * host, what the plan before it said (unchanged, or the same kind of change).
  */
-function namedHosts(env: Omit<JobEnv, 'host'>, target: string[], names: string[]): HostT {
+function namedHosts(env: JobEnv, target: string[], names: string[]): HostT {
   const self: HostT = {
     name: 'named',
     target,
@@ -333,25 +331,20 @@ interface JobEnv {
 type Job = (env: JobEnv, host: HostT) => Promise<StageResult[]>;
 
 /** The jobs the wanted stages take: one host each, side by side. */
-function planJobs(wanted: Set<Stage>, steps: string[], recipe: Recipe, onNamed: boolean): Job[] {
+function planJobs(wanted: Set<Stage>, steps: string[]): Job[] {
   const jobs: Job[] = [];
   // The converge job ends with the undo stage (of the converge run, on the same host), which on
   // named hosts also puts them back.
   const mainJob = wanted.has('converge') || wanted.has('verify') || wanted.has('idempotence') || wanted.has('undo');
-  if (mainJob) jobs.push((env, host) => convergeJob(env, host, wanted, recipe, onNamed));
+  if (mainJob) jobs.push((env, host) => convergeJob(env, host, wanted));
   if (wanted.has('plan')) jobs.push(planJob);
   if (wanted.has('rollback')) for (const step of steps) jobs.push((env, host) => rollbackJob(env, host, step));
   if (wanted.has('recover')) jobs.push(recoverJob);
   return jobs;
 }
 
-/** Runs this CLI against one sandbox host with a journal of the job's own; JSON events back. */
-async function hostsmith(
-  env: Omit<JobEnv, 'host'>,
-  host: HostT,
-  args: string[],
-  o: { faultEnv?: Record<string, string>; killAfter?: (e: Record<string, unknown>) => number | undefined } = {},
-): Promise<Child> {
+/** Runs this CLI against the job's host (or named hosts), with a journal of the job's own; its JSON events back. */
+async function hostsmith(env: JobEnv, host: HostT, args: string[], o: { faultEnv?: Record<string, string>; killAfter?: (e: Record<string, unknown>) => number | undefined } = {}): Promise<Child> {
   const stateDir = join(env.scratch, host.name);
   const target = host.target;
   const vars = [...(env.o.varsFile ? ['--vars-file', resolve(env.o.varsFile)] : []), ...(env.o.var ?? []).flatMap((v) => ['--var', v])];
@@ -408,15 +401,8 @@ function why(c: Child): string {
   return `exit ${c.code}${err ? `: ${err}` : ''}`;
 }
 
-async function snapshot(_env: JobEnv, host: HostT): Promise<unknown> {
-  return host.snapshot();
-}
-
-async function leftOver(_env: JobEnv, host: HostT, before: unknown): Promise<string[]> {
-  return host.leftOver(before);
-}
-
-async function convergeJob(env: JobEnv, host: HostT, wanted: Set<Stage>, recipe: Recipe, onNamed: boolean): Promise<StageResult[]> {
+async function convergeJob(env: JobEnv, host: HostT, wanted: Set<Stage>): Promise<StageResult[]> {
+  const { recipe, named: onNamed } = env;
   const out: StageResult[] = [];
   const t0 = Date.now();
   const before = onNamed || wanted.has('undo') ? await host.snapshot() : undefined;
@@ -475,25 +461,9 @@ async function convergeJob(env: JobEnv, host: HostT, wanted: Set<Stage>, recipe:
   } else if ((onNamed || wanted.has('undo')) && usable && runId) {
     // Undo of the converge run is the undo stage (on the same host: the second apply changed
     // nothing), and on named hosts it puts them back for the next job.
-    const t = Date.now();
-    const undo = await hostsmith(env, host, ['undo', runId, '--yes']);
-    const left = await host.leftOver(before);
-    const ok = undo.code === 0 && !left.length;
-    const result: StageResult = {
-      stage: 'undo',
-      ok,
-      detail: ok
-        ? `undo of the converge run left ${onNamed ? 'the hosts as a plan saw them before it' : 'zero residue'}`
-        : undo.code !== 0
-          ? `undo failed (${why(undo)})`
-          : onNamed
-            ? 'after the undo a plan differs from the one before the converge'
-            : `undo left ${left.length} path(s) that were not there before`,
-      ...(left.length ? { residue: left } : {}),
-      durationMs: Date.now() - t,
-    };
+    const result = await undoStage(env, host, runId, before, 'the converge run');
     // Not asked for, it still ran to put the hosts back: it is reported only when it did not.
-    if (wanted.has('undo') || !ok) out.push(result);
+    if (wanted.has('undo') || !result.ok) out.push(result);
   }
   return out;
 }
@@ -501,23 +471,31 @@ async function convergeJob(env: JobEnv, host: HostT, wanted: Set<Stage>, recipe:
 /** Apply on a fresh host, then `undo` of that run: the host must be as before. */
 const undoJob: Job = async (env, host) => {
   const t0 = Date.now();
-  const before = await snapshot(env, host);
+  const before = await host.snapshot();
   const first = await hostsmith(env, host, applyArgs);
   const runId = runIdOf(first);
   if (first.code !== 0 || !runId) return [{ stage: 'undo', ok: false, skipped: `the apply before the undo failed (${why(first)})`, detail: '', durationMs: Date.now() - t0 }];
-  const undo = await hostsmith(env, host, ['undo', runId, '--yes']);
-  const left = await leftOver(env, host, before);
-  const ok = undo.code === 0 && !left.length;
-  return [
-    {
-      stage: 'undo',
-      ok,
-      detail: ok ? 'undo of an apply left zero residue' : undo.code !== 0 ? `undo failed (${why(undo)})` : `undo left ${left.length} path(s) that were not there before`,
-      ...(left.length ? { residue: left } : {}),
-      durationMs: Date.now() - t0,
-    },
-  ];
+  return [await undoStage(env, host, runId, before, 'an apply')];
 };
+
+/** `undo` of a run, and what it left against `before`. */
+async function undoStage(env: JobEnv, host: HostT, runId: string, before: unknown, what: string): Promise<StageResult> {
+  const t0 = Date.now();
+  const undo = await hostsmith(env, host, ['undo', runId, '--yes']);
+  const left = await host.leftOver(before);
+  const ok = undo.code === 0 && !left.length;
+  return {
+    stage: 'undo',
+    ok,
+    detail: ok
+      ? `undo of ${what} left ${env.named ? 'the hosts as a plan saw them before it' : 'zero residue'}`
+      : undo.code !== 0
+        ? `undo failed (${why(undo)})`
+        : `undo left ${leftWords(env, left.length)}`,
+    ...(left.length ? { residue: left } : {}),
+    durationMs: Date.now() - t0,
+  };
+}
 
 const planJob: Job = async (env, host) => {
   const t0 = Date.now();
@@ -545,11 +523,11 @@ const planJob: Job = async (env, host) => {
 
 async function rollbackJob(env: JobEnv, host: HostT, step: string): Promise<StageResult[]> {
   const t0 = Date.now();
-  const before = await snapshot(env, host);
+  const before = await host.snapshot();
   const run = await hostsmith(env, host, applyArgs, { faultEnv: { HOSTSMITH_FAULT_FAIL_AFTER_STEP: step } });
-  const left = await leftOver(env, host, before);
-  const rolled = c(run, 'rollback-finished').length;
-  const failedRollbacks = c(run, 'rollback-finished').filter((e) => e.status !== 'rolled-back');
+  const left = await host.leftOver(before);
+  const rolled = eventsOf(run, 'rollback-finished').length;
+  const failedRollbacks = eventsOf(run, 'rollback-finished').filter((e) => e.status !== 'rolled-back');
   // Exit 1: a step failed and every completed step was rolled back.
   const ok = run.code === 1 && !failedRollbacks.length && !left.length;
   const detail = ok
@@ -559,7 +537,7 @@ async function rollbackJob(env: JobEnv, host: HostT, step: string): Promise<Stag
       : failedRollbacks.length
         ? `rollback of ${failedRollbacks.map((e) => `"${String(e.step)}"`).join(', ')} failed (${failedRollbacks.map((e) => String(e.error ?? '')).join('; ')})`
         : left.length
-          ? `the rollback left ${left.length} ${env.named ? 'difference(s) from the plan before the run' : 'path(s) that were not there before'}`
+          ? `the rollback left ${leftWords(env, left.length)}`
           : `the run did not end rolled back (${why(run)})`;
   return [{ stage: 'rollback', step, ok, detail, ...(left.length ? { residue: left } : {}), durationMs: Date.now() - t0 }];
 }
@@ -569,7 +547,12 @@ function clean(env: JobEnv): string {
   return env.named ? 'the hosts read as before the run' : 'zero residue';
 }
 
-function c(run: Child, event: string): Array<Record<string, unknown>> {
+/** What is left, counted: paths on a sandbox host, a plan's differences on named ones. */
+function leftWords(env: JobEnv, n: number): string {
+  return `${n} ${env.named ? 'difference(s) from the plan before the run' : 'path(s) that were not there before'}`;
+}
+
+function eventsOf(run: Child, event: string): Array<Record<string, unknown>> {
   return run.events.filter((e) => e.event === event);
 }
 
@@ -582,7 +565,7 @@ function c(run: Child, event: string): Array<Record<string, unknown>> {
 const recoverJob: Job = async (env, host) => {
   const t0 = Date.now();
   const steps = env.recipe.steps.length;
-  let before = await snapshot(env, host);
+  let before = await host.snapshot();
   let moment = '';
   let run: Child | undefined;
   for (let attempt = 1; attempt <= 3; attempt++) {
@@ -590,7 +573,7 @@ const recoverJob: Job = async (env, host) => {
       // A named host cannot be wiped: the finished run is undone instead.
       const id = run ? runIdOf(run) : undefined;
       if (!(await host.fresh()) && id) await hostsmith(env, host, ['undo', id, '--yes']);
-      before = await snapshot(env, host);
+      before = await host.snapshot();
     }
     const forced = Number(process.env.HOSTSMITH_TEST_KILL_AT_WRITE);
     if (attempt === 1 && forced > 0) {
@@ -645,13 +628,13 @@ const recoverJob: Job = async (env, host) => {
       },
     ];
   }
-  const left = await leftOver(env, host, before);
+  const left = await host.leftOver(before);
   const ok = !left.length;
   return [
     {
       stage: 'recover',
       ok,
-      detail: ok ? `${at}; recover left ${clean(env)}` : `${at}; recover left ${left.length} ${env.named ? 'difference(s) from the plan before the run' : 'path(s) that were not there before'}`,
+      detail: ok ? `${at}; recover left ${clean(env)}` : `${at}; recover left ${leftWords(env, left.length)}`,
       ...(left.length ? { residue: left } : {}),
       durationMs: Date.now() - t0,
     },
