@@ -4,6 +4,7 @@
  */
 import { existsSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
+import { lookup } from 'node:dns/promises';
 import { expect, it } from 'vitest';
 import { cgroupRoots } from './hosts/host-files.js';
 import { sandboxPidNamespaces, type Sandbox, type SandboxHost } from './hosts/hosts.js';
@@ -137,11 +138,39 @@ for (const kind of ['plain', 'systemd'] as const) {
         expect((await sshRun(sb, h, 'sysctl -w kernel.pid_max=40000')).code).not.toBe(0);
       });
 
-      it('stop() takes the veth pair with it', async () => {
+      it('reach the package mirror with apt alone, through the proxy on this machine, which passes ports 80 and 443 only', async () => {
         const sb = sandbox();
+        const h = sb.hosts[0]!;
+        const machineEnd = h.address.replace(/\.2$/, '.1');
+        expect(await sshOk(sb, h, 'cd /tmp && apt-get download -q hello >/dev/null 2>&1 && ls hello_*.deb && rm -f hello_*.deb')).toMatch(/^hello_.*\.deb\n$/);
+        // No route out: the mirror's own address is unreachable from the host.
+        const { address } = await lookup('deb.debian.org', { family: 4 });
+        const direct = await sshRun(sb, h, `timeout 5 bash -c 'exec 3<>/dev/tcp/${address}/80' 2>&1`);
+        expect(direct.code, direct.stdout).not.toBe(0);
+        expect(direct.stdout).toMatch(/unreachable/i);
+        const ask = (line: string) => sshOk(sb, h, `exec 3<>/dev/tcp/${machineEnd}/3142; printf '${line}\\r\\nHost: x\\r\\n\\r\\n' >&3; head -1 <&3`, {}).then((s) => s.trim());
+        expect(await ask(`GET http://${address}:22/ HTTP/1.0`)).toMatch(/^HTTP\/1\.1 403/);
+        expect(await ask(`CONNECT ${address}:22 HTTP/1.1`)).toMatch(/^HTTP\/1\.1 403/);
+      });
+
+      it('stop() takes the veth pair and the proxy with it', async () => {
+        const sb = sandbox();
+        const machineEnd = sb.hosts[0]!.address.replace(/\.2$/, '.1');
+        const proxies = () =>
+          readdirSync('/proc')
+            .filter((n) => /^\d+$/.test(n))
+            .filter((n) => {
+              try {
+                return readFileSync(`/proc/${n}/cmdline`, 'utf8').split('\0').includes(machineEnd);
+              } catch {
+                return false;
+              }
+            });
+        expect(proxies().length).toBe(1);
         const link = `hsv${slotOf(sb.hosts[0]!)}@`;
         await stopsClean(sb);
         expect(links()).not.toContain(link);
+        expect(proxies()).toEqual([]);
       });
     },
     { kind },

@@ -4,6 +4,7 @@
  * sshd_config, and the client-side known_hosts / ssh_config / inventory.yml.
  */
 import { existsSync } from 'node:fs';
+import { aptProxyConf } from './egress.js';
 
 export interface HostSpec {
   name: string;
@@ -37,8 +38,9 @@ Subsystem sftp /usr/lib/openssh/sftp-server
  * (empty overlay upper dir) comes back with the same users and keys.
  * /run/hostsmith holds the inputs (copied in by the boot script).
  */
-export function provisionScript(h: HostSpec): string {
+export function provisionScript(h: HostSpec, net?: PrivateNet): string {
   return `set -eu
+${net ? `cat > /etc/apt/apt.conf.d/00hostsmith-sandbox-proxy <<'EOF'\n${aptProxyConf(net.machine)}EOF\n` : ''}
 echo ${h.name} > /etc/hostname
 # As on Debian servers, sshd uses PAM, so key logins work for accounts without a password ("!").
 # pam_loginuid cannot write the audit uid in a namespace; it must not fail the login there.

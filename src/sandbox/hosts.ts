@@ -12,6 +12,7 @@ import { appendFileSync, closeSync, existsSync, mkdirSync, mkdtempSync, openSync
 import { connect } from 'node:net';
 import { join, resolve } from 'node:path';
 import { bootScript, cgroupRoots, hostCgroup, inventory, knownHosts, provisionScript, sshConfig, sshdConfig, systemdBootScript, type HostSpec } from './host-files.js';
+import { startProxy } from './egress.js';
 import { ensureRootfs, type HostKind } from './rootfs.js';
 import { claimSlots, pickPort, privateAddresses, releaseSlot, setSlotOwner, slotAddress } from './slots.js';
 import { sshExec } from './ssh.js';
@@ -20,7 +21,8 @@ import { childPids, isAlive, killQuietly, mustRun, pidNamespace, procId, readJso
 /**
  * `shared`: the host uses this machine's network (sshd on 127.0.0.x). `private`: the host has a
  * network namespace of its own, joined to this machine by a veth pair (sshd on 10.231.x.2), so
- * what it does to its firewall or interfaces never touches this machine; it has no route out.
+ * what it does to its firewall or interfaces never touches this machine; it has no route out, and
+ * apt reaches the package mirror through a proxy on this machine's end of the pair (egress.ts).
  */
 export type HostNet = 'shared' | 'private';
 
@@ -57,6 +59,7 @@ interface HostState extends HostSpec {
   unshare?: ProcId; // pid = SandboxHost.pid
   init?: ProcId; // PID 1 of the host's pid namespace (tini), as seen from here
   pidns?: string;
+  proxy?: ProcId; // on a private network: the apt proxy on this machine's end of its pair
 }
 
 interface SandboxState {
@@ -256,8 +259,8 @@ async function makeHostDir(h: HostState, st: SandboxState, authorizedKey: string
   // ed25519 + ecdsa: what OpenSSH and ssh2 negotiate first; RSA would cost ~0.5 s of CPU per host
   await Promise.all(HOST_KEY_TYPES.map((t) => keygen(['-t', t, '-N', '', '-C', `root@${h.name}`, '-f', join(h.dir, 'keys', `ssh_host_${t}_key`)])));
   writeFileSync(join(h.dir, 'sshd_config'), sshdConfig(h));
-  writeFileSync(join(h.dir, 'provision.sh'), provisionScript(h));
   const net = st.net === 'private' ? privateAddresses(h.slot) : undefined;
+  writeFileSync(join(h.dir, 'provision.sh'), provisionScript(h, net));
   writeFileSync(join(h.dir, 'boot.sh'), st.kind === 'systemd' ? systemdBootScript(h, st.rootfs, net) : bootScript(h, st.rootfs, net));
   writeFileSync(join(h.dir, 'authorized_keys'), authorizedKey);
   return readdirSync(join(h.dir, 'keys'))
@@ -294,7 +297,11 @@ async function bootHost(st: SandboxState, h: HostState): Promise<void> {
   h.init = await findInit(h);
   h.pidns = h.init ? pidNamespace(h.init.pid) : undefined;
   writeState(st);
-  if (st.net === 'private') await wireNetwork(h);
+  if (st.net === 'private') {
+    await wireNetwork(h);
+    h.proxy = procId(await startProxy(privateAddresses(h.slot).machine, !st.detached));
+    writeState(st);
+  }
   await waitReady(st, h);
 }
 
@@ -370,8 +377,9 @@ async function bootFailure(h: HostState, why: string): Promise<never> {
  * unshare is killed directly only if it does not exit by itself.
  */
 async function stopHost(h: HostState): Promise<void> {
-  const procs = [h.init, h.unshare].filter((p): p is ProcId => !!p);
+  const procs = [h.init, h.unshare, h.proxy].filter((p): p is ProcId => !!p);
   if (h.init) killQuietly(h.init, 'SIGKILL');
+  if (h.proxy) killQuietly(h.proxy, 'SIGKILL');
   if (h.unshare && (await waitGone([h.unshare], 2000)).length > 0) killQuietly(h.unshare, 'SIGKILL');
   const left = await waitGone(procs, 10_000);
   if (left.length > 0) {

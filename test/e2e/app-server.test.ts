@@ -3,7 +3,8 @@
  * firewall is its own): applied, applied again with nothing to do, and undone to zero residue.
  * Everything is checked with plain ssh and the overlay, never through hostsmith.
  *
- * The host has no route out, so the recipe's apt repository is served from this machine: a signed
+ * The host has no route out (apt reaches only the mirror, through the harness's proxy), so the
+ * recipe's apt repository is served from this machine, as another repository would be: a signed
  * repository (a throwaway key made here with gpg, the Release signed into InRelease) on the
  * machine's end of the host's veth pair, given to the recipe with its `repo_uri`/`repo_key` vars.
  */
