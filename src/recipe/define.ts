@@ -106,7 +106,7 @@ export interface RecipeInput<M = BuiltinStepParams> {
   verify?: readonly string[];
   /** Modules of custom step types, relative to the recipe file (as in YAML): pass the types themselves too, for their params' types. */
   types?: readonly string[];
-  test?: { ignore?: readonly string[]; host?: 'plain' | 'systemd'; parallel?: number };
+  test?: { ignore?: readonly string[]; host?: 'plain' | 'systemd'; net?: 'shared' | 'private'; parallel?: number };
 }
 
 /** The params a custom step type's schema produces, by the key it is used under. */

@@ -59,7 +59,7 @@ interface Part {
   vars: Record<string, VarSpec>;
   defaults: { timeoutMs?: number; retry?: RetryInput; sudo?: boolean; parallel?: number; confirmMs?: number };
   verify?: string[];
-  test?: { ignore?: string[]; host?: 'plain' | 'systemd'; parallel?: number };
+  test?: { ignore?: string[]; host?: 'plain' | 'systemd'; net?: 'shared' | 'private'; parallel?: number };
   steps: Draft[];
   handlers: Draft[];
 }
@@ -221,6 +221,7 @@ class Loader {
       if (Array.isArray(t.ignore)) part.test.ignore = t.ignore.filter((x): x is string => typeof x === 'string');
       if (t.host === 'plain' || t.host === 'systemd') part.test.host = t.host;
       if (typeof t.parallel === 'number') part.test.parallel = t.parallel;
+      if (t.net === 'shared' || t.net === 'private') part.test.net = t.net;
     }
     if (Array.isArray(raw.verify)) {
       part.verify = [];

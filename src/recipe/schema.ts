@@ -98,13 +98,15 @@ export const recipeSchema = z
         ignore: z.array(z.string().regex(/^\//, 'an ignored path is absolute (it starts with /)')).optional(),
         /** The kind of throwaway host the recipe needs: plain (sshd alone) or systemd (booted with systemd). */
         host: z.enum(['plain', 'systemd']).optional(),
+        /** The throwaway host's network: shared (this machine's) or private (its own, for firewalls and net.* sysctls; apt still reaches the mirror). */
+        net: z.enum(['shared', 'private']).optional(),
         /** How many sandbox hosts may run side by side: 1 for a recipe that takes a fixed port on every address (hosts share this machine's network). */
         parallel: z.number().int().min(1).max(16).optional(),
       })
       .strict()
       .nullable()
       .optional()
-      .describe('hostsmith test: more paths to leave out of the residue check, and the kind of sandbox host'),
+      .describe('hostsmith test: more paths to leave out of the residue check, and the kind of sandbox host and network'),
     /** Modules of custom step types (relative to the recipe file), each exporting by default a step type or an array of them. */
     types: z
       .array(z.string().regex(/\.(ts|mts|cts|js|mjs|cjs)$/, 'a types module is a .ts, .mts, .cts, .js, .mjs or .cjs file'))

@@ -64,8 +64,8 @@ export interface Recipe {
   defaults: { timeoutMs?: number; retry?: RetrySpec; sudo?: boolean; parallel: number; confirmMs?: number };
   /** The recipe's `verify:` commands (templates), run over a new connection under lockout protection. */
   verify: string[];
-  /** `test:` — for `hostsmith test`: more residue paths to leave out, and the kind of sandbox host. */
-  test?: { ignore?: string[]; host?: 'plain' | 'systemd'; parallel?: number };
+  /** `test:` — for `hostsmith test`: more residue paths to leave out, and the kind of sandbox host and its network. */
+  test?: { ignore?: string[]; host?: 'plain' | 'systemd'; net?: 'shared' | 'private'; parallel?: number };
   /** Custom step types from the recipe's `types:` modules: known to this recipe's runs only. */
   types?: CustomTypes;
 }

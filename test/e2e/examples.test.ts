@@ -14,7 +14,7 @@
  * Each case starts on a fresh host (the sandbox host restarted with its changes wiped). The
  * host is read with plain OpenSSH (test/hosts/residue.ts) and nginx with a plain HTTP request.
  */
-import { existsSync, mkdtempSync, readdirSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { beforeEach, expect, it } from 'vitest';
@@ -25,23 +25,13 @@ import { describeHosts, useSandbox } from '../hosts/use-sandbox.js';
 import { hostsmith, httpGet, onTerminal, ROOT, sandboxArgs, stepEvents } from './cli.js';
 
 /**
- * Recipes that need another kind of host, with the file that runs them the same way (apply, undo
- * to zero residue) on one: app-server boots units and sets a firewall, so it runs on a systemd
- * host with a network of its own.
+ * Read when the file is collected: a recipe added to recipes/ gets its own test. hostsmith test
+ * picks each one's hosts: app-server gets booted systemd hosts, each on a network of its own (its
+ * firewall and sysctl are the host's), whose apt reaches the mirror for its extra repository.
  */
-const ELSEWHERE: Record<string, string> = { 'app-server.yml': 'test/e2e/app-server.test.ts' };
-
-/** Read when the file is collected: a recipe added to recipes/ gets its own test. */
 const RECIPES = readdirSync(join(ROOT, 'recipes'))
-  .filter((f) => /\.ya?ml$/.test(f) && !(f in ELSEWHERE))
+  .filter((f) => /\.ya?ml$/.test(f))
   .sort();
-
-it('every recipe left out here is run end to end elsewhere', () => {
-  for (const [recipe, test] of Object.entries(ELSEWHERE)) {
-    expect(existsSync(join(ROOT, 'recipes', recipe)), recipe).toBe(true);
-    expect(readFileSync(join(ROOT, test), 'utf8'), test).toContain(`recipes/${recipe}`);
-  }
-});
 
 /**
  * The vars a recipe needs on a sandbox host (as --var name=value). A recipe with a required var
@@ -97,6 +87,9 @@ describeHosts('the example recipes, end to end on a fresh host', () => {
           .sort(),
       ).toEqual([...steps].sort());
       for (const stage of ['converge', 'idempotence', 'undo', 'plan', 'recover']) expect(stages.find((s) => s.stage === stage)?.ok, stage).toBe(true);
+      // The hosts it chose: app-server's firewall and sysctl must not be this machine's.
+      const started = r.events.find((e) => e.event === 'test-started');
+      expect([started?.kind, started?.net]).toEqual(name === 'app-server' ? ['systemd', 'private'] : ['plain', 'shared']);
     });
   }
 

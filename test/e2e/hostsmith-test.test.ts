@@ -30,6 +30,9 @@ describeHosts('hostsmith test', () => {
         '    command: { run: "echo a > /srv/defect/a; echo b > /srv/defect/b", creates: /srv/defect/a, rollback: "rm -f /srv/defect/a" }',
         '  - name: Always changes',
         '    command: { run: "date +%N > /srv/defect/stamp", rollback: "rm -f /srv/defect/stamp" }',
+        // A daemon its rollback never stops: a process no file records.
+        '  - name: Stray daemon',
+        '    command: { run: "setsid tail -f /dev/null </dev/null >/dev/null 2>&1 & touch /srv/defect-daemon", creates: /srv/defect-daemon, rollback: "rm -f /srv/defect-daemon" }',
         '',
       ].join('\n'),
     });
@@ -39,9 +42,11 @@ describeHosts('hostsmith test', () => {
     const undo = stage(r.events, 'undo');
     expect(undo?.ok).toBe(false);
     expect(undo?.residue?.join('\n')).toMatch(/\/srv\/defect\b/);
+    expect(undo?.residue).toContain('live: process tail is new');
+    expect(undo?.residue?.join('\n')).not.toMatch(/defect-daemon/);
     // Before the leaky step nothing is left; from it on, its file is.
     expect(stage(r.events, 'rollback', 'Base folder')).toMatchObject({ ok: true });
-    for (const step of ['Leaky command', 'Always changes']) {
+    for (const step of ['Leaky command', 'Always changes', 'Stray daemon']) {
       const s = stage(r.events, 'rollback', step);
       expect(s?.ok, step).toBe(false);
       expect(s?.residue?.join('\n'), step).toMatch(/\/srv\/defect/);
@@ -140,6 +145,35 @@ describeHosts(
       expect(r.stdout).toMatch(/on throwaway systemd hosts/);
       expect(r.stdout).toMatch(/✓ rollback after "Marker": 2 step\(s\) rolled back, zero residue/);
     });
+
+    // What no file records: each command below undoes its file and forgets what it made live.
+    it('live state a rollback forgot is residue: a firewall table, a net.* sysctl, a unit left running; a firewall recipe gets hosts on networks of their own', async () => {
+      const leak = (name: string, run: string) => [
+        `  - name: ${name}`,
+        `    command: { run: "${run} && touch /etc/leak-${name.toLowerCase().replace(/ /g, '-')}", creates: /etc/leak-${name.toLowerCase().replace(/ /g, '-')}, rollback: "rm -f /etc/leak-${name.toLowerCase().replace(/ /g, '-')}" }`,
+      ];
+      const dir = fixture({
+        'live.yml': [
+          'name: live-leaks',
+          'steps:',
+          // A firewall that lets everything in: the rule that makes the host private by itself.
+          '  - name: Open firewall',
+          '    firewall: { table: { family: inet, name: open }, content: "chain input {\\n  type filter hook input priority 0; policy accept;\\n}\\n" }',
+          ...leak('Stray table', 'nft add table inet stray'),
+          ...leak('Stray sysctl', 'sysctl -qw net.ipv4.tcp_fin_timeout=17'),
+          ...leak('Stray unit', 'systemd-run --quiet --unit=stray /bin/sleep infinity'),
+          '',
+        ].join('\n'),
+      });
+      const r = await hostsmith(['test', join(dir, 'live.yml'), '--json', '--only', 'undo', '--kind', 'systemd']);
+      expect(r.code, r.stderr + r.stdout).toBe(1);
+      expect(r.events[0]).toMatchObject({ event: 'test-started', kind: 'systemd', net: 'private', netWhy: 'step "Open firewall" sets a firewall' });
+      const undo = stage(r.events, 'undo');
+      expect(undo?.ok).toBe(false);
+      // The files came back; the live state did not, and only that is named. The firewall the
+      // recipe set through its own step was undone, live too.
+      expect(undo?.residue).toEqual(['live: firewall inet stray is new', 'live: sysctl net.ipv4.tcp_fin_timeout was 60, now 17', 'live: unit stray.service (active running) is new']);
+    });
   },
   { kind: 'systemd' },
 );
@@ -208,5 +242,15 @@ describe('hostsmith test: bad input', () => {
     const r = await hostsmith(['test', join(ROOT, 'recipes/motd.yml'), '--only', 'converge,bogus']);
     expect(r.code).toBe(2);
     expect(r.stderr).toMatch(/--only converge,bogus: "bogus" is not a stage \(stages: converge, verify/);
+  });
+
+  it('a network that is neither shared nor private is exit 2, from the flag or from the recipe', async () => {
+    const flag = await hostsmith(['test', join(ROOT, 'recipes/motd.yml'), '--net', 'public']);
+    expect(flag.code).toBe(2);
+    expect(flag.stderr).toMatch(/--net public: a sandbox host's network is shared or private/);
+    const dir = fixture({ 'n.yml': 'name: n\ntest: { net: public }\nsteps:\n  - name: A\n    file: { path: /srv/a, content: "a" }\n' });
+    const recipe = await hostsmith(['test', join(dir, 'n.yml')]);
+    expect(recipe.code).toBe(2);
+    expect(recipe.stderr).toMatch(/n\.yml:2:\d+: .*net/);
   });
 });

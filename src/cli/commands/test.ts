@@ -41,6 +41,7 @@ interface TestCli extends GlobalOptions, Omit<TargetCliOptions, 'batch' | 'maxFa
   parallel?: string;
   keep?: boolean;
   kind?: string;
+  net?: string;
 }
 
 /** One stage's verdict (a rollback stage has one per step). */
@@ -111,6 +112,27 @@ function hostKind(recipe: Recipe, flag: string | undefined): 'plain' | 'systemd'
   return [...recipe.steps, ...recipe.handlers].some((s) => s.type === 'systemd_unit') ? 'systemd' : 'plain';
 }
 
+/**
+ * The sandbox host's network: --net, else the recipe's `test.net`, else a network of its own when
+ * a step would change what is the network namespace's (a firewall, a net.* sysctl): on this
+ * machine's network that would be this machine's firewall, or refused.
+ */
+function hostNet(recipe: Recipe, flag: string | undefined): { net: 'shared' | 'private'; why?: string } {
+  if (flag !== undefined) {
+    if (flag !== 'shared' && flag !== 'private') throw new InputError(`--net ${flag}: a sandbox host's network is shared or private`);
+    return { net: flag };
+  }
+  if (recipe.test?.net) return { net: recipe.test.net };
+  for (const s of [...recipe.steps, ...recipe.handlers]) {
+    const name = (s.params as { name?: unknown } | undefined)?.name;
+    if (s.type === 'firewall') return { net: 'private', why: `step "${s.name}" sets a firewall` };
+    if (s.type === 'sysctl' && (typeof name !== 'string' || name.startsWith('net.') || name.includes('{{'))) {
+      return { net: 'private', why: `step "${s.name}" sets a network sysctl` };
+    }
+  }
+  return { net: 'shared' };
+}
+
 export function registerTest(program: Command, ctx: Ctx): void {
   const command = program
     .command('test')
@@ -120,7 +142,11 @@ export function registerTest(program: Command, ctx: Ctx): void {
     .option('--skip <stages>', 'leave out these stages (comma list)')
     .option('--parallel <n>', "hosts at once: stages run side by side on this many sandbox hosts (default: the recipe's test.parallel, else 2)")
     .option('--keep', 'keep the host of a stage that did not hold, and say how to ssh in')
-    .option('--kind <kind>', "plain or systemd sandbox hosts (default: the recipe's test.host, else systemd when it has systemd_unit steps)");
+    .option('--kind <kind>', "plain or systemd sandbox hosts (default: the recipe's test.host, else systemd when it has systemd_unit steps)")
+    .option(
+      '--net <net>',
+      "shared (this machine's network) or private (each host its own; apt reaches the mirror through this machine) (default: the recipe's test.net, else private when it sets a firewall or a net.* sysctl)",
+    );
   // With target options, the stages run on those hosts (not throwaway) instead of sandbox hosts.
   addVarOptions(addTargetOptions(command)).action(async (recipeArg: string, _o: unknown, cmd: Command) => {
     const o = cmd.optsWithGlobals<TestCli>();
@@ -180,15 +206,17 @@ async function testCommand(recipeArg: string, o: TestCli): Promise<number> {
       }
     } else {
       const kind = hostKind(recipe, o.kind);
+      const { net, why } = hostNet(recipe, o.net);
       // The sandbox is in the product so that this command can start it; loaded only here.
       const { prerequisites, describeMissing, startSandbox } = await import('../../sandbox/hosts.js');
-      const pre = prerequisites({ kind });
+      const pre = prerequisites({ kind, net });
       if (!pre.ok) {
         throw new InputError(`hostsmith test needs ${kind} sandbox hosts, and this machine cannot start them: ${describeMissing(pre.missing)}. Nothing was started`);
       }
-      out.say(`Testing ${recipe.name} (${steps.length} steps) on throwaway ${kind} hosts, ${Math.min(parallel, jobs.length)} at once: ${[...wanted].join(', ')}`);
-      emit({ event: 'test-started', recipe: recipe.name, file, kind, stages: [...wanted], steps: steps.length });
-      const sb = await startSandbox({ count: Math.min(parallel, jobs.length), kind, detached: o.keep === true });
+      const where = net === 'private' ? `, each on a network of its own${why ? ` (${why})` : ''}` : '';
+      out.say(`Testing ${recipe.name} (${steps.length} steps) on throwaway ${kind} hosts${where}, ${Math.min(parallel, jobs.length)} at once: ${[...wanted].join(', ')}`);
+      emit({ event: 'test-started', recipe: recipe.name, file, kind, net, ...(why ? { netWhy: why } : {}), stages: [...wanted], steps: steps.length });
+      const sb = await startSandbox({ count: Math.min(parallel, jobs.length), kind, net, detached: o.keep === true });
       sandboxDir = sb.dir;
       const stopOnSignal = () => {
         void sb.stop().finally(() => process.exit(130));
@@ -273,8 +301,17 @@ function sandboxHost(sb: SandboxT, h: SandboxT['hosts'][number], ignore: string[
     name: h.name,
     target: ['-i', sb.inventoryPath, '--known-hosts', sb.knownHostsPath, '--hosts', h.name],
     journalNames: [h.name],
-    snapshot: async () => (await import('../../sandbox/residue.js')).snapshotHost(sb, h),
-    leftOver: async (before) => (await import('../../sandbox/residue.js')).residue(sb, h, before as Awaited<ReturnType<typeof import('../../sandbox/residue.js').snapshotHost>>, { ignore }),
+    // The files, byte by byte from the overlay, and what is live: units or processes, and on a
+    // network of its own the firewall and net.* sysctls.
+    snapshot: async () => {
+      const [{ snapshotHost }, { liveState }] = await Promise.all([import('../../sandbox/residue.js'), import('../../sandbox/live.js')]);
+      return { files: await snapshotHost(sb, h), live: await liveState(sb, h) };
+    },
+    leftOver: async (before) => {
+      const [{ residue }, { liveState, liveResidue }] = await Promise.all([import('../../sandbox/residue.js'), import('../../sandbox/live.js')]);
+      const was = before as { files: Parameters<typeof residue>[2]; live: Awaited<ReturnType<typeof liveState>> };
+      return [...(await residue(sb, h, was.files, { ignore })), ...liveResidue(was.live, await liveState(sb, h))];
+    },
     fresh: async () => {
       await sb.restart(h, { wipe: true });
       return true;
