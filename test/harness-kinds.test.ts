@@ -138,7 +138,7 @@ for (const kind of ['plain', 'systemd'] as const) {
         expect((await sshRun(sb, h, 'sysctl -w kernel.pid_max=40000')).code).not.toBe(0);
       });
 
-      it('reach the package mirror with apt alone, through the proxy on this machine, which passes ports 80 and 443 only', async () => {
+      it('reach the package mirror and the web through the proxy on this machine (apt, and logins’ proxy variables), which passes ports 80 and 443 only', async () => {
         const sb = sandbox();
         const h = sb.hosts[0]!;
         const machineEnd = h.address.replace(/\.2$/, '.1');
@@ -151,6 +151,11 @@ for (const kind of ['plain', 'systemd'] as const) {
         const ask = (line: string) => sshOk(sb, h, `exec 3<>/dev/tcp/${machineEnd}/3142; printf '${line}\\r\\nHost: x\\r\\n\\r\\n' >&3; head -1 <&3`, {}).then((s) => s.trim());
         expect(await ask(`GET http://${address}:22/ HTTP/1.0`)).toMatch(/^HTTP\/1\.1 403/);
         expect(await ask(`CONNECT ${address}:22 HTTP/1.1`)).toMatch(/^HTTP\/1\.1 403/);
+        // A login's programs have the proxy in their environment: curl reaches the web. (Over TLS
+        // the proxy only passes bytes; whether the host trusts what answers is the network's
+        // business: where TLS is re-signed on the way out, as here, the host lacks that CA.)
+        expect(await sshOk(sb, h, `curl -sS -o /dev/null -w '%{http_code}' http://deb.debian.org/debian/dists/bookworm/Release`)).toBe('200');
+        expect(await sshOk(sb, h, 'echo "$https_proxy"')).toBe(`http://${machineEnd}:3142/\n`);
       });
 
       it('stop() takes the veth pair and the proxy with it', async () => {

@@ -98,9 +98,9 @@ export const recipeSchema = z
         ignore: z.array(z.string().regex(/^\//, 'an ignored path is absolute (it starts with /)')).optional(),
         /** The kind of throwaway host the recipe needs: plain (sshd alone) or systemd (booted with systemd). */
         host: z.enum(['plain', 'systemd']).optional(),
-        /** The throwaway host's network: shared (this machine's) or private (its own, for firewalls and net.* sysctls; apt still reaches the mirror). */
+        /** The throwaway hosts' network: private (the default: each its own, reaching the web through a proxy on this machine) or shared (this machine's). */
         net: z.enum(['shared', 'private']).optional(),
-        /** How many sandbox hosts may run side by side: 1 for a recipe that takes a fixed port on every address (hosts share this machine's network). */
+        /** How many sandbox hosts may run side by side: 1 for a recipe that takes a fixed port on every address on a shared network. */
         parallel: z.number().int().min(1).max(16).optional(),
       })
       .strict()

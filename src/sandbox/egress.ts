@@ -1,9 +1,10 @@
 /**
- * How a host on a network of its own reaches Debian's mirror: an HTTP proxy on this machine's end
+ * How a host on a network of its own reaches Debian's mirror (and the web): an HTTP proxy on this machine's end
  * of its veth pair, which apt on the host is told to use. The host still has no route out: no
  * NAT, no forwarding, nothing changed in this machine's network but the pair itself. Only apt's
  * traffic leaves, and only to ports 80 (plain requests) and 443 (CONNECT), so a firewall recipe
- * is proved on the host without its packages being out of reach.
+ * is proved on the host without its packages being out of reach. Logins get the usual proxy
+ * variables too, so curl, git or wget in a recipe's commands reach the same ports.
  *
  * The proxy is a child process (a short script given to `node -e`), so it runs the same from the
  * built CLI and from the tests' TypeScript, and outlives the process that started a detached
@@ -48,6 +49,21 @@ server.on('connect', (req, sock, head) => {
 server.on('clientError', (e, sock) => sock.destroy());
 server.listen(Number(port), address, () => process.stdout.write('ready\n'));
 `;
+
+/**
+ * The same for every other program a login runs (curl, git, wget, pip…): pam_env's
+ * configuration, read by sshd's PAM session for each login, sets the usual proxy variables.
+ * Commands run over ssh get them; services started by an init system do not.
+ */
+export function pamEnvProxy(machine: string): string {
+  const url = `http://${machine}:${PROXY_PORT}/`;
+  return [
+    '# written by the hostsmith sandbox: programs reach the internet through this machine',
+    ...['http_proxy', 'https_proxy', 'HTTPS_PROXY'].map((v) => `${v} DEFAULT=${url}`),
+    `no_proxy DEFAULT=localhost,127.0.0.1,${machine}`,
+    '',
+  ].join('\n');
+}
 
 /** apt's configuration on the host: the proxy for the mirror, direct for this machine's own end. */
 export function aptProxyConf(machine: string): string {

@@ -4,7 +4,7 @@
  * sshd_config, and the client-side known_hosts / ssh_config / inventory.yml.
  */
 import { existsSync } from 'node:fs';
-import { aptProxyConf } from './egress.js';
+import { aptProxyConf, pamEnvProxy } from './egress.js';
 
 export interface HostSpec {
   name: string;
@@ -40,7 +40,7 @@ Subsystem sftp /usr/lib/openssh/sftp-server
  */
 export function provisionScript(h: HostSpec, net?: PrivateNet): string {
   return `set -eu
-${net ? `cat > /etc/apt/apt.conf.d/00hostsmith-sandbox-proxy <<'EOF'\n${aptProxyConf(net.machine)}EOF\n` : ''}
+${net ? `cat > /etc/apt/apt.conf.d/00hostsmith-sandbox-proxy <<'EOF'\n${aptProxyConf(net.machine)}EOF\ngrep -q 'hostsmith sandbox' /etc/security/pam_env.conf 2>/dev/null || cat >> /etc/security/pam_env.conf <<'EOF'\n${pamEnvProxy(net.machine)}EOF\n` : ''}
 echo ${h.name} > /etc/hostname
 # As on Debian servers, sshd uses PAM, so key logins work for accounts without a password ("!").
 # pam_loginuid cannot write the audit uid in a namespace; it must not fail the login there.
@@ -71,7 +71,34 @@ const q = (s: string): string => `'${s.replace(/'/g, `'\\''`)}'`;
 /** On a network of its own, the net.* sysctls are the host's own too: writable, as for nspawn's private network. */
 const PROC_SYS_NET_RW = 'mount --bind "$M/proc/sys/net" "$M/proc/sys/net"; mount -o remount,bind,rw "$M/proc/sys/net"\n';
 
-export function bootScript(h: HostSpec, rootfs: string, net?: PrivateNet): string {
+/**
+ * Kernel settings a host may change without changing this machine's kernel: each named key gets,
+ * each time the harness boots the host, a file of its own holding the machine's value, bound over
+ * its /proc/sys entry. The host reads and writes that file as the key (sysctl, a write to
+ * /proc/sys), and the next boot puts the machine's value back, as a real reboot forgets what was
+ * not in a config file. (A reboot from inside a systemd host loses the copies: the key is then
+ * read-only there again.) Only for keys outside net.*: on a network of its own those are the
+ * host's own already.
+ */
+export function shadowSysctls(keys: readonly string[]): { prepare: string; binds: (dest: string) => string; inside: string } {
+  const ok = keys.filter((k) => /^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)+$/.test(k) && !k.startsWith('net.'));
+  if (!ok.length) return { prepare: '', binds: () => '', inside: '' };
+  const path = (k: string) => `/proc/sys/${k.split('.').join('/')}`;
+  const prepare = `mkdir -p "$H/sysctl"\n${ok.map((k) => `[ -f ${path(k)} ] && cat ${path(k)} > "$H/sysctl/${k}" || rm -f "$H/sysctl/${k}"`).join('\n')}\n`;
+  const binds = (dest: string) =>
+    ok
+      .map((k) => `[ ! -f "$H/sysctl/${k}" ] || mount --bind "$H/sysctl/${k}" "${dest}${path(k)}"`)
+      .join('\n')
+      .concat('\n');
+  // A booted host's /proc is nspawn's own, and nspawn binds nothing there: the host binds them
+  // itself once it is up (over ssh, as root, which keeps CAP_SYS_ADMIN there), from files in
+  // /var/tmp, which residue leaves out as scratch space.
+  const inside = `set -e\nmkdir -p /var/tmp/.hostsmith-sysctl\n${ok.map((k) => `if [ -f ${path(k)} ]; then cat ${path(k)} > /var/tmp/.hostsmith-sysctl/${k}; mount --bind /var/tmp/.hostsmith-sysctl/${k} ${path(k)}; fi`).join('\n')}\n`;
+  return { prepare, binds, inside };
+}
+
+export function bootScript(h: HostSpec, rootfs: string, net?: PrivateNet, sysctls: readonly string[] = []): string {
+  const shadow = shadowSysctls(sysctls);
   return `set -eu
 H=${q(h.dir)}
 M="$H/merged"
@@ -83,7 +110,7 @@ for p in sys sysrq-trigger; do
   [ -e "$M/proc/$p" ] || continue
   mount --bind "$M/proc/$p" "$M/proc/$p"; mount -o remount,bind,ro "$M/proc/$p"
 done
-${net ? PROC_SYS_NET_RW : ''}mount -t sysfs -o ro,nosuid,nodev,noexec sysfs "$M/sys"
+${net ? PROC_SYS_NET_RW : ''}${shadow.prepare}${shadow.binds('$M')}mount -t sysfs -o ro,nosuid,nodev,noexec sysfs "$M/sys"
 # a private /dev: a few device nodes bound from the real one, its own ptys
 mount -t tmpfs -o mode=755,nosuid tmpfs "$M/dev"
 for d in null zero full random urandom tty; do

@@ -11,7 +11,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { appendFileSync, closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, renameSync, rmdirSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { join, resolve } from 'node:path';
-import { bootScript, cgroupRoots, hostCgroup, inventory, knownHosts, provisionScript, sshConfig, sshdConfig, systemdBootScript, type HostSpec } from './host-files.js';
+import { bootScript, cgroupRoots, shadowSysctls, hostCgroup, inventory, knownHosts, provisionScript, sshConfig, sshdConfig, systemdBootScript, type HostSpec } from './host-files.js';
 import { startProxy } from './egress.js';
 import { ensureRootfs, type HostKind } from './rootfs.js';
 import { claimSlots, pickPort, privateAddresses, releaseSlot, setSlotOwner, slotAddress } from './slots.js';
@@ -30,6 +30,11 @@ export interface SandboxOptions {
   /** `plain` (default): sshd under tini, no init system. `systemd`: a booted systemd (systemd-nspawn). */
   kind?: HostKind;
   net?: HostNet;
+  /**
+   * Kernel settings (outside net.*) each host may change as if they were its own: a file per key,
+   * bound over its /proc/sys entry (host-files.ts shadowSysctls). The machine's kernel is untouched.
+   */
+  sysctls?: string[];
 }
 
 export interface SandboxHost {
@@ -44,6 +49,8 @@ export interface Sandbox {
   dir: string;
   kind: HostKind;
   net: HostNet;
+  /** The kernel settings each host has a copy of (SandboxOptions.sysctls). */
+  sysctls: string[];
   hosts: SandboxHost[];
   keyPath: string; // client private key (ed25519, no passphrase), authorized for root, deploy, nosudo
   knownHostsPath: string;
@@ -68,6 +75,7 @@ interface SandboxState {
   rootfs: string;
   kind?: HostKind; // absent: plain (state files written before kinds existed)
   net?: HostNet;
+  sysctls?: string[];
   detached: boolean;
   creator: ProcId;
   createdAt: string;
@@ -188,6 +196,7 @@ export async function startSandbox(o: { count: number; detached?: boolean; dir?:
     rootfs,
     kind,
     net,
+    ...(o.sysctls?.length ? { sysctls: o.sysctls } : {}),
     detached,
     creator: procId(process.pid),
     createdAt: new Date().toISOString(),
@@ -261,7 +270,7 @@ async function makeHostDir(h: HostState, st: SandboxState, authorizedKey: string
   writeFileSync(join(h.dir, 'sshd_config'), sshdConfig(h));
   const net = st.net === 'private' ? privateAddresses(h.slot) : undefined;
   writeFileSync(join(h.dir, 'provision.sh'), provisionScript(h, net));
-  writeFileSync(join(h.dir, 'boot.sh'), st.kind === 'systemd' ? systemdBootScript(h, st.rootfs, net) : bootScript(h, st.rootfs, net));
+  writeFileSync(join(h.dir, 'boot.sh'), st.kind === 'systemd' ? systemdBootScript(h, st.rootfs, net) : bootScript(h, st.rootfs, net, st.sysctls));
   writeFileSync(join(h.dir, 'authorized_keys'), authorizedKey);
   return readdirSync(join(h.dir, 'keys'))
     .filter((f) => f.endsWith('.pub'))
@@ -303,6 +312,11 @@ async function bootHost(st: SandboxState, h: HostState): Promise<void> {
     writeState(st);
   }
   await waitReady(st, h);
+  const inside = st.kind === 'systemd' ? shadowSysctls(st.sysctls ?? []).inside : '';
+  if (inside) {
+    const r = await sshExec({ address: h.address, port: h.port, keyPath: join(st.dir, 'id_ed25519'), knownHostsPath: join(st.dir, 'known_hosts') }, 'sh -s', { input: inside });
+    if (r.code !== 0) return bootFailure(h, `could not give it its own copies of ${st.sysctls!.join(', ')}: ${r.stderr.trim()}`);
+  }
 }
 
 /**
@@ -458,6 +472,7 @@ function sandboxHandle(st: SandboxState): Sandbox {
     dir: st.dir,
     kind: st.kind ?? 'plain',
     net: st.net ?? 'shared',
+    sysctls: st.sysctls ?? [],
     hosts,
     keyPath: join(st.dir, 'id_ed25519'),
     knownHostsPath: join(st.dir, 'known_hosts'),

@@ -5,9 +5,13 @@
  * dir records. Read over plain ssh (never through hostsmith), as what the host reports:
  *
  * - units (systemd hosts): every unit that is not inactive, with its active and sub state; the
- *   units of ssh logins (session scopes, user@, user slices) come and go with the reading itself.
+ *   units of ssh logins (session scopes, user@, user slices) come and go with the reading itself,
+ *   and systemd notices the harness's own mounts over /proc/sys (proc-sys-*.mount) when it will,
+ *   as it does its own credential mounts for services it ran at boot (run-credentials-*.mount).
  * - processes (hosts without systemd): the names of running programs, less the reading's own
  *   (sshd, sh, ps, sort, sed) and `sleep`, which any daemon's loop may be in for a moment.
+ * - the running host name (its UTS namespace is its own).
+ * - the kernel settings the host was given copies of (sandbox `sysctls`), which it may change.
  * - firewall and net.* sysctls (hosts on a network of their own: on this machine's network they
  *   are this machine's, and the host cannot change them): the nftables ruleset table by table,
  *   and every net.* key but nf_conntrack_count, which counts live connections, this reading's too.
@@ -23,9 +27,12 @@ interface Reach {
   keyPath: string;
   knownHostsPath: string;
   net: 'shared' | 'private';
+  /** Kernel settings the hosts were given copies of: theirs to change, so compared too. */
+  sysctls?: readonly string[];
 }
 
-const SCRIPT = (net: 'shared' | 'private') => `
+const SCRIPT = (net: 'shared' | 'private', sysctls: readonly string[]) => `
+printf 'hostname\\t%s\\n' "$(hostname)"
 if [ -d /run/systemd/system ]; then
   timeout 60 systemctl is-system-running --wait >/dev/null 2>&1
   systemctl list-units --no-legend --plain --all | awk '$3 != "inactive" { print "unit " $1 "\\t" $3 " " $4 }'
@@ -38,13 +45,23 @@ ${
 sysctl -a 2>/dev/null | awk -F ' = ' '/^net\\./ { print "sysctl " $1 "\\t" $2 }'`
     : ''
 }
+${sysctls.map((k) => `printf 'sysctl %s\\t%s\\n' ${k} "$(sysctl -n ${k} 2>&1)"`).join('\n')}
 `;
 
 /** Readings that change by themselves, or with the reading: never residue. */
-const CHURN = [/^unit (session-[^\t]*\.scope|user@[^\t]*|user-runtime-dir@[^\t]*|user-[0-9]+\.slice)$/, /^process (sshd|sh|ps|sort|sed|sleep)$/, /^sysctl net\.netfilter\.nf_conntrack_count$/];
+const CHURN = [
+  /^unit (session-[^\t]*\.scope|user@[^\t]*|user-runtime-dir@[^\t]*|user-[0-9]+\.slice|proc-sys-[^\t]*\.mount|run-credentials-[^\t]*\.mount)$/,
+  /^process (sshd|sh|ps|sort|sed|sleep)$/,
+  /^sysctl net\.netfilter\.nf_conntrack_count$/,
+];
 
 export async function liveState(sb: Reach, host: { address: string; port: number; name: string }): Promise<LiveState> {
-  const r = await sshExec({ address: host.address, port: host.port, keyPath: sb.keyPath, knownHostsPath: sb.knownHostsPath }, 'sh -s', { input: SCRIPT(sb.net) });
+  const r = await sshExec({ address: host.address, port: host.port, keyPath: sb.keyPath, knownHostsPath: sb.knownHostsPath }, 'sh -s', {
+    input: SCRIPT(
+      sb.net,
+      (sb.sysctls ?? []).filter((k) => /^[A-Za-z0-9_.-]+$/.test(k)),
+    ),
+  });
   if (r.code !== 0) throw new Error(`reading the live state of ${host.name} (${host.address}:${host.port}) failed, exit ${r.code}: ${r.stderr.trim()}`);
   const state: LiveState = new Map();
   for (const line of r.stdout.split('\n')) {

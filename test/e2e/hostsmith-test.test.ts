@@ -5,7 +5,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { join } from 'node:path';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { describeHosts, useSandbox } from '../hosts/use-sandbox.js';
 import { stopSandbox } from '../hosts/hosts.js';
@@ -147,7 +147,7 @@ describeHosts(
     });
 
     // What no file records: each command below undoes its file and forgets what it made live.
-    it('live state a rollback forgot is residue: a firewall table, a net.* sysctl, a unit left running; a firewall recipe gets hosts on networks of their own', async () => {
+    it('live state a rollback forgot is residue: a firewall table, a net.* sysctl, a kernel setting, a unit left running', async () => {
       const leak = (name: string, run: string) => [
         `  - name: ${name}`,
         `    command: { run: "${run} && touch /etc/leak-${name.toLowerCase().replace(/ /g, '-')}", creates: /etc/leak-${name.toLowerCase().replace(/ /g, '-')}, rollback: "rm -f /etc/leak-${name.toLowerCase().replace(/ /g, '-')}" }`,
@@ -156,23 +156,37 @@ describeHosts(
         'live.yml': [
           'name: live-leaks',
           'steps:',
-          // A firewall that lets everything in: the rule that makes the host private by itself.
+          // A firewall that lets everything in, set and undone by its own step.
           '  - name: Open firewall',
           '    firewall: { table: { family: inet, name: open }, content: "chain input {\\n  type filter hook input priority 0; policy accept;\\n}\\n" }',
           ...leak('Stray table', 'nft add table inet stray'),
           ...leak('Stray sysctl', 'sysctl -qw net.ipv4.tcp_fin_timeout=17'),
           ...leak('Stray unit', 'systemd-run --quiet --unit=stray /bin/sleep infinity'),
+          // A kernel setting outside net.*: the host has its own copy, since a step names it. (The
+          // step comes after the leak: had it come first, the leak would be a later change to
+          // what it read, which undo refuses as drift.)
+          ...leak('Stray kernel setting', 'sysctl -qw vm.dirty_ratio=33'),
+          '  - name: Dirty ratio at boot',
+          '    sysctl: { name: vm.dirty_ratio, value: "15", apply_live: false }',
           '',
         ].join('\n'),
       });
       const r = await hostsmith(['test', join(dir, 'live.yml'), '--json', '--only', 'undo', '--kind', 'systemd']);
       expect(r.code, r.stderr + r.stdout).toBe(1);
-      expect(r.events[0]).toMatchObject({ event: 'test-started', kind: 'systemd', net: 'private', netWhy: 'step "Open firewall" sets a firewall' });
+      expect(r.events[0]).toMatchObject({ event: 'test-started', kind: 'systemd', net: 'private' });
       const undo = stage(r.events, 'undo');
       expect(undo?.ok).toBe(false);
       // The files came back; the live state did not, and only that is named. The firewall the
       // recipe set through its own step was undone, live too.
-      expect(undo?.residue).toEqual(['live: firewall inet stray is new', 'live: sysctl net.ipv4.tcp_fin_timeout was 60, now 17', 'live: unit stray.service (active running) is new']);
+      const machine = readFileSync('/proc/sys/vm/dirty_ratio', 'utf8').trim();
+      expect(undo?.residue).toEqual([
+        'live: firewall inet stray is new',
+        'live: sysctl net.ipv4.tcp_fin_timeout was 60, now 17',
+        `live: sysctl vm.dirty_ratio was ${machine}, now 33`,
+        'live: unit stray.service (active running) is new',
+      ]);
+      // The copy was the host's: this machine's kernel kept its value.
+      expect(machine).not.toBe('33');
     });
   },
   { kind: 'systemd' },
@@ -238,6 +252,27 @@ describeHosts('hostsmith test on hosts you name', () => {
 });
 
 describe('hostsmith test: bad input', () => {
+  it('a kernel setting outside net.* is the host’s own to change, and comes back on rollback; this machine’s kernel is untouched', async () => {
+    const machine = () => ['vm/swappiness', 'fs/file-max'].map((k) => readFileSync(`/proc/sys/${k}`, 'utf8').trim());
+    const before = machine();
+    const dir = fixture({
+      'kernel.yml': [
+        'name: kernel',
+        'steps:',
+        '  - name: Less swapping',
+        `    sysctl: { name: vm.swappiness, value: "${before[0] === '7' ? '8' : '7'}" }`,
+        '  - name: More files',
+        `    sysctl: { name: fs.file-max, value: "${Number(before[1]) + 1}" }`,
+        '',
+      ].join('\n'),
+    });
+    const r = await hostsmith(['test', join(dir, 'kernel.yml'), '--only', 'converge,idempotence,undo,rollback']);
+    expect(r.code, r.stderr + r.stdout).toBe(0);
+    expect(r.stdout).toMatch(/✓ converge: applied on a fresh host: 2 changed/);
+    expect(r.stdout).toMatch(/✓ rollback after "More files": 2 step\(s\) rolled back, zero residue/);
+    expect(machine()).toEqual(before);
+  });
+
   it('an unknown stage is exit 2 before any host starts', async () => {
     const r = await hostsmith(['test', join(ROOT, 'recipes/motd.yml'), '--only', 'converge,bogus']);
     expect(r.code).toBe(2);
@@ -252,5 +287,15 @@ describe('hostsmith test: bad input', () => {
     const recipe = await hostsmith(['test', join(dir, 'n.yml')]);
     expect(recipe.code).toBe(2);
     expect(recipe.stderr).toMatch(/n\.yml:2:\d+: .*net/);
+  });
+
+  it('a firewall on this machine’s network is refused before any host starts: it would be this machine’s firewall', async () => {
+    const dir = fixture({
+      'fw.yml': 'name: fw\nsteps:\n  - name: Closed\n    firewall: { table: { family: inet, name: t }, content: "chain input {\\n  type filter hook input priority 0; policy drop;\\n}\\n" }\n',
+    });
+    const r = await hostsmith(['test', join(dir, 'fw.yml'), '--net', 'shared']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/step "Closed" sets a firewall, and on this machine's network \(--net shared\) that would be this machine's firewall; .*Nothing was started/);
+    expect(r.stdout).not.toMatch(/Testing/);
   });
 });

@@ -88,7 +88,7 @@ function printHowToReach(sb: Sandbox): void {
     `  ./bin/hostsmith.js plan ${exampleRecipe()} -i ${rel(sb.inventoryPath)} --known-hosts ${rel(sb.knownHostsPath)} --hosts h1`,
     '',
     sb.net === 'private'
-      ? 'note: each host has a network of its own (its firewall and net.* sysctls are its alone), reached from here over a veth pair; it has no route out, but apt reaches the mirror through a proxy here.'
+      ? 'note: each host has a network of its own (its firewall and net.* sysctls are its alone), reached from here over a veth pair; it has no route out, but apt and logins reach the web (ports 80 and 443) through a proxy here.'
       : `note: hosts share this machine's network: a service listening on 0.0.0.0:80 in one host takes port 80 for all.`,
     `stop: npm run sandbox -- down${sb.dir === DEFAULT_DIR ? '' : ` --dir ${sb.dir}`}`,
   ];

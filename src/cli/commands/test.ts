@@ -113,24 +113,36 @@ function hostKind(recipe: Recipe, flag: string | undefined): 'plain' | 'systemd'
 }
 
 /**
- * The sandbox host's network: --net, else the recipe's `test.net`, else a network of its own when
- * a step would change what is the network namespace's (a firewall, a net.* sysctl): on this
- * machine's network that would be this machine's firewall, or refused.
+ * The sandbox hosts' network: --net, else the recipe's `test.net`, else a network of each host's
+ * own. That keeps hosts side by side from meeting on a port (two nginx on :80), and a firewall or
+ * net.* sysctl the host's own. On this machine's network a firewall step would set this machine's
+ * firewall: refused.
  */
-function hostNet(recipe: Recipe, flag: string | undefined): { net: 'shared' | 'private'; why?: string } {
-  if (flag !== undefined) {
-    if (flag !== 'shared' && flag !== 'private') throw new InputError(`--net ${flag}: a sandbox host's network is shared or private`);
-    return { net: flag };
-  }
-  if (recipe.test?.net) return { net: recipe.test.net };
-  for (const s of [...recipe.steps, ...recipe.handlers]) {
-    const name = (s.params as { name?: unknown } | undefined)?.name;
-    if (s.type === 'firewall') return { net: 'private', why: `step "${s.name}" sets a firewall` };
-    if (s.type === 'sysctl' && (typeof name !== 'string' || name.startsWith('net.') || name.includes('{{'))) {
-      return { net: 'private', why: `step "${s.name}" sets a network sysctl` };
+function hostNet(recipe: Recipe, flag: string | undefined): 'shared' | 'private' {
+  if (flag !== undefined && flag !== 'shared' && flag !== 'private') throw new InputError(`--net ${flag}: a sandbox host's network is shared or private`);
+  const net = flag ?? recipe.test?.net ?? 'private';
+  if (net === 'shared') {
+    const firewall = [...recipe.steps, ...recipe.handlers].find((s) => s.type === 'firewall');
+    if (firewall) {
+      throw new InputError(
+        `step "${firewall.name}" sets a firewall, and on this machine's network (${flag !== undefined ? '--net shared' : 'test.net: shared'}) that would be this machine's firewall; test it on hosts with networks of their own (--net private, the default). Nothing was started`,
+      );
     }
   }
-  return { net: 'shared' };
+  return net;
+}
+
+/**
+ * The kernel settings outside net.* the recipe sets: a sandbox host shares this machine's kernel,
+ * so it gets a copy of each of its own to change (a templated name cannot be known here).
+ */
+function kernelSettings(recipe: Recipe): string[] {
+  const keys = new Set<string>();
+  for (const s of [...recipe.steps, ...recipe.handlers]) {
+    const name = (s.params as { name?: unknown } | undefined)?.name;
+    if (s.type === 'sysctl' && typeof name === 'string' && !name.includes('{{') && !name.startsWith('net.')) keys.add(name);
+  }
+  return [...keys];
 }
 
 export function registerTest(program: Command, ctx: Ctx): void {
@@ -145,7 +157,7 @@ export function registerTest(program: Command, ctx: Ctx): void {
     .option('--kind <kind>', "plain or systemd sandbox hosts (default: the recipe's test.host, else systemd when it has systemd_unit steps)")
     .option(
       '--net <net>',
-      "shared (this machine's network) or private (each host its own; apt reaches the mirror through this machine) (default: the recipe's test.net, else private when it sets a firewall or a net.* sysctl)",
+      "private (each host a network of its own, reaching the web through a proxy here on ports 80 and 443) or shared (this machine's) (default: the recipe's test.net, else private)",
     );
   // With target options, the stages run on those hosts (not throwaway) instead of sandbox hosts.
   addVarOptions(addTargetOptions(command)).action(async (recipeArg: string, _o: unknown, cmd: Command) => {
@@ -206,17 +218,18 @@ async function testCommand(recipeArg: string, o: TestCli): Promise<number> {
       }
     } else {
       const kind = hostKind(recipe, o.kind);
-      const { net, why } = hostNet(recipe, o.net);
+      const net = hostNet(recipe, o.net);
       // The sandbox is in the product so that this command can start it; loaded only here.
       const { prerequisites, describeMissing, startSandbox } = await import('../../sandbox/hosts.js');
       const pre = prerequisites({ kind, net });
       if (!pre.ok) {
         throw new InputError(`hostsmith test needs ${kind} sandbox hosts, and this machine cannot start them: ${describeMissing(pre.missing)}. Nothing was started`);
       }
-      const where = net === 'private' ? `, each on a network of its own${why ? ` (${why})` : ''}` : '';
+      const where = net === 'private' ? ', each on a network of its own' : " on this machine's network";
       out.say(`Testing ${recipe.name} (${steps.length} steps) on throwaway ${kind} hosts${where}, ${Math.min(parallel, jobs.length)} at once: ${[...wanted].join(', ')}`);
-      emit({ event: 'test-started', recipe: recipe.name, file, kind, net, ...(why ? { netWhy: why } : {}), stages: [...wanted], steps: steps.length });
-      const sb = await startSandbox({ count: Math.min(parallel, jobs.length), kind, net, detached: o.keep === true });
+      emit({ event: 'test-started', recipe: recipe.name, file, kind, net, stages: [...wanted], steps: steps.length });
+      const sysctls = kernelSettings(recipe);
+      const sb = await startSandbox({ count: Math.min(parallel, jobs.length), kind, net, sysctls, detached: o.keep === true });
       sandboxDir = sb.dir;
       const stopOnSignal = () => {
         void sb.stop().finally(() => process.exit(130));
