@@ -8,6 +8,9 @@
  *   units of ssh logins (session scopes, user@, user slices) come and go with the reading itself,
  *   and systemd notices the harness's own mounts over /proc/sys (proc-sys-*.mount) when it will,
  *   as it does its own credential mounts for services it ran at boot (run-credentials-*.mount).
+ *   Targets are left out too: one a package's unit pulled in (network-online.target) stays
+ *   active once reached, and holds nothing. So are the services systemd starts on demand and
+ *   stops once idle (hostnamed, timedated, localed: hostnamectl and timedatectl wake them).
  * - processes (hosts without systemd): the names of running programs, less the reading's own
  *   (sshd, sh, ps, sort, sed) and `sleep`, which any daemon's loop may be in for a moment.
  * - the running host name (its UTS namespace is its own).
@@ -51,6 +54,8 @@ ${sysctls.map((k) => `printf 'sysctl %s\\t%s\\n' ${k} "$(sysctl -n ${k} 2>&1)"`)
 /** Readings that change by themselves, or with the reading: never residue. */
 const CHURN = [
   /^unit (session-[^\t]*\.scope|user@[^\t]*|user-runtime-dir@[^\t]*|user-[0-9]+\.slice|proc-sys-[^\t]*\.mount|run-credentials-[^\t]*\.mount)$/,
+  /^unit [^\t]*\.target$/,
+  /^unit systemd-(hostnamed|timedated|localed)\.service$/,
   /^process (sshd|sh|ps|sort|sed|sleep)$/,
   /^sysctl net\.netfilter\.nf_conntrack_count$/,
 ];

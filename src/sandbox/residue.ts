@@ -42,6 +42,9 @@
  * - /var/lib/apt/periodic                apt's own stamps: every `apt-get update` touches update-success-stamp
  * - /var/lib/dpkg/*-old                  dpkg's backup copies (status-old, …)
  * - /var/lib/hostsmith                   hostsmith's own backups and state (kept by design)
+ * - /var/lib/systemd/timers              systemd's record of when each persistent timer last ran:
+ *                                        it changes whenever one elapses, and a package's timer
+ *                                        (logrotate's) leaves its stamp when the package is purged
  * - /etc/passwd- /etc/group- /etc/shadow- /etc/gshadow- /etc/subuid- /etc/subgid-, /etc/.pwd.lock
  *                                        the shadow tools' backup copies and lock, rewritten by every
  *                                        useradd/groupadd/userdel (the real files are compared)
@@ -70,6 +73,7 @@ export const DEFAULT_IGNORE: ReadonlyArray<string | RegExp> = [
   '/var/lib/apt/periodic',
   /^\/var\/lib\/dpkg\/[^/]+-old$/,
   '/var/lib/hostsmith',
+  '/var/lib/systemd/timers',
   /^\/etc\/(passwd|group|shadow|gshadow|subuid|subgid)-$/,
   '/etc/.pwd.lock',
 ];

@@ -1,10 +1,8 @@
 /**
  * Every example recipe in recipes/, end to end on a fresh real host, the ways a person runs them:
  *
- * - each recipe (listed from the folder, so a new one is covered without touching this file):
- *   `hostsmith test` holds at every stage, on throwaway hosts of its own — converge, idempotence,
- *   apply then undo to zero residue, a saved plan applied exactly, a failure injected after each
- *   step rolled back to zero residue, a controller killed and recovered to zero residue;
+ * - each recipe proved by `hostsmith test` at every stage: examples-proved.test.ts (a file of its
+ *   own, so that it runs beside these cases);
  * - motd: apply, undo to zero residue, and a second undo of the same run has nothing to do;
  * - web-server through a saved plan: `plan --out` marks "No default site" as known after apply
  *   (it depends on the nginx package), `apply --plan` follows it, and a new plan has nothing left;
@@ -14,41 +12,13 @@
  * Each case starts on a fresh host (the sandbox host restarted with its changes wiped). The
  * host is read with plain OpenSSH (test/hosts/residue.ts) and nginx with a plain HTTP request.
  */
-import { mkdtempSync, readdirSync, readFileSync } from 'node:fs';
+import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { beforeEach, expect, it } from 'vitest';
-import { parse as parseYaml } from 'yaml';
-import type { Sandbox, SandboxHost } from '../hosts/hosts.js';
 import { residue, snapshotHost } from '../hosts/residue.js';
 import { describeHosts, useSandbox } from '../hosts/use-sandbox.js';
-import { hostsmith, httpGet, onTerminal, ROOT, sandboxArgs, stepEvents } from './cli.js';
-
-/**
- * Read when the file is collected: a recipe added to recipes/ gets its own test. hostsmith test
- * picks each one's hosts: booted systemd hosts for app-server, plain ones for the rest, each on a
- * network of its own, whose apt reaches the mirror through a proxy on this machine.
- */
-const RECIPES = readdirSync(join(ROOT, 'recipes'))
-  .filter((f) => /\.ya?ml$/.test(f))
-  .sort();
-
-/**
- * The vars a recipe needs on a sandbox host (as --var name=value). A recipe with a required var
- * that is not given here fails its test with exit 2, which is the reminder to add it.
- */
-const VARS: Record<string, (sb: Sandbox, h: SandboxHost) => string[]> = {
-  // The sandbox key logs in as root already: installing it for the admin is harmless.
-  'admin-user': (sb) => [`admin_key=${readFileSync(`${sb.keyPath}.pub`, 'utf8').trim()}`],
-  // Hosts share the machine's network: nginx binds the host's own loopback address.
-  'web-server': (_sb, h) => [`listen=${h.address}:8080`],
-};
-
-/** The top-level step names of an example recipe, read as YAML (not through hostsmith). */
-function loadYamlSteps(file: string): string[] {
-  const doc = parseYaml(readFileSync(join(ROOT, 'recipes', file), 'utf8')) as { steps?: Array<{ name: string }> };
-  return (doc.steps ?? []).map((s) => s.name);
-}
+import { hostsmith, httpGet, onTerminal, sandboxArgs, stepEvents } from './cli.js';
 
 describeHosts('the example recipes, end to end on a fresh host', () => {
   const sandbox = useSandbox(1);
@@ -65,34 +35,6 @@ describeHosts('the example recipes, end to end on a fresh host', () => {
 
   const varArgs = (vars: string[]) => vars.flatMap((v) => ['--var', v]);
   const tail = (r: { stdout: string; stderr: string }) => `${r.stderr}\n${r.stdout.slice(-4000)}`;
-
-  for (const file of RECIPES) {
-    const name = file.replace(/\.ya?ml$/, '');
-    it(`${name}: hostsmith test holds at every stage — converge, idempotence, undo, saved plan, rollback after each step, recover after a kill`, async () => {
-      const sb = sandbox();
-      // Its own throwaway hosts: the vars a recipe needs are those that do not depend on the host.
-      const vars = (VARS[name]?.(sb, host()) ?? []).filter((v) => !v.startsWith('listen='));
-      // The kill lands right after the first change's step-started entry (entries 1-3 are the run's
-      // and the host's): a change in flight, every time. Random moments are hostsmith test's own
-      // default; a test that must not flake pins one.
-      const r = await hostsmith(['test', `recipes/${file}`, '--json', ...varArgs(vars)], { env: { HOSTSMITH_TEST_KILL_AT_WRITE: '4' } });
-      const stages = r.events.filter((e) => e.event === 'test-stage');
-      for (const s of stages) expect.soft(s.ok, JSON.stringify(s)).toBe(true);
-      expect(r.code, tail(r)).toBe(0);
-      const steps = loadYamlSteps(file);
-      expect(
-        stages
-          .filter((s) => s.stage === 'rollback')
-          .map((s) => s.step)
-          .sort(),
-      ).toEqual([...steps].sort());
-      for (const stage of ['converge', 'idempotence', 'undo', 'plan', 'recover']) expect(stages.find((s) => s.stage === stage)?.ok, stage).toBe(true);
-      // The hosts it chose: each on a network of its own (app-server's firewall and sysctl must
-      // not be this machine's, and two web-servers side by side must not meet on port 80).
-      const started = r.events.find((e) => e.event === 'test-started');
-      expect([started?.kind, started?.net]).toEqual([name === 'app-server' ? 'systemd' : 'plain', 'private']);
-    });
-  }
 
   it('motd: apply, then undo leaves no residue; a second undo of the same run has nothing to do', async () => {
     const sb = sandbox();
