@@ -65,8 +65,11 @@ const q = (s: string): string => `'${s.replace(/'/g, `'\\''`)}'`;
 /**
  * PID 1 of the host's new mount/UTS/PID namespaces (host-side /bin/sh). Every
  * mount it makes lives in that mount namespace only and disappears with it.
- * It ends by exec'ing chroot + tini, so tini is PID 1 (reaps zombies) and
- * sshd runs in the foreground under it.
+ * It ends by exec'ing chroot + tini, so tini is PID 1 (reaps zombies). sshd
+ * runs as a daemon, as its init script starts it on a server, and tini's own
+ * child only waits: a recipe that restarts ssh (`service ssh restart`, after
+ * editing sshd_config) gets a new sshd, not a host whose PID 1 ended with the
+ * old one. sshd's log goes to PID 1's stderr, the host's sshd.log here.
  */
 /** On a network of its own, the net.* sysctls are the host's own too: writable, as for nspawn's private network. */
 const PROC_SYS_NET_RW = 'mount --bind "$M/proc/sys/net" "$M/proc/sys/net"; mount -o remount,bind,rw "$M/proc/sys/net"\n';
@@ -131,7 +134,7 @@ cp "$H/sshd_config" "$M/etc/ssh/sshd_config"
 cp "$H/authorized_keys" "$H/provision.sh" "$M/run/hostsmith/"
 chroot "$M" /bin/sh /run/hostsmith/provision.sh
 echo "[boot] provisioned; starting sshd"
-exec chroot "$M" /usr/bin/tini -- /usr/sbin/sshd -D -e
+exec chroot "$M" /usr/bin/tini -- /bin/sh -c '/usr/sbin/sshd -E /proc/1/fd/2 || exit 1; while :; do sleep 86400; done'
 `;
 }
 

@@ -146,6 +146,28 @@ describeHosts(
       expect(r.stdout).toMatch(/✓ rollback after "Marker": 2 step\(s\) rolled back, zero residue/);
     });
 
+    // Found with a recipe of every common type: what systemd does by itself when a package pulls
+    // in network-online.target, hostnamectl wakes hostnamed, or a purged package leaves its
+    // timer's stamp is not the recipe's residue.
+    it('on a systemd host, what systemd does by itself is not residue: a reached target, an on-demand service, a timer stamp', async () => {
+      const dir = fixture({
+        'sd.yml': [
+          'name: sd-churn',
+          'steps:',
+          '  - name: Packages',
+          '    package: { install: [nginx-light, logrotate] }',
+          '  - name: Name',
+          '    hostname: { name: churn1 }',
+          '  - name: Zone',
+          '    timezone: { name: Europe/Berlin }',
+          '',
+        ].join('\n'),
+      });
+      const r = await hostsmith(['test', join(dir, 'sd.yml'), '--json', '--only', 'undo', '--kind', 'systemd']);
+      expect(r.code, r.stderr + r.stdout).toBe(0);
+      expect(stage(r.events, 'undo')).toMatchObject({ ok: true, detail: 'undo of the converge run left zero residue' });
+    });
+
     // What no file records: each command below undoes its file and forgets what it made live.
     it('live state a rollback forgot is residue: a firewall table, a net.* sysctl, a kernel setting, a unit left running', async () => {
       const leak = (name: string, run: string) => [
@@ -251,7 +273,7 @@ describeHosts('hostsmith test on hosts you name', () => {
   });
 });
 
-describe('hostsmith test: bad input', () => {
+describeHosts('hostsmith test: what a sandbox host may do', () => {
   it('a kernel setting outside net.* is the host’s own to change, and comes back on rollback; this machine’s kernel is untouched', async () => {
     const machine = () => ['vm/swappiness', 'fs/file-max'].map((k) => readFileSync(`/proc/sys/${k}`, 'utf8').trim());
     const before = machine();
@@ -273,6 +295,29 @@ describe('hostsmith test: bad input', () => {
     expect(machine()).toEqual(before);
   });
 
+  it('a recipe that restarts ssh after editing its config holds: the host’s sshd is a daemon, as on a server', async () => {
+    const dir = fixture({
+      'ssh.yml': [
+        'name: ssh-restart',
+        'steps:',
+        '  - name: No X11',
+        '    line: { path: /etc/ssh/sshd_config, line: "X11Forwarding no", match: "^#?X11Forwarding" }',
+        '    notify: [Restart ssh]',
+        'handlers:',
+        '  - name: Restart ssh',
+        '    service: { name: ssh, state: restarted }',
+        '',
+      ].join('\n'),
+    });
+    // Before sshd was a daemon there, the restart ended the host, and converge lost it.
+    const r = await hostsmith(['test', join(dir, 'ssh.yml'), '--json', '--only', 'idempotence,undo']);
+    expect(r.code, r.stderr + r.stdout).toBe(0);
+    expect(stage(r.events, 'converge')).toMatchObject({ ok: true, detail: 'applied on a fresh host: 1 changed, 0 unchanged' });
+    expect(stage(r.events, 'undo')?.ok).toBe(true);
+  });
+});
+
+describe('hostsmith test: bad input', () => {
   it('an unknown stage is exit 2 before any host starts', async () => {
     const r = await hostsmith(['test', join(ROOT, 'recipes/motd.yml'), '--only', 'converge,bogus']);
     expect(r.code).toBe(2);
