@@ -176,6 +176,15 @@ ${fail ? '  - name: Breaks\n    command: { run: "exit 9" }\n' : ''}`;
     expect(await sshOk(sb, h, 'getent group audio sudo')).toBe('audio:x:29:deploy\nsudo:x:27:\n');
     const again = await apply(join(dir, 'ok.yml'), h.name);
     expect(stepEvents(again).map((e) => [e.status, e.summary])).toEqual([['unchanged', 'user olduser is absent']]);
+
+    // Undone later, from the journal alone: the account, its home and mail come back as they were.
+    // (Its backups are named home and mail, not after the paths: undo once refused them as
+    // "not the backup of /home/olduser".)
+    const undo = await hostsmith(['undo', ok.events[0]!.runId as string, '--yes', '--state-dir', state]);
+    expect(undo.code, undo.stderr + undo.stdout).toBe(0);
+    expect(await sshOk(sb, h, ACCOUNTS)).toBe(before);
+    expect(await sshOk(sb, h, SNAPSHOT(watched))).toBe(filesBefore);
+    expect(await sshOk(sb, h, 'readlink /home/olduser/link')).toBe('/etc/hostname\n');
   });
 
   it('a missing group: the plan notes it, apply fails before any change', async () => {

@@ -612,10 +612,14 @@ export const userStep: StepType<UserParams, UserState, UserUndo> = {
     if (stray !== undefined) return `its undo data would remove ${JSON.stringify(stray)}, which is not ${p.name}'s home or mail spool`;
     const keys = u.keys as { file?: unknown } | undefined;
     if (keys && (typeof keys.file !== 'string' || !keys.file.endsWith('/.ssh/authorized_keys'))) return `its undo data would write ${JSON.stringify(keys.file)}, which is not an authorized_keys file`;
+    // What it restores is this user's home or mail spool, from the backups it kept of them, which
+    // are named for what they hold (home, mail), not after the paths.
     const restore = Array.isArray(u.restore) ? (u.restore as Array<{ path?: unknown; backup?: unknown }>) : [];
     for (const r of restore) {
-      const bad = backupMismatch(r.backup, typeof r.path === 'string' ? r.path : undefined);
+      const bad = backupMismatch(r.backup);
       if (bad) return bad;
+      if (typeof r.path !== 'string' || (r.path !== p.home && !r.path.endsWith(`/${p.name}`))) return `its undo data would restore ${JSON.stringify(r.path)}, which is not ${p.name}'s home or mail spool`;
+      if (!/\/(home|mail)$/.test(String(r.backup))) return `its backup ${String(r.backup)} is not a backup of a home or mail spool`;
     }
     return backupMismatch((u.accounts as { backup?: unknown } | undefined)?.backup);
   },
