@@ -618,7 +618,8 @@ export const userStep: StepType<UserParams, UserState, UserUndo> = {
     for (const r of restore) {
       const bad = backupMismatch(r.backup);
       if (bad) return bad;
-      if (typeof r.path !== 'string' || (r.path !== p.home && !r.path.endsWith(`/${p.name}`))) return `its undo data would restore ${JSON.stringify(r.path)}, which is not ${p.name}'s home or mail spool`;
+      if (typeof r.path !== 'string' || (r.path !== p.home && !r.path.endsWith(`/${p.name}`)))
+        return `its undo data would restore ${JSON.stringify(r.path)}, which is not ${p.name}'s home or mail spool`;
       if (!/\/(home|mail)$/.test(String(r.backup))) return `its backup ${String(r.backup)} is not a backup of a home or mail spool`;
     }
     return backupMismatch((u.accounts as { backup?: unknown } | undefined)?.backup);
