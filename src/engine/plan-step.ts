@@ -154,7 +154,15 @@ async function planOnce(state: PlanState, inputs: PlanInputs, spec: StepSpec): P
       if (env.mode === 'plan' && after.length && !(e instanceof ConnectError)) return unknownUntilApply(state, env, spec, spec.type, after, errorMessage(e), digest);
       throw e;
     }
-    let plan = type.plan(params, current, { runId: env.runId, step: spec.name, backupDir: ctx.backupDir, sensitive: inputs.sensitive?.(JSON.stringify(params)) });
+    let plan: Plan<unknown>;
+    try {
+      plan = type.plan(params, current, { runId: env.runId, step: spec.name, backupDir: ctx.backupDir, sensitive: inputs.sensitive?.(JSON.stringify(params)) });
+    } catch (e) {
+      // The same for what the host holds now but an earlier change will take away (a file an
+      // earlier step removes, so that a link can take its place): refused now, not at its turn.
+      if (env.mode === 'plan' && after.length) return unknownUntilApply(state, env, spec, spec.type, after, errorMessage(e), digest);
+      throw e;
+    }
     summary = plan.summary;
     // Masking the new secret is not enough: the old content may hold the value it replaces.
     if (plan.diff && inputs.sensitive?.(JSON.stringify(params))) plan = { ...plan, diff: HIDDEN_DIFF };

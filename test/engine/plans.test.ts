@@ -40,6 +40,25 @@ async function plan(dir: string, target: HostTarget) {
 }
 
 describe('the plan value of a run', () => {
+  it('a step the host refuses now but an earlier change makes possible is known after apply, not failed', async () => {
+    const { dir, target } = setup([`  - name: No file\n    file: { path: $D/motd, state: absent }`, `  - name: Link\n    file: { path: $D/motd, state: link, target: $D/issue }`].join('\n') + '\n');
+    writeFileSync(join(dir, 'motd'), 'old\n');
+    writeFileSync(join(dir, 'issue'), 'issue\n');
+    const { value, report } = await plan(dir, target);
+    const steps = value.hosts.here!.steps;
+    expect(steps.map((s) => [s.name, s.status, s.dynamic])).toEqual([
+      ['No file', 'planned', false],
+      ['Link', 'planned', true],
+    ]);
+    expect(steps[1]!.summary).toMatch(/^known after apply \(file depends on: No file\) — now: .*is a file, not a link/);
+    expect(report.exitCode).toBe(0);
+    // Alone, with nothing before it to change the path, the same step is refused in the plan.
+    const alone = setup(`  - name: Link\n    file: { path: $D/motd, state: link, target: $D/issue }\n`);
+    writeFileSync(join(alone.dir, 'motd'), 'old\n');
+    const refused = await plan(alone.dir, alone.target);
+    expect(refused.value.hosts.here!.steps.map((s) => [s.name, s.status])).toEqual([['Link', 'failed']]);
+  });
+
   it("holds every step with its status, params digest and pre-state; a step using a changing step's output is dynamic", async () => {
     const { dir, target } = setup(
       [
