@@ -67,7 +67,8 @@ const q = (s: string): string => `'${s.replace(/'/g, `'\\''`)}'`;
  * mount it makes lives in that mount namespace only and disappears with it.
  * It ends by exec'ing chroot + tini, so tini is PID 1 (reaps zombies). sshd
  * runs as a daemon, as its init script starts it on a server, and tini's own
- * child only waits: a recipe that restarts ssh (`service ssh restart`, after
+ * child only waits (reading a FIFO nobody writes: no process of its own, not
+ * even a sleep that a recipe's `pgrep sleep` would find): a recipe that restarts ssh (`service ssh restart`, after
  * editing sshd_config) gets a new sshd, not a host whose PID 1 ended with the
  * old one. sshd's log goes to PID 1's stderr, the host's sshd.log here.
  */
@@ -134,7 +135,7 @@ cp "$H/sshd_config" "$M/etc/ssh/sshd_config"
 cp "$H/authorized_keys" "$H/provision.sh" "$M/run/hostsmith/"
 chroot "$M" /bin/sh /run/hostsmith/provision.sh
 echo "[boot] provisioned; starting sshd"
-exec chroot "$M" /usr/bin/tini -- /bin/sh -c '/usr/sbin/sshd -E /proc/1/fd/2 || exit 1; while :; do sleep 86400; done'
+exec chroot "$M" /usr/bin/tini -- /bin/sh -c '/usr/sbin/sshd -E /proc/1/fd/2 || exit 1; mkfifo -m 600 /run/hostsmith/hold; while :; do read -r _ < /run/hostsmith/hold; done'
 `;
 }
 
