@@ -11,6 +11,7 @@ import { lineSchema } from '../../src/steps/line/line.js';
 import { absolutePathProblem, normalisePath } from '../../src/steps/paths.js';
 import { templateSchema } from '../../src/steps/template/template.js';
 import { userSchema } from '../../src/steps/user/user.js';
+import { stepType } from '../../src/steps/registry.js';
 import { brief, loadIssues, yaml } from '../recipe/fixtures.js';
 
 /** `field: message` for each issue; [] when the params are valid. */
@@ -121,5 +122,23 @@ describe('in a recipe: exit 2 at the field, before any host is contacted', () =>
     await expect(loadIssues({ 'recipe.yml': yaml('name: t', 'vars: { d: { default: x } }', 'steps:', '  - name: T', '    file: { path: "/tmp/{{d}}/../f", content: x }') })).rejects.toThrow(
       /expected the recipe to be rejected/,
     );
+  });
+});
+
+describe('yes/no params take what a template renders, as every flag does', () => {
+  // A var rendered into `enabled: "{{on}}"` arrives as the string "true" or "false".
+  it.each([
+    ['service', { name: 'cron', enabled: 'false' }, 'enabled'],
+    ['package', { install: ['jq'], update_cache: 'true' }, 'update_cache'],
+    ['line', { path: '/etc/x', line: 'a', create: 'true' }, 'create'],
+    ['block', { path: '/etc/x', block: 'a', create: 'true' }, 'create'],
+    ['git', { repo: '/srv/r.git', dest: '/srv/r', force: 'true' }, 'force'],
+    ['reboot', { only_if_needed: 'true' }, 'only_if_needed'],
+  ])('%s', (type, params, field) => {
+    const schema = stepType(type)!.schema;
+    const parsed = schema.safeParse(params);
+    expect(parsed.success, JSON.stringify(parsed.error?.issues)).toBe(true);
+    expect((parsed.data as Record<string, unknown>)[field]).toBe((params as Record<string, unknown>)[field] === 'true');
+    expect(issues(schema, { ...params, [field]: 'yes' }).join('\n')).toMatch(new RegExp(field));
   });
 });

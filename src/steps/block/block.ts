@@ -1,3 +1,4 @@
+import { flag } from '../accounts.js';
 import { z } from 'zod';
 import { StepError } from '../../errors.js';
 import { pathStepParts, type FileUndo, type PathState } from '../file-state.js';
@@ -25,7 +26,7 @@ export const blockSchema = z
     state: z.enum(['present', 'absent']).default('present'),
     insertafter: place.optional(),
     insertbefore: place.optional(),
-    create: z.boolean().default(false),
+    create: flag.default(false),
     mode: modeSchema.optional(),
     owner: ownerName('owner').optional(),
     group: ownerName('group').optional(),

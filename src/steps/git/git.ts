@@ -18,6 +18,7 @@
  * local branch the step moved or made is put back or deleted. Objects and remote-tracking refs a
  * fetch brought in stay: they are git's cache, and no commit is checked out from them.
  */
+import { flag } from '../accounts.js';
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
 import { StepError } from '../../errors.js';
@@ -69,7 +70,7 @@ export const gitSchema = z
     owner: ownerName('owner').optional(),
     group: ownerName('group').optional(),
     depth: z.number().int().min(1).optional(),
-    force: z.boolean().default(false),
+    force: flag.default(false),
   })
   .strict();
 

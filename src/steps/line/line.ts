@@ -1,3 +1,4 @@
+import { flag } from '../accounts.js';
 import { z } from 'zod';
 import { pathStepParts, type FileUndo, type PathState } from '../file-state.js';
 import { HIDDEN_OLD, type Plan, type PlanEnv, type StepType } from '../step.js';
@@ -15,7 +16,7 @@ export const lineSchema = z
     match: regex.optional(),
     state: z.enum(['present', 'absent']).default('present'),
     after: regex.optional(),
-    create: z.boolean().default(false),
+    create: flag.default(false),
     /** Metadata the file must have, as with `file` (e.g. 0440 for /etc/sudoers.d). */
     mode: modeSchema.optional(),
     owner: ownerName('owner').optional(),

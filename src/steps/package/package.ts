@@ -6,7 +6,7 @@ import { DURATION_HINT, parseDuration } from '../../duration.js';
 import { unifiedDiff } from '../../render/diff.js';
 import { quote } from '../../shell/script.js';
 import { posix } from 'node:path';
-import { ACCOUNT_FILES, backupAccountsScript, entryNames, restoreAccounts, type AccountFile, type Touched } from '../accounts.js';
+import { ACCOUNT_FILES, backupAccountsScript, entryNames, restoreAccounts, type AccountFile, type Touched, flag } from '../accounts.js';
 import { backupDirsScript, backupPath, restoreFromBackup, restoreScript } from '../backup.js';
 import { runOk, stateFingerprint, tail, type HostEnv, type Plan, type StepContext, type StepType } from '../step.js';
 import type { ExecOptions } from '../../transport/transport.js';
@@ -68,7 +68,7 @@ export const packageSchema = z
   .object({
     install: listOf(pkgSpec).default([]),
     remove: listOf(pkgName).default([]),
-    update_cache: z.boolean().default(false),
+    update_cache: flag.default(false),
     /** Lists younger than this are not refreshed again (seconds or a duration such as 1h). */
     cache_valid_time: z
       .union([z.string(), z.number()])

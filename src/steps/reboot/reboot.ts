@@ -10,6 +10,7 @@
  * (the host was rebooted at …), so a rollback, undo or recover that crosses it goes on with the
  * other steps. It is never run again after a rollback (as a handler), nor by the watchdog.
  */
+import { flag } from '../accounts.js';
 import { z } from 'zod';
 import { ConnectError, StepError } from '../../errors.js';
 import { DURATION_HINT, parseDuration } from '../../duration.js';
@@ -42,7 +43,7 @@ export const rebootSchema = z
     /** Told to logged-in users (wall) and the host's log before the reboot. */
     message: z.string().min(1).max(500).optional(),
     /** Reboot only when the host asks for it (/var/run/reboot-required exists); else the step is skipped. */
-    only_if_needed: z.boolean().default(false),
+    only_if_needed: flag.default(false),
   })
   .strict();
 

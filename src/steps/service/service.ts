@@ -1,3 +1,4 @@
+import { flag } from '../accounts.js';
 import { z } from 'zod';
 import { compact, str } from '../undo-text.js';
 import { StepError } from '../../errors.js';
@@ -9,7 +10,7 @@ export const serviceSchema = z
   .object({
     name: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9@_.:+-]*$/, 'not a valid service name (letters, digits, @ _ . : + -)'),
     state: z.enum(['started', 'stopped', 'restarted', 'reloaded']).optional(),
-    enabled: z.boolean().optional(),
+    enabled: flag.optional(),
   })
   .strict()
   .superRefine((p, ctx) => {
