@@ -6,7 +6,7 @@
  * processes are real ones this test starts.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -30,9 +30,23 @@ function rootTransport(): LocalTransport {
 /** A process this test owns; its command line says `hostsmith` only if asked to. */
 function startProcess(hostsmithLike: boolean): Promise<ChildProcess> {
   const child = hostsmithLike ? spawn(process.execPath, ['-e', 'setTimeout(() => {}, 60000)', 'hostsmith-apply'], { stdio: 'ignore' }) : spawn('sleep', ['60'], { stdio: 'ignore' });
-  return new Promise((res, rej) => {
-    child.once('spawn', () => res(child));
+  const started = new Promise<void>((res, rej) => {
+    child.once('spawn', () => res());
     child.once('error', rej);
+  });
+  // Spawned is not yet readable: on a loaded machine /proc showed an empty command line for a
+  // moment (seen once in CI), which reads as a kernel thread. Wait until it shows the program.
+  const program = hostsmithLike ? 'hostsmith-apply' : 'sleep';
+  return started.then(async () => {
+    for (let i = 0; i < 200; i++) {
+      try {
+        if (readFileSync(`/proc/${child.pid}/cmdline`, 'utf8').includes(program)) return child;
+      } catch {
+        // not there yet
+      }
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    throw new Error(`pid ${child.pid} never showed ${program} in /proc`);
   });
 }
 
