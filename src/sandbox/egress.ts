@@ -1,10 +1,10 @@
 /**
- * How a host on a network of its own reaches Debian's mirror (and the web): an HTTP proxy on this machine's end
- * of its veth pair, which apt on the host is told to use. The host still has no route out: no
- * NAT, no forwarding, nothing changed in this machine's network but the pair itself. Only apt's
- * traffic leaves, and only to ports 80 (plain requests) and 443 (CONNECT), so a firewall recipe
- * is proved on the host without its packages being out of reach. Logins get the usual proxy
- * variables too, so curl, git or wget in a recipe's commands reach the same ports.
+ * How a host on a network of its own reaches Debian's mirror and the web: an HTTP proxy on this
+ * machine's end of its veth pair, which the host's apt and logins (proxy variables) are told to
+ * use. The host still has no route out: no NAT, no forwarding, nothing changed in this machine's
+ * network but the pair itself. Only what goes through the proxy leaves, and only to ports 80
+ * (plain requests) and 443 (CONNECT), so a firewall recipe is proved on the host without its
+ * packages being out of reach.
  *
  * The proxy is a child process (a short script given to `node -e`), so it runs the same from the
  * built CLI and from the tests' TypeScript, and outlives the process that started a detached
@@ -89,7 +89,7 @@ export async function startProxy(address: string, dieWithUs: boolean): Promise<n
   child.stderr!.on('data', (d: Buffer) => (said += d.toString()));
   const ready = new Promise<void>((ok, fail) => {
     child.stdout!.on('data', (d: Buffer) => d.toString().includes('ready') && ok());
-    child.once('exit', (code) => fail(new Error(`the apt proxy on ${address}:${PROXY_PORT} exited (${code}) before it listened: ${said.trim()}`)));
+    child.once('exit', (code) => fail(new Error(`the sandbox proxy on ${address}:${PROXY_PORT} exited (${code}) before it listened: ${said.trim()}`)));
     child.once('error', fail);
   });
   const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
@@ -102,6 +102,6 @@ export async function startProxy(address: string, dieWithUs: boolean): Promise<n
   child.stdout!.destroy();
   child.stderr!.destroy();
   child.unref();
-  if (!child.pid) throw new Error(`the apt proxy on ${address} has no pid`);
+  if (!child.pid) throw new Error(`the sandbox proxy on ${address} has no pid`);
   return child.pid;
 }

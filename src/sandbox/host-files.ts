@@ -62,16 +62,6 @@ rm -f /etc/sudoers.d/nosudo
 
 const q = (s: string): string => `'${s.replace(/'/g, `'\\''`)}'`;
 
-/**
- * PID 1 of the host's new mount/UTS/PID namespaces (host-side /bin/sh). Every
- * mount it makes lives in that mount namespace only and disappears with it.
- * It ends by exec'ing chroot + tini, so tini is PID 1 (reaps zombies). sshd
- * runs as a daemon, as its init script starts it on a server, and tini's own
- * child only waits (reading a FIFO nobody writes: no process of its own, not
- * even a sleep that a recipe's `pgrep sleep` would find): a recipe that restarts ssh (`service ssh restart`, after
- * editing sshd_config) gets a new sshd, not a host whose PID 1 ended with the
- * old one. sshd's log goes to PID 1's stderr, the host's sshd.log here.
- */
 /** On a network of its own, the net.* sysctls are the host's own too: writable, as for nspawn's private network. */
 const PROC_SYS_NET_RW = 'mount --bind "$M/proc/sys/net" "$M/proc/sys/net"; mount -o remount,bind,rw "$M/proc/sys/net"\n';
 
@@ -84,23 +74,35 @@ const PROC_SYS_NET_RW = 'mount --bind "$M/proc/sys/net" "$M/proc/sys/net"; mount
  * read-only there again.) Only for keys outside net.*: on a network of its own those are the
  * host's own already.
  */
-export function shadowSysctls(keys: readonly string[]): { prepare: string; binds: (dest: string) => string; inside: string } {
-  const ok = keys.filter((k) => /^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)+$/.test(k) && !k.startsWith('net.'));
-  if (!ok.length) return { prepare: '', binds: () => '', inside: '' };
+/** The keys a host can be given copies of: dotted names outside net.*, safe in a shell word. */
+export function shadowableSysctls(keys: readonly string[]): string[] {
+  return [...new Set(keys)].filter((k) => /^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)+$/.test(k) && !k.startsWith('net.'));
+}
+
+/** `keys`: as shadowableSysctls gave them. */
+export function shadowSysctls(keys: readonly string[]): { prepare: string; binds: string; inside: string } {
+  if (!keys.length) return { prepare: '', binds: '', inside: '' };
   const path = (k: string) => `/proc/sys/${k.split('.').join('/')}`;
-  const prepare = `mkdir -p "$H/sysctl"\n${ok.map((k) => `[ -f ${path(k)} ] && cat ${path(k)} > "$H/sysctl/${k}" || rm -f "$H/sysctl/${k}"`).join('\n')}\n`;
-  const binds = (dest: string) =>
-    ok
-      .map((k) => `[ ! -f "$H/sysctl/${k}" ] || mount --bind "$H/sysctl/${k}" "${dest}${path(k)}"`)
-      .join('\n')
-      .concat('\n');
+  const lines = (f: (k: string) => string) => `${keys.map(f).join('\n')}\n`;
+  const prepare = `mkdir -p "$H/sysctl"\n${lines((k) => `[ -f ${path(k)} ] && cat ${path(k)} > "$H/sysctl/${k}" || rm -f "$H/sysctl/${k}"`)}`;
+  const binds = lines((k) => `[ ! -f "$H/sysctl/${k}" ] || mount --bind "$H/sysctl/${k}" "$M${path(k)}"`);
   // A booted host's /proc is nspawn's own, and nspawn binds nothing there: the host binds them
   // itself once it is up (over ssh, as root, which keeps CAP_SYS_ADMIN there), from files in
   // /var/tmp, which residue leaves out as scratch space.
-  const inside = `set -e\nmkdir -p /var/tmp/.hostsmith-sysctl\n${ok.map((k) => `if [ -f ${path(k)} ]; then cat ${path(k)} > /var/tmp/.hostsmith-sysctl/${k}; mount --bind /var/tmp/.hostsmith-sysctl/${k} ${path(k)}; fi`).join('\n')}\n`;
+  const inside = `set -e\nmkdir -p /var/tmp/.hostsmith-sysctl\n${lines((k) => `if [ -f ${path(k)} ]; then cat ${path(k)} > /var/tmp/.hostsmith-sysctl/${k}; mount --bind /var/tmp/.hostsmith-sysctl/${k} ${path(k)}; fi`)}`;
   return { prepare, binds, inside };
 }
 
+/**
+ * PID 1 of the host's new mount/UTS/PID namespaces (host-side /bin/sh). Every
+ * mount it makes lives in that mount namespace only and disappears with it.
+ * It ends by exec'ing chroot + tini, so tini is PID 1 (reaps zombies). sshd
+ * runs as a daemon, as its init script starts it on a server, so a recipe that
+ * restarts ssh (after editing sshd_config) gets a new sshd rather than a host
+ * whose PID 1 ended with the old one. tini's own child only waits, reading a
+ * FIFO nobody writes: it starts no process (a sleep would answer a recipe's
+ * `pgrep sleep`). sshd logs to PID 1's stderr, the host's sshd.log here.
+ */
 export function bootScript(h: HostSpec, rootfs: string, net?: PrivateNet, sysctls: readonly string[] = []): string {
   const shadow = shadowSysctls(sysctls);
   return `set -eu
@@ -114,7 +116,7 @@ for p in sys sysrq-trigger; do
   [ -e "$M/proc/$p" ] || continue
   mount --bind "$M/proc/$p" "$M/proc/$p"; mount -o remount,bind,ro "$M/proc/$p"
 done
-${net ? PROC_SYS_NET_RW : ''}${shadow.prepare}${shadow.binds('$M')}mount -t sysfs -o ro,nosuid,nodev,noexec sysfs "$M/sys"
+${net ? PROC_SYS_NET_RW : ''}${shadow.prepare}${shadow.binds}mount -t sysfs -o ro,nosuid,nodev,noexec sysfs "$M/sys"
 # a private /dev: a few device nodes bound from the real one, its own ptys
 mount -t tmpfs -o mode=755,nosuid tmpfs "$M/dev"
 for d in null zero full random urandom tty; do

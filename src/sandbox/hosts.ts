@@ -11,7 +11,20 @@ import { spawn, spawnSync } from 'node:child_process';
 import { appendFileSync, closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, renameSync, rmdirSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { join, resolve } from 'node:path';
-import { bootScript, cgroupRoots, shadowSysctls, hostCgroup, inventory, knownHosts, provisionScript, sshConfig, sshdConfig, systemdBootScript, type HostSpec } from './host-files.js';
+import {
+  bootScript,
+  cgroupRoots,
+  shadowableSysctls,
+  shadowSysctls,
+  hostCgroup,
+  inventory,
+  knownHosts,
+  provisionScript,
+  sshConfig,
+  sshdConfig,
+  systemdBootScript,
+  type HostSpec,
+} from './host-files.js';
 import { startProxy } from './egress.js';
 import { ensureRootfs, type HostKind } from './rootfs.js';
 import { claimSlots, pickPort, privateAddresses, releaseSlot, setSlotOwner, slotAddress } from './slots.js';
@@ -49,7 +62,7 @@ export interface Sandbox {
   dir: string;
   kind: HostKind;
   net: HostNet;
-  /** The kernel settings each host has a copy of (SandboxOptions.sysctls). */
+  /** The kernel settings each host has a copy of: SandboxOptions.sysctls, less those it cannot have. */
   sysctls: string[];
   hosts: SandboxHost[];
   keyPath: string; // client private key (ed25519, no passphrase), authorized for root, deploy, nosudo
@@ -66,7 +79,7 @@ interface HostState extends HostSpec {
   unshare?: ProcId; // pid = SandboxHost.pid
   init?: ProcId; // PID 1 of the host's pid namespace (tini), as seen from here
   pidns?: string;
-  proxy?: ProcId; // on a private network: the apt proxy on this machine's end of its pair
+  proxy?: ProcId; // on a private network: the web proxy on this machine's end of its pair (egress.ts)
 }
 
 interface SandboxState {
@@ -196,7 +209,7 @@ export async function startSandbox(o: { count: number; detached?: boolean; dir?:
     rootfs,
     kind,
     net,
-    ...(o.sysctls?.length ? { sysctls: o.sysctls } : {}),
+    ...(o.sysctls?.length ? { sysctls: shadowableSysctls(o.sysctls) } : {}),
     detached,
     creator: procId(process.pid),
     createdAt: new Date().toISOString(),

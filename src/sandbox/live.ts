@@ -30,7 +30,7 @@ interface Reach {
   keyPath: string;
   knownHostsPath: string;
   net: 'shared' | 'private';
-  /** Kernel settings the hosts were given copies of: theirs to change, so compared too. */
+  /** Kernel settings the hosts were given copies of (names safe in a shell word): theirs to change, so compared too. */
   sysctls?: readonly string[];
 }
 
@@ -62,10 +62,7 @@ const CHURN = [
 
 export async function liveState(sb: Reach, host: { address: string; port: number; name: string }): Promise<LiveState> {
   const r = await sshExec({ address: host.address, port: host.port, keyPath: sb.keyPath, knownHostsPath: sb.knownHostsPath }, 'sh -s', {
-    input: SCRIPT(
-      sb.net,
-      (sb.sysctls ?? []).filter((k) => /^[A-Za-z0-9_.-]+$/.test(k)),
-    ),
+    input: SCRIPT(sb.net, sb.sysctls ?? []),
   });
   if (r.code !== 0) throw new Error(`reading the live state of ${host.name} (${host.address}:${host.port}) failed, exit ${r.code}: ${r.stderr.trim()}`);
   const state: LiveState = new Map();

@@ -133,14 +133,15 @@ function hostNet(recipe: Recipe, flag: string | undefined): 'shared' | 'private'
 }
 
 /**
- * The kernel settings outside net.* the recipe sets: a sandbox host shares this machine's kernel,
- * so it gets a copy of each of its own to change (a templated name cannot be known here).
+ * The kernel settings the recipe sets: a sandbox host shares this machine's kernel, so it gets a
+ * copy of each of its own to change (the sandbox leaves out net.*, the host's own on a network
+ * of its own; a templated name cannot be known here).
  */
 function kernelSettings(recipe: Recipe): string[] {
   const keys = new Set<string>();
   for (const s of [...recipe.steps, ...recipe.handlers]) {
     const name = (s.params as { name?: unknown } | undefined)?.name;
-    if (s.type === 'sysctl' && typeof name === 'string' && !name.includes('{{') && !name.startsWith('net.')) keys.add(name);
+    if (s.type === 'sysctl' && typeof name === 'string' && !name.includes('{{')) keys.add(name);
   }
   return [...keys];
 }
