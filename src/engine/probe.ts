@@ -24,6 +24,7 @@ import type { ExecResult, Transport } from '../transport/transport.js';
 import type { StepSpec } from '../recipe/types.js';
 import { MEMO_MARK } from '../steps/package/apt.js';
 import { overlaps } from '../steps/footprint.js';
+import { PATH_BATCH_FILES, pathAnswers, pathBatchScript, pathOfRead } from '../steps/path-batch.js';
 
 /** Rounds of discovery per batch: a check reads at most this many times in a row from one batch. */
 const MAX_ROUNDS = 3;
@@ -233,6 +234,23 @@ function batchLine(i: number, it: { cmdline: string; stdin: Buffer }): string {
 }
 
 /**
+ * A batched command that is exactly a path's read (file-state.ts checkScript, no timeout, sudo,
+ * cwd or environment of its own): the path it reads.
+ */
+function pathItem(it: { cmdline: string; stdin: Buffer }): string | undefined {
+  const plain = PLAIN.exec(it.cmdline);
+  if (!plain || plain[1]) return undefined;
+  const nl = it.stdin.indexOf(0x0a);
+  if (nl <= 0 || Number(it.stdin.subarray(0, nl).toString('latin1')) !== it.stdin.length - nl - 1) return undefined;
+  const script = it.stdin.subarray(nl + 1).toString('utf8');
+  const m = BARE.exec(script);
+  return m ? pathOfRead(m[1]!) : undefined;
+}
+
+/** The script commandScript makes of a command run with nothing but the run's tag around it. */
+const BARE = new RegExp(`^unset n s(?:; export HOSTSMITH_RUN=(?:[A-Za-z0-9_/.,:=@%+-]+|'[^']*'))?; ([^]*)\n${escapeRe(SCRIPT_END)}$`);
+
+/**
  * Runs framed commands (exec command line + stdin, as ShellTransport.exec sends them) in one
  * exec, each exactly as its own exec would run, and gives back each one's result; undefined for
  * one whose result did not come back (the batch failed: such a command is run on its own later).
@@ -240,10 +258,22 @@ function batchLine(i: number, it: { cmdline: string; stdin: Buffer }): string {
  * (`<index> <code>`), then `wc -c` of every output file — and then the files' bytes back to back,
  * cut by those sizes: nothing a command prints (a line like the frame, binary bytes, no final
  * newline) can shift another's output.
+ *
+ * Two or more path reads are answered together from one look at the host (steps/path-batch.ts);
+ * one that look cannot answer for certain runs its own script in a second batch.
  */
-export async function execBatch(transport: ShellTransport, items: Array<{ cmdline: string; stdin: Buffer }>): Promise<Array<ExecResult | undefined>> {
+export async function execBatch(transport: ShellTransport, items: Array<{ cmdline: string; stdin: Buffer }>, o: { combine?: boolean } = {}): Promise<Array<ExecResult | undefined>> {
   const nonce = randomBytes(8).toString('hex');
-  const files = items.flatMap((_, i) => [`o${i}`, `e${i}`]);
+  const paths = new Map<number, string>();
+  if (o.combine !== false) {
+    items.forEach((it, i) => {
+      const p = pathItem(it);
+      if (p !== undefined) paths.set(i, p);
+    });
+    if (paths.size < 2) paths.clear();
+  }
+  const own = items.map((_, i) => i).filter((i) => !paths.has(i));
+  const files = [...own.flatMap((i) => [`o${i}`, `e${i}`]), ...(paths.size ? PATH_BATCH_FILES : [])];
   const lines = [
     // Named after the run (HOSTSMITH_RUN, set for every command): what a killed batch leaves, the
     // run's recover removes (journal-steps.ts stopLeftovers).
@@ -252,7 +282,8 @@ export async function execBatch(transport: ShellTransport, items: Array<{ cmdlin
     // Stopped, or its controller gone (a write to the dead channel: SIGPIPE): still leave nothing behind.
     "trap 'exit 143' TERM INT HUP PIPE",
     ': >"$T/c"',
-    ...items.map((it, i) => batchLine(i, it)),
+    ...(paths.size ? [pathBatchScript([...paths.values()])] : []),
+    ...own.map((i) => batchLine(i, items[i]!)),
     `printf '%s\\n' ${nonce}; cat "$T/c"; printf '%s\\n' ${nonce}; (cd "$T" && wc -c ${files.join(' ')} </dev/null); printf '%s\\n' ${nonce}; (cd "$T" && cat ${files.join(' ')})`,
   ];
   const r = await transport.exec(lines.join('\n'));
@@ -277,7 +308,7 @@ export async function execBatch(transport: ShellTransport, items: Array<{ cmdlin
     .subarray(at1 + mark.length, at2)
     .toString('latin1')
     .split('\n')) {
-    const m = /^\s*(\d+) ([oe]\d+)$/.exec(line);
+    const m = /^\s*(\d+) ([oe]\d+|p[mfd])$/.exec(line);
     if (m) sizes.set(m[2]!, Number(m[1]));
   }
   if (files.some((f) => !sizes.has(f))) return out;
@@ -289,17 +320,39 @@ export async function execBatch(transport: ShellTransport, items: Array<{ cmdlin
     bytes.set(f, raw.subarray(at, at + n));
     at += n;
   }
-  items.forEach((item, i) => {
+  for (const i of own) {
     const exit = codes.get(i);
-    if (exit === undefined) return;
+    if (exit === undefined) continue;
     const stdoutRaw = Buffer.from(bytes.get(`o${i}`)!);
     out[i] = {
       code: exit,
       stdout: stdoutRaw.toString('utf8'),
       stderr: bytes.get(`e${i}`)!.toString('utf8'),
       stdoutRaw,
-      timedOut: exit === 124 && item.cmdline.startsWith('timeout '),
+      timedOut: exit === 124 && items[i]!.cmdline.startsWith('timeout '),
     };
-  });
+  }
+  if (!paths.size) return out;
+  const answers = pathAnswers([...paths.values()], { pm: bytes.get('pm')!, pf: bytes.get('pf')!, pd: bytes.get('pd')! });
+  const unsure: number[] = [];
+  for (const [i, p] of paths) {
+    const a = answers?.get(p);
+    if (!a) {
+      unsure.push(i);
+      continue;
+    }
+    const stdoutRaw = Buffer.from(a.stdout);
+    out[i] = { code: a.code, stdout: stdoutRaw.toString('utf8'), stderr: a.stderr, stdoutRaw, timedOut: false };
+  }
+  if (unsure.length) {
+    const again = await execBatch(
+      transport,
+      unsure.map((i) => items[i]!),
+      { combine: false },
+    );
+    unsure.forEach((i, k) => {
+      out[i] = again[k];
+    });
+  }
   return out;
 }

@@ -14,6 +14,7 @@ import { backupMismatch, type StaticEnv, type StaticProblem } from './step.js';
 import { backupFailure, backupPath, copyToBackupScript, restoreFromBackup, restoreScript } from './backup.js';
 import { answerOf, guardScript, remember, runOneExec } from '../shell/one-exec.js';
 import { fmtMode } from './modes.js';
+import { knowPathRead } from './path-batch.js';
 
 export type PathKind = 'absent' | 'file' | 'directory' | 'link' | 'other';
 
@@ -63,7 +64,7 @@ export type FileUndo =
  * Nothing is read through `$(…)`, which would drop trailing newlines.
  */
 export function checkScript(path: string): string {
-  return [
+  const script = [
     unsafeParentsScript(path, { target: true }),
     `p=${quote(path)}`,
     // ${d%/*} rather than dirname: the path is absolute and normalised (schema), and no command
@@ -80,6 +81,9 @@ export function checkScript(path: string): string {
     `if [ "$k" = link ]; then readlink -z -- "$p" || exit 1; else printf '\\0'; fi`,
     'if [ "$k" = file ]; then cat -- "$p"; fi',
   ].join('\n');
+  // A batch of several such reads answers them all from one look at the host (path-batch.ts).
+  knowPathRead(script, path);
+  return script;
 }
 
 /** The parent folders of `path` that do not exist (the `count` nearest ones), outermost first. */

@@ -12,7 +12,7 @@
  *   needs a read, not after every change.
  * The host's state is set up and read with plain OpenSSH.
  */
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { beforeAll, expect, it } from 'vitest';
 import { sshOk } from '../hosts/ssh.js';
@@ -150,4 +150,29 @@ describeHosts('batched probes: one exec for every read, the same plan as one ste
     expect(await sshOk(sandbox(), sandbox().hosts[0]!, 'cat /srv/seed/app.env; crontab -l | grep -c "^[12] \\* \\* \\* \\* true$"')).toBe('A=1\nB=2\nC=3\nB=2\n2\n');
     expect(stepEvents(r).map((e) => e.status)).toEqual(Array(9).fill('changed'));
   }, 120_000);
+  it('ten more files and folders cost a no-op no more processes on the host: their reads share one look', async () => {
+    // Processes the host started meanwhile, from its own PID counter (the host has a PID
+    // namespace of its own), read with plain ssh before and after.
+    const pid = async () => Number(await sshOk(sandbox(), sandbox().hosts[0]!, 'echo $$'));
+    const recipe = (n: number) =>
+      `name: wide\nsteps:\n${Array.from({ length: n }, (_, i) => `  - name: F${i}\n    file: { path: /srv/wide${n}/d${i}/f${i}.conf, content: "file ${i}\\n", mode: "0640" }\n  - name: D${i}\n    file: { path: /srv/wide${n}/e${i}, state: directory }`).join('\n')}\n`;
+    const noop = async (n: number): Promise<number> => {
+      const file = join(dir, `wide${n}.yml`);
+      writeFileSync(file, recipe(n));
+      const args = ['apply', file, ...sandboxArgs(sandbox(), join(dir, `state-wide${n}`)), '--hosts', 'h1', '--json', '--yes'];
+      const first = await hostsmith(args);
+      expect(first.code, all(first)).toBe(0);
+      const before = await pid();
+      const again = await hostsmith(args);
+      const after = await pid();
+      expect(again.code, all(again)).toBe(0);
+      expect(stepEvents(again).every((e) => e.status === 'unchanged')).toBe(true);
+      return after - before;
+    };
+    const two = await noop(2);
+    const twelve = await noop(12);
+    // Read one by one, each file is a sh, a stat and a cat, and each folder a sh and a stat: about
+    // 50 more processes for the 20 more paths. Read together, the same three processes.
+    expect(twelve - two, `no-op of 4 paths: ${two} processes; of 24 paths: ${twelve}`).toBeLessThanOrEqual(4);
+  }, 180_000);
 });

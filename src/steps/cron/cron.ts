@@ -156,9 +156,13 @@ const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
 /** One round trip: the host's clock and zone on the first line, then the crontab. */
 export function checkScript(user: string): string {
-  return [`tz=$(cat /etc/timezone 2>/dev/null || readlink /etc/localtime 2>/dev/null | sed 's|^.*/zoneinfo/||')`, `printf '%s %s\\n' "$(date +%s)" "$tz"`, `exec crontab -l -u ${quote(user)}`].join(
-    '\n',
-  );
+  // The zone's name by the shell's own `read` where Debian keeps it: a `cat` in a `$(…)` was two
+  // processes on every read of every crontab.
+  return [
+    `tz=; IFS= read -r tz 2>/dev/null </etc/timezone || [ -n "$tz" ] || tz=$(readlink /etc/localtime 2>/dev/null | sed 's|^.*/zoneinfo/||')`,
+    `printf '%s %s\\n' "$(date +%s)" "$tz"`,
+    `exec crontab -l -u ${quote(user)}`,
+  ].join('\n');
 }
 
 /**
