@@ -24,7 +24,7 @@ import type { ExecResult, Transport } from '../transport/transport.js';
 import type { StepSpec } from '../recipe/types.js';
 import { MEMO_MARK } from '../steps/package/apt.js';
 import { overlaps } from '../steps/footprint.js';
-import { PATH_BATCH_FILES, pathAnswers, pathBatchScript, pathOfRead } from '../steps/path-batch.js';
+import { askKey, PATH_BATCH_FILES, type PathAsk, pathAnswers, pathAskOf, pathBatchScript } from '../steps/path-batch.js';
 
 /** Rounds of discovery per batch: a check reads at most this many times in a row from one batch. */
 const MAX_ROUNDS = 3;
@@ -234,17 +234,17 @@ function batchLine(i: number, it: { cmdline: string; stdin: Buffer }): string {
 }
 
 /**
- * A batched command that is exactly a path's read (file-state.ts checkScript, no timeout, sudo,
- * cwd or environment of its own): the path it reads.
+ * A batched command that is exactly a path's read (file-state.ts checkScript) or a `test -e` of
+ * one (path-batch.ts existsScript), with no timeout, sudo, cwd or environment of its own: what it asks.
  */
-function pathItem(it: { cmdline: string; stdin: Buffer }): string | undefined {
+function pathItem(it: { cmdline: string; stdin: Buffer }): PathAsk | undefined {
   const plain = PLAIN.exec(it.cmdline);
   if (!plain || plain[1]) return undefined;
   const nl = it.stdin.indexOf(0x0a);
   if (nl <= 0 || Number(it.stdin.subarray(0, nl).toString('latin1')) !== it.stdin.length - nl - 1) return undefined;
   const script = it.stdin.subarray(nl + 1).toString('utf8');
   const m = BARE.exec(script);
-  return m ? pathOfRead(m[1]!) : undefined;
+  return m ? pathAskOf(m[1]!) : undefined;
 }
 
 /** The script commandScript makes of a command run with nothing but the run's tag around it. */
@@ -259,12 +259,12 @@ const BARE = new RegExp(`^unset n s(?:; export HOSTSMITH_RUN=(?:[A-Za-z0-9_/.,:=
  * cut by those sizes: nothing a command prints (a line like the frame, binary bytes, no final
  * newline) can shift another's output.
  *
- * Two or more path reads are answered together from one look at the host (steps/path-batch.ts);
- * one that look cannot answer for certain runs its own script in a second batch.
+ * Two or more such reads of paths are answered together from one look at the host
+ * (steps/path-batch.ts); one that look cannot answer for certain runs its own script in a second batch.
  */
 export async function execBatch(transport: ShellTransport, items: Array<{ cmdline: string; stdin: Buffer }>, o: { combine?: boolean } = {}): Promise<Array<ExecResult | undefined>> {
   const nonce = randomBytes(8).toString('hex');
-  const paths = new Map<number, string>();
+  const paths = new Map<number, PathAsk>();
   if (o.combine !== false) {
     items.forEach((it, i) => {
       const p = pathItem(it);
@@ -336,7 +336,7 @@ export async function execBatch(transport: ShellTransport, items: Array<{ cmdlin
   const answers = pathAnswers([...paths.values()], { pm: bytes.get('pm')!, pf: bytes.get('pf')!, pd: bytes.get('pd')! });
   const unsure: number[] = [];
   for (const [i, p] of paths) {
-    const a = answers?.get(p);
+    const a = answers?.get(askKey(p));
     if (!a) {
       unsure.push(i);
       continue;

@@ -10,6 +10,8 @@
  * guard at a change's turn runs that script again and compares the digest of its answer, and the
  * tests hold the two equal on hostile trees.
  *
+ * A command's `creates:`/`removes:` (`test -e`) is answered from the same look.
+ *
  * Whatever this cannot answer with certainty (a name with no account behind it, a fifo or device,
  * files whose sizes moved between the two looks) it leaves unanswered, and the batch runs that
  * read's own script instead.
@@ -18,20 +20,40 @@ import { posix } from 'node:path';
 import { quote } from '../shell/quote.js';
 import { REFUSED } from '../shell/safe-path.js';
 
-/** Scripts known to be a path's read, and the path each reads. Bounded: a miss only costs the saving. */
-const READS = new Map<string, string>();
+/** What a batched read asks of a path: its whole state (file-state.ts), or whether `test -e` finds it. */
+export type PathAsk = { kind: 'read' | 'exists'; path: string };
+
+/** Scripts known to be such a read, and what each asks. Bounded: a miss only costs the saving. */
+const ASKS = new Map<string, PathAsk>();
 const MAX_KNOWN = 20_000;
+
+function know(script: string, ask: PathAsk): string {
+  if (ASKS.size >= MAX_KNOWN) ASKS.clear();
+  ASKS.set(script, ask);
+  return script;
+}
 
 /** file-state.ts calls this for every check script it builds. */
 export function knowPathRead(script: string, path: string): void {
-  if (READS.size >= MAX_KNOWN) READS.clear();
-  READS.set(script, path);
+  know(script, { kind: 'read', path });
 }
 
-/** The path a command reads, when the command is exactly a path's read and nothing else. */
-export function pathOfRead(script: string): string | undefined {
-  return READS.get(script);
+/**
+ * `test -e PATH`, as a command's `creates:`/`removes:` and a package's checks read it. An
+ * absolute, normalised path joins the batch's shared look; any other runs as written.
+ */
+export function existsScript(path: string): string {
+  const script = `test -e ${quote(path)}`;
+  return path.startsWith('/') && posix.normalize(path) === path && !path.endsWith('/') ? know(script, { kind: 'exists', path }) : script;
 }
+
+/** What a command asks, when the command is exactly such a read and nothing else. */
+export function pathAskOf(script: string): PathAsk | undefined {
+  return ASKS.get(script);
+}
+
+/** The key of an ask in pathAnswers' map. */
+export const askKey = (a: PathAsk): string => `${a.kind}\0${a.path}`;
 
 /** The folders above an absolute, normalised path, outermost first, `/` included. */
 function prefixesOf(path: string): string[] {
@@ -49,14 +71,15 @@ const META_FIELDS = 9;
  * Shell for the batch: every path and folder once through `find` (lstat, as `stat` without -L
  * and `[ -L ]` look), then the regular files among the paths, their sizes and their bytes.
  */
-export function pathBatchScript(paths: string[]): string {
-  const all = [...new Set(paths.flatMap((p) => [...prefixesOf(p), p]))];
+export function pathBatchScript(asks: PathAsk[]): string {
+  const reads = [...new Set(asks.filter((a) => a.kind === 'read').map((a) => a.path))];
+  const all = [...new Set([...reads.flatMap((p) => [...prefixesOf(p), p]), ...asks.filter((a) => a.kind === 'exists').map((a) => a.path), '/'])];
   const words = (list: string[]) => list.map((p) => quote(p)).join(' ');
   return [
     `find -P ${words(all)} -maxdepth 0 -printf '${META}' >"$T/pm" 2>/dev/null`,
-    `find -P ${words([...new Set(paths)])} -maxdepth 0 -type f -fprintf "$T/pf" '%p\\0%s\\0' -exec cat -- {} + >"$T/pd" 2>/dev/null`,
+    ...(reads.length ? [`find -P ${words(reads)} -maxdepth 0 -type f -fprintf "$T/pf" '%p\\0%s\\0' -exec cat -- {} + >"$T/pd" 2>/dev/null`] : []),
     // A find that could not run at all leaves no file: an empty one then stands for "nothing found".
-    ': >>"$T/pf"',
+    ': >>"$T/pf"; : >>"$T/pd"',
   ].join('\n');
 }
 
@@ -97,7 +120,7 @@ const KINDS: Record<string, string> = { f: 'file', d: 'directory', l: 'link' };
  * map is one this cannot answer for certain. Undefined: the host's answer as a whole is not to
  * be trusted (find did not run, or the files moved between the looks).
  */
-export function pathAnswers(paths: string[], out: { pm: Buffer; pf: Buffer; pd: Buffer }): Map<string, PathAnswer> | undefined {
+export function pathAnswers(asks: PathAsk[], out: { pm: Buffer; pf: Buffer; pd: Buffer }): Map<string, PathAnswer> | undefined {
   const meta = new Map<string, Meta>();
   const fields = splitNul(out.pm);
   if (fields.length % META_FIELDS !== 0) return undefined;
@@ -122,7 +145,7 @@ export function pathAnswers(paths: string[], out: { pm: Buffer; pf: Buffer; pd: 
   const listed = splitNul(out.pf);
   const files = new Map<string, Buffer>();
   let at = 0;
-  const wanted = [...new Set(paths)].filter((p) => meta.get(p)?.kind === 'f');
+  const wanted = [...new Set(asks.filter((a) => a.kind === 'read').map((a) => a.path))].filter((p) => meta.get(p)?.kind === 'f');
   if (listed.length !== wanted.length * 2) return undefined;
   for (let i = 0; i < listed.length; i += 2) {
     const p = listed[i]!.toString('utf8');
@@ -134,11 +157,21 @@ export function pathAnswers(paths: string[], out: { pm: Buffer; pf: Buffer; pd: 
   if (at !== out.pd.length) return undefined;
 
   const answers = new Map<string, PathAnswer>();
-  for (const path of new Set(paths)) {
-    const a = answer(path, meta, files);
-    if (a) answers.set(path, a);
+  for (const ask of asks) {
+    const a = ask.kind === 'read' ? answer(ask.path, meta, files) : exists(ask.path, meta);
+    if (a) answers.set(askKey(ask), a);
   }
   return answers;
+}
+
+/**
+ * `test -e`: stat follows a link at the end of the path where find's lstat does not, so only a
+ * link is left to its own read. Not there for lstat is not there for stat either.
+ */
+function exists(path: string, meta: Map<string, Meta>): PathAnswer | undefined {
+  const m = meta.get(path);
+  if (m?.kind === 'l') return undefined;
+  return { code: m ? 0 : 1, stdout: Buffer.alloc(0), stderr: '' };
 }
 
 const nul = (...xs: Array<string | Buffer>): Buffer => Buffer.concat(xs.flatMap((x) => [Buffer.isBuffer(x) ? x : Buffer.from(x, 'utf8'), Buffer.alloc(1)]));

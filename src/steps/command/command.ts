@@ -1,3 +1,4 @@
+import { existsScript } from '../path-batch.js';
 import { posix } from 'node:path';
 import { compact, str } from '../undo-text.js';
 import { z } from 'zod';
@@ -109,7 +110,7 @@ export const commandStep: StepType<CommandParams, CommandState, CommandUndo> = {
   schema: commandSchema,
   async check(ctx, p) {
     const s: CommandState = {};
-    const test = async (path: string) => (await ctx.exec(`test -e ${quote(path)}`)).code === 0;
+    const test = async (path: string) => (await ctx.exec(existsScript(path))).code === 0;
     if (p.creates) s.createsExists = await test(p.creates);
     if (p.removes) s.removesExists = await test(p.removes);
     return s;

@@ -1,3 +1,4 @@
+import { existsScript } from '../path-batch.js';
 import { z } from 'zod';
 import { compact, names } from '../undo-text.js';
 import { ANYTHING } from '../footprint.js';
@@ -657,7 +658,7 @@ export function residueDir(ctx: Pick<StepContext, 'backupDir' | 'step' | 'runId'
 }
 
 async function exists(ctx: StepContext, path: string): Promise<boolean> {
-  return (await ctx.exec(`test -e ${quote(path)}`)).code === 0;
+  return (await ctx.exec(existsScript(path))).code === 0;
 }
 
 function manifest(ctx: StepContext, dir: string): Promise<string> {
