@@ -8,8 +8,10 @@
  *
  * 1. enters the folder one component at a time from `/` (`hs_cd`), refusing a symbolic link that
  *    a user other than root could have planted or swapped — one not owned by root, or in a folder
- *    whose entries others can change — and checking after each step, with `pwd -P`, that it stands
- *    in the folder it meant to (a swap made between the look and the step is caught there). Links
+ *    whose entries others can change — and checking after each step that it stands in the folder
+ *    it meant to (a swap made between the look and the step is caught there): `cd -P` leaves in
+ *    PWD what `pwd -P` would print, the kernel's own name of the folder it entered, without the
+ *    fork a `$(pwd -P)` costs at every component of every write. Links
  *    root made in folders only root can change (Debian's /lib -> usr/lib) are followed.
  * 2. then acts on the last component by its bare name, in that folder, with operations that do not
  *    follow a link there either: rename, unlink, rmdir, mkdir, `ln -T`, `chown -h`, and for content,
@@ -92,7 +94,7 @@ export const SAFE_PATH_SH = [
   '      hs_u=$(stat -c %u -- "$hs_c")',
   '      if [ "$hs_u" != 0 ] || ! hs_rootheld; then hs_refuse "$hs_next" "it is a symbolic link (owned by uid $hs_u, in a folder owned by uid $(stat -c %u .)) that a user other than root could have planted or swapped; hostsmith does not write through it"; return; fi',
   '      cd -P -- "./$hs_c" || return 1',
-  '      hs_want=$(pwd -P); continue',
+  '      hs_want=$PWD; continue',
   '    fi',
   '    if [ ! -e "$hs_c" ]; then',
   `      [ "$hs_make" = 1 ] || return ${MISSING}`,
@@ -100,7 +102,7 @@ export const SAFE_PATH_SH = [
   '    fi',
   `    [ -d "$hs_c" ] || { printf 'hostsmith: %s is not a folder\\n' "$hs_next" >&2; return 1; }`,
   '    cd -P -- "./$hs_c" || return 1',
-  '    hs_now=$(pwd -P)',
+  '    hs_now=$PWD',
   '    [ "$hs_now" = "$hs_next" ] || { hs_refuse "$hs_next" "it was swapped for a symbolic link (to $hs_now) while hostsmith used it"; return; }',
   '    hs_want=$hs_now',
   '  done',
