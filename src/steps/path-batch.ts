@@ -86,8 +86,9 @@ export function pathBatchScript(asks: PathAsk[]): string {
 interface Meta {
   kind: string;
   mode: string;
-  user: string;
-  group: string;
+  /** Names as the host wrote them (bytes: a name is written back exactly as `stat` would print it). */
+  user: Buffer;
+  group: Buffer;
   uid: string;
   gid: string;
   size: number;
@@ -129,8 +130,8 @@ export function pathAnswers(asks: PathAsk[], out: { pm: Buffer; pf: Buffer; pd: 
     meta.set(p.toString('utf8'), {
       kind: y.toString(),
       mode: m.toString(),
-      user: u.toString('utf8'),
-      group: g.toString('utf8'),
+      user: u,
+      group: g,
       uid: U.toString(),
       gid: G.toString(),
       size: Number(s.toString()),
@@ -207,7 +208,7 @@ function answer(path: string, meta: Map<string, Meta>, files: Map<string, Buffer
   if (!m) return { code: 0, stdout: nul('absent', '', '', '', String(missing), ''), stderr: '' };
   const kind = KINDS[m.kind];
   // A fifo, socket or device; or an owner with no name (`stat` says UNKNOWN where find gives the number).
-  if (!kind || m.user === m.uid || m.group === m.gid) return undefined;
+  if (!kind || m.user.toString() === m.uid || m.group.toString() === m.gid) return undefined;
   if (kind === 'link') return { code: 0, stdout: nul(kind, m.mode, m.user, m.group, String(missing), m.target), stderr: '' };
   const head = nul(kind, m.mode, m.user, m.group, String(missing), '');
   if (kind === 'directory') return { code: 0, stdout: head, stderr: '' };
