@@ -227,10 +227,10 @@ function batchLine(i: number, it: { cmdline: string; stdin: Buffer }): string {
   if (plain && Number.isInteger(len) && nl + 1 + len === it.stdin.length) {
     const script = it.stdin.subarray(nl + 1).toString('utf8');
     if (script.endsWith(SCRIPT_END) && Buffer.byteLength(script) === len) {
-      return `s=${quote(script)} ${plain[1]}sh -c 'eval "$s"' ${out}; echo "${i} $?" >>"$T/c"`;
+      return `s=${quote(script)} ${plain[1]}sh -c 'eval "$s"' ${out}; hs_codes="$hs_codes ${i}:$?"`;
     }
   }
-  return `printf %s ${quote(it.stdin.toString('base64'))} | base64 -d | ( eval ${quote(it.cmdline)} ) >"$T/o${i}" 2>"$T/e${i}"; echo "${i} $?" >>"$T/c"`;
+  return `printf %s ${quote(it.stdin.toString('base64'))} | base64 -d | ( eval ${quote(it.cmdline)} ) >"$T/o${i}" 2>"$T/e${i}"; hs_codes="$hs_codes ${i}:$?"`;
 }
 
 /**
@@ -255,7 +255,7 @@ const BARE = new RegExp(`^unset n s(?:; export HOSTSMITH_RUN=(?:[A-Za-z0-9_/.,:=
  * exec, each exactly as its own exec would run, and gives back each one's result; undefined for
  * one whose result did not come back (the batch failed: such a command is run on its own later).
  * The answer is three header parts, each after a line holding the batch's nonce — the exit codes
- * (`<index> <code>`), then `wc -c` of every output file — and then the files' bytes back to back,
+ * (`<index>:<code>`), then `wc -c` of every output file — and then the files' bytes back to back,
  * cut by those sizes: nothing a command prints (a line like the frame, binary bytes, no final
  * newline) can shift another's output.
  *
@@ -281,10 +281,12 @@ export async function execBatch(transport: ShellTransport, items: Array<{ cmdlin
     'trap \'rm -rf -- "$T"\' EXIT',
     // Stopped, or its controller gone (a write to the dead channel: SIGPIPE): still leave nothing behind.
     "trap 'exit 143' TERM INT HUP PIPE",
-    ': >"$T/c"',
+    // Exit codes, as `<index>:<code>` words: kept by the shell itself (a file of them took a `cat`).
+    'hs_codes=',
     ...(paths.size ? [pathBatchScript([...paths.values()])] : []),
     ...own.map((i) => batchLine(i, items[i]!)),
-    `printf '%s\\n' ${nonce}; cat "$T/c"; printf '%s\\n' ${nonce}; (cd "$T" && wc -c ${files.join(' ')} </dev/null); printf '%s\\n' ${nonce}; (cd "$T" && cat ${files.join(' ')})`,
+    // Every command has run: the batch itself may stand in the scratch folder now (no subshells).
+    `printf '%s\\n' ${nonce}; printf '%s\\n' $hs_codes; printf '%s\\n' ${nonce}; cd "$T" || exit 97; wc -c ${files.join(' ')} </dev/null; printf '%s\\n' ${nonce}; cat ${files.join(' ')}`,
   ];
   const r = await transport.exec(lines.join('\n'));
   const out: Array<ExecResult | undefined> = items.map(() => undefined);
@@ -300,7 +302,7 @@ export async function execBatch(transport: ShellTransport, items: Array<{ cmdlin
     .subarray(at0 + mark.length, at1)
     .toString('latin1')
     .split('\n')) {
-    const m = /^(\d+) (\d+)$/.exec(line);
+    const m = /^(\d+):(\d+)$/.exec(line);
     if (m) codes.set(Number(m[1]), Number(m[2]));
   }
   const sizes = new Map<string, number>();
