@@ -389,8 +389,11 @@ describeHosts('schedule: update jobs under a real cron daemon', () => {
 
       const logs = logsOf('sched-drift');
       expect(logs).toHaveLength(2);
-      const log = logs[1]!;
-      const runId = runIdOf(log);
+      // The drifted run's own log, by its run id: two runs in the same second sort by their ids'
+      // random part, not by when they ran.
+      const runId = /run (\S+) drifted/.exec(run2.stderr)![1]!;
+      const log = logs.find((l) => runIdOf(l) === runId)!;
+      expect(log, `no log of run ${runId} among ${logs.join(', ')}`).toBeDefined();
       const events = expectSplitLog(log);
       expect(events.find((e) => e.event === 'run-started')).toMatchObject({ runId, mode: 'plan' });
       expect(events.find((e) => e.event === 'step-finished' && e.step === 'App config')).toMatchObject({ status: 'planned' });
