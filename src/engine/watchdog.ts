@@ -201,6 +201,8 @@ export async function protect(completed: Completed[], inputs: ProtectInputs, con
   const deadline = Date.now() + seconds * 1000;
   const say = (what: 'armed' | 'confirmed' | 'disarmed' | 'fired' | 'waiting', message: string) => rec.emit({ event: 'watchdog', runId, time: now(), host, what, message });
   await rec.write({ kind: 'watchdog', event: 'armed', time: now(), host, dir, seconds, deadline: new Date(deadline).toISOString(), steps: names });
+  // Fault injection: the run's own link goes just as the watchdog is armed (the arming fails).
+  if (process.env.HOSTSMITH_FAULT_CUT_BEFORE_ARM === '1') (transport as { cutForTest?(): void }).cutForTest?.();
   await armWatchdog(transport, sudo, dir, watchdogFiles(dir, seconds, parts.steps, parts.handlers));
   say(
     'armed',

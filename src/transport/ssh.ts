@@ -331,48 +331,54 @@ export class SshTransport extends ShellTransport {
     await this.slot();
     try {
       return await new Promise<ExecResult>((resolve, reject) => {
-        this.conn.exec(cmdline, (err: Error | undefined, stream: ClientChannel) => {
-          if (err) {
-            reject(new ConnectError(this.name, `cannot open a channel: ${err.message}`, { cause: err }));
-            return;
-          }
-          const out: Buffer[] = [];
-          const errs: Buffer[] = [];
-          const started = Date.now();
-          let timedOut = false;
-          const timer = o.timeoutMs
-            ? setTimeout(() => {
-                timedOut = true;
-                stream.close();
-              }, o.timeoutMs + BACKSTOP_MS)
-            : undefined;
-          stream.on('data', (d: Buffer) => out.push(d));
-          stream.stderr.on('data', (d: Buffer) => errs.push(d));
-          stream.on('close', (code: number | null, signal?: string) => {
-            clearTimeout(timer);
-            // No exit status and no signal: the channel died with the connection, not the command.
-            if (code == null && !signal && !timedOut) {
-              reject(new ConnectError(this.name, 'the SSH connection was lost while a command ran; the command may or may not have finished'));
+        // ssh2 throws at once ("Not connected") when its socket is gone before its close event
+        // came: a lost link like any other, so the run reconnects instead of failing the step.
+        try {
+          this.conn.exec(cmdline, (err: Error | undefined, stream: ClientChannel) => {
+            if (err) {
+              reject(new ConnectError(this.name, `cannot open a channel: ${err.message}`, { cause: err }));
               return;
             }
-            const stdoutRaw = Buffer.concat(out);
-            // Killed by a signal: 128 + its number, as sh reports it. `timeout -k` ends a command that
-            // ignored SIGTERM with SIGKILL, which kills `timeout` too, so no 124 arrives; a KILL (or
-            // 137 from a shell in between) once the limit has passed is that timeout.
-            // ssh2 names it as Node does ("SIGKILL"); the protocol itself says "KILL".
-            const signum = signal ? osConstants.signals[(signal.startsWith('SIG') ? signal : `SIG${signal}`) as keyof typeof osConstants.signals] : undefined;
-            const exit = code ?? (signal ? (signum ? 128 + signum : 255) : 124);
-            const killedAfterLimit = o.timeoutMs !== undefined && exit === 128 + osConstants.signals.SIGKILL && Date.now() - started >= o.timeoutMs;
-            resolve({
-              code: exit,
-              stdout: stdoutRaw.toString('utf8'),
-              stderr: Buffer.concat(errs).toString('utf8'),
-              stdoutRaw,
-              timedOut: timedOut || (o.timeoutMs !== undefined && exit === 124) || killedAfterLimit,
+            const out: Buffer[] = [];
+            const errs: Buffer[] = [];
+            const started = Date.now();
+            let timedOut = false;
+            const timer = o.timeoutMs
+              ? setTimeout(() => {
+                  timedOut = true;
+                  stream.close();
+                }, o.timeoutMs + BACKSTOP_MS)
+              : undefined;
+            stream.on('data', (d: Buffer) => out.push(d));
+            stream.stderr.on('data', (d: Buffer) => errs.push(d));
+            stream.on('close', (code: number | null, signal?: string) => {
+              clearTimeout(timer);
+              // No exit status and no signal: the channel died with the connection, not the command.
+              if (code == null && !signal && !timedOut) {
+                reject(new ConnectError(this.name, 'the SSH connection was lost while a command ran; the command may or may not have finished'));
+                return;
+              }
+              const stdoutRaw = Buffer.concat(out);
+              // Killed by a signal: 128 + its number, as sh reports it. `timeout -k` ends a command that
+              // ignored SIGTERM with SIGKILL, which kills `timeout` too, so no 124 arrives; a KILL (or
+              // 137 from a shell in between) once the limit has passed is that timeout.
+              // ssh2 names it as Node does ("SIGKILL"); the protocol itself says "KILL".
+              const signum = signal ? osConstants.signals[(signal.startsWith('SIG') ? signal : `SIG${signal}`) as keyof typeof osConstants.signals] : undefined;
+              const exit = code ?? (signal ? (signum ? 128 + signum : 255) : 124);
+              const killedAfterLimit = o.timeoutMs !== undefined && exit === 128 + osConstants.signals.SIGKILL && Date.now() - started >= o.timeoutMs;
+              resolve({
+                code: exit,
+                stdout: stdoutRaw.toString('utf8'),
+                stderr: Buffer.concat(errs).toString('utf8'),
+                stdoutRaw,
+                timedOut: timedOut || (o.timeoutMs !== undefined && exit === 124) || killedAfterLimit,
+              });
             });
+            stream.end(o.stdin ?? '');
           });
-          stream.end(o.stdin ?? '');
-        });
+        } catch (e) {
+          reject(new ConnectError(this.name, `the SSH connection was lost before the command was sent (${(e as Error).message}); nothing was run`, { cause: e }));
+        }
       });
     } finally {
       this.release();

@@ -153,6 +153,25 @@ describeHosts('--confirm: lockout protection by a watchdog on the host', () => {
     expect(await sshOk(sandbox(), host(), `${LEFTOVERS}; ls /run/hostsmith`)).not.toMatch(/watchdog|lock/);
   }, 120_000);
 
+  it('the run’s own link lost as the watchdog is armed: made again, no watchdog found there, the controller rolls back', async () => {
+    const r = await hostsmith(args('apply', join(dir, 'lockout.yml'), '--hosts', 'h1', '--yes', '--json', '--confirm', '20s'), {
+      env: { HOSTSMITH_FAULT_CUT_BEFORE_ARM: '1' },
+    });
+    expect(r.code, r.stdout + r.stderr).toBe(1);
+    const finished = r.events.find((e) => e.event === 'host-finished')!;
+    expect(finished.status).toBe('rolled-back');
+    // The arming failed as a lost link (made again, then the watchdog looked for), not as a step
+    // error: a link cut before its close is seen still counts as a lost link.
+    expect(finished.error).toMatch(/lockout protection failed before it could confirm \(h1: the SSH connection was lost before the command was sent/);
+    // Nothing on the host says the run was ever there: no watchdog, no lock, sshd_config as before.
+    expect(await sha('/etc/ssh/sshd_config')).toBe(sshdConfig);
+    expect(await sshOk(sandbox(), host(), `${LEFTOVERS}; ls /run/hostsmith`)).not.toMatch(/watchdog|lock/);
+    expect(await sshOk(sandbox(), host(), 'test -e /etc/lockout-motd && echo there || echo gone')).toBe('gone\n');
+    // The journal holds the attempt to arm, then the controller's own rollback of every step.
+    const journal = journalText(state);
+    expect(journal).toMatch(/"kind":"watchdog","event":"armed"/);
+  }, 120_000);
+
   it('without the bad line it confirms over a new connection and leaves no watchdog behind', async () => {
     const r = await lockout('--confirm', '20s');
     expect(r.code, r.stdout + r.stderr).toBe(0);
