@@ -33,18 +33,24 @@ function know(script: string, ask: PathAsk): string {
   return script;
 }
 
+/**
+ * Only an absolute, normalised path joins the shared look: find takes it as a starting point (it
+ * cannot be read as part of find's expression), and its folders are its prefixes.
+ */
+const lookable = (path: string): boolean => path.startsWith('/') && posix.normalize(path) === path && !path.endsWith('/');
+
 /** file-state.ts calls this for every check script it builds. */
 export function knowPathRead(script: string, path: string): void {
-  know(script, { kind: 'read', path });
+  if (lookable(path)) know(script, { kind: 'read', path });
 }
 
 /**
- * `test -e PATH`, as a command's `creates:`/`removes:` and a package's checks read it. An
- * absolute, normalised path joins the batch's shared look; any other runs as written.
+ * `test -e PATH`, as a command's `creates:`/`removes:` and a package's checks read it; one of a
+ * path that is not lookable runs as written.
  */
 export function existsScript(path: string): string {
   const script = `test -e ${quote(path)}`;
-  return path.startsWith('/') && posix.normalize(path) === path && !path.endsWith('/') ? know(script, { kind: 'exists', path }) : script;
+  return lookable(path) ? know(script, { kind: 'exists', path }) : script;
 }
 
 /** What a command asks, when the command is exactly such a read and nothing else. */
