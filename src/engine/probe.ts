@@ -212,24 +212,30 @@ function escapeRe(x: string): string {
 }
 
 /**
+ * A framed command with no stdin of its own and no sudo (at most a `timeout` before it): the
+ * `timeout` words and the script its bootstrap would run.
+ */
+function plainScript(it: { cmdline: string; stdin: Buffer }): { timeout: string; script: string } | undefined {
+  const plain = PLAIN.exec(it.cmdline);
+  const nl = it.stdin.indexOf(0x0a);
+  const len = nl > 0 ? Number(it.stdin.subarray(0, nl).toString('latin1')) : NaN;
+  if (!plain || !Number.isInteger(len) || nl + 1 + len !== it.stdin.length) return undefined;
+  const script = it.stdin.subarray(nl + 1).toString('utf8');
+  return script.endsWith(SCRIPT_END) && Buffer.byteLength(script) === len ? { timeout: plain[1]!, script } : undefined;
+}
+
+/**
  * One command of a batch as the host's shell runs it, its output to `o<i>`/`e<i>` and its exit
- * code appended to `c`. The framed stdin is `<bytes>\n<script><own stdin>`. A command with no
- * stdin of its own and no sudo runs as `s=<script> sh -c 'eval "$s"'`: what the bootstrap does
- * with the script it reads (the script unsets `s` first), with one process instead of five.
- * Any other goes through the very bootstrap its own exec would, its stdin fed from base64.
+ * code added to `hs_codes`. The framed stdin is `<bytes>\n<script><own stdin>`. A plain command
+ * (plainScript) runs as `s=<script> sh -c 'eval "$s"'`: what the bootstrap does with the script
+ * it reads (the script unsets `s` first), with one process instead of five. Any other goes
+ * through the very bootstrap its own exec would, its stdin fed from base64.
  */
 function batchLine(i: number, it: { cmdline: string; stdin: Buffer }): string {
   // In the login's own folder, as its own exec: the scratch folder is named by path, never entered.
   const out = `</dev/null >"$T/o${i}" 2>"$T/e${i}"`;
-  const plain = PLAIN.exec(it.cmdline);
-  const nl = it.stdin.indexOf(0x0a);
-  const len = nl > 0 ? Number(it.stdin.subarray(0, nl).toString('latin1')) : NaN;
-  if (plain && Number.isInteger(len) && nl + 1 + len === it.stdin.length) {
-    const script = it.stdin.subarray(nl + 1).toString('utf8');
-    if (script.endsWith(SCRIPT_END) && Buffer.byteLength(script) === len) {
-      return `s=${quote(script)} ${plain[1]}sh -c 'eval "$s"' ${out}; hs_codes="$hs_codes ${i}:$?"`;
-    }
-  }
+  const plain = plainScript(it);
+  if (plain) return `s=${quote(plain.script)} ${plain.timeout}sh -c 'eval "$s"' ${out}; hs_codes="$hs_codes ${i}:$?"`;
   return `printf %s ${quote(it.stdin.toString('base64'))} | base64 -d | ( eval ${quote(it.cmdline)} ) >"$T/o${i}" 2>"$T/e${i}"; hs_codes="$hs_codes ${i}:$?"`;
 }
 
@@ -238,12 +244,8 @@ function batchLine(i: number, it: { cmdline: string; stdin: Buffer }): string {
  * one (path-batch.ts existsScript), with no timeout, sudo, cwd or environment of its own: what it asks.
  */
 function pathItem(it: { cmdline: string; stdin: Buffer }): PathAsk | undefined {
-  const plain = PLAIN.exec(it.cmdline);
-  if (!plain || plain[1]) return undefined;
-  const nl = it.stdin.indexOf(0x0a);
-  if (nl <= 0 || Number(it.stdin.subarray(0, nl).toString('latin1')) !== it.stdin.length - nl - 1) return undefined;
-  const script = it.stdin.subarray(nl + 1).toString('utf8');
-  const m = BARE.exec(script);
+  const plain = plainScript(it);
+  const m = plain && !plain.timeout ? BARE.exec(plain.script) : null;
   return m ? pathAskOf(m[1]!) : undefined;
 }
 

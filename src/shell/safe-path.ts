@@ -135,6 +135,17 @@ export function enterScript(dir: string, o: { make?: boolean; missingOk?: boolea
   return `hs_cd ${q(dir)} || { hs_rc=$?; [ $hs_rc -eq ${MISSING} ] && ${missing}; exit $hs_rc; }`;
 }
 
+/** The folders above an absolute, normalised path, outermost first, `/` included. */
+export function folderPrefixes(path: string): string[] {
+  const parts = path.split('/').filter(Boolean);
+  return ['/', ...parts.slice(0, -1).map((_, i) => `/${parts.slice(0, i + 1).join('/')}`)];
+}
+
+/** What a read says (on stderr, exit 77) when a folder on its way is a link it will not follow. */
+export function readRefusal(component: string, uid: string): string {
+  return `hostsmith: refusing ${component}: it is a symbolic link (owned by uid ${uid}) that a user other than root could have planted or swapped; hostsmith does not read or write through it\n`;
+}
+
 /**
  * Shell for the read side: before a step reads `path`, it refuses the same planted links a
  * write would (exit 77, naming the component), so a plan neither shows what such a link points
@@ -146,8 +157,7 @@ export function enterScript(dir: string, o: { make?: boolean; missingOk?: boolea
  * that needs them starts no `stat` of its own.
  */
 export function unsafeParentsScript(path: string, o: { target?: boolean } = {}): string {
-  const parts = path.split('/').filter(Boolean);
-  const prefixes = ['/', ...parts.slice(0, -1).map((_, i) => `/${parts.slice(0, i + 1).join('/')}`)];
+  const prefixes = folderPrefixes(path);
   // With the target, each path prints three lines: its numbers and kind, then the names of its
   // owner and group (a name holds no newline: the account files are made of lines).
   const format = o.target ? '%u %g %a %F\\n%U\\n%G\\n' : '%u %g %a %F\\n';
@@ -171,6 +181,6 @@ export function unsafeParentsScript(path: string, o: { target?: boolean } = {}):
     '  hs_pu=$hs_u; hs_pg=$hs_g; hs_pa=$hs_a',
     ...(o.target ? [`  ${next}; ${next}`] : []),
     'done',
-    `if [ -n "$hs_bad" ]; then eval "hs_c=\\\${\${hs_bad% *}}"; printf 'hostsmith: refusing %s: it is a symbolic link (owned by uid %s) that a user other than root could have planted or swapped; hostsmith does not read or write through it\\n' "$hs_c" "\${hs_bad#* }" >&2; exit ${REFUSED}; fi`,
+    `if [ -n "$hs_bad" ]; then eval "hs_c=\\\${\${hs_bad% *}}"; printf ${q(readRefusal('%s', '%s'))} "$hs_c" "\${hs_bad#* }" >&2; exit ${REFUSED}; fi`,
   ].join('\n');
 }

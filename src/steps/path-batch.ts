@@ -18,7 +18,7 @@
  */
 import { posix } from 'node:path';
 import { quote } from '../shell/quote.js';
-import { REFUSED } from '../shell/safe-path.js';
+import { folderPrefixes, readRefusal, REFUSED } from '../shell/safe-path.js';
 
 /** What a batched read asks of a path: its whole state (file-state.ts), or whether `test -e` finds it. */
 export type PathAsk = { kind: 'read' | 'exists'; path: string };
@@ -61,12 +61,6 @@ export function pathAskOf(script: string): PathAsk | undefined {
 /** The key of an ask in pathAnswers' map. */
 export const askKey = (a: PathAsk): string => `${a.kind}\0${a.path}`;
 
-/** The folders above an absolute, normalised path, outermost first, `/` included. */
-function prefixesOf(path: string): string[] {
-  const parts = path.split('/').filter(Boolean);
-  return ['/', ...parts.slice(0, -1).map((_, i) => `/${parts.slice(0, i + 1).join('/')}`)];
-}
-
 /** Files the host part writes in the batch's scratch folder `$T`, in this order. */
 export const PATH_BATCH_FILES = ['pm', 'pf', 'pd'] as const;
 
@@ -79,7 +73,7 @@ const META_FIELDS = 9;
  */
 export function pathBatchScript(asks: PathAsk[]): string {
   const reads = [...new Set(asks.filter((a) => a.kind === 'read').map((a) => a.path))];
-  const all = [...new Set([...reads.flatMap((p) => [...prefixesOf(p), p]), ...asks.filter((a) => a.kind === 'exists').map((a) => a.path), '/'])];
+  const all = [...new Set([...reads.flatMap((p) => [...folderPrefixes(p), p]), ...asks.filter((a) => a.kind === 'exists').map((a) => a.path), '/'])];
   const words = (list: string[]) => list.map((p) => quote(p)).join(' ');
   return [
     `find -P ${words(all)} -maxdepth 0 -printf '${META}' >"$T/pm" 2>/dev/null`,
@@ -185,7 +179,7 @@ const nul = (...xs: Array<string | Buffer>): Buffer => Buffer.concat(xs.flatMap(
 
 /** One path's answer as checkScript prints it, or undefined where it cannot be sure. */
 function answer(path: string, meta: Map<string, Meta>, files: Map<string, Buffer>): PathAnswer | undefined {
-  const prefixes = prefixesOf(path);
+  const prefixes = folderPrefixes(path);
   // The folder check (safe-path.ts unsafeParentsScript): the folders that exist, in order; a
   // symbolic link among them is refused unless root made it in a folder only root can change.
   // What it compares with is the entry before it (the link itself, after a followed link), as
@@ -201,7 +195,7 @@ function answer(path: string, meta: Map<string, Meta>, files: Map<string, Buffer
         return {
           code: REFUSED,
           stdout: Buffer.alloc(0),
-          stderr: `hostsmith: refusing ${prefixes[i]}: it is a symbolic link (owned by uid ${m.uid}) that a user other than root could have planted or swapped; hostsmith does not read or write through it\n`,
+          stderr: readRefusal(prefixes[i]!, m.uid),
         };
       }
     }
