@@ -24,12 +24,15 @@ export const FACTS_SCRIPT = [
   'echo "os_id=$ID"',
   'echo "os_version_id=$VERSION_ID"',
   'echo "os_name=$PRETTY_NAME"',
-  // One uname for both (nodename, then machine: uname's own order): every process the facts
-  // start is CPU every run costs each host.
-  'hs_un=$(uname -nm) || hs_un="$(cat /proc/sys/kernel/hostname) $(uname -m)"',
-  'echo "arch=${hs_un##* }"',
-  'echo "hostname=${hs_un%% *}"',
-  'echo "user=$(id -un)"',
+  // Every process the facts start is CPU every run costs each host, so they start none where the
+  // kernel says it in a file the shell's own `read` takes: the node name (what `uname -n` prints)
+  // and, since Linux 6.1, the machine (`uname -m`). sshd sets LOGNAME to the login's name (and so
+  // does the local transport): `id -un` only where it is unset.
+  'IFS= read -r hs_n 2>/dev/null </proc/sys/kernel/hostname || hs_n=$(uname -n)',
+  'IFS= read -r hs_m 2>/dev/null </proc/sys/kernel/arch || hs_m=$(uname -m)',
+  'echo "arch=$hs_m"',
+  'echo "hostname=$hs_n"',
+  'echo "user=${LOGNAME:-$(id -un)}"',
   'echo "home=$HOME"',
   'for p in apt-get dnf yum apk; do if command -v $p >/dev/null 2>&1; then echo "pkg=$p"; break; fi; done',
   'if [ -d /run/systemd/system ]; then echo init=systemd; else echo init=sysvinit; fi',

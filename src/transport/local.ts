@@ -1,7 +1,26 @@
 import { spawn } from 'node:child_process';
+import { userInfo } from 'node:os';
 import { ShellTransport } from './base.js';
 import { BACKSTOP_MS } from './base.js';
 import type { ExecResult } from './transport.js';
+
+/**
+ * This process's environment with LOGNAME and USER naming the account it runs as, as sshd sets
+ * them for a login: the facts take the user from LOGNAME, and one inherited through `su` (which
+ * keeps the caller's when the target is root) would name someone else.
+ */
+function loginEnv(): NodeJS.ProcessEnv {
+  const env = { ...process.env };
+  try {
+    const name = userInfo().username;
+    env.LOGNAME = name;
+    env.USER = name;
+  } catch {
+    // No account entry for this uid: without LOGNAME the facts ask `id` (which says the number).
+    delete env.LOGNAME;
+  }
+  return env;
+}
 
 /** `--hosts local`: this machine, through /bin/sh, with no SSH. */
 export class LocalTransport extends ShellTransport {
@@ -13,7 +32,7 @@ export class LocalTransport extends ShellTransport {
 
   protected raw(cmdline: string, o: { stdin?: string | Buffer; timeoutMs?: number; signal?: AbortSignal }): Promise<ExecResult> {
     return new Promise((resolve, reject) => {
-      const child = spawn('/bin/sh', ['-c', cmdline], { stdio: ['pipe', 'pipe', 'pipe'] });
+      const child = spawn('/bin/sh', ['-c', cmdline], { stdio: ['pipe', 'pipe', 'pipe'], env: loginEnv() });
       const out: Buffer[] = [];
       const err: Buffer[] = [];
       let timedOut = false;
