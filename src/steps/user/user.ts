@@ -152,10 +152,23 @@ export function checkScript(p: UserParams): string {
     'hs_d=$hs_nl$(useradd -D 2>/dev/null)$hs_nl',
     `dhome=; case $hs_d in *"\${hs_nl}HOME="*) dhome=\${hs_d#*"\${hs_nl}HOME="}; dhome=\${dhome%%"$hs_nl"*};; esac; dhome=\${dhome:-/home}`,
     `dshell=; case $hs_d in *"\${hs_nl}SHELL="*) dshell=\${hs_d#*"\${hs_nl}SHELL="}; dshell=\${dshell%%"$hs_nl"*};; esac; echo "defaults $dhome \${dshell:-/bin/sh}"`,
-    `pw=$(getent passwd "$n") && printf 'passwd %s\\n' "$pw" && hs_f=\${pw#*:*:*:} && g=$(getent group "\${hs_f%%:*}") && printf 'primary %s\\n' "$g"`,
-    `getent group "$n" >/dev/null && echo samegroup`,
-    `getent group | awk -F: -v u="$n" '{k=split($4,m,","); for(i=1;i<=k;i++) if(m[i]==u) print "member " $1}'`,
-    ...(wanted.length ? [`for g in ${wanted.map(quote).join(' ')}; do getent group "$g" >/dev/null || echo "nogroup $g"; done`] : []),
+    `hs_pg=; pw=$(getent passwd "$n") && printf 'passwd %s\\n' "$pw" && hs_f=\${pw#*:*:*:} && hs_pg=\${hs_f%%:*}`,
+    // Every group from one `getent group`, cut by the shell: the primary group, the groups naming
+    // the user, and which names exist. A lookup per name (and an awk) was four processes and more
+    // on every read. A name the listing lacks is still looked up on its own: some directories
+    // (LDAP, sssd) list only part of their groups.
+    'hs_all=$(getent group); hs_names=$hs_nl; hs_prim=',
+    'while IFS= read -r hs_l; do',
+    '  case $hs_l in *:*:*:*) ;; *) continue;; esac',
+    '  hs_gn=${hs_l%%:*}; hs_r=${hs_l#*:*:}; hs_gid=${hs_r%%:*}; hs_m=${hs_r#*:}; hs_names=$hs_names$hs_gn$hs_nl',
+    '  [ -z "$hs_prim" ] && [ -n "$hs_pg" ] && [ "$hs_gid" = "$hs_pg" ] && hs_prim=$hs_l',
+    '  case ,$hs_m, in *,"$n",*) printf \'member %s\\n\' "$hs_gn";; esac',
+    'done <<HS_GROUPS',
+    '$hs_all',
+    'HS_GROUPS',
+    `if [ -n "$hs_pg" ]; then [ -n "$hs_prim" ] || hs_prim=$(getent group "$hs_pg"); [ -n "$hs_prim" ] && printf 'primary %s\\n' "$hs_prim"; fi`,
+    `case $hs_names in *"$hs_nl$n$hs_nl"*) echo samegroup;; *) getent group "$n" >/dev/null && echo samegroup;; esac`,
+    ...(wanted.length ? [`for g in ${wanted.map(quote).join(' ')}; do case $hs_names in *"$hs_nl$g$hs_nl"*) ;; *) getent group "$g" >/dev/null || echo "nogroup $g";; esac; done`] : []),
     `h=$wh; if [ -z "$h" ]; then if [ -n "$pw" ]; then hs_f=\${pw#*:*:*:*:*:}; h=\${hs_f%%:*}; else h="$dhome/$n"; fi; fi; printf 'home %s\\n' "$h"`,
     `st() { if [ -L "$2" ]; then echo "$1 link"; elif [ -d "$2" ]; then echo "$1 dir $(stat -c '%a %u %g %U %G' -- "$2")"; elif [ -f "$2" ]; then echo "$1 file $(stat -c '%a %u %g %U %G' -- "$2")"; elif [ -e "$2" ]; then echo "$1 other"; fi; }`,
     `st homedir "$h"`,
