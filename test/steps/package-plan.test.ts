@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
 import { packageSchema, packageStep, planPackage, type PackageState } from '../../src/steps/package/package.js';
 import type { StepContext } from '../../src/steps/step.js';
@@ -12,6 +13,9 @@ import {
   simulateScript,
   splitSim,
   splitState,
+  cksum,
+  stateScript,
+  INPUTS_STAMP,
   transactionArgs,
   unknownPackages,
   missingVersions,
@@ -170,16 +174,31 @@ Conf hello (2.10-3 Debian:12.15/oldstable [amd64])
     expect(splitSim(SIM_JQ).auto).toEqual([]);
   });
   it('reads dpkg-query output and the age of the lists', () => {
-    const s = splitState('amd64\nhello\tamd64\t2.10-3\tinstall ok installed\nsl\tamd64\t5.02-1+b1\tdeinstall ok config-files\n--- lists-times\n1000042\n1000000\n');
-    expect(s).toEqual({ dpkg: { hello: ok('2.10-3'), 'hello:amd64': ok('2.10-3'), sl: rc('5.02-1+b1'), 'sl:amd64': rc('5.02-1+b1') }, listsAgeS: 42 });
-    // The newest of the refresh stamp and the Release files counts.
-    expect(splitState('amd64\n--- lists-times\n1000042\n999000\n1000040\n1000000\n--- inputs\n1 2\n')).toMatchObject({ listsAgeS: 2, inputs: '1 2' });
+    const s = splitState(
+      'dpkg\tamd64\t1.21.22\tinstall ok installed\nhello\tamd64\t2.10-3\tinstall ok installed\nsl\tamd64\t5.02-1+b1\tdeinstall ok config-files\n--- clock\n1000042\n--- stat\n/var/lib/apt/lists/deb.debian.org_debian_dists_bookworm_InRelease 7 100 1000000\n',
+    );
+    expect(s).toMatchObject({ dpkg: { hello: ok('2.10-3'), 'hello:amd64': ok('2.10-3'), sl: rc('5.02-1+b1'), 'sl:amd64': rc('5.02-1+b1') }, listsAgeS: 42 });
+    // The newest of the refresh stamp and the Release files counts; other inputs do not.
+    const stats = [
+      '/var/lib/apt/periodic/update-success-stamp 1 0 999000',
+      '/var/lib/dpkg/status 2 50 1000041',
+      '/var/lib/apt/lists/a_InRelease 3 9 1000040',
+      '/var/lib/apt/lists/a_main_binary-amd64_Packages 4 9 1000041',
+      '/var/lib/apt/lists/b_Release 5 9 1000000',
+      '/etc/apt/sources.list 6 9 1000041',
+    ];
+    const both = splitState(`dpkg\tamd64\t1.21.22\tinstall ok installed\n--- clock\n1000042\n--- stat\n${stats.join('\n')}\n`);
+    expect(both.listsAgeS).toBe(2);
+    // The inputs' stamp leaves the refresh stamp out: what INPUTS_STAMP's cksum prints over the rest.
+    expect(both.inputs).toBe(cksum(Buffer.from(`${stats.slice(1).join('\n')}\n`)));
     // No lists at all, or only lists from the host's future: never refreshed, as far as the step can tell.
-    expect(splitState('amd64\n--- lists-times\n1000042\n').listsAgeS).toBeNull();
-    expect(splitState('amd64\n--- lists-times\n1000042\n1000050\n').listsAgeS).toBeNull();
+    expect(splitState('--- clock\n1000042\n--- stat\n/var/lib/dpkg/status 2 50 1000041\n').listsAgeS).toBeNull();
+    expect(splitState('--- clock\n1000042\n--- stat\n/var/lib/apt/lists/b_Release 5 9 1000050\n').listsAgeS).toBeNull();
   });
   it('finds packages of a foreign architecture by name:arch, as apt names them, and native ones by bare name', () => {
-    const { dpkg } = splitState('amd64\nlibc6\ti386\t2.36-9\tinstall ok installed\nlibc6\tamd64\t2.36-8\tinstall ok installed\ntzdata\tall\t2024a\tinstall ok installed\n--- lists-times\n2\n1\n');
+    const { dpkg } = splitState(
+      'libc6\ti386\t2.36-9\tinstall ok installed\nlibc6\tamd64\t2.36-8\tinstall ok installed\ndpkg\tamd64\t1.21.22\tinstall ok installed\ntzdata\tall\t2024a\tinstall ok installed\n--- clock\n2\n--- stat\n',
+    );
     expect(dpkg['libc6']).toEqual(ok('2.36-8'));
     expect(dpkg['libc6:i386']).toEqual(ok('2.36-9'));
     expect(dpkg['tzdata']).toEqual(ok('2024a'));
@@ -340,7 +359,7 @@ mail-transport-agent:
  */
 describe('packageStep.check: (params, host answers) → apt asked? → plan', () => {
   const DPKG = [
-    'amd64',
+    'dpkg\tamd64\t1.21.22\tinstall ok installed',
     'bash\tamd64\t5.2.15-2+b7\tinstall ok installed',
     'curl\tamd64\t7.88.1-10+deb12u15\tinstall ok installed',
     'less\tamd64\t590-2.1~deb12u2\thold ok installed',
@@ -350,7 +369,7 @@ describe('packageStep.check: (params, host answers) → apt asked? → plan', ()
     'wget\tamd64\t1.21.3-1+b2\tdeinstall ok installed',
     'vim\tamd64\t2:9.0.1378-2\tinstall reinstreq half-installed',
   ].join('\n');
-  const STATE = `${DPKG}\n--- lists-times\n1000600\n1000000\n--- inputs\n1988277471 1748\n`;
+  const STATE = `${DPKG}\n--- clock\n1000600\n--- stat\n/var/lib/apt/lists/x_InRelease 1 1748 1000000\n`;
   const POLICY = (name: string, v: string) =>
     `${name}:\n  Installed: (none)\n  Candidate: ${v}\n  Version table:\n     ${v} 500\n        500 http://deb.debian.org/debian bookworm/main amd64 Packages\n`;
 
@@ -488,5 +507,20 @@ describe('packageStep.check: (params, host answers) → apt asked? → plan', ()
     Object.assign(plan.ctx, { planOnly: true });
     expect(planPackage(p, await packageStep.check(plan.ctx, p)).summary).toBe(planSummary);
     expect(plan.asked).toEqual(planAsked);
+  });
+});
+
+describe("the package read's stamp of apt's inputs", () => {
+  it('cksum here prints what cksum prints', () => {
+    const cases = [Buffer.alloc(0), Buffer.from('a'), Buffer.from('hello\n'), Buffer.alloc(255, 7), Buffer.alloc(256, 1), Buffer.alloc(70000, 200)];
+    for (const data of cases) expect(cksum(data)).toBe(execFileSync('cksum', { input: data, encoding: 'utf8' }).trim());
+  });
+
+  it('is, on this machine, what the guard then reads: INPUTS_STAMP run on its own', () => {
+    // Globs sort as the package step's own environment sorts them.
+    const env = { ...process.env, LC_ALL: 'C' };
+    const read = execFileSync('/bin/sh', ['-c', stateScript()], { env });
+    const guard = execFileSync('/bin/sh', ['-c', INPUTS_STAMP], { env, encoding: 'utf8' }).trim();
+    expect(splitState(read).inputs).toBe(guard);
   });
 });

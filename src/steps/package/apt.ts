@@ -157,14 +157,18 @@ export function missingVersions(stderr: string): string[] {
 
 const DPKG_FORMAT = quote('${Package}\t${Architecture}\t${Version}\t${Status}\n');
 
+/** What apt's answer to a dry run depends on (INPUTS_STAMP); shell words, globs expanded on the host. */
+const INPUT_PATHS = '/var/lib/dpkg/status /var/lib/dpkg/arch /var/lib/apt/extended_states /var/lib/apt/lists/* /etc/apt /etc/apt/* /etc/apt/*/*';
+
 /**
- * One round trip: the native architecture, every package dpkg knows, then the host's clock and the
- * times of the refresh stamp and the Release files (none: there are no lists), from which
- * splitState works out the lists' age. This read is all a no-op rerun of the step costs the host,
- * so the newest time is picked here rather than by a subshell, sort and tail there.
+ * One round trip: every package dpkg knows (dpkg's own entry names the native architecture), the
+ * host's clock, then one `stat` of the refresh stamp and of apt's inputs. splitState works out
+ * from it the lists' age (the stamp and the Release files) and the stamp of apt's inputs, as
+ * INPUTS_STAMP's `cksum` prints it. This read is all a no-op rerun of the step costs the host:
+ * a `dpkg --print-architecture`, a second `stat` and a `cksum` were three processes more.
  */
 export function stateScript(): string {
-  return [`${DPKG_LIST} || exit $?`, 'echo "--- lists-times"', 'date +%s', `stat -c %Y ${UPDATE_STAMP} /var/lib/apt/lists/*Release 2>/dev/null`, 'echo "--- inputs"', INPUTS_STAMP].join('\n');
+  return [`dpkg-query -W -f=${DPKG_FORMAT} || exit $?`, 'echo "--- clock"', 'date +%s', 'echo "--- stat"', `stat -c '%n %i %s %Y' ${UPDATE_STAMP} ${INPUT_PATHS} 2>/dev/null || true`].join('\n');
 }
 
 /**
@@ -173,7 +177,7 @@ export function stateScript(): string {
  * configuration (sources, pins, options, keys). Two dry runs of one transaction under one stamp
  * give the same answer, so the run does not simulate again until the stamp moves (MEMO_MARK).
  */
-export const INPUTS_STAMP = `stat -c '%n %i %s %Y' /var/lib/dpkg/status /var/lib/dpkg/arch /var/lib/apt/extended_states /var/lib/apt/lists/* /etc/apt /etc/apt/* /etc/apt/*/* 2>/dev/null | cksum`;
+export const INPUTS_STAMP = `stat -c '%n %i %s %Y' ${INPUT_PATHS} 2>/dev/null | cksum`;
 
 /**
  * First line of a read whose output is fixed by a stamp it names (engine/probe.ts): its result
@@ -181,17 +185,72 @@ export const INPUTS_STAMP = `stat -c '%n %i %s %Y' /var/lib/dpkg/status /var/lib
  */
 export const MEMO_MARK = '# hostsmith-memo:';
 
-export function splitState(out: string): { dpkg: Record<string, DpkgEntry>; listsAgeS: number | null; inputs?: string } {
-  const [head = '', rest = ''] = out.split('--- lists-times\n');
-  const [times = '', inputs = ''] = rest.split('--- inputs\n');
-  // The host's clock, then the time of each list file there is.
-  const [now, ...mtimes] = times
-    .split('\n')
-    .filter((l) => /^\d+$/.test(l.trim()))
-    .map(Number);
-  const age = now === undefined || !mtimes.length ? null : now - Math.max(...mtimes);
-  const stamp = inputs.trim();
-  return { dpkg: parseDpkgList(head).dpkg, listsAgeS: age !== null && age >= 0 ? age : null, ...(/^\d+ \d+$/.test(stamp) ? { inputs: stamp } : {}) };
+const CRC_TABLE = (() => {
+  const t = new Uint32Array(256);
+  for (let i = 0; i < 256; i++) {
+    let c = i << 24;
+    for (let k = 0; k < 8; k++) c = c & 0x80000000 ? (c << 1) ^ 0x04c11db7 : c << 1;
+    t[i] = c >>> 0;
+  }
+  return t;
+})();
+
+/** What POSIX `cksum` prints for `data`, without its newline: the CRC (length folded in) and the length. */
+export function cksum(data: Buffer): string {
+  let crc = 0;
+  const step = (b: number) => {
+    crc = ((crc << 8) ^ CRC_TABLE[((crc >>> 24) ^ b) & 0xff]!) >>> 0;
+  };
+  for (const b of data) step(b);
+  for (let n = data.length; n > 0; n = Math.floor(n / 256)) step(n & 0xff);
+  return `${~crc >>> 0} ${data.length}`;
+}
+
+/** Lists' Release files and the refresh stamp: what the lists' age is taken from. */
+const LISTS_TIME = new RegExp(`^(?:${UPDATE_STAMP.replace(/[.]/g, '\\.')}|/var/lib/apt/lists/[^/]*Release)$`);
+
+/** stateScript's answer (bytes as the host printed them, or that text) → the packages, the lists' age, the inputs' stamp. */
+export function splitState(answer: string | Buffer): { dpkg: Record<string, DpkgEntry>; listsAgeS: number | null; inputs?: string } {
+  const raw = Buffer.isBuffer(answer) ? answer : Buffer.from(answer, 'utf8');
+  // Where a marker line starts, at or after `from`; -1: absent.
+  const at = (mark: string, from: number): number => {
+    const line = Buffer.from(`${mark}\n`);
+    if (from === 0 && raw.subarray(0, line.length).equals(line)) return 0;
+    const i = raw.indexOf(Buffer.concat([Buffer.from('\n'), line]), Math.max(0, from - 1));
+    return i < 0 ? -1 : i + 1;
+  };
+  const clock = at('--- clock', 0);
+  const statAt = clock < 0 ? -1 : at('--- stat', clock);
+  const head = raw.subarray(0, clock < 0 ? raw.length : clock).toString('utf8');
+  if (statAt < 0) return { dpkg: parseDpkgQuery(head), listsAgeS: null };
+  const now = Number(
+    raw
+      .subarray(clock + '--- clock\n'.length, statAt)
+      .toString('latin1')
+      .trim(),
+  );
+  let stats = raw.subarray(statAt + '--- stat\n'.length);
+  const mtimes: number[] = [];
+  for (const line of stats.toString('utf8').split('\n')) {
+    const m = /^(.*) \d+ \d+ (\d+)$/.exec(line);
+    if (m && LISTS_TIME.test(m[1]!)) mtimes.push(Number(m[2]));
+  }
+  // The stamp's line (first, when it exists) is not one of apt's inputs.
+  if (stats.subarray(0, UPDATE_STAMP.length + 1).toString('latin1') === `${UPDATE_STAMP} `) {
+    const nl = stats.indexOf(0x0a);
+    stats = nl < 0 ? stats.subarray(stats.length) : stats.subarray(nl + 1);
+  }
+  const age = !Number.isFinite(now) || !mtimes.length ? null : now - Math.max(...mtimes);
+  return { dpkg: parseDpkgQuery(head), listsAgeS: age !== null && age >= 0 ? age : null, inputs: cksum(stats) };
+}
+
+/**
+ * `dpkg-query -W` (DPKG_FORMAT) → the entries (parseDpkg), keyed with the native architecture:
+ * the one dpkg itself is built for, which is its own package's.
+ */
+export function parseDpkgQuery(out: string): Record<string, DpkgEntry> {
+  const own = /^dpkg\t([^\t\n]+)\t/m.exec(out);
+  return parseDpkg(out, own?.[1] ?? '');
 }
 
 /** Shell: the native architecture, then every package dpkg lists (parseDpkgList). */

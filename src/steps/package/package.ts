@@ -254,7 +254,7 @@ function failure(what: string, r: { code: number; stderr: string; stdout: string
 async function readState(ctx: StepContext): Promise<Pick<PackageState, 'dpkg' | 'listsAgeS' | 'inputs'>> {
   const r = await exec(ctx, stateScript());
   if (r.code !== 0) throw failure(`cannot read the installed packages on ${ctx.host}`, r);
-  return splitState(r.stdout);
+  return splitState(r.stdoutRaw);
 }
 
 async function simulate(ctx: StepContext, p: PackageParams, todo: Pending, freshLists: boolean, inputs?: string) {
