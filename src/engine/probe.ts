@@ -227,17 +227,29 @@ function plainScript(it: { cmdline: string; stdin: Buffer }): { timeout: string;
 /**
  * One command of a batch as the host's shell runs it, its output to `o<i>`/`e<i>` and its exit
  * code added to `hs_codes`. The framed stdin is `<bytes>\n<script><own stdin>`. A plain command
- * (plainScript) runs as `s=<script> sh -c 'eval "$s"'`: what the bootstrap does with the script
- * it reads (the script unsets `s` first), with one process instead of five. Any other goes
- * through the very bootstrap its own exec would, its stdin fed from base64.
+ * (plainScript) is evaluated as the bootstrap evaluates the script it reads (the script unsets
+ * `s` first), in a subshell of the batch: a fork where its own exec was five processes, and a
+ * fresh `sh` a whole process more. The subshell starts as that `sh` would: no EXIT or other trap
+ * of the batch (a subshell resets them), none of the batch's own variables, stdin from
+ * /dev/null, and its `exit`, `cd`, `umask` or `exec` end with it. One with a `timeout` needs a
+ * program to time, and one that names `$$` its own shell's id (OWN_PID): each runs as
+ * `[timeout …] sh -c 'eval "$s"'`. Any other goes through the very
+ * bootstrap its own exec would, its stdin fed from base64.
  */
 function batchLine(i: number, it: { cmdline: string; stdin: Buffer }): string {
   // In the login's own folder, as its own exec: the scratch folder is named by path, never entered.
   const out = `</dev/null >"$T/o${i}" 2>"$T/e${i}"`;
   const plain = plainScript(it);
-  if (plain) return `s=${quote(plain.script)} ${plain.timeout}sh -c 'eval "$s"' ${out}; hs_codes="$hs_codes ${i}:$?"`;
+  if (plain && (plain.timeout || OWN_PID.test(plain.script))) return `s=${quote(plain.script)} ${plain.timeout}sh -c 'eval "$s"' ${out}; hs_codes="$hs_codes ${i}:$?"`;
+  if (plain) return `s=${quote(plain.script)}; ( unset T hs_codes; eval "$s" ) ${out}; hs_codes="$hs_codes ${i}:$?"`;
   return `printf %s ${quote(it.stdin.toString('base64'))} | base64 -d | ( eval ${quote(it.cmdline)} ) >"$T/o${i}" 2>"$T/e${i}"; hs_codes="$hs_codes ${i}:$?"`;
 }
+
+/**
+ * A script that names its shell's process id: in a subshell `$$` is the batch's own (a `kill $$`
+ * would end the batch), so such a script gets a shell of its own.
+ */
+const OWN_PID = /\$\$|\$\{\$\}/;
 
 /**
  * A batched command that is exactly a path's read (file-state.ts checkScript) or a `test -e` of

@@ -29,7 +29,12 @@ const CASES: Array<[string, string, string?]> = [
   ['it reads its own stdin', 'cat; echo; wc -c', 'given on stdin\n'],
   ['exit inside the command', 'echo before; exit 0; echo after'],
   ['a command that kills its own shell', 'echo x; kill -9 $$'],
-  ['it runs where its own exec would (the login folder)', 'pwd; ls -a | head -c 200'],
+  // What a command does to its shell ends with it: the commands after it in the batch do not see it.
+  ['it changes its folder and umask', 'cd / && umask 077 && pwd && umask'],
+  ['it sets shell options and traps', 'set -eu; trap "echo trapped" EXIT; echo $HOSTSMITH_UNSET_VAR; echo not here'],
+  ['it replaces its shell', 'echo before; exec echo replaced'],
+  ['it names its own process id', 'test "$$" != "$PPID" && echo own; echo "$$" | grep -c "^[0-9]*$"'],
+  ['it runs where its own exec would (the login folder)', 'pwd; umask; ls -a | head -c 200; set -o | grep -E "errexit|nounset"'],
 ];
 
 describe('execBatch: a batch gives each command what it gives on its own', () => {
@@ -151,7 +156,7 @@ describe('execBatch: path reads answered together give what each read gives on i
     override exec(cmd: string, o?: Parameters<LocalTransport['exec']>[1]) {
       this.execs++;
       // A read run as its own script in the batch (not answered from the shared look).
-      this.readsOnTheirOwn += cmd.split(`sh -c 'eval "$s"'`).length - 1;
+      this.readsOnTheirOwn += cmd.split(`eval "$s"`).length - 1;
       return super.exec(cmd, o);
     }
   }
