@@ -112,6 +112,16 @@ export function planService(p: ServiceParams, s: ServiceState): Plan<ServiceUndo
 
 const PATH = 'PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin; export PATH';
 
+/**
+ * Shell: the init script's own `status` (its exit code says whether the service runs). Run
+ * directly, as `service` would run it: the `service` wrapper is a shell script that starts two
+ * `basename`s and an `env` before it, four processes on every read of every service. Only on a
+ * host without systemd, where the init scripts do not hand over to systemctl.
+ */
+function sysvStatus(n: string): string {
+  return `/etc/init.d/${n} status >/dev/null 2>&1 </dev/null`;
+}
+
 export function checkScript(name: string, init: Init): string {
   const n = quote(name);
   if (init === 'systemd') {
@@ -133,7 +143,7 @@ export function checkScript(name: string, init: Init): string {
     PATH,
     `if [ ! -x /etc/init.d/${n} ]; then echo exists=0; exit 0; fi`,
     'echo exists=1',
-    `service ${n} status >/dev/null 2>&1 </dev/null; echo "status=$?"`,
+    `${sysvStatus(n)}; echo "status=$?"`,
     `for f in /etc/rc[0-6S].d/[SK][0-9][0-9]${n}; do if [ -e "$f" ] || [ -L "$f" ]; then echo "link=$f"; fi; done`,
   ].join('\n');
 }
@@ -176,7 +186,7 @@ function existsTest(name: string, init: Init): string {
 
 function runningTest(name: string, init: Init): string {
   const n = quote(name);
-  return init === 'systemd' ? `systemctl is-active --quiet -- ${n}` : `service ${n} status >/dev/null 2>&1 </dev/null`;
+  return init === 'systemd' ? `systemctl is-active --quiet -- ${n}` : sysvStatus(n);
 }
 
 /**
