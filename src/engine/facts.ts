@@ -1,3 +1,4 @@
+import { isDeepStrictEqual } from 'node:util';
 import type { Transport } from '../transport/transport.js';
 import { ConnectError } from '../errors.js';
 import { LAST_FILE } from './lock.js';
@@ -27,25 +28,58 @@ export function parseFacts(out: string): Facts {
   };
 }
 
+/** What the facts round trip found: the facts, whether a run lock is held, who locked last beside each lock path. */
+export interface FactsAnswer {
+  facts: Facts;
+  locked: boolean;
+  lasts: string[];
+}
+
 /**
- * Facts, and in the same round trip whether any of `lockPaths` (shell words) exists (a run lock
+ * The facts script, and with `lockPaths` (shell words) whether any of them exists (a run lock
  * held there): an apply that finds none takes its own lock only before its first change. `lasts`:
  * who took a lock beside each last (lock.ts LAST_FILE), to tell then whether another run locked
- * the host in between.
+ * the host in between. No `lockPaths`: the facts alone (a plan).
  */
-export async function factsAndLocks(t: Transport, lockPaths: string[]): Promise<{ facts: Facts; locked: boolean; lasts: string[] }> {
+export function factsScript(lockPaths: string[] = []): string {
   // The lock's folder cut off by the shell (a lock path always ends in /lock), not by dirname.
   // The last owner line is read by the shell itself (its first line): a `head` and a `tr` here
   // were four processes on every run of every host.
   const check = lockPaths.map(
     (p, i) => `if [ -e ${p} ] || [ -L ${p} ]; then echo lock_held=1; fi; hs_l=${p}; hs_x=; IFS= read -r hs_x 2>/dev/null <"\${hs_l%/*}/${LAST_FILE}"; printf 'lock_last_${i}=%s\\n' "$hs_x"`,
   );
-  const r = await t.exec([FACTS_SCRIPT, ...check].join('\n'));
+  return [FACTS_SCRIPT, ...check].join('\n');
+}
+
+/** factsScript's answer, for `lockPaths` lock paths. */
+export function readFactsAnswer(out: string, lockPaths: number): FactsAnswer {
+  const lasts = Array.from({ length: lockPaths }, (_, i) => new RegExp(`^lock_last_${i}=(.*)$`, 'm').exec(out)?.[1] ?? '');
+  return { facts: parseFacts(out), locked: /^lock_held=1$/m.test(out), lasts };
+}
+
+/** Facts and locks in one round trip (factsScript). */
+export async function factsAndLocks(t: Transport, lockPaths: string[]): Promise<FactsAnswer> {
+  const r = await t.exec(factsScript(lockPaths));
   if (r.code !== 0 && !r.stdout) {
     throw new ConnectError(t.name, `could not gather facts (exit ${r.code}): ${r.stderr.trim()}`);
   }
-  const lasts = lockPaths.map((_, i) => new RegExp(`^lock_last_${i}=(.*)$`, 'm').exec(r.stdout)?.[1] ?? '');
-  return { facts: parseFacts(r.stdout), locked: /^lock_held=1$/m.test(r.stdout), lasts };
+  return readFactsAnswer(r.stdout, lockPaths.length);
+}
+
+/**
+ * Facts still to read, in the run's first exec on the host (run.ts firstContact): the script, and
+ * what to do with its answer — true when the facts are those the host was planned from and no
+ * lock is held there; false when the host must be planned again from its real facts
+ * (FleetHosts.refresh).
+ */
+export interface FirstContact {
+  script: string;
+  settle(out: string): boolean;
+}
+
+/** Do two readings of a host's facts say the same? */
+export function sameFacts(a: Facts, b: Facts): boolean {
+  return isDeepStrictEqual(a, b);
 }
 
 export async function gatherFacts(t: Transport): Promise<Facts> {
@@ -54,4 +88,15 @@ export async function gatherFacts(t: Transport): Promise<Facts> {
     throw new ConnectError(t.name, `could not gather facts (exit ${r.code}): ${r.stderr.trim()}`);
   }
   return parseFacts(r.stdout);
+}
+
+/**
+ * Thrown by runHost before it plans anything: the facts kept from the last run, which the host was
+ * about to be planned from, are not the host's now (or a run lock is held there). The fleet reads
+ * them afresh (FleetHosts.refresh) and runs the host again.
+ */
+export class FactsMoved extends Error {
+  constructor(host: string) {
+    super(`${host}: its facts are not those the last run kept; planning it again from what it says now`);
+  }
 }

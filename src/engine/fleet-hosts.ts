@@ -8,7 +8,8 @@ import { errorMessage } from '../errors.js';
 import type { ShellTransport } from '../transport/base.js';
 import { quote } from '../shell/script.js';
 import type { Emit } from './events.js';
-import { factsAndLocks, gatherFacts, type Facts } from './facts.js';
+import { factsAndLocks, factsScript, gatherFacts, readFactsAnswer, sameFacts, type Facts, type FactsAnswer, type FirstContact } from './facts.js';
+import type { FactsCache } from './facts-cache.js';
 import type { LockTaken } from './host-run.js';
 import { reachOf, type Journal } from './journal.js';
 import { ROOT_LOCK_DIR, acquireLock } from './lock.js';
@@ -33,6 +34,11 @@ export interface OpenHost {
   locking?: Promise<LockTaken>;
   /** Who had locked the host last, beside each lock path, when the run first read it (facts). */
   lasts: string[];
+  /**
+   * The host's facts are those the last run saw (FactsCache), not yet read this run: they are
+   * read in the first exec that reads the host, and settled then.
+   */
+  firstContact?: FirstContact;
 }
 
 export interface FleetHostSettings {
@@ -48,6 +54,8 @@ export interface FleetHostSettings {
   recipeSudo: boolean;
   journal?: Journal;
   emit: Emit;
+  /** Facts kept from earlier runs: a host found there has its facts read with its first batch. */
+  factsCache?: FactsCache;
 }
 
 export class FleetHosts {
@@ -55,19 +63,28 @@ export class FleetHosts {
 
   constructor(private readonly settings: FleetHostSettings) {}
 
-  /** Connects (once per host), reads its facts, and for an apply journals host-started. */
+  /**
+   * Connects (once per host), reads its facts, and for an apply journals host-started. A host
+   * whose facts the last run kept starts from those instead, with no round trip of its own: its
+   * facts (and locks) are read with its first batch, and settled then (FirstContact).
+   */
   async connect(target: Reachable): Promise<OpenHost> {
     const have = this.open.get(target.name);
     if (have) return have;
-    const { runId, apply, emit } = this.settings;
+    const { runId, apply, emit, factsCache } = this.settings;
     const transport = await target.connect();
+    const kept = process.env.HOSTSMITH_NO_BATCH === '1' ? undefined : factsCache?.read(factsKey(target));
     // An apply also asks, in the same round trip, whether a run lock is held there (the root lock,
     // or the login user's): if so it takes its own at once (and fails fast, or finds it stale).
-    const { facts, locked, lasts } = apply ? await factsAndLocks(transport, this.lockPaths()) : { facts: await gatherFacts(transport), locked: false, lasts: [] };
+    const answer: FactsAnswer = kept ? { facts: kept, locked: false, lasts: [] } : await this.readFacts(transport);
+    // Only an apply keeps them: a plan writes nothing, on the host or here.
+    if (!kept && apply) factsCache?.write(factsKey(target), answer.facts);
+    const { facts, locked, lasts } = answer;
     transport.identify(facts.user);
     transport.tagRun(runId);
     emit({ event: 'host-connected', runId, time: isoNow(), host: target.name, facts });
     const host: OpenHost = { transport, facts, baseFor: this.baseFor(facts), lasts };
+    if (kept) host.firstContact = this.firstContact(host, kept);
     this.open.set(target.name, host);
     if (apply) {
       // Journaled at once, lock or not: a crash before the first change still leaves what the run
@@ -76,6 +93,45 @@ export class FleetHosts {
       if (locked) await this.locker(target, host)();
     }
     return host;
+  }
+
+  /**
+   * The facts kept from the last run were not the host's (or a run lock is held there): read them
+   * now, as a connect without kept facts does, and journal the host again with them. The run
+   * then plans the host afresh; nothing was changed on it meanwhile.
+   */
+  async refresh(target: Reachable, host: OpenHost): Promise<void> {
+    const { runId, apply, emit, factsCache } = this.settings;
+    host.firstContact = undefined;
+    const { facts, locked, lasts } = await this.readFacts(host.transport);
+    if (apply) factsCache?.write(factsKey(target), facts);
+    host.facts = facts;
+    host.baseFor = this.baseFor(facts);
+    host.lasts = lasts;
+    host.transport.identify(facts.user);
+    emit({ event: 'host-connected', runId, time: isoNow(), host: target.name, facts });
+    if (apply) {
+      await this.hostStarted(target, host);
+      if (locked) await this.locker(target, host)();
+    }
+  }
+
+  private readFacts(transport: ShellTransport): Promise<FactsAnswer> {
+    return this.settings.apply ? factsAndLocks(transport, this.lockPaths()) : gatherFacts(transport).then((facts) => ({ facts, locked: false, lasts: [] }));
+  }
+
+  private firstContact(host: OpenHost, kept: Facts): FirstContact {
+    const locks = this.settings.apply ? this.lockPaths() : [];
+    return {
+      script: factsScript(locks),
+      settle: (out) => {
+        host.firstContact = undefined;
+        const answer = readFactsAnswer(out, locks.length);
+        if (!sameFacts(answer.facts, kept) || answer.locked) return false;
+        host.lasts = answer.lasts;
+        return true;
+      },
+    };
   }
 
   /**
@@ -164,4 +220,9 @@ export class FleetHosts {
     }
     if (!this.settings.keepOpen) await host.transport.close().catch(() => {});
   }
+}
+
+/** Which host a kept copy of facts belongs to: its name and how it is reached. */
+function factsKey(target: Reachable): string {
+  return JSON.stringify([target.name, target.describe ?? null]);
 }

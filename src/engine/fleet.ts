@@ -15,6 +15,8 @@ import { splitBatches, type Amount, type RollbackScope } from './batches.js';
 import { worstStatus, type Emit, type RunEvent } from './events.js';
 import { runBatches, type RollBackLater } from './fleet-batches.js';
 import { FleetHosts, type OpenHost } from './fleet-hosts.js';
+import { FactsCache } from './facts-cache.js';
+import { FactsMoved } from './facts.js';
 import type { HostReport, RunReport } from './fleet-report.js';
 import type { ConfirmOptions, HostRunOptions } from './host-run.js';
 import { Journal, type JournalEntry } from './journal.js';
@@ -164,6 +166,7 @@ async function everyHost(options: RunRecipeOptions, shape: FleetShape, frame: Ru
     recipeSudo: options.recipe.sudo || options.recipe.defaults.sudo === true,
     journal: frame.journal,
     emit: frame.emit,
+    factsCache: new FactsCache(options.stateDir),
   });
   frame.whenOver(() => hosts.closeAll());
   const work: HostWork = { hosts, optionsFor: hostOptionsFor(options, frame, hosts, out.sources), scope: shape.scope, ...(options.mode === 'plan' ? { planPart: planPartFor(options) } : {}) };
@@ -256,6 +259,7 @@ function hostOptionsFor(options: RunRecipeOptions, frame: RunFrame, hosts: Fleet
     sudo: target.sudo,
     backupDirFor: (withSudo: boolean) => `${open.baseFor(withSudo)}/backups/${runId}`,
     expected: options.expected?.hosts[target.name],
+    ...(open.firstContact ? { firstContact: open.firstContact } : {}),
     ...(apply ? { beforeChange: hosts.locker(target, open), relock: () => hosts.relock(target, open) } : {}),
     ...(apply && confirmMs !== undefined ? { confirm: confirmFor(target, confirmMs, options.recipe.verify) } : {}),
   });
@@ -280,6 +284,20 @@ function planPartFor(options: RunRecipeOptions): NonNullable<HostWork['planPart'
   return (target, result) => ({ steps: result.planned.map((planned) => stepValueOf(planned, options.recipe.handlers.includes(planned.spec))), vars: varDigests(salt, target.vars) });
 }
 
+/**
+ * runHost on an open host; planned again from its real facts when those the last run kept (which
+ * it started from) turn out not to be the host's now. Nothing was changed on the host by then.
+ */
+async function runHostOn(target: HostTarget, open: OpenHost, work: HostWork, adjust: (o: HostRunOptions) => HostRunOptions = (o) => o): Promise<HostResult> {
+  try {
+    return await runHost(adjust(work.optionsFor(target, open)));
+  } catch (e) {
+    if (!(e instanceof FactsMoved)) throw e;
+    await work.hosts.refresh(target, open);
+    return runHost(adjust(work.optionsFor(target, open)));
+  }
+}
+
 /** One host: connect, run, and let go of it unless it is held for a later rollback. */
 async function runOneHost(target: HostTarget, work: HostWork): Promise<{ report: HostReport; rollBackLater?: RollBackLater }> {
   const started = Date.now();
@@ -288,7 +306,7 @@ async function runOneHost(target: HostTarget, work: HostWork): Promise<{ report:
   let rollBackLater: RollBackLater | undefined;
   try {
     open = await work.hosts.connect(target);
-    const result = await runHost(work.optionsFor(target, open));
+    const result = await runHostOn(target, open, work);
     // Under a wider rollback scope an ok host stays open and locked: a failure elsewhere may still roll it back.
     if (work.scope !== 'host' && result.status === 'ok' && result.rollBackLater) rollBackLater = result.rollBackLater;
     report = {
@@ -332,7 +350,7 @@ async function recheckHost(target: HostTarget, plan: PlanValue, work: HostWork):
   try {
     if (!expected) throw new Error(`${target.name} is not in the plan`);
     const open = await work.hosts.connect(target);
-    const result = await runHost({ ...work.optionsFor(target, open), mode: 'plan', emit: () => {}, journal: undefined, expected: undefined });
+    const result = await runHostOn(target, open, work, (o) => ({ ...o, mode: 'plan', emit: () => {}, journal: undefined, expected: undefined }));
     const stale = staleSteps(expected, result.planned);
     if (result.status === 'unreachable') throw new ConnectError(target.name, result.error ?? 'unreachable');
     if (!stale.length) return undefined;

@@ -10,7 +10,7 @@ import type { HostConnection, StepContext } from '../steps/step.js';
 import { ShellTransport } from '../transport/base.js';
 import type { Transport } from '../transport/transport.js';
 import type { Emit } from './events.js';
-import type { Facts } from './facts.js';
+import type { Facts, FirstContact } from './facts.js';
 import { newHostState, type HostState, type StepResult } from './host-state.js';
 import type { Journal } from './journal.js';
 import type { PlanHost } from './plan-value.js';
@@ -34,6 +34,8 @@ export interface HostRunOptions {
   host: string;
   transport: Transport;
   facts: Facts;
+  /** `facts` are those the last run kept: read the real ones with the first batch (run.ts firstContact). */
+  firstContact?: FirstContact;
   vars: Record<string, unknown>;
   /** Host-level sudo (inventory or --sudo). */
   sudo: boolean;

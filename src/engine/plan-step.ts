@@ -11,7 +11,7 @@ import { isGuarded, stateFingerprint, sha256, type Plan, type StepType } from '.
 import { contextFor, scopeFor, type StepEnv } from './host-run.js';
 import { KNOWN_AFTER_APPLY, type Changing, type HostState } from './host-state.js';
 import { ANYTHING, meets, widen } from '../steps/footprint.js';
-import type { BatchWith, Probes } from './probe.js';
+import type { BatchWith, Carry, Probes } from './probe.js';
 
 export type { PlannedStatus, PlannedStep } from './planned-step.js';
 import type { PlannedStep } from './planned-step.js';
@@ -83,6 +83,11 @@ export async function planStep(state: PlanState, inputs: PlanInputs, spec: StepS
   state.changing.length = changing;
   probes?.readLive(spec);
   return planOnce(state, inputs, spec);
+}
+
+/** Batches the reads of `spec` and of the steps after it now, taking `carry` along (run.ts firstContact). */
+export async function prefetchCarrying(state: PlanState, inputs: PlanInputs, spec: StepSpec, carry: Carry): Promise<void> {
+  await inputs.probes?.prefetch(inputs.env.transport, spec, batchWith(state, inputs, spec), carry);
 }
 
 /**

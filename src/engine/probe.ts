@@ -158,8 +158,13 @@ export class Probes {
     this.covered.delete(spec.name);
   }
 
-  /** Before `spec` plans: unless its reads are already waiting, batch the reads of it and of the steps `with.later()` gives. */
-  async prefetch(real: Transport, spec: StepSpec, batch: BatchWith): Promise<void> {
+  /**
+   * Before `spec` plans: unless its reads are already waiting, batch the reads of it and of the
+   * steps `with.later()` gives. With `carry` (the host's facts, not read yet this run), the first
+   * batch takes its script along, and always goes, however few reads it holds: the round trip is
+   * paid for by the facts either way.
+   */
+  async prefetch(real: Transport, spec: StepSpec, batch: BatchWith, carry?: Carry): Promise<void> {
     if (process.env.HOSTSMITH_NO_BATCH === '1') return;
     if (!(real instanceof ShellTransport)) return;
     real.usePrefetched(this.cache);
@@ -177,7 +182,7 @@ export class Probes {
       }
       if (!wanted.size) break;
       const mine = [...keys.get(spec.name)!].some((k) => wanted.has(k));
-      if (round === 0 && (wanted.size === 1 || !mine)) {
+      if (round === 0 && !carry && (wanted.size === 1 || !mine)) {
         // One read to make: its own exec costs the host less than a batch around it. The step that
         // wants it reads on its own; the others plan from what is already here. And when this
         // step wants nothing (what it reads is here: batched before, or a change's read-back),
@@ -187,17 +192,27 @@ export class Probes {
         for (const step of rest) if (![...keys.get(step.name)!].some((k) => wanted.has(k))) this.covered.set(step.name, { keys: [...keys.get(step.name)!], reads: batch.readsOf(step) });
         return;
       }
-      await runBatch(real, [...wanted.entries()], this.cache);
+      await runBatch(real, [...wanted.entries()], this.cache, round === 0 ? carry : undefined);
     }
     for (const step of rest) this.covered.set(step.name, { keys: [...keys.get(step.name)!], reads: batch.readsOf(step) });
   }
 }
 
+/**
+ * A script that goes along with a batch, in the same exec and before it, and what to do with
+ * what it printed (its stdout, as text): the host's facts on a run's first contact.
+ */
+export interface Carry {
+  script: string;
+  took(out: string): void;
+}
+
 /** One exec: every noted command run as its own exec would be; their results are cached. */
-async function runBatch(transport: ShellTransport, items: Array<[string, { cmdline: string; stdin: Buffer }]>, cache: Prefetched): Promise<void> {
+async function runBatch(transport: ShellTransport, items: Array<[string, { cmdline: string; stdin: Buffer }]>, cache: Prefetched, carry?: Carry): Promise<void> {
   const results = await execBatch(
     transport,
     items.map(([, item]) => item),
+    carry ? { carry } : {},
   );
   results.forEach((result, i) => {
     if (result) cache.put(items[i]![0], result, items[i]![1].stdin);
@@ -276,7 +291,7 @@ const BARE = new RegExp(`^unset n s(?:; export HOSTSMITH_RUN=(?:[A-Za-z0-9_/.,:=
  * Two or more such reads of paths are answered together from one look at the host
  * (steps/path-batch.ts); one that look cannot answer for certain runs its own script in a second batch.
  */
-export async function execBatch(transport: ShellTransport, items: Array<{ cmdline: string; stdin: Buffer }>, o: { combine?: boolean } = {}): Promise<Array<ExecResult | undefined>> {
+export async function execBatch(transport: ShellTransport, items: Array<{ cmdline: string; stdin: Buffer }>, o: { combine?: boolean; carry?: Carry } = {}): Promise<Array<ExecResult | undefined>> {
   const nonce = randomBytes(8).toString('hex');
   const paths = new Map<number, PathAsk>();
   if (o.combine !== false) {
@@ -289,6 +304,14 @@ export async function execBatch(transport: ShellTransport, items: Array<{ cmdlin
   const own = items.map((_, i) => i).filter((i) => !paths.has(i));
   const files = [...own.flatMap((i) => [`o${i}`, `e${i}`]), ...(paths.size ? PATH_BATCH_FILES : [])];
   const lines = [
+    // What goes along runs first, in a subshell (whatever it sets stays there), and prints before
+    // the batch's first frame line: even a batch that fails at once leaves its answer whole.
+    ...(o.carry
+      ? [
+          `( ${o.carry.script}
+) </dev/null 2>/dev/null`,
+        ]
+      : []),
     // Named after the run (HOSTSMITH_RUN, set for every command): what a killed batch leaves, the
     // run's recover removes (journal-steps.ts stopLeftovers).
     'T=$(mktemp -d "${TMPDIR:-/tmp}/hostsmith-probe.${HOSTSMITH_RUN:-none}.XXXXXXXX") || exit 97',
@@ -304,10 +327,11 @@ export async function execBatch(transport: ShellTransport, items: Array<{ cmdlin
   ];
   const r = await transport.exec(lines.join('\n'));
   const out: Array<ExecResult | undefined> = items.map(() => undefined);
-  if (r.code !== 0) return out;
   const raw = r.stdoutRaw;
   const mark = Buffer.from(`${nonce}\n`);
   const at0 = raw.indexOf(mark);
+  o.carry?.took(raw.subarray(0, at0 < 0 ? raw.length : at0).toString('utf8'));
+  if (r.code !== 0) return out;
   const at1 = at0 < 0 ? -1 : raw.indexOf(mark, at0 + mark.length);
   const at2 = at1 < 0 ? -1 : raw.indexOf(mark, at1 + mark.length);
   if (at2 < 0) return out;

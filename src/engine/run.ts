@@ -12,7 +12,8 @@ import { applyPlanned, rollBackStep, type ApplyInputs } from './apply-step.js';
 import type { Counts, HostStatus, StepStatus } from './events.js';
 import { hostScope, newHostRun, type HostRun, type HostRunOptions } from './host-run.js';
 import { plannedResult, type Completed } from './host-state.js';
-import { planStep, type PlanInputs, type PlannedStep } from './plan-step.js';
+import { planStep, prefetchCarrying, type PlanInputs, type PlannedStep } from './plan-step.js';
+import { FactsMoved, type FirstContact } from './facts.js';
 import { stepDifference } from './plan-value.js';
 import { awaitWatchdog, claimWatchdog, dueHandlers, protect, recordWatchdogRollback, watchdogDir, watchdogParts, type ConfirmOptions, type Fired, type Protection } from './watchdog.js';
 
@@ -84,6 +85,7 @@ export async function runHost(options: HostRunOptions): Promise<HostResult> {
   }
   const stop = () => (options.mode === 'apply' && state.fatal !== undefined) || options.interrupt?.aborted === true;
   try {
+    if (options.firstContact && !(await firstContact(hostRun, options.firstContact))) throw new FactsMoved(options.host);
     // A plan goes on past a failing step, so one dry run shows every problem; apply stops.
     await schedule(options.recipe.steps, Math.max(1, options.recipe.defaults.parallel || 1), (spec) => stepTurn(hostRun, spec), stop);
     for (const handler of options.recipe.handlers) {
@@ -122,6 +124,25 @@ export async function runHost(options: HostRunOptions): Promise<HostResult> {
   }
   if (options.mode === 'plan') return { status: interrupted ? 'interrupted' : 'failed', counts: state.counts, planned: state.planned, error: state.fatal };
   return rollBackHost(hostRun, { interrupted });
+}
+
+/**
+ * The host's facts, read in the run's first exec there together with the first batch of reads,
+ * which was planned from the facts the last run kept: a no-op costs the host that one exec. True
+ * when those facts hold (and no run lock is held there); false: nothing planned so far stands.
+ * With no reads to batch, the facts go on their own, as on a first contact.
+ */
+async function firstContact(hostRun: HostRun, contact: FirstContact): Promise<boolean> {
+  const { options } = hostRun;
+  let said: string | undefined;
+  const first = options.recipe.steps[0];
+  if (first) await prefetchCarrying(hostRun.state, planInputs(hostRun), first, { script: contact.script, took: (out) => (said = out) });
+  if (said === undefined) {
+    const r = await options.transport.exec(contact.script);
+    if (r.code !== 0 && !r.stdout) throw new ConnectError(options.host, `could not gather facts (exit ${r.code}): ${r.stderr.trim()}`);
+    said = r.stdout;
+  }
+  return contact.settle(said);
 }
 
 /**

@@ -3,16 +3,18 @@
  * - The batched path and the one-step-at-a-time path (HOSTSMITH_NO_BATCH=1) reach the same plan
  *   on the same host, step for step (status, summary, diff), with host files that try to break
  *   the framing: binary bytes, lines shaped like frames, no final newline.
- * - A no-op plan or apply costs the host 2 exec channels (facts, one batch): an apply asks
- *   whether a run lock is held there with its facts and takes its own only before its first
- *   change. Counted by the transport (HOSTSMITH_COUNT_EXECS=1).
+ * - A no-op plan or apply costs the host 1 exec channel once an apply has seen it: the facts the
+ *   last apply kept on the controller plan the batch, and the facts go with it, read in the same
+ *   exec; an apply asks there too whether a run lock is held and takes its own only before its
+ *   first change. Facts that moved since, or a lock held, plan the host again from what it says.
+ *   Counted by the transport (HOSTSMITH_COUNT_EXECS=1).
  * - A change's read-back answers the next step's read of the same file or crontab (no exec of
  *   its own), and never once anything else changed the host: a command that edits the file
  *   between two line steps is seen by the second. Later steps' reads are batched when a step
  *   needs a read, not after every change.
  * The host's state is set up and read with plain OpenSSH.
  */
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { beforeAll, expect, it } from 'vitest';
 import { sshOk } from '../hosts/ssh.js';
@@ -109,19 +111,20 @@ describeHosts('batched probes: one exec for every read, the same plan as one ste
     expect(execs(single)).toBeGreaterThan(10);
   }, 120_000);
 
-  it('applies batched; then a no-op plan and a no-op apply are 2 exec channels each, with the same plan as one at a time', async () => {
+  it('applies batched; then a no-op plan and a no-op apply are 1 exec channel each, with the same plan as one at a time', async () => {
     const first = await run(['apply', '--yes']);
     expect(first.code, all(first)).toBe(0);
     expect(await sshOk(sandbox(), sandbox().hosts[0]!, 'cat /srv/probe/hostile; grep -c workers=8 /srv/probe/odd.conf; crontab -l | grep -c probe-job; id -nG probeusr')).toBe(
       'tamed\n1\n1\nprobeusr probegrp\n',
     );
     const plan = await run(['plan']);
-    expect(execs(plan), all(plan)).toBe(2);
+    // The facts the apply kept, read again with the batch, in the one exec.
+    expect(execs(plan), all(plan)).toBe(1);
     expect(planOf(plan).map((s) => s.status)).toEqual(Array(10).fill('unchanged'));
     expect(planOf(plan)).toEqual(planOf(await run(['plan'], { HOSTSMITH_NO_BATCH: '1' })));
     const again = await run(['apply', '--yes']);
     expect(again.code, all(again)).toBe(0);
-    expect(execs(again), all(again)).toBe(2);
+    expect(execs(again), all(again)).toBe(1);
     // Nothing changed, so the host was never locked: no host-started entry of that run names a lock; the first run's does.
     const locks = (r: CliResult) =>
       readFileSync(join(state, 'runs', `${r.events.find((e) => e.event === 'run-started')!.runId}.ndjson`), 'utf8')
@@ -133,6 +136,39 @@ describeHosts('batched probes: one exec for every read, the same plan as one ste
     expect(locks(first)).toHaveLength(1);
     expect(stepEvents(again).every((e) => e.status === 'unchanged')).toBe(true);
   }, 180_000);
+
+  it("kept facts that are not the host's any more, or a lock held there, plan the host again from what it says", async () => {
+    const factsDir = join(state, 'facts');
+    const [kept] = readdirSync(factsDir);
+    const file = join(factsDir, kept!);
+    const real = readFileSync(file, 'utf8');
+    expect(JSON.parse(real)).toMatchObject({ hostname: 'h1', user: 'root', pkg: 'apt' });
+    // Another host now answers at this address, as far as the kept facts know.
+    writeFileSync(file, real.replace('"hostname":"h1"', '"hostname":"elsewhere"'));
+    const moved = await run(['plan']);
+    expect(moved.code, all(moved)).toBe(0);
+    // The batch with the facts, the facts again on their own, the batch planned from them.
+    expect(execs(moved), all(moved)).toBe(3);
+    // The template renders facts.hostname: planned from the kept "elsewhere", it would change.
+    expect(planOf(moved).map((s) => s.status)).toEqual(Array(10).fill('unchanged'));
+    // A plan writes nothing, here either; an apply keeps what it read.
+    expect(readFileSync(file, 'utf8')).toContain('"hostname":"elsewhere"');
+    const applied = await run(['apply', '--yes']);
+    expect(applied.code, all(applied)).toBe(0);
+    expect(execs(applied), all(applied)).toBe(3);
+    expect(stepEvents(applied).every((e) => e.status === 'unchanged')).toBe(true);
+    expect(readFileSync(file, 'utf8')).toBe(real);
+    // A lock held by another run, seen in the first exec: the run takes its own at once and is refused, as without kept facts.
+    await sshOk(sandbox(), sandbox().hosts[0]!, 'mkdir -p /run/hostsmith/lock && echo "run=other-run controller=elsewhere pid=1 since=now" > /run/hostsmith/lock/owner');
+    try {
+      const locked = await run(['apply', '--yes']);
+      expect(locked.code, all(locked)).not.toBe(0);
+      expect(all(locked)).toMatch(/host is locked by another hostsmith run \(run=other-run controller=elsewhere/);
+      expect(stepEvents(locked)).toEqual([]);
+    } finally {
+      await sshOk(sandbox(), sandbox().hosts[0]!, 'rm -rf /run/hostsmith/lock');
+    }
+  }, 120_000);
 
   it('a change read back answers the next read of that file or crontab, and a command that edits the file meanwhile is seen', async () => {
     const r = await hostsmith(['apply', join(dir, 'seeded.yml'), ...sandboxArgs(sandbox(), join(dir, 'state-seeded')), '--hosts', 'h1', '--json', '--yes'], {

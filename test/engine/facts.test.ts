@@ -3,8 +3,12 @@
  * they must still say exactly what the commands they replace print.
  */
 import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { FACTS_SCRIPT, gatherFacts, parseFacts } from '../../src/engine/facts.js';
+import { FACTS_SCRIPT, gatherFacts, parseFacts, sameFacts } from '../../src/engine/facts.js';
+import { FactsCache } from '../../src/engine/facts-cache.js';
 import { LocalTransport } from '../../src/transport/local.js';
 
 const sh = (cmd: string, env: NodeJS.ProcessEnv = process.env): string => execFileSync('/bin/sh', ['-c', cmd], { encoding: 'utf8', env }).trim();
@@ -50,5 +54,48 @@ describe('facts', () => {
     expect(f.hostname).toBe(sh('uname -n'));
     expect(f.arch).toBe(sh('uname -m'));
     expect(f.user).toBe(sh('id -un'));
+  });
+});
+
+describe('facts kept on the controller', () => {
+  const facts = { os: { id: 'debian', version_id: '12', name: 'Debian GNU/Linux 12 (bookworm)' }, arch: 'x86_64', hostname: 'web1', user: 'root', home: '/root', pkg: 'apt', init: 'systemd' };
+
+  it('are read back as written, per host key, and only with the shape facts have', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'hostsmith-facts-'));
+    try {
+      const cache = new FactsCache(join(dir, 'state'));
+      expect(cache.read('web1')).toBeUndefined();
+      cache.write('web1', facts);
+      expect(cache.read('web1')).toEqual(facts);
+      expect(cache.read('web2')).toBeUndefined();
+      const [file] = readdirSync(join(dir, 'state', 'facts'));
+      expect(statSync(join(dir, 'state', 'facts', file!)).mode & 0o777).toBe(0o600);
+      // Anything else in the file (a hand edit, a cut write) is as good as no file.
+      for (const bad of ['{"os":{}}', 'not json', JSON.stringify({ ...facts, user: 7 }), JSON.stringify({ ...facts, os: { id: 'debian' } })]) {
+        writeFileSync(join(dir, 'state', 'facts', file!), bad);
+        expect(cache.read('web1'), bad).toBeUndefined();
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('a state dir that cannot be written costs nothing but the round trip', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'hostsmith-facts-'));
+    try {
+      // A file where the state dir would be: no folder can be made under it.
+      writeFileSync(join(dir, 'state'), 'not a folder\n');
+      const cache = new FactsCache(join(dir, 'state'));
+      expect(() => cache.write('web1', facts)).not.toThrow();
+      expect(cache.read('web1')).toBeUndefined();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('the same facts compare equal; any field moved does not', () => {
+    expect(sameFacts(facts, JSON.parse(JSON.stringify(facts)))).toBe(true);
+    expect(sameFacts(facts, { ...facts, init: 'sysvinit' })).toBe(false);
+    expect(sameFacts(facts, { ...facts, os: { ...facts.os, version_id: '13' } })).toBe(false);
   });
 });
