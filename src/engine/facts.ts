@@ -57,13 +57,18 @@ export function readFactsAnswer(out: string, lockPaths: number): FactsAnswer {
   return { facts: parseFacts(out), locked: /^lock_held=1$/m.test(out), lasts };
 }
 
-/** Facts and locks in one round trip (factsScript). */
-export async function factsAndLocks(t: Transport, lockPaths: string[]): Promise<FactsAnswer> {
-  const r = await t.exec(factsScript(lockPaths));
+/** Runs a facts script in an exec of its own: its stdout. A host that prints nothing to it cannot be worked on. */
+export async function factsExec(t: Transport, script: string): Promise<string> {
+  const r = await t.exec(script);
   if (r.code !== 0 && !r.stdout) {
     throw new ConnectError(t.name, `could not gather facts (exit ${r.code}): ${r.stderr.trim()}`);
   }
-  return readFactsAnswer(r.stdout, lockPaths.length);
+  return r.stdout;
+}
+
+/** Facts and locks in one round trip (factsScript). */
+export async function factsAndLocks(t: Transport, lockPaths: string[]): Promise<FactsAnswer> {
+  return readFactsAnswer(await factsExec(t, factsScript(lockPaths)), lockPaths.length);
 }
 
 /**
@@ -83,11 +88,7 @@ export function sameFacts(a: Facts, b: Facts): boolean {
 }
 
 export async function gatherFacts(t: Transport): Promise<Facts> {
-  const r = await t.exec(FACTS_SCRIPT);
-  if (r.code !== 0 && !r.stdout) {
-    throw new ConnectError(t.name, `could not gather facts (exit ${r.code}): ${r.stderr.trim()}`);
-  }
-  return parseFacts(r.stdout);
+  return parseFacts(await factsExec(t, FACTS_SCRIPT));
 }
 
 /**

@@ -8,7 +8,7 @@ import { errorMessage } from '../errors.js';
 import type { ShellTransport } from '../transport/base.js';
 import { quote } from '../shell/script.js';
 import type { Emit } from './events.js';
-import { factsAndLocks, factsScript, gatherFacts, readFactsAnswer, sameFacts, type Facts, type FactsAnswer, type FirstContact } from './facts.js';
+import { factsAndLocks, factsScript, readFactsAnswer, sameFacts, type Facts, type FactsAnswer, type FirstContact } from './facts.js';
 import type { FactsCache } from './facts-cache.js';
 import type { LockTaken } from './host-run.js';
 import { reachOf, type Journal } from './journal.js';
@@ -117,11 +117,11 @@ export class FleetHosts {
   }
 
   private readFacts(transport: ShellTransport): Promise<FactsAnswer> {
-    return this.settings.apply ? factsAndLocks(transport, this.lockPaths()) : gatherFacts(transport).then((facts) => ({ facts, locked: false, lasts: [] }));
+    return factsAndLocks(transport, this.factsLocks());
   }
 
   private firstContact(host: OpenHost, kept: Facts): FirstContact {
-    const locks = this.settings.apply ? this.lockPaths() : [];
+    const locks = this.factsLocks();
     return {
       script: factsScript(locks),
       settle: (out) => {
@@ -171,6 +171,11 @@ export class FleetHosts {
   /** Whether the run uses sudo on this host for its lock and backups: the host's, the recipe's or its defaults'. */
   runSudo(target: Reachable): boolean {
     return target.sudo || this.settings.recipeSudo;
+  }
+
+  /** The lock paths the facts look at: an apply's (it may have to lock at once); a plan locks nothing. */
+  private factsLocks(): string[] {
+    return this.settings.apply ? this.lockPaths() : [];
   }
 
   private lockPaths(): string[] {

@@ -13,7 +13,7 @@ import type { Counts, HostStatus, StepStatus } from './events.js';
 import { hostScope, newHostRun, type HostRun, type HostRunOptions } from './host-run.js';
 import { plannedResult, type Completed } from './host-state.js';
 import { planStep, prefetchCarrying, type PlanInputs, type PlannedStep } from './plan-step.js';
-import { FactsMoved, type FirstContact } from './facts.js';
+import { FactsMoved, factsExec, type FirstContact } from './facts.js';
 import { stepDifference } from './plan-value.js';
 import { awaitWatchdog, claimWatchdog, dueHandlers, protect, recordWatchdogRollback, watchdogDir, watchdogParts, type ConfirmOptions, type Fired, type Protection } from './watchdog.js';
 
@@ -137,12 +137,7 @@ async function firstContact(hostRun: HostRun, contact: FirstContact): Promise<bo
   let said: string | undefined;
   const first = options.recipe.steps[0];
   if (first) await prefetchCarrying(hostRun.state, planInputs(hostRun), first, { script: contact.script, took: (out) => (said = out) });
-  if (said === undefined) {
-    const r = await options.transport.exec(contact.script);
-    if (r.code !== 0 && !r.stdout) throw new ConnectError(options.host, `could not gather facts (exit ${r.code}): ${r.stderr.trim()}`);
-    said = r.stdout;
-  }
-  return contact.settle(said);
+  return contact.settle(said ?? (await factsExec(options.transport, contact.script)));
 }
 
 /**
