@@ -214,13 +214,17 @@ export async function protect(completed: Completed[], inputs: ProtectInputs, con
 
   let failure: string | undefined;
   let fresh: ShellTransport | undefined;
+  // The host's timer started after `deadline` was set, so it fires a little later; a login that
+  // hangs until the deadline would still leave the controller racing it to disarm. It stops
+  // waiting early enough to disarm first: a fifth of the window, at most 3 s.
+  const giveUpAt = deadline - Math.min(3000, seconds * 200);
   try {
-    fresh = await within(confirm.openFresh(), deadline - Date.now(), 'connecting');
+    fresh = await within(confirm.openFresh(), giveUpAt - Date.now(), 'connecting');
     fresh.identify(transport.loginUser);
     const scope = inputs.scope();
     for (const [i, text] of confirm.verify.entries()) {
       const cmd = render(text, scope, { field: `verify[${i}]` });
-      const left = deadline - Date.now();
+      const left = giveUpAt - Date.now();
       if (left <= 0) throw new Error('the confirmation time ran out while verifying');
       const r = await fresh.exec(cmd, { sudo: inputs.sudo, timeoutMs: left });
       if (r.code !== 0) {
